@@ -1,0 +1,59 @@
+"""Alembic environment: async engine on asyncpg, the models' metadata as the target."""
+
+from __future__ import annotations
+
+import asyncio
+
+from alembic import context
+from sqlalchemy import pool
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from tenantry.config import load_settings
+from tenantry.infrastructure.db.models import metadata
+
+config = context.config
+
+
+def database_url() -> str:
+    url = config.attributes.get("database_url")
+    settings = load_settings() if url is None else load_settings(database_url=url)
+    return settings.async_database_url
+
+
+def run_offline() -> None:
+    context.configure(
+        url=database_url(),
+        target_metadata=metadata,
+        literal_binds=True,
+        dialect_opts={"paramstyle": "named"},
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def migrate(connection: Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        compare_type=True,
+        transaction_per_migration=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+async def run_online() -> None:
+    engine = create_async_engine(database_url(), poolclass=pool.NullPool)
+    try:
+        async with engine.connect() as connection:
+            await connection.run_sync(migrate)
+            await connection.commit()
+    finally:
+        await engine.dispose()
+
+
+if context.is_offline_mode():
+    run_offline()
+else:
+    asyncio.run(run_online())

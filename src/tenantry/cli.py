@@ -1,0 +1,186 @@
+"""The ``tenantry`` command: run the product, migrate the database, operate it."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import msgspec
+import uvicorn
+
+from tenantry import bootstrap
+from tenantry.config import Settings, SettingsError, load_settings, redact_url
+from tenantry.infrastructure.db import migrations
+from tenantry.infrastructure.embedded import EmbeddedPostgres, EmbeddedRedis
+from tenantry.infrastructure.observability.logging import configure_logging
+
+EMBEDDED_DATABASE = "tenantry"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def settings_errors_exit(func: F) -> F:
+    """A bad setting ends the command with one line naming the variable, not a traceback."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except SettingsError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def engines(settings: Settings, *, redis: bool = True) -> Iterator[Settings]:
+    """Settings whose unset database and Redis URLs point at embedded engines, started here.
+
+    The engines keep their data under ``TENANTRY_DATA_DIR`` and stop when the block ends.
+    """
+    data_dir = Path(settings.data_dir)
+    with contextlib.ExitStack() as stack:
+        urls: dict[str, str] = {}
+        if settings.database_url is None:
+            postgres = EmbeddedPostgres(data_dir / "postgres")
+            click.echo(f"Starting embedded PostgreSQL in {postgres.root} ...")
+            postgres.start()
+            stack.callback(postgres.stop)
+            postgres.ensure_database(EMBEDDED_DATABASE)
+            urls["database_url"] = postgres.url(EMBEDDED_DATABASE)
+        if redis and settings.redis_url is None:
+            embedded_redis = EmbeddedRedis(data_dir / "redis")
+            click.echo(f"Starting embedded Redis in {embedded_redis.root} ...")
+            embedded_redis.start()
+            stack.callback(embedded_redis.stop)
+            urls["redis_url"] = embedded_redis.url
+        yield msgspec.structs.replace(settings, **urls)
+
+
+@click.group()
+@click.version_option(package_name="tenantry")
+def main() -> None:
+    """Tenantry: a multi-tenant SaaS API foundation."""
+
+
+@main.command()
+@click.option("--host", default=None, help="Address to bind (default: TENANTRY_HOST).")
+@click.option("--port", type=int, default=None, help="Port to bind (default: TENANTRY_PORT).")
+@settings_errors_exit
+def dev(host: str | None, port: int | None) -> None:
+    """Run everything on one machine: embedded PostgreSQL and Redis, migrations, the API.
+
+    Set TENANTRY_DATABASE_URL or TENANTRY_REDIS_URL to use real servers instead.
+    Ctrl-C stops the API and the embedded engines.
+    """
+    settings = load_settings(**_bind(host, port))
+    configure_logging(settings)
+    with engines(settings) as settings:
+        migrations.upgrade(settings.required("database_url"))
+        app = bootstrap.create_app(settings)
+        base = f"http://{settings.host}:{settings.port}"
+        click.echo(
+            "\nTenantry is starting:\n"
+            f"  API          {base}/api/v1/info\n"
+            f"  API docs     {base}/docs\n"
+            f"  Health       {base}/health   Ready {base}/ready\n"
+            f"  PostgreSQL   {redact_url(settings.required('database_url'))}\n"
+            f"  Redis        {settings.required('redis_url')}\n"
+            "Press Ctrl-C to stop.\n"
+        )
+        # uvicorn re-raises SIGTERM after its graceful shutdown; as SystemExit it unwinds through
+        # `engines`, which stops PostgreSQL and Redis instead of leaving them orphaned.
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        with contextlib.suppress(KeyboardInterrupt):
+            uvicorn.run(app, **_uvicorn_options(settings))
+    click.echo("Tenantry stopped.")
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+@main.command()
+@click.option("--host", default=None, help="Address to bind (default: TENANTRY_HOST).")
+@click.option("--port", type=int, default=None, help="Port to bind (default: TENANTRY_PORT).")
+@click.option("--workers", type=int, default=1, show_default=True, help="API processes.")
+@settings_errors_exit
+def serve(host: str | None, port: int | None, workers: int) -> None:
+    """Run the API alone against the configured PostgreSQL and Redis (production mode)."""
+    settings = load_settings(**_bind(host, port))
+    settings.required("database_url")
+    settings.required("redis_url")
+    configure_logging(settings)
+    if workers > 1:
+        # Each worker process builds its own app from the same environment.
+        uvicorn.run(
+            "tenantry.bootstrap:create_app",
+            factory=True,
+            workers=workers,
+            **_uvicorn_options(settings),
+        )
+    else:
+        uvicorn.run(bootstrap.create_app(settings), **_uvicorn_options(settings))
+
+
+def _bind(host: str | None, port: int | None) -> dict[str, Any]:
+    return {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+
+
+def _uvicorn_options(settings: Settings) -> dict[str, Any]:
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": None,
+        "access_log": False,  # the app writes its own access line, with the request id
+        "proxy_headers": True,
+        "server_header": False,
+        "lifespan": "on",
+    }
+
+
+@main.group()
+def db() -> None:
+    """Database migrations (embedded PostgreSQL unless TENANTRY_DATABASE_URL is set)."""
+
+
+def _with_database(action: Callable[[str], None]) -> None:
+    settings = load_settings()
+    configure_logging(settings)
+    if settings.is_production:
+        settings.required("database_url")
+    with engines(settings, redis=False) as ready:
+        action(ready.required("database_url"))
+
+
+@db.command()
+@click.argument("revision", default="head")
+@settings_errors_exit
+def upgrade(revision: str) -> None:
+    """Apply migrations up to REVISION (default: head)."""
+    _with_database(lambda url: migrations.upgrade(url, revision))
+    click.echo(f"Upgraded to {revision}.")
+
+
+@db.command()
+@click.argument("revision", default="-1")
+@settings_errors_exit
+def downgrade(revision: str) -> None:
+    """Revert migrations down to REVISION (default: one step; 'base' for all)."""
+    _with_database(lambda url: migrations.downgrade(url, revision))
+    click.echo(f"Downgraded to {revision}.")
+
+
+@db.command()
+@settings_errors_exit
+def current() -> None:
+    """Show the revision the database is at."""
+    _with_database(
+        lambda url: click.echo(migrations.current(url) or "(no revision: empty database)")
+    )

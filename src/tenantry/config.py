@@ -1,0 +1,163 @@
+"""Typed settings read from ``TENANTRY_*`` environment variables and ``.env``.
+
+One settings object serves the API, the workers and the CLI. A bad or missing value stops
+start-up with a single line naming the variable and what it expected.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args, get_origin
+
+import msgspec
+
+PREFIX = "TENANTRY_"
+# Variables read by the test harness and tooling, not by the application.
+_FOREIGN_PREFIXES = ("TENANTRY_TEST_", "TENANTRY_BENCH_")
+
+Environment = Literal["development", "production", "test"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
+Seconds = Annotated[float, msgspec.Meta(gt=0, le=300)]
+
+
+class SettingsError(Exception):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+class Settings(msgspec.Struct, kw_only=True, frozen=True):
+    """Every knob of Tenantry. Field ``foo`` is read from ``TENANTRY_FOO``."""
+
+    env: Environment = "development"
+    host: str = "127.0.0.1"
+    port: Port = 8000
+    # Unset in development means "start the embedded engine"; `tenantry serve` requires them.
+    database_url: str | None = None
+    redis_url: str | None = None
+    data_dir: str = ".tenantry"
+    log_level: LogLevel = "INFO"
+    # JSON lines in production, a readable console otherwise, unless set explicitly.
+    log_json: bool | None = None
+    log_sql: bool = False
+    cors_origins: list[str] = msgspec.field(default_factory=list)
+    db_pool_size: PositiveInt = 10
+    db_max_overflow: NonNegativeInt = 10
+    db_pool_timeout: PositiveInt = 5
+    db_connect_timeout: Seconds = 5.0
+    # Each readiness check gets this long; /ready answers well within 2 s even on a hang.
+    ready_check_timeout: Seconds = 1.5
+    max_request_body_bytes: PositiveInt = 1_048_576
+
+    def __post_init__(self) -> None:
+        if self.database_url is not None and not re.match(
+            r"^postgres(ql)?(\+asyncpg)?://", self.database_url
+        ):
+            shown = redact_url(self.database_url)
+            raise SettingsError(
+                f"{PREFIX}DATABASE_URL: expected a postgresql:// URL, got {shown!r}"
+            )
+        if self.redis_url is not None and not re.match(r"^(redis|rediss|unix)://", self.redis_url):
+            raise SettingsError(
+                f"{PREFIX}REDIS_URL: expected a redis:// URL, got {redact_url(self.redis_url)!r}"
+            )
+
+    def __repr__(self) -> str:
+        shown = {name: getattr(self, name) for name in self.__struct_fields__}
+        for name in ("database_url", "redis_url"):
+            if shown[name] is not None:
+                shown[name] = redact_url(shown[name])
+        return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
+
+    __str__ = __repr__
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def json_logs(self) -> bool:
+        return self.is_production if self.log_json is None else self.log_json
+
+    @property
+    def async_database_url(self) -> str:
+        """The database URL with the asyncpg driver, whatever scheme the operator wrote."""
+        url = self.required("database_url")
+        return re.sub(r"^postgres(ql)?(\+asyncpg)?://", "postgresql+asyncpg://", url)
+
+    def required(self, name: str) -> str:
+        """The value of a setting this command cannot run without; stop naming it if unset."""
+        value = getattr(self, name)
+        if value is None:
+            raise SettingsError(f"{PREFIX}{name.upper()}: required here but not set")
+        return str(value)
+
+
+def redact_url(url: str) -> str:
+    """Hide the password of a URL so it can be shown in messages and logs."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Parse a ``.env`` file: ``KEY=VALUE`` lines, ``#`` comments, optional quotes."""
+    values: dict[str, str] = {}
+    if not path.is_file():
+        return values
+    for number, raw in enumerate(path.read_text().splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        line = line.removeprefix("export ").strip()
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise SettingsError(f"{path}:{number}: expected KEY=VALUE")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
+def _is_list(tp: Any) -> bool:
+    return get_origin(tp) is list or any(get_origin(arg) is list for arg in get_args(tp))
+
+
+def _convert(name: str, raw: str, tp: Any) -> Any:
+    value: Any = raw
+    if _is_list(tp):
+        value = [] if not raw.strip() else [part.strip() for part in raw.split(",") if part.strip()]
+    elif raw == "" and type(None) in get_args(tp):
+        value = None
+    try:
+        return msgspec.convert(value, type=tp, strict=False)
+    except msgspec.ValidationError as exc:
+        expected = str(exc).split(" - at ")[0]
+        raise SettingsError(f"{PREFIX}{name.upper()}: {expected} (got {raw!r})") from None
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    env_file: Path | str | None = ".env",
+    **overrides: Any,
+) -> Settings:
+    """Build settings from ``.env`` then the environment (which wins), then explicit overrides."""
+    sources: dict[str, str] = {}
+    if env_file is not None:
+        sources.update(read_env_file(Path(env_file)))
+    sources.update(os.environ if environ is None else environ)
+
+    fields = {f.name: f.type for f in msgspec.structs.fields(Settings)}
+    values: dict[str, Any] = {}
+    for key, raw in sources.items():
+        if not key.startswith(PREFIX) or key.startswith(_FOREIGN_PREFIXES):
+            continue
+        name = key.removeprefix(PREFIX).lower()
+        if name not in fields:
+            raise SettingsError(f"{key}: unknown setting (see .env.example for the list)")
+        values[name] = _convert(name, raw, fields[name])
+    values.update(overrides)
+    return Settings(**values)

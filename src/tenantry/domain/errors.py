@@ -1,0 +1,28 @@
+"""Domain errors. The presentation layer maps each kind to one HTTP status."""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """Base of every error a use case raises on purpose."""
+
+    def __init__(self, detail: str, *, fields: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.fields = fields or {}
+
+
+class NotFound(DomainError):
+    """The thing does not exist, or the caller may not know that it exists."""
+
+
+class Conflict(DomainError):
+    """The request clashes with the current state (a taken slug, a stale version)."""
+
+
+class Forbidden(DomainError):
+    """The caller is known but may not do this."""
+
+
+class Invalid(DomainError):
+    """The input breaks a domain rule; ``fields`` names the offending fields."""

@@ -1,0 +1,76 @@
+"""Tenants: the organisations that own all other data."""
+
+from __future__ import annotations
+
+import enum
+import re
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import msgspec
+
+from tenantry.domain.errors import Invalid
+
+SLUG_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{1,61}[a-z0-9])$")
+NAME_MAX_LENGTH = 200
+# Slugs that would read as platform paths or impersonate the operator.
+RESERVED_SLUGS = frozenset(
+    {
+        "admin",
+        "api",
+        "app",
+        "auth",
+        "docs",
+        "health",
+        "metrics",
+        "platform",
+        "ready",
+        "root",
+        "system",
+        "www",
+    }
+)
+
+
+class TenantStatus(enum.StrEnum):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+
+
+class Tenant(msgspec.Struct, kw_only=True, frozen=True):
+    id: UUID
+    name: str
+    slug: str
+    status: TenantStatus
+    settings: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+class NewTenant(msgspec.Struct, kw_only=True, frozen=True):
+    """A tenant about to be stored: validated, not yet given an id."""
+
+    name: str
+    slug: str
+    settings: dict[str, Any] = msgspec.field(default_factory=dict)
+
+    @classmethod
+    def create(cls, *, name: str, slug: str) -> NewTenant:
+        name = " ".join(name.split())
+        slug = slug.strip().lower()
+        problems: dict[str, str] = {}
+        if not name:
+            problems["name"] = "must not be blank"
+        elif len(name) > NAME_MAX_LENGTH:
+            problems["name"] = f"must be at most {NAME_MAX_LENGTH} characters"
+        if not SLUG_PATTERN.match(slug):
+            problems["slug"] = (
+                "must be 3 to 63 characters of lowercase letters, digits and hyphens, "
+                "starting and ending with a letter or digit"
+            )
+        elif slug in RESERVED_SLUGS:
+            problems["slug"] = "is reserved"
+        if problems:
+            raise Invalid("The tenant is not valid.", fields=problems)
+        return cls(name=name, slug=slug)

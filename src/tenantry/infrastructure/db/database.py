@@ -1,0 +1,47 @@
+"""Engine and session configuration, shared by the API, workers and CLI."""
+
+from __future__ import annotations
+
+import time
+
+from advanced_alchemy.extensions.litestar import (
+    AsyncSessionConfig,
+    EngineConfig,
+    SQLAlchemyAsyncConfig,
+)
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tenantry.config import Settings
+from tenantry.infrastructure.db.models import metadata
+
+
+def alchemy_config(settings: Settings) -> SQLAlchemyAsyncConfig:
+    return SQLAlchemyAsyncConfig(
+        connection_string=settings.async_database_url,
+        metadata=metadata,
+        create_all=False,
+        # Errors are mapped once, in presentation/errors.py.
+        set_default_exception_handler=False,
+        session_config=AsyncSessionConfig(expire_on_commit=False, autoflush=False),
+        engine_config=EngineConfig(
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+            pool_timeout=settings.db_pool_timeout,
+            pool_pre_ping=False,
+            pool_recycle=1800,
+            echo=settings.log_sql,
+            connect_args={
+                "timeout": settings.db_connect_timeout,
+                "server_settings": {"application_name": "tenantry"},
+            },
+        ),
+    )
+
+
+async def ping(engine: AsyncEngine) -> float:
+    """Run one round trip; return its latency in milliseconds."""
+    started = time.perf_counter()
+    async with engine.connect() as connection:
+        await connection.execute(text("select 1"))
+    return (time.perf_counter() - started) * 1000

@@ -1,0 +1,87 @@
+"""The Litestar application factory. Adapters arrive from bootstrap.py as dependencies."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from importlib.metadata import version
+from typing import Any
+
+from litestar import Litestar
+from litestar.config.cors import CORSConfig
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.plugins import PluginProtocol
+
+from tenantry.config import Settings
+from tenantry.presentation.errors import exception_handlers
+from tenantry.presentation.health import HealthController, ReadinessChecks, ServiceInfo
+from tenantry.presentation.middleware import RequestContextMiddleware
+from tenantry.presentation.tenants import TenantController
+
+DOCS_PATH = "/docs"
+SERVICE_NAME = "Tenantry"
+
+CONTROLLERS = [HealthController, TenantController]
+
+
+def create_app(
+    settings: Settings,
+    *,
+    dependencies: Mapping[str, Provide],
+    readiness_checks: ReadinessChecks,
+    plugins: Sequence[PluginProtocol] = (),
+    on_shutdown: Sequence[Callable[[], Any]] = (),
+) -> Litestar:
+    service_info = ServiceInfo(
+        name=SERVICE_NAME,
+        version=version("tenantry"),
+        environment=settings.env,
+        check_timeout=settings.ready_check_timeout,
+    )
+    app = Litestar(
+        route_handlers=CONTROLLERS,
+        dependencies={
+            "readiness_checks": Provide(
+                lambda: readiness_checks, use_cache=True, sync_to_thread=False
+            ),
+            "service_info": Provide(lambda: service_info, use_cache=True, sync_to_thread=False),
+            **dependencies,
+        },
+        plugins=list(plugins),
+        exception_handlers=exception_handlers,
+        cors_config=CORSConfig(
+            allow_origins=settings.cors_origins,
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "X-API-Key",
+                "X-Request-ID",
+                "If-Match",
+            ],
+            expose_headers=["X-Request-ID", "Retry-After", "ETag", "Location"],
+            allow_credentials=False,
+            max_age=600,
+        )
+        if settings.cors_origins
+        else None,
+        openapi_config=OpenAPIConfig(
+            title=SERVICE_NAME,
+            version=service_info.version,
+            description="A multi-tenant SaaS API foundation.",
+            path=DOCS_PATH,
+            render_plugins=[SwaggerRenderPlugin(path="/")],
+        ),
+        on_shutdown=list(on_shutdown),
+        request_max_body_size=settings.max_request_body_bytes,
+        # Our own handlers log errors with the request id; Litestar's logging config would
+        # replace the structlog pipeline configured at start.
+        logging_config=None,
+        debug=False,
+    )
+    # Wrapping the whole handler (not Litestar middleware) so routing 404s and 405s get
+    # request ids, security headers and access lines too.
+    app.asgi_handler = RequestContextMiddleware(
+        app.asgi_handler, docs_path=DOCS_PATH, production=settings.is_production
+    )
+    return app
