@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
 from litestar import Litestar
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.application.tenants import CreateTenant
@@ -19,7 +19,7 @@ from tenantry.infrastructure.observability.logging import configure_logging
 from tenantry.presentation import app as web
 
 
-def provide_create_tenant(db_session: AsyncSession) -> CreateTenant:
+def provide_create_tenant(db_session: NamedDependency[AsyncSession]) -> CreateTenant:
     return CreateTenant(SqlUnitOfWork(db_session))
 
 

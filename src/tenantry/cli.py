@@ -97,8 +97,14 @@ def dev(host: str | None, port: int | None) -> None:
         # uvicorn re-raises SIGTERM after its graceful shutdown; as SystemExit it unwinds through
         # `engines`, which stops PostgreSQL and Redis instead of leaving them orphaned.
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
-        with contextlib.suppress(KeyboardInterrupt):
+        try:
             uvicorn.run(app, **_uvicorn_options(settings))
+        except KeyboardInterrupt:
+            pass
+        finally:
+            # A terminal's Ctrl-C reaches `uv run` and us alike, and uv passes it on again:
+            # that second SIGINT must not cut the engines' shutdown short.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
     click.echo("Tenantry stopped.")
 
 

@@ -135,7 +135,11 @@ def _convert(name: str, raw: str, tp: Any) -> Any:
     try:
         return msgspec.convert(value, type=tp, strict=False)
     except msgspec.ValidationError as exc:
-        expected = str(exc).split(" - at ")[0]
+        if get_origin(tp) is Literal:
+            expected = "Expected one of " + ", ".join(map(str, get_args(tp)))
+        else:
+            # "Expected `int`, got `str` - at `$`": the raw value we show says more than "str".
+            expected = re.sub(r", got `[^`]*`", "", str(exc).split(" - at ")[0])
         raise SettingsError(f"{PREFIX}{name.upper()}: {expected} (got {raw!r})") from None
 
 

@@ -5,6 +5,7 @@ Both keep their data under one directory, so a second run finds the first run's 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import re
@@ -66,7 +67,9 @@ class EmbeddedPostgres:
             self.server.psql(f'create database "{name}";')
 
     def stop(self) -> None:
-        self.server.cleanup()
+        # pgserver signals a postmaster that may have died already (killed, crashed).
+        with contextlib.suppress(psutil.NoSuchProcess):
+            self.server.cleanup()
 
 
 def _die_with_parent() -> None:

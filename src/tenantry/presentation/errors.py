@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from http import HTTPStatus
 from typing import Any
 
@@ -15,6 +16,7 @@ from tenantry.domain.errors import Conflict, DomainError, Forbidden, Invalid, No
 from tenantry.presentation.middleware import request_id_of
 
 PROBLEM_JSON = "application/problem+json"
+_NAMED_FIELD = re.compile(r"(?:missing required|unknown) field `([^`]+)`")
 
 log = structlog.stdlib.get_logger("tenantry.errors")
 
@@ -79,8 +81,11 @@ def _validation_errors(extra: Any) -> list[FieldError]:
     found = []
     for item in extra:
         if isinstance(item, dict):
-            key = str(item.get("key") or item.get("source") or "body")
-            found.append(FieldError(field=key, message=str(item.get("message", "is not valid"))))
+            message = str(item.get("message", "is not valid"))
+            # msgspec names a missing or unknown field only in its message; the key is "data".
+            named = _NAMED_FIELD.search(message)
+            key = named.group(1) if named else str(item.get("key") or item.get("source") or "body")
+            found.append(FieldError(field=key, message=message))
     return found
 
 

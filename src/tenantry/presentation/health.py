@@ -10,6 +10,7 @@ from typing import Literal
 import msgspec
 import structlog
 from litestar import Controller, Response, get
+from litestar.di import NamedDependency
 
 Check = Callable[[], Awaitable[object]]
 ReadinessChecks = Mapping[str, Check]
@@ -79,7 +80,9 @@ class HealthController(Controller):
 
     @get("/ready", summary="Readiness: 200 when every dependency answers, else 503")
     async def ready(
-        self, readiness_checks: ReadinessChecks, service_info: ServiceInfo
+        self,
+        readiness_checks: NamedDependency[ReadinessChecks],
+        service_info: NamedDependency[ServiceInfo],
     ) -> Response[Readiness]:
         names = list(readiness_checks)
         results = await asyncio.gather(
@@ -94,7 +97,7 @@ class HealthController(Controller):
         )
 
     @get("/api/v1/info", summary="Name, version and environment of this deployment")
-    async def info(self, service_info: ServiceInfo) -> Info:
+    async def info(self, service_info: NamedDependency[ServiceInfo]) -> Info:
         return Info(
             name=service_info.name,
             version=service_info.version,

@@ -8,6 +8,8 @@ from uuid import UUID
 
 import msgspec
 from litestar import Controller, post
+from litestar.di import NamedDependency
+from litestar.params import JSONBody
 
 from tenantry.application.tenants import CreateTenant
 from tenantry.domain.tenants import Tenant
@@ -45,6 +47,8 @@ class TenantController(Controller):
     tags = ["tenants"]
 
     @post(summary="Create a tenant", description="A slug already taken answers 409.")
-    async def create(self, data: TenantCreate, create_tenant: CreateTenant) -> TenantCreated:
+    async def create(
+        self, data: JSONBody[TenantCreate], create_tenant: NamedDependency[CreateTenant]
+    ) -> TenantCreated:
         tenant = await create_tenant(name=data.name, slug=data.slug)
         return TenantCreated(tenant=TenantRead.of(tenant))

@@ -1,0 +1,165 @@
+"""The test harness: real PostgreSQL and Redis, never stand-ins.
+
+``TENANTRY_TEST_DATABASE_URL`` / ``TENANTRY_TEST_REDIS_URL`` point the suite at running servers
+(the database URL is an admin connection used to create and drop a fresh database per session);
+unset, the embedded engines start once per session. Every test session migrates its own fresh
+database with alembic, the same path production takes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+from redis.asyncio import Redis
+
+from tenantry import bootstrap
+from tenantry.config import Settings, load_settings
+from tenantry.infrastructure.db import migrations
+from tenantry.infrastructure.embedded import EmbeddedPostgres, EmbeddedRedis
+from tenantry.infrastructure.observability.logging import build_handler
+
+Client = AsyncTestClient[Litestar]
+
+
+def plain_url(url: str) -> str:
+    """asyncpg wants postgresql:// without the SQLAlchemy driver suffix."""
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+def with_database(url: str, name: str) -> str:
+    head, sep, query = url.partition("?")
+    base = head.rsplit("/", 1)[0]
+    return f"{base}/{name}{sep}{query}"
+
+
+@pytest.fixture(scope="session")
+def admin_database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if url := os.environ.get("TENANTRY_TEST_DATABASE_URL"):
+        yield url
+        return
+    postgres = EmbeddedPostgres(tmp_path_factory.mktemp("postgres"))
+    postgres.start()
+    yield postgres.url()
+    postgres.stop()
+
+
+async def create_database(admin_url: str, name: str) -> str:
+    connection = await asyncpg.connect(plain_url(admin_url))
+    try:
+        await connection.execute(f'create database "{name}"')
+    finally:
+        await connection.close()
+    return with_database(admin_url, name)
+
+
+async def drop_database(admin_url: str, name: str) -> None:
+    connection = await asyncpg.connect(plain_url(admin_url))
+    try:
+        await connection.execute(f'drop database if exists "{name}" with (force)')
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(scope="session")
+async def database_url(admin_database_url: str) -> AsyncIterator[str]:
+    name = f"tenantry_test_{uuid.uuid4().hex[:12]}"
+    url = await create_database(admin_database_url, name)
+    await asyncio.to_thread(migrations.upgrade, url)
+    yield url
+    await drop_database(admin_database_url, name)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if url := os.environ.get("TENANTRY_TEST_REDIS_URL"):
+        yield url
+        return
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), persist=False)
+    server.start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def settings(database_url: str, redis_url: str) -> Settings:
+    return load_settings(
+        environ={},
+        env_file=None,
+        env="test",
+        database_url=database_url,
+        redis_url=redis_url,
+        log_json=True,
+        db_pool_size=5,
+        db_max_overflow=0,
+    )
+
+
+@pytest.fixture
+async def clean_state(database_url: str, redis_url: str) -> AsyncIterator[None]:
+    """Each test starts from empty tables and an empty Redis database."""
+    yield
+    connection = await asyncpg.connect(plain_url(database_url))
+    try:
+        tables = await connection.fetch(
+            "select tablename from pg_tables where schemaname = 'public' "
+            "and tablename <> 'alembic_version'"
+        )
+        if tables:
+            names = ", ".join(f'"{row["tablename"]}"' for row in tables)
+            await connection.execute(f"truncate {names} restart identity cascade")
+    finally:
+        await connection.close()
+    client = Redis.from_url(redis_url)
+    await client.flushdb()
+    await client.aclose()
+
+
+@pytest.fixture
+def app(settings: Settings) -> Litestar:
+    return bootstrap.create_app(settings)
+
+
+@pytest.fixture
+async def client(app: Litestar, clean_state: None) -> AsyncIterator[Client]:
+    async with AsyncTestClient(app=app) as test_client:
+        yield test_client
+
+
+class LogLines:
+    """Every log line written during a test, rendered as the JSON production would write."""
+
+    def __init__(self) -> None:
+        self.buffer = io.StringIO()
+
+    def all(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.buffer.getvalue().splitlines()]
+
+    def of(self, logger: str) -> list[dict[str, Any]]:
+        return [line for line in self.all() if line.get("logger") == logger]
+
+
+@pytest.fixture
+def log_lines(app: Litestar) -> Iterator[LogLines]:
+    """Depends on ``app`` so that it attaches after the app configured logging."""
+    lines = LogLines()
+    handler = build_handler(lines.buffer, json=True)
+    logging.getLogger().addHandler(handler)
+    yield lines
+    logging.getLogger().removeHandler(handler)
+
+
+@pytest.fixture(scope="session")
+def project_root() -> Path:
+    return Path(__file__).resolve().parents[1]

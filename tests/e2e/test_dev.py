@@ -1,0 +1,105 @@
+"""`tenantry dev` end to end: embedded engines, readiness, persistence and a clean stop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tenantry.infrastructure.embedded import free_port
+
+pytestmark = pytest.mark.timeout(180)
+
+
+class DevServer:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> float:
+        env = {key: value for key, value in os.environ.items() if not key.startswith("TENANTRY_")}
+        env |= {"TENANTRY_DATA_DIR": str(self.data_dir), "TENANTRY_PORT": str(self.port)}
+        started = time.monotonic()
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tenantry", "dev",
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        async with httpx.AsyncClient(base_url=self.base) as client:
+            while time.monotonic() - started < 120:
+                assert self.process.returncode is None, "tenantry dev exited early"
+                try:
+                    if (await client.get("/ready")).status_code == 200:
+                        return time.monotonic() - started
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.2)
+        raise AssertionError("tenantry dev never became ready")
+
+    async def stop(self) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGINT)
+        return await asyncio.wait_for(self.process.wait(), timeout=60)
+
+    def engine_processes(self) -> list[psutil.Process]:
+        found = []
+        for process in psutil.process_iter(["cmdline"]):
+            cmdline = " ".join(process.info["cmdline"] or [])
+            if str(self.data_dir) in cmdline and process.pid != os.getpid():
+                found.append(process)
+        return found
+
+
+@pytest.fixture
+async def dev(tmp_path: Path) -> AsyncIterator[DevServer]:
+    server = DevServer(tmp_path / "data")
+    yield server
+    if server.process is not None and server.process.returncode is None:
+        server.process.kill()
+        await server.process.wait()
+    for process in server.engine_processes():
+        process.kill()
+
+
+async def test_dev_runs_persists_and_stops_cleanly(dev: DevServer) -> None:
+    await dev.start()
+    async with httpx.AsyncClient(base_url=dev.base) as client:
+        assert (await client.get("/health")).status_code == 200
+        created = await client.post("/api/v1/tenants", json={"name": "Acme", "slug": "acme"})
+        assert created.status_code == 201
+    assert await dev.stop() == 0
+    assert dev.engine_processes() == []
+
+    await dev.start()
+    async with httpx.AsyncClient(base_url=dev.base) as client:
+        again = await client.post("/api/v1/tenants", json={"name": "Acme", "slug": "acme"})
+        assert again.status_code == 409, "the tenant from the first run is still there"
+    assert await dev.stop() == 0
+    assert dev.engine_processes() == []
+
+
+async def test_killing_postgres_turns_ready_to_503_and_health_stays_up(dev: DevServer) -> None:
+    await dev.start()
+    postmaster = int((dev.data_dir / "postgres" / "postmaster.pid").read_text().split()[0])
+    os.kill(postmaster, signal.SIGKILL)
+    async with httpx.AsyncClient(base_url=dev.base, timeout=5) as client:
+        ready = await client.get("/ready")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["database"]["status"] == "error"
+        assert ready.json()["checks"]["redis"]["status"] == "ok"
+        assert (await client.get("/health")).status_code == 200
+    assert await dev.stop() == 0
+    for process in dev.engine_processes():
+        # Postgres backends orphaned by the SIGKILL exit on their own once the postmaster is gone.
+        process.wait(timeout=10)
