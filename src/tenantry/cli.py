@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -118,13 +119,18 @@ def _exit_on_sigterm(signum: int, _frame: object) -> None:
 @click.option("--workers", type=int, default=1, show_default=True, help="API processes.")
 @settings_errors_exit
 def serve(host: str | None, port: int | None, workers: int) -> None:
-    """Run the API alone against the configured PostgreSQL and Redis (production mode)."""
-    settings = load_settings(**_bind(host, port))
+    """Run the API alone against the configured PostgreSQL and Redis (production mode).
+
+    TENANTRY_ENV defaults to production here.
+    """
+    settings = load_settings(defaults={"env": "production"}, **_bind(host, port))
     settings.required("database_url")
     settings.required("redis_url")
     configure_logging(settings)
     if workers > 1:
-        # Each worker process builds its own app from the same environment.
+        # Each worker process builds its own app from the environment, so it must say what
+        # this process settled on.
+        os.environ["TENANTRY_ENV"] = settings.env
         uvicorn.run(
             "tenantry.bootstrap:create_app",
             factory=True,

@@ -146,16 +146,17 @@ def _convert(name: str, raw: str, tp: Any) -> Any:
 def load_settings(
     environ: Mapping[str, str] | None = None,
     env_file: Path | str | None = ".env",
+    defaults: Mapping[str, Any] | None = None,
     **overrides: Any,
 ) -> Settings:
-    """Build settings from ``.env`` then the environment (which wins), then explicit overrides."""
+    """Build settings: ``defaults``, then ``.env``, then the environment, then ``overrides``."""
     sources: dict[str, str] = {}
     if env_file is not None:
         sources.update(read_env_file(Path(env_file)))
     sources.update(os.environ if environ is None else environ)
 
     fields = {f.name: f.type for f in msgspec.structs.fields(Settings)}
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = dict(defaults or {})
     for key, raw in sources.items():
         if not key.startswith(PREFIX) or key.startswith(_FOREIGN_PREFIXES):
             continue

@@ -113,3 +113,10 @@ def test_env_example_documents_every_setting(project_root: Path) -> None:
     }
     expected = {f"TENANTRY_{name.upper()}" for name in Settings.__struct_fields__}
     assert expected <= documented
+
+
+def test_defaults_yield_to_the_environment() -> None:
+    production = {"env": "production"}
+    assert load_settings(environ={}, env_file=None, defaults=production).env == "production"
+    chosen = load_settings(environ={"TENANTRY_ENV": "test"}, env_file=None, defaults=production)
+    assert chosen.env == "test"
