@@ -92,8 +92,13 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def keyring_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(tmp_path_factory.mktemp("keys") / "keyring.json")
+
+
 @pytest.fixture
-def settings(database_url: str, redis_url: str) -> Settings:
+def settings(database_url: str, redis_url: str, keyring_path: str) -> Settings:
     return load_settings(
         environ={},
         env_file=None,
@@ -103,6 +108,10 @@ def settings(database_url: str, redis_url: str) -> Settings:
         log_json=True,
         db_pool_size=5,
         db_max_overflow=0,
+        keyring_path=keyring_path,
+        # Cheap argon2 keeps the suite fast; the login benchmark measures the real parameters.
+        password_time_cost=1,
+        password_memory_kib=1024,
     )
 
 

@@ -1,43 +1,163 @@
 """The composition root: the one place that wires adapters into use cases.
 
-The API, the CLI (and later the workers) build what they need from here.
+The API, the CLI (and later the workers) build what they need from a :class:`Container`.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
 from litestar import Litestar
 from litestar.di import NamedDependency, Provide
+from litestar.types import Scope
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tenantry.application.tenants import CreateTenant
+from tenantry.application import api_keys, auth, tenants, users
+from tenantry.application.auth import Authenticate, AuthPolicy, Identity
 from tenantry.config import Settings, load_settings
+from tenantry.domain.ports import UnitOfWork
 from tenantry.infrastructure.cache import redis as redis_cache
+from tenantry.infrastructure.cache.rate_limit import RedisRateLimiter
+from tenantry.infrastructure.clock import SystemClock
 from tenantry.infrastructure.db import database
 from tenantry.infrastructure.db.uow import SqlUnitOfWork
 from tenantry.infrastructure.observability.logging import configure_logging
+from tenantry.infrastructure.security.passwords import Argon2PasswordHasher
+from tenantry.infrastructure.security.tokens import FileKeyring, JwtAccessTokens
 from tenantry.presentation import app as web
 
 
-def provide_create_tenant(db_session: NamedDependency[AsyncSession]) -> CreateTenant:
-    return CreateTenant(SqlUnitOfWork(db_session))
+class Container:
+    """The long-lived adapters of one process, built once from settings."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.alchemy = database.alchemy_config(settings)
+        self.redis = redis_cache.create_redis(settings)
+        self.clock = SystemClock()
+        self.passwords = Argon2PasswordHasher(
+            time_cost=settings.password_time_cost,
+            memory_cost_kib=settings.password_memory_kib,
+            parallelism=settings.password_parallelism,
+            max_concurrency=settings.password_hash_concurrency,
+        )
+        self.keyring = FileKeyring(keyring_path(settings), create=not settings.is_production)
+        self.tokens = JwtAccessTokens(
+            self.keyring, ttl=timedelta(seconds=settings.access_token_ttl_seconds)
+        )
+        self.limiter = RedisRateLimiter(self.redis)
+        self.policy = AuthPolicy(
+            refresh_ttl=timedelta(days=settings.refresh_token_ttl_days),
+            login_attempts_per_account=settings.login_attempts_per_account,
+            login_attempts_per_address=settings.login_attempts_per_address,
+            login_window_seconds=settings.login_window_seconds,
+            register_attempts_per_address=settings.register_attempts_per_address,
+            register_window_seconds=settings.register_window_seconds,
+        )
+
+    def identity(self, uow: UnitOfWork) -> Identity:
+        return Identity(
+            uow,
+            passwords=self.passwords,
+            tokens=self.tokens,
+            limiter=self.limiter,
+            clock=self.clock,
+            policy=self.policy,
+        )
+
+    @asynccontextmanager
+    async def unit_of_work(self) -> AsyncIterator[SqlUnitOfWork]:
+        """A unit of work outside a request (CLI, workers)."""
+        async with self.alchemy.get_session() as session:
+            yield SqlUnitOfWork(session)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+        self.passwords.close()
+
+
+def keyring_path(settings: Settings) -> Path:
+    return Path(settings.keyring_path or Path(settings.data_dir) / "keyring.json")
+
+
+def _provide(build: Callable[[SqlUnitOfWork], Any]) -> Provide:
+    def provider(db_session: NamedDependency[AsyncSession]) -> Any:
+        return build(SqlUnitOfWork(db_session))
+
+    return Provide(provider, sync_to_thread=False)
+
+
+def use_case_providers(container: Container) -> dict[str, Provide]:
+    """Each use case, built per request around the request's database session."""
+    with_identity = {
+        "register": auth.Register,
+        "login": auth.Login,
+        "refresh": auth.Refresh,
+        "logout": auth.Logout,
+        "create_tenant": tenants.CreateTenant,
+        "create_user": users.CreateUser,
+    }
+    with_uow = {
+        "get_me": auth.GetMe,
+        "list_users": users.ListUsers,
+        "get_user": users.GetUser,
+        "update_user": users.UpdateUser,
+        "delete_user": users.DeleteUser,
+        "list_api_keys": api_keys.ListApiKeys,
+        "list_tenants": tenants.ListTenants,
+        "update_tenant": tenants.UpdateTenant,
+    }
+    with_clock = {
+        "create_api_key": api_keys.CreateApiKey,
+        "revoke_api_key": api_keys.RevokeApiKey,
+    }
+    providers: dict[str, Provide] = {}
+    for name, identity_case in with_identity.items():
+        providers[name] = _provide(_with_identity(container, identity_case))
+    for name, uow_case in with_uow.items():
+        providers[name] = _provide(uow_case)
+    for name, clock_case in with_clock.items():
+        providers[name] = _provide(_with_clock(container, clock_case))
+    return providers
+
+
+def _with_identity(
+    container: Container, case: Callable[[Identity], Any]
+) -> Callable[[SqlUnitOfWork], Any]:
+    return lambda uow: case(container.identity(uow))
+
+
+def _with_clock(
+    container: Container, case: Callable[[UnitOfWork, SystemClock], Any]
+) -> Callable[[SqlUnitOfWork], Any]:
+    return lambda uow: case(uow, container.clock)
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
     """The API, wired to PostgreSQL and Redis from ``settings`` (the environment by default)."""
     settings = settings or load_settings()
     configure_logging(settings)
-    alchemy = database.alchemy_config(settings)
-    redis = redis_cache.create_redis(settings)
+    container = Container(settings)
+    engine = container.alchemy
+
+    def authenticator(scope: Scope) -> Authenticate:
+        # The request's own session: the handler's use case later reuses this connection.
+        session = engine.provide_session(scope["app"].state, scope)
+        return Authenticate(container.identity(SqlUnitOfWork(session)))
+
     return web.create_app(
         settings,
-        plugins=[SQLAlchemyPlugin(config=alchemy)],
-        dependencies={
-            "create_tenant": Provide(provide_create_tenant, sync_to_thread=False),
-        },
+        plugins=[SQLAlchemyPlugin(config=engine)],
+        dependencies=use_case_providers(container),
         readiness_checks={
-            "database": lambda: database.ping(alchemy.get_engine()),
-            "redis": lambda: redis_cache.ping(redis),
+            "database": lambda: database.ping(engine.get_engine()),
+            "redis": lambda: redis_cache.ping(container.redis),
         },
-        on_shutdown=[redis.aclose],
+        authenticator=authenticator,
+        on_shutdown=[container.close],
     )

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import timedelta
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,10 +18,13 @@ import msgspec
 import uvicorn
 
 from tenantry import bootstrap
+from tenantry.application.tenants import CreateSuperuser, CreateTenant, OwnerInput
 from tenantry.config import Settings, SettingsError, load_settings, redact_url
+from tenantry.domain.errors import DomainError
 from tenantry.infrastructure.db import migrations
 from tenantry.infrastructure.embedded import EmbeddedPostgres, EmbeddedRedis
 from tenantry.infrastructure.observability.logging import configure_logging
+from tenantry.infrastructure.security.tokens import FileKeyring, KeyringError
 
 EMBEDDED_DATABASE = "tenantry"
 F = TypeVar("F", bound=Callable[..., Any])
@@ -32,7 +37,7 @@ def settings_errors_exit(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except SettingsError as exc:
+        except (SettingsError, KeyringError) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
 
@@ -155,6 +160,94 @@ def _uvicorn_options(settings: Settings) -> dict[str, Any]:
         "server_header": False,
         "lifespan": "on",
     }
+
+
+@main.command("create-tenant")
+@click.option("--name", required=True, help="Display name.")
+@click.option("--slug", required=True, help="The tenant's sign-in name (3-63 of a-z 0-9 -).")
+@click.option("--owner-username", required=True)
+@click.option("--owner-email", required=True)
+@click.password_option("--owner-password", help="Prompted for when not given.")
+@settings_errors_exit
+def create_tenant(
+    name: str, slug: str, owner_username: str, owner_email: str, owner_password: str
+) -> None:
+    """Create a tenant and its owner."""
+    owner = OwnerInput(username=owner_username, email=owner_email, password=owner_password)
+
+    async def run(container: bootstrap.Container) -> str:
+        async with container.unit_of_work() as uow:
+            tenant, user = await CreateTenant(container.identity(uow))(
+                name=name, slug=slug, owner=owner, client=None
+            )
+        return f"Created tenant {tenant.slug} ({tenant.id}) with owner {user.username} ({user.id})."
+
+    click.echo(_run_with_container(run))
+
+
+@main.command("create-superuser")
+@click.option("--username", required=True)
+@click.option("--email", required=True)
+@click.password_option("--password", help="Prompted for when not given.")
+@settings_errors_exit
+def create_superuser(username: str, email: str, password: str) -> None:
+    """Create a platform superuser (in the platform tenant, made on first use)."""
+
+    async def run(container: bootstrap.Container) -> str:
+        async with container.unit_of_work() as uow:
+            user = await CreateSuperuser(container.identity(uow))(
+                username=username, email=email, password=password
+            )
+        return f"Created superuser {user.username} ({user.id}); sign in with tenant 'platform'."
+
+    click.echo(_run_with_container(run))
+
+
+def _run_with_container(action: Callable[[bootstrap.Container], Awaitable[str]]) -> str:
+    """Run an async action against the configured (or embedded) engines; domain errors exit 1."""
+    settings = load_settings()
+    configure_logging(settings)
+
+    async def run(ready: Settings) -> str:
+        container = bootstrap.Container(ready)
+        try:
+            return await action(container)
+        finally:
+            await container.close()
+            await container.alchemy.get_engine().dispose()
+
+    with engines(settings) as ready:
+        try:
+            return asyncio.run(run(ready))
+        except DomainError as error:
+            fields = "; ".join(f"{k} {v}" for k, v in error.fields.items())
+            click.echo(f"error: {error.detail}{' (' + fields + ')' if fields else ''}", err=True)
+            sys.exit(1)
+
+
+@main.group()
+def keys() -> None:
+    """The JWT signing keyring."""
+
+
+@keys.command()
+@settings_errors_exit
+def rotate() -> None:
+    """Add a new current signing key. Tokens signed with earlier keys keep working."""
+    settings = load_settings()
+    keyring = FileKeyring(bootstrap.keyring_path(settings), create=True)
+    key = keyring.rotate()
+    click.echo(f"New current signing key {key.kid} in {keyring.path} ({len(keyring.keys)} keys).")
+
+
+@keys.command()
+@settings_errors_exit
+def prune() -> None:
+    """Drop earlier keys older than the access-token lifetime: no live token uses them."""
+    settings = load_settings()
+    keyring = FileKeyring(bootstrap.keyring_path(settings), create=False)
+    dropped = keyring.prune(timedelta(seconds=settings.access_token_ttl_seconds))
+    click.echo(f"Dropped {len(dropped)} key(s): {', '.join(dropped) or 'none'}.")
 
 
 @main.group()

@@ -53,6 +53,25 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     ready_check_timeout: Seconds = 1.5
     max_request_body_bytes: PositiveInt = 1_048_576
 
+    # Identity. Access tokens are short-lived JWTs; refresh tokens rotate on every use.
+    access_token_ttl_seconds: Annotated[int, msgspec.Meta(ge=60, le=86_400)] = 900
+    refresh_token_ttl_days: Annotated[int, msgspec.Meta(ge=1, le=365)] = 30
+    # The signing keyring; unset means <data_dir>/keyring.json, created on first use outside
+    # production. Production requires an existing keyring (`tenantry keys rotate` makes one).
+    keyring_path: str | None = None
+    # argon2id, OWASP's recommendation (19 MiB, 2 passes, 1 lane); hashes run in a pool of
+    # password_hash_concurrency threads, so memory stays under concurrency x memory.
+    password_time_cost: Annotated[int, msgspec.Meta(ge=1, le=10)] = 2
+    password_memory_kib: Annotated[int, msgspec.Meta(ge=1024, le=1_048_576)] = 19_456
+    password_parallelism: Annotated[int, msgspec.Meta(ge=1, le=16)] = 1
+    password_hash_concurrency: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
+    # Brute-force limits, counted in Redis across all API processes.
+    login_attempts_per_account: PositiveInt = 10
+    login_attempts_per_address: PositiveInt = 50
+    login_window_seconds: PositiveInt = 300
+    register_attempts_per_address: PositiveInt = 10
+    register_window_seconds: PositiveInt = 3600
+
     def __post_init__(self) -> None:
         if self.database_url is not None and not re.match(
             r"^postgres(ql)?(\+asyncpg)?://", self.database_url

@@ -76,14 +76,36 @@ async def test_dev_runs_persists_and_stops_cleanly(dev: DevServer) -> None:
     await dev.start()
     async with httpx.AsyncClient(base_url=dev.base) as client:
         assert (await client.get("/health")).status_code == 200
-        created = await client.post("/api/v1/tenants", json={"name": "Acme", "slug": "acme"})
+        created = await client.post(
+            "/api/v1/tenants",
+            json={
+                "name": "Acme",
+                "slug": "acme",
+                "owner": {
+                    "username": "olive",
+                    "email": "olive@acme.example",
+                    "password": "correct horse battery 9",
+                },
+            },
+        )
         assert created.status_code == 201
     assert await dev.stop() == 0
     assert dev.engine_processes() == []
 
     await dev.start()
     async with httpx.AsyncClient(base_url=dev.base) as client:
-        again = await client.post("/api/v1/tenants", json={"name": "Acme", "slug": "acme"})
+        again = await client.post(
+            "/api/v1/tenants",
+            json={
+                "name": "Acme",
+                "slug": "acme",
+                "owner": {
+                    "username": "olive",
+                    "email": "olive@acme.example",
+                    "password": "correct horse battery 9",
+                },
+            },
+        )
         assert again.status_code == 409, "the tenant from the first run is still there"
     assert await dev.stop() == 0
     assert dev.engine_processes() == []

@@ -1,10 +1,11 @@
-"""POST /api/v1/tenants against real PostgreSQL."""
+"""POST /api/v1/tenants against real PostgreSQL: the tenant and its owner in one transaction."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 import pytest
@@ -12,57 +13,87 @@ import pytest
 from ..conftest import Client, plain_url
 from .test_health import assert_problem
 
+PASSWORD = "correct horse battery 9"
 
-async def test_create_tenant(client: Client, database_url: str) -> None:
-    response = await client.post("/api/v1/tenants", json={"name": " Acme  Corp ", "slug": "Acme"})
+
+def tenant_body(slug: str = "acme", **overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "name": "Acme",
+        "slug": slug,
+        "owner": {"username": "olive", "email": "olive@acme.example", "password": PASSWORD},
+    }
+    body.update(overrides)
+    return body
+
+
+async def count(database_url: str, table: str) -> int:
+    connection = await asyncpg.connect(plain_url(database_url))
+    try:
+        return int(await connection.fetchval(f"select count(*) from {table}"))
+    finally:
+        await connection.close()
+
+
+async def test_create_tenant_with_its_owner(client: Client, database_url: str) -> None:
+    response = await client.post("/api/v1/tenants", json=tenant_body("Acme", name=" Acme  Corp "))
     assert response.status_code == 201
-    tenant = response.json()["tenant"]
+    tenant, user = response.json()["tenant"], response.json()["user"]
     assert tenant["name"] == "Acme Corp"
     assert tenant["slug"] == "acme"
     assert tenant["status"] == "active"
     assert uuid.UUID(tenant["id"]).version == 7
     assert datetime.fromisoformat(tenant["created_at"]).utcoffset().total_seconds() == 0
-
-    connection = await asyncpg.connect(plain_url(database_url))
-    try:
-        row = await connection.fetchrow(
-            "select slug, settings from tenants where id = $1", uuid.UUID(tenant["id"])
-        )
-    finally:
-        await connection.close()
-    assert row["slug"] == "acme"
+    assert user["tenant_id"] == tenant["id"]
+    assert user["roles"] == ["owner"]
+    assert user["email"] == "olive@acme.example"
+    assert "password" not in response.text
+    assert "argon2" not in response.text
+    assert await count(database_url, "users") == 1
 
 
 async def test_a_taken_slug_is_409(client: Client) -> None:
-    assert (
-        await client.post("/api/v1/tenants", json={"name": "A", "slug": "acme"})
-    ).status_code == 201
-    body = assert_problem(
-        await client.post("/api/v1/tenants", json={"name": "B", "slug": "ACME"}), 409
-    )
+    assert (await client.post("/api/v1/tenants", json=tenant_body())).status_code == 201
+    body = assert_problem(await client.post("/api/v1/tenants", json=tenant_body("ACME")), 409)
     assert body["errors"] == [{"field": "slug", "message": "is taken"}]
 
 
-async def test_concurrent_creates_of_one_slug_make_one_tenant(client: Client) -> None:
+async def test_concurrent_creates_of_one_slug_make_one_tenant(
+    client: Client, database_url: str
+) -> None:
     responses = await asyncio.gather(
-        *(client.post("/api/v1/tenants", json={"name": f"T{i}", "slug": "race"}) for i in range(5))
+        *(client.post("/api/v1/tenants", json=tenant_body("race")) for _ in range(5))
     )
     statuses = sorted(response.status_code for response in responses)
     assert statuses == [201, 409, 409, 409, 409]
+    assert await count(database_url, "tenants") == 1
+
+
+async def test_a_bad_owner_creates_no_tenant(client: Client, database_url: str) -> None:
+    body = tenant_body(
+        owner={"username": "olive", "email": "olive@acme.example", "password": "short"}
+    )
+    problem = assert_problem(await client.post("/api/v1/tenants", json=body), 422)
+    assert {e["field"] for e in problem["errors"]} == {"password"}  # type: ignore[union-attr]
+    assert await count(database_url, "tenants") == 0
 
 
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({"name": "Acme", "slug": "a"}, "slug"),
-        ({"name": "Acme", "slug": "-bad-"}, "slug"),
-        ({"name": "Acme", "slug": "admin"}, "slug"),
-        ({"name": "", "slug": "acme"}, "name"),
-        ({"name": "   ", "slug": "acme"}, "name"),
-        ({"name": "x" * 201, "slug": "acme"}, "name"),
-        ({"slug": "acme"}, "name"),
-        ({"name": 5, "slug": "acme"}, "name"),
-        ({"name": "Acme", "slug": "acme", "plan": "gold"}, "plan"),
+        (tenant_body("a"), "slug"),
+        (tenant_body("-bad-"), "slug"),
+        (tenant_body("admin"), "slug"),
+        (tenant_body(name=""), "name"),
+        (tenant_body(name="   "), "name"),
+        (tenant_body(name="x" * 201), "name"),
+        ({"slug": "acme", "owner": tenant_body()["owner"]}, "name"),
+        ({"name": "Acme", "slug": "acme"}, "owner"),
+        (tenant_body(name=5), "name"),
+        (tenant_body(plan="gold"), "plan"),
+        (
+            tenant_body(owner={"username": "olive", "email": "not-an-email", "password": PASSWORD}),
+            "email",
+        ),
     ],
 )
 async def test_invalid_tenant_is_422_naming_the_field(
@@ -91,10 +122,6 @@ async def test_an_oversized_body_is_413(client: Client) -> None:
 
 
 async def test_nothing_is_written_by_a_rejected_request(client: Client, database_url: str) -> None:
-    await client.post("/api/v1/tenants", json={"name": "", "slug": "acme"})
+    await client.post("/api/v1/tenants", json=tenant_body(name=""))
     await client.post("/api/v1/tenants", content=b"{", headers={"Content-Type": "application/json"})
-    connection = await asyncpg.connect(plain_url(database_url))
-    try:
-        assert await connection.fetchval("select count(*) from tenants") == 0
-    finally:
-        await connection.close()
+    assert await count(database_url, "tenants") == 0

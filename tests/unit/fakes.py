@@ -1,24 +1,56 @@
-"""In-memory fakes of the ports, for fast use-case tests with no I/O."""
+"""In-memory fakes of the ports, for fast use-case tests with no I/O.
+
+One ``FakeStore`` holds the committed state; a ``FakeUnitOfWork`` works on a copy and writes it
+back only on commit, so a use case that fails midway leaves the store as it was.
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import copy
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 from uuid import UUID, uuid4
 
-from tenantry.domain.errors import Conflict
+import msgspec
+
+from tenantry.application.auth import AuthPolicy, Identity
+from tenantry.domain.auth import AccessClaims, ApiKey, RefreshToken
+from tenantry.domain.errors import Conflict, Unauthenticated
 from tenantry.domain.tenants import NewTenant, Tenant, TenantStatus
+from tenantry.domain.users import NewUser, Role, User
+
+
+@dataclass
+class FakeStore:
+    tenants: dict[UUID, Tenant] = field(default_factory=dict)
+    users: dict[UUID, User] = field(default_factory=dict)
+    password_hashes: dict[UUID, str] = field(default_factory=dict)
+    refresh_tokens: dict[UUID, tuple[RefreshToken, str]] = field(default_factory=dict)
+    api_keys: dict[UUID, ApiKey] = field(default_factory=dict)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.current = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def now(self) -> datetime:
+        return self.current
+
+    def advance(self, **delta: float) -> None:
+        self.current += timedelta(**delta)
 
 
 class FakeTenantRepository:
-    def __init__(self) -> None:
-        self.rows: dict[UUID, Tenant] = {}
+    def __init__(self, store: FakeStore, clock: FakeClock) -> None:
+        self.store = store
+        self.clock = clock
 
     async def add(self, tenant: NewTenant) -> Tenant:
-        if any(row.slug == tenant.slug for row in self.rows.values()):
+        if any(row.slug == tenant.slug for row in self.store.tenants.values()):
             raise Conflict("taken", fields={"slug": "is taken"})
-        now = datetime.now(UTC)
+        now = self.clock.now()
         stored = Tenant(
             id=uuid4(),
             name=tenant.name,
@@ -28,25 +60,231 @@ class FakeTenantRepository:
             created_at=now,
             updated_at=now,
         )
-        self.rows[stored.id] = stored
+        self.store.tenants[stored.id] = stored
         return stored
 
     async def get(self, tenant_id: UUID) -> Tenant | None:
-        return self.rows.get(tenant_id)
+        return self.store.tenants.get(tenant_id)
 
     async def get_by_slug(self, slug: str) -> Tenant | None:
-        return next((row for row in self.rows.values() if row.slug == slug), None)
+        return next((row for row in self.store.tenants.values() if row.slug == slug), None)
+
+    async def list(self, *, limit: int, offset: int) -> tuple[list[Tenant], int]:
+        rows = list(self.store.tenants.values())
+        return rows[offset : offset + limit], len(rows)
+
+    async def update(
+        self,
+        tenant_id: UUID,
+        *,
+        status: TenantStatus | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> Tenant | None:
+        row = self.store.tenants.get(tenant_id)
+        if row is None:
+            return None
+        changes: dict[str, Any] = {}
+        if status is not None:
+            changes["status"] = status
+        if settings is not None:
+            changes["settings"] = settings
+        self.store.tenants[tenant_id] = msgspec.structs.replace(row, **changes)
+        return self.store.tenants[tenant_id]
+
+
+class FakeUserRepository:
+    def __init__(self, store: FakeStore, tenant_id: UUID, clock: FakeClock) -> None:
+        self.store = store
+        self.tenant_id = tenant_id
+        self.clock = clock
+
+    def _mine(self) -> list[User]:
+        return [u for u in self.store.users.values() if u.tenant_id == self.tenant_id]
+
+    async def add(self, user: NewUser) -> User:
+        for other in self._mine():
+            if other.email.lower() == user.email.lower():
+                raise Conflict("taken", fields={"email": "is taken"})
+            if other.username.lower() == user.username.lower():
+                raise Conflict("taken", fields={"username": "is taken"})
+        now = self.clock.now()
+        stored = User(
+            id=uuid4(),
+            tenant_id=self.tenant_id,
+            username=user.username,
+            email=user.email,
+            roles=user.roles,
+            settings={},
+            is_active=True,
+            created_at=now,
+            updated_at=now,
+        )
+        self.store.users[stored.id] = stored
+        self.store.password_hashes[stored.id] = user.password_hash
+        return stored
+
+    async def get(self, user_id: UUID) -> User | None:
+        user = self.store.users.get(user_id)
+        return user if user is not None and user.tenant_id == self.tenant_id else None
+
+    async def find_by_login(self, login: str) -> tuple[User, str] | None:
+        for user in self._mine():
+            if login.lower() in (user.email.lower(), user.username.lower()):
+                return user, self.store.password_hashes[user.id]
+        return None
+
+    async def list(self, *, limit: int, offset: int) -> tuple[list[User], int]:
+        rows = self._mine()
+        return rows[offset : offset + limit], len(rows)
+
+    async def update(self, user_id: UUID, **changes: Any) -> User | None:
+        user = await self.get(user_id)
+        if user is None:
+            return None
+        given = {name: value for name, value in changes.items() if value is not None}
+        self.store.users[user_id] = msgspec.structs.replace(user, **given)
+        return self.store.users[user_id]
+
+    async def set_password_hash(self, user_id: UUID, password_hash: str) -> None:
+        if await self.get(user_id) is not None:
+            self.store.password_hashes[user_id] = password_hash
+
+    async def record_login(self, user_id: UUID, at: datetime) -> None:
+        await self.update(user_id, last_login_at=at)
+
+    async def delete(self, user_id: UUID) -> bool:
+        if await self.get(user_id) is None:
+            return False
+        del self.store.users[user_id]
+        return True
+
+    async def active_roles(self, user_id: UUID) -> tuple[Role, ...] | None:
+        user = await self.get(user_id)
+        tenant = self.store.tenants.get(self.tenant_id)
+        if user is None or tenant is None or not user.is_active:
+            return None
+        return user.roles if tenant.status == TenantStatus.ACTIVE else None
+
+
+class FakeRefreshTokenRepository:
+    def __init__(self, store: FakeStore, tenant_id: UUID) -> None:
+        self.store = store
+        self.tenant_id = tenant_id
+
+    async def add(
+        self, *, user_id: UUID, family_id: UUID, token_hash: str, expires_at: datetime
+    ) -> RefreshToken:
+        token = RefreshToken(
+            id=uuid4(),
+            tenant_id=self.tenant_id,
+            user_id=user_id,
+            family_id=family_id,
+            expires_at=expires_at,
+            used_at=None,
+            revoked_at=None,
+        )
+        self.store.refresh_tokens[token.id] = (token, token_hash)
+        return token
+
+    async def get_by_hash(self, token_hash: str) -> RefreshToken | None:
+        for token, stored_hash in self.store.refresh_tokens.values():
+            if stored_hash == token_hash and token.tenant_id == self.tenant_id:
+                return token
+        return None
+
+    async def mark_used(self, token_id: UUID, at: datetime) -> bool:
+        token, token_hash = self.store.refresh_tokens[token_id]
+        if token.used_at is not None:
+            return False
+        self.store.refresh_tokens[token_id] = (
+            msgspec.structs.replace(token, used_at=at),
+            token_hash,
+        )
+        return True
+
+    async def revoke_family(self, family_id: UUID, at: datetime) -> None:
+        for token_id, (token, token_hash) in list(self.store.refresh_tokens.items()):
+            if token.family_id == family_id and token.revoked_at is None:
+                revoked = msgspec.structs.replace(token, revoked_at=at)
+                self.store.refresh_tokens[token_id] = (revoked, token_hash)
+
+
+class FakeApiKeyRepository:
+    def __init__(self, store: FakeStore, tenant_id: UUID, clock: FakeClock) -> None:
+        self.store = store
+        self.tenant_id = tenant_id
+        self.clock = clock
+
+    async def add(
+        self, *, user_id: UUID, name: str, prefix: str, key_hash: str, expires_at: datetime | None
+    ) -> ApiKey:
+        key = ApiKey(
+            id=uuid4(),
+            tenant_id=self.tenant_id,
+            user_id=user_id,
+            name=name,
+            prefix=prefix,
+            key_hash=key_hash,
+            created_at=self.clock.now(),
+            expires_at=expires_at,
+            last_used_at=None,
+            revoked_at=None,
+        )
+        self.store.api_keys[key.id] = key
+        return key
+
+    async def list_for_user(self, user_id: UUID) -> list[ApiKey]:
+        return [
+            k
+            for k in self.store.api_keys.values()
+            if k.tenant_id == self.tenant_id and k.user_id == user_id and k.revoked_at is None
+        ]
+
+    async def revoke(self, api_key_id: UUID, *, user_id: UUID, at: datetime) -> bool:
+        key = self.store.api_keys.get(api_key_id)
+        if key is None or key.tenant_id != self.tenant_id or key.user_id != user_id:
+            return False
+        if key.revoked_at is not None:
+            return False
+        self.store.api_keys[api_key_id] = msgspec.structs.replace(key, revoked_at=at)
+        return True
+
+    async def touch(self, api_key_id: UUID, at: datetime) -> None:
+        key = self.store.api_keys[api_key_id]
+        self.store.api_keys[api_key_id] = msgspec.structs.replace(key, last_used_at=at)
+
+
+class FakeApiKeyLookup:
+    def __init__(self, store: FakeStore) -> None:
+        self.store = store
+
+    async def by_prefix(self, prefix: str) -> list[ApiKey]:
+        return [k for k in self.store.api_keys.values() if k.prefix == prefix]
 
 
 class FakeUnitOfWork:
-    """Commits by keeping a snapshot; rolls back by restoring it."""
-
-    def __init__(self) -> None:
-        self.tenants = FakeTenantRepository()
-        self.committed: dict[UUID, Tenant] = {}
+    def __init__(self, store: FakeStore | None = None, clock: FakeClock | None = None) -> None:
+        self.committed = store or FakeStore()
+        self.clock = clock or FakeClock()
         self.commits = 0
+        self._begin()
+
+    def _begin(self) -> None:
+        self.working = copy.deepcopy(self.committed)
+        self.tenants = FakeTenantRepository(self.working, self.clock)
+        self.api_key_lookup = FakeApiKeyLookup(self.working)
+
+    def users(self, tenant_id: UUID) -> FakeUserRepository:
+        return FakeUserRepository(self.working, tenant_id, self.clock)
+
+    def refresh_tokens(self, tenant_id: UUID) -> FakeRefreshTokenRepository:
+        return FakeRefreshTokenRepository(self.working, tenant_id)
+
+    def api_keys(self, tenant_id: UUID) -> FakeApiKeyRepository:
+        return FakeApiKeyRepository(self.working, tenant_id, self.clock)
 
     async def __aenter__(self) -> Self:
+        self._begin()
         return self
 
     async def __aexit__(
@@ -58,8 +296,85 @@ class FakeUnitOfWork:
         await self.rollback()
 
     async def commit(self) -> None:
-        self.committed = dict(self.tenants.rows)
+        self.committed = copy.deepcopy(self.working)
         self.commits += 1
 
     async def rollback(self) -> None:
-        self.tenants.rows = dict(self.committed)
+        self._begin()
+
+
+class FakePasswordHasher:
+    """Reversible on purpose: the tests read what was hashed. Counts every verification."""
+
+    def __init__(self, version: str = "v1") -> None:
+        self.version = version
+        self.verifications: list[str | None] = []
+
+    async def hash(self, password: str) -> str:
+        return f"{self.version}:{password}"
+
+    async def verify(self, password_hash: str | None, password: str) -> bool:
+        self.verifications.append(password_hash)
+        return password_hash is not None and password_hash.split(":", 1)[1] == password
+
+    def needs_rehash(self, password_hash: str) -> bool:
+        return not password_hash.startswith(f"{self.version}:")
+
+
+class FakeAccessTokens:
+    ttl_seconds = 900
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.issued: dict[str, AccessClaims] = {}
+
+    def issue(self, *, user_id: UUID, tenant_id: UUID, roles: tuple[Role, ...]) -> str:
+        token = f"access-{len(self.issued)}"
+        self.issued[token] = AccessClaims(
+            user_id=user_id,
+            tenant_id=tenant_id,
+            roles=roles,
+            token_id=token,
+            expires_at=self.clock.now() + timedelta(seconds=self.ttl_seconds),
+        )
+        return token
+
+    def verify(self, token: str) -> AccessClaims:
+        claims = self.issued.get(token)
+        if claims is None or claims.expires_at <= self.clock.now():
+            raise Unauthenticated("Invalid or expired credentials.")
+        return claims
+
+
+class FakeRateLimiter:
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    async def hit(self, key: str, *, limit: int, window_seconds: int) -> int | None:
+        self.counts[key] = self.counts.get(key, 0) + 1
+        return window_seconds if self.counts[key] > limit else None
+
+
+@dataclass
+class World:
+    """Everything a use case test needs, wired like bootstrap wires the real adapters."""
+
+    uow: FakeUnitOfWork = field(default_factory=FakeUnitOfWork)
+    passwords: FakePasswordHasher = field(default_factory=FakePasswordHasher)
+    limiter: FakeRateLimiter = field(default_factory=FakeRateLimiter)
+    policy: AuthPolicy = field(default_factory=AuthPolicy)
+
+    def __post_init__(self) -> None:
+        self.clock = self.uow.clock
+        self.tokens = FakeAccessTokens(self.clock)
+
+    @property
+    def identity(self) -> Identity:
+        return Identity(
+            self.uow,
+            passwords=self.passwords,
+            tokens=self.tokens,
+            limiter=self.limiter,
+            clock=self.clock,
+            policy=self.policy,
+        )

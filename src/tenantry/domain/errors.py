@@ -26,3 +26,15 @@ class Forbidden(DomainError):
 
 class Invalid(DomainError):
     """The input breaks a domain rule; ``fields`` names the offending fields."""
+
+
+class Unauthenticated(DomainError):
+    """No valid credential. One message for every cause, so failures reveal nothing."""
+
+
+class RateLimited(DomainError):
+    """Too many attempts; try again after ``retry_after`` seconds."""
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after

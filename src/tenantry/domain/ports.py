@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Any, Protocol, Self
 from uuid import UUID
 
-from tenantry.domain.tenants import NewTenant, Tenant
+from tenantry.domain.auth import AccessClaims, ApiKey, RefreshToken
+from tenantry.domain.tenants import NewTenant, Tenant, TenantStatus
+from tenantry.domain.users import NewUser, Role, User
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
 
 
 class TenantRepository(Protocol):
+    """Tenants are platform data: this repository spans every tenant on purpose."""
+
     async def add(self, tenant: NewTenant) -> Tenant:
         """Store a new tenant; raise ``Conflict`` when its slug is taken."""
         ...
@@ -18,11 +27,104 @@ class TenantRepository(Protocol):
 
     async def get_by_slug(self, slug: str) -> Tenant | None: ...
 
+    async def list(self, *, limit: int, offset: int) -> tuple[list[Tenant], int]: ...
+
+    async def update(
+        self,
+        tenant_id: UUID,
+        *,
+        status: TenantStatus | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> Tenant | None: ...
+
+
+class UserRepository(Protocol):
+    """Users of one tenant; built for that tenant and unable to see others."""
+
+    async def add(self, user: NewUser) -> User:
+        """Store a new user; raise ``Conflict`` naming the taken email or username."""
+        ...
+
+    async def get(self, user_id: UUID) -> User | None: ...
+
+    async def find_by_login(self, login: str) -> tuple[User, str] | None:
+        """The user whose email or username is ``login``, with their password hash."""
+        ...
+
+    async def list(self, *, limit: int, offset: int) -> tuple[list[User], int]: ...
+
+    async def update(
+        self,
+        user_id: UUID,
+        *,
+        email: str | None = None,
+        roles: tuple[Role, ...] | None = None,
+        is_active: bool | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> User | None: ...
+
+    async def set_password_hash(self, user_id: UUID, password_hash: str) -> None: ...
+
+    async def record_login(self, user_id: UUID, at: datetime) -> None: ...
+
+    async def delete(self, user_id: UUID) -> bool: ...
+
+    async def active_roles(self, user_id: UUID) -> tuple[Role, ...] | None:
+        """The user's roles while both the user and the tenant are active, else None."""
+        ...
+
+
+class RefreshTokenRepository(Protocol):
+    async def add(
+        self, *, user_id: UUID, family_id: UUID, token_hash: str, expires_at: datetime
+    ) -> RefreshToken: ...
+
+    async def get_by_hash(self, token_hash: str) -> RefreshToken | None: ...
+
+    async def mark_used(self, token_id: UUID, at: datetime) -> bool:
+        """Mark an unused token used; False when it was used already (a replay or a race)."""
+        ...
+
+    async def revoke_family(self, family_id: UUID, at: datetime) -> None: ...
+
+
+class ApiKeyRepository(Protocol):
+    async def add(
+        self,
+        *,
+        user_id: UUID,
+        name: str,
+        prefix: str,
+        key_hash: str,
+        expires_at: datetime | None,
+    ) -> ApiKey: ...
+
+    async def list_for_user(self, user_id: UUID) -> list[ApiKey]: ...
+
+    async def revoke(self, api_key_id: UUID, *, user_id: UUID, at: datetime) -> bool: ...
+
+    async def touch(self, api_key_id: UUID, at: datetime) -> None: ...
+
+
+class ApiKeyLookup(Protocol):
+    """The one unauthenticated path across tenants: finding a presented key by its prefix."""
+
+    async def by_prefix(self, prefix: str) -> list[ApiKey]:
+        """Every key with this prefix (prefixes are unique per tenant, not globally)."""
+        ...
+
 
 class UnitOfWork(Protocol):
     """One transaction around one use case: commit explicitly, roll back otherwise."""
 
     tenants: TenantRepository
+    api_key_lookup: ApiKeyLookup
+
+    def users(self, tenant_id: UUID) -> UserRepository: ...
+
+    def refresh_tokens(self, tenant_id: UUID) -> RefreshTokenRepository: ...
+
+    def api_keys(self, tenant_id: UUID) -> ApiKeyRepository: ...
 
     async def __aenter__(self) -> Self: ...
 
@@ -36,3 +138,30 @@ class UnitOfWork(Protocol):
     async def commit(self) -> None: ...
 
     async def rollback(self) -> None: ...
+
+
+class PasswordHasher(Protocol):
+    async def hash(self, password: str) -> str: ...
+
+    async def verify(self, password_hash: str | None, password: str) -> bool:
+        """Check a password; with no hash (unknown user) spend the same time and say False."""
+        ...
+
+    def needs_rehash(self, password_hash: str) -> bool: ...
+
+
+class AccessTokens(Protocol):
+    def issue(self, *, user_id: UUID, tenant_id: UUID, roles: tuple[Role, ...]) -> str: ...
+
+    def verify(self, token: str) -> AccessClaims:
+        """The claims of a valid token; raise ``Unauthenticated`` for anything else."""
+        ...
+
+    @property
+    def ttl_seconds(self) -> int: ...
+
+
+class RateLimiter(Protocol):
+    async def hit(self, key: str, *, limit: int, window_seconds: int) -> int | None:
+        """Count one attempt; the seconds to wait when over the limit, else None."""
+        ...

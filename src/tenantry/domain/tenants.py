@@ -33,6 +33,10 @@ RESERVED_SLUGS = frozenset(
 )
 
 
+PLATFORM_SLUG = "platform"
+PLATFORM_SETTING = "platform"
+
+
 class TenantStatus(enum.StrEnum):
     ACTIVE = "active"
     SUSPENDED = "suspended"
@@ -56,7 +60,8 @@ class NewTenant(msgspec.Struct, kw_only=True, frozen=True):
     settings: dict[str, Any] = msgspec.field(default_factory=dict)
 
     @classmethod
-    def create(cls, *, name: str, slug: str) -> NewTenant:
+    def create(cls, *, name: str, slug: str, platform: bool = False) -> NewTenant:
+        """Validate a new tenant; only the platform's own tenant may take a reserved slug."""
         name = " ".join(name.split())
         slug = slug.strip().lower()
         problems: dict[str, str] = {}
@@ -69,8 +74,8 @@ class NewTenant(msgspec.Struct, kw_only=True, frozen=True):
                 "must be 3 to 63 characters of lowercase letters, digits and hyphens, "
                 "starting and ending with a letter or digit"
             )
-        elif slug in RESERVED_SLUGS:
+        elif slug in RESERVED_SLUGS and not platform:
             problems["slug"] = "is reserved"
         if problems:
             raise Invalid("The tenant is not valid.", fields=problems)
-        return cls(name=name, slug=slug)
+        return cls(name=name, slug=slug, settings={PLATFORM_SETTING: True} if platform else {})

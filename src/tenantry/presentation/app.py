@@ -9,20 +9,36 @@ from typing import Any
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.plugins import PluginProtocol
 
 from tenantry.config import Settings
+from tenantry.presentation.api_keys import ApiKeyController
+from tenantry.presentation.auth import AuthController
 from tenantry.presentation.errors import exception_handlers
 from tenantry.presentation.health import HealthController, ReadinessChecks, ServiceInfo
 from tenantry.presentation.middleware import RequestContextMiddleware
-from tenantry.presentation.tenants import TenantController
+from tenantry.presentation.security import (
+    AuthenticatorFactory,
+    CredentialsMiddleware,
+    provide_actor,
+)
+from tenantry.presentation.tenants import AdminTenantController, TenantController
+from tenantry.presentation.users import UserController
 
 DOCS_PATH = "/docs"
 SERVICE_NAME = "Tenantry"
 
-CONTROLLERS = [HealthController, TenantController]
+CONTROLLERS = [
+    HealthController,
+    TenantController,
+    AuthController,
+    ApiKeyController,
+    UserController,
+    AdminTenantController,
+]
 
 
 def create_app(
@@ -30,6 +46,7 @@ def create_app(
     *,
     dependencies: Mapping[str, Provide],
     readiness_checks: ReadinessChecks,
+    authenticator: AuthenticatorFactory,
     plugins: Sequence[PluginProtocol] = (),
     on_shutdown: Sequence[Callable[[], Any]] = (),
 ) -> Litestar:
@@ -46,9 +63,15 @@ def create_app(
                 lambda: readiness_checks, use_cache=True, sync_to_thread=False
             ),
             "service_info": Provide(lambda: service_info, use_cache=True, sync_to_thread=False),
+            "actor": Provide(provide_actor, sync_to_thread=False),
             **dependencies,
         },
         plugins=list(plugins),
+        middleware=[
+            DefineMiddleware(
+                CredentialsMiddleware, authenticator=authenticator, exclude=[f"^{DOCS_PATH}"]
+            )
+        ],
         exception_handlers=exception_handlers,
         cors_config=CORSConfig(
             allow_origins=settings.cors_origins,

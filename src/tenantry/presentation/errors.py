@@ -12,7 +12,15 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ExceptionHandlersMap
 
-from tenantry.domain.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
+from tenantry.domain.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    Invalid,
+    NotFound,
+    RateLimited,
+    Unauthenticated,
+)
 from tenantry.presentation.middleware import request_id_of
 
 PROBLEM_JSON = "application/problem+json"
@@ -25,6 +33,8 @@ DOMAIN_STATUS: dict[type[DomainError], int] = {
     Conflict: 409,
     Forbidden: 403,
     Invalid: 422,
+    Unauthenticated: 401,
+    RateLimited: 429,
 }
 
 
@@ -110,7 +120,12 @@ def handle_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response
 def handle_domain(request: Request[Any, Any, Any], exc: DomainError) -> Response[Problem]:
     status = next(code for kind, code in DOMAIN_STATUS.items() if isinstance(exc, kind))
     errors = [FieldError(field=name, message=message) for name, message in exc.fields.items()]
-    return problem_response(request, status, exc.detail, errors=errors)
+    headers = None
+    if isinstance(exc, RateLimited):
+        headers = {"Retry-After": str(exc.retry_after)}
+    elif isinstance(exc, Unauthenticated):
+        headers = {"WWW-Authenticate": 'Bearer realm="tenantry"'}
+    return problem_response(request, status, exc.detail, errors=errors, headers=headers)
 
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:

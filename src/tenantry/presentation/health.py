@@ -12,6 +12,8 @@ import structlog
 from litestar import Controller, Response, get
 from litestar.di import NamedDependency
 
+from tenantry.presentation.security import PUBLIC
+
 Check = Callable[[], Awaitable[object]]
 ReadinessChecks = Mapping[str, Check]
 CheckStatus = Literal["ok", "error"]
@@ -74,11 +76,11 @@ async def run_check(name: str, check: Check, limit_s: float) -> CheckResult:
 class HealthController(Controller):
     tags = ["service"]
 
-    @get("/health", summary="Liveness: 200 while the process lives")
+    @get("/health", opt=PUBLIC, summary="Liveness: 200 while the process lives")
     async def health(self) -> Health:
         return Health()
 
-    @get("/ready", summary="Readiness: 200 when every dependency answers, else 503")
+    @get("/ready", opt=PUBLIC, summary="Readiness: 200 when every dependency answers, else 503")
     async def ready(
         self,
         readiness_checks: NamedDependency[ReadinessChecks],
@@ -96,7 +98,7 @@ class HealthController(Controller):
             headers={"Cache-Control": "no-store"},
         )
 
-    @get("/api/v1/info", summary="Name, version and environment of this deployment")
+    @get("/api/v1/info", opt=PUBLIC, summary="Name, version and environment of this deployment")
     async def info(self, service_info: NamedDependency[ServiceInfo]) -> Info:
         return Info(
             name=service_info.name,

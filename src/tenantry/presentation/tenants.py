@@ -1,23 +1,36 @@
-"""Tenant endpoints."""
+"""Tenant sign-up, and platform administration of tenants (superusers)."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, post
+from litestar import Controller, Request, get, patch, post
 from litestar.di import NamedDependency
-from litestar.params import JSONBody
+from litestar.params import FromPath, JSONBody
 
-from tenantry.application.tenants import CreateTenant
-from tenantry.domain.tenants import Tenant
+from tenantry.application.auth import SELF_SIGNUP_SETTING
+from tenantry.application.tenants import CreateTenant, ListTenants, OwnerInput, UpdateTenant
+from tenantry.domain.auth import Actor
+from tenantry.domain.tenants import Tenant, TenantStatus
+from tenantry.presentation.auth import client_address
+from tenantry.presentation.pagination import Limit, Offset, Page
+from tenantry.presentation.security import PUBLIC, requires_superuser
+from tenantry.presentation.users import Password, UserRead
+
+
+class OwnerCreate(msgspec.Struct, forbid_unknown_fields=True):
+    username: Annotated[str, msgspec.Meta(max_length=64)]
+    email: Annotated[str, msgspec.Meta(max_length=254)]
+    password: Password
 
 
 class TenantCreate(msgspec.Struct, forbid_unknown_fields=True):
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
     slug: Annotated[str, msgspec.Meta(min_length=3, max_length=63)]
+    owner: OwnerCreate
 
 
 class TenantRead(msgspec.Struct):
@@ -25,7 +38,9 @@ class TenantRead(msgspec.Struct):
     name: str
     slug: str
     status: str
+    settings: dict[str, Any]
     created_at: datetime
+    updated_at: datetime
 
     @classmethod
     def of(cls, tenant: Tenant) -> TenantRead:
@@ -34,21 +49,76 @@ class TenantRead(msgspec.Struct):
             name=tenant.name,
             slug=tenant.slug,
             status=tenant.status.value,
+            settings=tenant.settings,
             created_at=tenant.created_at,
+            updated_at=tenant.updated_at,
         )
 
 
 class TenantCreated(msgspec.Struct):
     tenant: TenantRead
+    user: UserRead
+
+
+class TenantUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    status: Literal["active", "suspended"] | None = None
+    allow_self_signup: bool | None = None
+    settings: dict[str, Any] | None = None
 
 
 class TenantController(Controller):
     path = "/api/v1/tenants"
     tags = ["tenants"]
 
-    @post(summary="Create a tenant", description="A slug already taken answers 409.")
-    async def create(
-        self, data: JSONBody[TenantCreate], create_tenant: NamedDependency[CreateTenant]
+    @post(opt=PUBLIC, summary="Create a tenant and its owner", description="A taken slug is 409.")
+    async def create_tenant(
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[TenantCreate],
+        create_tenant: NamedDependency[CreateTenant],
     ) -> TenantCreated:
-        tenant = await create_tenant(name=data.name, slug=data.slug)
-        return TenantCreated(tenant=TenantRead.of(tenant))
+        owner = OwnerInput(
+            username=data.owner.username, email=data.owner.email, password=data.owner.password
+        )
+        tenant, user = await create_tenant(
+            name=data.name, slug=data.slug, owner=owner, client=client_address(request)
+        )
+        return TenantCreated(tenant=TenantRead.of(tenant), user=UserRead.of(user))
+
+
+class AdminTenantController(Controller):
+    path = "/api/v1/admin/tenants"
+    tags = ["platform administration"]
+    guards = [requires_superuser]
+
+    @get(summary="Every tenant of the platform")
+    async def list_tenants(
+        self,
+        actor: NamedDependency[Actor],
+        list_tenants: NamedDependency[ListTenants],
+        limit: Limit = 20,
+        offset: Offset = 0,
+    ) -> Page[TenantRead]:
+        tenants, total = await list_tenants(actor, limit=limit, offset=offset)
+        return Page(
+            items=[TenantRead.of(t) for t in tenants], total=total, limit=limit, offset=offset
+        )
+
+    @patch("/{tenant_id:uuid}", summary="Suspend or reactivate a tenant, or change its settings")
+    async def update_tenant(
+        self,
+        tenant_id: FromPath[UUID],
+        data: JSONBody[TenantUpdate],
+        actor: NamedDependency[Actor],
+        update_tenant: NamedDependency[UpdateTenant],
+    ) -> TenantRead:
+        settings = dict(data.settings or {})
+        if data.allow_self_signup is not None:
+            settings[SELF_SIGNUP_SETTING] = data.allow_self_signup
+        tenant = await update_tenant(
+            actor,
+            tenant_id,
+            status=None if data.status is None else TenantStatus(data.status),
+            settings=settings or None,
+        )
+        return TenantRead.of(tenant)

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 from advanced_alchemy.base import UUIDv7AuditBase
-from sqlalchemy import String, text
-from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import Mapped, mapped_column
+from advanced_alchemy.types import DateTimeUTC
+from sqlalchemy import (
+    Boolean,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    String,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
 from tenantry.domain.tenants import TenantStatus
 
@@ -20,10 +32,77 @@ class TenantModel(UUIDv7AuditBase):
     name: Mapped[str] = mapped_column(String(200))
     slug: Mapped[str] = mapped_column(String(63), unique=True)
     status: Mapped[str] = mapped_column(
-        String(20),
-        default=TenantStatus.ACTIVE.value,
-        server_default=TenantStatus.ACTIVE.value,
+        String(20), default=TenantStatus.ACTIVE.value, server_default=TenantStatus.ACTIVE.value
     )
     settings: Mapped[dict[str, Any]] = mapped_column(
         JSONB, default=dict, server_default=text("'{}'::jsonb")
     )
+
+
+class TenantOwned(UUIDv7AuditBase):
+    """Every tenant-owned table: ``tenant_id`` first, cascading with its tenant."""
+
+    __abstract__ = True
+
+    @declared_attr
+    def tenant_id(cls) -> Mapped[UUID]:
+        return mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), sort_order=-10)
+
+
+class UserModel(TenantOwned):
+    __tablename__ = "users"
+    __table_args__ = (
+        # The target of composite foreign keys: a row can only point at a user of its tenant.
+        UniqueConstraint("tenant_id", "id", name="uq_users_tenant_id_id"),
+        Index("uq_users_tenant_email", "tenant_id", func.lower(text("email")), unique=True),
+        Index("uq_users_tenant_username", "tenant_id", func.lower(text("username")), unique=True),
+    )
+
+    username: Mapped[str] = mapped_column(String(64))
+    email: Mapped[str] = mapped_column(String(254))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    roles: Mapped[list[str]] = mapped_column(ARRAY(String(20)))
+    settings: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, default=dict, server_default=text("'{}'::jsonb")
+    )
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    last_login_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
+
+
+class RefreshTokenModel(TenantOwned):
+    __tablename__ = "refresh_tokens"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["tenant_id", "user_id"], ["users.tenant_id", "users.id"], ondelete="CASCADE"
+        ),
+        Index("uq_refresh_tokens_tenant_hash", "tenant_id", "token_hash", unique=True),
+        Index("ix_refresh_tokens_tenant_family", "tenant_id", "family_id"),
+    )
+
+    user_id: Mapped[UUID]
+    family_id: Mapped[UUID]
+    token_hash: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
+
+
+class ApiKeyModel(TenantOwned):
+    __tablename__ = "api_keys"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["tenant_id", "user_id"], ["users.tenant_id", "users.id"], ondelete="CASCADE"
+        ),
+        Index("uq_api_keys_tenant_prefix", "tenant_id", "prefix", unique=True),
+        Index("ix_api_keys_tenant_user", "tenant_id", "user_id"),
+        # The unauthenticated lookup by prefix, before the tenant is known.
+        Index("ix_api_keys_prefix", "prefix"),
+    )
+
+    user_id: Mapped[UUID]
+    name: Mapped[str] = mapped_column(String(100))
+    prefix: Mapped[str] = mapped_column(String(12))
+    key_hash: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import UUID
 
 from advanced_alchemy.exceptions import DuplicateKeyError
+from advanced_alchemy.filters import LimitOffset, OrderBy
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 
 from tenantry.domain.errors import Conflict
@@ -14,6 +16,7 @@ from tenantry.infrastructure.db.models import TenantModel
 
 class TenantModelRepository(SQLAlchemyAsyncRepository[TenantModel]):
     model_type = TenantModel
+    count_with_window_function = False
 
 
 def to_tenant(row: TenantModel) -> Tenant:
@@ -37,7 +40,7 @@ class SqlTenantRepository:
     async def add(self, tenant: NewTenant) -> Tenant:
         try:
             row = await self.repository.add(
-                TenantModel(name=tenant.name, slug=tenant.slug, settings=tenant.settings)
+                TenantModel(name=tenant.name, slug=tenant.slug, settings=dict(tenant.settings))
             )
         except DuplicateKeyError:
             raise Conflict(
@@ -52,3 +55,26 @@ class SqlTenantRepository:
     async def get_by_slug(self, slug: str) -> Tenant | None:
         row = await self.repository.get_one_or_none(slug=slug)
         return None if row is None else to_tenant(row)
+
+    async def list(self, *, limit: int, offset: int) -> tuple[list[Tenant], int]:
+        rows, total = await self.repository.list_and_count(
+            OrderBy(field_name="created_at", sort_order="asc"),
+            LimitOffset(limit=limit, offset=offset),
+        )
+        return [to_tenant(row) for row in rows], total
+
+    async def update(
+        self,
+        tenant_id: UUID,
+        *,
+        status: TenantStatus | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> Tenant | None:
+        row = await self.repository.get_one_or_none(id=tenant_id)
+        if row is None:
+            return None
+        if status is not None:
+            row.status = status.value
+        if settings is not None:
+            row.settings = settings
+        return to_tenant(await self.repository.update(row))

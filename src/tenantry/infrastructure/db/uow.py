@@ -4,20 +4,43 @@ from __future__ import annotations
 
 from types import TracebackType
 from typing import Self
+from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tenantry.domain.ports import TenantRepository
-from tenantry.infrastructure.db.tenants import (
-    SqlTenantRepository,
-    TenantModelRepository,
+from tenantry.domain.ports import (
+    ApiKeyLookup,
+    ApiKeyRepository,
+    RefreshTokenRepository,
+    TenantRepository,
+    UserRepository,
 )
+from tenantry.infrastructure.db.api_keys import (
+    ApiKeyModelRepository,
+    SqlApiKeyLookup,
+    SqlApiKeyRepository,
+)
+from tenantry.infrastructure.db.auth import RefreshTokenModelRepository, SqlRefreshTokenRepository
+from tenantry.infrastructure.db.tenants import SqlTenantRepository, TenantModelRepository
+from tenantry.infrastructure.db.users import SqlUserRepository, UserModelRepository
 
 
 class SqlUnitOfWork:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
         self.tenants: TenantRepository = SqlTenantRepository(TenantModelRepository(session=session))
+        self.api_key_lookup: ApiKeyLookup = SqlApiKeyLookup(session)
+
+    def users(self, tenant_id: UUID) -> UserRepository:
+        return SqlUserRepository(UserModelRepository(session=self.session, tenant_id=tenant_id))
+
+    def refresh_tokens(self, tenant_id: UUID) -> RefreshTokenRepository:
+        return SqlRefreshTokenRepository(
+            RefreshTokenModelRepository(session=self.session, tenant_id=tenant_id)
+        )
+
+    def api_keys(self, tenant_id: UUID) -> ApiKeyRepository:
+        return SqlApiKeyRepository(ApiKeyModelRepository(session=self.session, tenant_id=tenant_id))
 
     async def __aenter__(self) -> Self:
         return self

@@ -1,0 +1,272 @@
+"""Sign-up, sign-in, tokens and the authentication of every request."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from uuid import UUID, uuid4
+
+import msgspec
+
+from tenantry.domain.auth import (
+    AccessClaims,
+    Actor,
+    TokenPair,
+    api_key_prefix,
+    digest,
+    new_refresh_token,
+    refresh_token_tenant,
+    same_digest,
+)
+from tenantry.domain.errors import Forbidden, RateLimited, Unauthenticated
+from tenantry.domain.ports import (
+    AccessTokens,
+    Clock,
+    PasswordHasher,
+    RateLimiter,
+    UnitOfWork,
+)
+from tenantry.domain.tenants import Tenant, TenantStatus
+from tenantry.domain.users import NewUser, Role, User, validate_new_user
+
+INVALID_LOGIN = "Invalid credentials."
+INVALID_TOKEN = "Invalid or expired credentials."
+SELF_SIGNUP_SETTING = "allow_self_signup"
+
+
+class AuthPolicy(msgspec.Struct, kw_only=True, frozen=True):
+    refresh_ttl: timedelta = timedelta(days=30)
+    login_attempts_per_account: int = 10
+    login_attempts_per_address: int = 50
+    login_window_seconds: int = 300
+    register_attempts_per_address: int = 10
+    register_window_seconds: int = 3600
+    # An API key's last_used_at is written at most this often, not on every request.
+    api_key_touch_interval: timedelta = timedelta(minutes=1)
+
+
+class Identity:
+    """The collaborators every identity use case needs, gathered once."""
+
+    def __init__(
+        self,
+        uow: UnitOfWork,
+        *,
+        passwords: PasswordHasher,
+        tokens: AccessTokens,
+        limiter: RateLimiter,
+        clock: Clock,
+        policy: AuthPolicy,
+    ) -> None:
+        self.uow = uow
+        self.passwords = passwords
+        self.tokens = tokens
+        self.limiter = limiter
+        self.clock = clock
+        self.policy = policy
+
+    async def limit(self, key: str, *, limit: int, window_seconds: int) -> None:
+        retry_after = await self.limiter.hit(key, limit=limit, window_seconds=window_seconds)
+        if retry_after is not None:
+            raise RateLimited("Too many attempts. Try again later.", retry_after=retry_after)
+
+    async def new_user(
+        self, tenant_id: UUID, *, username: str, email: str, password: str, roles: tuple[Role, ...]
+    ) -> NewUser:
+        username, email = validate_new_user(username, email, password)
+        return NewUser(
+            tenant_id=tenant_id,
+            username=username,
+            email=email,
+            password_hash=await self.passwords.hash(password),
+            roles=roles,
+        )
+
+    async def issue_pair(
+        self, user_id: UUID, tenant_id: UUID, roles: tuple[Role, ...], family_id: UUID | None = None
+    ) -> TokenPair:
+        """An access token and a refresh token (of a new family unless one is given)."""
+        refresh = new_refresh_token(tenant_id)
+        await self.uow.refresh_tokens(tenant_id).add(
+            user_id=user_id,
+            family_id=family_id or uuid4(),
+            token_hash=digest(refresh),
+            expires_at=self.clock.now() + self.policy.refresh_ttl,
+        )
+        return TokenPair(
+            access_token=self.tokens.issue(user_id=user_id, tenant_id=tenant_id, roles=roles),
+            refresh_token=refresh,
+            expires_in=self.tokens.ttl_seconds,
+        )
+
+
+async def active_tenant(uow: UnitOfWork, slug: str) -> Tenant | None:
+    tenant = await uow.tenants.get_by_slug(slug.strip().lower())
+    return tenant if tenant is not None and tenant.status == TenantStatus.ACTIVE else None
+
+
+class Register:
+    def __init__(self, identity: Identity) -> None:
+        self.identity = identity
+
+    async def __call__(
+        self, *, tenant: str, username: str, email: str, password: str, client: str
+    ) -> User:
+        policy = self.identity.policy
+        await self.identity.limit(
+            f"register:address:{client}",
+            limit=policy.register_attempts_per_address,
+            window_seconds=policy.register_window_seconds,
+        )
+        uow = self.identity.uow
+        async with uow:
+            found = await active_tenant(uow, tenant)
+            if found is None or not found.settings.get(SELF_SIGNUP_SETTING, False):
+                # The same answer whether the tenant is missing or closed: no slug enumeration.
+                raise Forbidden("This tenant does not allow self sign-up.")
+            new = await self.identity.new_user(
+                found.id, username=username, email=email, password=password, roles=(Role.MEMBER,)
+            )
+            user = await uow.users(found.id).add(new)
+            await uow.commit()
+        return user
+
+
+class Login:
+    def __init__(self, identity: Identity) -> None:
+        self.identity = identity
+
+    async def __call__(self, *, tenant: str, login: str, password: str, client: str) -> TokenPair:
+        identity, policy = self.identity, self.identity.policy
+        login_key = login.strip().lower()
+        # Every attempt counts against both limits and a success resets neither: an attacker
+        # sharing an address with a real user gains nothing from the user's good logins.
+        await identity.limit(
+            f"login:address:{client}",
+            limit=policy.login_attempts_per_address,
+            window_seconds=policy.login_window_seconds,
+        )
+        await identity.limit(
+            f"login:account:{tenant.strip().lower()}:{digest(login_key)}",
+            limit=policy.login_attempts_per_account,
+            window_seconds=policy.login_window_seconds,
+        )
+        uow = identity.uow
+        async with uow:
+            found = await active_tenant(uow, tenant)
+            match = await uow.users(found.id).find_by_login(login_key) if found else None
+            user, password_hash = match if match else (None, None)
+            # Verify even when there is no user, against a dummy hash: same time either way.
+            valid = await identity.passwords.verify(password_hash, password)
+            if found is None or user is None or password_hash is None or not valid:
+                raise Unauthenticated(INVALID_LOGIN)
+            if not user.is_active:
+                raise Unauthenticated(INVALID_LOGIN)
+            users = uow.users(found.id)
+            if identity.passwords.needs_rehash(password_hash):
+                await users.set_password_hash(user.id, await identity.passwords.hash(password))
+            await users.record_login(user.id, identity.clock.now())
+            pair = await identity.issue_pair(user.id, found.id, user.roles)
+            await uow.commit()
+        return pair
+
+
+class Refresh:
+    def __init__(self, identity: Identity) -> None:
+        self.identity = identity
+
+    async def __call__(self, refresh_token: str) -> TokenPair:
+        tenant_id = refresh_token_tenant(refresh_token)
+        if tenant_id is None:
+            raise Unauthenticated(INVALID_TOKEN)
+        identity, uow = self.identity, self.identity.uow
+        now = identity.clock.now()
+        async with uow:
+            tokens = uow.refresh_tokens(tenant_id)
+            stored = await tokens.get_by_hash(digest(refresh_token))
+            if stored is None or stored.revoked_at is not None or stored.expires_at <= now:
+                raise Unauthenticated(INVALID_TOKEN)
+            if stored.used_at is not None or not await tokens.mark_used(stored.id, now):
+                # A used token came back: whoever holds this family may have stolen it.
+                await tokens.revoke_family(stored.family_id, now)
+                await uow.commit()
+                raise Unauthenticated(INVALID_TOKEN)
+            roles = await uow.users(tenant_id).active_roles(stored.user_id)
+            if roles is None:
+                await tokens.revoke_family(stored.family_id, now)
+                await uow.commit()
+                raise Unauthenticated(INVALID_TOKEN)
+            pair = await identity.issue_pair(stored.user_id, tenant_id, roles, stored.family_id)
+            await uow.commit()
+        return pair
+
+
+class Logout:
+    def __init__(self, identity: Identity) -> None:
+        self.identity = identity
+
+    async def __call__(self, refresh_token: str) -> None:
+        """Revoke the token's family. Unknown tokens are ignored: logging out twice is fine."""
+        tenant_id = refresh_token_tenant(refresh_token)
+        if tenant_id is None:
+            return
+        uow = self.identity.uow
+        async with uow:
+            tokens = uow.refresh_tokens(tenant_id)
+            stored = await tokens.get_by_hash(digest(refresh_token))
+            if stored is not None:
+                await tokens.revoke_family(stored.family_id, self.identity.clock.now())
+                await uow.commit()
+
+
+class Authenticate:
+    """Turn a presented credential into an Actor, checking the user and tenant are active."""
+
+    def __init__(self, identity: Identity) -> None:
+        self.identity = identity
+
+    async def bearer(self, token: str) -> Actor:
+        claims: AccessClaims = self.identity.tokens.verify(token)
+        async with self.identity.uow as uow:
+            roles = await uow.users(claims.tenant_id).active_roles(claims.user_id)
+        if roles is None:
+            raise Unauthenticated(INVALID_TOKEN)
+        # Roles come from the database, not the token: a demotion takes effect at once.
+        return Actor(user_id=claims.user_id, tenant_id=claims.tenant_id, roles=roles)
+
+    async def api_key(self, key: str) -> Actor:
+        prefix = api_key_prefix(key)
+        if prefix is None:
+            raise Unauthenticated(INVALID_TOKEN)
+        identity, uow = self.identity, self.identity.uow
+        now = identity.clock.now()
+        async with uow:
+            candidates = await uow.api_key_lookup.by_prefix(prefix)
+            stored = next((k for k in candidates if same_digest(key, k.key_hash)), None)
+            if (
+                stored is None
+                or stored.revoked_at is not None
+                or (stored.expires_at is not None and stored.expires_at <= now)
+            ):
+                raise Unauthenticated(INVALID_TOKEN)
+            roles = await uow.users(stored.tenant_id).active_roles(stored.user_id)
+            if roles is None:
+                raise Unauthenticated(INVALID_TOKEN)
+            last = stored.last_used_at
+            if last is None or now - last >= identity.policy.api_key_touch_interval:
+                await uow.api_keys(stored.tenant_id).touch(stored.id, now)
+                await uow.commit()
+        return Actor(
+            user_id=stored.user_id, tenant_id=stored.tenant_id, roles=roles, api_key_id=stored.id
+        )
+
+
+class GetMe:
+    def __init__(self, uow: UnitOfWork) -> None:
+        self.uow = uow
+
+    async def __call__(self, actor: Actor) -> User:
+        async with self.uow:
+            user = await self.uow.users(actor.tenant_id).get(actor.user_id)
+        if user is None:
+            raise Unauthenticated(INVALID_TOKEN)
+        return user

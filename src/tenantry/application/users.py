@@ -1,0 +1,134 @@
+"""Managing the users of one's own tenant."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from tenantry.application.auth import Identity
+from tenantry.domain.auth import Actor
+from tenantry.domain.errors import Forbidden, Invalid, NotFound
+from tenantry.domain.ports import UnitOfWork
+from tenantry.domain.users import (
+    EMAIL_PATTERN,
+    Role,
+    User,
+    normalise_email,
+    validate_roles,
+)
+
+
+def require_manager(actor: Actor) -> None:
+    if not actor.can_manage:
+        raise Forbidden("Only the tenant's owners and admins may do this.")
+
+
+def check_role_grant(actor: Actor, roles: tuple[Role, ...]) -> None:
+    """Only owners (and the platform) may make or unmake owners."""
+    if Role.OWNER in roles and Role.OWNER not in actor.roles and not actor.is_superuser:
+        raise Forbidden("Only an owner may grant the owner role.")
+
+
+class ListUsers:
+    def __init__(self, uow: UnitOfWork) -> None:
+        self.uow = uow
+
+    async def __call__(self, actor: Actor, *, limit: int, offset: int) -> tuple[list[User], int]:
+        async with self.uow:
+            return await self.uow.users(actor.tenant_id).list(limit=limit, offset=offset)
+
+
+class GetUser:
+    def __init__(self, uow: UnitOfWork) -> None:
+        self.uow = uow
+
+    async def __call__(self, actor: Actor, user_id: UUID) -> User:
+        async with self.uow:
+            user = await self.uow.users(actor.tenant_id).get(user_id)
+        if user is None:
+            raise NotFound("No such user.")
+        return user
+
+
+class CreateUser:
+    def __init__(self, identity: Identity) -> None:
+        self.identity = identity
+
+    async def __call__(
+        self, actor: Actor, *, username: str, email: str, password: str, roles: list[str]
+    ) -> User:
+        require_manager(actor)
+        chosen = validate_roles(roles)
+        check_role_grant(actor, chosen)
+        uow = self.identity.uow
+        async with uow:
+            new = await self.identity.new_user(
+                actor.tenant_id, username=username, email=email, password=password, roles=chosen
+            )
+            user = await uow.users(actor.tenant_id).add(new)
+            await uow.commit()
+        return user
+
+
+class UpdateUser:
+    def __init__(self, uow: UnitOfWork) -> None:
+        self.uow = uow
+
+    async def __call__(
+        self,
+        actor: Actor,
+        user_id: UUID,
+        *,
+        email: str | None = None,
+        roles: list[str] | None = None,
+        is_active: bool | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> User:
+        is_self = user_id == actor.user_id
+        if not is_self or roles is not None or is_active is not None:
+            require_manager(actor)
+        async with self.uow:
+            users = self.uow.users(actor.tenant_id)
+            target = await users.get(user_id)
+            if target is None:
+                raise NotFound("No such user.")
+            if Role.OWNER in target.roles:
+                check_role_grant(actor, target.roles)
+            chosen = None
+            if roles is not None:
+                chosen = validate_roles(roles)
+                check_role_grant(actor, chosen)
+            if is_self and (
+                is_active is False or (chosen is not None and set(chosen) != set(target.roles))
+            ):
+                raise Forbidden("You cannot deactivate yourself or change your own roles.")
+            if email is not None:
+                email = normalise_email(email)
+                if not EMAIL_PATTERN.match(email):
+                    raise Invalid(
+                        "The user is not valid.", fields={"email": "must be an email address"}
+                    )
+            updated = await users.update(
+                user_id, email=email, roles=chosen, is_active=is_active, settings=settings
+            )
+            await self.uow.commit()
+        assert updated is not None
+        return updated
+
+
+class DeleteUser:
+    def __init__(self, uow: UnitOfWork) -> None:
+        self.uow = uow
+
+    async def __call__(self, actor: Actor, user_id: UUID) -> None:
+        require_manager(actor)
+        if user_id == actor.user_id:
+            raise Forbidden("You cannot delete yourself.")
+        async with self.uow:
+            users = self.uow.users(actor.tenant_id)
+            target = await users.get(user_id)
+            if target is None:
+                raise NotFound("No such user.")
+            check_role_grant(actor, target.roles)
+            await users.delete(user_id)
+            await self.uow.commit()

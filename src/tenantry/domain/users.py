@@ -1,0 +1,119 @@
+"""Users: people who belong to exactly one tenant, with roles in it."""
+
+from __future__ import annotations
+
+import enum
+import re
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import msgspec
+
+from tenantry.domain.errors import Invalid
+
+USERNAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{2,63}$")
+# Deliberately loose: one @, a dot in the domain, no spaces. Deliverability is the mail's job.
+EMAIL_PATTERN = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+EMAIL_MAX_LENGTH = 254
+PASSWORD_MIN_LENGTH = 12
+PASSWORD_MAX_LENGTH = 256
+
+
+class Role(enum.StrEnum):
+    OWNER = "owner"
+    ADMIN = "admin"
+    MEMBER = "member"
+    # The platform operator; lives in the platform tenant and spans all tenants.
+    SUPERUSER = "superuser"
+
+
+TENANT_ROLES = frozenset({Role.OWNER, Role.ADMIN, Role.MEMBER})
+MANAGERS = frozenset({Role.OWNER, Role.ADMIN})
+
+
+class User(msgspec.Struct, kw_only=True, frozen=True):
+    id: UUID
+    tenant_id: UUID
+    username: str
+    email: str
+    roles: tuple[Role, ...]
+    settings: dict[str, Any]
+    is_active: bool
+    created_at: datetime
+    updated_at: datetime
+    last_login_at: datetime | None = None
+
+    def has_any(self, roles: frozenset[Role]) -> bool:
+        return any(role in roles for role in self.roles)
+
+
+class NewUser(msgspec.Struct, kw_only=True, frozen=True):
+    """A validated user about to be stored, its password already hashed."""
+
+    tenant_id: UUID
+    username: str
+    email: str
+    password_hash: str
+    roles: tuple[Role, ...]
+
+
+def normalise_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def validate_identity(username: str, email: str) -> dict[str, str]:
+    """Field problems with a username and email, keyed by field name."""
+    problems: dict[str, str] = {}
+    if not USERNAME_PATTERN.match(username):
+        problems["username"] = (
+            "must be 3 to 64 characters of letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit"
+        )
+    if len(email) > EMAIL_MAX_LENGTH or not EMAIL_PATTERN.match(email):
+        problems["email"] = "must be an email address"
+    return problems
+
+
+def password_problem(password: str, *, username: str, email: str) -> str | None:
+    """What is wrong with a password under the policy, or None."""
+    if len(password) < PASSWORD_MIN_LENGTH:
+        return f"must be at least {PASSWORD_MIN_LENGTH} characters"
+    if len(password) > PASSWORD_MAX_LENGTH:
+        return f"must be at most {PASSWORD_MAX_LENGTH} characters"
+    classes = [
+        any(c.islower() for c in password),
+        any(c.isupper() for c in password),
+        any(c.isdigit() for c in password),
+        any(not c.isalnum() for c in password),
+    ]
+    if sum(classes) < 2:
+        return "must mix at least two of lowercase, uppercase, digits and symbols"
+    lowered = password.lower()
+    local_part = email.split("@", 1)[0].lower()
+    for personal in (username.lower(), local_part):
+        if len(personal) >= 3 and personal in lowered:
+            return "must not contain the username or email"
+    return None
+
+
+def validate_new_user(username: str, email: str, password: str) -> tuple[str, str]:
+    """Check a sign-up; return the username and normalised email or raise ``Invalid``."""
+    username = username.strip()
+    email = normalise_email(email)
+    problems = validate_identity(username, email)
+    if problem := password_problem(password, username=username, email=email):
+        problems["password"] = problem
+    if problems:
+        raise Invalid("The user is not valid.", fields=problems)
+    return username, email
+
+
+def validate_roles(roles: list[str]) -> tuple[Role, ...]:
+    try:
+        chosen = tuple(dict.fromkeys(Role(role) for role in roles))
+    except ValueError:
+        raise Invalid("Unknown role.", fields={"roles": "must be owner, admin or member"}) from None
+    if not chosen or any(role not in TENANT_ROLES for role in chosen):
+        raise Invalid("Unknown role.", fields={"roles": "must be owner, admin or member"})
+    return chosen

@@ -1,0 +1,149 @@
+"""User persistence, scoped to one tenant."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from advanced_alchemy.exceptions import DuplicateKeyError
+from advanced_alchemy.filters import LimitOffset, OrderBy
+from sqlalchemy import func, or_, select, update
+
+from tenantry.domain.errors import Conflict
+from tenantry.domain.tenants import TenantStatus
+from tenantry.domain.users import NewUser, Role, User
+from tenantry.infrastructure.db.models import TenantModel, UserModel
+from tenantry.infrastructure.db.tenancy import TenantScopedRepository
+
+
+class UserModelRepository(TenantScopedRepository[UserModel]):
+    model_type = UserModel
+
+
+def to_user(row: UserModel) -> User:
+    return User(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        username=row.username,
+        email=row.email,
+        roles=tuple(Role(role) for role in row.roles),
+        settings=dict(row.settings),
+        is_active=row.is_active,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        last_login_at=row.last_login_at,
+    )
+
+
+def taken_field(error: DuplicateKeyError) -> str:
+    message = str(error.detail or "") + str(error.__cause__ or "")
+    return "username" if "uq_users_tenant_username" in message else "email"
+
+
+class SqlUserRepository:
+    def __init__(self, repository: UserModelRepository) -> None:
+        self.repository = repository
+
+    async def add(self, user: NewUser) -> User:
+        try:
+            row = await self.repository.add(
+                UserModel(
+                    username=user.username,
+                    email=user.email,
+                    password_hash=user.password_hash,
+                    roles=[role.value for role in user.roles],
+                    settings={},
+                    is_active=True,
+                )
+            )
+        except DuplicateKeyError as error:
+            field = taken_field(error)
+            raise Conflict(
+                f"That {field} is taken in this tenant.", fields={field: "is taken"}
+            ) from None
+        return to_user(row)
+
+    async def get(self, user_id: UUID) -> User | None:
+        row = await self.repository.get_one_or_none(id=user_id)
+        return None if row is None else to_user(row)
+
+    async def find_by_login(self, login: str) -> tuple[User, str] | None:
+        login = login.lower()
+        row = await self.repository.get_one_or_none(
+            or_(func.lower(UserModel.email) == login, func.lower(UserModel.username) == login)
+        )
+        return None if row is None else (to_user(row), row.password_hash)
+
+    async def list(self, *, limit: int, offset: int) -> tuple[list[User], int]:
+        rows, total = await self.repository.list_and_count(
+            OrderBy(field_name="created_at", sort_order="asc"),
+            LimitOffset(limit=limit, offset=offset),
+        )
+        return [to_user(row) for row in rows], total
+
+    async def update(
+        self,
+        user_id: UUID,
+        *,
+        email: str | None = None,
+        roles: tuple[Role, ...] | None = None,
+        is_active: bool | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> User | None:
+        changes: dict[str, Any] = {}
+        if email is not None:
+            changes["email"] = email
+        if roles is not None:
+            changes["roles"] = [role.value for role in roles]
+        if is_active is not None:
+            changes["is_active"] = is_active
+        if settings is not None:
+            changes["settings"] = settings
+        row = await self.repository.get_one_or_none(id=user_id)
+        if row is None:
+            return None
+        for name, value in changes.items():
+            setattr(row, name, value)
+        try:
+            row = await self.repository.update(row)
+        except DuplicateKeyError:
+            raise Conflict(
+                "That email is taken in this tenant.", fields={"email": "is taken"}
+            ) from None
+        return to_user(row)
+
+    async def set_password_hash(self, user_id: UUID, password_hash: str) -> None:
+        await self._write(user_id, password_hash=password_hash)
+
+    async def record_login(self, user_id: UUID, at: datetime) -> None:
+        await self._write(user_id, last_login_at=at)
+
+    async def _write(self, user_id: UUID, **values: Any) -> None:
+        statement = (
+            update(UserModel)
+            .where(UserModel.tenant_id == self.repository.tenant_id, UserModel.id == user_id)
+            .values(**values)
+        )
+        await self.repository.session.execute(statement)
+
+    async def delete(self, user_id: UUID) -> bool:
+        row = await self.repository.get_one_or_none(id=user_id)
+        if row is None:
+            return False
+        await self.repository.delete(row.id)
+        return True
+
+    async def active_roles(self, user_id: UUID) -> tuple[Role, ...] | None:
+        statement = (
+            select(UserModel.roles)
+            .join(TenantModel, TenantModel.id == UserModel.tenant_id)
+            .where(
+                UserModel.tenant_id == self.repository.tenant_id,
+                UserModel.id == user_id,
+                UserModel.is_active.is_(True),
+                TenantModel.status == TenantStatus.ACTIVE.value,
+            )
+        )
+        roles = (await self.repository.session.execute(statement)).scalar_one_or_none()
+        return None if roles is None else tuple(Role(role) for role in roles)

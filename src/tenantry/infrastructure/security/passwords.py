@@ -1,0 +1,48 @@
+"""argon2id password hashing, off the event loop and bounded in memory."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+from argon2 import PasswordHasher as Argon2
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+
+class Argon2PasswordHasher:
+    """argon2-cffi releases the GIL while hashing; a small pool caps memory at
+    ``max_concurrency * memory_cost`` and keeps a burst of logins from stalling the loop."""
+
+    def __init__(
+        self, *, time_cost: int, memory_cost_kib: int, parallelism: int, max_concurrency: int
+    ) -> None:
+        self.hasher = Argon2(
+            time_cost=time_cost, memory_cost=memory_cost_kib, parallelism=parallelism
+        )
+        self.pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="argon2")
+        # Checked when the user does not exist, so an unknown login costs the same time.
+        self.dummy_hash = self.hasher.hash("not a real password, only a timing decoy")
+
+    async def hash(self, password: str) -> str:
+        return await asyncio.get_running_loop().run_in_executor(
+            self.pool, self.hasher.hash, password
+        )
+
+    async def verify(self, password_hash: str | None, password: str) -> bool:
+        return await asyncio.get_running_loop().run_in_executor(
+            self.pool, self._verify, password_hash, password
+        )
+
+    def _verify(self, password_hash: str | None, password: str) -> bool:
+        try:
+            return self.hasher.verify(password_hash or self.dummy_hash, password) and bool(
+                password_hash
+            )
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False
+
+    def needs_rehash(self, password_hash: str) -> bool:
+        return self.hasher.check_needs_rehash(password_hash)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)

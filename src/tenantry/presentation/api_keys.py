@@ -1,0 +1,96 @@
+"""API keys of the signed-in user: the key is shown once, at creation."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+import msgspec
+from litestar import Controller, delete, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
+
+from tenantry.application.api_keys import CreateApiKey, ListApiKeys, RevokeApiKey
+from tenantry.domain.auth import Actor, ApiKey
+from tenantry.presentation.pagination import Limit, Offset, Page
+
+
+class ApiKeyCreate(msgspec.Struct, forbid_unknown_fields=True):
+    name: Annotated[str, msgspec.Meta(max_length=200)]
+    expires_at: datetime | None = None
+
+
+class ApiKeyRead(msgspec.Struct):
+    id: UUID
+    name: str
+    prefix: str
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+
+    @classmethod
+    def of(cls, key: ApiKey) -> ApiKeyRead:
+        return cls(
+            id=key.id,
+            name=key.name,
+            prefix=key.prefix,
+            created_at=key.created_at,
+            expires_at=key.expires_at,
+            last_used_at=key.last_used_at,
+        )
+
+
+class ApiKeyCreated(msgspec.Struct):
+    id: UUID
+    name: str
+    prefix: str
+    key: str
+    created_at: datetime
+    expires_at: datetime | None
+
+
+class ApiKeyController(Controller):
+    path = "/api/v1/auth/api-keys"
+    tags = ["auth"]
+
+    @post(summary="Create an API key; the key is in this response only")
+    async def create_api_key(
+        self,
+        data: JSONBody[ApiKeyCreate],
+        actor: NamedDependency[Actor],
+        create_api_key: NamedDependency[CreateApiKey],
+    ) -> ApiKeyCreated:
+        issued = await create_api_key(actor, name=data.name, expires_at=data.expires_at)
+        key = issued.api_key
+        return ApiKeyCreated(
+            id=key.id,
+            name=key.name,
+            prefix=key.prefix,
+            key=issued.key,
+            created_at=key.created_at,
+            expires_at=key.expires_at,
+        )
+
+    @get(summary="Your live API keys, without their secrets")
+    async def list_api_keys(
+        self,
+        actor: NamedDependency[Actor],
+        list_api_keys: NamedDependency[ListApiKeys],
+        limit: Limit = 20,
+        offset: Offset = 0,
+    ) -> Page[ApiKeyRead]:
+        keys = await list_api_keys(actor)
+        chosen = keys[offset : offset + limit]
+        return Page(
+            items=[ApiKeyRead.of(k) for k in chosen], total=len(keys), limit=limit, offset=offset
+        )
+
+    @delete("/{api_key_id:uuid}", summary="Revoke one of your API keys")
+    async def revoke_api_key(
+        self,
+        api_key_id: FromPath[UUID],
+        actor: NamedDependency[Actor],
+        revoke_api_key: NamedDependency[RevokeApiKey],
+    ) -> None:
+        await revoke_api_key(actor, api_key_id)

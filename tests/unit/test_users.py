@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tenantry.application.tenants import CreateTenant, OwnerInput
+from tenantry.application.users import CreateUser, DeleteUser, GetUser, ListUsers, UpdateUser
+from tenantry.domain.auth import Actor
+from tenantry.domain.errors import Conflict, Forbidden, Invalid, NotFound
+from tenantry.domain.users import PASSWORD_MIN_LENGTH, Role, password_problem, validate_new_user
+
+from .fakes import World
+
+PASSWORD = "correct horse 9 staple"
+
+
+def test_password_policy_says_what_is_wrong() -> None:
+    assert password_problem("short1A", username="u", email="e@x.io") == (
+        f"must be at least {PASSWORD_MIN_LENGTH} characters"
+    )
+    assert "mix" in str(password_problem("alllowercaseletters", username="u", email="e@x.io"))
+    assert "username" in str(
+        password_problem("Olive-the-great-1", username="olive", email="e@x.io")
+    )
+    assert "email" in str(
+        password_problem("X-ceo.person-1", username="bob", email="ceo.person@x.io")
+    )
+    assert password_problem(PASSWORD, username="olive", email="olive@x.io") is None
+
+
+@given(st.text(min_size=PASSWORD_MIN_LENGTH, max_size=40))
+def test_a_password_that_passes_the_policy_mixes_classes(password: str) -> None:
+    if password_problem(password, username="someone", email="someone@x.io") is None:
+        kinds = [
+            any(c.islower() for c in password),
+            any(c.isupper() for c in password),
+            any(c.isdigit() for c in password),
+            any(not c.isalnum() for c in password),
+        ]
+        assert sum(kinds) >= 2
+
+
+def test_new_user_reports_every_bad_field_at_once() -> None:
+    with pytest.raises(Invalid) as error:
+        validate_new_user("x", "nope", "short")
+    assert set(error.value.fields) == {"username", "email", "password"}
+
+
+async def tenant_with_owner(world: World, slug: str = "acme") -> Actor:
+    tenant, owner = await CreateTenant(world.identity)(
+        name=slug,
+        slug=slug,
+        owner=OwnerInput(username="olive", email=f"olive@{slug}.example", password=PASSWORD),
+        client=None,
+    )
+    return Actor(user_id=owner.id, tenant_id=tenant.id, roles=owner.roles)
+
+
+async def add(world: World, actor: Actor, name: str, roles: list[str]) -> Actor:
+    user = await CreateUser(world.identity)(
+        actor, username=name, email=f"{name}@x.example", password=PASSWORD, roles=roles
+    )
+    return Actor(user_id=user.id, tenant_id=user.tenant_id, roles=user.roles)
+
+
+async def test_owner_adds_users_and_duplicates_conflict() -> None:
+    world = World()
+    owner = await tenant_with_owner(world)
+    member = await add(world, owner, "mia", ["member"])
+    assert member.roles == (Role.MEMBER,)
+    with pytest.raises(Conflict):
+        await add(world, owner, "MIA", ["member"])
+    users, total = await ListUsers(world.uow)(owner, limit=10, offset=0)
+    assert total == 2
+    assert {u.username for u in users} == {"olive", "mia"}
+
+
+async def test_members_may_read_but_not_write() -> None:
+    world = World()
+    owner = await tenant_with_owner(world)
+    member = await add(world, owner, "mia", ["member"])
+    assert (await GetUser(world.uow)(member, owner.user_id)).username == "olive"
+    with pytest.raises(Forbidden):
+        await add(world, member, "max", ["member"])
+    with pytest.raises(Forbidden):
+        await DeleteUser(world.uow)(member, owner.user_id)
+    with pytest.raises(Forbidden):
+        await UpdateUser(world.uow)(member, member.user_id, roles=["admin"])
+
+
+async def test_admins_cannot_touch_owners_or_make_owners() -> None:
+    world = World()
+    owner = await tenant_with_owner(world)
+    admin = await add(world, owner, "adam", ["admin"])
+    with pytest.raises(Forbidden):
+        await add(world, admin, "otto", ["owner"])
+    with pytest.raises(Forbidden):
+        await UpdateUser(world.uow)(admin, owner.user_id, is_active=False)
+    with pytest.raises(Forbidden):
+        await DeleteUser(world.uow)(admin, owner.user_id)
+
+
+async def test_no_one_deactivates_or_deletes_themselves() -> None:
+    world = World()
+    owner = await tenant_with_owner(world)
+    with pytest.raises(Forbidden):
+        await UpdateUser(world.uow)(owner, owner.user_id, is_active=False)
+    with pytest.raises(Forbidden):
+        await DeleteUser(world.uow)(owner, owner.user_id)
+    changed = await UpdateUser(world.uow)(owner, owner.user_id, email="NEW@acme.example")
+    assert changed.email == "new@acme.example"
+
+
+async def test_another_tenants_user_is_not_found() -> None:
+    world = World()
+    acme = await tenant_with_owner(world, "acme")
+    globex = await tenant_with_owner(world, "globex")
+    for action in (
+        GetUser(world.uow)(acme, globex.user_id),
+        UpdateUser(world.uow)(acme, globex.user_id, is_active=False),
+        DeleteUser(world.uow)(acme, globex.user_id),
+    ):
+        with pytest.raises(NotFound):
+            await action
+
+
+async def test_unknown_roles_are_invalid() -> None:
+    world = World()
+    owner = await tenant_with_owner(world)
+    for roles in (["superuser"], ["wizard"], []):
+        with pytest.raises(Invalid):
+            await add(world, owner, "mia", roles)
