@@ -172,3 +172,25 @@ def log_lines(app: Litestar) -> Iterator[LogLines]:
 @pytest.fixture(scope="session")
 def project_root() -> Path:
     return Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+async def superuser(client: Client, settings: Settings) -> dict[str, str]:
+    """A platform superuser's bearer header (made through the same use case as the CLI)."""
+    from tenantry.application.tenants import CreateSuperuser
+
+    container = bootstrap.Container(settings)
+    try:
+        async with container.unit_of_work() as uow:
+            await CreateSuperuser(container.identity(uow))(
+                username="root", email="root@platform.example", password="platform Secret 99"
+            )
+    finally:
+        await container.close()
+        await container.alchemy.get_engine().dispose()
+    response = await client.post(
+        "/api/v1/auth/login",
+        json={"tenant": "platform", "login": "root", "password": "platform Secret 99"},
+    )
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}

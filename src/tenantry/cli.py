@@ -234,9 +234,11 @@ def keys() -> None:
 @settings_errors_exit
 def rotate() -> None:
     """Add a new current signing key. Tokens signed with earlier keys keep working."""
-    settings = load_settings()
-    keyring = FileKeyring(bootstrap.keyring_path(settings), create=True)
-    key = keyring.rotate()
+    path = bootstrap.keyring_path(load_settings())
+    existed = path.exists()
+    keyring = FileKeyring(path, create=True)
+    # A keyring made just now already holds a fresh current key.
+    key = keyring.rotate() if existed else keyring.current
     click.echo(f"New current signing key {key.kid} in {keyring.path} ({len(keyring.keys)} keys).")
 
 

@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from pathlib import Path
 
 import pytest
+
+from ..conftest import Client
+from .identity import PASSWORD
 
 
 async def tenantry(*args: str, **env: str) -> tuple[int, str, str]:
@@ -62,3 +66,53 @@ async def test_help_lists_the_commands() -> None:
     assert code == 0
     for command in ("dev", "serve", "db"):
         assert command in out
+
+
+async def test_create_tenant_and_superuser_then_sign_in(
+    client: Client, database_url: str, redis_url: str, keyring_path: str
+) -> None:
+    env = {
+        "TENANTRY_DATABASE_URL": database_url,
+        "TENANTRY_REDIS_URL": redis_url,
+        "TENANTRY_KEYRING_PATH": keyring_path,
+        "TENANTRY_PASSWORD_MEMORY_KIB": "1024",
+    }
+    code, out, err = await tenantry(
+        "create-tenant", "--name", "Acme", "--slug", "acme", "--owner-username", "olive",
+        "--owner-email", "olive@acme.example", "--owner-password", PASSWORD, **env,
+    )  # fmt: skip
+    assert code == 0, err
+    assert "Created tenant acme" in out
+    code, out, err = await tenantry(
+        "create-superuser", "--username", "root", "--email", "root@platform.example",
+        "--password", PASSWORD, **env,
+    )  # fmt: skip
+    assert code == 0, err
+    assert "tenant 'platform'" in out
+    code, _, err = await tenantry(
+        "create-tenant", "--name", "Acme", "--slug", "acme", "--owner-username", "o",
+        "--owner-email", "o@x.example", "--owner-password", PASSWORD, **env,
+    )  # fmt: skip
+    assert code == 1
+    assert err.strip() == "error: The slug 'acme' is taken. (slug is taken)"
+
+    for tenant, login in (("acme", "olive"), ("platform", "root")):
+        response = await client.post(
+            "/api/v1/auth/login", json={"tenant": tenant, "login": login, "password": PASSWORD}
+        )
+        assert response.status_code == 200
+
+
+async def test_keys_rotate_and_prune(tmp_path: Path) -> None:
+    env = {"TENANTRY_KEYRING_PATH": str(tmp_path / "keyring.json")}
+    code, _, err = await tenantry("keys", "prune", **env)
+    assert code == 2
+    assert "create one with `tenantry keys rotate`" in err
+    for expected in (1, 2):
+        code, out, err = await tenantry("keys", "rotate", **env)
+        assert code == 0, err
+        assert f"({expected} keys)" in out
+    assert oct((tmp_path / "keyring.json").stat().st_mode)[-3:] == "600"
+    code, out, _ = await tenantry("keys", "prune", **env)
+    assert code == 0
+    assert "Dropped 0 key(s)" in out

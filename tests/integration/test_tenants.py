@@ -125,3 +125,37 @@ async def test_nothing_is_written_by_a_rejected_request(client: Client, database
     await client.post("/api/v1/tenants", json=tenant_body(name=""))
     await client.post("/api/v1/tenants", content=b"{", headers={"Content-Type": "application/json"})
     assert await count(database_url, "tenants") == 0
+
+
+async def test_platform_admin_lists_and_updates_tenants(
+    client: Client, superuser: dict[str, str]
+) -> None:
+    created = await client.post("/api/v1/tenants", json=tenant_body())
+    tenant_id = created.json()["tenant"]["id"]
+    listing = await client.get("/api/v1/admin/tenants", headers=superuser)
+    assert listing.status_code == 200
+    assert {t["slug"] for t in listing.json()["items"]} == {"platform", "acme"}
+    patched = await client.patch(
+        f"/api/v1/admin/tenants/{tenant_id}", headers=superuser, json={"settings": {"plan": "gold"}}
+    )
+    assert patched.json()["settings"] == {"plan": "gold"}
+    assert_problem(
+        await client.patch(
+            f"/api/v1/admin/tenants/{tenant_id}", headers=superuser, json={"status": "gone"}
+        ),
+        422,
+    )
+    missing = "01a20000-0000-7000-8000-000000000000"
+    assert_problem(
+        await client.patch(f"/api/v1/admin/tenants/{missing}", headers=superuser, json={}), 404
+    )
+
+
+async def test_only_superusers_reach_platform_administration(client: Client) -> None:
+    await client.post("/api/v1/tenants", json=tenant_body())
+    login = await client.post(
+        "/api/v1/auth/login", json={"tenant": "acme", "login": "olive", "password": PASSWORD}
+    )
+    owner = {"Authorization": f"Bearer {login.json()['access_token']}"}
+    assert_problem(await client.get("/api/v1/admin/tenants", headers=owner), 403)
+    assert_problem(await client.get("/api/v1/admin/tenants"), 401)

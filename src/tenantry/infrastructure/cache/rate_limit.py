@@ -24,10 +24,11 @@ class RedisRateLimiter:
         name = self.prefix + key
         try:
             async with self.redis.pipeline(transaction=True) as pipe:
+                # SET NX EX starts the window once; EXPIRE NX would need Redis 7.
+                pipe.set(name, 0, ex=window_seconds, nx=True)
                 pipe.incr(name)
-                pipe.expire(name, window_seconds, nx=True)
                 pipe.ttl(name)
-                count, _, ttl = await pipe.execute()
+                _, count, ttl = await pipe.execute()
         except RedisError as error:
             log.error("rate limiter unavailable; allowing the attempt", error=type(error).__name__)
             return None

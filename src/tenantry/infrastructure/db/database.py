@@ -31,6 +31,8 @@ def alchemy_config(settings: Settings) -> SQLAlchemyAsyncConfig:
             pool_pre_ping=False,
             pool_recycle=1800,
             echo=settings.log_sql,
+            # Statement parameters hold password hashes and token digests: never in errors or logs.
+            hide_parameters=True,
             connect_args={
                 "timeout": settings.db_connect_timeout,
                 "server_settings": {"application_name": "tenantry"},

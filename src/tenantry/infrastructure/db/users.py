@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from advanced_alchemy.exceptions import DuplicateKeyError
+from advanced_alchemy.exceptions import IntegrityError
 from advanced_alchemy.filters import LimitOffset, OrderBy
 from sqlalchemy import func, or_, select, update
 
@@ -36,9 +36,15 @@ def to_user(row: UserModel) -> User:
     )
 
 
-def taken_field(error: DuplicateKeyError) -> str:
-    message = str(error.detail or "") + str(error.__cause__ or "")
-    return "username" if "uq_users_tenant_username" in message else "email"
+def taken_field(error: IntegrityError) -> str:
+    """Which per-tenant unique index refused the row (they are indexes on lower(), not
+    constraints, so advanced-alchemy reports a plain IntegrityError)."""
+    message = str(error.__cause__ or error)
+    if "uq_users_tenant_username" in message:
+        return "username"
+    if "uq_users_tenant_email" in message:
+        return "email"
+    raise error
 
 
 class SqlUserRepository:
@@ -57,7 +63,7 @@ class SqlUserRepository:
                     is_active=True,
                 )
             )
-        except DuplicateKeyError as error:
+        except IntegrityError as error:
             field = taken_field(error)
             raise Conflict(
                 f"That {field} is taken in this tenant.", fields={field: "is taken"}
@@ -107,9 +113,10 @@ class SqlUserRepository:
             setattr(row, name, value)
         try:
             row = await self.repository.update(row)
-        except DuplicateKeyError:
+        except IntegrityError as error:
+            field = taken_field(error)
             raise Conflict(
-                "That email is taken in this tenant.", fields={"email": "is taken"}
+                f"That {field} is taken in this tenant.", fields={field: "is taken"}
             ) from None
         return to_user(row)
 

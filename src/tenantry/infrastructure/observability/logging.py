@@ -56,7 +56,10 @@ def build_handler(stream: TextIO, *, json: bool) -> logging.Handler:
     final: list[Processor]
     if json:
         final = [
-            structlog.processors.dict_tracebacks,
+            # Never show_locals: a frame's locals hold passwords, tokens and hashes.
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+            ),
             structlog.processors.EventRenamer("message"),
             _render_json,
         ]

@@ -113,7 +113,8 @@ class FileKeyring:
         return key
 
     def signing_key(self) -> SigningKey:
-        self.refresh()
+        # A stat per issued token (rare next to verifications): a rotation signs at once.
+        self.refresh(force=True)
         return self.current
 
     def rotate(self) -> SigningKey:

@@ -1,0 +1,536 @@
+"""Login benchmark: logins/s and /health latency of the real product, idle and under login load.
+
+Starts `tenantry dev` (embedded PostgreSQL and Redis, fresh data directory, free loopback port),
+measures sign-in throughput from concurrent clients and /health latency beside it, and compares
+the login rate with argon2 hashing called directly in a thread pool. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from argon2 import PasswordHasher
+
+from tenantry.config import Settings, load_settings
+
+HOST = "127.0.0.1"
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+TENANT = {
+    "name": "Bench",
+    "slug": "bench",
+    "owner": {
+        "username": "bench",
+        "email": "bench@bench.example",
+        "password": "correct horse battery 9",
+    },
+}
+LOGIN = {"tenant": "bench", "login": "bench@bench.example", "password": "correct horse battery 9"}
+# Only the brute-force limits move off their defaults: one client logs in far more than a person.
+RATE_LIMITS = {
+    "TENANTRY_LOGIN_ATTEMPTS_PER_ACCOUNT": "100000000",
+    "TENANTRY_LOGIN_ATTEMPTS_PER_ADDRESS": "100000000",
+    "TENANTRY_REGISTER_ATTEMPTS_PER_ADDRESS": "100000",
+}
+PASSWORD_PREFIX = "TENANTRY_PASSWORD_"
+READY_TIMEOUT_S = 120.0
+READY_POLL_S = 0.2
+STOP_TIMEOUT_S = 60.0
+REQUEST_TIMEOUT_S = 30.0
+# The health prober waits this long between requests so it observes the event loop rather
+# than loading it; the idle and loaded phases use the same pace.
+PROBE_GAP_S = 0.01
+# Every measuring loop also stops after this many iterations, whatever the clock says.
+MAX_ITERATIONS = 1_000_000
+# How long to watch the machine before starting: other load skews every figure.
+BACKGROUND_S = 2.0
+
+
+class BenchError(Exception):
+    """The benchmark cannot go on; the message says why."""
+
+
+def until(deadline: float, limit: int = MAX_ITERATIONS) -> Iterator[int]:
+    """Iteration numbers while the monotonic clock is before ``deadline``, at most ``limit``."""
+    for iteration in range(limit):
+        if time.monotonic() >= deadline:
+            return
+        yield iteration
+
+
+def percentile(ordered: list[float], pct: float) -> float | None:
+    """Nearest-rank percentile of an ascending list (None when empty)."""
+    if not ordered:
+        return None
+    return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
+
+
+@dataclass
+class Sample:
+    """Latencies of the successful requests (or hashes) of one phase, and the failures."""
+
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+    # The first response body or exception of each kind of error, to report it as seen.
+    examples: dict[str, str] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+
+    def fail(self, kind: str, example: str) -> None:
+        self.errors[kind] += 1
+        self.examples.setdefault(kind, example[:500])
+
+    def summary(self, cpu_busy_pct: float | None) -> dict[str, Any]:
+        ordered = sorted(self.latencies_ms)
+        return {
+            "count": len(ordered),
+            "elapsed_s": round(self.elapsed_s, 3),
+            "per_second": len(ordered) / self.elapsed_s if self.elapsed_s else None,
+            "errors": sum(self.errors.values()),
+            "error_kinds": dict(self.errors),
+            "error_examples": self.examples,
+            "p50_ms": percentile(ordered, 50),
+            "p95_ms": percentile(ordered, 95),
+            "p99_ms": percentile(ordered, 99),
+            "max_ms": ordered[-1] if ordered else None,
+            "cpu_busy_pct": cpu_busy_pct,
+        }
+
+
+def _cpu_jiffies() -> tuple[int, int]:
+    """Busy and total CPU time of the whole machine so far, from the first line of /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+class CpuMeter:
+    """How busy all CPUs were during the block: evidence that the load saturated the machine."""
+
+    busy_pct: float | None = None
+
+    def __enter__(self) -> CpuMeter:
+        self.start = _cpu_jiffies()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        busy, total = (end - start for end, start in zip(_cpu_jiffies(), self.start, strict=True))
+        self.busy_pct = 100 * busy / total if total else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration and machine
+
+
+def password_settings() -> tuple[Settings, list[str]]:
+    """The argon2 settings the server will use (TENANTRY_PASSWORD_* or the product's defaults),
+    read through the product's own loader so they are validated the same way, and which
+    variables came from the environment."""
+    chosen = {k: v for k, v in os.environ.items() if k.startswith(PASSWORD_PREFIX)}
+    return load_settings(environ=chosen, env_file=None), sorted(chosen)
+
+
+def describe_parameters(settings: Settings) -> dict[str, int]:
+    return {
+        "time_cost": settings.password_time_cost,
+        "memory_kib": settings.password_memory_kib,
+        "parallelism": settings.password_parallelism,
+        "hash_concurrency": settings.password_hash_concurrency,
+    }
+
+
+def describe_machine() -> dict[str, Any]:
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    model = next(
+        (line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if "model name" in line),
+        "unknown",
+    )
+    return {
+        "nproc": len(os.sched_getaffinity(0)),  # what `nproc` prints: the CPUs we may use
+        "cpu_model": model,
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "platform": platform.platform(),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# The bare baseline: argon2 directly
+
+
+def raw_hashing(settings: Settings, password: str, seconds: float) -> Sample:
+    """argon2 hashes per second with the server's parameters, in a pool as large as its pool.
+
+    A login verifies one hash, which costs the same as computing one.
+    """
+    hasher = PasswordHasher(
+        time_cost=settings.password_time_cost,
+        memory_cost=settings.password_memory_kib,
+        parallelism=settings.password_parallelism,
+    )
+    sample = Sample()
+    deadline = time.monotonic() + seconds
+
+    def worker() -> None:
+        for _ in until(deadline):
+            started = time.perf_counter()
+            hasher.hash(password)
+            sample.latencies_ms.append((time.perf_counter() - started) * 1000)
+
+    workers = settings.password_hash_concurrency
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="argon2") as pool:
+        started = time.perf_counter()
+        for future in [pool.submit(worker) for _ in range(workers)]:
+            future.result()
+        sample.elapsed_s = time.perf_counter() - started
+    return sample
+
+
+# ---------------------------------------------------------------------------------------------
+# The product under test
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return int(probe.getsockname()[1])
+
+
+def server_environment(data_dir: Path, port: int, settings: Settings) -> dict[str, str]:
+    """The inherited environment without its TENANTRY_* variables, plus exactly ours."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TENANTRY_")}
+    env |= RATE_LIMITS
+    return env | {
+        "TENANTRY_HOST": HOST,
+        "TENANTRY_PORT": str(port),
+        "TENANTRY_DATA_DIR": str(data_dir),
+        f"{PASSWORD_PREFIX}TIME_COST": str(settings.password_time_cost),
+        f"{PASSWORD_PREFIX}MEMORY_KIB": str(settings.password_memory_kib),
+        f"{PASSWORD_PREFIX}PARALLELISM": str(settings.password_parallelism),
+        f"{PASSWORD_PREFIX}HASH_CONCURRENCY": str(settings.password_hash_concurrency),
+    }
+
+
+def log_tail(log_path: Path, lines: int = 30) -> str:
+    return "\n".join(log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@contextlib.contextmanager
+def dev_server(env: dict[str, str], cwd: Path, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`tenantry dev` as a subprocess, stopped with SIGINT when the block ends, however it ends.
+
+    It runs in its own session so that a Ctrl-C in the terminal reaches only the benchmark,
+    which then stops the server once; the server stops its PostgreSQL and Redis itself. Its
+    working directory is the temporary one, so a developer's .env is not read.
+    """
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tenantry", "dev"],
+            env=env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            yield process
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+                try:
+                    process.wait(timeout=STOP_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    print(f"tenantry dev ignored SIGINT for {STOP_TIMEOUT_S:.0f} s: killing it")
+                    process.kill()
+                    process.wait()
+
+
+def wait_ready(process: subprocess.Popen[bytes], base_url: str, log_path: Path) -> float:
+    """Seconds until GET /ready answered 200."""
+    started = time.monotonic()
+    with httpx.Client(base_url=base_url, timeout=2.0) as client:
+        for _ in until(started + READY_TIMEOUT_S):
+            if process.poll() is not None:
+                raise BenchError(
+                    f"tenantry dev exited with {process.returncode} before it was ready:\n"
+                    + log_tail(log_path)
+                )
+            with contextlib.suppress(httpx.TransportError):
+                if client.get("/ready").status_code == 200:
+                    return time.monotonic() - started
+            time.sleep(READY_POLL_S)
+    raise BenchError(
+        f"/ready did not answer 200 within {READY_TIMEOUT_S:.0f} s:\n" + log_tail(log_path)
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Load
+
+
+def login_problem(response: httpx.Response) -> str | None:
+    if response.status_code != 200:
+        return f"HTTP {response.status_code}"
+    return None if "access_token" in response.json() else "HTTP 200 without access_token"
+
+
+def health_problem(response: httpx.Response) -> str | None:
+    return None if response.status_code == 200 else f"HTTP {response.status_code}"
+
+
+async def timed(
+    sample: Sample,
+    request: Awaitable[httpx.Response],
+    problem: Callable[[httpx.Response], str | None],
+) -> None:
+    """Await one request; record its latency if it succeeded, else what went wrong."""
+    started = time.perf_counter()
+    try:
+        response = await request
+    except httpx.HTTPError as error:
+        sample.fail(type(error).__name__, repr(error))
+        return
+    latency_ms = (time.perf_counter() - started) * 1000
+    if (kind := problem(response)) is None:
+        sample.latencies_ms.append(latency_ms)
+    else:
+        sample.fail(kind, response.text)
+
+
+async def login_load(base_url: str, clients: int, seconds: float) -> Sample:
+    """``clients`` clients, each with its own connection, logging in back to back."""
+    sample = Sample()
+    deadline = time.monotonic() + seconds
+
+    async def client_loop(client: httpx.AsyncClient) -> None:
+        for _ in until(deadline):
+            await timed(sample, client.post("/api/v1/auth/login", json=LOGIN), login_problem)
+
+    async with contextlib.AsyncExitStack() as stack:
+        pool = [
+            await stack.enter_async_context(
+                httpx.AsyncClient(base_url=base_url, timeout=REQUEST_TIMEOUT_S)
+            )
+            for _ in range(clients)
+        ]
+        started = time.perf_counter()
+        await asyncio.gather(*(client_loop(client) for client in pool))
+        sample.elapsed_s = time.perf_counter() - started
+    return sample
+
+
+async def probe_health(base_url: str, seconds: float) -> Sample:
+    """One client asking GET /health, one request at a time, paced by PROBE_GAP_S."""
+    sample = Sample()
+    async with httpx.AsyncClient(base_url=base_url, timeout=REQUEST_TIMEOUT_S) as client:
+        await client.get("/health")  # opens the connection; the connect is not what we measure
+        started = time.perf_counter()
+        for _ in until(time.monotonic() + seconds):
+            await timed(sample, client.get("/health"), health_problem)
+            await asyncio.sleep(PROBE_GAP_S)
+        sample.elapsed_s = time.perf_counter() - started
+    return sample
+
+
+async def set_up_tenant(base_url: str) -> None:
+    """Create the tenant and its owner, and check one login works before measuring any."""
+    async with httpx.AsyncClient(base_url=base_url, timeout=REQUEST_TIMEOUT_S) as client:
+        created = await client.post("/api/v1/tenants", json=TENANT)
+        if created.status_code != 201:
+            raise BenchError(
+                f"POST /api/v1/tenants: expected 201, got {created.status_code}: {created.text}"
+            )
+        login = await client.post("/api/v1/auth/login", json=LOGIN)
+        if login_problem(login) is not None:
+            raise BenchError(
+                f"POST /api/v1/auth/login: expected 200 with access_token, "
+                f"got {login.status_code}: {login.text}"
+            )
+
+
+async def measure_server(base_url: str, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    await set_up_tenant(base_url)
+
+    print(f"== health, idle ({args.health_seconds:g} s)")
+    with CpuMeter() as cpu:
+        idle = await probe_health(base_url, args.health_seconds)
+    results = {"health_idle": idle.summary(cpu.busy_pct)}
+
+    print(f"== login, {args.concurrency} clients ({args.duration:g} s)")
+    with CpuMeter() as cpu:
+        login = await login_load(base_url, args.concurrency, args.duration)
+    results["login"] = login.summary(cpu.busy_pct)
+
+    print(f"== login, {args.concurrency} clients, with the health prober ({args.duration:g} s)")
+    with CpuMeter() as cpu:
+        loaded_login, loaded_health = await asyncio.gather(
+            login_load(base_url, args.concurrency, args.duration),
+            probe_health(base_url, args.duration),
+        )
+    results["login_while_probing"] = loaded_login.summary(cpu.busy_pct)
+    results["health_under_login_load"] = loaded_health.summary(cpu.busy_pct)
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    return numerator / denominator if numerator is not None and denominator else None
+
+
+def cell(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def markdown_tables(report: dict[str, Any]) -> str:
+    results, concurrency = report["results"], report["options"]["concurrency"]
+    rows = [
+        (f"argon2 hash, direct, {report['argon2']['hash_concurrency']} threads", "raw_hash"),
+        (f"login, {concurrency} clients", "login"),
+        ("health, idle", "health_idle"),
+        (f"health, under login load ({concurrency} clients)", "health_under_login_load"),
+        (f"login, {concurrency} clients, while probing health", "login_while_probing"),
+    ]
+    lines = [
+        "| Measurement | per s | count | errors | CPU busy % | p50 ms | p95 ms | p99 ms | max ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for label, key in rows:
+        r = results[key]
+        numbers = [r["p50_ms"], r["p95_ms"], r["p99_ms"], r["max_ms"]]
+        lines.append(
+            f"| {label} | {cell(r['per_second'])} | {r['count']} | {r['errors']} "
+            f"| {cell(r['cpu_busy_pct'], 0)} | " + " | ".join(cell(n) for n in numbers) + " |"
+        )
+    ratios = report["ratios"]
+    lines += [
+        "",
+        "| Figure | Value |",
+        "|---|---:|",
+        f"| logins/s ÷ direct argon2 hashes/s | {cell(ratios['logins_per_raw_hash'], 2)} |",
+        f"| health p99 under login load ÷ idle | {cell(ratios['health_p99_loaded_over_idle'], 2)} |",
+    ]
+    return "\n".join(lines)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument(
+        "--duration", type=float, default=10.0, help="seconds of each login phase (default 10)"
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=8, help="concurrent login clients (default 8)"
+    )
+    parser.add_argument(
+        "--health-seconds",
+        type=float,
+        default=5.0,
+        help="seconds of the idle /health baseline (default 5)",
+    )
+    args = parser.parse_args()
+    if args.duration <= 0 or args.health_seconds <= 0 or args.concurrency < 1:
+        parser.error("durations must be positive and --concurrency at least 1")
+    return args
+
+
+def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
+    settings, overridden = password_settings()
+    machine = describe_machine()
+    parameters = describe_parameters(settings)
+    print(
+        f"machine: nproc {machine['nproc']}, {machine['cpu_model']}, {machine['python']}, "
+        f"{machine['platform']}"
+    )
+    print(
+        f"argon2id: time_cost {parameters['time_cost']}, memory {parameters['memory_kib']} KiB, "
+        f"parallelism {parameters['parallelism']}, concurrency {parameters['hash_concurrency']} "
+        f"({'from ' + ', '.join(overridden) if overridden else 'defaults'})"
+    )
+
+    with CpuMeter() as background:
+        time.sleep(BACKGROUND_S)
+    machine["background_cpu_busy_pct"] = background.busy_pct
+    print(
+        f"CPU busy before starting (other load): {cell(background.busy_pct, 0)}% "
+        f"over {BACKGROUND_S:g} s"
+    )
+
+    print(f"== argon2 directly, {parameters['hash_concurrency']} threads ({args.duration:g} s)")
+    with CpuMeter() as cpu:
+        raw = raw_hashing(settings, LOGIN["password"], args.duration)
+    results = {"raw_hash": raw.summary(cpu.busy_pct)}
+
+    log_path = RESULTS_DIR / f"login-{stamp}.server.log"
+    with tempfile.TemporaryDirectory(prefix="tenantry-bench-", ignore_cleanup_errors=True) as tmp:
+        port = free_port()
+        base_url = f"http://{HOST}:{port}"
+        env = server_environment(Path(tmp) / "data", port, settings)
+        print(f"== starting tenantry dev on {base_url} (log: {log_path})")
+        with dev_server(env, Path(tmp), log_path) as process:
+            ready_s = wait_ready(process, base_url, log_path)
+            print(f"   ready after {ready_s:.1f} s")
+            results |= asyncio.run(measure_server(base_url, args))
+        print(f"== tenantry dev stopped with exit code {process.returncode}")
+
+    return {
+        "timestamp": stamp,
+        "machine": machine,
+        "argon2": parameters,
+        "argon2_overridden_by": overridden,
+        "options": vars(args),
+        "server": {"ready_s": round(ready_s, 2), "exit_code": process.returncode},
+        "results": results,
+        "ratios": {
+            "logins_per_raw_hash": ratio(
+                results["login"]["per_second"], results["raw_hash"]["per_second"]
+            ),
+            "health_p99_loaded_over_idle": ratio(
+                results["health_under_login_load"]["p99_ms"], results["health_idle"]["p99_ms"]
+            ),
+        },
+    }
+
+
+def main() -> int:
+    args = parse_args()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    RESULTS_DIR.mkdir(exist_ok=True)
+    try:
+        report = run(args, stamp)
+    except BenchError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+    print()
+    print(markdown_tables(report))
+    for name, result in report["results"].items():
+        for kind, count in result["error_kinds"].items():
+            print(f"\n{name}: {count} x {kind}, first: {result['error_examples'][kind]}")
+    path = RESULTS_DIR / f"login-{stamp}.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nresults: {path}")
+    return 0 if report["server"]["exit_code"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

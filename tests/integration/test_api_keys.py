@@ -1,0 +1,86 @@
+"""API keys over HTTP: shown once, stored hashed, tenant- and user-bound, revocable."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from ..conftest import Client, plain_url
+from .identity import add_user, owner_session
+from .test_health import assert_problem
+
+
+async def test_api_key_round_trip(client: Client, database_url: str) -> None:
+    owner = await owner_session(client, "acme")
+    created = await client.post("/api/v1/auth/api-keys", headers=owner, json={"name": "ci"})
+    assert created.status_code == 201
+    body = created.json()
+    key = body["key"]
+    assert key.startswith("tnt_")
+    assert key.split("_")[1] == body["prefix"]
+
+    me = await client.get("/api/v1/auth/me", headers={"X-API-Key": key})
+    assert me.status_code == 200
+
+    listing = (await client.get("/api/v1/auth/api-keys", headers=owner)).json()
+    assert listing["total"] == 1
+    assert "key" not in listing["items"][0]
+    assert key not in str(listing)
+    assert listing["items"][0]["last_used_at"] is not None
+
+    connection = await asyncpg.connect(plain_url(database_url))
+    try:
+        stored = await connection.fetchval("select key_hash from api_keys")
+    finally:
+        await connection.close()
+    assert key not in stored
+
+    assert (
+        await client.delete(f"/api/v1/auth/api-keys/{body['id']}", headers=owner)
+    ).status_code == 204
+    assert_problem(await client.get("/api/v1/auth/me", headers={"X-API-Key": key}), 401)
+    assert_problem(await client.delete(f"/api/v1/auth/api-keys/{body['id']}", headers=owner), 404)
+
+
+async def test_bad_keys_are_401(client: Client) -> None:
+    owner = await owner_session(client, "acme")
+    key = (await client.post("/api/v1/auth/api-keys", headers=owner, json={"name": "ci"})).json()[
+        "key"
+    ]
+    for bad in (
+        key[:-2] + "zz",
+        "tnt_000000000000_" + "a" * 43,
+        "garbage",
+        key.replace("tnt_", ""),
+    ):
+        assert_problem(await client.get("/api/v1/auth/me", headers={"X-API-Key": bad}), 401)
+
+
+async def test_expired_keys_and_bad_expiry(client: Client) -> None:
+    owner = await owner_session(client, "acme")
+    past = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+    assert_problem(
+        await client.post(
+            "/api/v1/auth/api-keys", headers=owner, json={"name": "old", "expires_at": past}
+        ),
+        422,
+    )
+    soon = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    created = await client.post(
+        "/api/v1/auth/api-keys", headers=owner, json={"name": "soon", "expires_at": soon}
+    )
+    assert created.status_code == 201
+    assert created.json()["expires_at"] is not None
+
+
+async def test_keys_belong_to_their_user_and_tenant(client: Client) -> None:
+    acme = await owner_session(client, "acme")
+    member = await add_user(client, acme, "mia", ["member"], "acme")
+    globex = await owner_session(client, "globex")
+    key = (await client.post("/api/v1/auth/api-keys", headers=acme, json={"name": "ci"})).json()
+    assert_problem(await client.delete(f"/api/v1/auth/api-keys/{key['id']}", headers=member), 404)
+    assert_problem(await client.delete(f"/api/v1/auth/api-keys/{key['id']}", headers=globex), 404)
+    assert (await client.get("/api/v1/auth/api-keys", headers=member)).json()["total"] == 0
+    me = (await client.get("/api/v1/auth/me", headers={"X-API-Key": key["key"]})).json()
+    assert me["username"] == "olive"
