@@ -12,6 +12,7 @@ from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins import PluginProtocol
 
 from tenantry.config import Settings
@@ -94,6 +95,17 @@ def create_app(
             description="A multi-tenant SaaS API foundation.",
             path=DOCS_PATH,
             render_plugins=[SwaggerRenderPlugin(path="/")],
+            components=Components(
+                security_schemes={
+                    "BearerToken": SecurityScheme(
+                        type="http", scheme="bearer", bearer_format="JWT"
+                    ),
+                    "ApiKey": SecurityScheme(
+                        type="apiKey", name="X-API-Key", security_scheme_in="header"
+                    ),
+                }
+            ),
+            security=[{"BearerToken": []}, {"ApiKey": []}],
         ),
         on_shutdown=list(on_shutdown),
         request_max_body_size=settings.max_request_body_bytes,

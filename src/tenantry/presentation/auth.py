@@ -11,7 +11,7 @@ from litestar.params import JSONBody
 
 from tenantry.application.auth import GetMe, Login, Logout, Refresh, Register
 from tenantry.domain.auth import Actor, TokenPair
-from tenantry.presentation.security import PUBLIC
+from tenantry.presentation.security import NO_CREDENTIALS, PUBLIC
 from tenantry.presentation.users import Password, UserRead
 
 Short = Annotated[str, msgspec.Meta(max_length=254)]
@@ -58,7 +58,12 @@ class AuthController(Controller):
     path = "/api/v1/auth"
     tags = ["auth"]
 
-    @post("/register", opt=PUBLIC, summary="Sign up in a tenant that allows self sign-up")
+    @post(
+        "/register",
+        opt=PUBLIC,
+        security=NO_CREDENTIALS,
+        summary="Sign up in a tenant that allows self sign-up",
+    )
     async def register(
         self,
         request: Request[Any, Any, Any],
@@ -74,7 +79,13 @@ class AuthController(Controller):
         )
         return UserRead.of(user)
 
-    @post("/login", opt=PUBLIC, status_code=200, summary="Sign in with email or username")
+    @post(
+        "/login",
+        opt=PUBLIC,
+        security=NO_CREDENTIALS,
+        status_code=200,
+        summary="Sign in with email or username",
+    )
     async def login(
         self,
         request: Request[Any, Any, Any],
@@ -89,13 +100,25 @@ class AuthController(Controller):
         )
         return TokenResponse.of(pair)
 
-    @post("/refresh", opt=PUBLIC, status_code=200, summary="Trade a refresh token for new tokens")
+    @post(
+        "/refresh",
+        opt=PUBLIC,
+        security=NO_CREDENTIALS,
+        status_code=200,
+        summary="Trade a refresh token for new tokens",
+    )
     async def refresh(
         self, data: JSONBody[RefreshRequest], refresh: NamedDependency[Refresh]
     ) -> TokenResponse:
         return TokenResponse.of(await refresh(data.refresh_token))
 
-    @post("/logout", opt=PUBLIC, status_code=204, summary="Revoke a refresh token's family")
+    @post(
+        "/logout",
+        opt=PUBLIC,
+        security=NO_CREDENTIALS,
+        status_code=204,
+        summary="Revoke a refresh token's family",
+    )
     async def logout(self, data: JSONBody[RefreshRequest], logout: NamedDependency[Logout]) -> None:
         await logout(data.refresh_token)
 

@@ -12,7 +12,7 @@ import structlog
 from litestar import Controller, Response, get
 from litestar.di import NamedDependency
 
-from tenantry.presentation.security import PUBLIC
+from tenantry.presentation.security import NO_CREDENTIALS, PUBLIC
 
 Check = Callable[[], Awaitable[object]]
 ReadinessChecks = Mapping[str, Check]
@@ -76,11 +76,21 @@ async def run_check(name: str, check: Check, limit_s: float) -> CheckResult:
 class HealthController(Controller):
     tags = ["service"]
 
-    @get("/health", opt=PUBLIC, summary="Liveness: 200 while the process lives")
+    @get(
+        "/health",
+        opt=PUBLIC,
+        security=NO_CREDENTIALS,
+        summary="Liveness: 200 while the process lives",
+    )
     async def health(self) -> Health:
         return Health()
 
-    @get("/ready", opt=PUBLIC, summary="Readiness: 200 when every dependency answers, else 503")
+    @get(
+        "/ready",
+        opt=PUBLIC,
+        security=NO_CREDENTIALS,
+        summary="Readiness: 200 when every dependency answers, else 503",
+    )
     async def ready(
         self,
         readiness_checks: NamedDependency[ReadinessChecks],
@@ -98,7 +108,12 @@ class HealthController(Controller):
             headers={"Cache-Control": "no-store"},
         )
 
-    @get("/api/v1/info", opt=PUBLIC, summary="Name, version and environment of this deployment")
+    @get(
+        "/api/v1/info",
+        opt=PUBLIC,
+        security=NO_CREDENTIALS,
+        summary="Name, version and environment of this deployment",
+    )
     async def info(self, service_info: NamedDependency[ServiceInfo]) -> Info:
         return Info(
             name=service_info.name,

@@ -83,4 +83,6 @@ def requires_superuser(
         raise PermissionDeniedException("Only platform superusers may do this.")
 
 
+# Handler options of public endpoints: skipped by the middleware, shown without a lock in /docs.
 PUBLIC = {"exclude_from_auth": True}
+NO_CREDENTIALS: list[dict[str, list[str]]] = [{}]

@@ -17,7 +17,7 @@ from tenantry.domain.auth import Actor
 from tenantry.domain.tenants import Tenant, TenantStatus
 from tenantry.presentation.auth import client_address
 from tenantry.presentation.pagination import Limit, Offset, Page
-from tenantry.presentation.security import PUBLIC, requires_superuser
+from tenantry.presentation.security import NO_CREDENTIALS, PUBLIC, requires_superuser
 from tenantry.presentation.users import Password, UserRead
 
 
@@ -70,7 +70,12 @@ class TenantController(Controller):
     path = "/api/v1/tenants"
     tags = ["tenants"]
 
-    @post(opt=PUBLIC, summary="Create a tenant and its owner", description="A taken slug is 409.")
+    @post(
+        opt=PUBLIC,
+        security=NO_CREDENTIALS,
+        summary="Create a tenant and its owner",
+        description="A taken slug is 409.",
+    )
     async def create_tenant(
         self,
         request: Request[Any, Any, Any],
