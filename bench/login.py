@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 from argon2 import PasswordHasher
 
-from tenantry.config import Settings, load_settings
+from tenantry.config import Settings, SettingsError, load_settings
 
 HOST = "127.0.0.1"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -125,6 +125,7 @@ def _cpu_jiffies() -> tuple[int, int]:
 class CpuMeter:
     """How busy all CPUs were during the block: evidence that the load saturated the machine."""
 
+    start: tuple[int, int]
     busy_pct: float | None = None
 
     def __enter__(self) -> CpuMeter:
@@ -289,7 +290,11 @@ def wait_ready(process: subprocess.Popen[bytes], base_url: str, log_path: Path) 
 def login_problem(response: httpx.Response) -> str | None:
     if response.status_code != 200:
         return f"HTTP {response.status_code}"
-    return None if "access_token" in response.json() else "HTTP 200 without access_token"
+    try:
+        body = response.json()
+    except ValueError:
+        return "HTTP 200 with a body that is not JSON"
+    return None if "access_token" in body else "HTTP 200 without access_token"
 
 
 def health_problem(response: httpx.Response) -> str | None:
@@ -318,9 +323,8 @@ async def timed(
 async def login_load(base_url: str, clients: int, seconds: float) -> Sample:
     """``clients`` clients, each with its own connection, logging in back to back."""
     sample = Sample()
-    deadline = time.monotonic() + seconds
 
-    async def client_loop(client: httpx.AsyncClient) -> None:
+    async def client_loop(client: httpx.AsyncClient, deadline: float) -> None:
         for _ in until(deadline):
             await timed(sample, client.post("/api/v1/auth/login", json=LOGIN), login_problem)
 
@@ -332,7 +336,8 @@ async def login_load(base_url: str, clients: int, seconds: float) -> Sample:
             for _ in range(clients)
         ]
         started = time.perf_counter()
-        await asyncio.gather(*(client_loop(client) for client in pool))
+        deadline = time.monotonic() + seconds
+        await asyncio.gather(*(client_loop(client, deadline) for client in pool))
         sample.elapsed_s = time.perf_counter() - started
     return sample
 
@@ -405,7 +410,7 @@ def cell(value: float | None, digits: int = 1) -> str:
 def markdown_tables(report: dict[str, Any]) -> str:
     results, concurrency = report["results"], report["options"]["concurrency"]
     rows = [
-        (f"argon2 hash, direct, {report['argon2']['hash_concurrency']} threads", "raw_hash"),
+        (f"argon2 hash, direct, pool of {report['argon2']['hash_concurrency']}", "raw_hash"),
         (f"login, {concurrency} clients", "login"),
         ("health, idle", "health_idle"),
         (f"health, under login load ({concurrency} clients)", "health_under_login_load"),
@@ -475,7 +480,7 @@ def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
         f"over {BACKGROUND_S:g} s"
     )
 
-    print(f"== argon2 directly, {parameters['hash_concurrency']} threads ({args.duration:g} s)")
+    print(f"== argon2 directly, pool of {parameters['hash_concurrency']} ({args.duration:g} s)")
     with CpuMeter() as cpu:
         raw = raw_hashing(settings, LOGIN["password"], args.duration)
     results = {"raw_hash": raw.summary(cpu.busy_pct)}
@@ -511,13 +516,19 @@ def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
     }
 
 
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main() -> int:
     args = parse_args()
+    # `kill` then unwinds like Ctrl-C does, through the block that stops the server.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     RESULTS_DIR.mkdir(exist_ok=True)
     try:
         report = run(args, stamp)
-    except BenchError as error:
+    except (BenchError, SettingsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
 

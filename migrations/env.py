@@ -16,9 +16,8 @@ config = context.config
 
 
 def database_url() -> str:
-    url = config.attributes.get("database_url")
-    settings = load_settings() if url is None else load_settings(database_url=url)
-    return settings.async_database_url
+    url = config.attributes.get("database_url") or load_settings().migration_url
+    return load_settings(environ={}, env_file=None, database_url=url).async_database_url
 
 
 def run_offline() -> None:

@@ -3,7 +3,8 @@
 ``TENANTRY_TEST_DATABASE_URL`` / ``TENANTRY_TEST_REDIS_URL`` point the suite at running servers
 (the database URL is an admin connection used to create and drop a fresh database per session);
 unset, the embedded engines start once per session. Every test session migrates its own fresh
-database with alembic, the same path production takes.
+database with alembic, the same path production takes, as the owner; the app then connects as
+the app role, so row level security applies to every test as it does in production.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
+from sqlalchemy.engine import make_url
 
 from tenantry import bootstrap
 from tenantry.config import Settings, load_settings
 from tenantry.infrastructure.db import migrations
+from tenantry.infrastructure.db.rls import APP_ROLE
 from tenantry.infrastructure.embedded import EmbeddedPostgres, EmbeddedRedis
 from tenantry.infrastructure.observability.logging import build_handler
 
@@ -82,6 +85,17 @@ async def database_url(admin_database_url: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture(scope="session")
+def app_database_url(database_url: str) -> str:
+    """The test database as the app role, which row level security holds (the owner and
+    superusers bypass it, so tests connected as them would prove nothing)."""
+    return (
+        make_url(database_url)
+        .set(username=APP_ROLE, password=None)
+        .render_as_string(hide_password=False)
+    )
+
+
+@pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if url := os.environ.get("TENANTRY_TEST_REDIS_URL"):
         yield url
@@ -98,12 +112,15 @@ def keyring_path(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture
-def settings(database_url: str, redis_url: str, keyring_path: str) -> Settings:
+def settings(
+    database_url: str, app_database_url: str, redis_url: str, keyring_path: str
+) -> Settings:
     return load_settings(
         environ={},
         env_file=None,
         env="test",
-        database_url=database_url,
+        database_url=app_database_url,
+        migration_database_url=database_url,
         redis_url=redis_url,
         log_json=True,
         db_pool_size=5,

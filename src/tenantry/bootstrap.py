@@ -8,9 +8,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import structlog
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
 from litestar import Litestar
 from litestar.di import NamedDependency, Provide
@@ -25,11 +27,14 @@ from tenantry.infrastructure.cache import redis as redis_cache
 from tenantry.infrastructure.cache.rate_limit import RedisRateLimiter
 from tenantry.infrastructure.clock import SystemClock
 from tenantry.infrastructure.db import database
+from tenantry.infrastructure.db.rls import APP_ROLE
 from tenantry.infrastructure.db.uow import SqlUnitOfWork
 from tenantry.infrastructure.observability.logging import configure_logging
 from tenantry.infrastructure.security.passwords import Argon2PasswordHasher
 from tenantry.infrastructure.security.tokens import FileKeyring, JwtAccessTokens
 from tenantry.presentation import app as web
+
+log = structlog.stdlib.get_logger("tenantry.bootstrap")
 
 
 class Container:
@@ -138,6 +143,17 @@ def _with_clock(
     return lambda uow: case(uow, container.clock)
 
 
+async def check_database_role(container: Container) -> None:
+    """Refuse to serve in production as a role that row level security does not hold."""
+    problems = await database.role_problems(container.alchemy.get_engine())
+    if not problems:
+        return
+    message = "the database role " + " and ".join(problems) + ": row level security is bypassed"
+    if container.settings.is_production:
+        raise RuntimeError(f"refusing to start: {message}; connect as {APP_ROLE}")
+    log.warning("database role bypasses row level security", problems=problems)
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     """The API, wired to PostgreSQL and Redis from ``settings`` (the environment by default)."""
     settings = settings or load_settings()
@@ -159,5 +175,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "redis": lambda: redis_cache.ping(container.redis),
         },
         authenticator=authenticator,
+        on_startup=[partial(check_database_role, container)],
         on_shutdown=[container.close],
     )

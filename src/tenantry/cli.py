@@ -22,6 +22,7 @@ from tenantry.application.tenants import CreateSuperuser, CreateTenant, OwnerInp
 from tenantry.config import Settings, SettingsError, load_settings, redact_url
 from tenantry.domain.errors import DomainError
 from tenantry.infrastructure.db import migrations
+from tenantry.infrastructure.db.rls import APP_ROLE
 from tenantry.infrastructure.embedded import EmbeddedPostgres, EmbeddedRedis
 from tenantry.infrastructure.observability.logging import configure_logging
 from tenantry.infrastructure.security.tokens import FileKeyring, KeyringError
@@ -59,7 +60,9 @@ def engines(settings: Settings, *, redis: bool = True) -> Iterator[Settings]:
             postgres.start()
             stack.callback(postgres.stop)
             postgres.ensure_database(EMBEDDED_DATABASE)
-            urls["database_url"] = postgres.url(EMBEDDED_DATABASE)
+            # Migrations run as the owner; the API as the role they create, held to RLS.
+            urls["migration_database_url"] = postgres.url(EMBEDDED_DATABASE)
+            urls["database_url"] = postgres.url(EMBEDDED_DATABASE, user=APP_ROLE)
         if redis and settings.redis_url is None:
             embedded_redis = EmbeddedRedis(data_dir / "redis")
             click.echo(f"Starting embedded Redis in {embedded_redis.root} ...")
@@ -88,7 +91,7 @@ def dev(host: str | None, port: int | None) -> None:
     settings = load_settings(**_bind(host, port))
     configure_logging(settings)
     with engines(settings) as settings:
-        migrations.upgrade(settings.required("database_url"))
+        migrations.upgrade(settings.migration_url)
         app = bootstrap.create_app(settings)
         base = f"http://{settings.host}:{settings.port}"
         click.echo(
@@ -263,7 +266,7 @@ def _with_database(action: Callable[[str], None]) -> None:
     if settings.is_production:
         settings.required("database_url")
     with engines(settings, redis=False) as ready:
-        action(ready.required("database_url"))
+        action(ready.migration_url)
 
 
 @db.command()

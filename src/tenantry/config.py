@@ -37,7 +37,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     host: str = "127.0.0.1"
     port: Port = 8000
     # Unset in development means "start the embedded engine"; `tenantry serve` requires them.
+    # The API and workers connect as the app role (no superuser, no BYPASSRLS, owns nothing);
+    # migrations run as the owner, through migration_database_url when it differs.
     database_url: str | None = None
+    migration_database_url: str | None = None
     redis_url: str | None = None
     data_dir: str = ".tenantry"
     log_level: LogLevel = "INFO"
@@ -80,6 +83,13 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             raise SettingsError(
                 f"{PREFIX}DATABASE_URL: expected a postgresql:// URL, got {shown!r}"
             )
+        if self.migration_database_url is not None and not re.match(
+            r"^postgres(ql)?(\+asyncpg)?://", self.migration_database_url
+        ):
+            shown = redact_url(self.migration_database_url)
+            raise SettingsError(
+                f"{PREFIX}MIGRATION_DATABASE_URL: expected a postgresql:// URL, not {shown!r}"
+            )
         if self.redis_url is not None and not re.match(r"^(redis|rediss|unix)://", self.redis_url):
             raise SettingsError(
                 f"{PREFIX}REDIS_URL: expected a redis:// URL, got {redact_url(self.redis_url)!r}"
@@ -87,7 +97,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
 
     def __repr__(self) -> str:
         shown = {name: getattr(self, name) for name in self.__struct_fields__}
-        for name in ("database_url", "redis_url"):
+        for name in ("database_url", "migration_database_url", "redis_url"):
             if shown[name] is not None:
                 shown[name] = redact_url(shown[name])
         return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
@@ -107,6 +117,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         """The database URL with the asyncpg driver, whatever scheme the operator wrote."""
         url = self.required("database_url")
         return re.sub(r"^postgres(ql)?(\+asyncpg)?://", "postgresql+asyncpg://", url)
+
+    @property
+    def migration_url(self) -> str:
+        """Where migrations run: the owner's URL, or the app's when no separate one is set."""
+        return self.migration_database_url or self.required("database_url")
 
     def required(self, name: str) -> str:
         """The value of a setting this command cannot run without; stop naming it if unset."""

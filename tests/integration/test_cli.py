@@ -69,10 +69,10 @@ async def test_help_lists_the_commands() -> None:
 
 
 async def test_create_tenant_and_superuser_then_sign_in(
-    client: Client, database_url: str, redis_url: str, keyring_path: str
+    client: Client, app_database_url: str, redis_url: str, keyring_path: str
 ) -> None:
     env = {
-        "TENANTRY_DATABASE_URL": database_url,
+        "TENANTRY_DATABASE_URL": app_database_url,
         "TENANTRY_REDIS_URL": redis_url,
         "TENANTRY_KEYRING_PATH": keyring_path,
         "TENANTRY_PASSWORD_MEMORY_KIB": "1024",

@@ -233,6 +233,16 @@ class FakeApiKeyRepository:
         self.store.api_keys[key.id] = key
         return key
 
+    async def get_by_prefix(self, prefix: str) -> ApiKey | None:
+        return next(
+            (
+                k
+                for k in self.store.api_keys.values()
+                if k.tenant_id == self.tenant_id and k.prefix == prefix
+            ),
+            None,
+        )
+
     async def list_for_user(self, user_id: UUID) -> list[ApiKey]:
         return [
             k
@@ -254,14 +264,6 @@ class FakeApiKeyRepository:
         self.store.api_keys[api_key_id] = msgspec.structs.replace(key, last_used_at=at)
 
 
-class FakeApiKeyLookup:
-    def __init__(self, store: FakeStore) -> None:
-        self.store = store
-
-    async def by_prefix(self, prefix: str) -> list[ApiKey]:
-        return [k for k in self.store.api_keys.values() if k.prefix == prefix]
-
-
 class FakeUnitOfWork:
     def __init__(self, store: FakeStore | None = None, clock: FakeClock | None = None) -> None:
         self.committed = store or FakeStore()
@@ -272,7 +274,6 @@ class FakeUnitOfWork:
     def _begin(self) -> None:
         self.working = copy.deepcopy(self.committed)
         self.tenants = FakeTenantRepository(self.working, self.clock)
-        self.api_key_lookup = FakeApiKeyLookup(self.working)
 
     def users(self, tenant_id: UUID) -> FakeUserRepository:
         return FakeUserRepository(self.working, tenant_id, self.clock)

@@ -28,7 +28,7 @@ class CreateApiKey:
             problems["expires_at"] = "must be a future time with a time zone"
         if problems:
             raise Invalid("The API key is not valid.", fields=problems)
-        key, prefix = new_api_key()
+        key, prefix = new_api_key(actor.tenant_id)
         async with self.uow:
             stored = await self.uow.api_keys(actor.tenant_id).add(
                 user_id=actor.user_id,

@@ -11,9 +11,9 @@ from tenantry.domain.auth import (
     AccessClaims,
     Actor,
     TokenPair,
-    api_key_prefix,
     digest,
     new_refresh_token,
+    parse_api_key,
     refresh_token_tenant,
     same_digest,
 )
@@ -234,16 +234,17 @@ class Authenticate:
         return Actor(user_id=claims.user_id, tenant_id=claims.tenant_id, roles=roles)
 
     async def api_key(self, key: str) -> Actor:
-        prefix = api_key_prefix(key)
-        if prefix is None:
+        parsed = parse_api_key(key)
+        if parsed is None:
             raise Unauthenticated(INVALID_TOKEN)
+        tenant_id, prefix = parsed
         identity, uow = self.identity, self.identity.uow
         now = identity.clock.now()
         async with uow:
-            candidates = await uow.api_key_lookup.by_prefix(prefix)
-            stored = next((k for k in candidates if same_digest(key, k.key_hash)), None)
+            stored = await uow.api_keys(tenant_id).get_by_prefix(prefix)
             if (
                 stored is None
+                or not same_digest(key, stored.key_hash)
                 or stored.revoked_at is not None
                 or (stored.expires_at is not None and stored.expires_at <= now)
             ):

@@ -104,19 +104,27 @@ def refresh_token_tenant(token: str) -> UUID | None:
         return None
 
 
-def new_api_key() -> tuple[str, str]:
-    """A fresh API key and its public lookup prefix: ``tnt_<prefix>_<secret>``."""
+def new_api_key(tenant_id: UUID) -> tuple[str, str]:
+    """A fresh API key and its public lookup prefix: ``tnt_<tenant><prefix>_<secret>``.
+
+    Like refresh tokens, the key names its tenant, so the lookup runs under that tenant's row
+    level security and no code path has to search every tenant's keys.
+    """
     prefix = secrets.token_hex(6)
-    return f"{API_KEY_TYPE_PREFIX}{prefix}_{new_secret()}", prefix
+    return f"{API_KEY_TYPE_PREFIX}{tenant_id.hex}{prefix}_{new_secret()}", prefix
 
 
-def api_key_prefix(key: str) -> str | None:
+def parse_api_key(key: str) -> tuple[UUID, str] | None:
+    """The tenant and public prefix a well-formed key names, else None."""
     if not key.startswith(API_KEY_TYPE_PREFIX):
         return None
-    prefix, sep, secret = key.removeprefix(API_KEY_TYPE_PREFIX).partition("_")
-    if not sep or len(prefix) != 12 or not (32 <= len(secret) <= 64):
+    head, sep, secret = key.removeprefix(API_KEY_TYPE_PREFIX).partition("_")
+    if not sep or len(head) != 44 or not (32 <= len(secret) <= 64):
         return None
-    return prefix
+    try:
+        return UUID(hex=head[:32]), head[32:]
+    except ValueError:
+        return None
 
 
 def same_digest(secret: str, stored: str) -> bool:

@@ -99,6 +99,8 @@ class ApiKeyRepository(Protocol):
         expires_at: datetime | None,
     ) -> ApiKey: ...
 
+    async def get_by_prefix(self, prefix: str) -> ApiKey | None: ...
+
     async def list_for_user(self, user_id: UUID) -> list[ApiKey]: ...
 
     async def revoke(self, api_key_id: UUID, *, user_id: UUID, at: datetime) -> bool: ...
@@ -106,19 +108,10 @@ class ApiKeyRepository(Protocol):
     async def touch(self, api_key_id: UUID, at: datetime) -> None: ...
 
 
-class ApiKeyLookup(Protocol):
-    """The one unauthenticated path across tenants: finding a presented key by its prefix."""
-
-    async def by_prefix(self, prefix: str) -> list[ApiKey]:
-        """Every key with this prefix (prefixes are unique per tenant, not globally)."""
-        ...
-
-
 class UnitOfWork(Protocol):
     """One transaction around one use case: commit explicitly, roll back otherwise."""
 
     tenants: TenantRepository
-    api_key_lookup: ApiKeyLookup
 
     def users(self, tenant_id: UUID) -> UserRepository: ...
 

@@ -55,9 +55,9 @@ class EmbeddedPostgres:
     def pid(self) -> int | None:
         return self.server.get_pid()
 
-    def url(self, database: str = "postgres") -> str:
+    def url(self, database: str = "postgres", user: str = "postgres") -> str:
         socket_dir = self.server.get_postmaster_info().socket_dir
-        return f"postgresql://postgres@/{database}?host={quote(str(socket_dir))}"
+        return f"postgresql://{user}@/{database}?host={quote(str(socket_dir))}"
 
     def ensure_database(self, name: str) -> None:
         if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name):

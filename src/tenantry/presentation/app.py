@@ -49,6 +49,7 @@ def create_app(
     readiness_checks: ReadinessChecks,
     authenticator: AuthenticatorFactory,
     plugins: Sequence[PluginProtocol] = (),
+    on_startup: Sequence[Callable[[], Any]] = (),
     on_shutdown: Sequence[Callable[[], Any]] = (),
 ) -> Litestar:
     service_info = ServiceInfo(
@@ -107,6 +108,7 @@ def create_app(
             ),
             security=[{"BearerToken": []}, {"ApiKey": []}],
         ),
+        on_startup=list(on_startup),
         on_shutdown=list(on_shutdown),
         request_max_body_size=settings.max_request_body_bytes,
         # Our own handlers log errors with the request id; Litestar's logging config would

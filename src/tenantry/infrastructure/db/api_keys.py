@@ -6,8 +6,7 @@ from datetime import datetime
 from uuid import UUID
 
 from advanced_alchemy.filters import OrderBy
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import update
 
 from tenantry.domain.auth import ApiKey
 from tenantry.infrastructure.db.models import ApiKeyModel
@@ -53,6 +52,10 @@ class SqlApiKeyRepository:
         )
         return to_api_key(row)
 
+    async def get_by_prefix(self, prefix: str) -> ApiKey | None:
+        row = await self.repository.get_one_or_none(prefix=prefix)
+        return None if row is None else to_api_key(row)
+
     async def list_for_user(self, user_id: UUID) -> list[ApiKey]:
         rows = await self.repository.list(
             OrderBy(field_name="created_at", sort_order="asc"), user_id=user_id, revoked_at=None
@@ -80,14 +83,3 @@ class SqlApiKeyRepository:
             .values(last_used_at=at)
         )
         await self.repository.session.execute(statement)
-
-
-class SqlApiKeyLookup:
-    """Finds presented keys by prefix across tenants: the platform path, named as such."""
-
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    async def by_prefix(self, prefix: str) -> list[ApiKey]:
-        rows = await self.session.scalars(select(ApiKeyModel).where(ApiKeyModel.prefix == prefix))
-        return [to_api_key(row) for row in rows]

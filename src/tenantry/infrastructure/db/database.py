@@ -41,6 +41,30 @@ def alchemy_config(settings: Settings) -> SQLAlchemyAsyncConfig:
     )
 
 
+async def role_problems(engine: AsyncEngine) -> list[str]:
+    """Why the connected role would bypass row level security, if it would."""
+    async with engine.connect() as connection:
+        row = (
+            await connection.execute(
+                text(
+                    "select r.rolsuper, r.rolbypassrls, "
+                    "(select string_agg(tablename, ', ' order by tablename) from pg_tables "
+                    " where schemaname = current_schema() and tableowner = current_user) "
+                    "from pg_roles r where r.rolname = current_user"
+                )
+            )
+        ).one()
+    superuser, bypass, owned = row
+    problems = []
+    if superuser:
+        problems.append("is a superuser")
+    if bypass:
+        problems.append("has BYPASSRLS")
+    if owned:
+        problems.append(f"owns tables ({owned})")
+    return problems
+
+
 async def ping(engine: AsyncEngine) -> float:
     """Run one round trip; return its latency in milliseconds."""
     started = time.perf_counter()

@@ -95,8 +95,6 @@ class ApiKeyModel(TenantOwned):
         ),
         Index("uq_api_keys_tenant_prefix", "tenant_id", "prefix", unique=True),
         Index("ix_api_keys_tenant_user", "tenant_id", "user_id"),
-        # The unauthenticated lookup by prefix, before the tenant is known.
-        Index("ix_api_keys_prefix", "prefix"),
     )
 
     user_id: Mapped[UUID]

@@ -1,23 +1,73 @@
-"""Wall 1 of tenancy: repositories that cannot be built without a tenant and never leave it."""
+"""Tenancy's two walls, as the database layer builds them.
+
+Wall 1: repositories that cannot be built without a tenant; they filter every read, update and
+delete by ``tenant_id`` and stamp it on every insert, bulk paths included.
+
+Wall 2: PostgreSQL row level security. A session bound to a tenant sets ``app.tenant_id`` with
+``set_config(..., true)`` in every transaction it runs, right after BEGIN and again whenever it
+is bound to another tenant mid-transaction. The setting is transaction-local, so a pooled
+connection never carries one request's tenant into the next; the policies read an unset or
+empty setting as "no tenant" and show nothing.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 
+from advanced_alchemy.exceptions import NotFoundError
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
-from sqlalchemy import Select, select
+from sqlalchemy import Select, event, select, text
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, UOWTransaction
 
 from tenantry.infrastructure.db.models import TenantOwned
 
 ModelT = TypeVar("ModelT", bound=TenantOwned)
 
+TENANT_KEY = "tenant_id"
+_SET_TENANT = text("select set_config('app.tenant_id', :tenant_id, true)")
+
+
+def bind_tenant(session: AsyncSession, tenant_id: UUID) -> None:
+    """Make every later statement of ``session`` run under ``tenant_id``'s row level security."""
+    session.info[TENANT_KEY] = str(tenant_id)
+
+
+def _apply_tenant(session: Session, connection: Connection) -> None:
+    wanted = session.info.get(TENANT_KEY)
+    if wanted is not None and connection.info.get(TENANT_KEY) != wanted:
+        connection.execute(_SET_TENANT, {"tenant_id": wanted})
+        connection.info[TENANT_KEY] = wanted
+
+
+@event.listens_for(Session, "after_begin")
+def _on_begin(session: Session, _: SessionTransaction, connection: Connection) -> None:
+    # A new transaction starts with no setting: set_config(..., true) ended with the last one.
+    connection.info.pop(TENANT_KEY, None)
+    _apply_tenant(session, connection)
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _on_execute(state: ORMExecuteState) -> None:
+    if TENANT_KEY in state.session.info:
+        _apply_tenant(state.session, state.session.connection())
+
+
+@event.listens_for(Session, "before_flush")
+def _on_flush(session: Session, _: UOWTransaction, __: Any) -> None:
+    if TENANT_KEY in session.info:
+        _apply_tenant(session, session.connection())
+
 
 class TenantScopedRepository(SQLAlchemyAsyncRepository[ModelT], Generic[ModelT]):
-    """Filters every get, list, count and exists by ``tenant_id`` and stamps it on inserts.
+    """advanced-alchemy's repository, confined to one tenant on every path.
 
-    Statements written by hand in subclasses go through :meth:`scoped` for the same filter.
+    The base ``statement`` scopes get, list, count and exists; the bulk paths build their own
+    statements and ignore it, so each is overridden here. Statements written by hand in
+    subclasses go through :meth:`scoped` for the same filter.
     """
 
     # A separate count query: count(*) OVER () slows down on large tables.
@@ -30,6 +80,40 @@ class TenantScopedRepository(SQLAlchemyAsyncRepository[ModelT], Generic[ModelT])
     def scoped(self, statement: Select[Any]) -> Select[Any]:
         return statement.where(self.model_type.tenant_id == self.tenant_id)
 
+    def _own(self, data: ModelT) -> ModelT:
+        if data.tenant_id is None:
+            data.tenant_id = self.tenant_id
+        elif data.tenant_id != self.tenant_id:
+            raise NotFoundError("No item found when one was expected")
+        return data
+
     async def add(self, data: ModelT, *args: Any, **kwargs: Any) -> ModelT:
-        data.tenant_id = self.tenant_id
-        return await super().add(data, *args, **kwargs)
+        return await super().add(self._own(data), *args, **kwargs)
+
+    async def add_many(self, data: list[ModelT], *args: Any, **kwargs: Any) -> Sequence[ModelT]:
+        return await super().add_many([self._own(item) for item in data], *args, **kwargs)
+
+    async def update(self, data: ModelT, *args: Any, **kwargs: Any) -> ModelT:
+        return await super().update(self._own(data), *args, **kwargs)
+
+    async def update_many(self, data: list[ModelT], *args: Any, **kwargs: Any) -> list[ModelT]:
+        return await super().update_many([self._own(item) for item in data], *args, **kwargs)
+
+    async def upsert(self, data: ModelT, *args: Any, **kwargs: Any) -> ModelT:
+        return await super().upsert(self._own(data), *args, **kwargs)
+
+    async def upsert_many(self, data: list[ModelT], *args: Any, **kwargs: Any) -> list[ModelT]:
+        return await super().upsert_many([self._own(item) for item in data], *args, **kwargs)
+
+    async def delete(self, item_id: Any, *args: Any, **kwargs: Any) -> ModelT:
+        # get() is scoped: another tenant's id is "not found" before anything is deleted.
+        await self.get(item_id)
+        return await super().delete(item_id, *args, **kwargs)
+
+    async def delete_many(self, item_ids: list[Any], **kwargs: Any) -> Sequence[ModelT]:
+        return await self.delete_where(self.model_type.id.in_(item_ids), **kwargs)
+
+    async def delete_where(self, *filters: Any, **kwargs: Any) -> Sequence[ModelT]:
+        return await super().delete_where(
+            self.model_type.tenant_id == self.tenant_id, *filters, **kwargs
+        )

@@ -9,37 +9,38 @@ from uuid import UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.domain.ports import (
-    ApiKeyLookup,
     ApiKeyRepository,
     RefreshTokenRepository,
     TenantRepository,
     UserRepository,
 )
-from tenantry.infrastructure.db.api_keys import (
-    ApiKeyModelRepository,
-    SqlApiKeyLookup,
-    SqlApiKeyRepository,
-)
+from tenantry.infrastructure.db.api_keys import ApiKeyModelRepository, SqlApiKeyRepository
 from tenantry.infrastructure.db.auth import RefreshTokenModelRepository, SqlRefreshTokenRepository
+from tenantry.infrastructure.db.tenancy import bind_tenant
 from tenantry.infrastructure.db.tenants import SqlTenantRepository, TenantModelRepository
 from tenantry.infrastructure.db.users import SqlUserRepository, UserModelRepository
 
 
 class SqlUnitOfWork:
+    """Tenant repositories bind the session to their tenant: the application filter (wall 1)
+    and PostgreSQL's row level security (wall 2) then agree on whose rows are visible."""
+
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
         self.tenants: TenantRepository = SqlTenantRepository(TenantModelRepository(session=session))
-        self.api_key_lookup: ApiKeyLookup = SqlApiKeyLookup(session)
 
     def users(self, tenant_id: UUID) -> UserRepository:
+        bind_tenant(self.session, tenant_id)
         return SqlUserRepository(UserModelRepository(session=self.session, tenant_id=tenant_id))
 
     def refresh_tokens(self, tenant_id: UUID) -> RefreshTokenRepository:
+        bind_tenant(self.session, tenant_id)
         return SqlRefreshTokenRepository(
             RefreshTokenModelRepository(session=self.session, tenant_id=tenant_id)
         )
 
     def api_keys(self, tenant_id: UUID) -> ApiKeyRepository:
+        bind_tenant(self.session, tenant_id)
         return SqlApiKeyRepository(ApiKeyModelRepository(session=self.session, tenant_id=tenant_id))
 
     async def __aenter__(self) -> Self:

@@ -1,0 +1,56 @@
+"""Row level security DDL, shared by the migrations of every tenant-owned table.
+
+Migrations import these on purpose: each new tenant table calls :func:`enable_tenant_rls` and
+:func:`grant_to_app`, and the catalog test fails the suite when one forgets.
+"""
+
+from __future__ import annotations
+
+APP_ROLE = "tenantry_app"
+POLICY = "tenant_isolation"
+# After a transaction-local SET ends the setting reads as '': NULLIF turns that into "no tenant".
+TENANT_PREDICATE = "tenant_id = NULLIF(current_setting('app.tenant_id', true), '')::uuid"
+
+
+def create_app_role() -> list[str]:
+    """The role the API and workers log in as: owns nothing, is no superuser, cannot bypass RLS.
+
+    Roles are cluster-wide, so it is made only when missing. Its password, where the server
+    asks for one, is the operator's: ``ALTER ROLE tenantry_app PASSWORD '...'``.
+    """
+    create = f"""
+        DO $$
+        BEGIN
+            IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{APP_ROLE}') THEN
+                CREATE ROLE {APP_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE;
+            END IF;
+        END
+        $$
+    """  # noqa: S608 - constant identifiers, no input
+    return [create, f"GRANT USAGE ON SCHEMA public TO {APP_ROLE}"]
+
+
+def grant_to_app(table: str) -> str:
+    return f"GRANT SELECT, INSERT, UPDATE, DELETE ON {table} TO {APP_ROLE}"
+
+
+def revoke_from_app(table: str) -> str:
+    return f"REVOKE ALL ON {table} FROM {APP_ROLE}"
+
+
+def enable_tenant_rls(table: str) -> list[str]:
+    return [
+        f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY",
+        # FORCE: the table owner is held to the policy too, not only other roles.
+        f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY",
+        f"CREATE POLICY {POLICY} ON {table} USING ({TENANT_PREDICATE}) "
+        f"WITH CHECK ({TENANT_PREDICATE})",
+    ]
+
+
+def disable_tenant_rls(table: str) -> list[str]:
+    return [
+        f"DROP POLICY IF EXISTS {POLICY} ON {table}",
+        f"ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY",
+        f"ALTER TABLE {table} DISABLE ROW LEVEL SECURITY",
+    ]

@@ -1,0 +1,233 @@
+"""The two walls, proven on real PostgreSQL as the app role (which RLS holds)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import msgspec
+import pytest
+from litestar.testing import AsyncTestClient
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+
+from tenantry import bootstrap
+from tenantry.config import Settings, load_settings
+from tenantry.infrastructure.db import database
+from tenantry.infrastructure.db.models import UserModel
+from tenantry.infrastructure.db.uow import SqlUnitOfWork
+from tenantry.infrastructure.db.users import UserModelRepository
+
+from ..conftest import Client, plain_url
+from .identity import create_tenant
+
+
+def engine_for(url: str, pool_size: int = 1) -> AsyncEngine:
+    async_url = load_settings(environ={}, env_file=None, database_url=url).async_database_url
+    return create_async_engine(async_url, pool_size=pool_size, max_overflow=0)
+
+
+@pytest.fixture
+async def two_tenants(client: Client) -> dict[str, dict[str, str]]:
+    found = {}
+    for slug in ("acme", "globex"):
+        body = await create_tenant(client, slug)
+        found[slug] = {"tenant": body["tenant"]["id"], "user": body["user"]["id"]}
+    return found
+
+
+@pytest.fixture
+async def app_connection(app_database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(plain_url(app_database_url))
+    yield connection
+    await connection.close()
+
+
+async def test_raw_sql_as_the_app_role_sees_only_its_tenant(
+    two_tenants: dict[str, dict[str, str]], app_connection: asyncpg.Connection
+) -> None:
+    acme, globex = two_tenants["acme"], two_tenants["globex"]
+    async with app_connection.transaction():
+        await app_connection.execute("select set_config('app.tenant_id', $1, true)", acme["tenant"])
+        users = await app_connection.fetch("select id, tenant_id from users")
+        assert [str(row["tenant_id"]) for row in users] == [acme["tenant"]]
+        assert (
+            await app_connection.fetchval(
+                "select count(*) from users where tenant_id = $1", uuid.UUID(globex["tenant"])
+            )
+            == 0
+        )
+        updated = await app_connection.execute(
+            "update users set is_active = false where id = $1", uuid.UUID(globex["user"])
+        )
+        assert updated == "UPDATE 0"
+        deleted = await app_connection.execute(
+            "delete from users where tenant_id = $1", uuid.UUID(globex["tenant"])
+        )
+        assert deleted == "DELETE 0"
+
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
+        async with app_connection.transaction():
+            await app_connection.execute(
+                "select set_config('app.tenant_id', $1, true)", acme["tenant"]
+            )
+            await app_connection.execute(
+                "insert into users (id, tenant_id, username, email, password_hash, roles, created_at, updated_at) "
+                "values (gen_random_uuid(), $1, 'intruder', 'i@x.example', 'x', '{member}', now(), now())",
+                uuid.UUID(globex["tenant"]),
+            )
+
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
+        async with app_connection.transaction():
+            await app_connection.execute(
+                "select set_config('app.tenant_id', $1, true)", acme["tenant"]
+            )
+            await app_connection.execute(
+                "update users set tenant_id = $1 where id = $2",
+                uuid.UUID(globex["tenant"]),
+                uuid.UUID(acme["user"]),
+            )
+
+
+async def test_with_no_tenant_set_nothing_is_visible(
+    two_tenants: dict[str, dict[str, str]], app_connection: asyncpg.Connection
+) -> None:
+    for table in ("users", "refresh_tokens", "api_keys"):
+        assert await app_connection.fetchval(f"select count(*) from {table}") == 0
+    async with app_connection.transaction():
+        await app_connection.execute("select set_config('app.tenant_id', '', true)")
+        assert await app_connection.fetchval("select count(*) from users") == 0
+    assert await app_connection.fetchval("select count(*) from tenants") == 2
+
+
+async def test_a_pooled_connection_carries_no_tenant_into_the_next_use(
+    two_tenants: dict[str, dict[str, str]], app_database_url: str
+) -> None:
+    engine = engine_for(app_database_url, pool_size=1)
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    try:
+        async with sessions() as session:
+            uow = SqlUnitOfWork(session)
+            found = await uow.users(uuid.UUID(two_tenants["acme"]["tenant"])).get(
+                uuid.UUID(two_tenants["acme"]["user"])
+            )
+            assert found is not None
+            await session.commit()
+            # Same session, next transaction: the binding is re-applied after BEGIN.
+            assert await session.scalar(text("select count(*) from users")) == 1
+        async with sessions() as session:
+            # The one pooled connection again, for a session bound to no tenant.
+            assert await session.scalar(text("select current_setting('app.tenant_id', true)")) in (
+                None,
+                "",
+            )
+            assert await session.scalar(text("select count(*) from users")) == 0
+            uow = SqlUnitOfWork(session)
+            other = await uow.users(uuid.UUID(two_tenants["globex"]["tenant"])).get(
+                uuid.UUID(two_tenants["acme"]["user"])
+            )
+            assert other is None
+            assert await session.scalar(text("select count(*) from users")) == 1
+    finally:
+        await engine.dispose()
+
+
+async def test_a_request_after_another_tenants_request_sees_only_its_own(client: Client) -> None:
+    """Through the API, one after the other on a small pool: no bleed between requests."""
+    tokens = {}
+    for slug in ("acme", "globex"):
+        await create_tenant(client, slug)
+        login = await client.post(
+            "/api/v1/auth/login",
+            json={"tenant": slug, "login": "olive", "password": "correct horse battery 9"},
+        )
+        tokens[slug] = {"Authorization": f"Bearer {login.json()['access_token']}"}
+    for _ in range(10):
+        for slug, headers in tokens.items():
+            listed = (await client.get("/api/v1/users", headers=headers)).json()
+            assert [u["email"] for u in listed["items"]] == [f"olive@{slug}.example"]
+
+
+async def test_repository_bulk_paths_stay_in_their_tenant(
+    two_tenants: dict[str, dict[str, str]], app_database_url: str, database_url: str
+) -> None:
+    engine = engine_for(app_database_url)
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    acme = uuid.UUID(two_tenants["acme"]["tenant"])
+    globex_user = uuid.UUID(two_tenants["globex"]["user"])
+    try:
+        async with sessions() as session:
+            SqlUnitOfWork(session).users(acme)
+            repository = UserModelRepository(session=session, tenant_id=acme)
+            assert await repository.delete_many([globex_user]) == []
+            assert await repository.delete_where(UserModel.id == globex_user) == []
+            assert await repository.count() == 1
+            await session.commit()
+    finally:
+        await engine.dispose()
+    connection = await asyncpg.connect(plain_url(database_url))
+    try:
+        assert (
+            await connection.fetchval("select count(*) from users where id = $1", globex_user) == 1
+        )
+    finally:
+        await connection.close()
+
+
+async def test_every_tenant_table_has_its_walls(database_url: str) -> None:
+    """A table added later with a tenant_id cannot forget RLS or a tenant-wide unique key."""
+    connection = await asyncpg.connect(plain_url(database_url))
+    try:
+        tables = await connection.fetch(
+            "select c.relname, c.relrowsecurity, c.relforcerowsecurity, "
+            "  (select count(*) from pg_policy p where p.polrelid = c.oid) as policies "
+            "from pg_class c join pg_namespace n on n.oid = c.relnamespace "
+            "join pg_attribute a on a.attrelid = c.oid and a.attname = 'tenant_id' and not a.attisdropped "
+            "where n.nspname = 'public' and c.relkind = 'r'"
+        )
+        uniques = await connection.fetch(
+            "select c.relname as table_name, i.relname as index_name, "
+            "  pg_get_indexdef(i.oid) as definition "
+            "from pg_index x join pg_class i on i.oid = x.indexrelid "
+            "join pg_class c on c.oid = x.indrelid join pg_namespace n on n.oid = c.relnamespace "
+            "where n.nspname = 'public' and x.indisunique and not x.indisprimary "
+            "and exists (select 1 from pg_attribute a where a.attrelid = c.oid and a.attname = 'tenant_id')"
+        )
+    finally:
+        await connection.close()
+    assert {row["relname"] for row in tables} >= {"users", "refresh_tokens", "api_keys"}
+    for row in tables:
+        assert row["relrowsecurity"], f"{row['relname']}: row level security is off"
+        assert row["relforcerowsecurity"], f"{row['relname']}: row level security is not forced"
+        assert row["policies"] >= 1, f"{row['relname']}: no policy"
+    for row in uniques:
+        assert "tenant_id" in row["definition"], f"{row['index_name']} is unique across tenants"
+
+
+async def test_the_app_role_is_held_by_rls_and_the_owner_is_not(
+    app_database_url: str, database_url: str
+) -> None:
+    for url, expected_clean in ((app_database_url, True), (database_url, False)):
+        engine = engine_for(url)
+        try:
+            problems = await database.role_problems(engine)
+        finally:
+            await engine.dispose()
+        assert (problems == []) is expected_clean, problems
+
+
+async def test_production_refuses_a_role_that_bypasses_rls(
+    settings: Settings, database_url: str
+) -> None:
+    unsafe = msgspec.structs.replace(settings, env="production", database_url=database_url)
+    # The lifespan task group wraps the start-up error.
+    with pytest.RaisesGroup(
+        pytest.RaisesExc(RuntimeError, match="refusing to start: the database role is a superuser"),
+        flatten_subgroups=True,
+    ):
+        async with AsyncTestClient(app=bootstrap.create_app(unsafe)):
+            pass
+    safe = msgspec.structs.replace(settings, env="production")
+    async with AsyncTestClient(app=bootstrap.create_app(safe)) as client:
+        assert (await client.get("/health")).status_code == 200
