@@ -67,27 +67,27 @@ async def test_raw_sql_as_the_app_role_sees_only_its_tenant(
         )
         assert deleted == "DELETE 0"
 
+    insert = (
+        "insert into users (id, tenant_id, username, email, password_hash, roles, created_at, updated_at) "
+        "values (gen_random_uuid(), $1, 'intruder', 'i@x.example', 'x', '{member}', now(), now())"
+    )
     with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
-        async with app_connection.transaction():
-            await app_connection.execute(
-                "select set_config('app.tenant_id', $1, true)", acme["tenant"]
-            )
-            await app_connection.execute(
-                "insert into users (id, tenant_id, username, email, password_hash, roles, created_at, updated_at) "
-                "values (gen_random_uuid(), $1, 'intruder', 'i@x.example', 'x', '{member}', now(), now())",
-                uuid.UUID(globex["tenant"]),
-            )
+        await as_tenant(app_connection, acme["tenant"], insert, uuid.UUID(globex["tenant"]))
+    move = "update users set tenant_id = $1 where id = $2"
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
+        await as_tenant(
+            app_connection,
+            acme["tenant"],
+            move,
+            uuid.UUID(globex["tenant"]),
+            uuid.UUID(acme["user"]),
+        )
 
-    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
-        async with app_connection.transaction():
-            await app_connection.execute(
-                "select set_config('app.tenant_id', $1, true)", acme["tenant"]
-            )
-            await app_connection.execute(
-                "update users set tenant_id = $1 where id = $2",
-                uuid.UUID(globex["tenant"]),
-                uuid.UUID(acme["user"]),
-            )
+
+async def as_tenant(connection: asyncpg.Connection, tenant: str, sql: str, *args: object) -> None:
+    async with connection.transaction():
+        await connection.execute("select set_config('app.tenant_id', $1, true)", tenant)
+        await connection.execute(sql, *args)
 
 
 async def test_with_no_tenant_set_nothing_is_visible(
