@@ -531,6 +531,9 @@ def main() -> int:
     except (BenchError, SettingsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
     print()
     print(markdown_tables(report))
