@@ -17,9 +17,10 @@ from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
 from litestar import Litestar
 from litestar.di import NamedDependency, Provide
 from litestar.types import Scope
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tenantry.application import api_keys, auth, tenants, users
+from tenantry.application import api_keys, auth, documents, projects, tenants, users
 from tenantry.application.auth import Authenticate, AuthPolicy, Identity
 from tenantry.config import Settings, load_settings
 from tenantry.domain.ports import UnitOfWork
@@ -116,10 +117,20 @@ def use_case_providers(container: Container) -> dict[str, Provide]:
         "list_api_keys": api_keys.ListApiKeys,
         "list_tenants": tenants.ListTenants,
         "update_tenant": tenants.UpdateTenant,
+        "create_project": projects.CreateProject,
+        "get_project": projects.GetProject,
+        "list_projects": projects.ListProjects,
+        "update_project": projects.UpdateProject,
+        "create_document": documents.CreateDocument,
+        "get_document": documents.GetDocument,
+        "list_documents": documents.ListDocuments,
+        "update_document": documents.UpdateDocument,
     }
     with_clock = {
         "create_api_key": api_keys.CreateApiKey,
         "revoke_api_key": api_keys.RevokeApiKey,
+        "delete_project": projects.DeleteProject,
+        "delete_document": documents.DeleteDocument,
     }
     providers: dict[str, Provide] = {}
     for name, identity_case in with_identity.items():
@@ -144,8 +155,17 @@ def _with_clock(
 
 
 async def check_database_role(container: Container) -> None:
-    """Refuse to serve in production as a role that row level security does not hold."""
-    problems = await database.role_problems(container.alchemy.get_engine())
+    """Refuse to serve in production as a role that row level security does not hold.
+
+    Outside production an unreachable database only skips the check, so /ready can report it.
+    """
+    try:
+        problems = await database.role_problems(container.alchemy.get_engine())
+    except (OSError, SQLAlchemyError) as error:
+        if container.settings.is_production:
+            raise
+        log.warning("database role not checked: database unreachable", error=type(error).__name__)
+        return
     if not problems:
         return
     message = "the database role " + " and ".join(problems) + ": row level security is bypassed"

@@ -38,3 +38,7 @@ class RateLimited(DomainError):
     def __init__(self, detail: str, *, retry_after: int) -> None:
         super().__init__(detail)
         self.retry_after = retry_after
+
+
+class StaleVersion(DomainError):
+    """The write was based on a version that is no longer current (optimistic concurrency)."""

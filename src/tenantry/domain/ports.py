@@ -8,6 +8,8 @@ from typing import Any, Protocol, Self
 from uuid import UUID
 
 from tenantry.domain.auth import AccessClaims, ApiKey, RefreshToken
+from tenantry.domain.documents import Document
+from tenantry.domain.projects import ListQuery, Project
 from tenantry.domain.tenants import NewTenant, Tenant, TenantStatus
 from tenantry.domain.users import NewUser, Role, User
 
@@ -108,6 +110,57 @@ class ApiKeyRepository(Protocol):
     async def touch(self, api_key_id: UUID, at: datetime) -> None: ...
 
 
+class ProjectRepository(Protocol):
+    """Live (not deleted) projects of one tenant."""
+
+    async def add(self, *, owner_id: UUID | None, name: str, description: str) -> Project: ...
+
+    async def get(self, project_id: UUID) -> Project | None: ...
+
+    async def list(self, query: ListQuery) -> tuple[list[Project], int]: ...
+
+    async def update(
+        self,
+        project_id: UUID,
+        *,
+        expected_version: int | None,
+        name: str | None = None,
+        description: str | None = None,
+    ) -> Project | None:
+        """Apply changes and bump the version; raise ``StaleVersion`` when
+        ``expected_version`` is given and no longer current; None when there is no project."""
+        ...
+
+    async def soft_delete(self, project_id: UUID, at: datetime) -> bool:
+        """Mark the project and all its documents deleted."""
+        ...
+
+
+class DocumentRepository(Protocol):
+    """Live documents of one tenant."""
+
+    async def add(
+        self, *, project_id: UUID, title: str, content: str, metadata: dict[str, Any]
+    ) -> Document: ...
+
+    async def get(self, project_id: UUID, document_id: UUID) -> Document | None: ...
+
+    async def list(self, project_id: UUID, query: ListQuery) -> tuple[list[Document], int]: ...
+
+    async def update(
+        self,
+        project_id: UUID,
+        document_id: UUID,
+        *,
+        expected_version: int | None,
+        title: str | None = None,
+        content: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Document | None: ...
+
+    async def soft_delete(self, project_id: UUID, document_id: UUID, at: datetime) -> bool: ...
+
+
 class UnitOfWork(Protocol):
     """One transaction around one use case: commit explicitly, roll back otherwise."""
 
@@ -118,6 +171,10 @@ class UnitOfWork(Protocol):
     def refresh_tokens(self, tenant_id: UUID) -> RefreshTokenRepository: ...
 
     def api_keys(self, tenant_id: UUID) -> ApiKeyRepository: ...
+
+    def projects(self, tenant_id: UUID) -> ProjectRepository: ...
+
+    def documents(self, tenant_id: UUID) -> DocumentRepository: ...
 
     async def __aenter__(self) -> Self: ...
 

@@ -18,9 +18,11 @@ from litestar.plugins import PluginProtocol
 from tenantry.config import Settings
 from tenantry.presentation.api_keys import ApiKeyController
 from tenantry.presentation.auth import AuthController
+from tenantry.presentation.documents import DocumentController
 from tenantry.presentation.errors import exception_handlers
 from tenantry.presentation.health import HealthController, ReadinessChecks, ServiceInfo
 from tenantry.presentation.middleware import RequestContextMiddleware
+from tenantry.presentation.projects import ProjectController
 from tenantry.presentation.security import (
     AuthenticatorFactory,
     CredentialsMiddleware,
@@ -39,6 +41,8 @@ CONTROLLERS = [
     ApiKeyController,
     UserController,
     AdminTenantController,
+    ProjectController,
+    DocumentController,
 ]
 
 

@@ -19,6 +19,7 @@ from tenantry.domain.errors import (
     Invalid,
     NotFound,
     RateLimited,
+    StaleVersion,
     Unauthenticated,
 )
 from tenantry.presentation.middleware import request_id_of
@@ -35,6 +36,7 @@ DOMAIN_STATUS: dict[type[DomainError], int] = {
     Invalid: 422,
     Unauthenticated: 401,
     RateLimited: 429,
+    StaleVersion: 412,
 }
 
 

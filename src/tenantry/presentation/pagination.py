@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Generic, TypeVar
+from datetime import datetime
+from typing import Annotated, Generic, Literal, TypeVar
 
 import msgspec
 from litestar.params import QueryParameter
@@ -18,3 +19,14 @@ class Page(msgspec.Struct, Generic[T]):
     total: int
     limit: int
     offset: int
+
+
+Search = Annotated[
+    str | None, QueryParameter(max_length=200, description="Case-insensitive substring match.")
+]
+CreatedAfter = Annotated[datetime | None, QueryParameter(description="Created at or after.")]
+CreatedBefore = Annotated[datetime | None, QueryParameter(description="Created at or before.")]
+OrderField = Annotated[
+    Literal["created_at", "-created_at", "name", "-name", "updated_at", "-updated_at"],
+    QueryParameter(description="Sort field; a leading '-' sorts descending."),
+]

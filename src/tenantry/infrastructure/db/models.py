@@ -13,7 +13,9 @@ from sqlalchemy import (
     ForeignKey,
     ForeignKeyConstraint,
     Index,
+    Integer,
     String,
+    Text,
     UniqueConstraint,
     func,
     text,
@@ -104,3 +106,46 @@ class ApiKeyModel(TenantOwned):
     expires_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
     last_used_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
+
+
+class ProjectModel(TenantOwned):
+    __tablename__ = "projects"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "id", name="uq_projects_tenant_id_id"),
+        # SET NULL on owner_id alone: tenant_id is part of the key and must stay.
+        ForeignKeyConstraint(
+            ["tenant_id", "owner_id"],
+            ["users.tenant_id", "users.id"],
+            ondelete="SET NULL (owner_id)",
+        ),
+        Index("ix_projects_tenant_created", "tenant_id", "created_at"),
+        Index("ix_projects_tenant_updated", "tenant_id", "updated_at"),
+        Index("ix_projects_tenant_name", "tenant_id", "name"),
+    )
+
+    owner_id: Mapped[UUID | None]
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
+
+
+class DocumentModel(TenantOwned):
+    __tablename__ = "documents"
+    __table_args__ = (
+        # A document can only belong to a project of its own tenant.
+        ForeignKeyConstraint(
+            ["tenant_id", "project_id"], ["projects.tenant_id", "projects.id"], ondelete="CASCADE"
+        ),
+        Index("ix_documents_tenant_project_created", "tenant_id", "project_id", "created_at"),
+    )
+
+    project_id: Mapped[UUID]
+    title: Mapped[str] = mapped_column(String(300))
+    content: Mapped[str] = mapped_column(Text, default="", server_default="")
+    # "metadata" is taken by SQLAlchemy's declarative base; the column keeps the API's name.
+    meta: Mapped[dict[str, Any]] = mapped_column(
+        "metadata", JSONB, default=dict, server_default=text("'{}'::jsonb")
+    )
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))

@@ -10,12 +10,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.domain.ports import (
     ApiKeyRepository,
+    DocumentRepository,
+    ProjectRepository,
     RefreshTokenRepository,
     TenantRepository,
     UserRepository,
 )
 from tenantry.infrastructure.db.api_keys import ApiKeyModelRepository, SqlApiKeyRepository
 from tenantry.infrastructure.db.auth import RefreshTokenModelRepository, SqlRefreshTokenRepository
+from tenantry.infrastructure.db.documents import DocumentModelRepository, SqlDocumentRepository
+from tenantry.infrastructure.db.projects import ProjectModelRepository, SqlProjectRepository
 from tenantry.infrastructure.db.tenancy import bind_tenant
 from tenantry.infrastructure.db.tenants import SqlTenantRepository, TenantModelRepository
 from tenantry.infrastructure.db.users import SqlUserRepository, UserModelRepository
@@ -42,6 +46,18 @@ class SqlUnitOfWork:
     def api_keys(self, tenant_id: UUID) -> ApiKeyRepository:
         bind_tenant(self.session, tenant_id)
         return SqlApiKeyRepository(ApiKeyModelRepository(session=self.session, tenant_id=tenant_id))
+
+    def projects(self, tenant_id: UUID) -> ProjectRepository:
+        bind_tenant(self.session, tenant_id)
+        return SqlProjectRepository(
+            ProjectModelRepository(session=self.session, tenant_id=tenant_id)
+        )
+
+    def documents(self, tenant_id: UUID) -> DocumentRepository:
+        bind_tenant(self.session, tenant_id)
+        return SqlDocumentRepository(
+            DocumentModelRepository(session=self.session, tenant_id=tenant_id)
+        )
 
     async def __aenter__(self) -> Self:
         return self

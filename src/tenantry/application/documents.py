@@ -1,0 +1,113 @@
+"""Document use cases, always inside a live project of the caller's tenant."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from tenantry.domain.auth import Actor
+from tenantry.domain.documents import Document, check_content, check_metadata, clean_title
+from tenantry.domain.errors import NotFound
+from tenantry.domain.ports import Clock, UnitOfWork
+from tenantry.domain.projects import ListQuery
+
+
+async def require_project(uow: UnitOfWork, actor: Actor, project_id: UUID) -> None:
+    if await uow.projects(actor.tenant_id).get(project_id) is None:
+        raise NotFound("No such project.")
+
+
+class CreateDocument:
+    def __init__(self, uow: UnitOfWork) -> None:
+        self.uow = uow
+
+    async def __call__(
+        self,
+        actor: Actor,
+        project_id: UUID,
+        *,
+        title: str,
+        content: str,
+        metadata: dict[str, Any] | None = None,
+    ) -> Document:
+        title, content = clean_title(title), check_content(content)
+        metadata = check_metadata(metadata or {})
+        async with self.uow:
+            await require_project(self.uow, actor, project_id)
+            document = await self.uow.documents(actor.tenant_id).add(
+                project_id=project_id, title=title, content=content, metadata=metadata
+            )
+            await self.uow.commit()
+        return document
+
+
+class GetDocument:
+    def __init__(self, uow: UnitOfWork) -> None:
+        self.uow = uow
+
+    async def __call__(self, actor: Actor, project_id: UUID, document_id: UUID) -> Document:
+        async with self.uow:
+            document = await self.uow.documents(actor.tenant_id).get(project_id, document_id)
+        if document is None:
+            raise NotFound("No such document.")
+        return document
+
+
+class ListDocuments:
+    def __init__(self, uow: UnitOfWork) -> None:
+        self.uow = uow
+
+    async def __call__(
+        self, actor: Actor, project_id: UUID, query: ListQuery
+    ) -> tuple[list[Document], int]:
+        async with self.uow:
+            await require_project(self.uow, actor, project_id)
+            return await self.uow.documents(actor.tenant_id).list(project_id, query)
+
+
+class UpdateDocument:
+    def __init__(self, uow: UnitOfWork) -> None:
+        self.uow = uow
+
+    async def __call__(
+        self,
+        actor: Actor,
+        project_id: UUID,
+        document_id: UUID,
+        *,
+        expected_version: int | None,
+        title: str | None = None,
+        content: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Document:
+        title = None if title is None else clean_title(title)
+        content = None if content is None else check_content(content)
+        metadata = None if metadata is None else check_metadata(metadata)
+        async with self.uow:
+            document = await self.uow.documents(actor.tenant_id).update(
+                project_id,
+                document_id,
+                expected_version=expected_version,
+                title=title,
+                content=content,
+                metadata=metadata,
+            )
+            if document is None:
+                raise NotFound("No such document.")
+            await self.uow.commit()
+        return document
+
+
+class DeleteDocument:
+    def __init__(self, uow: UnitOfWork, clock: Clock) -> None:
+        self.uow = uow
+        self.clock = clock
+
+    async def __call__(self, actor: Actor, project_id: UUID, document_id: UUID) -> None:
+        async with self.uow:
+            deleted = await self.uow.documents(actor.tenant_id).soft_delete(
+                project_id, document_id, self.clock.now()
+            )
+            if not deleted:
+                raise NotFound("No such document.")
+            await self.uow.commit()

@@ -1,0 +1,55 @@
+"""Documents: titled content with free-form metadata, inside a project."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import msgspec
+
+from tenantry.domain.errors import Invalid
+
+TITLE_MAX_LENGTH = 300
+CONTENT_MAX_LENGTH = 500_000
+METADATA_MAX_KEYS = 100
+
+
+class Document(msgspec.Struct, kw_only=True, frozen=True):
+    id: UUID
+    tenant_id: UUID
+    project_id: UUID
+    title: str
+    content: str
+    metadata: dict[str, Any]
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+def clean_title(title: str) -> str:
+    title = " ".join(title.split())
+    if not title or len(title) > TITLE_MAX_LENGTH:
+        raise Invalid(
+            "The document is not valid.",
+            fields={"title": f"must be 1 to {TITLE_MAX_LENGTH} characters"},
+        )
+    return title
+
+
+def check_content(content: str) -> str:
+    if len(content) > CONTENT_MAX_LENGTH:
+        raise Invalid(
+            "The document is not valid.",
+            fields={"content": f"must be at most {CONTENT_MAX_LENGTH} characters"},
+        )
+    return content
+
+
+def check_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    if len(metadata) > METADATA_MAX_KEYS:
+        raise Invalid(
+            "The document is not valid.",
+            fields={"metadata": f"must have at most {METADATA_MAX_KEYS} keys"},
+        )
+    return metadata

@@ -1,0 +1,116 @@
+"""Project persistence: soft-deleted rows stay, invisible; writes bump the version."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import Select, func, update
+
+from tenantry.domain.errors import StaleVersion
+from tenantry.domain.projects import ListQuery, Project
+from tenantry.infrastructure.db.listing import changes, list_filters
+from tenantry.infrastructure.db.models import DocumentModel, ProjectModel
+from tenantry.infrastructure.db.tenancy import TenantScopedRepository
+
+
+class ProjectModelRepository(TenantScopedRepository[ProjectModel]):
+    model_type = ProjectModel
+
+    def scoped(self, statement: Select[Any]) -> Select[Any]:
+        return super().scoped(statement).where(ProjectModel.deleted_at.is_(None))
+
+
+def to_project(row: ProjectModel) -> Project:
+    return Project(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        owner_id=row.owner_id,
+        name=row.name,
+        description=row.description,
+        version=row.version,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+class SqlProjectRepository:
+    def __init__(self, repository: ProjectModelRepository) -> None:
+        self.repository = repository
+
+    async def add(self, *, owner_id: UUID | None, name: str, description: str) -> Project:
+        row = await self.repository.add(
+            ProjectModel(owner_id=owner_id, name=name, description=description, version=1)
+        )
+        return to_project(row)
+
+    async def get(self, project_id: UUID) -> Project | None:
+        row = await self.repository.get_one_or_none(id=project_id)
+        return None if row is None else to_project(row)
+
+    async def list(self, query: ListQuery) -> tuple[list[Project], int]:
+        rows, total = await self.repository.list_and_count(
+            *list_filters(query, search_field="name")
+        )
+        return [to_project(row) for row in rows], total
+
+    async def update(
+        self,
+        project_id: UUID,
+        *,
+        expected_version: int | None,
+        name: str | None = None,
+        description: str | None = None,
+    ) -> Project | None:
+        values = changes(name=name, description=description)
+        return await self._write(project_id, expected_version, values)
+
+    async def _write(
+        self, project_id: UUID, expected_version: int | None, values: dict[str, Any]
+    ) -> Project | None:
+        # One conditional UPDATE: of two writers holding the same version, exactly one wins.
+        statement = (
+            update(ProjectModel)
+            .where(
+                ProjectModel.tenant_id == self.repository.tenant_id,
+                ProjectModel.id == project_id,
+                ProjectModel.deleted_at.is_(None),
+            )
+            .values(**values, version=ProjectModel.version + 1, updated_at=func.now())
+            .returning(ProjectModel)
+            .execution_options(synchronize_session=False, populate_existing=True)
+        )
+        if expected_version is not None:
+            statement = statement.where(ProjectModel.version == expected_version)
+        row = (await self.repository.session.execute(statement)).scalar_one_or_none()
+        if row is not None:
+            return to_project(row)
+        if expected_version is not None and await self.get(project_id) is not None:
+            raise StaleVersion("The project changed since you read it; fetch it and retry.")
+        return None
+
+    async def soft_delete(self, project_id: UUID, at: datetime) -> bool:
+        session, tenant_id = self.repository.session, self.repository.tenant_id
+        deleted = await session.execute(
+            update(ProjectModel)
+            .where(
+                ProjectModel.tenant_id == tenant_id,
+                ProjectModel.id == project_id,
+                ProjectModel.deleted_at.is_(None),
+            )
+            .values(deleted_at=at)
+            .returning(ProjectModel.id)
+        )
+        if deleted.first() is None:
+            return False
+        await session.execute(
+            update(DocumentModel)
+            .where(
+                DocumentModel.tenant_id == tenant_id,
+                DocumentModel.project_id == project_id,
+                DocumentModel.deleted_at.is_(None),
+            )
+            .values(deleted_at=at)
+        )
+        return True

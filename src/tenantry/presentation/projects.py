@@ -1,0 +1,153 @@
+"""Projects of the caller's tenant."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+import msgspec
+from litestar import Controller, Response, delete, get, patch, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, HeaderParameter, JSONBody
+
+from tenantry.application.projects import (
+    CreateProject,
+    DeleteProject,
+    GetProject,
+    ListProjects,
+    UpdateProject,
+)
+from tenantry.domain.auth import Actor
+from tenantry.domain.projects import DESCRIPTION_MAX_LENGTH, NAME_MAX_LENGTH, ListQuery, Project
+from tenantry.presentation.concurrency import etag, expected_version
+from tenantry.presentation.pagination import (
+    CreatedAfter,
+    CreatedBefore,
+    Limit,
+    Offset,
+    OrderField,
+    Page,
+    Search,
+)
+
+IfMatch = Annotated[str | None, HeaderParameter(name="If-Match", max_length=64)]
+
+
+class ProjectCreate(msgspec.Struct, forbid_unknown_fields=True):
+    name: Annotated[str, msgspec.Meta(max_length=NAME_MAX_LENGTH)]
+    description: Annotated[str, msgspec.Meta(max_length=DESCRIPTION_MAX_LENGTH)] = ""
+
+
+class ProjectUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    name: Annotated[str, msgspec.Meta(max_length=NAME_MAX_LENGTH)] | None = None
+    description: Annotated[str, msgspec.Meta(max_length=DESCRIPTION_MAX_LENGTH)] | None = None
+    version: Annotated[int, msgspec.Meta(ge=1)] | None = None
+
+
+class ProjectRead(msgspec.Struct):
+    id: UUID
+    name: str
+    description: str
+    owner_id: UUID | None
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, project: Project) -> ProjectRead:
+        return cls(
+            id=project.id,
+            name=project.name,
+            description=project.description,
+            owner_id=project.owner_id,
+            version=project.version,
+            created_at=project.created_at,
+            updated_at=project.updated_at,
+        )
+
+
+def with_etag(project: Project, status_code: int = 200) -> Response[ProjectRead]:
+    return Response(
+        ProjectRead.of(project), status_code=status_code, headers={"ETag": etag(project.version)}
+    )
+
+
+class ProjectController(Controller):
+    path = "/api/v1/projects"
+    tags = ["projects"]
+
+    @get(summary="Projects of your tenant")
+    async def list_projects(
+        self,
+        actor: NamedDependency[Actor],
+        list_projects: NamedDependency[ListProjects],
+        limit: Limit = 20,
+        offset: Offset = 0,
+        q: Search = None,
+        order_by: OrderField = "-created_at",
+        created_after: CreatedAfter = None,
+        created_before: CreatedBefore = None,
+    ) -> Page[ProjectRead]:
+        query = ListQuery(
+            limit=limit,
+            offset=offset,
+            q=q,
+            order_by=order_by,
+            created_after=created_after,
+            created_before=created_before,
+        )
+        projects, total = await list_projects(actor, query)
+        return Page(
+            items=[ProjectRead.of(p) for p in projects], total=total, limit=limit, offset=offset
+        )
+
+    @post(summary="Create a project")
+    async def create_project(
+        self,
+        data: JSONBody[ProjectCreate],
+        actor: NamedDependency[Actor],
+        create_project: NamedDependency[CreateProject],
+    ) -> Response[ProjectRead]:
+        project = await create_project(actor, name=data.name, description=data.description)
+        return with_etag(project, status_code=201)
+
+    @get("/{project_id:uuid}", summary="A project; its ETag is its version")
+    async def get_project(
+        self,
+        project_id: FromPath[UUID],
+        actor: NamedDependency[Actor],
+        get_project: NamedDependency[GetProject],
+    ) -> Response[ProjectRead]:
+        return with_etag(await get_project(actor, project_id))
+
+    @patch(
+        "/{project_id:uuid}",
+        summary="Change a project",
+        description="Send If-Match with the ETag (or `version`) you read: a stale write is 412.",
+    )
+    async def update_project(
+        self,
+        project_id: FromPath[UUID],
+        data: JSONBody[ProjectUpdate],
+        actor: NamedDependency[Actor],
+        update_project: NamedDependency[UpdateProject],
+        if_match: IfMatch = None,
+    ) -> Response[ProjectRead]:
+        project = await update_project(
+            actor,
+            project_id,
+            expected_version=expected_version(if_match, data.version),
+            name=data.name,
+            description=data.description,
+        )
+        return with_etag(project)
+
+    @delete("/{project_id:uuid}", summary="Delete a project and its documents")
+    async def delete_project(
+        self,
+        project_id: FromPath[UUID],
+        actor: NamedDependency[Actor],
+        delete_project: NamedDependency[DeleteProject],
+    ) -> None:
+        await delete_project(actor, project_id)

@@ -1,0 +1,230 @@
+"""Projects and documents over HTTP, on real PostgreSQL under row level security."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from ..conftest import Client, plain_url
+from .identity import add_user, owner_session
+from .test_health import assert_problem
+
+
+async def test_project_crud_with_etags(client: Client) -> None:
+    owner = await owner_session(client, "acme")
+    created = await client.post(
+        "/api/v1/projects", headers=owner, json={"name": " Apollo ", "description": "moon"}
+    )
+    assert created.status_code == 201
+    project = created.json()
+    assert project["name"] == "Apollo"
+    assert project["version"] == 1
+    assert created.headers["etag"] == '"1"'
+
+    fetched = await client.get(f"/api/v1/projects/{project['id']}", headers=owner)
+    assert fetched.json() == project
+    assert fetched.headers["etag"] == '"1"'
+
+    changed = await client.patch(
+        f"/api/v1/projects/{project['id']}",
+        headers={**owner, "If-Match": '"1"'},
+        json={"name": "Artemis"},
+    )
+    assert changed.status_code == 200
+    assert changed.json()["version"] == 2
+    assert changed.headers["etag"] == '"2"'
+    assert changed.json()["description"] == "moon"
+
+    stale = await client.patch(
+        f"/api/v1/projects/{project['id']}",
+        headers={**owner, "If-Match": '"1"'},
+        json={"name": "Gemini"},
+    )
+    assert_problem(stale, 412)
+    stale_body = await client.patch(
+        f"/api/v1/projects/{project['id']}", headers=owner, json={"name": "Gemini", "version": 1}
+    )
+    assert_problem(stale_body, 412)
+    blind = await client.patch(
+        f"/api/v1/projects/{project['id']}", headers=owner, json={"description": "mars"}
+    )
+    assert blind.json()["version"] == 3
+
+    assert (
+        await client.delete(f"/api/v1/projects/{project['id']}", headers=owner)
+    ).status_code == 204
+    assert_problem(await client.get(f"/api/v1/projects/{project['id']}", headers=owner), 404)
+    assert_problem(await client.delete(f"/api/v1/projects/{project['id']}", headers=owner), 404)
+
+
+async def test_documents_live_and_die_with_their_project(client: Client, database_url: str) -> None:
+    owner = await owner_session(client, "acme")
+    project = (await client.post("/api/v1/projects", headers=owner, json={"name": "Apollo"})).json()
+    base = f"/api/v1/projects/{project['id']}/documents"
+    created = await client.post(
+        base, headers=owner, json={"title": "Plan", "content": "# Go", "metadata": {"tags": ["a"]}}
+    )
+    assert created.status_code == 201
+    document = created.json()
+    assert document["metadata"] == {"tags": ["a"]}
+    assert document["project_id"] == project["id"]
+
+    changed = await client.patch(
+        f"{base}/{document['id']}",
+        headers={**owner, "If-Match": 'W/"1"'},
+        json={"content": "# Gone"},
+    )
+    assert changed.json()["version"] == 2
+    assert_problem(
+        await client.patch(
+            f"{base}/{document['id']}", headers={**owner, "If-Match": '"1"'}, json={"title": "x"}
+        ),
+        412,
+    )
+    assert_problem(
+        await client.patch(
+            f"{base}/{document['id']}",
+            headers={**owner, "If-Match": "nonsense"},
+            json={"title": "x"},
+        ),
+        400,
+    )
+
+    listed = (await client.get(base, headers=owner)).json()
+    assert listed["total"] == 1
+
+    await client.delete(f"/api/v1/projects/{project['id']}", headers=owner)
+    assert_problem(await client.get(f"{base}/{document['id']}", headers=owner), 404)
+    assert_problem(await client.get(base, headers=owner), 404)
+    assert_problem(await client.post(base, headers=owner, json={"title": "t", "content": "c"}), 404)
+    connection = await asyncpg.connect(plain_url(database_url))
+    try:
+        deleted = await connection.fetchval(
+            "select deleted_at is not null from documents where id = $1::uuid", document["id"]
+        )
+    finally:
+        await connection.close()
+    assert deleted is True
+
+
+async def test_lists_page_search_sort_and_filter(client: Client) -> None:
+    owner = await owner_session(client, "acme")
+    # Lowercase names: the order is the same under C and linguistic collations.
+    for name in ("zeta", "alpha", "beta 50%", "gamma_ray"):
+        await client.post("/api/v1/projects", headers=owner, json={"name": name})
+    names = lambda body: [p["name"] for p in body["items"]]  # noqa: E731
+
+    by_name = (
+        await client.get("/api/v1/projects", headers=owner, params={"order_by": "name"})
+    ).json()
+    assert names(by_name) == ["alpha", "beta 50%", "gamma_ray", "zeta"]
+    assert by_name["total"] == 4
+    page = (
+        await client.get(
+            "/api/v1/projects", headers=owner, params={"order_by": "-name", "limit": 2, "offset": 1}
+        )
+    ).json()
+    assert names(page) == ["gamma_ray", "beta 50%"]
+    assert (page["total"], page["limit"], page["offset"]) == (4, 2, 1)
+
+    assert names(
+        (await client.get("/api/v1/projects", headers=owner, params={"q": "ALPHA"})).json()
+    ) == ["alpha"]
+    assert names(
+        (await client.get("/api/v1/projects", headers=owner, params={"q": "%"})).json()
+    ) == ["beta 50%"]
+    assert names(
+        (await client.get("/api/v1/projects", headers=owner, params={"q": "_"})).json()
+    ) == ["gamma_ray"]
+
+    future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    assert (
+        await client.get("/api/v1/projects", headers=owner, params={"created_after": future})
+    ).json()["total"] == 0
+    assert (
+        await client.get("/api/v1/projects", headers=owner, params={"created_before": future})
+    ).json()["total"] == 4
+
+    for bad in (
+        {"order_by": "password"},
+        {"limit": 0},
+        {"limit": 101},
+        {"created_after": "yesterday"},
+        {"q": "x" * 201},
+    ):
+        assert_problem(await client.get("/api/v1/projects", headers=owner, params=bad), 422)
+
+
+async def test_another_tenants_projects_and_documents_are_404(client: Client) -> None:
+    acme = await owner_session(client, "acme")
+    globex = await owner_session(client, "globex")
+    project = (await client.post("/api/v1/projects", headers=acme, json={"name": "Secret"})).json()
+    document = (
+        await client.post(
+            f"/api/v1/projects/{project['id']}/documents",
+            headers=acme,
+            json={"title": "t", "content": "c"},
+        )
+    ).json()
+    base = f"/api/v1/projects/{project['id']}"
+    for method, path, body in (
+        ("get", base, None),
+        ("patch", base, {"name": "mine"}),
+        ("delete", base, None),
+        ("get", f"{base}/documents", None),
+        ("post", f"{base}/documents", {"title": "t", "content": "c"}),
+        ("get", f"{base}/documents/{document['id']}", None),
+        ("patch", f"{base}/documents/{document['id']}", {"title": "mine"}),
+        ("delete", f"{base}/documents/{document['id']}", None),
+    ):
+        kwargs = {"json": body} if body is not None else {}
+        response = await getattr(client, method)(path, headers=globex, **kwargs)
+        assert_problem(response, 404)
+        assert "Secret" not in response.text
+    assert (await client.get("/api/v1/projects", headers=globex)).json()["total"] == 0
+    assert (await client.get(base, headers=acme)).json()["name"] == "Secret"
+
+
+async def test_members_edit_but_only_owners_and_admins_delete_others_projects(
+    client: Client,
+) -> None:
+    owner = await owner_session(client, "acme")
+    member = await add_user(client, owner, "mia", ["member"], "acme")
+    theirs = (await client.post("/api/v1/projects", headers=owner, json={"name": "Owner's"})).json()
+    mine = (await client.post("/api/v1/projects", headers=member, json={"name": "Mia's"})).json()
+    assert (
+        await client.patch(
+            f"/api/v1/projects/{theirs['id']}", headers=member, json={"description": "+"}
+        )
+    ).status_code == 200
+    assert_problem(await client.delete(f"/api/v1/projects/{theirs['id']}", headers=member), 403)
+    assert (
+        await client.delete(f"/api/v1/projects/{mine['id']}", headers=member)
+    ).status_code == 204
+
+
+async def test_bad_bodies_are_4xx(client: Client) -> None:
+    owner = await owner_session(client, "acme")
+    for body in (
+        {"name": ""},
+        {"name": "   "},
+        {"name": "x" * 201},
+        {},
+        {"name": "a", "owner_id": "x"},
+    ):
+        assert_problem(await client.post("/api/v1/projects", headers=owner, json=body), 422)
+    project = (await client.post("/api/v1/projects", headers=owner, json={"name": "a"})).json()
+    base = f"/api/v1/projects/{project['id']}/documents"
+    for body in (
+        {"title": "", "content": "c"},
+        {"title": "t"},
+        {"title": "t", "content": "c", "metadata": [1]},
+    ):
+        assert_problem(await client.post(base, headers=owner, json=body), 422)
+    assert_problem(
+        await client.patch(f"/api/v1/projects/{project['id']}", headers=owner, json={"version": 0}),
+        422,
+    )
+    assert_problem(await client.get("/api/v1/projects/not-a-uuid", headers=owner), 404)
+    assert_problem(await client.get("/api/v1/projects"), 401)
