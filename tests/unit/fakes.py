@@ -17,7 +17,9 @@ import msgspec
 
 from tenantry.application.auth import AuthPolicy, Identity
 from tenantry.domain.auth import AccessClaims, ApiKey, RefreshToken
-from tenantry.domain.errors import Conflict, Unauthenticated
+from tenantry.domain.documents import Document
+from tenantry.domain.errors import Conflict, StaleVersion, Unauthenticated
+from tenantry.domain.projects import ListQuery, Project
 from tenantry.domain.tenants import NewTenant, Tenant, TenantStatus
 from tenantry.domain.users import NewUser, Role, User
 
@@ -29,6 +31,9 @@ class FakeStore:
     password_hashes: dict[UUID, str] = field(default_factory=dict)
     refresh_tokens: dict[UUID, tuple[RefreshToken, str]] = field(default_factory=dict)
     api_keys: dict[UUID, ApiKey] = field(default_factory=dict)
+    projects: dict[UUID, Project] = field(default_factory=dict)
+    documents: dict[UUID, Document] = field(default_factory=dict)
+    deleted: set[UUID] = field(default_factory=set)
 
 
 class FakeClock:
@@ -264,6 +269,139 @@ class FakeApiKeyRepository:
         self.store.api_keys[api_key_id] = msgspec.structs.replace(key, last_used_at=at)
 
 
+def page(rows: list[Any], query: ListQuery, search: str) -> tuple[list[Any], int]:
+    if query.q:
+        rows = [r for r in rows if query.q.lower() in getattr(r, search).lower()]
+    if query.created_after:
+        rows = [r for r in rows if r.created_at >= query.created_after]
+    if query.created_before:
+        rows = [r for r in rows if r.created_at <= query.created_before]
+    key = query.order_by.removeprefix("-")
+    rows = sorted(rows, key=lambda r: getattr(r, key), reverse=query.order_by.startswith("-"))
+    return rows[query.offset : query.offset + query.limit], len(rows)
+
+
+class FakeProjectRepository:
+    def __init__(self, store: FakeStore, tenant_id: UUID, clock: FakeClock) -> None:
+        self.store = store
+        self.tenant_id = tenant_id
+        self.clock = clock
+
+    async def add(self, *, owner_id: UUID | None, name: str, description: str) -> Project:
+        now = self.clock.now()
+        project = Project(
+            id=uuid4(),
+            tenant_id=self.tenant_id,
+            owner_id=owner_id,
+            name=name,
+            description=description,
+            version=1,
+            created_at=now,
+            updated_at=now,
+        )
+        self.store.projects[project.id] = project
+        return project
+
+    async def get(self, project_id: UUID) -> Project | None:
+        project = self.store.projects.get(project_id)
+        if (
+            project is None
+            or project.tenant_id != self.tenant_id
+            or project_id in self.store.deleted
+        ):
+            return None
+        return project
+
+    async def list(self, query: ListQuery) -> tuple[list[Project], int]:
+        mine = [p for p in self.store.projects.values() if await self.get(p.id) is not None]
+        return page(mine, query, "name")
+
+    async def update(
+        self, project_id: UUID, *, expected_version: int | None, **values: Any
+    ) -> Project | None:
+        project = await self.get(project_id)
+        if project is None:
+            return None
+        if expected_version is not None and expected_version != project.version:
+            raise StaleVersion("stale")
+        given = {k: v for k, v in values.items() if v is not None}
+        changed = msgspec.structs.replace(
+            project, **given, version=project.version + 1, updated_at=self.clock.now()
+        )
+        self.store.projects[project_id] = changed
+        return changed
+
+    async def soft_delete(self, project_id: UUID, at: datetime) -> bool:
+        if await self.get(project_id) is None:
+            return False
+        self.store.deleted.add(project_id)
+        for document in self.store.documents.values():
+            if document.project_id == project_id:
+                self.store.deleted.add(document.id)
+        return True
+
+
+class FakeDocumentRepository:
+    def __init__(self, store: FakeStore, tenant_id: UUID, clock: FakeClock) -> None:
+        self.store = store
+        self.tenant_id = tenant_id
+        self.clock = clock
+
+    async def add(
+        self, *, project_id: UUID, title: str, content: str, metadata: dict[str, Any]
+    ) -> Document:
+        now = self.clock.now()
+        document = Document(
+            id=uuid4(),
+            tenant_id=self.tenant_id,
+            project_id=project_id,
+            title=title,
+            content=content,
+            metadata=metadata,
+            version=1,
+            created_at=now,
+            updated_at=now,
+        )
+        self.store.documents[document.id] = document
+        return document
+
+    async def get(self, project_id: UUID, document_id: UUID) -> Document | None:
+        document = self.store.documents.get(document_id)
+        if (
+            document is None
+            or document.tenant_id != self.tenant_id
+            or document.project_id != project_id
+            or document_id in self.store.deleted
+        ):
+            return None
+        return document
+
+    async def list(self, project_id: UUID, query: ListQuery) -> tuple[list[Document], int]:
+        mine = [
+            d for d in self.store.documents.values() if await self.get(project_id, d.id) is not None
+        ]
+        return page(mine, query, "title")
+
+    async def update(
+        self, project_id: UUID, document_id: UUID, *, expected_version: int | None, **values: Any
+    ) -> Document | None:
+        document = await self.get(project_id, document_id)
+        if document is None:
+            return None
+        if expected_version is not None and expected_version != document.version:
+            raise StaleVersion("stale")
+        given = {k: v for k, v in values.items() if v is not None}
+        changed = msgspec.structs.replace(document, **given, version=document.version + 1)
+        self.store.documents[document_id] = changed
+        return changed
+
+    async def soft_delete(self, project_id: UUID, document_id: UUID, at: datetime) -> bool:
+        if await self.get(project_id, document_id) is None:
+            return False
+        self.store.deleted.add(document_id)
+        return True
+
+
 class FakeUnitOfWork:
     def __init__(self, store: FakeStore | None = None, clock: FakeClock | None = None) -> None:
         self.committed = store or FakeStore()
@@ -283,6 +421,12 @@ class FakeUnitOfWork:
 
     def api_keys(self, tenant_id: UUID) -> FakeApiKeyRepository:
         return FakeApiKeyRepository(self.working, tenant_id, self.clock)
+
+    def projects(self, tenant_id: UUID) -> FakeProjectRepository:
+        return FakeProjectRepository(self.working, tenant_id, self.clock)
+
+    def documents(self, tenant_id: UUID) -> FakeDocumentRepository:
+        return FakeDocumentRepository(self.working, tenant_id, self.clock)
 
     async def __aenter__(self) -> Self:
         self._begin()
