@@ -23,6 +23,7 @@ from tenantry.config import Settings, SettingsError, load_settings, redact_url
 from tenantry.domain.errors import DomainError
 from tenantry.infrastructure.db import migrations
 from tenantry.infrastructure.db.rls import APP_ROLE
+from tenantry.infrastructure.db.seed import seed as seed_data
 from tenantry.infrastructure.embedded import EmbeddedPostgres, EmbeddedRedis
 from tenantry.infrastructure.observability.logging import configure_logging
 from tenantry.infrastructure.security.tokens import FileKeyring, KeyringError
@@ -63,6 +64,8 @@ def engines(settings: Settings, *, redis: bool = True) -> Iterator[Settings]:
             # Migrations run as the owner; the API as the role they create, held to RLS.
             urls["migration_database_url"] = postgres.url(EMBEDDED_DATABASE)
             urls["database_url"] = postgres.url(EMBEDDED_DATABASE, user=APP_ROLE)
+            # The embedded engine is ours to keep current; configured servers are the operator's.
+            migrations.upgrade(urls["migration_database_url"])
         if redis and settings.redis_url is None:
             embedded_redis = EmbeddedRedis(data_dir / "redis")
             click.echo(f"Starting embedded Redis in {embedded_redis.root} ...")
@@ -226,6 +229,39 @@ def _run_with_container(action: Callable[[bootstrap.Container], Awaitable[str]])
             fields = "; ".join(f"{k} {v}" for k, v in error.fields.items())
             click.echo(f"error: {error.detail}{' (' + fields + ')' if fields else ''}", err=True)
             sys.exit(1)
+
+
+@main.command()
+@click.option("--tenants", type=click.IntRange(1, 10_000), default=3, show_default=True)
+@click.option(
+    "--projects", type=click.IntRange(0, 100_000), default=20, show_default=True, help="Per tenant."
+)
+@click.option(
+    "--documents", type=click.IntRange(0, 1_000), default=5, show_default=True, help="Per project."
+)
+@click.option("--password", default="seed password 1!", show_default=True, help="Every owner's.")
+@click.option("--prefix", default="seed", show_default=True, help="Slugs are <prefix>-0001 ...")
+@settings_errors_exit
+def seed(tenants: int, projects: int, documents: int, password: str, prefix: str) -> None:
+    """Fill the database with realistic demo data: tenants, owners, projects, documents."""
+
+    async def run(container: bootstrap.Container) -> str:
+        report = await seed_data(
+            container.alchemy.get_session,
+            tenants=tenants,
+            projects=projects,
+            documents=documents,
+            password_hash=await container.passwords.hash(password),
+            prefix=prefix,
+        )
+        first = report.slugs[0] if report.slugs else f"{prefix}-0001"
+        return (
+            f"Seeded {report.tenants} tenants ({report.skipped} already there), "
+            f"{report.projects} projects, {report.documents} documents.\n"
+            f"Sign in: tenant {first}, login owner@{first}.example, password {password!r}."
+        )
+
+    click.echo(_run_with_container(run))
 
 
 @main.group()
