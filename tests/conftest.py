@@ -136,6 +136,13 @@ def settings(
 async def clean_state(database_url: str, redis_url: str) -> AsyncIterator[None]:
     """Each test starts from empty tables and an empty Redis database."""
     yield
+    await truncate_all(database_url)
+    client = Redis.from_url(redis_url)
+    await client.flushdb()
+    await client.aclose()
+
+
+async def truncate_all(database_url: str) -> None:
     connection = await asyncpg.connect(plain_url(database_url))
     try:
         tables = await connection.fetch(
@@ -147,9 +154,6 @@ async def clean_state(database_url: str, redis_url: str) -> AsyncIterator[None]:
             await connection.execute(f"truncate {names} restart identity cascade")
     finally:
         await connection.close()
-    client = Redis.from_url(redis_url)
-    await client.flushdb()
-    await client.aclose()
 
 
 @pytest.fixture

@@ -116,3 +116,31 @@ async def test_keys_rotate_and_prune(tmp_path: Path) -> None:
     code, out, _ = await tenantry("keys", "prune", **env)
     assert code == 0
     assert "Dropped 0 key(s)" in out
+
+
+async def test_seed_fills_tenants_that_can_sign_in(
+    client: Client, app_database_url: str, redis_url: str, keyring_path: str
+) -> None:
+    env = {
+        "TENANTRY_DATABASE_URL": app_database_url,
+        "TENANTRY_REDIS_URL": redis_url,
+        "TENANTRY_KEYRING_PATH": keyring_path,
+        "TENANTRY_PASSWORD_MEMORY_KIB": "1024",
+    }
+    args = ("seed", "--tenants", "2", "--projects", "7", "--documents", "3", "--password", PASSWORD)
+    code, out, err = await tenantry(*args, **env)
+    assert code == 0, err
+    assert "Seeded 2 tenants (0 already there), 14 projects, 42 documents." in out
+    code, out, _ = await tenantry(*args, **env)
+    assert "Seeded 0 tenants (2 already there)" in out
+
+    login = await client.post(
+        "/api/v1/auth/login",
+        json={"tenant": "seed-0002", "login": "owner@seed-0002.example", "password": PASSWORD},
+    )
+    headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+    projects = (await client.get("/api/v1/projects", headers=headers)).json()
+    assert projects["total"] == 7
+    first = projects["items"][0]["id"]
+    documents = (await client.get(f"/api/v1/projects/{first}/documents", headers=headers)).json()
+    assert documents["total"] == 3
