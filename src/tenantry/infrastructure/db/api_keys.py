@@ -57,7 +57,7 @@ class SqlApiKeyRepository:
         return None if row is None else to_api_key(row)
 
     async def list_for_user(self, user_id: UUID) -> list[ApiKey]:
-        rows = await self.repository.list(
+        rows = await self.repository.get_many(
             OrderBy(field_name="created_at", sort_order="asc"), user_id=user_id, revoked_at=None
         )
         return [to_api_key(row) for row in rows]

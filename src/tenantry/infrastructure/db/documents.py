@@ -56,7 +56,7 @@ class SqlDocumentRepository:
         return None if row is None else to_document(row)
 
     async def list(self, project_id: UUID, query: ListQuery) -> tuple[list[Document], int]:
-        rows, total = await self.repository.list_and_count(
+        rows, total = await self.repository.get_many_and_count(
             *list_filters(query, search_field="title"), project_id=project_id
         )
         return [to_document(row) for row in rows], total

@@ -50,7 +50,7 @@ class SqlProjectRepository:
         return None if row is None else to_project(row)
 
     async def list(self, query: ListQuery) -> tuple[list[Project], int]:
-        rows, total = await self.repository.list_and_count(
+        rows, total = await self.repository.get_many_and_count(
             *list_filters(query, search_field="name")
         )
         return [to_project(row) for row in rows], total

@@ -57,7 +57,7 @@ class SqlTenantRepository:
         return None if row is None else to_tenant(row)
 
     async def list(self, *, limit: int, offset: int) -> tuple[list[Tenant], int]:
-        rows, total = await self.repository.list_and_count(
+        rows, total = await self.repository.get_many_and_count(
             OrderBy(field_name="created_at", sort_order="asc"),
             LimitOffset(limit=limit, offset=offset),
         )

@@ -82,7 +82,7 @@ class SqlUserRepository:
         return None if row is None else (to_user(row), row.password_hash)
 
     async def list(self, *, limit: int, offset: int) -> tuple[list[User], int]:
-        rows, total = await self.repository.list_and_count(
+        rows, total = await self.repository.get_many_and_count(
             OrderBy(field_name="created_at", sort_order="asc"),
             LimitOffset(limit=limit, offset=offset),
         )
