@@ -13,15 +13,12 @@ import contextlib
 import json
 import math
 import os
-import platform
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,11 +27,27 @@ from typing import Any
 
 import httpx
 from argon2 import PasswordHasher
+from common import (
+    HOST,
+    REQUEST_TIMEOUT_S,
+    RESULTS_DIR,
+    BenchError,
+    CpuMeter,
+    background_load,
+    cell,
+    describe_machine,
+    exit_on_sigterm,
+    free_port,
+    product_environment,
+    ratio,
+    running,
+    tenantry,
+    until,
+    wait_ready,
+)
 
 from tenantry.config import Settings, SettingsError, load_settings
 
-HOST = "127.0.0.1"
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 TENANT = {
     "name": "Bench",
     "slug": "bench",
@@ -45,36 +58,10 @@ TENANT = {
     },
 }
 LOGIN = {"tenant": "bench", "login": "bench@bench.example", "password": "correct horse battery 9"}
-# Only the brute-force limits move off their defaults: one client logs in far more than a person.
-RATE_LIMITS = {
-    "TENANTRY_LOGIN_ATTEMPTS_PER_ACCOUNT": "100000000",
-    "TENANTRY_LOGIN_ATTEMPTS_PER_ADDRESS": "100000000",
-    "TENANTRY_REGISTER_ATTEMPTS_PER_ADDRESS": "100000",
-}
 PASSWORD_PREFIX = "TENANTRY_PASSWORD_"
-READY_TIMEOUT_S = 120.0
-READY_POLL_S = 0.2
-STOP_TIMEOUT_S = 60.0
-REQUEST_TIMEOUT_S = 30.0
 # The health prober waits this long between requests so it observes the event loop rather
 # than loading it; the idle and loaded phases use the same pace.
 PROBE_GAP_S = 0.01
-# Every measuring loop also stops after this many iterations, whatever the clock says.
-MAX_ITERATIONS = 1_000_000
-# How long to watch the machine before starting: other load skews every figure.
-BACKGROUND_S = 2.0
-
-
-class BenchError(Exception):
-    """The benchmark cannot go on; the message says why."""
-
-
-def until(deadline: float, limit: int = MAX_ITERATIONS) -> Iterator[int]:
-    """Iteration numbers while the monotonic clock is before ``deadline``, at most ``limit``."""
-    for iteration in range(limit):
-        if time.monotonic() >= deadline:
-            return
-        yield iteration
 
 
 def percentile(ordered: list[float], pct: float) -> float | None:
@@ -115,28 +102,6 @@ class Sample:
         }
 
 
-def _cpu_jiffies() -> tuple[int, int]:
-    """Busy and total CPU time of the whole machine so far, from the first line of /proc/stat."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    idle = fields[3] + fields[4]  # idle + iowait
-    return sum(fields) - idle, sum(fields)
-
-
-class CpuMeter:
-    """How busy all CPUs were during the block: evidence that the load saturated the machine."""
-
-    start: tuple[int, int]
-    busy_pct: float | None = None
-
-    def __enter__(self) -> CpuMeter:
-        self.start = _cpu_jiffies()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        busy, total = (end - start for end, start in zip(_cpu_jiffies(), self.start, strict=True))
-        self.busy_pct = 100 * busy / total if total else None
-
-
 # ---------------------------------------------------------------------------------------------
 # Configuration and machine
 
@@ -155,20 +120,6 @@ def describe_parameters(settings: Settings) -> dict[str, int]:
         "memory_kib": settings.password_memory_kib,
         "parallelism": settings.password_parallelism,
         "hash_concurrency": settings.password_hash_concurrency,
-    }
-
-
-def describe_machine() -> dict[str, Any]:
-    cpuinfo = Path("/proc/cpuinfo").read_text()
-    model = next(
-        (line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if "model name" in line),
-        "unknown",
-    )
-    return {
-        "nproc": len(os.sched_getaffinity(0)),  # what `nproc` prints: the CPUs we may use
-        "cpu_model": model,
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "platform": platform.platform(),
     }
 
 
@@ -208,79 +159,14 @@ def raw_hashing(settings: Settings, password: str, seconds: float) -> Sample:
 # The product under test
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
-
-
 def server_environment(data_dir: Path, port: int, settings: Settings) -> dict[str, str]:
-    """The inherited environment without its TENANTRY_* variables, plus exactly ours."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TENANTRY_")}
-    env |= RATE_LIMITS
-    return env | {
-        "TENANTRY_HOST": HOST,
-        "TENANTRY_PORT": str(port),
-        "TENANTRY_DATA_DIR": str(data_dir),
+    """The product's environment with the argon2 parameters measured directly, made explicit."""
+    return product_environment(data_dir, port) | {
         f"{PASSWORD_PREFIX}TIME_COST": str(settings.password_time_cost),
         f"{PASSWORD_PREFIX}MEMORY_KIB": str(settings.password_memory_kib),
         f"{PASSWORD_PREFIX}PARALLELISM": str(settings.password_parallelism),
         f"{PASSWORD_PREFIX}HASH_CONCURRENCY": str(settings.password_hash_concurrency),
     }
-
-
-def log_tail(log_path: Path, lines: int = 30) -> str:
-    return "\n".join(log_path.read_text(errors="replace").splitlines()[-lines:])
-
-
-@contextlib.contextmanager
-def dev_server(env: dict[str, str], cwd: Path, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`tenantry dev` as a subprocess, stopped with SIGINT when the block ends, however it ends.
-
-    It runs in its own session so that a Ctrl-C in the terminal reaches only the benchmark,
-    which then stops the server once; the server stops its PostgreSQL and Redis itself. Its
-    working directory is the temporary one, so a developer's .env is not read.
-    """
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tenantry", "dev"],
-            env=env,
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            yield process
-        finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)
-                try:
-                    process.wait(timeout=STOP_TIMEOUT_S)
-                except subprocess.TimeoutExpired:
-                    print(f"tenantry dev ignored SIGINT for {STOP_TIMEOUT_S:.0f} s: killing it")
-                    process.kill()
-                    process.wait()
-
-
-def wait_ready(process: subprocess.Popen[bytes], base_url: str, log_path: Path) -> float:
-    """Seconds until GET /ready answered 200."""
-    started = time.monotonic()
-    with httpx.Client(base_url=base_url, timeout=2.0) as client:
-        for _ in until(started + READY_TIMEOUT_S):
-            if process.poll() is not None:
-                raise BenchError(
-                    f"tenantry dev exited with {process.returncode} before it was ready:\n"
-                    + log_tail(log_path)
-                )
-            with contextlib.suppress(httpx.TransportError):
-                if client.get("/ready").status_code == 200:
-                    return time.monotonic() - started
-            time.sleep(READY_POLL_S)
-    raise BenchError(
-        f"/ready did not answer 200 within {READY_TIMEOUT_S:.0f} s:\n" + log_tail(log_path)
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -399,14 +285,6 @@ async def measure_server(base_url: str, args: argparse.Namespace) -> dict[str, d
 # Report
 
 
-def ratio(numerator: float | None, denominator: float | None) -> float | None:
-    return numerator / denominator if numerator is not None and denominator else None
-
-
-def cell(value: float | None, digits: int = 1) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
 def markdown_tables(report: dict[str, Any]) -> str:
     results, concurrency = report["results"], report["options"]["concurrency"]
     rows = [
@@ -472,13 +350,7 @@ def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
         f"({'from ' + ', '.join(overridden) if overridden else 'defaults'})"
     )
 
-    with CpuMeter() as background:
-        time.sleep(BACKGROUND_S)
-    machine["background_cpu_busy_pct"] = background.busy_pct
-    print(
-        f"CPU busy before starting (other load): {cell(background.busy_pct, 0)}% "
-        f"over {BACKGROUND_S:g} s"
-    )
+    machine["background_cpu_busy_pct"] = background_load()
 
     print(f"== argon2 directly, pool of {parameters['hash_concurrency']} ({args.duration:g} s)")
     with CpuMeter() as cpu:
@@ -491,8 +363,10 @@ def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
         base_url = f"http://{HOST}:{port}"
         env = server_environment(Path(tmp) / "data", port, settings)
         print(f"== starting tenantry dev on {base_url} (log: {log_path})")
-        with dev_server(env, Path(tmp), log_path) as process:
-            ready_s = wait_ready(process, base_url, log_path)
+        with running(
+            tenantry("dev"), name="tenantry dev", env=env, cwd=Path(tmp), log_path=log_path
+        ) as process:
+            ready_s = wait_ready(process, base_url, log_path, "tenantry dev")
             print(f"   ready after {ready_s:.1f} s")
             results |= asyncio.run(measure_server(base_url, args))
         print(f"== tenantry dev stopped with exit code {process.returncode}")
@@ -516,14 +390,9 @@ def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
     }
 
 
-def _exit_on_sigterm(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main() -> int:
     args = parse_args()
-    # `kill` then unwinds like Ctrl-C does, through the block that stops the server.
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     RESULTS_DIR.mkdir(exist_ok=True)
     try:

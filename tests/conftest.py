@@ -113,7 +113,7 @@ def keyring_path(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture
 def settings(
-    database_url: str, app_database_url: str, redis_url: str, keyring_path: str
+    database_url: str, app_database_url: str, redis_url: str, keyring_path: str, tmp_path: Path
 ) -> Settings:
     return load_settings(
         environ={},
@@ -126,6 +126,7 @@ def settings(
         db_pool_size=5,
         db_max_overflow=0,
         keyring_path=keyring_path,
+        files_dir=str(tmp_path / "files"),
         # Cheap argon2 keeps the suite fast; the login benchmark measures the real parameters.
         password_time_cost=1,
         password_memory_kib=1024,

@@ -20,9 +20,11 @@ from litestar.types import Scope
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tenantry.application import api_keys, auth, documents, projects, tenants, users
+from tenantry.application import api_keys, auth, documents, files, projects, tenants, users
 from tenantry.application.auth import Authenticate, AuthPolicy, Identity
+from tenantry.application.files import Files
 from tenantry.config import Settings, load_settings
+from tenantry.domain.files import FilePolicy
 from tenantry.domain.ports import UnitOfWork
 from tenantry.infrastructure.cache import redis as redis_cache
 from tenantry.infrastructure.cache.rate_limit import RedisRateLimiter
@@ -33,6 +35,7 @@ from tenantry.infrastructure.db.uow import SqlUnitOfWork
 from tenantry.infrastructure.observability.logging import configure_logging
 from tenantry.infrastructure.security.passwords import Argon2PasswordHasher
 from tenantry.infrastructure.security.tokens import FileKeyring, JwtAccessTokens
+from tenantry.infrastructure.storage.local import LocalDiskStorage
 from tenantry.presentation import app as web
 
 log = structlog.stdlib.get_logger("tenantry.bootstrap")
@@ -57,6 +60,16 @@ class Container:
             self.keyring, ttl=timedelta(seconds=settings.access_token_ttl_seconds)
         )
         self.limiter = RedisRateLimiter(self.redis)
+        self.storage = LocalDiskStorage(
+            Path(settings.files_dir or Path(settings.data_dir) / "files")
+        )
+        self.file_policy = FilePolicy(
+            max_bytes=settings.upload_max_bytes,
+            quota_bytes=settings.tenant_quota_bytes,
+            allowed_types=frozenset(settings.upload_allowed_types),
+            min_width=settings.image_min_width,
+            min_height=settings.image_min_height,
+        )
         self.policy = AuthPolicy(
             refresh_ttl=timedelta(days=settings.refresh_token_ttl_days),
             login_attempts_per_account=settings.login_attempts_per_account,
@@ -65,6 +78,9 @@ class Container:
             register_attempts_per_address=settings.register_attempts_per_address,
             register_window_seconds=settings.register_window_seconds,
         )
+
+    def files(self, uow: UnitOfWork) -> Files:
+        return Files(uow, storage=self.storage, clock=self.clock, policy=self.file_policy)
 
     def identity(self, uow: UnitOfWork) -> Identity:
         return Identity(
@@ -132,7 +148,17 @@ def use_case_providers(container: Container) -> dict[str, Provide]:
         "delete_project": projects.DeleteProject,
         "delete_document": documents.DeleteDocument,
     }
+    with_files = {
+        "upload_file": files.UploadFile,
+        "get_file": files.GetFile,
+        "list_files": files.ListFiles,
+        "delete_file": files.DeleteFile,
+        "get_usage": files.GetUsage,
+        "read_file_content": files.ReadFileContent,
+    }
     providers: dict[str, Provide] = {}
+    for name, files_case in with_files.items():
+        providers[name] = _provide(_with_files(container, files_case))
     for name, identity_case in with_identity.items():
         providers[name] = _provide(_with_identity(container, identity_case))
     for name, uow_case in with_uow.items():
@@ -146,6 +172,12 @@ def _with_identity(
     container: Container, case: Callable[[Identity], Any]
 ) -> Callable[[SqlUnitOfWork], Any]:
     return lambda uow: case(container.identity(uow))
+
+
+def _with_files(
+    container: Container, case: Callable[[Files], Any]
+) -> Callable[[SqlUnitOfWork], Any]:
+    return lambda uow: case(container.files(uow))
 
 
 def _with_clock(
@@ -193,6 +225,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         readiness_checks={
             "database": lambda: database.ping(engine.get_engine()),
             "redis": lambda: redis_cache.ping(container.redis),
+            "storage": container.storage.ping,
         },
         authenticator=authenticator,
         on_startup=[partial(check_database_role, container)],

@@ -75,6 +75,20 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     register_attempts_per_address: PositiveInt = 10
     register_window_seconds: PositiveInt = 3600
 
+    # Files. "local" keeps objects under files_dir (default <data_dir>/files).
+    storage_backend: Literal["local"] = "local"
+    files_dir: str | None = None
+    upload_max_bytes: PositiveInt = 100 * 1024 * 1024
+    # A tenant's default quota; a tenant's own "quota_bytes" setting overrides it.
+    tenant_quota_bytes: PositiveInt = 1024 * 1024 * 1024
+    upload_allowed_types: list[str] = msgspec.field(
+        default_factory=lambda: [
+            "image/png", "image/jpeg", "image/webp", "application/pdf", "text/plain",
+        ]
+    )  # fmt: skip
+    image_min_width: PositiveInt = 100
+    image_min_height: PositiveInt = 100
+
     def __post_init__(self) -> None:
         if self.database_url is not None and not re.match(
             r"^postgres(ql)?(\+asyncpg)?://", self.database_url

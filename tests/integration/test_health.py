@@ -40,7 +40,7 @@ async def test_ready_reports_every_dependency(client: Client) -> None:
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "ok"
-    assert set(body["checks"]) == {"database", "redis"}
+    assert set(body["checks"]) == {"database", "redis", "storage"}
     for check in body["checks"].values():
         assert check["status"] == "ok"
         assert check["latency_ms"] >= 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Protocol, Self
@@ -9,6 +10,7 @@ from uuid import UUID
 
 from tenantry.domain.auth import AccessClaims, ApiKey, RefreshToken
 from tenantry.domain.documents import Document
+from tenantry.domain.files import StoredFile
 from tenantry.domain.projects import ListQuery, Project
 from tenantry.domain.tenants import NewTenant, Tenant, TenantStatus
 from tenantry.domain.users import NewUser, Role, User
@@ -161,6 +163,44 @@ class DocumentRepository(Protocol):
     async def soft_delete(self, project_id: UUID, document_id: UUID, at: datetime) -> bool: ...
 
 
+class FileRepository(Protocol):
+    """File rows of one tenant."""
+
+    async def add(self, file: StoredFile) -> StoredFile: ...
+
+    async def get(self, file_id: UUID, *, include_deleted: bool = False) -> StoredFile | None: ...
+
+    async def list(
+        self, query: ListQuery, *, include_deleted: bool = False
+    ) -> tuple[list[StoredFile], int]: ...
+
+    async def soft_delete(self, file_id: UUID, at: datetime) -> bool: ...
+
+    async def usage(self) -> tuple[int, int]:
+        """Bytes and count of the tenant's live files."""
+        ...
+
+    async def lock_usage(self) -> None:
+        """Serialise quota decisions of this tenant until the transaction ends."""
+        ...
+
+
+class ObjectStorage(Protocol):
+    """Where file bytes live. Keys are ``tenants/{tenant_id}/files/{file_id}``."""
+
+    async def put(self, key: str, chunks: AsyncIterator[bytes]) -> None:
+        """Store the stream under ``key``; on any error nothing is left under it."""
+        ...
+
+    def get(self, key: str, *, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """The bytes from ``start`` to ``end`` (inclusive), streamed."""
+        ...
+
+    async def delete(self, key: str) -> None: ...
+
+    async def ping(self) -> None: ...
+
+
 class UnitOfWork(Protocol):
     """One transaction around one use case: commit explicitly, roll back otherwise."""
 
@@ -175,6 +215,8 @@ class UnitOfWork(Protocol):
     def projects(self, tenant_id: UUID) -> ProjectRepository: ...
 
     def documents(self, tenant_id: UUID) -> DocumentRepository: ...
+
+    def files(self, tenant_id: UUID) -> FileRepository: ...
 
     async def __aenter__(self) -> Self: ...
 

@@ -20,6 +20,7 @@ from tenantry.presentation.api_keys import ApiKeyController
 from tenantry.presentation.auth import AuthController
 from tenantry.presentation.documents import DocumentController
 from tenantry.presentation.errors import exception_handlers
+from tenantry.presentation.files import FileController
 from tenantry.presentation.health import HealthController, ReadinessChecks, ServiceInfo
 from tenantry.presentation.middleware import RequestContextMiddleware
 from tenantry.presentation.projects import ProjectController
@@ -43,6 +44,7 @@ CONTROLLERS = [
     AdminTenantController,
     ProjectController,
     DocumentController,
+    FileController,
 ]
 
 

@@ -22,6 +22,7 @@ from tenantry.domain.errors import (
     StaleVersion,
     Unauthenticated,
 )
+from tenantry.domain.files import TooLarge, UnsupportedType
 from tenantry.presentation.middleware import request_id_of
 
 PROBLEM_JSON = "application/problem+json"
@@ -37,6 +38,8 @@ DOMAIN_STATUS: dict[type[DomainError], int] = {
     Unauthenticated: 401,
     RateLimited: 429,
     StaleVersion: 412,
+    TooLarge: 413,
+    UnsupportedType: 415,
 }
 
 

@@ -9,6 +9,7 @@ from uuid import UUID
 from advanced_alchemy.base import UUIDv7AuditBase
 from advanced_alchemy.types import DateTimeUTC
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     ForeignKey,
     ForeignKeyConstraint,
@@ -148,4 +149,20 @@ class DocumentModel(TenantOwned):
         "metadata", JSONB, default=dict, server_default=text("'{}'::jsonb")
     )
     version: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
+
+
+class FileModel(TenantOwned):
+    __tablename__ = "files"
+    __table_args__ = (Index("ix_files_tenant_created", "tenant_id", "created_at"),)
+
+    original_filename: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(BigInteger)
+    content_type: Mapped[str] = mapped_column(String(100))
+    claimed_content_type: Mapped[str | None] = mapped_column(String(255))
+    sha256: Mapped[str] = mapped_column(String(64))
+    meta: Mapped[dict[str, Any]] = mapped_column(
+        "metadata", JSONB, default=dict, server_default=text("'{}'::jsonb")
+    )
+    storage_key: Mapped[str] = mapped_column(String(300))
     deleted_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tenantry.domain.ports import (
     ApiKeyRepository,
     DocumentRepository,
+    FileRepository,
     ProjectRepository,
     RefreshTokenRepository,
     TenantRepository,
@@ -19,6 +20,11 @@ from tenantry.domain.ports import (
 from tenantry.infrastructure.db.api_keys import ApiKeyModelRepository, SqlApiKeyRepository
 from tenantry.infrastructure.db.auth import RefreshTokenModelRepository, SqlRefreshTokenRepository
 from tenantry.infrastructure.db.documents import DocumentModelRepository, SqlDocumentRepository
+from tenantry.infrastructure.db.files import (
+    FileModelRepository,
+    LiveFileModelRepository,
+    SqlFileRepository,
+)
 from tenantry.infrastructure.db.projects import ProjectModelRepository, SqlProjectRepository
 from tenantry.infrastructure.db.tenancy import bind_tenant
 from tenantry.infrastructure.db.tenants import SqlTenantRepository, TenantModelRepository
@@ -51,6 +57,13 @@ class SqlUnitOfWork:
         bind_tenant(self.session, tenant_id)
         return SqlProjectRepository(
             ProjectModelRepository(session=self.session, tenant_id=tenant_id)
+        )
+
+    def files(self, tenant_id: UUID) -> FileRepository:
+        bind_tenant(self.session, tenant_id)
+        return SqlFileRepository(
+            LiveFileModelRepository(session=self.session, tenant_id=tenant_id),
+            FileModelRepository(session=self.session, tenant_id=tenant_id),
         )
 
     def documents(self, tenant_id: UUID) -> DocumentRepository:

@@ -1,0 +1,170 @@
+"""File use cases: streaming uploads held to the policy and the quota, and their reads."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from uuid import UUID
+
+from tenantry.domain.auth import Actor
+from tenantry.domain.errors import Forbidden, NotFound
+from tenantry.domain.files import (
+    FilePolicy,
+    Inspection,
+    StoredFile,
+    TooLarge,
+    Usage,
+    object_key,
+    safe_filename,
+)
+from tenantry.domain.ids import new_id
+from tenantry.domain.ports import Clock, ObjectStorage, UnitOfWork
+from tenantry.domain.projects import ListQuery
+
+QUOTA_SETTING = "quota_bytes"
+
+
+class Files:
+    """The collaborators of every file use case."""
+
+    def __init__(
+        self, uow: UnitOfWork, *, storage: ObjectStorage, clock: Clock, policy: FilePolicy
+    ) -> None:
+        self.uow = uow
+        self.storage = storage
+        self.clock = clock
+        self.policy = policy
+
+    async def quota(self, tenant_id: UUID) -> int:
+        tenant = await self.uow.tenants.get(tenant_id)
+        value = tenant.settings.get(QUOTA_SETTING) if tenant else None
+        return value if isinstance(value, int) and value >= 0 else self.policy.quota_bytes
+
+
+class UploadFile:
+    def __init__(self, files: Files) -> None:
+        self.files = files
+
+    async def __call__(
+        self,
+        actor: Actor,
+        *,
+        filename: str | None,
+        claimed_type: str | None,
+        chunks: AsyncIterator[bytes],
+    ) -> StoredFile:
+        files, uow = self.files, self.files.uow
+        async with uow:
+            used, _ = await uow.files(actor.tenant_id).usage()
+            quota = await files.quota(actor.tenant_id)
+        room = quota - used
+        limit = min(files.policy.max_bytes, max(room, 0))
+        inspection = Inspection(files.policy, limit=limit)
+        file_id = new_id()
+        key = object_key(actor.tenant_id, file_id)
+
+        async def inspected() -> AsyncIterator[bytes]:
+            async for chunk in chunks:
+                inspection.feed(chunk)
+                yield chunk
+            inspection.finish()
+
+        try:
+            await files.storage.put(key, inspected())
+        except TooLarge:
+            if inspection.size > files.policy.max_bytes:
+                raise
+            raise TooLarge(quota_detail(quota, used)) from None
+        try:
+            async with uow:
+                repository = uow.files(actor.tenant_id)
+                # The row lock makes the check and the insert one step: of two uploads racing
+                # for the last bytes of the quota, the second sees the first's row.
+                await repository.lock_usage()
+                used, _ = await repository.usage()
+                if used + inspection.size > quota:
+                    raise TooLarge(quota_detail(quota, used))
+                stored = await repository.add(
+                    StoredFile(
+                        id=file_id,
+                        tenant_id=actor.tenant_id,
+                        original_filename=safe_filename(filename),
+                        size=inspection.size,
+                        content_type=inspection.content_type or "application/octet-stream",
+                        claimed_content_type=(claimed_type or None) and claimed_type[:255],
+                        sha256=inspection.sha256,
+                        metadata=inspection.metadata,
+                        storage_key=key,
+                        created_at=files.clock.now(),
+                    )
+                )
+                await uow.commit()
+        except BaseException:
+            # No row, no object: the bytes go when their row does not come.
+            await files.storage.delete(key)
+            raise
+        return stored
+
+
+def quota_detail(quota: int, used: int) -> str:
+    return f"The tenant's storage quota of {quota} bytes is exhausted ({used} bytes used)."
+
+
+class GetFile:
+    def __init__(self, files: Files) -> None:
+        self.files = files
+
+    async def __call__(self, actor: Actor, file_id: UUID) -> StoredFile:
+        async with self.files.uow as uow:
+            found = await uow.files(actor.tenant_id).get(file_id)
+        if found is None:
+            raise NotFound("No such file.")
+        return found
+
+
+class ListFiles:
+    def __init__(self, files: Files) -> None:
+        self.files = files
+
+    async def __call__(
+        self, actor: Actor, query: ListQuery, *, include_deleted: bool = False
+    ) -> tuple[list[StoredFile], int]:
+        if include_deleted and not actor.can_manage:
+            raise Forbidden("Only the tenant's owners and admins may list deleted files.")
+        async with self.files.uow as uow:
+            return await uow.files(actor.tenant_id).list(query, include_deleted=include_deleted)
+
+
+class DeleteFile:
+    """Soft delete: the row is marked, the bytes stay until the retention sweep."""
+
+    def __init__(self, files: Files) -> None:
+        self.files = files
+
+    async def __call__(self, actor: Actor, file_id: UUID) -> None:
+        async with self.files.uow as uow:
+            if not await uow.files(actor.tenant_id).soft_delete(file_id, self.files.clock.now()):
+                raise NotFound("No such file.")
+            await uow.commit()
+
+
+class GetUsage:
+    def __init__(self, files: Files) -> None:
+        self.files = files
+
+    async def __call__(self, actor: Actor) -> Usage:
+        async with self.files.uow as uow:
+            used, count = await uow.files(actor.tenant_id).usage()
+            quota = await self.files.quota(actor.tenant_id)
+        return Usage(bytes=used, files=count, quota_bytes=quota)
+
+
+class ReadFileContent:
+    def __init__(self, files: Files) -> None:
+        self.files = files
+
+    async def __call__(
+        self, actor: Actor, file_id: UUID, *, start: int = 0, end: int | None = None
+    ) -> AsyncIterator[bytes]:
+        """The bytes of a live file of the caller's tenant; ``end`` is inclusive."""
+        found = await GetFile(self.files)(actor, file_id)
+        return self.files.storage.get(found.storage_key, start=start, end=end)

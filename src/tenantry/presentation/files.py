@@ -1,0 +1,244 @@
+"""Files of the caller's tenant: streaming multipart uploads and ranged downloads."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Any
+from urllib.parse import quote
+from uuid import UUID
+
+import msgspec
+from litestar import Controller, Request, delete, get, post
+from litestar.di import NamedDependency
+from litestar.exceptions import ClientException, HTTPException
+from litestar.params import FromPath, HeaderParameter, QueryParameter
+from litestar.response import Stream
+from multipart import MultipartError, MultipartSegment, PushMultipartParser, parse_options_header
+
+from tenantry.application.files import (
+    DeleteFile,
+    GetFile,
+    GetUsage,
+    ListFiles,
+    ReadFileContent,
+    UploadFile,
+)
+from tenantry.domain.auth import Actor
+from tenantry.domain.files import StoredFile, Usage
+from tenantry.domain.projects import ListQuery
+from tenantry.presentation.pagination import (
+    CreatedAfter,
+    CreatedBefore,
+    Limit,
+    Offset,
+    Page,
+    Search,
+)
+
+FILE_FIELD = "file"
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+class FileRead(msgspec.Struct):
+    id: UUID
+    original_filename: str
+    size: int
+    content_type: str
+    sha256: str
+    metadata: dict[str, Any]
+    created_at: datetime
+    deleted_at: datetime | None = None
+
+    @classmethod
+    def of(cls, file: StoredFile) -> FileRead:
+        return cls(
+            id=file.id,
+            original_filename=file.original_filename,
+            size=file.size,
+            content_type=file.content_type,
+            sha256=file.sha256,
+            metadata=file.metadata,
+            created_at=file.created_at,
+            deleted_at=file.deleted_at,
+        )
+
+
+class UsageRead(msgspec.Struct):
+    bytes: int
+    files: int
+    quota_bytes: int
+
+    @classmethod
+    def of(cls, usage: Usage) -> UsageRead:
+        return cls(bytes=usage.bytes, files=usage.files, quota_bytes=usage.quota_bytes)
+
+
+class FilePart:
+    """Finds the ``file`` field in a streamed multipart body and yields its bytes as they come,
+    so an upload is never held whole in memory or written to the API's disk."""
+
+    def __init__(self, request: Request[Any, Any, Any]) -> None:
+        kind, options = parse_options_header(request.headers.get("content-type", ""))
+        if kind != "multipart/form-data" or not options.get("boundary"):
+            raise HTTPException(
+                status_code=415, detail="Send the file as multipart/form-data in a 'file' field."
+            )
+        self.request = request
+        self.parser = PushMultipartParser(options["boundary"], max_segment_count=16)
+        self.filename: str | None = None
+        self.content_type: str | None = None
+        self._events: list[MultipartSegment | bytes | None] = []
+        self._body = request.stream()
+
+    async def _next_event(self) -> MultipartSegment | bytes | None:
+        while not self._events:
+            chunk = await anext(self._body, b"")
+            try:
+                self._events.extend(self.parser.parse(chunk))
+            except MultipartError as error:
+                raise ClientException(f"The multipart body is malformed: {error}") from None
+            if not chunk and not self._events:
+                raise ClientException(f"The multipart body has no '{FILE_FIELD}' field.")
+        return self._events.pop(0)
+
+    async def open(self) -> None:
+        """Advance to the start of the file field."""
+        while True:
+            event = await self._next_event()
+            if isinstance(event, MultipartSegment) and event.name == FILE_FIELD:
+                self.filename = event.filename
+                self.content_type = event.content_type
+                return
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        while (event := await self._next_event()) is not None:
+            if isinstance(event, bytes):
+                yield event
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The one byte range asked for, inclusive; None for the whole file; 416 when unsatisfiable."""
+    if header is None:
+        return None
+    match = _RANGE.match(header.strip())
+    if match is None or match.group(1) == match.group(2) == "":
+        return None  # unsupported forms (several ranges) fall back to the whole file
+    first, last = match.groups()
+    if first == "":
+        start, end = max(size - int(last), 0), size - 1
+    else:
+        start = int(first)
+        end = min(int(last), size - 1) if last else size - 1
+    if start >= size or start > end:
+        raise HTTPException(
+            status_code=416,
+            detail="The range is outside the file.",
+            headers={"Content-Range": f"bytes */{size}"},
+        )
+    return start, end
+
+
+def disposition(filename: str) -> str:
+    fallback = filename.encode("ascii", "replace").decode().replace('"', "'")
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename)}"
+
+
+class FileController(Controller):
+    path = "/api/v1/files"
+    tags = ["files"]
+
+    @post(
+        summary="Upload a file (multipart field 'file')",
+        description="Too large: 413. Type not allowed (sniffed from the bytes): 415. "
+        "An image below the minimum size: 422. Over the tenant's quota: 413.",
+        # The size limit is the upload policy's, enforced while streaming.
+        request_max_body_size=None,
+    )
+    async def upload_file(
+        self,
+        request: Request[Any, Any, Any],
+        actor: NamedDependency[Actor],
+        upload_file: NamedDependency[UploadFile],
+    ) -> FileRead:
+        part = FilePart(request)
+        await part.open()
+        stored = await upload_file(
+            actor, filename=part.filename, claimed_type=part.content_type, chunks=part.chunks()
+        )
+        return FileRead.of(stored)
+
+    @get(summary="Files of your tenant")
+    async def list_files(
+        self,
+        actor: NamedDependency[Actor],
+        list_files: NamedDependency[ListFiles],
+        limit: Limit = 20,
+        offset: Offset = 0,
+        q: Search = None,
+        created_after: CreatedAfter = None,
+        created_before: CreatedBefore = None,
+        include_deleted: Annotated[bool, QueryParameter(description="Owners and admins.")] = False,
+    ) -> Page[FileRead]:
+        query = ListQuery(
+            limit=limit,
+            offset=offset,
+            q=q,
+            created_after=created_after,
+            created_before=created_before,
+        )
+        files, total = await list_files(actor, query, include_deleted=include_deleted)
+        return Page(items=[FileRead.of(f) for f in files], total=total, limit=limit, offset=offset)
+
+    @get("/usage", summary="Bytes and files stored by your tenant, and its quota")
+    async def usage(
+        self, actor: NamedDependency[Actor], get_usage: NamedDependency[GetUsage]
+    ) -> UsageRead:
+        return UsageRead.of(await get_usage(actor))
+
+    @get("/{file_id:uuid}", summary="A file's metadata")
+    async def get_file(
+        self,
+        file_id: FromPath[UUID],
+        actor: NamedDependency[Actor],
+        get_file: NamedDependency[GetFile],
+    ) -> FileRead:
+        return FileRead.of(await get_file(actor, file_id))
+
+    @get("/{file_id:uuid}/content", summary="A file's bytes, streamed; one byte Range supported")
+    async def get_content(
+        self,
+        file_id: FromPath[UUID],
+        actor: NamedDependency[Actor],
+        get_file: NamedDependency[GetFile],
+        read_file_content: NamedDependency[ReadFileContent],
+        range_header: Annotated[str | None, HeaderParameter(name="Range", max_length=100)] = None,
+    ) -> Stream:
+        found = await get_file(actor, file_id)
+        wanted = parse_range(range_header, found.size)
+        start, end = wanted or (0, found.size - 1)
+        headers = {
+            "Content-Length": str(end - start + 1),
+            "Accept-Ranges": "bytes",
+            "ETag": f'"{found.sha256}"',
+            "Content-Disposition": disposition(found.original_filename),
+        }
+        if wanted is not None:
+            headers["Content-Range"] = f"bytes {start}-{end}/{found.size}"
+        body = await read_file_content(actor, file_id, start=start, end=end)
+        return Stream(
+            body,
+            status_code=206 if wanted else 200,
+            media_type=found.content_type,
+            headers=headers,
+        )
+
+    @delete("/{file_id:uuid}", summary="Delete a file (soft; purged after the grace period)")
+    async def delete_file(
+        self,
+        file_id: FromPath[UUID],
+        actor: NamedDependency[Actor],
+        delete_file: NamedDependency[DeleteFile],
+    ) -> None:
+        await delete_file(actor, file_id)

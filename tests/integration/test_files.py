@@ -1,0 +1,216 @@
+"""Files over HTTP on local disk: streaming uploads, the policy, the quota and ranged reads."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import struct
+import zlib
+from pathlib import Path
+
+import msgspec
+import pytest
+from litestar.testing import AsyncTestClient
+
+from tenantry import bootstrap
+from tenantry.config import Settings
+
+from ..conftest import Client
+from .identity import add_user, owner_session
+from .test_health import assert_problem
+
+
+def png(width: int, height: int, body: int = 2000) -> bytes:
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    ihdr = (
+        struct.pack(">I", 13) + b"IHDR" + header + struct.pack(">I", zlib.crc32(b"IHDR" + header))
+    )
+    return b"\x89PNG\r\n\x1a\n" + ihdr + bytes(range(256)) * (body // 256 + 1)
+
+
+def upload(
+    data: bytes, name: str = "photo.png", kind: str = "image/png"
+) -> dict[str, tuple[str, bytes, str]]:
+    return {"file": (name, data, kind)}
+
+
+def stored_objects(settings: Settings) -> list[Path]:
+    root = Path(settings.files_dir or "")
+    return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+
+
+async def test_round_trip_with_checksum_and_ranges(client: Client, settings: Settings) -> None:
+    owner = await owner_session(client, "acme")
+    data = png(640, 480)
+    created = await client.post(
+        "/api/v1/files", headers=owner, files=upload(data, "../../etc/Phöto.png")
+    )
+    assert created.status_code == 201, created.text
+    body = created.json()
+    assert body["sha256"] == hashlib.sha256(data).hexdigest()
+    assert body["size"] == len(data)
+    assert body["content_type"] == "image/png"
+    assert body["metadata"] == {"width": 640, "height": 480}
+    assert body["original_filename"] == "Phöto.png"
+
+    content = await client.get(f"/api/v1/files/{body['id']}/content", headers=owner)
+    assert content.status_code == 200
+    assert content.content == data
+    assert content.headers["content-type"] == "image/png"
+    assert content.headers["content-length"] == str(len(data))
+    assert "filename*=UTF-8''Ph%C3%B6to.png" in content.headers["content-disposition"]
+
+    part = await client.get(
+        f"/api/v1/files/{body['id']}/content", headers={**owner, "Range": "bytes=10-19"}
+    )
+    assert part.status_code == 206
+    assert part.content == data[10:20]
+    assert part.headers["content-range"] == f"bytes 10-19/{len(data)}"
+    tail = await client.get(
+        f"/api/v1/files/{body['id']}/content", headers={**owner, "Range": "bytes=-5"}
+    )
+    assert tail.content == data[-5:]
+    beyond = await client.get(
+        f"/api/v1/files/{body['id']}/content", headers={**owner, "Range": f"bytes={len(data)}-"}
+    )
+    assert_problem(beyond, 416)
+
+    meta = (await client.get(f"/api/v1/files/{body['id']}", headers=owner)).json()
+    assert meta == body
+    assert len(stored_objects(settings)) == 1
+
+
+async def test_a_text_file_is_sniffed_not_trusted(client: Client) -> None:
+    owner = await owner_session(client, "acme")
+    created = await client.post(
+        "/api/v1/files",
+        headers=owner,
+        files=upload(b"hello, world\n" * 10, "notes.exe", "application/x-msdownload"),
+    )
+    assert created.status_code == 201
+    assert created.json()["content_type"] == "text/plain"
+
+
+async def test_a_renamed_binary_is_415_and_leaves_nothing(
+    client: Client, settings: Settings
+) -> None:
+    owner = await owner_session(client, "acme")
+    binary = b"MZ\x90\x00\x03\x00\x00\x00" + bytes(4000)
+    assert_problem(
+        await client.post(
+            "/api/v1/files", headers=owner, files=upload(binary, "cat.png", "image/png")
+        ),
+        415,
+    )
+    assert stored_objects(settings) == []
+    assert (await client.get("/api/v1/files", headers=owner)).json()["total"] == 0
+
+
+async def test_a_tiny_image_is_422_naming_the_sizes(client: Client) -> None:
+    owner = await owner_session(client, "acme")
+    problem = assert_problem(
+        await client.post("/api/v1/files", headers=owner, files=upload(png(50, 80))), 422
+    )
+    assert "50x80" in str(problem["detail"])
+    assert "100x100" in str(problem["detail"])
+
+
+async def test_too_large_is_413_mid_stream_with_nothing_behind(
+    settings: Settings, clean_state: None
+) -> None:
+    small = msgspec.structs.replace(settings, upload_max_bytes=10_000)
+    async with AsyncTestClient(app=bootstrap.create_app(small)) as client:
+        owner = await owner_session(client, "acme")
+        response = await client.post(
+            "/api/v1/files", headers=owner, files=upload(b"x" * 50_000, "big.txt", "text/plain")
+        )
+        problem = assert_problem(response, 413)
+        assert "10000 bytes" in str(problem["detail"])
+        assert stored_objects(small) == []
+        usage = (await client.get("/api/v1/files/usage", headers=owner)).json()
+        assert usage == {"bytes": 0, "files": 0, "quota_bytes": small.tenant_quota_bytes}
+
+
+async def test_parallel_uploads_cannot_both_slip_under_the_quota(
+    settings: Settings, clean_state: None
+) -> None:
+    tight = msgspec.structs.replace(settings, tenant_quota_bytes=3_000)
+    async with AsyncTestClient(app=bootstrap.create_app(tight)) as client:
+        owner = await owner_session(client, "acme")
+        responses = await asyncio.gather(
+            *(
+                client.post(
+                    "/api/v1/files",
+                    headers=owner,
+                    files=upload(b"y" * 1_000, f"{i}.txt", "text/plain"),
+                )
+                for i in range(6)
+            )
+        )
+        statuses = sorted(r.status_code for r in responses)
+        assert statuses == [201, 201, 201, 413, 413, 413]
+        usage = (await client.get("/api/v1/files/usage", headers=owner)).json()
+        assert usage == {"bytes": 3_000, "files": 3, "quota_bytes": 3_000}
+        assert len(stored_objects(tight)) == 3
+
+
+async def test_another_tenants_file_is_404(client: Client) -> None:
+    acme = await owner_session(client, "acme")
+    globex = await owner_session(client, "globex")
+    file_id = (
+        await client.post("/api/v1/files", headers=acme, files=upload(png(200, 200)))
+    ).json()["id"]
+    for path in (f"/api/v1/files/{file_id}", f"/api/v1/files/{file_id}/content"):
+        assert_problem(await client.get(path, headers=globex), 404)
+    assert_problem(await client.delete(f"/api/v1/files/{file_id}", headers=globex), 404)
+    assert (await client.get("/api/v1/files", headers=globex)).json()["total"] == 0
+    assert (await client.get(f"/api/v1/files/{file_id}", headers=acme)).status_code == 200
+
+
+async def test_delete_is_soft_and_only_admins_list_deleted(client: Client) -> None:
+    owner = await owner_session(client, "acme")
+    member = await add_user(client, owner, "mia", ["member"], "acme")
+    file_id = (
+        await client.post(
+            "/api/v1/files", headers=member, files=upload(b"plain text", "a.txt", "text/plain")
+        )
+    ).json()["id"]
+    assert (await client.delete(f"/api/v1/files/{file_id}", headers=member)).status_code == 204
+    assert_problem(await client.get(f"/api/v1/files/{file_id}", headers=member), 404)
+    assert (await client.get("/api/v1/files", headers=member)).json()["total"] == 0
+    assert_problem(
+        await client.get("/api/v1/files", headers=member, params={"include_deleted": True}), 403
+    )
+    listed = (
+        await client.get("/api/v1/files", headers=owner, params={"include_deleted": True})
+    ).json()
+    assert [f["id"] for f in listed["items"]] == [file_id]
+    assert listed["items"][0]["deleted_at"] is not None
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "status"),
+    [
+        ("application/json", b"{}", 415),
+        ("multipart/form-data", b"--x\r\n", 415),
+        ("multipart/form-data; boundary=xyz", b"garbage", 400),
+        (
+            "multipart/form-data; boundary=xyz",
+            b'--xyz\r\nContent-Disposition: form-data; name="other"\r\n\r\nv\r\n--xyz--\r\n',
+            400,
+        ),
+        (
+            "multipart/form-data; boundary=xyz",
+            b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="e.txt"\r\n\r\n\r\n--xyz--\r\n',
+            422,
+        ),
+    ],
+)
+async def test_malformed_uploads_are_4xx(
+    client: Client, content_type: str, body: bytes, status: int
+) -> None:
+    owner = await owner_session(client, "acme")
+    response = await client.post(
+        "/api/v1/files", headers={**owner, "Content-Type": content_type}, content=body
+    )
+    assert_problem(response, status)
