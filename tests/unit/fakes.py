@@ -7,6 +7,7 @@ back only on commit, so a use case that fails midway leaves the store as it was.
 from __future__ import annotations
 
 import copy
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -19,6 +20,7 @@ from tenantry.application.auth import AuthPolicy, Identity
 from tenantry.domain.auth import AccessClaims, ApiKey, RefreshToken
 from tenantry.domain.documents import Document
 from tenantry.domain.errors import Conflict, StaleVersion, Unauthenticated
+from tenantry.domain.files import StoredFile
 from tenantry.domain.projects import ListQuery, Project
 from tenantry.domain.tenants import NewTenant, Tenant, TenantStatus
 from tenantry.domain.users import NewUser, Role, User
@@ -34,6 +36,7 @@ class FakeStore:
     projects: dict[UUID, Project] = field(default_factory=dict)
     documents: dict[UUID, Document] = field(default_factory=dict)
     deleted: set[UUID] = field(default_factory=set)
+    files: dict[UUID, StoredFile] = field(default_factory=dict)
 
 
 class FakeClock:
@@ -402,6 +405,67 @@ class FakeDocumentRepository:
         return True
 
 
+class FakeFileRepository:
+    def __init__(self, store: FakeStore, tenant_id: UUID) -> None:
+        self.store = store
+        self.tenant_id = tenant_id
+
+    def _mine(self, include_deleted: bool) -> list[StoredFile]:
+        return [
+            f
+            for f in self.store.files.values()
+            if f.tenant_id == self.tenant_id and (include_deleted or f.deleted_at is None)
+        ]
+
+    async def add(self, file: StoredFile) -> StoredFile:
+        self.store.files[file.id] = file
+        return file
+
+    async def get(self, file_id: UUID, *, include_deleted: bool = False) -> StoredFile | None:
+        return next((f for f in self._mine(include_deleted) if f.id == file_id), None)
+
+    async def list(
+        self, query: ListQuery, *, include_deleted: bool = False
+    ) -> tuple[list[StoredFile], int]:
+        return page(self._mine(include_deleted), query, "original_filename")
+
+    async def soft_delete(self, file_id: UUID, at: datetime) -> bool:
+        found = await self.get(file_id)
+        if found is None:
+            return False
+        self.store.files[file_id] = msgspec.structs.replace(found, deleted_at=at)
+        return True
+
+    async def usage(self) -> tuple[int, int]:
+        live = self._mine(False)
+        return sum(f.size for f in live), len(live)
+
+    async def lock_usage(self) -> None:
+        return None
+
+
+class FakeStorage:
+    """Objects in a dict; a failed put leaves nothing, as the port promises."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+
+    async def put(self, key: str, chunks: AsyncIterator[bytes]) -> None:
+        self.objects[key] = b"".join([chunk async for chunk in chunks])
+
+    async def get(
+        self, key: str, *, start: int = 0, end: int | None = None
+    ) -> AsyncIterator[bytes]:
+        data = self.objects[key]
+        yield data[start : None if end is None else end + 1]
+
+    async def delete(self, key: str) -> None:
+        self.objects.pop(key, None)
+
+    async def ping(self) -> None:
+        return None
+
+
 class FakeUnitOfWork:
     def __init__(self, store: FakeStore | None = None, clock: FakeClock | None = None) -> None:
         self.committed = store or FakeStore()
@@ -427,6 +491,9 @@ class FakeUnitOfWork:
 
     def documents(self, tenant_id: UUID) -> FakeDocumentRepository:
         return FakeDocumentRepository(self.working, tenant_id, self.clock)
+
+    def files(self, tenant_id: UUID) -> FakeFileRepository:
+        return FakeFileRepository(self.working, tenant_id)
 
     async def __aenter__(self) -> Self:
         self._begin()

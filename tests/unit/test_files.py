@@ -2,12 +2,17 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import AsyncIterator
+from uuid import uuid4
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tenantry.domain.errors import Invalid
+from tenantry.application.files import Files, GetUsage, ListFiles, ReadFileContent, UploadFile
+from tenantry.domain.auth import Actor
+from tenantry.domain.errors import Forbidden, Invalid
 from tenantry.domain.files import (
     JPEG,
     PNG,
@@ -23,6 +28,10 @@ from tenantry.domain.files import (
     sniff,
 )
 from tenantry.domain.ids import new_id
+from tenantry.domain.projects import ListQuery
+from tenantry.domain.users import Role
+
+from .fakes import FakeStorage, World
 
 POLICY = FilePolicy(
     max_bytes=10_000, quota_bytes=10**9, allowed_types=frozenset({PNG, JPEG, WEBP, TEXT})
@@ -123,3 +132,59 @@ def test_ids_are_uuid7_and_ordered() -> None:
     ids = [new_id() for _ in range(50)]
     assert all(i.version == 7 for i in ids)
     assert [i.int >> 80 for i in ids] == sorted(i.int >> 80 for i in ids)
+
+
+async def chunks_of(data: bytes, size: int = 1000) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+def files_world(quota: int = 10**9) -> tuple[World, FakeStorage, Files]:
+    world = World()
+    storage = FakeStorage()
+    policy = msgspec.structs.replace(POLICY, quota_bytes=quota)
+    return world, storage, Files(world.uow, storage=storage, clock=world.clock, policy=policy)
+
+
+ACTOR = Actor(user_id=uuid4(), tenant_id=uuid4(), roles=(Role.MEMBER,))
+
+
+async def test_upload_stores_bytes_and_row_under_the_tenant_key() -> None:
+    world, storage, files = files_world()
+    data = png_head(200, 100) + bytes(500)
+    stored = await UploadFile(files)(
+        ACTOR, filename="a.png", claimed_type="text/html", chunks=chunks_of(data)
+    )
+    assert stored.storage_key == f"tenants/{ACTOR.tenant_id}/files/{stored.id}"
+    assert storage.objects[stored.storage_key] == data
+    assert stored.claimed_content_type == "text/html"
+    assert stored.content_type == PNG
+    assert world.uow.committed.files[stored.id] == stored
+    body = b"".join(
+        [c async for c in await ReadFileContent(files)(ACTOR, stored.id, start=2, end=5)]
+    )
+    assert body == data[2:6]
+
+
+async def test_a_refused_upload_leaves_no_object_and_no_row() -> None:
+    world, storage, files = files_world(quota=1_500)
+    with pytest.raises(UnsupportedType):
+        await UploadFile(files)(
+            ACTOR, filename="x", claimed_type=None, chunks=chunks_of(b"MZ\x00" * 10)
+        )
+    await UploadFile(files)(
+        ACTOR, filename="a.txt", claimed_type=None, chunks=chunks_of(b"a" * 1_000)
+    )
+    with pytest.raises(TooLarge, match="quota"):
+        await UploadFile(files)(
+            ACTOR, filename="b.txt", claimed_type=None, chunks=chunks_of(b"b" * 1_000)
+        )
+    assert len(storage.objects) == 1
+    assert len(world.uow.committed.files) == 1
+    assert (await GetUsage(files)(ACTOR)).bytes == 1_000
+
+
+async def test_members_cannot_list_deleted_files() -> None:
+    _, _, files = files_world()
+    with pytest.raises(Forbidden):
+        await ListFiles(files)(ACTOR, ListQuery(), include_deleted=True)
