@@ -10,6 +10,7 @@ no ORM, no dependency injection, no logging. bench/projects.py starts it with
 from __future__ import annotations
 
 import argparse
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -147,15 +148,17 @@ def main() -> None:
     parser.add_argument("--dsn", required=True, help="asyncpg DSN of the product's database")
     parser.add_argument("--tenant-id", type=UUID, required=True, help="the one tenant served")
     args = parser.parse_args()
-    uvicorn.run(
-        create_app(args.dsn, args.tenant_id),
-        host=HOST,
-        port=args.port,
-        workers=1,  # as `tenantry dev`: one process
-        access_log=False,
-        server_header=False,
-        log_level="warning",
-    )
+    # uvicorn re-raises the SIGINT it stopped on once it has shut down: that is a clean stop.
+    with contextlib.suppress(KeyboardInterrupt):
+        uvicorn.run(
+            create_app(args.dsn, args.tenant_id),
+            host=HOST,
+            port=args.port,
+            workers=1,  # as `tenantry dev`: one process
+            access_log=False,
+            server_header=False,
+            log_level="warning",
+        )
 
 
 if __name__ == "__main__":

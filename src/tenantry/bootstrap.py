@@ -36,6 +36,7 @@ from tenantry.infrastructure.observability.logging import configure_logging
 from tenantry.infrastructure.security.passwords import Argon2PasswordHasher
 from tenantry.infrastructure.security.tokens import FileKeyring, JwtAccessTokens
 from tenantry.infrastructure.storage.local import LocalDiskStorage
+from tenantry.infrastructure.storage.s3 import S3Storage
 from tenantry.presentation import app as web
 
 log = structlog.stdlib.get_logger("tenantry.bootstrap")
@@ -60,9 +61,7 @@ class Container:
             self.keyring, ttl=timedelta(seconds=settings.access_token_ttl_seconds)
         )
         self.limiter = RedisRateLimiter(self.redis)
-        self.storage = LocalDiskStorage(
-            Path(settings.files_dir or Path(settings.data_dir) / "files")
-        )
+        self.storage = create_storage(settings)
         self.file_policy = FilePolicy(
             max_bytes=settings.upload_max_bytes,
             quota_bytes=settings.tenant_quota_bytes,
@@ -98,9 +97,29 @@ class Container:
         async with self.alchemy.get_session() as session:
             yield SqlUnitOfWork(session)
 
+    async def start(self) -> None:
+        if isinstance(self.storage, S3Storage):
+            await self.storage.start()
+
     async def close(self) -> None:
         await self.redis.aclose()
         self.passwords.close()
+        if isinstance(self.storage, S3Storage):
+            await self.storage.close()
+
+
+def create_storage(settings: Settings) -> LocalDiskStorage | S3Storage:
+    if settings.storage_backend == "s3":
+        return S3Storage(
+            bucket=settings.s3_bucket,
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+            access_key_id=settings.s3_access_key_id,
+            secret_access_key=settings.s3_secret_access_key,
+            part_size=settings.s3_part_size_mib * 1024 * 1024,
+            presign_seconds=settings.s3_presign_seconds,
+        )
+    return LocalDiskStorage(Path(settings.files_dir or Path(settings.data_dir) / "files"))
 
 
 def keyring_path(settings: Settings) -> Path:
@@ -155,6 +174,7 @@ def use_case_providers(container: Container) -> dict[str, Provide]:
         "delete_file": files.DeleteFile,
         "get_usage": files.GetUsage,
         "read_file_content": files.ReadFileContent,
+        "download_url": files.DownloadUrl,
     }
     providers: dict[str, Provide] = {}
     for name, files_case in with_files.items():
@@ -228,6 +248,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "storage": container.storage.ping,
         },
         authenticator=authenticator,
-        on_startup=[partial(check_database_role, container)],
+        on_startup=[container.start, partial(check_database_role, container)],
         on_shutdown=[container.close],
     )

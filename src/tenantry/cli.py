@@ -217,6 +217,7 @@ def _run_with_container(action: Callable[[bootstrap.Container], Awaitable[str]])
     async def run(ready: Settings) -> str:
         container = bootstrap.Container(ready)
         try:
+            await container.start()
             return await action(container)
         finally:
             await container.close()

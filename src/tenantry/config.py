@@ -26,6 +26,9 @@ NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
 Seconds = Annotated[float, msgspec.Meta(gt=0, le=300)]
 
 
+SECRET_FIELDS = ("s3_secret_access_key",)
+
+
 class SettingsError(Exception):
     """A setting is missing or malformed; the message names the variable."""
 
@@ -76,8 +79,17 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     register_window_seconds: PositiveInt = 3600
 
     # Files. "local" keeps objects under files_dir (default <data_dir>/files).
-    storage_backend: Literal["local"] = "local"
+    storage_backend: Literal["local", "s3"] = "local"
     files_dir: str | None = None
+    # S3 (MinIO, or any S3 by endpoint URL). Credentials unset: the standard AWS chain.
+    s3_endpoint_url: str | None = None
+    s3_bucket: str = "tenantry"
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+    s3_part_size_mib: Annotated[int, msgspec.Meta(ge=5, le=512)] = 8
+    # Seconds a presigned download URL lives; unset streams downloads through the API.
+    s3_presign_seconds: Annotated[int, msgspec.Meta(ge=1, le=604_800)] | None = None
     upload_max_bytes: PositiveInt = 100 * 1024 * 1024
     # A tenant's default quota; a tenant's own "quota_bytes" setting overrides it.
     tenant_quota_bytes: PositiveInt = 1024 * 1024 * 1024
@@ -114,6 +126,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         for name in ("database_url", "migration_database_url", "redis_url"):
             if shown[name] is not None:
                 shown[name] = redact_url(shown[name])
+        for name in SECRET_FIELDS:
+            if shown[name] is not None:
+                shown[name] = "***"
         return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
 
     __str__ = __repr__

@@ -158,6 +158,18 @@ class GetUsage:
         return Usage(bytes=used, files=count, quota_bytes=quota)
 
 
+class DownloadUrl:
+    def __init__(self, files: Files) -> None:
+        self.files = files
+
+    async def __call__(self, actor: Actor, file_id: UUID) -> str | None:
+        """A presigned URL for a live file of the caller's tenant, when the store gives one."""
+        found = await GetFile(self.files)(actor, file_id)
+        return await self.files.storage.download_url(
+            found.storage_key, filename=found.original_filename, content_type=found.content_type
+        )
+
+
 class ReadFileContent:
     def __init__(self, files: Files) -> None:
         self.files = files

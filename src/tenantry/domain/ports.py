@@ -198,6 +198,10 @@ class ObjectStorage(Protocol):
 
     async def delete(self, key: str) -> None: ...
 
+    async def download_url(self, key: str, *, filename: str, content_type: str) -> str | None:
+        """A short-lived URL the client can fetch the object from directly, if the store has one."""
+        ...
+
     async def ping(self) -> None: ...
 
 

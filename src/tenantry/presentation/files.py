@@ -14,11 +14,12 @@ from litestar import Controller, Request, delete, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import ClientException, HTTPException
 from litestar.params import FromPath, HeaderParameter, QueryParameter
-from litestar.response import Stream
+from litestar.response import Redirect, Stream
 from multipart import MultipartError, MultipartSegment, PushMultipartParser, parse_options_header
 
 from tenantry.application.files import (
     DeleteFile,
+    DownloadUrl,
     GetFile,
     GetUsage,
     ListFiles,
@@ -206,15 +207,23 @@ class FileController(Controller):
     ) -> FileRead:
         return FileRead.of(await get_file(actor, file_id))
 
-    @get("/{file_id:uuid}/content", summary="A file's bytes, streamed; one byte Range supported")
+    @get(
+        "/{file_id:uuid}/content",
+        summary="A file's bytes",
+        description="Streamed with one byte Range supported, or a 307 to a presigned URL "
+        "when the store gives one.",
+    )
     async def get_content(
         self,
         file_id: FromPath[UUID],
         actor: NamedDependency[Actor],
         get_file: NamedDependency[GetFile],
         read_file_content: NamedDependency[ReadFileContent],
+        download_url: NamedDependency[DownloadUrl],
         range_header: Annotated[str | None, HeaderParameter(name="Range", max_length=100)] = None,
-    ) -> Stream:
+    ) -> Stream | Redirect:
+        if range_header is None and (url := await download_url(actor, file_id)):
+            return Redirect(url, status_code=307)
         found = await get_file(actor, file_id)
         wanted = parse_range(range_header, found.size)
         start, end = wanted or (0, found.size - 1)

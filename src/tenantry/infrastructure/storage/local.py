@@ -60,6 +60,10 @@ class LocalDiskStorage:
     async def delete(self, key: str) -> None:
         await asyncio.to_thread(self._path(key).unlink, missing_ok=True)
 
+    async def download_url(self, key: str, *, filename: str, content_type: str) -> str | None:  # noqa: ARG002 - the port's signature
+        """Local files have no URL of their own: the API streams them."""
+        return None
+
     async def ping(self) -> None:
         def probe() -> None:
             self.root.mkdir(parents=True, exist_ok=True)

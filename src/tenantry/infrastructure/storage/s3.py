@@ -1,0 +1,131 @@
+"""Object storage on S3 (MinIO, or any S3 by endpoint URL) through aioboto3."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import quote
+
+import aioboto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+CHUNK = 256 * 1024
+MIB = 1024 * 1024
+
+
+class S3Storage:
+    """Uploads stream as multipart uploads of ``part_size`` bytes: memory holds one part, never
+    the file. A failed upload is aborted, so no object and no stray parts remain."""
+
+    def __init__(
+        self,
+        *,
+        bucket: str,
+        endpoint_url: str | None,
+        region: str,
+        access_key_id: str | None,
+        secret_access_key: str | None,
+        part_size: int = 8 * MIB,
+        presign_seconds: int | None = None,
+    ) -> None:
+        self.bucket = bucket
+        self.part_size = max(part_size, 5 * MIB)  # S3's smallest part but the last
+        self.presign_seconds = presign_seconds
+        self._client_options: dict[str, Any] = {
+            "endpoint_url": endpoint_url,
+            "region_name": region,
+            "aws_access_key_id": access_key_id,
+            "aws_secret_access_key": secret_access_key,
+            "config": Config(
+                retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30
+            ),
+        }
+        self._stack = contextlib.AsyncExitStack()
+        self._client: Any = None
+
+    async def start(self) -> None:
+        """Open the client for the life of the process; create the bucket when it is missing."""
+        self._client = await self._stack.enter_async_context(
+            aioboto3.Session().client("s3", **self._client_options)
+        )
+        try:
+            await self._client.head_bucket(Bucket=self.bucket)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") not in {"404", "NoSuchBucket"}:
+                raise
+            await self._client.create_bucket(Bucket=self.bucket)
+
+    async def close(self) -> None:
+        await self._stack.aclose()
+
+    async def put(self, key: str, chunks: AsyncIterator[bytes]) -> None:
+        s3, buffer = self._client, bytearray()
+        parts: list[dict[str, Any]] = []
+        upload_id: str | None = None
+        try:
+            async for chunk in chunks:
+                buffer += chunk
+                while len(buffer) >= self.part_size:
+                    if upload_id is None:
+                        created = await s3.create_multipart_upload(Bucket=self.bucket, Key=key)
+                        upload_id = created["UploadId"]
+                    parts.append(
+                        await self._part(
+                            key, upload_id, len(parts) + 1, bytes(buffer[: self.part_size])
+                        )
+                    )
+                    del buffer[: self.part_size]
+            if upload_id is None:
+                await s3.put_object(Bucket=self.bucket, Key=key, Body=bytes(buffer))
+                return
+            if buffer:
+                parts.append(await self._part(key, upload_id, len(parts) + 1, bytes(buffer)))
+            await s3.complete_multipart_upload(
+                Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+            )
+        except BaseException:
+            if upload_id is not None:
+                with contextlib.suppress(ClientError):
+                    await s3.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            raise
+
+    async def _part(self, key: str, upload_id: str, number: int, body: bytes) -> dict[str, Any]:
+        uploaded = await self._client.upload_part(
+            Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
+        )
+        return {"PartNumber": number, "ETag": uploaded["ETag"]}
+
+    async def get(
+        self, key: str, *, start: int = 0, end: int | None = None
+    ) -> AsyncIterator[bytes]:
+        byte_range = f"bytes={start}-{'' if end is None else end}"
+        response = await self._client.get_object(Bucket=self.bucket, Key=key, Range=byte_range)
+        body = response["Body"]
+        try:
+            while chunk := await body.read(CHUNK):
+                yield chunk
+        finally:
+            body.close()
+
+    async def delete(self, key: str) -> None:
+        await self._client.delete_object(Bucket=self.bucket, Key=key)
+
+    async def ping(self) -> None:
+        await self._client.head_bucket(Bucket=self.bucket)
+
+    async def download_url(self, key: str, *, filename: str, content_type: str) -> str | None:
+        if self.presign_seconds is None:
+            return None
+        url: str = await self._client.generate_presigned_url(
+            "get_object",
+            Params={
+                "Bucket": self.bucket,
+                "Key": key,
+                "ResponseContentType": content_type,
+                "ResponseContentDisposition": f"attachment; filename*=UTF-8''{quote(filename)}",
+            },
+            ExpiresIn=self.presign_seconds,
+        )
+        return url
