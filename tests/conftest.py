@@ -30,7 +30,7 @@ from tenantry import bootstrap
 from tenantry.config import Settings, load_settings
 from tenantry.infrastructure.db import migrations
 from tenantry.infrastructure.db.rls import APP_ROLE
-from tenantry.infrastructure.embedded import EmbeddedPostgres, EmbeddedRedis
+from tenantry.infrastructure.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from tenantry.infrastructure.observability.logging import build_handler
 
 Client = AsyncTestClient[Litestar]
@@ -109,6 +109,21 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def keyring_path(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(tmp_path_factory.mktemp("keys") / "keyring.json")
+
+
+@pytest.fixture(scope="session")
+def s3_url() -> Iterator[str]:
+    """A real S3 endpoint: ``TENANTRY_TEST_S3_URL`` (MinIO, say), else a moto server."""
+    if url := os.environ.get("TENANTRY_TEST_S3_URL"):
+        yield url
+        return
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
 
 
 @pytest.fixture
