@@ -18,6 +18,7 @@ import msgspec
 import uvicorn
 
 from tenantry import bootstrap
+from tenantry.application.files import SweepFiles
 from tenantry.application.tenants import CreateSuperuser, CreateTenant, OwnerInput
 from tenantry.config import Settings, SettingsError, load_settings, redact_url
 from tenantry.domain.errors import DomainError
@@ -261,6 +262,34 @@ def seed(tenants: int, projects: int, documents: int, password: str, prefix: str
             f"{report.projects} projects, {report.documents} documents.\n"
             f"Sign in: tenant {first}, login owner@{first}.example, password {password!r}."
         )
+
+    click.echo(_run_with_container(run))
+
+
+@main.group()
+def files() -> None:
+    """Stored files."""
+
+
+@files.command()
+@click.option(
+    "--orphan-minutes",
+    type=click.IntRange(1),
+    default=60,
+    show_default=True,
+    help="Leave objects younger than this: they may be uploads in progress.",
+)
+@settings_errors_exit
+def sweep(orphan_minutes: int) -> None:
+    """Purge files deleted more than TENANTRY_FILE_RETENTION_DAYS ago, and orphan objects."""
+
+    async def run(container: bootstrap.Container) -> str:
+        async with container.unit_of_work() as uow:
+            report = await SweepFiles(container.files(uow))(
+                retention=timedelta(days=container.settings.file_retention_days),
+                orphan_age=timedelta(minutes=orphan_minutes),
+            )
+        return f"Purged {report.purged} deleted files and {report.orphans} orphan objects."
 
     click.echo(_run_with_container(run))
 

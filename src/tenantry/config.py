@@ -98,6 +98,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             "image/png", "image/jpeg", "image/webp", "application/pdf", "text/plain",
         ]
     )  # fmt: skip
+    # Days a deleted file stays recoverable before `tenantry files sweep` purges it.
+    file_retention_days: NonNegativeInt = 7
     image_min_width: PositiveInt = 100
     image_min_height: PositiveInt = 100
 

@@ -8,8 +8,11 @@ import os
 import struct
 import uuid
 import zlib
+from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
+import asyncpg
 import boto3
 import httpx
 import msgspec
@@ -17,9 +20,10 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from tenantry import bootstrap
+from tenantry.application.files import SweepFiles
 from tenantry.config import Settings
 
-from ..conftest import Client
+from ..conftest import Client, plain_url
 from .identity import add_user, owner_session
 from .test_health import assert_problem
 
@@ -288,3 +292,66 @@ async def test_presigned_downloads_redirect_to_the_object(
             f"/api/v1/files/{file_id}/content", headers={**owner, "Range": "bytes=0-3"}
         )
         assert ranged.status_code == 206
+
+
+async def test_sweep_purges_expired_deletions_and_orphans(
+    client: Client, settings: Settings, database_url: str
+) -> None:
+    owner = await owner_session(client, "acme")
+    kept = (
+        await client.post(
+            "/api/v1/files", headers=owner, files=upload(b"keep me", "k.txt", "text/plain")
+        )
+    ).json()
+    gone = (
+        await client.post(
+            "/api/v1/files", headers=owner, files=upload(b"drop me", "d.txt", "text/plain")
+        )
+    ).json()
+    fresh = (
+        await client.post(
+            "/api/v1/files", headers=owner, files=upload(b"just deleted", "f.txt", "text/plain")
+        )
+    ).json()
+    for file in (gone, fresh):
+        assert (
+            await client.delete(f"/api/v1/files/{file['id']}", headers=owner)
+        ).status_code == 204
+    connection = await asyncpg.connect(plain_url(database_url))
+    try:
+        await connection.execute(
+            "update files set deleted_at = now() - interval '30 days' where id = $1::uuid",
+            gone["id"],
+        )
+    finally:
+        await connection.close()
+
+    container = bootstrap.Container(settings)
+    await container.start()
+    orphan_key = f"tenants/{uuid.uuid4()}/files/{uuid.uuid4()}"
+
+    async def one(data: bytes) -> AsyncIterator[bytes]:
+        yield data
+
+    try:
+        await container.storage.put(orphan_key, one(b"nobody's"))
+        async with container.unit_of_work() as uow:
+            patient = await SweepFiles(container.files(uow))(
+                retention=timedelta(days=7), orphan_age=timedelta(hours=1)
+            )
+        assert (patient.purged, patient.orphans) == (1, 0)  # the orphan is too young to judge
+        async with container.unit_of_work() as uow:
+            eager = await SweepFiles(container.files(uow))(
+                retention=timedelta(days=7), orphan_age=timedelta(0)
+            )
+        assert (eager.purged, eager.orphans) == (0, 1)
+    finally:
+        await container.close()
+        await container.alchemy.get_engine().dispose()
+
+    remaining = stored_objects(settings)
+    assert len(remaining) == 2  # the kept file and the recently deleted one
+    listed = (
+        await client.get("/api/v1/files", headers=owner, params={"include_deleted": True})
+    ).json()
+    assert {f["id"] for f in listed["items"]} == {kept["id"], fresh["id"]}

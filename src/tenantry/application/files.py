@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from uuid import UUID
+
+import msgspec
 
 from tenantry.domain.auth import Actor
 from tenantry.domain.errors import Forbidden, NotFound
 from tenantry.domain.files import (
+    OBJECTS_PREFIX,
     FilePolicy,
     Inspection,
     StoredFile,
     TooLarge,
     Usage,
     object_key,
+    parse_object_key,
     safe_filename,
 )
 from tenantry.domain.ids import new_id
@@ -180,3 +185,48 @@ class ReadFileContent:
         """The bytes of a live file of the caller's tenant; ``end`` is inclusive."""
         found = await GetFile(self.files)(actor, file_id)
         return self.files.storage.get(found.storage_key, start=start, end=end)
+
+
+class SweepReport(msgspec.Struct, kw_only=True):
+    purged: int = 0
+    orphans: int = 0
+
+
+class SweepFiles:
+    """Purge soft-deleted files past their grace period, then objects no row speaks for.
+
+    An object younger than ``orphan_age`` is left alone: an upload writes its object before its
+    row, so a fresh object without a row may simply be an upload in progress.
+    """
+
+    def __init__(self, files: Files) -> None:
+        self.files = files
+
+    async def __call__(
+        self, *, retention: timedelta, orphan_age: timedelta, batch: int = 500
+    ) -> SweepReport:
+        report = SweepReport()
+        files, uow, now = self.files, self.files.uow, self.files.clock.now()
+        async with uow:
+            offset = 0
+            while True:
+                tenants, total = await uow.tenants.list(limit=batch, offset=offset)
+                for tenant in tenants:
+                    repository = uow.files(tenant.id)
+                    for stale in await repository.deleted_before(now - retention, limit=batch):
+                        await files.storage.delete(stale.storage_key)
+                        await repository.purge(stale.id)
+                        report.purged += 1
+                    await uow.commit()
+                offset += batch
+                if offset >= total:
+                    break
+            async for key, modified_at in files.storage.objects(OBJECTS_PREFIX):
+                parsed = parse_object_key(key)
+                if parsed is None or now - modified_at < orphan_age:
+                    continue
+                tenant_id, file_id = parsed
+                if await uow.files(tenant_id).get(file_id, include_deleted=True) is None:
+                    await files.storage.delete(key)
+                    report.orphans += 1
+        return report

@@ -65,8 +65,21 @@ class FilePolicy(msgspec.Struct, kw_only=True, frozen=True):
     min_height: int = 100
 
 
+OBJECTS_PREFIX = "tenants/"
+
+
 def object_key(tenant_id: UUID, file_id: UUID) -> str:
-    return f"tenants/{tenant_id}/files/{file_id}"
+    return f"{OBJECTS_PREFIX}{tenant_id}/files/{file_id}"
+
+
+def parse_object_key(key: str) -> tuple[UUID, UUID] | None:
+    parts = key.split("/")
+    if len(parts) != 4 or parts[0] + "/" != OBJECTS_PREFIX or parts[2] != "files":
+        return None
+    try:
+        return UUID(parts[1]), UUID(parts[3])
+    except ValueError:
+        return None
 
 
 def safe_filename(name: str | None) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Protocol, Self
@@ -184,6 +184,14 @@ class FileRepository(Protocol):
         """Serialise quota decisions of this tenant until the transaction ends."""
         ...
 
+    async def deleted_before(self, cutoff: datetime, *, limit: int) -> Sequence[StoredFile]:
+        """Soft-deleted files whose grace period ended before ``cutoff``."""
+        ...
+
+    async def purge(self, file_id: UUID) -> None:
+        """Remove the row for good (its object is gone already)."""
+        ...
+
 
 class ObjectStorage(Protocol):
     """Where file bytes live. Keys are ``tenants/{tenant_id}/files/{file_id}``."""
@@ -197,6 +205,10 @@ class ObjectStorage(Protocol):
         ...
 
     async def delete(self, key: str) -> None: ...
+
+    def objects(self, prefix: str) -> AsyncIterator[tuple[str, datetime]]:
+        """Every key under ``prefix`` with its last modification time."""
+        ...
 
     async def download_url(self, key: str, *, filename: str, content_type: str) -> str | None:
         """A short-lived URL the client can fetch the object from directly, if the store has one."""

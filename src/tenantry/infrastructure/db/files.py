@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -94,6 +95,21 @@ class SqlFileRepository:
         ).where(FileModel.tenant_id == self.live.tenant_id, FileModel.deleted_at.is_(None))
         used, count = (await self.live.session.execute(statement)).one()
         return int(used), int(count)
+
+    async def deleted_before(self, cutoff: datetime, *, limit: int) -> Sequence[StoredFile]:
+        rows = await self.every.session.scalars(
+            select(FileModel)
+            .where(
+                FileModel.tenant_id == self.every.tenant_id,
+                FileModel.deleted_at.is_not(None),
+                FileModel.deleted_at < cutoff,
+            )
+            .limit(limit)
+        )
+        return [to_file(row) for row in rows]
+
+    async def purge(self, file_id: UUID) -> None:
+        await self.every.delete_where(FileModel.id == file_id)
 
     async def lock_usage(self) -> None:
         await self.live.session.execute(

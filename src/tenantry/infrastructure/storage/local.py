@@ -6,6 +6,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 CHUNK = 256 * 1024
@@ -59,6 +60,23 @@ class LocalDiskStorage:
 
     async def delete(self, key: str) -> None:
         await asyncio.to_thread(self._path(key).unlink, missing_ok=True)
+
+    async def objects(self, prefix: str) -> AsyncIterator[tuple[str, datetime]]:
+        def walk() -> list[tuple[str, datetime]]:
+            base = self.root / prefix
+            if not base.exists():
+                return []
+            return [
+                (
+                    path.relative_to(self.root).as_posix(),
+                    datetime.fromtimestamp(path.stat().st_mtime, UTC),
+                )
+                for path in base.rglob("*")
+                if path.is_file() and not path.name.startswith(".")
+            ]
+
+        for found in await asyncio.to_thread(walk):
+            yield found
 
     async def download_url(self, key: str, *, filename: str, content_type: str) -> str | None:  # noqa: ARG002 - the port's signature
         """Local files have no URL of their own: the API streams them."""
