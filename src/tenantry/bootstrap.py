@@ -5,6 +5,8 @@ The API, the CLI (and later the workers) build what they need from a :class:`Con
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -14,15 +16,17 @@ from typing import Any
 
 import structlog
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
+from arq.worker import Worker
 from litestar import Litestar
 from litestar.di import NamedDependency, Provide
 from litestar.types import Scope
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tenantry.application import api_keys, auth, documents, files, projects, tenants, users
+from tenantry.application import api_keys, auth, documents, files, projects, tasks, tenants, users
 from tenantry.application.auth import Authenticate, AuthPolicy, Identity
-from tenantry.application.files import Files
+from tenantry.application.files import FileInspect, Files
+from tenantry.application.tasks import ReconcileTasks, Registry, RunTask
 from tenantry.config import Settings, load_settings
 from tenantry.domain.files import FilePolicy
 from tenantry.domain.ports import UnitOfWork
@@ -32,6 +36,8 @@ from tenantry.infrastructure.clock import SystemClock
 from tenantry.infrastructure.db import database
 from tenantry.infrastructure.db.rls import APP_ROLE
 from tenantry.infrastructure.db.uow import SqlUnitOfWork
+from tenantry.infrastructure.jobs.queue import ArqJobQueue
+from tenantry.infrastructure.jobs.worker import build_worker
 from tenantry.infrastructure.observability.logging import configure_logging
 from tenantry.infrastructure.security.passwords import Argon2PasswordHasher
 from tenantry.infrastructure.security.tokens import FileKeyring, JwtAccessTokens
@@ -62,6 +68,10 @@ class Container:
         )
         self.limiter = RedisRateLimiter(self.redis)
         self.storage = create_storage(settings)
+        self.job_queue = ArqJobQueue(
+            settings.required("redis_url"), queue_name=settings.task_queue_name
+        )
+        self.registry = Registry([FileInspect()])
         self.file_policy = FilePolicy(
             max_bytes=settings.upload_max_bytes,
             quota_bytes=settings.tenant_quota_bytes,
@@ -81,6 +91,34 @@ class Container:
     def files(self, uow: UnitOfWork) -> Files:
         return Files(uow, storage=self.storage, clock=self.clock, policy=self.file_policy)
 
+    def worker(self, *, handle_signals: bool) -> Worker:
+        """An arq worker running this process's tasks, sharing its settings and adapters."""
+        settings = self.settings
+        run = RunTask(
+            units=self.unit_of_work,
+            registry=self.registry,
+            storage=self.storage,
+            clock=self.clock,
+            max_attempts=settings.task_max_attempts,
+            backoff=timedelta(seconds=settings.task_retry_backoff_seconds),
+        )
+        reconcile = ReconcileTasks(
+            units=self.unit_of_work,
+            queue=self.job_queue,
+            clock=self.clock,
+            stale_after=timedelta(seconds=30),
+        )
+        return build_worker(
+            redis_url=settings.required("redis_url"),
+            queue_name=settings.task_queue_name,
+            run=run,
+            reconcile_pending=reconcile,
+            concurrency=settings.worker_concurrency,
+            timeout=timedelta(seconds=settings.task_timeout_seconds),
+            max_attempts=settings.task_max_attempts,
+            handle_signals=handle_signals,
+        )
+
     def identity(self, uow: UnitOfWork) -> Identity:
         return Identity(
             uow,
@@ -92,7 +130,7 @@ class Container:
         )
 
     @asynccontextmanager
-    async def unit_of_work(self) -> AsyncIterator[SqlUnitOfWork]:
+    async def unit_of_work(self) -> AsyncIterator[UnitOfWork]:
         """A unit of work outside a request (CLI, workers)."""
         async with self.alchemy.get_session() as session:
             yield SqlUnitOfWork(session)
@@ -100,8 +138,10 @@ class Container:
     async def start(self) -> None:
         if isinstance(self.storage, S3Storage):
             await self.storage.start()
+        await self.job_queue.start()
 
     async def close(self) -> None:
+        await self.job_queue.close()
         await self.redis.aclose()
         self.passwords.close()
         if isinstance(self.storage, S3Storage):
@@ -176,7 +216,17 @@ def use_case_providers(container: Container) -> dict[str, Provide]:
         "read_file_content": files.ReadFileContent,
         "download_url": files.DownloadUrl,
     }
+    with_queue = {"submit_task": tasks.SubmitTask}
+    with_uow |= {
+        "get_task": tasks.GetTask,
+        "list_tasks": tasks.ListTasks,
+        "task_logs": tasks.TaskLogs,
+        "task_stats": tasks.GetTaskStats,
+    }
+    with_clock["cancel_task"] = tasks.CancelTask
     providers: dict[str, Provide] = {}
+    for name, queue_case in with_queue.items():
+        providers[name] = _provide(_with_queue(container, queue_case))
     for name, files_case in with_files.items():
         providers[name] = _provide(_with_files(container, files_case))
     for name, identity_case in with_identity.items():
@@ -192,6 +242,12 @@ def _with_identity(
     container: Container, case: Callable[[Identity], Any]
 ) -> Callable[[SqlUnitOfWork], Any]:
     return lambda uow: case(container.identity(uow))
+
+
+def _with_queue(
+    container: Container, case: Callable[[UnitOfWork, ArqJobQueue, Registry], Any]
+) -> Callable[[SqlUnitOfWork], Any]:
+    return lambda uow: case(uow, container.job_queue, container.registry)
 
 
 def _with_files(
@@ -226,11 +282,51 @@ async def check_database_role(container: Container) -> None:
     log.warning("database role bypasses row level security", problems=problems)
 
 
-def create_app(settings: Settings | None = None) -> Litestar:
-    """The API, wired to PostgreSQL and Redis from ``settings`` (the environment by default)."""
+class InProcessWorker:
+    """A worker beside the API in one process (`tenantry dev`): jobs run end to end with no
+    second command."""
+
+    def __init__(self, container: Container) -> None:
+        self.container = container
+        self.task: asyncio.Task[None] | None = None
+        self.worker: Worker | None = None
+
+    async def start(self) -> None:
+        self.worker = self.container.worker(handle_signals=False)
+        self.task = asyncio.create_task(self.worker.async_run())
+
+    async def stop(self) -> None:
+        if self.worker is not None:
+            await self.worker.close()
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+
+async def run_worker(settings: Settings) -> None:
+    """`tenantry worker`: run tasks until SIGINT or SIGTERM, then finish the running ones."""
+    container = Container(settings)
+    await container.start()
+    try:
+        await container.worker(handle_signals=True).async_run()
+    finally:
+        await container.close()
+        await container.alchemy.get_engine().dispose()
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    with_worker: bool = False,
+    container: Container | None = None,
+) -> Litestar:
+    """The API, wired to PostgreSQL and Redis from ``settings`` (the environment by default);
+    ``with_worker`` runs a task worker in the same process."""
     settings = settings or load_settings()
     configure_logging(settings)
-    container = Container(settings)
+    container = container or Container(settings)
+    worker = InProcessWorker(container) if with_worker else None
     engine = container.alchemy
 
     def authenticator(scope: Scope) -> Authenticate:
@@ -248,6 +344,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "storage": container.storage.ping,
         },
         authenticator=authenticator,
-        on_startup=[container.start, partial(check_database_role, container)],
-        on_shutdown=[container.close],
+        on_startup=[
+            container.start,
+            partial(check_database_role, container),
+            *([worker.start] if worker else []),
+        ],
+        on_shutdown=[*([worker.stop] if worker else []), container.close],
     )

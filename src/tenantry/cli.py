@@ -96,7 +96,7 @@ def dev(host: str | None, port: int | None) -> None:
     configure_logging(settings)
     with engines(settings) as settings:
         migrations.upgrade(settings.migration_url)
-        app = bootstrap.create_app(settings)
+        app = bootstrap.create_app(settings, with_worker=True)
         base = f"http://{settings.host}:{settings.port}"
         click.echo(
             "\nTenantry is starting:\n"
@@ -105,6 +105,7 @@ def dev(host: str | None, port: int | None) -> None:
             f"  Health       {base}/health   Ready {base}/ready\n"
             f"  PostgreSQL   {redact_url(settings.required('database_url'))}\n"
             f"  Redis        {settings.required('redis_url')}\n"
+            "  Worker       in this process (tasks run end to end)\n"
             "Press Ctrl-C to stop.\n"
         )
         # uvicorn re-raises SIGTERM after its graceful shutdown; as SystemExit it unwinds through
@@ -151,6 +152,21 @@ def serve(host: str | None, port: int | None, workers: int) -> None:
         )
     else:
         uvicorn.run(bootstrap.create_app(settings), **_uvicorn_options(settings))
+
+
+@main.command()
+@settings_errors_exit
+def worker() -> None:
+    """Run background tasks from Redis (arq) against the configured PostgreSQL.
+
+    Concurrency and timeouts come from TENANTRY_WORKER_CONCURRENCY and TENANTRY_TASK_*.
+    SIGINT or SIGTERM stops taking jobs and lets the running ones finish.
+    """
+    settings = load_settings(defaults={"env": "production"})
+    settings.required("database_url")
+    settings.required("redis_url")
+    configure_logging(settings)
+    asyncio.run(bootstrap.run_worker(settings))
 
 
 def _bind(host: str | None, port: int | None) -> dict[str, Any]:

@@ -98,6 +98,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             "image/png", "image/jpeg", "image/webp", "application/pdf", "text/plain",
         ]
     )  # fmt: skip
+    # Background tasks (arq workers on Redis).
+    worker_concurrency: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 10
+    task_timeout_seconds: PositiveInt = 600
+    task_max_attempts: Annotated[int, msgspec.Meta(ge=1, le=20)] = 3
+    task_retry_backoff_seconds: Seconds = 2.0
+    task_queue_name: str = "tenantry:tasks"
     # Days a deleted file stays recoverable before `tenantry files sweep` purges it.
     file_retention_days: NonNegativeInt = 7
     image_min_width: PositiveInt = 100

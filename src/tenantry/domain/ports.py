@@ -12,6 +12,7 @@ from tenantry.domain.auth import AccessClaims, ApiKey, RefreshToken
 from tenantry.domain.documents import Document
 from tenantry.domain.files import StoredFile
 from tenantry.domain.projects import ListQuery, Project
+from tenantry.domain.tasks import Task, TaskLog, TaskStats, TaskStatus
 from tenantry.domain.tenants import NewTenant, Tenant, TenantStatus
 from tenantry.domain.users import NewUser, Role, User
 
@@ -188,9 +189,77 @@ class FileRepository(Protocol):
         """Soft-deleted files whose grace period ended before ``cutoff``."""
         ...
 
+    async def set_metadata(self, file_id: UUID, metadata: dict[str, Any]) -> None: ...
+
     async def purge(self, file_id: UUID) -> None:
         """Remove the row for good (its object is gone already)."""
         ...
+
+
+class TaskRepository(Protocol):
+    """Tasks of one tenant. Status changes are conditional updates: the row decides."""
+
+    async def add(
+        self,
+        *,
+        task_id: UUID,
+        task_type: str,
+        config: dict[str, Any],
+        input_files: Sequence[UUID],
+        created_by: UUID | None,
+    ) -> Task: ...
+
+    async def get(self, task_id: UUID) -> Task | None: ...
+
+    async def list(
+        self, query: ListQuery, *, status: TaskStatus | None, task_type: str | None
+    ) -> tuple[Sequence[Task], int]: ...
+
+    async def start(self, task_id: UUID, *, attempt: int, at: datetime) -> Task | None:
+        """pending (or processing, after a crash) -> processing; None when it is not runnable."""
+        ...
+
+    async def progress(self, task_id: UUID, percent: int) -> None:
+        """Raise the progress; it never goes backwards."""
+        ...
+
+    async def finish(
+        self,
+        task_id: UUID,
+        status: TaskStatus,
+        *,
+        at: datetime,
+        result: dict[str, Any] | None = None,
+        error_message: str | None = None,
+        output_files: Sequence[UUID] | None = None,
+    ) -> None: ...
+
+    async def back_to_pending(self, task_id: UUID, *, error_message: str) -> None: ...
+
+    async def cancel(self, task_id: UUID, at: datetime) -> Task | None:
+        """Cancel a pending task at once, or ask a running one to stop. None when finished."""
+        ...
+
+    async def add_log(
+        self,
+        task_id: UUID,
+        *,
+        attempt: int,
+        operation: str,
+        success: bool,
+        duration_ms: float,
+        error: str | None,
+    ) -> None: ...
+
+    async def logs(self, task_id: UUID) -> Sequence[TaskLog]: ...
+
+    async def stats(self) -> TaskStats: ...
+
+
+class JobQueue(Protocol):
+    """Carries task ids to workers. The job id is the task id: a double submit runs once."""
+
+    async def enqueue(self, task: Task, *, request_id: str | None) -> None: ...
 
 
 class ObjectStorage(Protocol):
@@ -233,6 +302,8 @@ class UnitOfWork(Protocol):
     def documents(self, tenant_id: UUID) -> DocumentRepository: ...
 
     def files(self, tenant_id: UUID) -> FileRepository: ...
+
+    def tasks(self, tenant_id: UUID) -> TaskRepository: ...
 
     async def __aenter__(self) -> Self: ...
 

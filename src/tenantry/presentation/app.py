@@ -29,6 +29,7 @@ from tenantry.presentation.security import (
     CredentialsMiddleware,
     provide_actor,
 )
+from tenantry.presentation.tasks import TaskController
 from tenantry.presentation.tenants import AdminTenantController, TenantController
 from tenantry.presentation.users import UserController
 
@@ -45,6 +46,7 @@ CONTROLLERS = [
     ProjectController,
     DocumentController,
     FileController,
+    TaskController,
 ]
 
 

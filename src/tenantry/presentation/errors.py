@@ -23,6 +23,7 @@ from tenantry.domain.errors import (
     Unauthenticated,
 )
 from tenantry.domain.files import TooLarge, UnsupportedType
+from tenantry.domain.tasks import TaskFinished
 from tenantry.presentation.middleware import request_id_of
 
 PROBLEM_JSON = "application/problem+json"
@@ -40,6 +41,7 @@ DOMAIN_STATUS: dict[type[DomainError], int] = {
     StaleVersion: 412,
     TooLarge: 413,
     UnsupportedType: 415,
+    TaskFinished: 409,
 }
 
 

@@ -108,6 +108,13 @@ class SqlFileRepository:
         )
         return [to_file(row) for row in rows]
 
+    async def set_metadata(self, file_id: UUID, metadata: dict[str, Any]) -> None:
+        await self.live.session.execute(
+            update(FileModel)
+            .where(FileModel.tenant_id == self.live.tenant_id, FileModel.id == file_id)
+            .values(meta=metadata)
+        )
+
     async def purge(self, file_id: UUID) -> None:
         await self.every.delete_where(FileModel.id == file_id)
 

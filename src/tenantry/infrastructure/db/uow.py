@@ -14,6 +14,7 @@ from tenantry.domain.ports import (
     FileRepository,
     ProjectRepository,
     RefreshTokenRepository,
+    TaskRepository,
     TenantRepository,
     UserRepository,
 )
@@ -26,6 +27,11 @@ from tenantry.infrastructure.db.files import (
     SqlFileRepository,
 )
 from tenantry.infrastructure.db.projects import ProjectModelRepository, SqlProjectRepository
+from tenantry.infrastructure.db.tasks import (
+    SqlTaskRepository,
+    TaskLogModelRepository,
+    TaskModelRepository,
+)
 from tenantry.infrastructure.db.tenancy import bind_tenant
 from tenantry.infrastructure.db.tenants import SqlTenantRepository, TenantModelRepository
 from tenantry.infrastructure.db.users import SqlUserRepository, UserModelRepository
@@ -64,6 +70,13 @@ class SqlUnitOfWork:
         return SqlFileRepository(
             LiveFileModelRepository(session=self.session, tenant_id=tenant_id),
             FileModelRepository(session=self.session, tenant_id=tenant_id),
+        )
+
+    def tasks(self, tenant_id: UUID) -> TaskRepository:
+        bind_tenant(self.session, tenant_id)
+        return SqlTaskRepository(
+            TaskModelRepository(session=self.session, tenant_id=tenant_id),
+            TaskLogModelRepository(session=self.session, tenant_id=tenant_id),
         )
 
     def documents(self, tenant_id: UUID) -> DocumentRepository:

@@ -1,0 +1,69 @@
+"""The arq worker: runs tasks by id with the request's context in every log line."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+import structlog
+from arq import Retry, cron
+from arq.connections import RedisSettings
+from arq.worker import Worker
+
+RunTask = Callable[[UUID, UUID, int], Awaitable[timedelta | None]]
+Reconcile = Callable[[], Awaitable[int]]
+log = structlog.stdlib.get_logger("tenantry.worker")
+
+
+async def run_task(
+    ctx: dict[str, Any], tenant_id: str, task_id: str, request_id: str | None, user_id: str | None
+) -> None:
+    attempt: int = ctx["job_try"]
+    with structlog.contextvars.bound_contextvars(
+        request_id=request_id,
+        tenant_id=tenant_id,
+        user_id=user_id,
+        task_id=task_id,
+        attempt=attempt,
+    ):
+        log.info("task attempt starting")
+        retry = await ctx["run"](UUID(tenant_id), UUID(task_id), attempt)
+        if retry is not None:
+            log.info("task attempt failed; retrying", retry_in_s=retry.total_seconds())
+            raise Retry(defer=retry)
+        log.info("task attempt done")
+
+
+async def reconcile(ctx: dict[str, Any]) -> None:
+    if count := await ctx["reconcile"]():
+        log.info("re-enqueued stale pending tasks", count=count)
+
+
+def build_worker(
+    *,
+    redis_url: str,
+    queue_name: str,
+    run: RunTask,
+    reconcile_pending: Reconcile,
+    concurrency: int,
+    timeout: timedelta,
+    max_attempts: int,
+    handle_signals: bool,
+) -> Worker:
+    return Worker(
+        functions=[run_task],
+        cron_jobs=[cron(reconcile, second={0, 30}, run_at_startup=True, unique=True)],
+        redis_settings=RedisSettings.from_dsn(redis_url),
+        queue_name=queue_name,
+        max_jobs=concurrency,
+        job_timeout=timeout,
+        # Our attempts are counted on the row; arq's own cap only stops a runaway loop.
+        max_tries=max_attempts + 1,
+        # No result keys: a finished job's id must not block a later re-enqueue.
+        keep_result=0,
+        handle_signals=handle_signals,
+        ctx={"run": run, "reconcile": reconcile_pending},
+        health_check_interval=60,
+    )

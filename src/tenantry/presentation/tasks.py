@@ -1,0 +1,190 @@
+"""Background tasks of the caller's tenant: submit, follow, cancel."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+import msgspec
+from litestar import Controller, Request, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody, QueryParameter
+
+from tenantry.application.tasks import (
+    CancelTask,
+    GetTask,
+    GetTaskStats,
+    ListTasks,
+    SubmitTask,
+    TaskLogs,
+)
+from tenantry.domain.auth import Actor
+from tenantry.domain.projects import ListQuery
+from tenantry.domain.tasks import Task, TaskLog, TaskStatus
+from tenantry.presentation.middleware import request_id_of
+from tenantry.presentation.pagination import CreatedAfter, CreatedBefore, Limit, Offset, Page
+
+
+class TaskCreate(msgspec.Struct, forbid_unknown_fields=True):
+    type: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    input_files: Annotated[list[UUID], msgspec.Meta(max_length=100)] = msgspec.field(
+        default_factory=list
+    )
+    config: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class TaskRead(msgspec.Struct):
+    id: UUID
+    type: str
+    status: str
+    progress: int
+    input_files: list[UUID]
+    output_files: list[UUID]
+    config: dict[str, Any]
+    result: dict[str, Any] | None
+    error_message: str | None
+    retry_count: int
+    cancel_requested: bool
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+
+    @classmethod
+    def of(cls, task: Task) -> TaskRead:
+        return cls(
+            id=task.id,
+            type=task.type,
+            status=task.status.value,
+            progress=task.progress,
+            input_files=task.input_files,
+            output_files=task.output_files,
+            config=task.config,
+            result=task.result,
+            error_message=task.error_message,
+            retry_count=task.retry_count,
+            cancel_requested=task.cancel_requested,
+            created_at=task.created_at,
+            updated_at=task.updated_at,
+            completed_at=task.completed_at,
+        )
+
+
+class TaskLogRead(msgspec.Struct):
+    attempt: int
+    operation: str
+    success: bool
+    duration_ms: float
+    error: str | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, log: TaskLog) -> TaskLogRead:
+        return cls(
+            attempt=log.attempt,
+            operation=log.operation,
+            success=log.success,
+            duration_ms=log.duration_ms,
+            error=log.error,
+            created_at=log.created_at,
+        )
+
+
+class TaskStatsRead(msgspec.Struct):
+    by_status: dict[str, int]
+    by_type: dict[str, int]
+    mean_duration_ms: float | None
+    p95_duration_ms: float | None
+
+
+StatusFilter = Annotated[
+    Literal["pending", "processing", "completed", "failed", "cancelled"] | None,
+    QueryParameter(description="Only tasks in this status."),
+]
+TypeFilter = Annotated[str | None, QueryParameter(max_length=100, description="Only this type.")]
+
+
+class TaskController(Controller):
+    path = "/api/v1/tasks"
+    tags = ["tasks"]
+
+    @post(status_code=202, summary="Submit a task", description="An unknown type or a config "
+          "its handler does not accept is 422.")  # fmt: skip
+    async def submit_task(
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[TaskCreate],
+        actor: NamedDependency[Actor],
+        submit_task: NamedDependency[SubmitTask],
+    ) -> TaskRead:
+        task = await submit_task(
+            actor,
+            task_type=data.type,
+            config=data.config,
+            input_files=data.input_files,
+            request_id=request_id_of(request.scope) or None,
+        )
+        return TaskRead.of(task)
+
+    @get(summary="Tasks of your tenant")
+    async def list_tasks(
+        self,
+        actor: NamedDependency[Actor],
+        list_tasks: NamedDependency[ListTasks],
+        limit: Limit = 20,
+        offset: Offset = 0,
+        status: StatusFilter = None,
+        type: TypeFilter = None,
+        created_after: CreatedAfter = None,
+        created_before: CreatedBefore = None,
+    ) -> Page[TaskRead]:
+        query = ListQuery(
+            limit=limit, offset=offset, created_after=created_after, created_before=created_before
+        )
+        found, total = await list_tasks(
+            actor, query, status=None if status is None else TaskStatus(status), task_type=type
+        )
+        return Page(items=[TaskRead.of(t) for t in found], total=total, limit=limit, offset=offset)
+
+    @get("/stats", summary="Counts by status and type, mean and p95 duration of completed tasks")
+    async def task_stats(
+        self, actor: NamedDependency[Actor], task_stats: NamedDependency[GetTaskStats]
+    ) -> TaskStatsRead:
+        stats = await task_stats(actor)
+        return TaskStatsRead(
+            by_status=stats.by_status,
+            by_type=stats.by_type,
+            mean_duration_ms=stats.mean_duration_ms,
+            p95_duration_ms=stats.p95_duration_ms,
+        )
+
+    @get("/{task_id:uuid}", summary="A task: status, progress, result")
+    async def get_task(
+        self,
+        task_id: FromPath[UUID],
+        actor: NamedDependency[Actor],
+        get_task: NamedDependency[GetTask],
+    ) -> TaskRead:
+        return TaskRead.of(await get_task(actor, task_id))
+
+    @post(
+        "/{task_id:uuid}/cancel", status_code=202, summary="Cancel a task (a finished one is 409)"
+    )
+    async def cancel_task(
+        self,
+        task_id: FromPath[UUID],
+        actor: NamedDependency[Actor],
+        cancel_task: NamedDependency[CancelTask],
+    ) -> TaskRead:
+        return TaskRead.of(await cancel_task(actor, task_id))
+
+    @get("/{task_id:uuid}/logs", summary="The operation log of every attempt")
+    async def task_logs(
+        self,
+        task_id: FromPath[UUID],
+        actor: NamedDependency[Actor],
+        task_logs: NamedDependency[TaskLogs],
+    ) -> list[TaskLogRead]:
+        logs: Sequence[TaskLog] = await task_logs(actor, task_id)
+        return [TaskLogRead.of(log) for log in logs]

@@ -1,0 +1,262 @@
+"""Tasks end to end: the API, a real arq worker on real Redis, the rows in PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+import pytest
+from litestar.testing import AsyncTestClient
+
+from tenantry import bootstrap
+from tenantry.application.files import FileInspect
+from tenantry.application.tasks import Registry, TaskContext
+from tenantry.config import Settings
+from tenantry.domain.tasks import RetryableError
+
+from ..conftest import Client, LogLines
+from .identity import owner_session
+from .test_health import assert_problem
+
+
+class NoopConfig(msgspec.Struct, forbid_unknown_fields=True):
+    steps: int = 3
+
+
+class Noop:
+    type = "test.noop"
+    config_type = NoopConfig
+
+    async def run(self, context: TaskContext, config: NoopConfig) -> dict[str, Any]:
+        for step in range(1, config.steps + 1):
+            await context.progress(step * 100 // config.steps)
+        return {"steps": config.steps}
+
+
+class Flaky:
+    type = "test.flaky"
+    config_type = NoopConfig
+
+    async def run(self, context: TaskContext, config: NoopConfig) -> dict[str, Any]:
+        raise RetryableError("the upstream timed out")
+
+
+class Boom:
+    type = "test.boom"
+    config_type = NoopConfig
+
+    async def run(self, context: TaskContext, config: NoopConfig) -> dict[str, Any]:
+        raise ValueError("bad input in row 7")
+
+
+class Slow:
+    type = "test.slow"
+    config_type = NoopConfig
+
+    async def run(self, context: TaskContext, config: NoopConfig) -> dict[str, Any]:
+        for step in range(200):
+            await context.check_cancelled()
+            await context.progress(step // 2)
+            await asyncio.sleep(0.05)
+        return {}
+
+
+def test_settings(settings: Settings) -> Settings:
+    return msgspec.structs.replace(
+        settings,
+        task_retry_backoff_seconds=0.05,
+        task_max_attempts=3,
+        task_queue_name=f"test:tasks:{uuid.uuid4().hex}",
+    )
+
+
+def app_with(settings: Settings, *, with_worker: bool) -> Any:
+    container = bootstrap.Container(settings)
+    container.registry = Registry([FileInspect(), Noop(), Flaky(), Boom(), Slow()])
+    return bootstrap.create_app(settings, container=container, with_worker=with_worker)
+
+
+@pytest.fixture
+async def client(settings: Settings, clean_state: None) -> AsyncIterator[Client]:
+    async with AsyncTestClient(
+        app=app_with(test_settings(settings), with_worker=True)
+    ) as test_client:
+        yield test_client
+
+
+async def wait_for(
+    client: Client, headers: dict[str, str], task_id: str, *statuses: str
+) -> dict[str, Any]:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        task: dict[str, Any] = (
+            await client.get(f"/api/v1/tasks/{task_id}", headers=headers)
+        ).json()
+        if task["status"] in statuses:
+            return task
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"task {task_id} never reached {statuses}: {task}")
+
+
+async def submit(
+    client: Client, headers: dict[str, str], task_type: str, **body: Any
+) -> dict[str, Any]:
+    response = await client.post("/api/v1/tasks", headers=headers, json={"type": task_type, **body})
+    assert response.status_code == 202, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+async def test_a_task_runs_to_completion(client: Client, log_lines: LogLines) -> None:
+    owner = await owner_session(client, "acme")
+    response = await client.post(
+        "/api/v1/tasks",
+        headers={**owner, "X-Request-ID": "req-task-1"},
+        json={"type": "test.noop", "config": {"steps": 4}},
+    )
+    assert response.status_code == 202
+    created = response.json()
+    assert (created["status"], created["progress"]) == ("pending", 0)
+    done = await wait_for(client, owner, created["id"], "completed")
+    assert done["progress"] == 100
+    assert done["result"] == {"steps": 4}
+    assert done["completed_at"] is not None
+    logs = (await client.get(f"/api/v1/tasks/{created['id']}/logs", headers=owner)).json()
+    assert [(log["attempt"], log["success"]) for log in logs] == [(1, True)]
+    worker_lines = log_lines.of("tenantry.worker")
+    assert worker_lines
+    assert {
+        line["request_id"] for line in worker_lines if line.get("task_id") == created["id"]
+    } == {"req-task-1"}
+
+
+async def test_a_transient_failure_is_retried_then_fails(client: Client) -> None:
+    owner = await owner_session(client, "acme")
+    task = await submit(client, owner, "test.flaky")
+    failed = await wait_for(client, owner, task["id"], "failed")
+    assert failed["retry_count"] == 2
+    assert failed["error_message"] == "the upstream timed out"
+    logs = (await client.get(f"/api/v1/tasks/{task['id']}/logs", headers=owner)).json()
+    assert [(log["attempt"], log["success"]) for log in logs] == [
+        (1, False),
+        (2, False),
+        (3, False),
+    ]
+
+
+async def test_a_permanent_failure_fails_at_once(client: Client) -> None:
+    owner = await owner_session(client, "acme")
+    task = await submit(client, owner, "test.boom")
+    failed = await wait_for(client, owner, task["id"], "failed")
+    assert (failed["retry_count"], failed["error_message"]) == (0, "bad input in row 7")
+    assert len((await client.get(f"/api/v1/tasks/{task['id']}/logs", headers=owner)).json()) == 1
+
+
+async def test_cancel_a_running_task(client: Client) -> None:
+    owner = await owner_session(client, "acme")
+    task = await submit(client, owner, "test.slow")
+    await wait_for(client, owner, task["id"], "processing")
+    cancelled = await client.post(f"/api/v1/tasks/{task['id']}/cancel", headers=owner)
+    assert cancelled.status_code == 202
+    assert cancelled.json()["cancel_requested"] is True
+    final = await wait_for(client, owner, task["id"], "cancelled")
+    assert final["progress"] < 100
+    assert_problem(await client.post(f"/api/v1/tasks/{task['id']}/cancel", headers=owner), 409)
+
+
+async def test_cancel_a_pending_task_and_double_submit_runs_once(
+    settings: Settings, clean_state: None
+) -> None:
+    quiet = test_settings(settings)
+    async with AsyncTestClient(app=app_with(quiet, with_worker=False)) as client:
+        owner = await owner_session(client, "acme")
+        pending = await submit(client, owner, "test.noop")
+        cancelled = (
+            await client.post(f"/api/v1/tasks/{pending['id']}/cancel", headers=owner)
+        ).json()
+        assert cancelled["status"] == "cancelled"
+        twice = await submit(client, owner, "test.noop")
+        # The same task enqueued again (a retried request, a reconciler) is one job.
+        container = bootstrap.Container(quiet)
+        await container.start()
+        try:
+            tenant_id = await _tenant(client, owner)
+            async with container.unit_of_work() as uow:
+                row = await uow.tasks(tenant_id).get(uuid.UUID(twice["id"]))
+            assert row is not None
+            await container.job_queue.enqueue(row, request_id=None)
+            await container.job_queue.enqueue(row, request_id=None)
+        finally:
+            await container.close()
+            await container.alchemy.get_engine().dispose()
+    async with AsyncTestClient(app=app_with(quiet, with_worker=True)) as client:
+        await wait_for(client, owner, twice["id"], "completed")
+        await asyncio.sleep(1)
+        logs = (await client.get(f"/api/v1/tasks/{twice['id']}/logs", headers=owner)).json()
+        assert len(logs) == 1
+        assert (await client.get(f"/api/v1/tasks/{pending['id']}", headers=owner)).json()[
+            "status"
+        ] == "cancelled"
+
+
+async def _tenant(client: Client, headers: dict[str, str]) -> uuid.UUID:
+    return uuid.UUID((await client.get("/api/v1/auth/me", headers=headers)).json()["tenant_id"])
+
+
+async def test_file_inspect_records_what_it_found(client: Client) -> None:
+    owner = await owner_session(client, "acme")
+    data = b"inspect me\n" * 1000
+    file_id = (
+        await client.post(
+            "/api/v1/files", headers=owner, files={"file": ("a.txt", data, "text/plain")}
+        )
+    ).json()["id"]
+    task = await submit(client, owner, "file.inspect", input_files=[file_id])
+    done = await wait_for(client, owner, task["id"], "completed", "failed")
+    assert done["status"] == "completed", done
+    inspection = (await client.get(f"/api/v1/files/{file_id}", headers=owner)).json()["metadata"][
+        "inspection"
+    ]
+    assert inspection["intact"] is True
+    assert inspection["content_type"] == "text/plain"
+    assert inspection["size"] == len(data)
+
+
+async def test_bad_submissions_and_other_tenants(client: Client) -> None:
+    acme = await owner_session(client, "acme")
+    globex = await owner_session(client, "globex")
+    assert_problem(await client.post("/api/v1/tasks", headers=acme, json={"type": "no.such"}), 422)
+    assert_problem(
+        await client.post(
+            "/api/v1/tasks", headers=acme, json={"type": "test.noop", "config": {"x": 1}}
+        ),
+        422,
+    )
+    assert_problem(
+        await client.post(
+            "/api/v1/tasks",
+            headers=acme,
+            json={"type": "file.inspect", "input_files": [str(uuid.uuid4())]},
+        ),
+        422,
+    )
+    task = await submit(client, acme, "test.noop")
+    for method, path in (("get", ""), ("get", "/logs"), ("post", "/cancel")):
+        assert_problem(
+            await getattr(client, method)(f"/api/v1/tasks/{task['id']}{path}", headers=globex), 404
+        )
+    assert (await client.get("/api/v1/tasks", headers=globex)).json()["total"] == 0
+    await wait_for(client, acme, task["id"], "completed")
+    stats = (await client.get("/api/v1/tasks/stats", headers=acme)).json()
+    assert stats["by_status"] == {"completed": 1}
+    assert stats["by_type"] == {"test.noop": 1}
+    assert stats["mean_duration_ms"] is not None
+    listed = (
+        await client.get(
+            "/api/v1/tasks", headers=acme, params={"status": "completed", "type": "test.noop"}
+        )
+    ).json()
+    assert listed["total"] == 1
