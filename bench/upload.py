@@ -87,9 +87,12 @@ NOTES = [
     "that one step's writeback is not charged to the next.",
     "Each round is an upload, then shutil.copyfile, then the read/write loop; the figures are "
     "the median of the rounds, with the slowest and fastest. Writing into the page cache can "
-    "vary tenfold between runs (in a VM, memory the host has not backed yet is slow to fill).",
+    "vary tenfold between runs (in a VM, memory the host has not backed yet is slow to fill): "
+    "copyfile, right after the upload, writes into memory nothing freed lately, while the loop "
+    "after it reuses the pages of the copy just deleted.",
     "The client, the API and the copies share the machine's CPUs; CPU busy % is the whole "
-    "machine's. API CPU s is the API process's own user + system time during the upload.",
+    "machine's. API CPU s is the API process's own user and system time during the upload "
+    "(medians); system time includes the kernel's page-cache writes.",
     "shutil.copyfile copies in the kernel (sendfile on Linux). The 256 KiB read/write loop in "
     "Python is closer to what the API does, minus HTTP, multipart parsing, SHA-256 and its "
     "thread hops.",
@@ -327,7 +330,8 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "cpu_busy_pct": statistics.median(busy) if busy else None,
     }
     if "api_user_s" in runs[0]:
-        summary["api_cpu_s"] = statistics.median(r["api_user_s"] + r["api_system_s"] for r in runs)
+        for key in ("api_user_s", "api_system_s"):
+            summary[key] = statistics.median(r[key] for r in runs)
     return summary | {"each": runs}
 
 
@@ -434,16 +438,19 @@ def memory_total() -> int:
 def markdown_tables(report: dict[str, Any]) -> str:
     lines = [
         "| Size MiB | Operation | runs | median s | MB/s median | MB/s slowest | MB/s fastest "
-        "| CPU busy % | API CPU s |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| CPU busy % | API CPU s, user + system |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in report["results"]:
         for key, label in OPERATIONS.items():
             o = r[key]
             rates = " | ".join(cell(o[k]) for k in ("mb_per_s", "mb_per_s_min", "mb_per_s_max"))
+            api_cpu = (
+                f"{o['api_user_s']:.2f} + {o['api_system_s']:.2f}" if "api_user_s" in o else "-"
+            )
             lines.append(
                 f"| {r['size_mib']:g} | {label} | {o['runs']} | {o['median_s']:.3f} | {rates} "
-                f"| {cell(o['cpu_busy_pct'], 0)} | {cell(o.get('api_cpu_s'), 2)} |"
+                f"| {cell(o['cpu_busy_pct'], 0)} | {api_cpu} |"
             )
     lines += [
         "",
@@ -521,7 +528,7 @@ def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
             generate(work / f"upload-{size // MIB}mib.txt", size, args.timeout) for size in sizes
         ]
         for file in files:
-            print(f"   {file.path.name}: sha256 {file.sha256}, written in {file.seconds:.1f} s")
+            print(f"   {file.path.name}: sha256 {file.sha256}, written in {file.seconds:.2f} s")
 
         data_dir = work / "data"
         files_dir = data_dir / "files"  # the local storage's default root

@@ -25,8 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.application import api_keys, auth, documents, files, projects, tasks, tenants, users
 from tenantry.application.auth import Authenticate, AuthPolicy, Identity
-from tenantry.application.files import FileInspect, Files
-from tenantry.application.tasks import ReconcileTasks, Registry, RunTask
+from tenantry.application.files import FileInspect, Files, SweepFiles
+from tenantry.application.tasks import ReapTasks, ReconcileTasks, Registry, RunTask
 from tenantry.config import Settings, load_settings
 from tenantry.domain.files import FilePolicy
 from tenantry.domain.ports import UnitOfWork
@@ -101,7 +101,24 @@ class Container:
             clock=self.clock,
             max_attempts=settings.task_max_attempts,
             backoff=timedelta(seconds=settings.task_retry_backoff_seconds),
+            heartbeat=timedelta(seconds=settings.task_heartbeat_seconds),
         )
+        reap = ReapTasks(
+            units=self.unit_of_work,
+            queue=self.job_queue,
+            clock=self.clock,
+            stale_after=timedelta(seconds=3 * settings.task_heartbeat_seconds),
+            max_attempts=settings.task_max_attempts,
+        )
+
+        async def sweep() -> dict[str, int]:
+            async with self.unit_of_work() as uow:
+                report = await SweepFiles(self.files(uow))(
+                    retention=timedelta(days=settings.file_retention_days),
+                    orphan_age=timedelta(hours=1),
+                )
+            return {"purged": report.purged, "orphans": report.orphans}
+
         reconcile = ReconcileTasks(
             units=self.unit_of_work,
             queue=self.job_queue,
@@ -113,6 +130,8 @@ class Container:
             queue_name=settings.task_queue_name,
             run=run,
             reconcile_pending=reconcile,
+            reap_stranded=reap,
+            sweep_files=sweep,
             concurrency=settings.worker_concurrency,
             timeout=timedelta(seconds=settings.task_timeout_seconds),
             max_attempts=settings.task_max_attempts,

@@ -6,19 +6,21 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
+import asyncpg
 import msgspec
 import pytest
 from litestar.testing import AsyncTestClient
 
 from tenantry import bootstrap
 from tenantry.application.files import FileInspect
-from tenantry.application.tasks import Registry, TaskContext
+from tenantry.application.tasks import ReapTasks, Registry, TaskContext
 from tenantry.config import Settings
 from tenantry.domain.tasks import RetryableError
 
-from ..conftest import Client, LogLines
+from ..conftest import Client, LogLines, plain_url
 from .identity import owner_session
 from .test_health import assert_problem
 
@@ -58,14 +60,15 @@ class Slow:
     config_type = NoopConfig
 
     async def run(self, context: TaskContext, config: NoopConfig) -> dict[str, Any]:
-        for step in range(200):
+        steps = config.steps if config.steps > 3 else 200
+        for step in range(steps):
             await context.check_cancelled()
-            await context.progress(step // 2)
+            await context.progress(step * 100 // steps)
             await asyncio.sleep(0.05)
-        return {}
+        return {"steps": steps}
 
 
-def test_settings(settings: Settings) -> Settings:
+def task_settings(settings: Settings) -> Settings:
     return msgspec.structs.replace(
         settings,
         task_retry_backoff_seconds=0.05,
@@ -74,16 +77,19 @@ def test_settings(settings: Settings) -> Settings:
     )
 
 
+TEST_HANDLERS = [FileInspect(), Noop(), Flaky(), Boom(), Slow()]
+
+
 def app_with(settings: Settings, *, with_worker: bool) -> Any:
     container = bootstrap.Container(settings)
-    container.registry = Registry([FileInspect(), Noop(), Flaky(), Boom(), Slow()])
+    container.registry = Registry(TEST_HANDLERS)
     return bootstrap.create_app(settings, container=container, with_worker=with_worker)
 
 
 @pytest.fixture
 async def client(settings: Settings, clean_state: None) -> AsyncIterator[Client]:
     async with AsyncTestClient(
-        app=app_with(test_settings(settings), with_worker=True)
+        app=app_with(task_settings(settings), with_worker=True)
     ) as test_client:
         yield test_client
 
@@ -170,7 +176,7 @@ async def test_cancel_a_running_task(client: Client) -> None:
 async def test_cancel_a_pending_task_and_double_submit_runs_once(
     settings: Settings, clean_state: None
 ) -> None:
-    quiet = test_settings(settings)
+    quiet = task_settings(settings)
     async with AsyncTestClient(app=app_with(quiet, with_worker=False)) as client:
         owner = await owner_session(client, "acme")
         pending = await submit(client, owner, "test.noop")
@@ -260,3 +266,61 @@ async def test_bad_submissions_and_other_tenants(client: Client) -> None:
         )
     ).json()
     assert listed["total"] == 1
+
+
+async def test_events_stream_progress_up_to_100(client: Client) -> None:
+    owner = await owner_session(client, "acme")
+    task = await submit(client, owner, "test.slow", config={"steps": 20})
+    seen: list[dict[str, Any]] = []
+    async with client.stream("GET", f"/api/v1/tasks/{task['id']}/events", headers=owner) as events:
+        assert events.headers["content-type"].startswith("text/event-stream")
+        async for line in events.aiter_lines():
+            if line.startswith("data:"):
+                seen.append(msgspec.json.decode(line.removeprefix("data:").strip()))
+    progress = [event["progress"] for event in seen]
+    assert progress == sorted(progress)
+    assert seen[-1]["status"] == "completed"
+    assert seen[-1]["progress"] == 100
+    assert len(seen) >= 3
+
+
+async def test_the_reaper_takes_back_tasks_of_a_dead_worker(
+    settings: Settings, clean_state: None, database_url: str
+) -> None:
+    quiet = task_settings(settings)
+    async with AsyncTestClient(app=app_with(quiet, with_worker=False)) as client:
+        owner = await owner_session(client, "acme")
+        retry_me = await submit(client, owner, "test.noop")
+        give_up = await submit(client, owner, "test.noop")
+    connection = await asyncpg.connect(plain_url(database_url))
+    try:
+        await connection.execute(
+            "update tasks set status = 'processing', heartbeat_at = now() - interval '1 hour', "
+            "retry_count = case when id = $2::uuid then 2 else 0 end "
+            "where id = any($1::uuid[])",
+            [retry_me["id"], give_up["id"]],
+            give_up["id"],
+        )
+    finally:
+        await connection.close()
+    container = bootstrap.Container(quiet)
+    await container.start()
+    try:
+        reap = ReapTasks(
+            units=container.unit_of_work,
+            queue=container.job_queue,
+            clock=container.clock,
+            stale_after=timedelta(seconds=30),
+            max_attempts=3,
+        )
+        assert await reap() == 2
+        assert await reap() == 0
+    finally:
+        await container.close()
+        await container.alchemy.get_engine().dispose()
+    async with AsyncTestClient(app=app_with(quiet, with_worker=True)) as client:
+        done = await wait_for(client, owner, retry_me["id"], "completed")
+        assert done["result"] == {"steps": 3}
+        failed = (await client.get(f"/api/v1/tasks/{give_up['id']}", headers=owner)).json()
+        assert failed["status"] == "failed"
+        assert "stopped responding" in failed["error_message"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import time
 from collections.abc import Callable, Sequence
@@ -207,6 +208,7 @@ class RunTask:
         clock: Clock,
         max_attempts: int,
         backoff: timedelta,
+        heartbeat: timedelta,
     ) -> None:
         self.units = units
         self.registry = registry
@@ -214,6 +216,7 @@ class RunTask:
         self.clock = clock
         self.max_attempts = max_attempts
         self.backoff = backoff
+        self.heartbeat = heartbeat
 
     async def __call__(self, tenant_id: UUID, task_id: UUID, attempt: int) -> timedelta | None:
         async with self.units() as uow:
@@ -225,6 +228,7 @@ class RunTask:
         context = TaskContext(task, units=self.units, storage=self.storage, clock=self.clock)
         status, result, error = TaskStatus.COMPLETED, None, None
         retry: timedelta | None = None
+        beating = asyncio.create_task(self._beat(tenant_id, task_id))
         try:
             handler = self.registry.handler(task.type)
             result = await handler.run(context, self.registry.config(task.type, task.config))
@@ -237,6 +241,8 @@ class RunTask:
                 retry = self.backoff * 2 ** (attempt - 1)
         except Exception as failure:  # noqa: BLE001 - any other failure is permanent: record it
             status, error = TaskStatus.FAILED, str(failure) or type(failure).__name__
+        finally:
+            beating.cancel()
         duration_ms = round((time.perf_counter() - started) * 1000, 2)
         async with self.units() as uow:
             tasks = uow.tasks(tenant_id)
@@ -261,6 +267,62 @@ class RunTask:
                 )
             await uow.commit()
         return retry
+
+    async def _beat(self, tenant_id: UUID, task_id: UUID) -> None:
+        """Tell the reaper this attempt is alive, however long the handler goes quiet."""
+        while True:
+            await asyncio.sleep(self.heartbeat.total_seconds())
+            async with self.units() as uow:
+                await uow.tasks(tenant_id).heartbeat(task_id)
+                await uow.commit()
+
+
+class ReapTasks:
+    """Tasks stranded in processing by a dead worker go back to the queue, or fail once their
+    attempts are spent: nothing stays in processing forever."""
+
+    def __init__(
+        self,
+        *,
+        units: UnitOfWorkFactory,
+        queue: JobQueue,
+        clock: Clock,
+        stale_after: timedelta,
+        max_attempts: int,
+    ) -> None:
+        self.units = units
+        self.queue = queue
+        self.clock = clock
+        self.stale_after = stale_after
+        self.max_attempts = max_attempts
+
+    async def __call__(self, batch: int = 500) -> int:
+        reaped, offset, requeue = 0, 0, []
+        now = self.clock.now()
+        async with self.units() as uow:
+            while True:
+                tenants, total = await uow.tenants.list(limit=batch, offset=offset)
+                for tenant in tenants:
+                    tasks = uow.tasks(tenant.id)
+                    for task in await tasks.stale(now - self.stale_after, limit=batch):
+                        if task.retry_count + 1 >= self.max_attempts:
+                            await tasks.finish(
+                                task.id,
+                                TaskStatus.FAILED,
+                                at=now,
+                                error_message="The worker running this task stopped responding.",
+                            )
+                        else:
+                            await tasks.back_to_pending(task.id, error_message="worker lost")
+                            requeue.append(task)
+                        reaped += 1
+                    await uow.commit()
+                offset += batch
+                if offset >= total:
+                    break
+        for task in requeue:
+            await self.queue.enqueue(task, request_id=None)
+        return reaped
 
 
 class ReconcileTasks:

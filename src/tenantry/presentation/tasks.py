@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import time
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -11,6 +13,7 @@ import msgspec
 from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from tenantry.application.tasks import (
     CancelTask,
@@ -22,7 +25,7 @@ from tenantry.application.tasks import (
 )
 from tenantry.domain.auth import Actor
 from tenantry.domain.projects import ListQuery
-from tenantry.domain.tasks import Task, TaskLog, TaskStatus
+from tenantry.domain.tasks import FINISHED, Task, TaskLog, TaskStatus
 from tenantry.presentation.middleware import request_id_of
 from tenantry.presentation.pagination import CreatedAfter, CreatedBefore, Limit, Offset, Page
 
@@ -97,6 +100,10 @@ class TaskStatsRead(msgspec.Struct):
     mean_duration_ms: float | None
     p95_duration_ms: float | None
 
+
+# Rows are polled, not pushed: simple, and the row stays the one truth.
+EVENTS_POLL_SECONDS = 0.5
+EVENTS_MAX_SECONDS = 600
 
 StatusFilter = Annotated[
     Literal["pending", "processing", "completed", "failed", "cancelled"] | None,
@@ -178,6 +185,37 @@ class TaskController(Controller):
         cancel_task: NamedDependency[CancelTask],
     ) -> TaskRead:
         return TaskRead.of(await cancel_task(actor, task_id))
+
+    @get(
+        "/{task_id:uuid}/events",
+        summary="Status and progress as server-sent events",
+        description="One `task` event (the task as JSON) now and on every change; the stream "
+        "ends when the task finishes, or after ten minutes.",
+    )
+    async def task_events(
+        self,
+        task_id: FromPath[UUID],
+        actor: NamedDependency[Actor],
+        get_task: NamedDependency[GetTask],
+    ) -> ServerSentEvent:
+        first = await get_task(actor, task_id)  # 404 before the stream starts
+
+        async def changes() -> AsyncIterator[ServerSentEventMessage]:
+            task, seen = first, None
+            deadline = time.monotonic() + EVENTS_MAX_SECONDS
+            while time.monotonic() < deadline:
+                state = (task.status, task.progress, task.cancel_requested)
+                if state != seen:
+                    seen = state
+                    yield ServerSentEventMessage(
+                        event="task", data=msgspec.json.encode(TaskRead.of(task)).decode()
+                    )
+                if task.status in FINISHED:
+                    return
+                await asyncio.sleep(EVENTS_POLL_SECONDS)
+                task = await get_task(actor, task_id)
+
+        return ServerSentEvent(changes())
 
     @get("/{task_id:uuid}/logs", summary="The operation log of every attempt")
     async def task_logs(

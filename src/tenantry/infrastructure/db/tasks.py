@@ -161,6 +161,25 @@ class SqlTaskRepository:
             )
         )
 
+    async def heartbeat(self, task_id: UUID) -> None:
+        await self.session.execute(
+            self._update(task_id)
+            .where(TaskModel.status == TaskStatus.PROCESSING.value)
+            .values(heartbeat_at=func.now())
+        )
+
+    async def stale(self, before: datetime, *, limit: int) -> Sequence[Task]:
+        rows = await self.session.scalars(
+            select(TaskModel)
+            .where(
+                TaskModel.tenant_id == self.tenant_id,
+                TaskModel.status == TaskStatus.PROCESSING.value,
+                TaskModel.heartbeat_at < before,
+            )
+            .limit(limit)
+        )
+        return [to_task(row) for row in rows]
+
     async def cancel(self, task_id: UUID, at: datetime) -> Task | None:
         pending = (
             self._update(task_id)

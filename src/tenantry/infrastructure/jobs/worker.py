@@ -41,12 +41,23 @@ async def reconcile(ctx: dict[str, Any]) -> None:
         log.info("re-enqueued stale pending tasks", count=count)
 
 
+async def reap(ctx: dict[str, Any]) -> None:
+    if count := await ctx["reap"]():
+        log.warning("reaped tasks stranded by a dead worker", count=count)
+
+
+async def retention(ctx: dict[str, Any]) -> None:
+    log.info("retention sweep done", **await ctx["sweep"]())
+
+
 def build_worker(
     *,
     redis_url: str,
     queue_name: str,
     run: RunTask,
     reconcile_pending: Reconcile,
+    reap_stranded: Reconcile,
+    sweep_files: Callable[[], Awaitable[dict[str, int]]],
     concurrency: int,
     timeout: timedelta,
     max_attempts: int,
@@ -54,7 +65,12 @@ def build_worker(
 ) -> Worker:
     return Worker(
         functions=[run_task],
-        cron_jobs=[cron(reconcile, second={0, 30}, run_at_startup=True, unique=True)],
+        cron_jobs=[
+            cron(reconcile, second={0, 30}, run_at_startup=True, unique=True),
+            cron(reap, second={15, 45}, unique=True),
+            # Daily: purge files deleted past their grace period, and orphan objects.
+            cron(retention, hour={3}, minute={17}, second={0}, unique=True),
+        ],
         redis_settings=RedisSettings.from_dsn(redis_url),
         queue_name=queue_name,
         max_jobs=concurrency,
@@ -64,6 +80,11 @@ def build_worker(
         # No result keys: a finished job's id must not block a later re-enqueue.
         keep_result=0,
         handle_signals=handle_signals,
-        ctx={"run": run, "reconcile": reconcile_pending},
+        ctx={
+            "run": run,
+            "reconcile": reconcile_pending,
+            "reap": reap_stranded,
+            "sweep": sweep_files,
+        },
         health_check_interval=60,
     )
