@@ -25,8 +25,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.application import api_keys, auth, documents, files, projects, tasks, tenants, users
 from tenantry.application.auth import Authenticate, AuthPolicy, Identity
-from tenantry.application.files import FileInspect, Files, SweepFiles
-from tenantry.application.tasks import ReapTasks, ReconcileTasks, Registry, RunTask
+from tenantry.application.files import Files, SweepFiles
+from tenantry.application.tasks import (
+    FileInspect,
+    ProjectExport,
+    ReapTasks,
+    ReconcileTasks,
+    Registry,
+    RunTask,
+)
 from tenantry.config import Settings, load_settings
 from tenantry.domain.files import FilePolicy
 from tenantry.domain.ports import UnitOfWork
@@ -71,7 +78,7 @@ class Container:
         self.job_queue = ArqJobQueue(
             settings.required("redis_url"), queue_name=settings.task_queue_name
         )
-        self.registry = Registry([FileInspect()])
+        self.registry = Registry([FileInspect(), ProjectExport()])
         self.file_policy = FilePolicy(
             max_bytes=settings.upload_max_bytes,
             quota_bytes=settings.tenant_quota_bytes,
@@ -99,6 +106,7 @@ class Container:
             registry=self.registry,
             storage=self.storage,
             clock=self.clock,
+            file_policy=self.file_policy,
             max_attempts=settings.task_max_attempts,
             backoff=timedelta(seconds=settings.task_retry_backoff_seconds),
             heartbeat=timedelta(seconds=settings.task_heartbeat_seconds),

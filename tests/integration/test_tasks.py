@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 import uuid
+import zipfile
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -15,8 +17,13 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from tenantry import bootstrap
-from tenantry.application.files import FileInspect
-from tenantry.application.tasks import ReapTasks, Registry, TaskContext
+from tenantry.application.tasks import (
+    FileInspect,
+    ProjectExport,
+    ReapTasks,
+    Registry,
+    TaskContext,
+)
 from tenantry.config import Settings
 from tenantry.domain.tasks import RetryableError
 
@@ -77,7 +84,7 @@ def task_settings(settings: Settings) -> Settings:
     )
 
 
-TEST_HANDLERS = [FileInspect(), Noop(), Flaky(), Boom(), Slow()]
+TEST_HANDLERS = [FileInspect(), ProjectExport(), Noop(), Flaky(), Boom(), Slow()]
 
 
 def app_with(settings: Settings, *, with_worker: bool) -> Any:
@@ -324,3 +331,38 @@ async def test_the_reaper_takes_back_tasks_of_a_dead_worker(
         failed = (await client.get(f"/api/v1/tasks/{give_up['id']}", headers=owner)).json()
         assert failed["status"] == "failed"
         assert "stopped responding" in failed["error_message"]
+
+
+async def test_project_export_writes_a_zip_file(client: Client) -> None:
+    owner = await owner_session(client, "acme")
+    project = (await client.post("/api/v1/projects", headers=owner, json={"name": "Apollo"})).json()
+    for title in ("Plan", "Budget", "Crew"):
+        await client.post(
+            f"/api/v1/projects/{project['id']}/documents",
+            headers=owner,
+            json={"title": title, "content": f"about {title}"},
+        )
+    task = await submit(client, owner, "project.export", config={"project_id": project["id"]})
+    done = await wait_for(client, owner, task["id"], "completed", "failed")
+    assert done["status"] == "completed", done
+    assert done["result"]["documents"] == 3
+    [file_id] = done["output_files"]
+    meta = (await client.get(f"/api/v1/files/{file_id}", headers=owner)).json()
+    assert (meta["content_type"], meta["original_filename"]) == ("application/zip", "Apollo.zip")
+    content = (await client.get(f"/api/v1/files/{file_id}/content", headers=owner)).content
+    with zipfile.ZipFile(io.BytesIO(content)) as archive:
+        names = archive.namelist()
+        assert "project.json" in names
+        bodies = sorted(
+            archive.read(name).decode() for name in names if name.startswith("documents/")
+        )
+    assert bodies == [
+        "# Budget\n\nabout Budget\n",
+        "# Crew\n\nabout Crew\n",
+        "# Plan\n\nabout Plan\n",
+    ]
+    missing = await submit(
+        client, owner, "project.export", config={"project_id": str(uuid.uuid4())}
+    )
+    failed = await wait_for(client, owner, missing["id"], "failed")
+    assert failed["error_message"] == "No such project."

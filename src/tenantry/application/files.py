@@ -2,31 +2,24 @@
 
 from __future__ import annotations
 
-import builtins
-import hashlib
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Any
 from uuid import UUID
 
 import msgspec
 
-from tenantry.application.tasks import TaskContext
 from tenantry.domain.auth import Actor
-from tenantry.domain.errors import Forbidden, Invalid, NotFound
+from tenantry.domain.errors import Forbidden, NotFound
 from tenantry.domain.files import (
     OBJECTS_PREFIX,
-    SNIFF_BYTES,
     FilePolicy,
     Inspection,
     StoredFile,
     TooLarge,
     Usage,
-    image_size,
     object_key,
     parse_object_key,
     safe_filename,
-    sniff,
 )
 from tenantry.domain.ids import new_id
 from tenantry.domain.ports import Clock, ObjectStorage, UnitOfWork
@@ -53,8 +46,10 @@ class Files:
 
 
 class UploadFile:
-    def __init__(self, files: Files) -> None:
+    def __init__(self, files: Files, policy: FilePolicy | None = None) -> None:
+        """``policy`` replaces the tenant-facing one for files the system writes itself."""
         self.files = files
+        self.policy = policy or files.policy
 
     async def __call__(
         self,
@@ -69,8 +64,8 @@ class UploadFile:
             used, _ = await uow.files(actor.tenant_id).usage()
             quota = await files.quota(actor.tenant_id)
         room = quota - used
-        limit = min(files.policy.max_bytes, max(room, 0))
-        inspection = Inspection(files.policy, limit=limit)
+        limit = min(self.policy.max_bytes, max(room, 0))
+        inspection = Inspection(self.policy, limit=limit)
         file_id = new_id()
         key = object_key(actor.tenant_id, file_id)
 
@@ -83,7 +78,7 @@ class UploadFile:
         try:
             await files.storage.put(key, inspected())
         except TooLarge:
-            if inspection.size > files.policy.max_bytes:
+            if inspection.size > self.policy.max_bytes:
                 raise
             raise TooLarge(quota_detail(quota, used)) from None
         try:
@@ -237,54 +232,3 @@ class SweepFiles:
                     await files.storage.delete(key)
                     report.orphans += 1
         return report
-
-
-class InspectConfig(msgspec.Struct, forbid_unknown_fields=True):
-    """file.inspect takes its files from the task's input_files; no options yet."""
-
-
-class FileInspect:
-    """Task ``file.inspect``: read each input file back from storage and record its checksum,
-    sniffed type and image size in the file's metadata."""
-
-    type: str = "file.inspect"
-    config_type: builtins.type[msgspec.Struct] = InspectConfig
-
-    async def run(self, context: TaskContext, config: InspectConfig) -> dict[str, Any]:  # noqa: ARG002 - no options yet
-        inputs = context.task.input_files
-        if not inputs:
-            raise Invalid(
-                "file.inspect needs input_files.", fields={"input_files": "must not be empty"}
-            )
-        report: dict[str, Any] = {}
-        for index, file_id in enumerate(inputs):
-            await context.check_cancelled()
-            async with context.units() as uow:
-                found = await uow.files(context.tenant_id).get(file_id)
-            if found is None:
-                raise NotFound(f"Input file {file_id} is gone.")
-            digest, head, size = hashlib.sha256(), bytearray(), 0
-            async for chunk in context.storage.get(found.storage_key):
-                digest.update(chunk)
-                head += chunk[: SNIFF_BYTES - len(head)]
-                size += len(chunk)
-                done = (index + size / max(found.size, 1)) / len(inputs)
-                await context.progress(int(done * 99))
-            kind = sniff(bytes(head))
-            dimensions = image_size(kind, bytes(head))
-            inspection = {
-                "sha256": digest.hexdigest(),
-                "size": size,
-                "content_type": kind,
-                "intact": digest.hexdigest() == found.sha256 and size == found.size,
-            }
-            if dimensions:
-                inspection["width"], inspection["height"] = dimensions
-            async with context.units() as uow:
-                await uow.files(context.tenant_id).set_metadata(
-                    file_id, {**found.metadata, "inspection": inspection}
-                )
-                await uow.commit()
-            report[str(file_id)] = inspection
-        await context.progress(100)
-        return {"files": report}

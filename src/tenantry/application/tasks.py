@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import hashlib
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+import zipfile
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
 from typing import Any, Protocol
@@ -13,8 +16,11 @@ from uuid import UUID
 
 import msgspec
 
+from tenantry.application.files import Files, UploadFile
 from tenantry.domain.auth import Actor
+from tenantry.domain.documents import Document
 from tenantry.domain.errors import Invalid, NotFound
+from tenantry.domain.files import SNIFF_BYTES, ZIP, FilePolicy, image_size, sniff
 from tenantry.domain.ids import new_id
 from tenantry.domain.ports import Clock, JobQueue, ObjectStorage, UnitOfWork
 from tenantry.domain.projects import ListQuery
@@ -28,6 +34,7 @@ from tenantry.domain.tasks import (
     TaskStatus,
 )
 
+SYSTEM = UUID(int=0)
 UnitOfWorkFactory = Callable[[], AbstractAsyncContextManager[UnitOfWork]]
 # Progress is written at most this often (and always at 100): a chatty handler costs no more.
 PROGRESS_INTERVAL_S = 0.25
@@ -37,13 +44,20 @@ class TaskContext:
     """What a handler gets: its tenant and inputs, progress, cancellation and the stores."""
 
     def __init__(
-        self, task: Task, *, units: UnitOfWorkFactory, storage: ObjectStorage, clock: Clock
+        self,
+        task: Task,
+        *,
+        units: UnitOfWorkFactory,
+        storage: ObjectStorage,
+        clock: Clock,
+        file_policy: FilePolicy,
     ) -> None:
         self.task = task
         self.tenant_id = task.tenant_id
         self.units = units
         self.storage = storage
         self.clock = clock
+        self.file_policy = file_policy
         self.output_files: list[UUID] = []
         self._written = task.progress
         self._written_at = 0.0
@@ -59,6 +73,9 @@ class TaskContext:
             await uow.tasks(self.tenant_id).progress(self.task.id, percent)
             await uow.commit()
         self._written, self._written_at = percent, now
+
+    def files(self, uow: UnitOfWork) -> Files:
+        return Files(uow, storage=self.storage, clock=self.clock, policy=self.file_policy)
 
     async def check_cancelled(self) -> None:
         """Stop here if the user cancelled: handlers call this between steps."""
@@ -206,6 +223,7 @@ class RunTask:
         registry: Registry,
         storage: ObjectStorage,
         clock: Clock,
+        file_policy: FilePolicy,
         max_attempts: int,
         backoff: timedelta,
         heartbeat: timedelta,
@@ -214,6 +232,7 @@ class RunTask:
         self.registry = registry
         self.storage = storage
         self.clock = clock
+        self.file_policy = file_policy
         self.max_attempts = max_attempts
         self.backoff = backoff
         self.heartbeat = heartbeat
@@ -225,7 +244,13 @@ class RunTask:
         if task is None:
             return None  # finished, cancelled or gone: at-least-once delivery, run at most once
         started = time.perf_counter()
-        context = TaskContext(task, units=self.units, storage=self.storage, clock=self.clock)
+        context = TaskContext(
+            task,
+            units=self.units,
+            storage=self.storage,
+            clock=self.clock,
+            file_policy=self.file_policy,
+        )
         status, result, error = TaskStatus.COMPLETED, None, None
         retry: timedelta | None = None
         beating = asyncio.create_task(self._beat(tenant_id, task_id))
@@ -354,3 +379,120 @@ class ReconcileTasks:
                 offset += batch
                 if offset >= total:
                     return enqueued
+
+
+# Built-in handlers.
+
+
+class InspectConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """file.inspect takes its files from the task's input_files; no options yet."""
+
+
+class FileInspect:
+    """Task ``file.inspect``: read each input file back from storage and record its checksum,
+    sniffed type and image size in the file's metadata."""
+
+    type: str = "file.inspect"
+    config_type: builtins.type[msgspec.Struct] = InspectConfig
+
+    async def run(self, context: TaskContext, config: InspectConfig) -> dict[str, Any]:  # noqa: ARG002 - no options yet
+        inputs = context.task.input_files
+        if not inputs:
+            raise Invalid(
+                "file.inspect needs input_files.", fields={"input_files": "must not be empty"}
+            )
+        report: dict[str, Any] = {}
+        for index, file_id in enumerate(inputs):
+            await context.check_cancelled()
+            async with context.units() as uow:
+                found = await uow.files(context.tenant_id).get(file_id)
+            if found is None:
+                raise NotFound(f"Input file {file_id} is gone.")
+            digest, head, size = hashlib.sha256(), bytearray(), 0
+            async for chunk in context.storage.get(found.storage_key):
+                digest.update(chunk)
+                head += chunk[: SNIFF_BYTES - len(head)]
+                size += len(chunk)
+                done = (index + size / max(found.size, 1)) / len(inputs)
+                await context.progress(int(done * 99))
+            kind = sniff(bytes(head))
+            dimensions = image_size(kind, bytes(head))
+            inspection = {
+                "sha256": digest.hexdigest(),
+                "size": size,
+                "content_type": kind,
+                "intact": digest.hexdigest() == found.sha256 and size == found.size,
+            }
+            if dimensions:
+                inspection["width"], inspection["height"] = dimensions
+            async with context.units() as uow:
+                await uow.files(context.tenant_id).set_metadata(
+                    file_id, {**found.metadata, "inspection": inspection}
+                )
+                await uow.commit()
+            report[str(file_id)] = inspection
+        await context.progress(100)
+        return {"files": report}
+
+
+class ExportConfig(msgspec.Struct, forbid_unknown_fields=True):
+    project_id: UUID
+
+
+class ProjectExport:
+    """Task ``project.export``: a zip of a project's documents (Markdown) and a manifest,
+    stored as a new file of the tenant and listed in the task's output_files."""
+
+    type: str = "project.export"
+    config_type: builtins.type[msgspec.Struct] = ExportConfig
+    page = 100
+
+    async def run(self, context: TaskContext, config: ExportConfig) -> dict[str, Any]:
+        async with context.units() as uow:
+            project = await uow.projects(context.tenant_id).get(config.project_id)
+        if project is None:
+            raise NotFound("No such project.")
+        documents: list[Document] = []
+        while True:
+            query = ListQuery(limit=self.page, offset=len(documents), order_by="created_at")
+            async with context.units() as uow:
+                batch, total = await uow.documents(context.tenant_id).list(project.id, query)
+            documents.extend(batch)
+            await context.progress(len(documents) * 50 // max(total, 1))
+            if not batch or len(documents) >= total:
+                break
+        await context.check_cancelled()
+        # Spooled: small exports stay in memory, large ones go to a temporary file.
+        with tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024) as buffer:
+            with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+                archive.writestr("project.json", msgspec.json.encode(project))
+                for document in documents:
+                    archive.writestr(
+                        f"documents/{document.id}.md", f"# {document.title}\n\n{document.content}\n"
+                    )
+            buffer.seek(0)
+            await context.progress(75)
+
+            async def chunks() -> AsyncIterator[bytes]:
+                while chunk := buffer.read(256 * 1024):
+                    yield chunk
+
+            # The system writes this file on the task's behalf; only the tenant matters to it.
+            actor = Actor(
+                user_id=context.task.created_by or SYSTEM, tenant_id=context.tenant_id, roles=()
+            )
+            async with context.units() as uow:
+                files = context.files(uow)
+                stored = await UploadFile(files, policy=export_policy(files.policy))(
+                    actor,
+                    filename=f"{project.name}.zip",
+                    claimed_type="application/zip",
+                    chunks=chunks(),
+                )
+        context.output_files.append(stored.id)
+        await context.progress(100)
+        return {"file_id": str(stored.id), "documents": len(documents), "size": stored.size}
+
+
+def export_policy(policy: FilePolicy) -> FilePolicy:
+    return msgspec.structs.replace(policy, allowed_types=policy.allowed_types | {ZIP})
