@@ -76,7 +76,9 @@ class Container:
         self.limiter = RedisRateLimiter(self.redis)
         self.storage = create_storage(settings)
         self.job_queue = ArqJobQueue(
-            settings.required("redis_url"), queue_name=settings.task_queue_name
+            settings.required("redis_url"),
+            queue_name=settings.task_queue_name,
+            timeout=settings.db_connect_timeout,
         )
         self.registry = Registry([FileInspect(), ProjectExport()])
         self.file_policy = FilePolicy(
@@ -165,7 +167,6 @@ class Container:
     async def start(self) -> None:
         if isinstance(self.storage, S3Storage):
             await self.storage.start()
-        await self.job_queue.start()
 
     async def close(self) -> None:
         await self.job_queue.close()

@@ -198,6 +198,7 @@ async def test_ready_gives_up_on_a_hung_dependency(settings: Settings, silent_se
         database_url=f"postgresql://nobody@127.0.0.1:{silent_server}/none",
         redis_url=f"redis://127.0.0.1:{silent_server}/0",
         ready_check_timeout=0.3,
+        db_connect_timeout=1.0,
     )
     async with AsyncTestClient(app=bootstrap.create_app(hung)) as client:
         response = await client.get("/ready")

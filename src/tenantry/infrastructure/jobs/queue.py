@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import structlog
-from arq import create_pool
-from arq.connections import ArqRedis, RedisSettings
+from arq.connections import ArqRedis
+from redis.asyncio import ConnectionPool
 from redis.exceptions import RedisError
 
 from tenantry.domain.tasks import Task
@@ -14,23 +14,24 @@ log = structlog.stdlib.get_logger("tenantry.jobs")
 
 
 class ArqJobQueue:
-    def __init__(self, redis_url: str, *, queue_name: str) -> None:
-        self.redis_settings = RedisSettings.from_dsn(redis_url)
-        self.queue_name = queue_name
-        self.pool: ArqRedis | None = None
+    """Connects lazily, with timeouts: an unreachable Redis delays no start-up and hangs no
+    request; a lost enqueue is the reconciler's to repair."""
 
-    async def start(self) -> None:
-        self.pool = await create_pool(self.redis_settings, default_queue_name=self.queue_name)
+    def __init__(self, redis_url: str, *, queue_name: str, timeout: float) -> None:
+        self.queue_name = queue_name
+        self.pool = ConnectionPool.from_url(
+            redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
+        self.redis = ArqRedis(self.pool, default_queue_name=queue_name)
 
     async def close(self) -> None:
-        if self.pool is not None:
-            await self.pool.aclose()
+        await self.redis.aclose()
+        await self.pool.aclose()
 
     async def enqueue(self, task: Task, *, request_id: str | None) -> None:
-        assert self.pool is not None, "ArqJobQueue.start() was not awaited"
         try:
             # The job id is the task id: enqueueing a task twice queues it once.
-            await self.pool.enqueue_job(
+            await self.redis.enqueue_job(
                 RUN_TASK,
                 str(task.tenant_id),
                 str(task.id),
