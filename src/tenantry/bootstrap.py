@@ -28,6 +28,7 @@ from tenantry.application.auth import Authenticate, AuthPolicy, Identity
 from tenantry.application.files import Files, SweepFiles
 from tenantry.application.tasks import (
     FileInspect,
+    Noop,
     ProjectExport,
     ReapTasks,
     ReconcileTasks,
@@ -80,7 +81,7 @@ class Container:
             queue_name=settings.task_queue_name,
             timeout=settings.db_connect_timeout,
         )
-        self.registry = Registry([FileInspect(), ProjectExport()])
+        self.registry = Registry([FileInspect(), ProjectExport(), Noop()])
         self.file_policy = FilePolicy(
             max_bytes=settings.upload_max_bytes,
             quota_bytes=settings.tenant_quota_bytes,

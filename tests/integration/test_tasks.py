@@ -24,6 +24,7 @@ from tenantry.application.tasks import (
     Registry,
     TaskContext,
 )
+from tenantry.application.tasks import Noop as BuiltinNoop
 from tenantry.config import Settings
 from tenantry.domain.tasks import RetryableError
 
@@ -84,7 +85,7 @@ def task_settings(settings: Settings) -> Settings:
     )
 
 
-TEST_HANDLERS = [FileInspect(), ProjectExport(), Noop(), Flaky(), Boom(), Slow()]
+TEST_HANDLERS = [FileInspect(), ProjectExport(), BuiltinNoop(), Noop(), Flaky(), Boom(), Slow()]
 
 
 def app_with(settings: Settings, *, with_worker: bool) -> Any:
@@ -366,3 +367,9 @@ async def test_project_export_writes_a_zip_file(client: Client) -> None:
     )
     failed = await wait_for(client, owner, missing["id"], "failed")
     assert failed["error_message"] == "No such project."
+
+
+async def test_the_built_in_noop_runs(client: Client) -> None:
+    owner = await owner_session(client, "acme")
+    task = await submit(client, owner, "noop")
+    assert (await wait_for(client, owner, task["id"], "completed"))["result"] == {}

@@ -384,6 +384,22 @@ class ReconcileTasks:
 # Built-in handlers.
 
 
+class NoopConfig(msgspec.Struct, forbid_unknown_fields=True):
+    pass
+
+
+class Noop:
+    """Task ``noop``: does nothing, successfully. Operators use it to see that workers run
+    tasks end to end; the task benchmark measures the pipeline with it."""
+
+    type: str = "noop"
+    config_type: builtins.type[msgspec.Struct] = NoopConfig
+
+    async def run(self, context: TaskContext, config: NoopConfig) -> dict[str, Any]:  # noqa: ARG002 - nothing to configure
+        await context.progress(100)
+        return {}
+
+
 class InspectConfig(msgspec.Struct, forbid_unknown_fields=True):
     """file.inspect takes its files from the task's input_files; no options yet."""
 
