@@ -300,14 +300,18 @@ async def test_the_reaper_takes_back_tasks_of_a_dead_worker(
         owner = await owner_session(client, "acme")
         retry_me = await submit(client, owner, "test.noop")
         give_up = await submit(client, owner, "test.noop")
+        was_cancelled = await submit(client, owner, "test.noop")
     connection = await asyncpg.connect(plain_url(database_url))
     try:
         await connection.execute(
             "update tasks set status = 'processing', heartbeat_at = now() - interval '1 hour', "
             "retry_count = case when id = $2::uuid then 2 else 0 end "
             "where id = any($1::uuid[])",
-            [retry_me["id"], give_up["id"]],
+            [retry_me["id"], give_up["id"], was_cancelled["id"]],
             give_up["id"],
+        )
+        await connection.execute(
+            "update tasks set cancel_requested = true where id = $1::uuid", was_cancelled["id"]
         )
     finally:
         await connection.close()
@@ -321,7 +325,7 @@ async def test_the_reaper_takes_back_tasks_of_a_dead_worker(
             stale_after=timedelta(seconds=30),
             max_attempts=3,
         )
-        assert await reap() == 2
+        assert await reap() == 3
         assert await reap() == 0
     finally:
         await container.close()
@@ -332,6 +336,8 @@ async def test_the_reaper_takes_back_tasks_of_a_dead_worker(
         failed = (await client.get(f"/api/v1/tasks/{give_up['id']}", headers=owner)).json()
         assert failed["status"] == "failed"
         assert "stopped responding" in failed["error_message"]
+        # Cancelled while its worker was dying: the redelivery ends it instead of running it.
+        await wait_for(client, owner, was_cancelled["id"], "cancelled")
 
 
 async def test_project_export_writes_a_zip_file(client: Client) -> None:

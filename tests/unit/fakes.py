@@ -22,6 +22,7 @@ from tenantry.domain.documents import Document
 from tenantry.domain.errors import Conflict, StaleVersion, Unauthenticated
 from tenantry.domain.files import StoredFile
 from tenantry.domain.projects import ListQuery, Project
+from tenantry.domain.tasks import FINISHED, Task, TaskLog, TaskStats, TaskStatus
 from tenantry.domain.tenants import NewTenant, Tenant, TenantStatus
 from tenantry.domain.users import NewUser, Role, User
 
@@ -37,6 +38,8 @@ class FakeStore:
     documents: dict[UUID, Document] = field(default_factory=dict)
     deleted: set[UUID] = field(default_factory=set)
     files: dict[UUID, StoredFile] = field(default_factory=dict)
+    tasks: dict[UUID, Task] = field(default_factory=dict)
+    task_logs: list[TaskLog] = field(default_factory=list)
 
 
 class FakeClock:
@@ -444,6 +447,153 @@ class FakeFileRepository:
         return None
 
 
+class FakeTaskRepository:
+    def __init__(self, store: FakeStore, tenant_id: UUID, clock: FakeClock) -> None:
+        self.store = store
+        self.tenant_id = tenant_id
+        self.clock = clock
+
+    def _set(self, task: Task, **changes: Any) -> Task:
+        self.store.tasks[task.id] = msgspec.structs.replace(task, **changes)
+        return self.store.tasks[task.id]
+
+    async def add(
+        self,
+        *,
+        task_id: UUID,
+        task_type: str,
+        config: dict[str, Any],
+        input_files: Any,
+        created_by: UUID | None,
+    ) -> Task:
+        now = self.clock.now()
+        task = Task(
+            id=task_id,
+            tenant_id=self.tenant_id,
+            type=task_type,
+            status=TaskStatus.PENDING,
+            progress=0,
+            input_files=list(input_files),
+            output_files=[],
+            config=config,
+            result=None,
+            error_message=None,
+            retry_count=0,
+            created_by=created_by,
+            cancel_requested=False,
+            created_at=now,
+            updated_at=now,
+        )
+        self.store.tasks[task.id] = task
+        return task
+
+    async def get(self, task_id: UUID) -> Task | None:
+        task = self.store.tasks.get(task_id)
+        return task if task is not None and task.tenant_id == self.tenant_id else None
+
+    async def list(
+        self, query: ListQuery, *, status: TaskStatus | None, task_type: str | None
+    ) -> tuple[list[Task], int]:
+        mine = [t for t in self.store.tasks.values() if t.tenant_id == self.tenant_id]
+        mine = [t for t in mine if status in (None, t.status) and task_type in (None, t.type)]
+        return page(mine, query, "type")
+
+    async def start(self, task_id: UUID, *, attempt: int, at: datetime) -> Task | None:
+        task = await self.get(task_id)
+        if task is None or task.status in FINISHED:
+            return None
+        if task.cancel_requested:
+            self._set(task, status=TaskStatus.CANCELLED, completed_at=at)
+            return None
+        return self._set(task, status=TaskStatus.PROCESSING, retry_count=attempt - 1)
+
+    async def progress(self, task_id: UUID, percent: int) -> None:
+        task = await self.get(task_id)
+        if task is not None and percent > task.progress:
+            self._set(task, progress=percent)
+
+    async def finish(
+        self,
+        task_id: UUID,
+        status: TaskStatus,
+        *,
+        at: datetime,
+        result: Any = None,
+        error_message: str | None = None,
+        output_files: Any = None,
+    ) -> None:
+        task = await self.get(task_id)
+        if task is not None and task.status not in FINISHED:
+            progress = 100 if status == TaskStatus.COMPLETED else task.progress
+            self._set(
+                task,
+                status=status,
+                completed_at=at,
+                result=result,
+                error_message=error_message,
+                output_files=list(output_files or []),
+                progress=progress,
+            )
+
+    async def back_to_pending(self, task_id: UUID, *, error_message: str) -> None:
+        task = await self.get(task_id)
+        if task is not None and task.status == TaskStatus.PROCESSING:
+            self._set(task, status=TaskStatus.PENDING, error_message=error_message)
+
+    async def heartbeat(self, task_id: UUID) -> None:
+        return None
+
+    async def stale(self, before: datetime, *, limit: int) -> list[Task]:
+        return []
+
+    async def cancel(self, task_id: UUID, at: datetime) -> Task | None:
+        task = await self.get(task_id)
+        if task is None or task.status in FINISHED:
+            return None
+        if task.status == TaskStatus.PENDING:
+            return self._set(
+                task, status=TaskStatus.CANCELLED, cancel_requested=True, completed_at=at
+            )
+        return self._set(task, cancel_requested=True)
+
+    async def add_log(
+        self,
+        task_id: UUID,
+        *,
+        attempt: int,
+        operation: str,
+        success: bool,
+        duration_ms: float,
+        error: str | None,
+    ) -> None:
+        self.store.task_logs.append(
+            TaskLog(
+                id=uuid4(),
+                task_id=task_id,
+                attempt=attempt,
+                operation=operation,
+                success=success,
+                duration_ms=duration_ms,
+                error=error,
+                created_at=self.clock.now(),
+            )
+        )
+
+    async def logs(self, task_id: UUID) -> list[TaskLog]:
+        return [log for log in self.store.task_logs if log.task_id == task_id]
+
+    async def stats(self) -> TaskStats:
+        return TaskStats(by_status={}, by_type={}, mean_duration_ms=None, p95_duration_ms=None)
+
+
+class FakeJobQueue:
+    def __init__(self) -> None:
+        self.enqueued: list[UUID] = []
+
+    async def enqueue(self, task: Task, *, request_id: str | None) -> None:
+        self.enqueued.append(task.id)
+
+
 class FakeStorage:
     """Objects in a dict; a failed put leaves nothing, as the port promises."""
 
@@ -494,6 +644,9 @@ class FakeUnitOfWork:
 
     def files(self, tenant_id: UUID) -> FakeFileRepository:
         return FakeFileRepository(self.working, tenant_id)
+
+    def tasks(self, tenant_id: UUID) -> FakeTaskRepository:
+        return FakeTaskRepository(self.working, tenant_id, self.clock)
 
     async def __aenter__(self) -> Self:
         self._begin()

@@ -216,7 +216,8 @@ class TaskRepository(Protocol):
     ) -> tuple[Sequence[Task], int]: ...
 
     async def start(self, task_id: UUID, *, attempt: int, at: datetime) -> Task | None:
-        """pending (or processing, after a crash) -> processing; None when it is not runnable."""
+        """pending (or processing, after a crash) -> processing; None when it is not runnable.
+        A task whose cancellation was asked for ends as cancelled here instead."""
         ...
 
     async def progress(self, task_id: UUID, percent: int) -> None:

@@ -117,6 +117,16 @@ class SqlTaskRepository:
             .execution_options(synchronize_session=False, populate_existing=True)
         )
         row = (await self.session.execute(statement)).scalar_one_or_none()
+        if row is None:
+            # Cancelled while queued or while its worker died: end it here, not run it.
+            await self.session.execute(
+                self._update(task_id)
+                .where(
+                    TaskModel.status.in_([TaskStatus.PENDING.value, TaskStatus.PROCESSING.value]),
+                    TaskModel.cancel_requested.is_(True),
+                )
+                .values(status=TaskStatus.CANCELLED.value, completed_at=at, updated_at=func.now())
+            )
         return None if row is None else to_task(row)
 
     async def progress(self, task_id: UUID, percent: int) -> None:
