@@ -89,6 +89,19 @@ async def test_dev_runs_persists_and_stops_cleanly(dev: DevServer) -> None:
             },
         )
         assert created.status_code == 201
+        # The in-process worker runs tasks end to end.
+        login = await client.post(
+            "/api/v1/auth/login",
+            json={"tenant": "acme", "login": "olive", "password": "correct horse battery 9"},
+        )
+        headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        task = (await client.post("/api/v1/tasks", headers=headers, json={"type": "noop"})).json()
+        deadline = time.monotonic() + 30
+        while (await client.get(f"/api/v1/tasks/{task['id']}", headers=headers)).json()[
+            "status"
+        ] != "completed":
+            assert time.monotonic() < deadline, "the dev worker never ran the task"
+            await asyncio.sleep(0.2)
     assert await dev.stop() == 0
     assert dev.engine_processes() == []
 
