@@ -226,8 +226,9 @@ class Authenticate:
 
     async def bearer(self, token: str) -> Actor:
         claims: AccessClaims = self.identity.tokens.verify(token)
-        async with self.identity.uow as uow:
-            roles = await uow.users(claims.tenant_id).active_roles(claims.user_id)
+        # No unit-of-work block: this read shares the request's transaction with the use case
+        # that follows (which ends it), saving a BEGIN, a set_config and a ROLLBACK per request.
+        roles = await self.identity.uow.users(claims.tenant_id).active_roles(claims.user_id)
         if roles is None:
             raise Unauthenticated(INVALID_TOKEN)
         # Roles come from the database, not the token: a demotion takes effect at once.
