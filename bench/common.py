@@ -5,6 +5,7 @@ bounded loops and the report's number formatting. See bench/README.md.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import platform
 import signal
@@ -183,6 +184,13 @@ def wait_ready(process: subprocess.Popen[bytes], base_url: str, log_path: Path, 
 
 # ---------------------------------------------------------------------------------------------
 # Report
+
+
+def percentile(ordered: list[float], pct: float) -> float | None:
+    """Nearest-rank percentile of an ascending list (None when empty)."""
+    if not ordered:
+        return None
+    return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
 
 
 def ratio(numerator: float | None, denominator: float | None) -> float | None:

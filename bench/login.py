@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import math
 import os
 import signal
 import sys
@@ -38,6 +37,7 @@ from common import (
     describe_machine,
     exit_on_sigterm,
     free_port,
+    percentile,
     product_environment,
     ratio,
     running,
@@ -62,13 +62,6 @@ PASSWORD_PREFIX = "TENANTRY_PASSWORD_"
 # The health prober waits this long between requests so it observes the event loop rather
 # than loading it; the idle and loaded phases use the same pace.
 PROBE_GAP_S = 0.01
-
-
-def percentile(ordered: list[float], pct: float) -> float | None:
-    """Nearest-rank percentile of an ascending list (None when empty)."""
-    if not ordered:
-        return None
-    return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
 
 
 @dataclass

@@ -101,7 +101,7 @@ class Container:
     def files(self, uow: UnitOfWork) -> Files:
         return Files(uow, storage=self.storage, clock=self.clock, policy=self.file_policy)
 
-    def worker(self, *, handle_signals: bool) -> Worker:
+    def worker(self, *, handle_signals: bool, completion_wait: timedelta = timedelta(0)) -> Worker:
         """An arq worker running this process's tasks, sharing its settings and adapters."""
         settings = self.settings
         run = RunTask(
@@ -147,6 +147,7 @@ class Container:
             timeout=timedelta(seconds=settings.task_timeout_seconds),
             max_attempts=settings.task_max_attempts,
             handle_signals=handle_signals,
+            completion_wait=completion_wait,
         )
 
     def identity(self, uow: UnitOfWork) -> Identity:
@@ -337,9 +338,15 @@ async def run_worker(settings: Settings) -> None:
     """`tenantry worker`: run tasks until SIGINT or SIGTERM, then finish the running ones."""
     container = Container(settings)
     await container.start()
+    worker = container.worker(
+        handle_signals=True, completion_wait=timedelta(seconds=settings.task_timeout_seconds)
+    )
     try:
-        await container.worker(handle_signals=True).async_run()
+        await worker.async_run()
+    except asyncio.CancelledError:
+        pass  # arq ends its main task this way once a signal came and running jobs finished
     finally:
+        await worker.close()
         await container.close()
         await container.alchemy.get_engine().dispose()
 

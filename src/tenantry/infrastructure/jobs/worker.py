@@ -62,6 +62,7 @@ def build_worker(
     timeout: timedelta,
     max_attempts: int,
     handle_signals: bool,
+    completion_wait: timedelta = timedelta(0),
 ) -> Worker:
     return Worker(
         functions=[run_task],
@@ -80,6 +81,8 @@ def build_worker(
         # No result keys: a finished job's id must not block a later re-enqueue.
         keep_result=0,
         handle_signals=handle_signals,
+        # On SIGINT/SIGTERM: take no new jobs, let running ones finish for this long.
+        job_completion_wait=int(completion_wait.total_seconds()),
         ctx={
             "run": run,
             "reconcile": reconcile_pending,
