@@ -160,9 +160,7 @@ async def test_upload_stores_bytes_and_row_under_the_tenant_key() -> None:
     assert stored.claimed_content_type == "text/html"
     assert stored.content_type == PNG
     assert world.uow.committed.files[stored.id] == stored
-    body = b"".join(
-        [c async for c in await ReadFileContent(files)(ACTOR, stored.id, start=2, end=5)]
-    )
+    body = b"".join([c async for c in ReadFileContent(files)(stored, start=2, end=5)])
     assert body == data[2:6]
 
 

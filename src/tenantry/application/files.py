@@ -169,9 +169,8 @@ class DownloadUrl:
     def __init__(self, files: Files) -> None:
         self.files = files
 
-    async def __call__(self, actor: Actor, file_id: UUID) -> str | None:
-        """A presigned URL for a live file of the caller's tenant, when the store gives one."""
-        found = await GetFile(self.files)(actor, file_id)
+    async def __call__(self, found: StoredFile) -> str | None:
+        """A presigned URL for a file found by ``GetFile``, when the store gives one."""
         return await self.files.storage.download_url(
             found.storage_key, filename=found.original_filename, content_type=found.content_type
         )
@@ -181,11 +180,11 @@ class ReadFileContent:
     def __init__(self, files: Files) -> None:
         self.files = files
 
-    async def __call__(
-        self, actor: Actor, file_id: UUID, *, start: int = 0, end: int | None = None
+    def __call__(
+        self, found: StoredFile, *, start: int = 0, end: int | None = None
     ) -> AsyncIterator[bytes]:
-        """The bytes of a live file of the caller's tenant; ``end`` is inclusive."""
-        found = await GetFile(self.files)(actor, file_id)
+        """The bytes of a file found by ``GetFile`` (so of the caller's tenant); ``end`` is
+        inclusive."""
         return self.files.storage.get(found.storage_key, start=start, end=end)
 
 

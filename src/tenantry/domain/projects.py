@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
 from uuid import UUID
 
 import msgspec
@@ -12,9 +11,6 @@ from tenantry.domain.errors import Invalid
 
 NAME_MAX_LENGTH = 200
 DESCRIPTION_MAX_LENGTH = 10_000
-QUERY_MAX_LENGTH = 200
-
-ProjectOrder = Literal["created_at", "-created_at", "name", "-name", "updated_at", "-updated_at"]
 
 
 class Project(msgspec.Struct, kw_only=True, frozen=True):

@@ -44,9 +44,6 @@ class User(msgspec.Struct, kw_only=True, frozen=True):
     updated_at: datetime
     last_login_at: datetime | None = None
 
-    def has_any(self, roles: frozenset[Role]) -> bool:
-        return any(role in roles for role in self.roles)
-
 
 class NewUser(msgspec.Struct, kw_only=True, frozen=True):
     """A validated user about to be stored, its password already hashed."""

@@ -222,9 +222,9 @@ class FileController(Controller):
         download_url: NamedDependency[DownloadUrl],
         range_header: Annotated[str | None, HeaderParameter(name="Range", max_length=100)] = None,
     ) -> Stream | Redirect:
-        if range_header is None and (url := await download_url(actor, file_id)):
-            return Redirect(url, status_code=307)
         found = await get_file(actor, file_id)
+        if range_header is None and (url := await download_url(found)):
+            return Redirect(url, status_code=307)
         wanted = parse_range(range_header, found.size)
         start, end = wanted or (0, found.size - 1)
         headers = {
@@ -235,7 +235,7 @@ class FileController(Controller):
         }
         if wanted is not None:
             headers["Content-Range"] = f"bytes {start}-{end}/{found.size}"
-        body = await read_file_content(actor, file_id, start=start, end=end)
+        body = read_file_content(found, start=start, end=end)
         return Stream(
             body,
             status_code=206 if wanted else 200,
