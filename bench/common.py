@@ -5,6 +5,7 @@ bounded loops and the report's number formatting. See bench/README.md.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import platform
@@ -13,7 +14,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -205,3 +207,31 @@ def exit_on_sigterm(signum: int, _frame: object) -> None:
     """A SIGTERM handler: `kill` then unwinds like Ctrl-C does, through the blocks that stop
     the servers."""
     raise SystemExit(128 + signum)
+
+
+def bench_main(
+    name: str,
+    run: Callable[[str], dict[str, Any]],
+    report: Callable[[dict[str, Any], str], bool],
+    expected: tuple[type[Exception], ...] = (),
+) -> int:
+    """The frame every bench shares: SIGTERM as a clean stop, a timestamp, failures as exit
+    codes, and the JSON report under results/. ``report`` prints and says whether all held."""
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    RESULTS_DIR.mkdir(exist_ok=True)
+    failures: tuple[type[Exception], ...] = (BenchError, *expected)
+    try:
+        result = run(stamp)
+    except failures as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    print()
+    held = report(result, stamp)
+    path = RESULTS_DIR / f"{name}-{stamp}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nresults: {path}")
+    return 0 if held else 1

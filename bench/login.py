@@ -10,9 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
-import signal
 import sys
 import tempfile
 import time
@@ -20,7 +18,6 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +30,9 @@ from common import (
     BenchError,
     CpuMeter,
     background_load,
+    bench_main,
     cell,
     describe_machine,
-    exit_on_sigterm,
     free_port,
     percentile,
     product_environment,
@@ -383,29 +380,17 @@ def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
     }
 
 
-def main() -> int:
-    args = parse_args()
-    signal.signal(signal.SIGTERM, exit_on_sigterm)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    RESULTS_DIR.mkdir(exist_ok=True)
-    try:
-        report = run(args, stamp)
-    except (BenchError, SettingsError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-
-    print()
+def report_login(report: dict[str, Any], _stamp: str) -> bool:
     print(markdown_tables(report))
     for name, result in report["results"].items():
         for kind, count in result["error_kinds"].items():
             print(f"\n{name}: {count} x {kind}, first: {result['error_examples'][kind]}")
-    path = RESULTS_DIR / f"login-{stamp}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nresults: {path}")
-    return 0 if report["server"]["exit_code"] == 0 else 1
+    return bool(report["server"]["exit_code"] == 0)
+
+
+def main() -> int:
+    args = parse_args()
+    return bench_main("login", lambda stamp: run(args, stamp), report_login, (SettingsError,))
 
 
 if __name__ == "__main__":

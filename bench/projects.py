@@ -13,7 +13,6 @@ import argparse
 import contextlib
 import json
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -21,7 +20,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote, urlencode
@@ -35,9 +34,9 @@ from common import (
     BenchError,
     CpuMeter,
     background_load,
+    bench_main,
     cell,
     describe_machine,
-    exit_on_sigterm,
     free_port,
     log_tail,
     product_environment,
@@ -514,21 +513,7 @@ def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
     }
 
 
-def main() -> int:
-    args = parse_args()
-    signal.signal(signal.SIGTERM, exit_on_sigterm)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    RESULTS_DIR.mkdir(exist_ok=True)
-    try:
-        report = run(args, stamp)
-    except BenchError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-
-    print()
+def report_projects(report: dict[str, Any], _stamp: str) -> bool:
     print(markdown_tables(report))
     print()
     print("\n".join(f"- {note}" for note in report["notes"]))
@@ -543,11 +528,13 @@ def main() -> int:
                     f"socket {scenario[server]['socket_errors']}); "
                     f"see {report['servers'][server]['log']}"
                 )
-    path = RESULTS_DIR / f"projects-{stamp}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nresults: {path}")
     servers_ok = all(report["servers"][server]["exit_code"] == 0 for server in SERVERS)
-    return 0 if servers_ok and not failed else 1
+    return servers_ok and not failed
+
+
+def main() -> int:
+    args = parse_args()
+    return bench_main("projects", lambda stamp: run(args, stamp), report_projects)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import secrets
-import signal
 import subprocess
 import sys
 import tempfile
@@ -21,7 +19,6 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -40,9 +37,9 @@ from common import (
     BenchError,
     CpuMeter,
     background_load,
+    bench_main,
     cell,
     describe_machine,
-    exit_on_sigterm,
     free_port,
     log_tail,
     percentile,
@@ -747,21 +744,7 @@ def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
     }
 
 
-def main() -> int:
-    args = parse_args()
-    signal.signal(signal.SIGTERM, exit_on_sigterm)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    RESULTS_DIR.mkdir(exist_ok=True)
-    try:
-        report = run(args, stamp)
-    except BenchError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-
-    print()
+def report_tasks(report: dict[str, Any], stamp: str) -> bool:
     print(
         f"worker concurrency (TENANTRY_WORKER_CONCURRENCY, arq max_jobs): "
         f"{report['worker_concurrency']}"
@@ -775,10 +758,12 @@ def main() -> int:
         print(
             f"\n{name} exited with {code} after SIGINT: see {RESULTS_DIR}/tasks-{stamp}.{name}.log"
         )
-    path = RESULTS_DIR / f"tasks-{stamp}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nresults: {path}")
-    return 1 if failed else 0
+    return not failed
+
+
+def main() -> int:
+    args = parse_args()
+    return bench_main("tasks", lambda stamp: run(args, stamp), report_tasks)
 
 
 if __name__ == "__main__":

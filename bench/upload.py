@@ -11,11 +11,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
-import json
 import os
 import secrets
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
@@ -23,7 +21,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +33,9 @@ from common import (
     BenchError,
     CpuMeter,
     background_load,
+    bench_main,
     cell,
     describe_machine,
-    exit_on_sigterm,
     free_port,
     product_environment,
     ratio,
@@ -569,24 +566,7 @@ def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
     }
 
 
-def main() -> int:
-    args = parse_args()
-    signal.signal(signal.SIGTERM, exit_on_sigterm)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    RESULTS_DIR.mkdir(exist_ok=True)
-    try:
-        report = run(args, stamp)
-    except BenchError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except psutil.NoSuchProcess:
-        print("error: the API process exited during the run: see its log", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-
-    print()
+def report_upload(report: dict[str, Any], _stamp: str) -> bool:
     print(markdown_tables(report))
     print()
     print("\n".join(f"- {note}" for note in report["notes"]))
@@ -595,11 +575,16 @@ def main() -> int:
             print(f"\n{r['size_mib']:g} MiB upload: {problem}")
     holds = all(r["rss_target_met"] for r in report["results"])
     print(f"\nAPI RSS growth under {RSS_TARGET_MIB} MiB: {'holds' if holds else 'FAILS'}")
-    path = RESULTS_DIR / f"upload-{stamp}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"results: {path}")
     failed = not holds or any(r["problems"] for r in report["results"])
-    return 0 if report["server"]["exit_code"] == 0 and not failed else 1
+    return bool(report["server"]["exit_code"] == 0) and not failed
+
+
+def main() -> int:
+    args = parse_args()
+    # NoSuchProcess: the API process exited during the run (its log says why).
+    return bench_main(
+        "upload", lambda stamp: run(args, stamp), report_upload, (psutil.NoSuchProcess,)
+    )
 
 
 if __name__ == "__main__":
