@@ -23,7 +23,7 @@ import uvicorn
 from litestar import Litestar, MediaType, Response, get
 
 HOST = "127.0.0.1"
-# The product's SQLAlchemy pool holds 10 connections and opens up to 10 more under load.
+# The product's SQLAlchemy pool keeps up to 20 connections open (TENANTRY_DB_POOL_SIZE).
 POOL_MIN_SIZE = 10
 POOL_MAX_SIZE = 20
 # The row level security policy shows nothing until the transaction names its tenant.

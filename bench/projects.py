@@ -74,8 +74,8 @@ SERVERS = ("product", "baseline")
 NOTES = [
     "Same load for both: wrk on 127.0.0.1 sends the same requests, Authorization header included.",
     "The baseline does no authentication: its tenant is fixed at start-up. The product's figure "
-    "also pays per request for JWT verification, a role/active check query in a transaction of "
-    "its own, the ORM and dependency injection, and its own access log line.",
+    "also pays per request for the JWT check, a role/active check query in the request's "
+    "transaction, SQLAlchemy and dependency injection, and its own access log line.",
     "Both run one uvicorn process with uvicorn's access log off, on the same embedded PostgreSQL "
     f"as role {APP_ROLE} under row level security; the baseline sets app.tenant_id as the "
     "product does, in each request's transaction.",

@@ -10,17 +10,21 @@ the app role, so row level security applies to every test as it does in producti
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import logging
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import msgspec
 import pytest
+import uvicorn
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
@@ -32,6 +36,7 @@ from tenantry.infrastructure.db import migrations
 from tenantry.infrastructure.db.rls import APP_ROLE
 from tenantry.infrastructure.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from tenantry.infrastructure.observability.logging import build_handler
+from tests.openbao import OpenBao
 
 Client = AsyncTestClient[Litestar]
 
@@ -126,6 +131,30 @@ def s3_url() -> Iterator[str]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def vault(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenBao]:
+    """A real OpenBao dev server, shared by the session; tests keep to their own paths."""
+    server = OpenBao(tmp_path_factory.mktemp("openbao") / "bao.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def vault_settings(settings: Settings, vault: OpenBao) -> Settings:
+    """``settings`` reading secrets from the OpenBao server, under paths of this test alone."""
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    return msgspec.structs.replace(
+        settings,
+        vault_addr=vault.addr,
+        vault_token=vault.token,
+        vault_database_path=f"{prefix}/database",
+        vault_s3_path=f"{prefix}/s3",
+        vault_keyring_path=f"{prefix}/keyring",
+        vault_retries=1,
+    )
+
+
 @pytest.fixture
 def settings(
     database_url: str, app_database_url: str, redis_url: str, keyring_path: str, tmp_path: Path
@@ -199,11 +228,39 @@ class LogLines:
 @pytest.fixture
 def log_lines(app: Litestar) -> Iterator[LogLines]:
     """Depends on ``app`` so that it attaches after the app configured logging."""
+    with captured_logs() as lines:
+        yield lines
+
+
+@contextlib.asynccontextmanager
+async def uvicorn_serving(config: uvicorn.Config) -> AsyncIterator[None]:
+    """A real uvicorn in this event loop, started before the block and stopped after it."""
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if serving.done():
+            serving.result()
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        await asyncio.sleep(0.02)
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        await serving
+
+
+@contextlib.contextmanager
+def captured_logs() -> Iterator[LogLines]:
+    """Capture from here on; enter it after the last app was built (building one reconfigures
+    logging)."""
     lines = LogLines()
     handler = build_handler(lines.buffer, json=True)
     logging.getLogger().addHandler(handler)
-    yield lines
-    logging.getLogger().removeHandler(handler)
+    try:
+        yield lines
+    finally:
+        logging.getLogger().removeHandler(handler)
 
 
 @pytest.fixture(scope="session")
@@ -214,6 +271,10 @@ def project_root() -> Path:
 @pytest.fixture
 async def superuser(client: Client, settings: Settings) -> dict[str, str]:
     """A platform superuser's bearer header (made through the same use case as the CLI)."""
+    return await superuser_headers(client, settings)
+
+
+async def superuser_headers(client: Client, settings: Settings) -> dict[str, str]:
     from tenantry.application.tenants import CreateSuperuser
 
     container = bootstrap.Container(settings)

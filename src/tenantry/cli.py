@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+import tempfile
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from datetime import timedelta
 from functools import wraps
 from pathlib import Path
@@ -19,15 +21,22 @@ import uvicorn
 
 from tenantry import bootstrap
 from tenantry.application.files import SweepFiles
+from tenantry.application.keys import ListSigningKeys, PruneSigningKeys, RotateSigningKey
+from tenantry.application.secrets import BootstrapSecrets
 from tenantry.application.tenants import CreateSuperuser, CreateTenant, OwnerInput
 from tenantry.config import Settings, SettingsError, load_settings, redact_url
 from tenantry.domain.errors import DomainError
+from tenantry.domain.ports import SecretStore
+from tenantry.domain.secrets import KEYRING, SecretNotFound, SecretsUnavailable
+from tenantry.infrastructure.clock import SystemClock
 from tenantry.infrastructure.db import migrations
 from tenantry.infrastructure.db.rls import APP_ROLE
 from tenantry.infrastructure.db.seed import seed as seed_data
 from tenantry.infrastructure.embedded import EmbeddedPostgres, EmbeddedRedis
 from tenantry.infrastructure.observability.logging import configure_logging
-from tenantry.infrastructure.security.tokens import FileKeyring, KeyringError
+from tenantry.infrastructure.observability.metrics import MULTIPROC_DIR_ENV
+from tenantry.infrastructure.secrets.environment import EnvironmentSecrets
+from tenantry.infrastructure.secrets.vault import VaultSecrets
 
 EMBEDDED_DATABASE = "tenantry"
 F = TypeVar("F", bound=Callable[..., Any])
@@ -40,7 +49,7 @@ def settings_errors_exit(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (SettingsError, KeyringError) as exc:
+        except (SettingsError, bootstrap.SecretsError) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
 
@@ -140,16 +149,18 @@ def serve(host: str | None, port: int | None, workers: int) -> None:
     settings.required("database_url")
     settings.required("redis_url")
     configure_logging(settings)
+    bootstrap.check_secrets(settings)
     if workers > 1:
         # Each worker process builds its own app from the environment, so it must say what
         # this process settled on.
         os.environ["TENANTRY_ENV"] = settings.env
-        uvicorn.run(
-            "tenantry.bootstrap:create_app",
-            factory=True,
-            workers=workers,
-            **_uvicorn_options(settings),
-        )
+        with _multiprocess_metrics(settings):
+            uvicorn.run(
+                "tenantry.bootstrap:create_app",
+                factory=True,
+                workers=workers,
+                **_uvicorn_options(settings),
+            )
     else:
         uvicorn.run(bootstrap.create_app(settings), **_uvicorn_options(settings))
 
@@ -166,7 +177,27 @@ def worker() -> None:
     settings.required("database_url")
     settings.required("redis_url")
     configure_logging(settings)
+    bootstrap.check_secrets(settings)
     asyncio.run(bootstrap.run_worker(settings))
+
+
+@contextlib.contextmanager
+def _multiprocess_metrics(settings: Settings) -> Iterator[None]:
+    """API processes that share their metrics through files in a fresh directory (removed at
+    the end), unless the operator named one in PROMETHEUS_MULTIPROC_DIR."""
+    if not settings.metrics_enabled or os.environ.get(MULTIPROC_DIR_ENV):
+        yield
+        return
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    path = tempfile.mkdtemp(prefix="prometheus-", dir=settings.data_dir)
+    # Set before uvicorn spawns the processes: they import prometheus_client afresh and pick
+    # multiprocess mode from it.
+    os.environ[MULTIPROC_DIR_ENV] = path
+    try:
+        yield
+    finally:
+        del os.environ[MULTIPROC_DIR_ENV]
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _bind(host: str | None, port: int | None) -> dict[str, Any]:
@@ -319,22 +350,90 @@ def keys() -> None:
 @settings_errors_exit
 def rotate() -> None:
     """Add a new current signing key. Tokens signed with earlier keys keep working."""
-    path = bootstrap.keyring_path(load_settings())
-    existed = path.exists()
-    keyring = FileKeyring(path, create=True)
-    # A keyring made just now already holds a fresh current key.
-    key = keyring.rotate() if existed else keyring.current
-    click.echo(f"New current signing key {key.kid} in {keyring.path} ({len(keyring.keys)} keys).")
+
+    async def run(secrets: SecretStore, _: Settings) -> str:
+        described = await RotateSigningKey(secrets, SystemClock())()
+        return (
+            f"New current signing key {described[0].kid} in {secrets.describe(KEYRING)} "
+            f"({len(described)} keys)."
+        )
+
+    click.echo(_run_with_secrets(run))
+
+
+@keys.command("list")
+@settings_errors_exit
+def list_keys() -> None:
+    """Show the keys of the keyring, newest first (never their secrets)."""
+
+    async def run(secrets: SecretStore, _: Settings) -> str:
+        described = await ListSigningKeys(secrets)()
+        return "\n".join(
+            f"{key.kid}  {key.created_at.isoformat(timespec='seconds')}"
+            + ("  current" if key.current else "")
+            for key in described
+        )
+
+    click.echo(_run_with_secrets(run))
 
 
 @keys.command()
 @settings_errors_exit
 def prune() -> None:
-    """Drop earlier keys older than the access-token lifetime: no live token uses them."""
+    """Drop keys retired longer ago than the access-token lifetime: no live token uses them."""
+
+    async def run(secrets: SecretStore, settings: Settings) -> str:
+        dropped = await PruneSigningKeys(
+            secrets,
+            SystemClock(),
+            token_lifetime=timedelta(seconds=settings.access_token_ttl_seconds),
+        )()
+        return f"Dropped {len(dropped)} key(s): {', '.join(dropped) or 'none'}."
+
+    click.echo(_run_with_secrets(run))
+
+
+@main.group()
+def vault() -> None:
+    """Vault / OpenBao (TENANTRY_VAULT_ADDR)."""
+
+
+@vault.command("bootstrap")
+@settings_errors_exit
+def vault_bootstrap() -> None:
+    """Write the development secrets into Vault: the database password and S3 keys from the
+    environment, and a signing keyring when Vault holds none. Running it again changes nothing.
+    """
+
+    async def run(target: SecretStore, settings: Settings) -> str:
+        report = await BootstrapSecrets(EnvironmentSecrets(settings), target, SystemClock())()
+        return (
+            f"Vault at {settings.vault_addr}: wrote {', '.join(report.written) or 'nothing'}; "
+            f"unchanged {', '.join(report.unchanged) or 'nothing'}; "
+            + ("created the signing keyring." if report.keyring_created else "keyring kept.")
+        )
+
     settings = load_settings()
-    keyring = FileKeyring(bootstrap.keyring_path(settings), create=False)
-    dropped = keyring.prune(timedelta(seconds=settings.access_token_ttl_seconds))
-    click.echo(f"Dropped {len(dropped)} key(s): {', '.join(dropped) or 'none'}.")
+    settings.required("vault_addr")
+    click.echo(_run_with_secrets(run, VaultSecrets.from_settings(settings)))
+
+
+def _run_with_secrets(
+    action: Callable[[SecretStore, Settings], Coroutine[Any, Any, str]],
+    store: SecretStore | None = None,
+) -> str:
+    """Run an action against the configured secret store; an unreachable store or a domain
+    error ends the command with one line."""
+    settings = load_settings()
+    configure_logging(settings)
+    secrets = store or bootstrap.secret_source(settings)
+    try:
+        return asyncio.run(action(secrets, settings))
+    except (SecretNotFound, SecretsUnavailable) as error:
+        raise bootstrap.SecretsError(error.detail) from None
+    except DomainError as error:
+        click.echo(f"error: {error.detail}", err=True)
+        sys.exit(1)
 
 
 @main.group()
@@ -348,7 +447,7 @@ def _with_database(action: Callable[[str], None]) -> None:
     if settings.is_production:
         settings.required("database_url")
     with engines(settings, redis=False) as ready:
-        action(ready.migration_url)
+        action(bootstrap.migration_url(ready))
 
 
 @db.command()

@@ -228,3 +228,56 @@ async def test_bad_bodies_are_4xx(client: Client) -> None:
     )
     assert_problem(await client.get("/api/v1/projects/not-a-uuid", headers=owner), 404)
     assert_problem(await client.get("/api/v1/projects"), 401)
+
+
+async def test_list_filters_take_rfc3339_times_only(client: Client) -> None:
+    owner = await owner_session(client, "acme")
+    project = (await client.post("/api/v1/projects", headers=owner, json={"name": "A"})).json()
+    lists = ["/api/v1/projects", f"/api/v1/projects/{project['id']}/documents", "/api/v1/files"]
+    for path in lists:
+        for value in ("0.5", "2024-01-01T00:00:00", "2024-01-01", "9999-12-31T23:59:59-23:59"):
+            response = await client.get(path, headers=owner, params={"created_after": value})
+            body = assert_problem(response, 422)
+            assert body["errors"] == [
+                {"field": "created_after", "message": "must be an RFC 3339 date-time"}
+            ]
+        found = await client.get(
+            path, headers=owner, params={"created_before": "2999-01-01T00:00:00+02:00"}
+        )
+        assert found.status_code == 200
+
+
+async def test_input_the_database_cannot_hold_is_422_not_500(client: Client) -> None:
+    owner = await owner_session(client, "acme")
+    project = (await client.post("/api/v1/projects", headers=owner, json={"name": "A"})).json()
+    base = f"/api/v1/projects/{project['id']}"
+    refused = [
+        await client.post("/api/v1/projects", headers=owner, json={"name": "a\u0000b"}),
+        await client.get("/api/v1/projects", headers=owner, params={"q": "a\u0000"}),
+        await client.get("/api/v1/projects", headers=owner, params={"offset": 2**63}),
+        await client.patch(base, headers=owner, json={"version": 2**31}),
+        # NUL deep in free-form JSON, which no schema pattern reaches: PostgreSQL refuses it.
+        await client.post(
+            f"{base}/documents",
+            headers=owner,
+            json={"title": "t", "content": "c", "metadata": {"k": ["a\u0000"]}},
+        ),
+    ]
+    for response in refused:
+        assert_problem(response, 422)
+    # An ETag past any version the column can hold can only be stale.
+    stale = {**owner, "If-Match": '"9999999999"'}
+    assert_problem(await client.patch(base, headers=stale, json={"name": "B"}), 412)
+    assert (await client.get(base, headers=owner)).json()["name"] == "A"
+
+
+async def test_documents_sort_by_their_fields_only(client: Client) -> None:
+    owner = await owner_session(client, "acme")
+    project = (await client.post("/api/v1/projects", headers=owner, json={"name": "A"})).json()
+    documents = f"/api/v1/projects/{project['id']}/documents"
+    for order_by in ("title", "-updated_at"):
+        response = await client.get(documents, headers=owner, params={"order_by": order_by})
+        assert response.status_code == 200
+    for order_by in ("name", "-metadata", "__class__"):
+        response = await client.get(documents, headers=owner, params={"order_by": order_by})
+        assert_problem(response, 422)

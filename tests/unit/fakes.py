@@ -7,7 +7,7 @@ back only on commit, so a use case that fails midway leaves the store as it was.
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -22,6 +22,7 @@ from tenantry.domain.documents import Document
 from tenantry.domain.errors import Conflict, StaleVersion, Unauthenticated
 from tenantry.domain.files import StoredFile
 from tenantry.domain.projects import ListQuery, Project
+from tenantry.domain.secrets import Secret, SecretNotFound
 from tenantry.domain.tasks import FINISHED, Task, TaskLog, TaskStats, TaskStatus
 from tenantry.domain.tenants import NewTenant, Tenant, TenantStatus
 from tenantry.domain.users import NewUser, Role, User
@@ -693,7 +694,7 @@ class FakeAccessTokens:
         self.clock = clock
         self.issued: dict[str, AccessClaims] = {}
 
-    def issue(self, *, user_id: UUID, tenant_id: UUID, roles: tuple[Role, ...]) -> str:
+    async def issue(self, *, user_id: UUID, tenant_id: UUID, roles: tuple[Role, ...]) -> str:
         token = f"access-{len(self.issued)}"
         self.issued[token] = AccessClaims(
             user_id=user_id,
@@ -704,20 +705,52 @@ class FakeAccessTokens:
         )
         return token
 
-    def verify(self, token: str) -> AccessClaims:
+    async def verify(self, token: str) -> AccessClaims:
         claims = self.issued.get(token)
         if claims is None or claims.expires_at <= self.clock.now():
             raise Unauthenticated("Invalid or expired credentials.")
         return claims
 
 
+class FakeSecretStore:
+    """Versioned secrets in a dict, with the check-and-set rule of Vault's KV v2."""
+
+    def __init__(self) -> None:
+        self.secrets: dict[str, Secret] = {}
+        self.writes = 0
+
+    async def read(self, name: str, *, fresh: bool = False) -> Secret:
+        if name not in self.secrets:
+            raise SecretNotFound(f"No secret {name!r}.")
+        return self.secrets[name]
+
+    async def write(self, name: str, data: Mapping[str, Any], *, cas: int) -> int:
+        current = self.secrets.get(name)
+        if (current.version if current else 0) != cas:
+            raise StaleVersion("The secret changed since it was read.")
+        self.writes += 1
+        self.secrets[name] = Secret(data=dict(data), version=cas + 1)
+        return cas + 1
+
+    async def ping(self) -> None:
+        return None
+
+    def describe(self, name: str) -> str:
+        return f"the fake store's {name}"
+
+
 class FakeRateLimiter:
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}
+        self.windows: dict[str, int] = {}
 
     async def hit(self, key: str, *, limit: int, window_seconds: int) -> int | None:
         self.counts[key] = self.counts.get(key, 0) + 1
+        self.windows.setdefault(key, window_seconds)
         return window_seconds if self.counts[key] > limit else None
+
+    async def retry_after(self, key: str, *, limit: int) -> int | None:
+        return self.windows[key] if self.counts.get(key, 0) > limit else None
 
 
 @dataclass

@@ -46,7 +46,7 @@ async def test_login_by_username_or_email_any_case() -> None:
     owner = await sign_up(world)
     for name in ("olive", "OLIVE", "Olive@Acme.Example"):
         pair = await login(world, name)
-        claims = world.tokens.verify(pair.access_token)
+        claims = await world.tokens.verify(pair.access_token)
         assert (claims.user_id, claims.tenant_id) == (owner.user_id, owner.tenant_id)
         assert refresh_token_tenant(pair.refresh_token) == owner.tenant_id
     user = world.uow.committed.users[owner.user_id]
@@ -202,7 +202,7 @@ async def test_the_same_email_in_two_tenants_is_two_accounts() -> None:
     globex = await sign_up(world, "globex", "same@example.com")
     assert acme.user_id != globex.user_id
     pair = await login(world, "same@example.com", tenant="globex")
-    assert world.tokens.verify(pair.access_token).tenant_id == globex.tenant_id
+    assert (await world.tokens.verify(pair.access_token)).tenant_id == globex.tenant_id
 
 
 async def test_api_key_round_trip() -> None:
@@ -212,16 +212,35 @@ async def test_api_key_round_trip() -> None:
     assert issued.key.startswith("tnt_")
     assert issued.api_key.name == "ci bot"
     assert issued.key not in str(world.uow.committed.api_keys)
-    actor = await Authenticate(world.identity).api_key(issued.key)
+    actor = await Authenticate(world.identity).api_key(issued.key, client="10.0.0.1")
     assert (actor.user_id, actor.api_key_id) == (owner.user_id, issued.api_key.id)
     assert world.uow.committed.api_keys[issued.api_key.id].last_used_at == world.clock.now()
     assert [k.id for k in await ListApiKeys(world.uow)(owner)] == [issued.api_key.id]
 
     await RevokeApiKey(world.uow, world.clock)(owner, issued.api_key.id)
     with pytest.raises(Unauthenticated):
-        await Authenticate(world.identity).api_key(issued.key)
+        await Authenticate(world.identity).api_key(issued.key, client="10.0.0.1")
     with pytest.raises(NotFound):
         await RevokeApiKey(world.uow, world.clock)(owner, issued.api_key.id)
+
+
+async def test_api_key_failures_are_limited_per_address_and_only_failures_count() -> None:
+    world = World(policy=AuthPolicy(login_attempts_per_address=2))
+    owner = await sign_up(world)
+    issued = await CreateApiKey(world.uow, world.clock)(owner, name="k", expires_at=None)
+    authenticate = Authenticate(world.identity)
+    for _ in range(5):
+        await authenticate.api_key(issued.key, client="10.0.0.1")
+    for _ in range(2):
+        with pytest.raises(Unauthenticated):
+            await authenticate.api_key("tnt_guess", client="10.0.0.1")
+    with pytest.raises(RateLimited):
+        await authenticate.api_key("tnt_guess", client="10.0.0.1")
+    # Refused before the lookup, a good key included; another address is not held up.
+    with pytest.raises(RateLimited):
+        await authenticate.api_key(issued.key, client="10.0.0.1")
+    actor = await authenticate.api_key(issued.key, client="10.0.0.2")
+    assert actor.user_id == owner.user_id
 
 
 async def test_api_keys_refuse_tampering_expiry_and_other_users() -> None:
@@ -233,9 +252,9 @@ async def test_api_keys_refuse_tampering_expiry_and_other_users() -> None:
     tampered = issued.key[:-1] + ("A" if issued.key[-1] != "A" else "B")
     for bad in (tampered, "tnt_", "not-a-key", issued.key.replace("tnt_", "xyz_")):
         with pytest.raises(Unauthenticated):
-            await Authenticate(world.identity).api_key(bad)
+            await Authenticate(world.identity).api_key(bad, client="10.0.0.1")
     with pytest.raises(NotFound):
         await RevokeApiKey(world.uow, world.clock)(other, issued.api_key.id)
     world.clock.advance(days=2)
     with pytest.raises(Unauthenticated):
-        await Authenticate(world.identity).api_key(issued.key)
+        await Authenticate(world.identity).api_key(issued.key, client="10.0.0.1")

@@ -30,6 +30,10 @@ from tenantry.domain.users import NewUser, Role, User, validate_new_user
 
 INVALID_LOGIN = "Invalid credentials."
 INVALID_TOKEN = "Invalid or expired credentials."
+TOO_MANY_ATTEMPTS = "Too many attempts. Try again later."
+# Compared against when no key has the presented prefix, so a miss costs what a wrong secret
+# costs; no key digests to the digest of nothing.
+NO_API_KEY_DIGEST = digest("")
 SELF_SIGNUP_SETTING = "allow_self_signup"
 
 
@@ -67,7 +71,13 @@ class Identity:
     async def limit(self, key: str, *, limit: int, window_seconds: int) -> None:
         retry_after = await self.limiter.hit(key, limit=limit, window_seconds=window_seconds)
         if retry_after is not None:
-            raise RateLimited("Too many attempts. Try again later.", retry_after=retry_after)
+            raise RateLimited(TOO_MANY_ATTEMPTS, retry_after=retry_after)
+
+    async def refuse_if_limited(self, key: str, *, limit: int) -> None:
+        """Raise when ``key`` is already over ``limit``, counting nothing."""
+        retry_after = await self.limiter.retry_after(key, limit=limit)
+        if retry_after is not None:
+            raise RateLimited(TOO_MANY_ATTEMPTS, retry_after=retry_after)
 
     async def new_user(
         self, tenant_id: UUID, *, username: str, email: str, password: str, roles: tuple[Role, ...]
@@ -93,7 +103,7 @@ class Identity:
             expires_at=self.clock.now() + self.policy.refresh_ttl,
         )
         return TokenPair(
-            access_token=self.tokens.issue(user_id=user_id, tenant_id=tenant_id, roles=roles),
+            access_token=await self.tokens.issue(user_id=user_id, tenant_id=tenant_id, roles=roles),
             refresh_token=refresh,
             expires_in=self.tokens.ttl_seconds,
         )
@@ -225,7 +235,7 @@ class Authenticate:
         self.identity = identity
 
     async def bearer(self, token: str) -> Actor:
-        claims: AccessClaims = self.identity.tokens.verify(token)
+        claims: AccessClaims = await self.identity.tokens.verify(token)
         # No unit-of-work block: this read shares the request's transaction with the use case
         # that follows (which ends it), saving a BEGIN, a set_config and a ROLLBACK per request.
         roles = await self.identity.uow.users(claims.tenant_id).active_roles(claims.user_id)
@@ -234,7 +244,24 @@ class Authenticate:
         # Roles come from the database, not the token: a demotion takes effect at once.
         return Actor(user_id=claims.user_id, tenant_id=claims.tenant_id, roles=roles)
 
-    async def api_key(self, key: str) -> Actor:
+    async def api_key(self, key: str, *, client: str) -> Actor:
+        """The key's Actor. Failed attempts count against the client's address (failures only:
+        a busy client with a good key is never slowed), and an address over the limit is
+        refused before any lookup, so guessing keys is slowed as guessing passwords is."""
+        identity, policy = self.identity, self.identity.policy
+        failures = f"api_key:address:{client}"
+        await identity.refuse_if_limited(failures, limit=policy.login_attempts_per_address)
+        try:
+            return await self._api_key(key)
+        except Unauthenticated:
+            await identity.limit(
+                failures,
+                limit=policy.login_attempts_per_address,
+                window_seconds=policy.login_window_seconds,
+            )
+            raise
+
+    async def _api_key(self, key: str) -> Actor:
         parsed = parse_api_key(key)
         if parsed is None:
             raise Unauthenticated(INVALID_TOKEN)
@@ -243,9 +270,10 @@ class Authenticate:
         now = identity.clock.now()
         async with uow:
             stored = await uow.api_keys(tenant_id).get_by_prefix(prefix)
+            matches = same_digest(key, stored.key_hash if stored else NO_API_KEY_DIGEST)
             if (
                 stored is None
-                or not same_digest(key, stored.key_hash)
+                or not matches
                 or stored.revoked_at is not None
                 or (stored.expires_at is not None and stored.expires_at <= now)
             ):

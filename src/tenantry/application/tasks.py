@@ -22,7 +22,7 @@ from tenantry.domain.documents import Document
 from tenantry.domain.errors import Invalid, NotFound
 from tenantry.domain.files import SNIFF_BYTES, ZIP, FilePolicy, image_size, sniff
 from tenantry.domain.ids import new_id
-from tenantry.domain.ports import Clock, JobQueue, ObjectStorage, UnitOfWork
+from tenantry.domain.ports import Clock, JobQueue, ObjectStorage, TaskMetrics, UnitOfWork
 from tenantry.domain.projects import ListQuery
 from tenantry.domain.tasks import (
     RetryableError,
@@ -213,6 +213,25 @@ class GetTaskStats:
             return await self.uow.tasks(actor.tenant_id).stats()
 
 
+class NoTaskMetrics:
+    """Records nothing: for a RunTask that no dashboard watches."""
+
+    def started(self, task_type: str) -> None:
+        pass
+
+    def succeeded(self, task_type: str, seconds: float) -> None:
+        pass
+
+    def failed(self, task_type: str, seconds: float) -> None:
+        pass
+
+    def retried(self, task_type: str, seconds: float) -> None:
+        pass
+
+    def cancelled(self, task_type: str, seconds: float) -> None:
+        pass
+
+
 class RunTask:
     """One attempt at a task, in a worker. Returns the delay before a retry, or None."""
 
@@ -227,6 +246,7 @@ class RunTask:
         max_attempts: int,
         backoff: timedelta,
         heartbeat: timedelta,
+        metrics: TaskMetrics | None = None,
     ) -> None:
         self.units = units
         self.registry = registry
@@ -236,6 +256,7 @@ class RunTask:
         self.max_attempts = max_attempts
         self.backoff = backoff
         self.heartbeat = heartbeat
+        self.metrics: TaskMetrics = metrics or NoTaskMetrics()
 
     async def __call__(self, tenant_id: UUID, task_id: UUID, attempt: int) -> timedelta | None:
         async with self.units() as uow:
@@ -243,6 +264,7 @@ class RunTask:
             await uow.commit()
         if task is None:
             return None  # finished, cancelled or gone: at-least-once delivery, run at most once
+        self.metrics.started(task.type)
         started = time.perf_counter()
         context = TaskContext(
             task,
@@ -268,7 +290,9 @@ class RunTask:
             status, error = TaskStatus.FAILED, str(failure) or type(failure).__name__
         finally:
             beating.cancel()
-        duration_ms = round((time.perf_counter() - started) * 1000, 2)
+        seconds = time.perf_counter() - started
+        self._record(task.type, status, retry, seconds)
+        duration_ms = round(seconds * 1000, 2)
         async with self.units() as uow:
             tasks = uow.tasks(tenant_id)
             await tasks.add_log(
@@ -292,6 +316,18 @@ class RunTask:
                 )
             await uow.commit()
         return retry
+
+    def _record(
+        self, task_type: str, status: TaskStatus, retry: timedelta | None, seconds: float
+    ) -> None:
+        if retry is not None:
+            self.metrics.retried(task_type, seconds)
+        elif status == TaskStatus.COMPLETED:
+            self.metrics.succeeded(task_type, seconds)
+        elif status == TaskStatus.CANCELLED:
+            self.metrics.cancelled(task_type, seconds)
+        else:
+            self.metrics.failed(task_type, seconds)
 
     async def _beat(self, tenant_id: UUID, task_id: UUID) -> None:
         """Tell the reaper this attempt is alive, however long the handler goes quiet."""

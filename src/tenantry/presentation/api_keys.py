@@ -9,15 +9,18 @@ from uuid import UUID
 import msgspec
 from litestar import Controller, delete, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath
 
-from tenantry.application.api_keys import CreateApiKey, ListApiKeys, RevokeApiKey
+from tenantry.application.api_keys import NAME_MAX_LENGTH, CreateApiKey, ListApiKeys, RevokeApiKey
 from tenantry.domain.auth import Actor, ApiKey
+from tenantry.presentation.bodies import NOT_BLANK, StrictJSONBody
+from tenantry.presentation.errors import BODY_ERRORS, PARAMETER_ERRORS, problems
 from tenantry.presentation.pagination import Limit, Offset, Page
+from tenantry.presentation.security import SIGNED_IN_ERRORS
 
 
 class ApiKeyCreate(msgspec.Struct, forbid_unknown_fields=True):
-    name: Annotated[str, msgspec.Meta(max_length=200)]
+    name: Annotated[str, msgspec.Meta(max_length=NAME_MAX_LENGTH, pattern=NOT_BLANK)]
     expires_at: datetime | None = None
 
 
@@ -54,10 +57,13 @@ class ApiKeyController(Controller):
     path = "/api/v1/auth/api-keys"
     tags = ["auth"]
 
-    @post(summary="Create an API key; the key is in this response only")
+    @post(
+        summary="Create an API key; the key is in this response only",
+        responses=problems(*SIGNED_IN_ERRORS, *BODY_ERRORS),
+    )
     async def create_api_key(
         self,
-        data: JSONBody[ApiKeyCreate],
+        data: StrictJSONBody[ApiKeyCreate],
         actor: NamedDependency[Actor],
         create_api_key: NamedDependency[CreateApiKey],
     ) -> ApiKeyCreated:
@@ -72,7 +78,10 @@ class ApiKeyController(Controller):
             expires_at=key.expires_at,
         )
 
-    @get(summary="Your live API keys, without their secrets")
+    @get(
+        summary="Your live API keys, without their secrets",
+        responses=problems(*SIGNED_IN_ERRORS, *PARAMETER_ERRORS),
+    )
     async def list_api_keys(
         self,
         actor: NamedDependency[Actor],
@@ -86,7 +95,11 @@ class ApiKeyController(Controller):
             items=[ApiKeyRead.of(k) for k in chosen], total=len(keys), limit=limit, offset=offset
         )
 
-    @delete("/{api_key_id:uuid}", summary="Revoke one of your API keys")
+    @delete(
+        "/{api_key_id:uuid}",
+        summary="Revoke one of your API keys",
+        responses=problems(*SIGNED_IN_ERRORS, *PARAMETER_ERRORS, 404),
+    )
     async def revoke_api_key(
         self,
         api_key_id: FromPath[UUID],

@@ -22,6 +22,8 @@ from tenantry.presentation.documents import DocumentController
 from tenantry.presentation.errors import exception_handlers
 from tenantry.presentation.files import FileController
 from tenantry.presentation.health import HealthController, ReadinessChecks, ServiceInfo
+from tenantry.presentation.keys import AdminKeyController
+from tenantry.presentation.metrics import MetricsController, MetricsMiddleware, RequestMetrics
 from tenantry.presentation.middleware import RequestContextMiddleware
 from tenantry.presentation.projects import ProjectController
 from tenantry.presentation.security import (
@@ -43,6 +45,7 @@ CONTROLLERS = [
     ApiKeyController,
     UserController,
     AdminTenantController,
+    AdminKeyController,
     ProjectController,
     DocumentController,
     FileController,
@@ -56,6 +59,7 @@ def create_app(
     dependencies: Mapping[str, Provide],
     readiness_checks: ReadinessChecks,
     authenticator: AuthenticatorFactory,
+    metrics: RequestMetrics | None = None,
     plugins: Sequence[PluginProtocol] = (),
     on_startup: Sequence[Callable[[], Any]] = (),
     on_shutdown: Sequence[Callable[[], Any]] = (),
@@ -67,11 +71,12 @@ def create_app(
         check_timeout=settings.ready_check_timeout,
     )
     app = Litestar(
-        route_handlers=CONTROLLERS,
+        route_handlers=[*CONTROLLERS, *([MetricsController] if metrics else [])],
         dependencies={
             "readiness_checks": Provide(
                 lambda: readiness_checks, use_cache=True, sync_to_thread=False
             ),
+            "request_metrics": Provide(lambda: metrics, use_cache=True, sync_to_thread=False),
             "service_info": Provide(lambda: service_info, use_cache=True, sync_to_thread=False),
             "actor": Provide(provide_actor, sync_to_thread=False),
             **dependencies,
@@ -125,7 +130,9 @@ def create_app(
         debug=False,
     )
     # Wrapping the whole handler (not Litestar middleware) so routing 404s and 405s get
-    # request ids, security headers and access lines too.
+    # request ids, security headers and access lines too, and are counted.
+    if metrics is not None:
+        app.asgi_handler = MetricsMiddleware(app.asgi_handler, metrics=metrics)
     app.asgi_handler = RequestContextMiddleware(
         app.asgi_handler, docs_path=DOCS_PATH, production=settings.is_production
     )

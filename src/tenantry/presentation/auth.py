@@ -7,26 +7,33 @@ from typing import Annotated, Any, Literal
 import msgspec
 from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
-from litestar.params import JSONBody
 
 from tenantry.application.auth import GetMe, Login, Logout, Refresh, Register
 from tenantry.domain.auth import Actor, TokenPair
-from tenantry.presentation.security import NO_CREDENTIALS, PUBLIC
-from tenantry.presentation.users import Password, UserRead
+from tenantry.presentation.bodies import NO_NUL, StrictJSONBody
+from tenantry.presentation.errors import BODY_ERRORS, problems
+from tenantry.presentation.security import (
+    NO_CREDENTIALS,
+    PUBLIC,
+    SIGNED_IN_ERRORS,
+    client_address,
+)
+from tenantry.presentation.users import NewPassword, Password, UserRead
 
-Short = Annotated[str, msgspec.Meta(max_length=254)]
+Short = Annotated[str, msgspec.Meta(max_length=254, pattern=NO_NUL)]
+Slug = Annotated[str, msgspec.Meta(max_length=63, pattern=NO_NUL)]
 Token = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
 
 
 class RegisterRequest(msgspec.Struct, forbid_unknown_fields=True):
-    tenant: Annotated[str, msgspec.Meta(max_length=63)]
-    username: Annotated[str, msgspec.Meta(max_length=64)]
+    tenant: Slug
+    username: Annotated[str, msgspec.Meta(max_length=64, pattern=NO_NUL)]
     email: Short
-    password: Password
+    password: NewPassword
 
 
 class LoginRequest(msgspec.Struct, forbid_unknown_fields=True):
-    tenant: Annotated[str, msgspec.Meta(max_length=63)]
+    tenant: Slug
     login: Short
     password: Password
 
@@ -50,10 +57,6 @@ class TokenResponse(msgspec.Struct):
         )
 
 
-def client_address(request: Request[Any, Any, Any]) -> str:
-    return request.client.host if request.client else "unknown"
-
-
 class AuthController(Controller):
     path = "/api/v1/auth"
     tags = ["auth"]
@@ -63,11 +66,12 @@ class AuthController(Controller):
         opt=PUBLIC,
         security=NO_CREDENTIALS,
         summary="Sign up in a tenant that allows self sign-up",
+        responses=problems(*BODY_ERRORS, 403, 409, 429),
     )
     async def register(
         self,
         request: Request[Any, Any, Any],
-        data: JSONBody[RegisterRequest],
+        data: StrictJSONBody[RegisterRequest],
         register: NamedDependency[Register],
     ) -> UserRead:
         user = await register(
@@ -85,14 +89,15 @@ class AuthController(Controller):
         security=NO_CREDENTIALS,
         status_code=200,
         summary="Sign in with email or username",
+        responses=problems(*BODY_ERRORS, 401, 429),
     )
     async def login(
         self,
         request: Request[Any, Any, Any],
-        data: JSONBody[LoginRequest],
-        login: NamedDependency[Login],
+        data: StrictJSONBody[LoginRequest],
+        sign_in: NamedDependency[Login],
     ) -> TokenResponse:
-        pair = await login(
+        pair = await sign_in(
             tenant=data.tenant,
             login=data.login,
             password=data.password,
@@ -106,9 +111,10 @@ class AuthController(Controller):
         security=NO_CREDENTIALS,
         status_code=200,
         summary="Trade a refresh token for new tokens",
+        responses=problems(*BODY_ERRORS, 401),
     )
     async def refresh(
-        self, data: JSONBody[RefreshRequest], refresh: NamedDependency[Refresh]
+        self, data: StrictJSONBody[RefreshRequest], refresh: NamedDependency[Refresh]
     ) -> TokenResponse:
         return TokenResponse.of(await refresh(data.refresh_token))
 
@@ -118,10 +124,13 @@ class AuthController(Controller):
         security=NO_CREDENTIALS,
         status_code=204,
         summary="Revoke a refresh token's family",
+        responses=problems(*BODY_ERRORS),
     )
-    async def logout(self, data: JSONBody[RefreshRequest], logout: NamedDependency[Logout]) -> None:
+    async def logout(
+        self, data: StrictJSONBody[RefreshRequest], logout: NamedDependency[Logout]
+    ) -> None:
         await logout(data.refresh_token)
 
-    @get("/me", summary="The signed-in user")
+    @get("/me", summary="The signed-in user", responses=problems(*SIGNED_IN_ERRORS))
     async def me(self, actor: NamedDependency[Actor], get_me: NamedDependency[GetMe]) -> UserRead:
         return UserRead.of(await get_me(actor))

@@ -6,7 +6,11 @@ import re
 
 from litestar.exceptions import ClientException
 
+from tenantry.domain.errors import StaleVersion
+
 _ETAG = re.compile(r'^(?:W/)?"(\d{1,10})"$')
+# The version columns are PostgreSQL integers: no resource ever has a larger version.
+VERSION_MAX = 2**31 - 1
 
 
 def etag(version: int) -> str:
@@ -21,6 +25,8 @@ def expected_version(if_match: str | None, body_version: int | None) -> int | No
     if match is None:
         raise ClientException('If-Match must be an ETag such as "3".')
     header_version = int(match.group(1))
+    if header_version > VERSION_MAX:
+        raise StaleVersion("No version is that large; fetch the resource and retry.")
     if body_version is not None and body_version != header_version:
         raise ClientException("If-Match and version disagree.")
     return header_version

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import msgspec
 from litestar import Controller, Response, delete, get, patch, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, QueryParameter
 
 from tenantry.application.documents import (
     CreateDocument,
@@ -21,7 +21,9 @@ from tenantry.application.documents import (
 from tenantry.domain.auth import Actor
 from tenantry.domain.documents import CONTENT_MAX_LENGTH, TITLE_MAX_LENGTH, Document
 from tenantry.domain.projects import ListQuery
-from tenantry.presentation.concurrency import etag, expected_version
+from tenantry.presentation.bodies import NO_NUL, NOT_BLANK, StrictJSONBody
+from tenantry.presentation.concurrency import VERSION_MAX, etag, expected_version
+from tenantry.presentation.errors import BODY_ERRORS, PARAMETER_ERRORS, problems
 from tenantry.presentation.pagination import (
     CreatedAfter,
     CreatedBefore,
@@ -29,12 +31,18 @@ from tenantry.presentation.pagination import (
     Offset,
     Page,
     Search,
+    instant,
 )
 from tenantry.presentation.projects import IfMatch
+from tenantry.presentation.security import SIGNED_IN_ERRORS
 
-Title = Annotated[str, msgspec.Meta(max_length=TITLE_MAX_LENGTH)]
-Content = Annotated[str, msgspec.Meta(max_length=CONTENT_MAX_LENGTH)]
-DocumentOrder = Annotated[str, msgspec.Meta(pattern=r"^-?(created_at|updated_at|title)$")]
+Title = Annotated[str, msgspec.Meta(max_length=TITLE_MAX_LENGTH, pattern=NOT_BLANK)]
+Content = Annotated[str, msgspec.Meta(max_length=CONTENT_MAX_LENGTH, pattern=NO_NUL)]
+# A Literal, not a pattern: Litestar does not apply msgspec constraints to query parameters.
+DocumentOrder = Annotated[
+    Literal["created_at", "-created_at", "title", "-title", "updated_at", "-updated_at"],
+    QueryParameter(description="Sort field; a leading '-' sorts descending."),
+]
 
 
 class DocumentCreate(msgspec.Struct, forbid_unknown_fields=True):
@@ -47,7 +55,7 @@ class DocumentUpdate(msgspec.Struct, forbid_unknown_fields=True):
     title: Title | None = None
     content: Content | None = None
     metadata: dict[str, Any] | None = None
-    version: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    version: Annotated[int, msgspec.Meta(ge=1, le=VERSION_MAX)] | None = None
 
 
 class DocumentRead(msgspec.Struct):
@@ -86,7 +94,10 @@ class DocumentController(Controller):
     path = "/api/v1/projects/{project_id:uuid}/documents"
     tags = ["documents"]
 
-    @get(summary="Documents of a project")
+    @get(
+        summary="Documents of a project",
+        responses=problems(*SIGNED_IN_ERRORS, *PARAMETER_ERRORS, 404),
+    )
     async def list_documents(
         self,
         project_id: FromPath[UUID],
@@ -104,19 +115,22 @@ class DocumentController(Controller):
             offset=offset,
             q=q,
             order_by=order_by,
-            created_after=created_after,
-            created_before=created_before,
+            created_after=instant(created_after, "created_after"),
+            created_before=instant(created_before, "created_before"),
         )
         documents, total = await list_documents(actor, project_id, query)
         return Page(
             items=[DocumentRead.of(d) for d in documents], total=total, limit=limit, offset=offset
         )
 
-    @post(summary="Add a document to a project")
+    @post(
+        summary="Add a document to a project",
+        responses=problems(*SIGNED_IN_ERRORS, *BODY_ERRORS, 404),
+    )
     async def create_document(
         self,
         project_id: FromPath[UUID],
-        data: JSONBody[DocumentCreate],
+        data: StrictJSONBody[DocumentCreate],
         actor: NamedDependency[Actor],
         create_document: NamedDependency[CreateDocument],
     ) -> Response[DocumentRead]:
@@ -125,7 +139,11 @@ class DocumentController(Controller):
         )
         return with_etag(document, status_code=201)
 
-    @get("/{document_id:uuid}", summary="A document; its ETag is its version")
+    @get(
+        "/{document_id:uuid}",
+        summary="A document; its ETag is its version",
+        responses=problems(*SIGNED_IN_ERRORS, *PARAMETER_ERRORS, 404),
+    )
     async def get_document(
         self,
         project_id: FromPath[UUID],
@@ -135,12 +153,16 @@ class DocumentController(Controller):
     ) -> Response[DocumentRead]:
         return with_etag(await get_document(actor, project_id, document_id))
 
-    @patch("/{document_id:uuid}", summary="Change a document (If-Match or version: 412 if stale)")
+    @patch(
+        "/{document_id:uuid}",
+        summary="Change a document (If-Match or version: 412 if stale)",
+        responses=problems(*SIGNED_IN_ERRORS, *BODY_ERRORS, 404, 412),
+    )
     async def update_document(
         self,
         project_id: FromPath[UUID],
         document_id: FromPath[UUID],
-        data: JSONBody[DocumentUpdate],
+        data: StrictJSONBody[DocumentUpdate],
         actor: NamedDependency[Actor],
         update_document: NamedDependency[UpdateDocument],
         if_match: IfMatch = None,
@@ -156,7 +178,11 @@ class DocumentController(Controller):
         )
         return with_etag(document)
 
-    @delete("/{document_id:uuid}", summary="Delete a document")
+    @delete(
+        "/{document_id:uuid}",
+        summary="Delete a document",
+        responses=problems(*SIGNED_IN_ERRORS, *PARAMETER_ERRORS, 404),
+    )
     async def delete_document(
         self,
         project_id: FromPath[UUID],

@@ -8,9 +8,13 @@ from typing import Any
 
 import msgspec
 import structlog
+from advanced_alchemy.exceptions import AdvancedAlchemyError
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi import ResponseSpec
 from litestar.types import ExceptionHandlersMap
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from tenantry.domain.errors import (
     Conflict,
@@ -21,13 +25,19 @@ from tenantry.domain.errors import (
     RateLimited,
     StaleVersion,
     Unauthenticated,
+    Unavailable,
 )
 from tenantry.domain.files import TooLarge, UnsupportedType
+from tenantry.domain.secrets import SecretNotFound, SecretsUnavailable
 from tenantry.domain.tasks import TaskFinished
 from tenantry.presentation.middleware import request_id_of
 
 PROBLEM_JSON = "application/problem+json"
 _NAMED_FIELD = re.compile(r"(?:missing required|unknown) field `([^`]+)`")
+# character_not_in_repertoire (a NUL in text), untranslatable_character (one in JSON).
+_UNSTORABLE_SQLSTATES = frozenset({"22021", "22P05"})
+UNSTORABLE_INPUT = "The request contains a character that is not accepted (such as NUL)."
+TOO_DEEP = "The request body is nested too deeply."
 
 log = structlog.stdlib.get_logger("tenantry.errors")
 
@@ -60,6 +70,28 @@ class Problem(msgspec.Struct, omit_defaults=True):
     instance: str
     request_id: str
     errors: list[FieldError] = msgspec.field(default_factory=list)
+
+
+# What a route with path, query or header parameters may answer before its handler runs: one
+# it cannot read (400), one that breaks the schema (422). Listing 400 also replaces the 400
+# Litestar documents for such routes in its own shape, which is not what they send.
+PARAMETER_ERRORS = (400, 422)
+# What a route reading a JSON body may answer before its handler runs: the above, and a body
+# over the size limit.
+BODY_ERRORS = (*PARAMETER_ERRORS, 413)
+
+
+def problems(*statuses: int) -> dict[int, ResponseSpec]:
+    """The OpenAPI entries of the errors a route answers, each a problem+json body."""
+    return {
+        status: ResponseSpec(
+            Problem,
+            description=HTTPStatus(status).phrase,
+            media_type=PROBLEM_JSON,
+            generate_examples=False,
+        )
+        for status in sorted(statuses)
+    }
 
 
 def problem_type(status: int) -> str:
@@ -135,7 +167,54 @@ def handle_domain(request: Request[Any, Any, Any], exc: DomainError) -> Response
     return problem_response(request, status, exc.detail, errors=errors, headers=headers)
 
 
+def handle_secrets(request: Request[Any, Any, Any], exc: DomainError) -> Response[Problem]:
+    # The detail names the store's address: it goes to the log, the client learns only 503.
+    log.warning("secret store unavailable", error=exc.detail)
+    return problem_response(
+        request,
+        503,
+        "A dependency is unavailable; try again shortly.",
+        headers={"Retry-After": "5"},
+    )
+
+
+def handle_unavailable(request: Request[Any, Any, Any], exc: Unavailable) -> Response[Problem]:
+    log.warning("dependency unavailable", error=exc.detail)
+    return problem_response(
+        request,
+        503,
+        "A dependency is unavailable; try again shortly.",
+        headers={"Retry-After": "5"},
+    )
+
+
+def _lost_database(exc: BaseException) -> BaseException | None:
+    """A connection that died under the request, or none free within the pool timeout.
+    advanced-alchemy's repositories wrap both (a dead connection even as an IntegrityError),
+    hence the walk down the causes."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, PoolTimeout) or (
+            isinstance(cause, DBAPIError) and cause.connection_invalidated
+        ):
+            return cause
+        cause = cause.__cause__
+    return None
+
+
+def handle_database(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    if (lost := _lost_database(exc)) is not None:
+        return handle_unavailable(request, Unavailable(f"database lost ({type(lost).__name__})"))
+    return handle_unexpected(request, exc)
+
+
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    if _unstorable_input(exc):
+        return problem_response(request, 422, UNSTORABLE_INPUT)
+    # msgspec gives up on JSON nested deeper than the interpreter's recursion limit: a request
+    # body that cannot be read, not a fault of ours.
+    if isinstance(exc, RecursionError) and "while deserializing" in str(exc):
+        return problem_response(request, 400, TOO_DEEP)
     status = exc.status_code if isinstance(exc, HTTPException) and exc.status_code >= 500 else 500
     log.exception("unhandled error", path=request.url.path, method=request.method)
     return problem_response(
@@ -143,6 +222,26 @@ def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Respon
         status,
         "An unexpected error occurred. Quote the request id to support.",
     )
+
+
+def _unstorable_input(exc: BaseException) -> bool:
+    """Whether PostgreSQL refused a character of the client's input (a NUL in text or JSON).
+
+    Found by the SQLSTATE anywhere in the exception's chain, so no driver class is named here;
+    the other data errors (a number out of range, say) are kept out by the request schemas.
+    """
+    pending: list[BaseException] = [exc]
+    seen: set[int] = set()
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if getattr(current, "sqlstate", None) in _UNSTORABLE_SQLSTATES:
+            return True
+        linked = (current.__cause__, current.__context__, getattr(current, "orig", None))
+        pending.extend(link for link in linked if isinstance(link, BaseException))
+    return False
 
 
 def _safe_detail(detail: str, status: int) -> str:
@@ -154,5 +253,10 @@ exception_handlers: ExceptionHandlersMap = {
     ValidationException: handle_validation,
     HTTPException: handle_http,
     DomainError: handle_domain,
+    SecretNotFound: handle_secrets,
+    SecretsUnavailable: handle_secrets,
+    Unavailable: handle_unavailable,
+    SQLAlchemyError: handle_database,
+    AdvancedAlchemyError: handle_database,
     Exception: handle_unexpected,
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -13,6 +14,9 @@ import msgspec
 from litestar import Controller, Request, delete, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import ClientException, HTTPException
+from litestar.openapi import ResponseSpec
+from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
+from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 from litestar.params import FromPath, HeaderParameter, QueryParameter
 from litestar.response import Redirect, Stream
 from multipart import MultipartError, MultipartSegment, PushMultipartParser, parse_options_header
@@ -29,6 +33,7 @@ from tenantry.application.files import (
 from tenantry.domain.auth import Actor
 from tenantry.domain.files import StoredFile, Usage
 from tenantry.domain.projects import ListQuery
+from tenantry.presentation.errors import BODY_ERRORS, PARAMETER_ERRORS, problems
 from tenantry.presentation.pagination import (
     CreatedAfter,
     CreatedBefore,
@@ -36,7 +41,9 @@ from tenantry.presentation.pagination import (
     Offset,
     Page,
     Search,
+    instant,
 )
+from tenantry.presentation.security import SIGNED_IN_ERRORS
 
 FILE_FIELD = "file"
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -119,6 +126,18 @@ class FilePart:
                 yield event
 
 
+@dataclass
+class UploadOperation(Operation):
+    """The upload's body in the spec: the handler streams it itself, so Litestar cannot tell."""
+
+    def __post_init__(self) -> None:
+        file = Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)
+        form = Schema(type=OpenAPIType.OBJECT, properties={FILE_FIELD: file}, required=[FILE_FIELD])
+        self.request_body = RequestBody(
+            content={"multipart/form-data": OpenAPIMediaType(schema=form)}, required=True
+        )
+
+
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """The one byte range asked for, inclusive; None for the whole file; 416 when unsatisfiable."""
     if header is None:
@@ -156,6 +175,8 @@ class FileController(Controller):
         "An image below the minimum size: 422. Over the tenant's quota: 413.",
         # The size limit is the upload policy's, enforced while streaming.
         request_max_body_size=None,
+        operation_class=UploadOperation,
+        responses=problems(*SIGNED_IN_ERRORS, *BODY_ERRORS, 415),
     )
     async def upload_file(
         self,
@@ -170,7 +191,10 @@ class FileController(Controller):
         )
         return FileRead.of(stored)
 
-    @get(summary="Files of your tenant")
+    @get(
+        summary="Files of your tenant",
+        responses=problems(*SIGNED_IN_ERRORS, *PARAMETER_ERRORS, 403),
+    )
     async def list_files(
         self,
         actor: NamedDependency[Actor],
@@ -186,19 +210,27 @@ class FileController(Controller):
             limit=limit,
             offset=offset,
             q=q,
-            created_after=created_after,
-            created_before=created_before,
+            created_after=instant(created_after, "created_after"),
+            created_before=instant(created_before, "created_before"),
         )
         files, total = await list_files(actor, query, include_deleted=include_deleted)
         return Page(items=[FileRead.of(f) for f in files], total=total, limit=limit, offset=offset)
 
-    @get("/usage", summary="Bytes and files stored by your tenant, and its quota")
+    @get(
+        "/usage",
+        summary="Bytes and files stored by your tenant, and its quota",
+        responses=problems(*SIGNED_IN_ERRORS),
+    )
     async def usage(
         self, actor: NamedDependency[Actor], get_usage: NamedDependency[GetUsage]
     ) -> UsageRead:
         return UsageRead.of(await get_usage(actor))
 
-    @get("/{file_id:uuid}", summary="A file's metadata")
+    @get(
+        "/{file_id:uuid}",
+        summary="A file's metadata",
+        responses=problems(*SIGNED_IN_ERRORS, *PARAMETER_ERRORS, 404),
+    )
     async def get_file(
         self,
         file_id: FromPath[UUID],
@@ -212,6 +244,12 @@ class FileController(Controller):
         summary="A file's bytes",
         description="Streamed with one byte Range supported, or a 307 to a presigned URL "
         "when the store gives one.",
+        responses={
+            200: ResponseSpec(bytes, description="The file", media_type="*/*"),
+            206: ResponseSpec(bytes, description="The byte range asked for", media_type="*/*"),
+            307: ResponseSpec(None, description="The file's presigned URL, in Location"),
+            **problems(*SIGNED_IN_ERRORS, *PARAMETER_ERRORS, 404, 416),
+        },
     )
     async def get_content(
         self,
@@ -220,7 +258,13 @@ class FileController(Controller):
         get_file: NamedDependency[GetFile],
         read_file_content: NamedDependency[ReadFileContent],
         download_url: NamedDependency[DownloadUrl],
-        range_header: Annotated[str | None, HeaderParameter(name="Range", max_length=100)] = None,
+        range_header: Annotated[
+            str | None,
+            # A header is a string when sent (Litestar would say "or null").
+            HeaderParameter(
+                name="Range", max_length=100, schema_extra={"oneOf": None, "type": "string"}
+            ),
+        ] = None,
     ) -> Stream | Redirect:
         found = await get_file(actor, file_id)
         if range_header is None and (url := await download_url(found)):
@@ -243,7 +287,11 @@ class FileController(Controller):
             headers=headers,
         )
 
-    @delete("/{file_id:uuid}", summary="Delete a file (soft; purged after the grace period)")
+    @delete(
+        "/{file_id:uuid}",
+        summary="Delete a file (soft; purged after the grace period)",
+        responses=problems(*SIGNED_IN_ERRORS, *PARAMETER_ERRORS, 404),
+    )
     async def delete_file(
         self,
         file_id: FromPath[UUID],

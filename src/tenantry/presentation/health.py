@@ -11,6 +11,7 @@ import msgspec
 import structlog
 from litestar import Controller, Response, get
 from litestar.di import NamedDependency
+from litestar.openapi import ResponseSpec
 
 from tenantry.presentation.security import NO_CREDENTIALS, PUBLIC
 
@@ -90,6 +91,11 @@ class HealthController(Controller):
         opt=PUBLIC,
         security=NO_CREDENTIALS,
         summary="Readiness: 200 when every dependency answers, else 503",
+        responses={
+            503: ResponseSpec(
+                Readiness, description="A dependency failed its check", generate_examples=False
+            )
+        },
     )
     async def ready(
         self,

@@ -17,7 +17,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUEST_ID_HEADER = "x-request-id"
 REQUEST_ID_STATE_KEY = "request_id"
-_WELL_FORMED_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_WELL_FORMED_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 access_log = structlog.stdlib.get_logger("tenantry.access")
 
@@ -43,7 +43,7 @@ HSTS = (b"strict-transport-security", b"max-age=31536000; includeSubDomains")
 
 def accepted_request_id(value: str | None) -> str:
     """The client's id when it is well formed, a fresh one otherwise."""
-    if value is not None and _WELL_FORMED_REQUEST_ID.match(value):
+    if value is not None and _WELL_FORMED_REQUEST_ID.fullmatch(value):
         return value
     return uuid.uuid4().hex
 

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Generic, Literal, TypeVar
 
 import msgspec
+from litestar.exceptions import ValidationException
 from litestar.params import QueryParameter
+
+from tenantry.presentation.bodies import NO_NUL
 
 T = TypeVar("T")
 
 Limit = Annotated[int, QueryParameter(ge=1, le=100, description="Page size (1 to 100).")]
-Offset = Annotated[int, QueryParameter(ge=0, description="Items to skip.")]
+# Bounded so it always reaches the database as a number it takes (no list is anywhere near).
+Offset = Annotated[int, QueryParameter(ge=0, le=2**31 - 1, description="Items to skip.")]
 
 
 class Page(msgspec.Struct, Generic[T]):
@@ -22,10 +26,36 @@ class Page(msgspec.Struct, Generic[T]):
 
 
 Search = Annotated[
-    str | None, QueryParameter(max_length=200, description="Case-insensitive substring match.")
+    str | None,
+    QueryParameter(max_length=200, pattern=NO_NUL, description="Case-insensitive substring match."),
 ]
-CreatedAfter = Annotated[datetime | None, QueryParameter(description="Created at or after.")]
-CreatedBefore = Annotated[datetime | None, QueryParameter(description="Created at or before.")]
+# Strings parsed by ``instant``: as ``datetime`` parameters, Litestar would also read a number
+# as Unix time and a time without an offset as naive, where the spec says RFC 3339.
+CreatedAfter = Annotated[
+    str | None,
+    QueryParameter(format="date-time", max_length=64, description="Created at or after."),
+]
+CreatedBefore = Annotated[
+    str | None,
+    QueryParameter(format="date-time", max_length=64, description="Created at or before."),
+]
+_RFC3339 = Annotated[datetime, msgspec.Meta(tz=True)]
+
+
+def instant(value: str | None, name: str) -> datetime | None:
+    """A query parameter's RFC 3339 time (with its offset); a 422 naming it otherwise."""
+    if value is None:
+        return None
+    try:
+        # In UTC, as the database compares it: an offset can push a time out of range.
+        return msgspec.convert(value, _RFC3339).astimezone(UTC)
+    except (msgspec.ValidationError, OverflowError):
+        raise ValidationException(
+            f"Invalid query parameter {name}.",
+            extra=[{"key": name, "message": "must be an RFC 3339 date-time", "source": "query"}],
+        ) from None
+
+
 OrderField = Annotated[
     Literal["created_at", "-created_at", "name", "-name", "updated_at", "-updated_at"],
     QueryParameter(description="Sort field; a leading '-' sorts descending."),

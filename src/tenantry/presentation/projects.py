@@ -9,7 +9,7 @@ from uuid import UUID
 import msgspec
 from litestar import Controller, Response, delete, get, patch, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, HeaderParameter, JSONBody
+from litestar.params import FromPath, HeaderParameter
 
 from tenantry.application.projects import (
     CreateProject,
@@ -20,7 +20,9 @@ from tenantry.application.projects import (
 )
 from tenantry.domain.auth import Actor
 from tenantry.domain.projects import DESCRIPTION_MAX_LENGTH, NAME_MAX_LENGTH, ListQuery, Project
-from tenantry.presentation.concurrency import etag, expected_version
+from tenantry.presentation.bodies import NO_NUL, NOT_BLANK, StrictJSONBody
+from tenantry.presentation.concurrency import VERSION_MAX, etag, expected_version
+from tenantry.presentation.errors import BODY_ERRORS, PARAMETER_ERRORS, problems
 from tenantry.presentation.pagination import (
     CreatedAfter,
     CreatedBefore,
@@ -29,20 +31,39 @@ from tenantry.presentation.pagination import (
     OrderField,
     Page,
     Search,
+    instant,
 )
+from tenantry.presentation.security import SIGNED_IN_ERRORS
 
-IfMatch = Annotated[str | None, HeaderParameter(name="If-Match", max_length=64)]
+IfMatch = Annotated[
+    str | None,
+    HeaderParameter(
+        name="If-Match",
+        max_length=64,
+        # A header is a string when sent (Litestar would say "or null"); the pattern is
+        # documented, not enforced here: a malformed one is a 400 from expected_version.
+        schema_extra={
+            "oneOf": None,
+            "type": "string",
+            "pattern": r'^[ \t]*(\*|(W/)?"[0-9]{1,10}")[ \t]*$',
+        },
+    ),
+]
+
+
+Name = Annotated[str, msgspec.Meta(max_length=NAME_MAX_LENGTH, pattern=NOT_BLANK)]
+Description = Annotated[str, msgspec.Meta(max_length=DESCRIPTION_MAX_LENGTH, pattern=NO_NUL)]
 
 
 class ProjectCreate(msgspec.Struct, forbid_unknown_fields=True):
-    name: Annotated[str, msgspec.Meta(max_length=NAME_MAX_LENGTH)]
-    description: Annotated[str, msgspec.Meta(max_length=DESCRIPTION_MAX_LENGTH)] = ""
+    name: Name
+    description: Description = ""
 
 
 class ProjectUpdate(msgspec.Struct, forbid_unknown_fields=True):
-    name: Annotated[str, msgspec.Meta(max_length=NAME_MAX_LENGTH)] | None = None
-    description: Annotated[str, msgspec.Meta(max_length=DESCRIPTION_MAX_LENGTH)] | None = None
-    version: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    name: Name | None = None
+    description: Description | None = None
+    version: Annotated[int, msgspec.Meta(ge=1, le=VERSION_MAX)] | None = None
 
 
 class ProjectRead(msgspec.Struct):
@@ -77,7 +98,9 @@ class ProjectController(Controller):
     path = "/api/v1/projects"
     tags = ["projects"]
 
-    @get(summary="Projects of your tenant")
+    @get(
+        summary="Projects of your tenant", responses=problems(*SIGNED_IN_ERRORS, *PARAMETER_ERRORS)
+    )
     async def list_projects(
         self,
         actor: NamedDependency[Actor],
@@ -94,25 +117,29 @@ class ProjectController(Controller):
             offset=offset,
             q=q,
             order_by=order_by,
-            created_after=created_after,
-            created_before=created_before,
+            created_after=instant(created_after, "created_after"),
+            created_before=instant(created_before, "created_before"),
         )
         projects, total = await list_projects(actor, query)
         return Page(
             items=[ProjectRead.of(p) for p in projects], total=total, limit=limit, offset=offset
         )
 
-    @post(summary="Create a project")
+    @post(summary="Create a project", responses=problems(*SIGNED_IN_ERRORS, *BODY_ERRORS))
     async def create_project(
         self,
-        data: JSONBody[ProjectCreate],
+        data: StrictJSONBody[ProjectCreate],
         actor: NamedDependency[Actor],
         create_project: NamedDependency[CreateProject],
     ) -> Response[ProjectRead]:
         project = await create_project(actor, name=data.name, description=data.description)
         return with_etag(project, status_code=201)
 
-    @get("/{project_id:uuid}", summary="A project; its ETag is its version")
+    @get(
+        "/{project_id:uuid}",
+        summary="A project; its ETag is its version",
+        responses=problems(*SIGNED_IN_ERRORS, *PARAMETER_ERRORS, 404),
+    )
     async def get_project(
         self,
         project_id: FromPath[UUID],
@@ -125,11 +152,12 @@ class ProjectController(Controller):
         "/{project_id:uuid}",
         summary="Change a project",
         description="Send If-Match with the ETag (or `version`) you read: a stale write is 412.",
+        responses=problems(*SIGNED_IN_ERRORS, *BODY_ERRORS, 404, 412),
     )
     async def update_project(
         self,
         project_id: FromPath[UUID],
-        data: JSONBody[ProjectUpdate],
+        data: StrictJSONBody[ProjectUpdate],
         actor: NamedDependency[Actor],
         update_project: NamedDependency[UpdateProject],
         if_match: IfMatch = None,
@@ -143,7 +171,11 @@ class ProjectController(Controller):
         )
         return with_etag(project)
 
-    @delete("/{project_id:uuid}", summary="Delete a project and its documents")
+    @delete(
+        "/{project_id:uuid}",
+        summary="Delete a project and its documents",
+        responses=problems(*SIGNED_IN_ERRORS, *PARAMETER_ERRORS, 403, 404),
+    )
     async def delete_project(
         self,
         project_id: FromPath[UUID],

@@ -8,27 +8,36 @@ from typing import Any, Protocol
 import structlog
 from litestar import Request
 from litestar.connection import ASGIConnection
-from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware.authentication import (
     AbstractAuthenticationMiddleware,
     AuthenticationResult,
 )
-from litestar.types import ASGIApp, Scope
+from litestar.types import ASGIApp, Receive, Scope, Send
 
 from tenantry.domain.auth import Actor
 from tenantry.domain.errors import Unauthenticated
 
 MISSING_CREDENTIALS = "Authentication required: send a bearer token or an X-API-Key header."
+TWO_CREDENTIALS = "Send one credential: a bearer token or an X-API-Key header, not both."
+# All headers together, bounded as a proxy bounds them (nginx: 4 x 8 KiB by default): far above
+# any real request to this API, and uvicorn alone takes whatever one read brings (~256 KiB).
+MAX_HEADER_BYTES = 32 * 1024
 
 
 class Authenticator(Protocol):
     async def bearer(self, token: str) -> Actor: ...
 
-    async def api_key(self, key: str) -> Actor: ...
+    async def api_key(self, key: str, *, client: str) -> Actor: ...
 
 
 AuthenticatorFactory = Callable[[Scope], Authenticator]
+
+
+def client_address(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+    """The peer's address, which rate limits are kept by."""
+    return connection.client.host if connection.client else "unknown"
 
 
 class CredentialsMiddleware(AbstractAuthenticationMiddleware):
@@ -40,6 +49,13 @@ class CredentialsMiddleware(AbstractAuthenticationMiddleware):
         super().__init__(app, exclude=exclude)
         self.authenticator = authenticator
 
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Refused before any credential in them is parsed; every routed request passes here.
+        size = sum(len(name) + len(value) for name, value in scope.get("headers", ()))
+        if size > MAX_HEADER_BYTES:
+            raise HTTPException(status_code=431, detail="The request's headers are too large.")
+        await super().__call__(scope, receive, send)
+
     async def authenticate_request(
         self, connection: ASGIConnection[Any, Any, Any, Any]
     ) -> AuthenticationResult:
@@ -47,13 +63,19 @@ class CredentialsMiddleware(AbstractAuthenticationMiddleware):
         api_key = connection.headers.get("x-api-key")
         authenticator = self.authenticator(connection.scope)
         try:
+            if authorization is not None and api_key is not None:
+                # One credential per request: an invalid one must not hide behind a valid one.
+                raise Unauthenticated(TWO_CREDENTIALS)
             if authorization is not None:
                 scheme, _, token = authorization.partition(" ")
                 if scheme.lower() != "bearer" or not token.strip():
                     raise Unauthenticated("Invalid or expired credentials.")
                 actor, kind = await authenticator.bearer(token.strip()), "bearer"
             elif api_key is not None:
-                actor, kind = await authenticator.api_key(api_key.strip()), "api_key"
+                actor = await authenticator.api_key(
+                    api_key.strip(), client=client_address(connection)
+                )
+                kind = "api_key"
             else:
                 raise NotAuthorizedException(MISSING_CREDENTIALS, headers=CHALLENGE)
         except Unauthenticated as error:
@@ -71,7 +93,15 @@ def provide_actor(request: Request[Actor, Any, Any]) -> Actor:
     return request.user
 
 
+def automatic_options(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
+    """Litestar's own OPTIONS answer (all it tells is the allowed methods) skips the credentials
+    middleware, as CORS preflights carry none, yet runs a controller's guards."""
+    return connection.scope.get("method") == "OPTIONS"
+
+
 def requires_manager(connection: ASGIConnection[Any, Actor, Any, Any], _: BaseRouteHandler) -> None:
+    if automatic_options(connection):
+        return
     if not connection.user.can_manage:
         raise PermissionDeniedException("Only the tenant's owners and admins may do this.")
 
@@ -79,9 +109,15 @@ def requires_manager(connection: ASGIConnection[Any, Actor, Any, Any], _: BaseRo
 def requires_superuser(
     connection: ASGIConnection[Any, Actor, Any, Any], _: BaseRouteHandler
 ) -> None:
+    if automatic_options(connection):
+        return
     if not connection.user.is_superuser:
         raise PermissionDeniedException("Only platform superusers may do this.")
 
+
+# What any route behind the credentials middleware may answer before its handler runs: no or
+# bad credentials, or too many failed API keys from the caller's address.
+SIGNED_IN_ERRORS = (401, 429)
 
 # Handler options of public endpoints: skipped by the middleware, shown without a lock in /docs.
 PUBLIC = {"exclude_from_auth": True}

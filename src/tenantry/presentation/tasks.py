@@ -12,7 +12,8 @@ from uuid import UUID
 import msgspec
 from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.openapi import ResponseSpec
+from litestar.params import FromPath, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from tenantry.application.tasks import (
@@ -26,12 +27,22 @@ from tenantry.application.tasks import (
 from tenantry.domain.auth import Actor
 from tenantry.domain.projects import ListQuery
 from tenantry.domain.tasks import FINISHED, Task, TaskLog, TaskStatus
+from tenantry.presentation.bodies import NO_NUL, StrictJSONBody
+from tenantry.presentation.errors import BODY_ERRORS, PARAMETER_ERRORS, problems
 from tenantry.presentation.middleware import request_id_of
-from tenantry.presentation.pagination import CreatedAfter, CreatedBefore, Limit, Offset, Page
+from tenantry.presentation.pagination import (
+    CreatedAfter,
+    CreatedBefore,
+    Limit,
+    Offset,
+    Page,
+    instant,
+)
+from tenantry.presentation.security import SIGNED_IN_ERRORS
 
 
 class TaskCreate(msgspec.Struct, forbid_unknown_fields=True):
-    type: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    type: Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=NO_NUL)]
     input_files: Annotated[list[UUID], msgspec.Meta(max_length=100)] = msgspec.field(
         default_factory=list
     )
@@ -109,19 +120,25 @@ StatusFilter = Annotated[
     Literal["pending", "processing", "completed", "failed", "cancelled"] | None,
     QueryParameter(description="Only tasks in this status."),
 ]
-TypeFilter = Annotated[str | None, QueryParameter(max_length=100, description="Only this type.")]
+TypeFilter = Annotated[
+    str | None, QueryParameter(max_length=100, pattern=NO_NUL, description="Only this type.")
+]
 
 
 class TaskController(Controller):
     path = "/api/v1/tasks"
     tags = ["tasks"]
 
-    @post(status_code=202, summary="Submit a task", description="An unknown type or a config "
-          "its handler does not accept is 422.")  # fmt: skip
+    @post(
+        status_code=202,
+        summary="Submit a task",
+        description="An unknown type or a config its handler does not accept is 422.",
+        responses=problems(*SIGNED_IN_ERRORS, *BODY_ERRORS, 404),
+    )
     async def submit_task(
         self,
         request: Request[Any, Any, Any],
-        data: JSONBody[TaskCreate],
+        data: StrictJSONBody[TaskCreate],
         actor: NamedDependency[Actor],
         submit_task: NamedDependency[SubmitTask],
     ) -> TaskRead:
@@ -134,7 +151,7 @@ class TaskController(Controller):
         )
         return TaskRead.of(task)
 
-    @get(summary="Tasks of your tenant")
+    @get(summary="Tasks of your tenant", responses=problems(*SIGNED_IN_ERRORS, *PARAMETER_ERRORS))
     async def list_tasks(
         self,
         actor: NamedDependency[Actor],
@@ -147,14 +164,21 @@ class TaskController(Controller):
         created_before: CreatedBefore = None,
     ) -> Page[TaskRead]:
         query = ListQuery(
-            limit=limit, offset=offset, created_after=created_after, created_before=created_before
+            limit=limit,
+            offset=offset,
+            created_after=instant(created_after, "created_after"),
+            created_before=instant(created_before, "created_before"),
         )
         found, total = await list_tasks(
             actor, query, status=None if status is None else TaskStatus(status), task_type=type
         )
         return Page(items=[TaskRead.of(t) for t in found], total=total, limit=limit, offset=offset)
 
-    @get("/stats", summary="Counts by status and type, mean and p95 duration of completed tasks")
+    @get(
+        "/stats",
+        summary="Counts by status and type, mean and p95 duration of completed tasks",
+        responses=problems(*SIGNED_IN_ERRORS),
+    )
     async def task_stats(
         self, actor: NamedDependency[Actor], task_stats: NamedDependency[GetTaskStats]
     ) -> TaskStatsRead:
@@ -166,7 +190,11 @@ class TaskController(Controller):
             p95_duration_ms=stats.p95_duration_ms,
         )
 
-    @get("/{task_id:uuid}", summary="A task: status, progress, result")
+    @get(
+        "/{task_id:uuid}",
+        summary="A task: status, progress, result",
+        responses=problems(*SIGNED_IN_ERRORS, *PARAMETER_ERRORS, 404),
+    )
     async def get_task(
         self,
         task_id: FromPath[UUID],
@@ -176,7 +204,10 @@ class TaskController(Controller):
         return TaskRead.of(await get_task(actor, task_id))
 
     @post(
-        "/{task_id:uuid}/cancel", status_code=202, summary="Cancel a task (a finished one is 409)"
+        "/{task_id:uuid}/cancel",
+        status_code=202,
+        summary="Cancel a task (a finished one is 409)",
+        responses=problems(*SIGNED_IN_ERRORS, *PARAMETER_ERRORS, 404, 409),
     )
     async def cancel_task(
         self,
@@ -191,6 +222,10 @@ class TaskController(Controller):
         summary="Status and progress as server-sent events",
         description="One `task` event (the task as JSON) now and on every change; the stream "
         "ends when the task finishes, or after ten minutes.",
+        responses={
+            200: ResponseSpec(str, description="The event stream", media_type="text/event-stream"),
+            **problems(*SIGNED_IN_ERRORS, *PARAMETER_ERRORS, 404),
+        },
     )
     async def task_events(
         self,
@@ -217,7 +252,11 @@ class TaskController(Controller):
 
         return ServerSentEvent(changes())
 
-    @get("/{task_id:uuid}/logs", summary="The operation log of every attempt")
+    @get(
+        "/{task_id:uuid}/logs",
+        summary="The operation log of every attempt",
+        responses=problems(*SIGNED_IN_ERRORS, *PARAMETER_ERRORS, 404),
+    )
     async def task_logs(
         self,
         task_id: FromPath[UUID],

@@ -9,28 +9,35 @@ from uuid import UUID
 import msgspec
 from litestar import Controller, Request, get, patch, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath
 
 from tenantry.application.auth import SELF_SIGNUP_SETTING
 from tenantry.application.tenants import CreateTenant, ListTenants, OwnerInput, UpdateTenant
 from tenantry.domain.auth import Actor
 from tenantry.domain.tenants import Tenant, TenantStatus
-from tenantry.presentation.auth import client_address
+from tenantry.presentation.bodies import CLOSED_OBJECT, NO_NUL, NOT_BLANK, StrictJSONBody
+from tenantry.presentation.errors import BODY_ERRORS, PARAMETER_ERRORS, problems
 from tenantry.presentation.pagination import Limit, Offset, Page
-from tenantry.presentation.security import NO_CREDENTIALS, PUBLIC, requires_superuser
-from tenantry.presentation.users import Password, UserRead
+from tenantry.presentation.security import (
+    NO_CREDENTIALS,
+    PUBLIC,
+    SIGNED_IN_ERRORS,
+    client_address,
+    requires_superuser,
+)
+from tenantry.presentation.users import NewPassword, UserRead
 
 
 class OwnerCreate(msgspec.Struct, forbid_unknown_fields=True):
-    username: Annotated[str, msgspec.Meta(max_length=64)]
-    email: Annotated[str, msgspec.Meta(max_length=254)]
-    password: Password
+    username: Annotated[str, msgspec.Meta(max_length=64, pattern=NO_NUL)]
+    email: Annotated[str, msgspec.Meta(max_length=254, pattern=NO_NUL)]
+    password: NewPassword
 
 
 class TenantCreate(msgspec.Struct, forbid_unknown_fields=True):
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-    slug: Annotated[str, msgspec.Meta(min_length=3, max_length=63)]
-    owner: OwnerCreate
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NOT_BLANK)]
+    slug: Annotated[str, msgspec.Meta(min_length=3, max_length=63, pattern=NO_NUL)]
+    owner: Annotated[OwnerCreate, CLOSED_OBJECT]
 
 
 class TenantRead(msgspec.Struct):
@@ -75,11 +82,12 @@ class TenantController(Controller):
         security=NO_CREDENTIALS,
         summary="Create a tenant and its owner",
         description="A taken slug is 409.",
+        responses=problems(*BODY_ERRORS, 409, 429),
     )
     async def create_tenant(
         self,
         request: Request[Any, Any, Any],
-        data: JSONBody[TenantCreate],
+        data: StrictJSONBody[TenantCreate],
         create_tenant: NamedDependency[CreateTenant],
     ) -> TenantCreated:
         owner = OwnerInput(
@@ -96,7 +104,10 @@ class AdminTenantController(Controller):
     tags = ["platform administration"]
     guards = [requires_superuser]
 
-    @get(summary="Every tenant of the platform")
+    @get(
+        summary="Every tenant of the platform",
+        responses=problems(*SIGNED_IN_ERRORS, *PARAMETER_ERRORS, 403),
+    )
     async def list_tenants(
         self,
         actor: NamedDependency[Actor],
@@ -109,11 +120,15 @@ class AdminTenantController(Controller):
             items=[TenantRead.of(t) for t in tenants], total=total, limit=limit, offset=offset
         )
 
-    @patch("/{tenant_id:uuid}", summary="Suspend or reactivate a tenant, or change its settings")
+    @patch(
+        "/{tenant_id:uuid}",
+        summary="Suspend or reactivate a tenant, or change its settings",
+        responses=problems(*SIGNED_IN_ERRORS, *BODY_ERRORS, 403, 404),
+    )
     async def update_tenant(
         self,
         tenant_id: FromPath[UUID],
-        data: JSONBody[TenantUpdate],
+        data: StrictJSONBody[TenantUpdate],
         actor: NamedDependency[Actor],
         update_tenant: NamedDependency[UpdateTenant],
     ) -> TenantRead:

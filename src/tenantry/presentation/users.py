@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import msgspec
 from litestar import Controller, delete, get, patch, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath
 
 from tenantry.application.users import CreateUser, DeleteUser, GetUser, ListUsers, UpdateUser
 from tenantry.domain.auth import Actor
-from tenantry.domain.users import User
+from tenantry.domain.users import PASSWORD_MAX_LENGTH, User
+from tenantry.presentation.bodies import NO_NUL, StrictJSONBody
+from tenantry.presentation.errors import BODY_ERRORS, PARAMETER_ERRORS, problems
 from tenantry.presentation.pagination import Limit, Offset, Page
-from tenantry.presentation.security import requires_manager
+from tenantry.presentation.security import SIGNED_IN_ERRORS, requires_manager
 
 Password = Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+# A password being set; its other rules (length, strength) are the domain's, answered as 422.
+NewPassword = Annotated[str, msgspec.Meta(min_length=1, max_length=PASSWORD_MAX_LENGTH)]
+Email = Annotated[str, msgspec.Meta(max_length=254, pattern=NO_NUL)]
+Roles = Annotated[list[Literal["owner", "admin", "member"]], msgspec.Meta(min_length=1)]
 
 
 class UserRead(msgspec.Struct):
@@ -47,15 +53,15 @@ class UserRead(msgspec.Struct):
 
 
 class UserCreate(msgspec.Struct, forbid_unknown_fields=True):
-    username: Annotated[str, msgspec.Meta(max_length=64)]
-    email: Annotated[str, msgspec.Meta(max_length=254)]
-    password: Password
-    roles: list[str] = msgspec.field(default_factory=lambda: ["member"])
+    username: Annotated[str, msgspec.Meta(max_length=64, pattern=NO_NUL)]
+    email: Email
+    password: NewPassword
+    roles: Roles = msgspec.field(default_factory=lambda: ["member"])
 
 
 class UserUpdate(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    email: Annotated[str, msgspec.Meta(max_length=254)] | None = None
-    roles: list[str] | None = None
+    email: Email | None = None
+    roles: Roles | None = None
     is_active: bool | None = None
     settings: dict[str, Any] | None = None
 
@@ -64,7 +70,10 @@ class UserController(Controller):
     path = "/api/v1/users"
     tags = ["users"]
 
-    @get(summary="List the users of your tenant")
+    @get(
+        summary="List the users of your tenant",
+        responses=problems(*SIGNED_IN_ERRORS, *PARAMETER_ERRORS),
+    )
     async def list_users(
         self,
         actor: NamedDependency[Actor],
@@ -75,10 +84,14 @@ class UserController(Controller):
         users, total = await list_users(actor, limit=limit, offset=offset)
         return Page(items=[UserRead.of(u) for u in users], total=total, limit=limit, offset=offset)
 
-    @post(summary="Add a user to your tenant (owners and admins)", guards=[requires_manager])
+    @post(
+        summary="Add a user to your tenant (owners and admins)",
+        guards=[requires_manager],
+        responses=problems(*SIGNED_IN_ERRORS, *BODY_ERRORS, 403, 409),
+    )
     async def create_user(
         self,
-        data: JSONBody[UserCreate],
+        data: StrictJSONBody[UserCreate],
         actor: NamedDependency[Actor],
         create_user: NamedDependency[CreateUser],
     ) -> UserRead:
@@ -87,11 +100,15 @@ class UserController(Controller):
             username=data.username,
             email=data.email,
             password=data.password,
-            roles=data.roles,
+            roles=list[str](data.roles),
         )
         return UserRead.of(user)
 
-    @get("/{user_id:uuid}", summary="A user of your tenant")
+    @get(
+        "/{user_id:uuid}",
+        summary="A user of your tenant",
+        responses=problems(*SIGNED_IN_ERRORS, *PARAMETER_ERRORS, 404),
+    )
     async def get_user(
         self,
         user_id: FromPath[UUID],
@@ -100,11 +117,15 @@ class UserController(Controller):
     ) -> UserRead:
         return UserRead.of(await get_user(actor, user_id))
 
-    @patch("/{user_id:uuid}", summary="Change a user (owners and admins; anyone their own email)")
+    @patch(
+        "/{user_id:uuid}",
+        summary="Change a user (owners and admins; anyone their own email)",
+        responses=problems(*SIGNED_IN_ERRORS, *BODY_ERRORS, 403, 404, 409),
+    )
     async def update_user(
         self,
         user_id: FromPath[UUID],
-        data: JSONBody[UserUpdate],
+        data: StrictJSONBody[UserUpdate],
         actor: NamedDependency[Actor],
         update_user: NamedDependency[UpdateUser],
     ) -> UserRead:
@@ -112,14 +133,17 @@ class UserController(Controller):
             actor,
             user_id,
             email=data.email,
-            roles=data.roles,
+            roles=None if data.roles is None else list[str](data.roles),
             is_active=data.is_active,
             settings=data.settings,
         )
         return UserRead.of(user)
 
     @delete(
-        "/{user_id:uuid}", summary="Remove a user (owners and admins)", guards=[requires_manager]
+        "/{user_id:uuid}",
+        summary="Remove a user (owners and admins)",
+        guards=[requires_manager],
+        responses=problems(*SIGNED_IN_ERRORS, *PARAMETER_ERRORS, 403, 404),
     )
     async def delete_user(
         self,

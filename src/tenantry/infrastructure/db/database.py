@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
+import asyncpg
 from advanced_alchemy.extensions.litestar import (
     AsyncSessionConfig,
     EngineConfig,
@@ -13,10 +16,42 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tenantry.config import Settings
+from tenantry.domain.errors import Unavailable
 from tenantry.infrastructure.db.models import metadata
 
+# A server that is down, starting, stopping or full: worth retrying, unlike a wrong password.
+_UNREACHABLE = (
+    OSError,  # refused, no socket, timed out
+    asyncpg.PostgresConnectionError,  # SQLSTATE class 08, e.g. closed mid-handshake
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
+)
 
-def alchemy_config(settings: Settings) -> SQLAlchemyAsyncConfig:
+
+async def connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:
+    """asyncpg's connect, with "the server cannot be reached" as one domain error: SQLAlchemy
+    passes connect-time OSErrors through unwrapped, indistinguishable from a disk error."""
+    try:
+        return await asyncpg.connect(*args, **kwargs)
+    except _UNREACHABLE as error:
+        raise Unavailable(f"database unreachable ({type(error).__name__})") from error
+
+
+def alchemy_config(
+    settings: Settings, *, password: Callable[[], Awaitable[str | None]] | None = None
+) -> SQLAlchemyAsyncConfig:
+    """``password``, when given, is asked for at each new connection (asyncpg awaits it), so a
+    password rotated in the secret store reaches the pool without a restart."""
+    connect_args: dict[str, Any] = {
+        "timeout": settings.db_connect_timeout,
+        "server_settings": {"application_name": "tenantry"},
+        # The asyncpg dialect pops this and calls it instead of asyncpg.connect.
+        "async_creator_fn": connect,
+    }
+    if password is not None:
+        connect_args["password"] = password
     return SQLAlchemyAsyncConfig(
         connection_string=settings.async_database_url,
         metadata=metadata,
@@ -28,15 +63,15 @@ def alchemy_config(settings: Settings) -> SQLAlchemyAsyncConfig:
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_max_overflow,
             pool_timeout=settings.db_pool_timeout,
-            pool_pre_ping=False,
+            # A pooled connection outlived by a database restart would fail its next request;
+            # a ping at checkout finds it and opens a fresh one. Cost, measured on a unix
+            # socket: ~0.2 ms per checkout (asyncpg pings as BEGIN, ";", ROLLBACK).
+            pool_pre_ping=True,
             pool_recycle=1800,
             echo=settings.log_sql,
             # Statement parameters hold password hashes and token digests: never in errors or logs.
             hide_parameters=True,
-            connect_args={
-                "timeout": settings.db_connect_timeout,
-                "server_settings": {"application_name": "tenantry"},
-            },
+            connect_args=connect_args,
         ),
     )
 

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Select, func, update
+from sqlalchemy import Row, Select, bindparam, func, select, update
 
 from tenantry.domain.errors import StaleVersion
 from tenantry.domain.projects import ListQuery, Project
@@ -22,7 +22,17 @@ class ProjectModelRepository(TenantScopedRepository[ProjectModel]):
         return super().scoped(statement).where(ProjectModel.deleted_at.is_(None))
 
 
-def to_project(row: ProjectModel) -> Project:
+_projects = ProjectModel.__table__
+# Get-by-id is the hottest read, so it is built once, on the table: SQLAlchemy reuses its cache
+# key and compiled form, and no ORM entity loading runs per request. Same filter as scoped().
+_GET = select(_projects).where(
+    _projects.c.tenant_id == bindparam("tenant_id"),
+    _projects.c.id == bindparam("project_id"),
+    _projects.c.deleted_at.is_(None),
+)
+
+
+def to_project(row: ProjectModel | Row[Any]) -> Project:
     return Project(
         id=row.id,
         tenant_id=row.tenant_id,
@@ -46,7 +56,8 @@ class SqlProjectRepository:
         return to_project(row)
 
     async def get(self, project_id: UUID) -> Project | None:
-        row = await self.repository.get_one_or_none(id=project_id)
+        parameters = {"tenant_id": self.repository.tenant_id, "project_id": project_id}
+        row = (await self.repository.session.execute(_GET, parameters)).one_or_none()
         return None if row is None else to_project(row)
 
     async def list(self, query: ListQuery) -> tuple[list[Project], int]:

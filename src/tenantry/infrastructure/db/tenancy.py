@@ -18,7 +18,7 @@ from uuid import UUID
 
 from advanced_alchemy.exceptions import NotFoundError
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
-from sqlalchemy import Select, event, select, text
+from sqlalchemy import Select, event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, UOWTransaction
@@ -75,7 +75,21 @@ class TenantScopedRepository(SQLAlchemyAsyncRepository[ModelT], Generic[ModelT])
 
     def __init__(self, *, session: AsyncSession, tenant_id: UUID, **kwargs: Any) -> None:
         self.tenant_id = tenant_id
-        super().__init__(session=session, statement=self.scoped(select(self.model_type)), **kwargs)
+        self._scoped: Select[Any] | None = None
+        super().__init__(session=session, **kwargs)
+
+    @property
+    def statement(self) -> Select[Any]:
+        # Scoped on first use, not in __init__: building the filter costs more than a hot path
+        # with a statement of its own (and a repository per request) should pay for nothing.
+        if self._scoped is None:
+            self._scoped = self.scoped(self._unscoped)
+        return self._scoped
+
+    @statement.setter
+    def statement(self, statement: Select[Any]) -> None:
+        # Whatever base statement is set (advanced-alchemy sets select(model)) is read scoped.
+        self._unscoped, self._scoped = statement, None
 
     def scoped(self, statement: Select[Any]) -> Select[Any]:
         return statement.where(self.model_type.tenant_id == self.tenant_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from types import TracebackType
 from typing import Self
 from uuid import UUID
@@ -43,7 +44,11 @@ class SqlUnitOfWork:
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
-        self.tenants: TenantRepository = SqlTenantRepository(TenantModelRepository(session=session))
+
+    @cached_property
+    def tenants(self) -> TenantRepository:
+        # Built when first used: most requests never touch the tenants table through it.
+        return SqlTenantRepository(TenantModelRepository(session=self.session))
 
     def users(self, tenant_id: UUID) -> UserRepository:
         bind_tenant(self.session, tenant_id)

@@ -8,7 +8,7 @@ from uuid import UUID
 
 from advanced_alchemy.exceptions import IntegrityError
 from advanced_alchemy.filters import LimitOffset, OrderBy
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 
 from tenantry.domain.errors import Conflict
 from tenantry.domain.tenants import TenantStatus
@@ -19,6 +19,21 @@ from tenantry.infrastructure.db.tenancy import TenantScopedRepository
 
 class UserModelRepository(TenantScopedRepository[UserModel]):
     model_type = UserModel
+
+
+_users, _tenants = UserModel.__table__, TenantModel.__table__
+# Every authenticated request runs this check, so it is built once, on the tables: SQLAlchemy
+# reuses its cache key and compiled form, and no ORM entity loading runs per request.
+_ACTIVE_ROLES = (
+    select(_users.c.roles)
+    .join(_tenants, _tenants.c.id == _users.c.tenant_id)
+    .where(
+        _users.c.tenant_id == bindparam("tenant_id"),
+        _users.c.id == bindparam("user_id"),
+        _users.c.is_active.is_(True),
+        _tenants.c.status == TenantStatus.ACTIVE.value,
+    )
+)
 
 
 def to_user(row: UserModel) -> User:
@@ -142,15 +157,7 @@ class SqlUserRepository:
         return True
 
     async def active_roles(self, user_id: UUID) -> tuple[Role, ...] | None:
-        statement = (
-            select(UserModel.roles)
-            .join(TenantModel, TenantModel.id == UserModel.tenant_id)
-            .where(
-                UserModel.tenant_id == self.repository.tenant_id,
-                UserModel.id == user_id,
-                UserModel.is_active.is_(True),
-                TenantModel.status == TenantStatus.ACTIVE.value,
-            )
-        )
-        roles = (await self.repository.session.execute(statement)).scalar_one_or_none()
+        parameters = {"tenant_id": self.repository.tenant_id, "user_id": user_id}
+        result = await self.repository.session.execute(_ACTIVE_ROLES, parameters)
+        roles = result.scalar_one_or_none()
         return None if roles is None else tuple(Role(role) for role in roles)

@@ -11,6 +11,9 @@ import structlog
 from arq import Retry, cron
 from arq.connections import RedisSettings
 from arq.worker import Worker
+from redis.exceptions import RedisError
+
+from tenantry.infrastructure.observability.metrics import WorkerGauges
 
 RunTask = Callable[[UUID, UUID, int], Awaitable[timedelta | None]]
 Reconcile = Callable[[], Awaitable[int]]
@@ -50,6 +53,29 @@ async def retention(ctx: dict[str, Any]) -> None:
     log.info("retention sweep done", **await ctx["sweep"]())
 
 
+class PatientWorker(Worker):
+    """arq's worker, except that a Redis outage does not end it.
+
+    arq lets the first Redis error of its poll loop end the worker: `tenantry dev` would serve on
+    with no worker, `tenantry worker` would exit. This one logs the outage once, keeps polling
+    and picks up jobs again when Redis answers; running tasks keep their state in PostgreSQL.
+    """
+
+    redis_down = False
+
+    async def _poll_iteration(self) -> None:
+        try:
+            await super()._poll_iteration()
+        except RedisError as error:
+            if not self.redis_down:
+                log.error("redis unavailable; the worker waits for it", error=type(error).__name__)
+            self.redis_down = True
+            return
+        if self.redis_down:
+            log.info("redis is back; the worker takes jobs again")
+            self.redis_down = False
+
+
 def build_worker(
     *,
     redis_url: str,
@@ -64,7 +90,10 @@ def build_worker(
     handle_signals: bool,
     completion_wait: timedelta = timedelta(0),
 ) -> Worker:
-    return Worker(
+    gauges = WorkerGauges(
+        queue_name=queue_name, limit=concurrency, running=lambda: _running(worker)
+    )
+    worker = PatientWorker(
         functions=[run_task],
         cron_jobs=[
             cron(reconcile, second={0, 30}, run_at_startup=True, unique=True),
@@ -90,4 +119,12 @@ def build_worker(
             "sweep": sweep_files,
         },
         health_check_interval=60,
+        on_startup=gauges.start,
+        on_shutdown=gauges.stop,
     )
+    return worker
+
+
+def _running(worker: Worker) -> int:
+    # arq's own count of the jobs a worker runs (its health-check line's j_ongoing).
+    return sum(not task.done() for task in worker.tasks.values())

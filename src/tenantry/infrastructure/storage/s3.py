@@ -10,7 +10,10 @@ from urllib.parse import quote
 
 import aioboto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as EndpointUnreachable
+
+from tenantry.domain.errors import Unavailable
 
 CHUNK = 256 * 1024
 MIB = 1024 * 1024
@@ -46,6 +49,16 @@ class S3Storage:
         self._stack = contextlib.AsyncExitStack()
         self._client: Any = None
 
+    def use_credentials(self, access_key_id: str | None, secret_access_key: str | None) -> None:
+        """Replace the configured keys (with Vault's) before ``start`` opens the client."""
+        self._client_options["aws_access_key_id"] = access_key_id
+        self._client_options["aws_secret_access_key"] = secret_access_key
+
+    def __repr__(self) -> str:
+        return (
+            f"S3Storage(bucket={self.bucket!r}, endpoint={self._client_options['endpoint_url']!r})"
+        )
+
     async def start(self) -> None:
         """Open the client for the life of the process; create the bucket when it is missing."""
         self._client = await self._stack.enter_async_context(
@@ -62,6 +75,13 @@ class S3Storage:
         await self._stack.aclose()
 
     async def put(self, key: str, chunks: AsyncIterator[bytes]) -> None:
+        try:
+            await self._put(key, chunks)
+        except (EndpointUnreachable, HTTPClientError) as error:
+            # Refused, timed out or cut off after botocore's own retries: "try again shortly".
+            raise Unavailable(f"object store unreachable ({type(error).__name__})") from error
+
+    async def _put(self, key: str, chunks: AsyncIterator[bytes]) -> None:
         s3, buffer = self._client, bytearray()
         parts: list[dict[str, Any]] = []
         upload_id: str | None = None

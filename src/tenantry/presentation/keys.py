@@ -1,0 +1,64 @@
+"""Platform administration of the JWT signing keyring (superusers)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+from litestar import Controller, get, post
+from litestar.di import NamedDependency
+
+from tenantry.application.keys import ListSigningKeys, RotateSigningKey
+from tenantry.domain.auth import Actor
+from tenantry.domain.keys import KeyInfo
+from tenantry.presentation.errors import problems
+from tenantry.presentation.security import SIGNED_IN_ERRORS, requires_superuser
+
+
+class SigningKeyRead(msgspec.Struct):
+    kid: str
+    created_at: datetime
+    current: bool
+
+
+class KeyringRead(msgspec.Struct):
+    """The keyring newest first; secrets are never part of any response."""
+
+    current: str
+    keys: list[SigningKeyRead]
+
+    @classmethod
+    def of(cls, keys: list[KeyInfo]) -> KeyringRead:
+        return cls(
+            current=next(key.kid for key in keys if key.current),
+            keys=[
+                SigningKeyRead(kid=key.kid, created_at=key.created_at, current=key.current)
+                for key in keys
+            ],
+        )
+
+
+class AdminKeyController(Controller):
+    path = "/api/v1/admin/keys"
+    tags = ["platform administration"]
+    guards = [requires_superuser]
+
+    @get(
+        summary="The signing keys: the current one and those still trusted for verification",
+        responses=problems(*SIGNED_IN_ERRORS, 403),
+    )
+    async def list_keys(
+        self, actor: NamedDependency[Actor], list_signing_keys: NamedDependency[ListSigningKeys]
+    ) -> KeyringRead:
+        return KeyringRead.of(await list_signing_keys(actor))
+
+    @post(
+        "/rotate",
+        status_code=201,
+        summary="Add a new current signing key; tokens signed before keep working until expiry",
+        responses=problems(*SIGNED_IN_ERRORS, 403, 409),
+    )
+    async def rotate(
+        self, actor: NamedDependency[Actor], rotate_signing_key: NamedDependency[RotateSigningKey]
+    ) -> KeyringRead:
+        return KeyringRead.of(await rotate_signing_key(actor))

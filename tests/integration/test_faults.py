@@ -1,0 +1,437 @@
+"""Faults on real engines: PostgreSQL restarted under load, Redis down, S3 down.
+
+Each test starts its own instance of the engine it breaks, so the session's engines are never
+disturbed. A worker killed mid-task is tests/e2e/test_worker_kill.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import boto3
+import httpx
+import msgspec
+import psutil
+import pytest
+from litestar.testing import AsyncTestClient
+from moto.server import ThreadedMotoServer
+from sqlalchemy.engine import make_url
+
+from tenantry import bootstrap
+from tenantry.application.tasks import ReconcileTasks
+from tenantry.config import Settings
+from tenantry.infrastructure.db import migrations
+from tenantry.infrastructure.db.rls import APP_ROLE
+from tenantry.infrastructure.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+
+from ..conftest import Client, LogLines, captured_logs, plain_url
+from .identity import PASSWORD, bearer, create_tenant, login, owner_session
+from .test_health import assert_problem
+from .test_metrics import product_env, read, running, wait_healthy
+from .test_tasks import app_with, submit, task_settings, wait_for
+
+pytestmark = pytest.mark.timeout(90)
+
+# The outage settings of the API under test: a request that needs the database gives up
+# after these (seconds), so "fast" below means within both plus scheduling slack.
+CONNECT_TIMEOUT = 1
+POOL_TIMEOUT = 1
+FAST = CONNECT_TIMEOUT + POOL_TIMEOUT + 1.0
+
+
+async def until(
+    condition: Callable[[], Awaitable[bool] | bool], what: str, limit: float = 20
+) -> None:
+    deadline = time.monotonic() + limit
+    while True:
+        outcome = condition()
+        if isinstance(outcome, Awaitable):
+            outcome = await outcome
+        if outcome:
+            return
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+# PostgreSQL.
+
+
+@pytest.fixture
+async def postgres() -> AsyncIterator[EmbeddedPostgres]:
+    """A PostgreSQL of this test alone, migrated by its owner.
+
+    Not under tmp_path: run as root, PostgreSQL runs as its own user, and any pytest session
+    starting meanwhile makes pytest's temporary root private again, failing a restart."""
+    with tempfile.TemporaryDirectory(prefix="tenantry-faults-") as root:
+        server = EmbeddedPostgres(Path(root) / "postgres")
+        await asyncio.to_thread(server.start)
+        try:
+            await asyncio.to_thread(migrations.upgrade, server.url())
+            yield server
+        finally:
+            await asyncio.to_thread(server.stop)
+
+
+def app_role_url(server: EmbeddedPostgres) -> str:
+    return make_url(server.url()).set(username=APP_ROLE).render_as_string(hide_password=False)
+
+
+@pytest.fixture
+async def api(
+    settings: Settings, postgres: EmbeddedPostgres, clean_state: None, tmp_path: Path
+) -> AsyncIterator[tuple[httpx.AsyncClient, Path]]:
+    """`tenantry serve` on that PostgreSQL (and the session's Redis): a real server, so the
+    load below is really concurrent; its log file for the assertions."""
+    port, log = free_port(), tmp_path / "serve.log"
+    config = msgspec.structs.replace(settings, database_url=app_role_url(postgres), db_pool_size=5)
+    env = product_env(config, tmp_path / "data", port) | {
+        "TENANTRY_DB_MAX_OVERFLOW": "0",
+        "TENANTRY_DB_CONNECT_TIMEOUT": str(CONNECT_TIMEOUT),
+        "TENANTRY_DB_POOL_TIMEOUT": str(POOL_TIMEOUT),
+        "TENANTRY_PASSWORD_TIME_COST": "1",
+        "TENANTRY_PASSWORD_MEMORY_KIB": "1024",
+    }
+    async with (
+        running(["serve"], env, tmp_path, log) as server,
+        # No request may hang: the client's own timeout is far above the API's.
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=15) as client,
+    ):
+        await wait_healthy(client, server, log)
+        yield client, log
+
+
+@dataclass
+class Outcome:
+    sent: float
+    received: float
+    status: int
+    response: httpx.Response
+
+
+@dataclass
+class Load:
+    """Clients that create projects and read each one back, until told to stop."""
+
+    client: httpx.AsyncClient
+    headers: dict[str, str]
+    outcomes: list[Outcome] = field(default_factory=list)
+    created: set[str] = field(default_factory=set)
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        sent = time.monotonic()
+        response = await self.client.request(method, path, headers=self.headers, **kwargs)
+        self.outcomes.append(Outcome(sent, time.monotonic(), response.status_code, response))
+        return response
+
+    async def one_client(self, number: int) -> None:
+        for attempt in range(10_000):
+            if self.stop.is_set():
+                return
+            created = await self.request(
+                "POST", "/api/v1/projects", json={"name": f"load {number}.{attempt}"}
+            )
+            if created.status_code == 201:
+                self.created.add(created.json()["id"])
+                await self.request("GET", f"/api/v1/projects/{created.json()['id']}")
+            # Half a breath between rounds, so an outage is many requests, not thousands.
+            await asyncio.sleep(0.01)
+
+    def between(self, start: float, end: float = float("inf")) -> list[Outcome]:
+        return [o for o in self.outcomes if o.sent >= start and o.received <= end]
+
+    async def count_after(self, start: float, count: int, what: str) -> list[Outcome]:
+        await until(lambda: len(self.between(start)) >= count, what)
+        return self.between(start)
+
+
+async def test_postgres_restarted_under_load(
+    api: tuple[httpx.AsyncClient, Path], postgres: EmbeddedPostgres
+) -> None:
+    client, log = api
+    await create_tenant(client, "acme")
+    load = Load(client, bearer(await login(client, "acme", "olive")))
+    clients = [asyncio.create_task(load.one_client(number)) for number in range(8)]
+    try:
+        await load.count_after(0, 40, "the load to warm up")
+
+        await asyncio.to_thread(postgres.stop)
+        down = time.monotonic()
+        await load.count_after(down, 40, "requests during the outage")
+        restarting = time.monotonic()
+        outage = load.between(down, restarting)
+        assert outage
+        for outcome in outage:
+            problem = assert_problem(outcome.response, 503)
+            assert outcome.response.headers["retry-after"] == "5"
+            assert problem["detail"] == "A dependency is unavailable; try again shortly."
+        slowest = max(o.received - o.sent for o in outage)
+        assert slowest < FAST, f"an outage answer took {slowest:.2f} s"
+
+        await asyncio.to_thread(postgres.start)
+        await until(
+            lambda: any(o.status == 201 for o in load.between(restarting)), "a write to succeed"
+        )
+        recovered = max(o.sent for o in load.between(restarting) if o.status == 201)
+        after = await load.count_after(recovered, 40, "requests after the recovery")
+        assert {o.status for o in after} <= {200, 201}
+    finally:
+        load.stop.set()
+        await asyncio.gather(*clients)
+
+    # Never a 500 (nor a 409 or 404 from a misread outage): served, or 503.
+    assert {o.status for o in load.outcomes} <= {200, 201, 503}
+    assert '"unhandled error"' not in read(log)
+    connection = await asyncpg.connect(plain_url(postgres.url()))
+    try:
+        stored = {str(row["id"]) for row in await connection.fetch("select id from projects")}
+    finally:
+        await connection.close()
+    # Every write acknowledged with a 201 survived; an answer lost in the outage may have
+    # committed too (a 503 promises nothing), so the table may hold more.
+    assert load.created
+    assert load.created <= stored
+
+
+async def test_connections_outlived_by_a_quiet_restart_are_replaced(
+    api: tuple[httpx.AsyncClient, Path], postgres: EmbeddedPostgres
+) -> None:
+    client, _ = api
+    headers = await owner_session(client, "acme")
+
+    async def burst() -> set[int]:
+        responses = await asyncio.gather(
+            *(client.get("/api/v1/projects", headers=headers) for _ in range(10))
+        )
+        return {response.status_code for response in responses}
+
+    assert await burst() == {200}  # the pool now holds open connections
+    await asyncio.to_thread(postgres.stop)
+    await asyncio.to_thread(postgres.start)
+    # No request saw the outage, so nothing invalidated the pool: the check at checkout must.
+    assert await burst() == {200}
+
+
+async def test_a_hung_database_costs_the_pool_timeout_not_a_hang(
+    api: tuple[httpx.AsyncClient, Path], postgres: EmbeddedPostgres
+) -> None:
+    client, _ = api
+    headers = await owner_session(client, "acme")
+
+    async def get() -> tuple[int, float]:
+        started = time.monotonic()
+        response = await client.get("/api/v1/projects", headers=headers)
+        return response.status_code, time.monotonic() - started
+
+    async def pool_full() -> bool:
+        assert {status for status, _ in await asyncio.gather(*(get() for _ in range(20)))} == {200}
+        return await app_connections(postgres) == 5
+
+    await until(pool_full, "the pool to hold all its connections")
+    postmaster = psutil.Process(postgres.pid)
+    frozen = [postmaster, *postmaster.children(recursive=True)]  # the backends included
+    signal_all(frozen, psutil.Process.suspend)
+    try:
+        # Five requests take the pool's five connections and wait on the frozen server; the
+        # other three find no connection within the pool timeout.
+        requests = [asyncio.create_task(get()) for _ in range(8)]
+        await until(lambda: sum(r.done() for r in requests) >= 3, "the pool timeouts")
+        refused = [r.result() for r in requests if r.done()]
+        assert [status for status, _ in refused] == [503, 503, 503]
+        assert all(POOL_TIMEOUT <= seconds < FAST for _, seconds in refused)
+    finally:
+        signal_all(frozen, psutil.Process.resume)
+    assert sorted(status for status, _ in await asyncio.gather(*requests)) == [200] * 5 + [503] * 3
+
+
+def signal_all(processes: list[psutil.Process], action: Callable[[psutil.Process], None]) -> None:
+    for process in processes:
+        # A backend that just ended (the one that counted connections, say) needs no signal.
+        with contextlib.suppress(psutil.NoSuchProcess):
+            action(process)
+
+
+async def app_connections(server: EmbeddedPostgres) -> int:
+    connection = await asyncpg.connect(plain_url(server.url()))
+    try:
+        count: int = await connection.fetchval(
+            "select count(*) from pg_stat_activity where usename = $1", APP_ROLE
+        )
+    finally:
+        await connection.close()
+    return count
+
+
+# Redis.
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis(tmp_path / "redis", persist=False)
+    server.start()
+    yield server
+    server.stop()
+
+
+def worker_said(lines: LogLines, message: str) -> bool:
+    return any(line["message"] == message for line in lines.of("tenantry.worker"))
+
+
+async def test_redis_down(
+    settings: Settings, redis_server: EmbeddedRedis, clean_state: None
+) -> None:
+    config = msgspec.structs.replace(
+        task_settings(settings), redis_url=redis_server.url, db_connect_timeout=1.0
+    )
+    async with AsyncTestClient(app=app_with(config, with_worker=True)) as client:
+        owner = await owner_session(client, "acme")
+        with captured_logs() as lines:
+            redis_server.stop()
+            await until(
+                lambda: worker_said(lines, "redis unavailable; the worker waits for it"),
+                "the worker to notice",
+            )
+            await serves_without_redis(client, owner, lines)
+            task = await submit(client, owner, "test.noop")
+            assert task["status"] == "pending"
+            assert any(
+                line["message"] == "task not enqueued; the reconciler will"
+                and line["task_id"] == task["id"]
+                for line in lines.of("tenantry.jobs")
+            )
+            assert (await client.get(f"/api/v1/tasks/{task['id']}", headers=owner)).json()[
+                "status"
+            ] == "pending"
+
+            redis_server.start()
+            await until(
+                lambda: worker_said(lines, "redis is back; the worker takes jobs again"),
+                "the worker to resume",
+            )
+        # The enqueue was lost with Redis: the worker's reconciler (every 30 s, for tasks
+        # pending over 30 s) finds the row; run here at once, over the same rows and queue.
+        container = bootstrap.Container(config)
+        await container.start()
+        try:
+            reconcile = ReconcileTasks(
+                units=container.unit_of_work,
+                queue=container.job_queue,
+                clock=container.clock,
+                stale_after=timedelta(0),
+            )
+            assert await reconcile() == 1
+        finally:
+            await container.close()
+            await container.alchemy.get_engine().dispose()
+        done = await wait_for(client, owner, task["id"], "completed")
+        assert done["progress"] == 100
+
+
+async def serves_without_redis(client: Client, owner: dict[str, str], lines: LogLines) -> None:
+    assert (await client.get("/health")).status_code == 200
+    ready = await client.get("/ready")
+    assert ready.status_code == 503
+    checks = ready.json()["checks"]
+    assert checks["redis"]["status"] == "error"
+    assert checks["database"]["status"] == "ok"
+
+    project = await client.post("/api/v1/projects", headers=owner, json={"name": "Apollo"})
+    assert project.status_code == 201, project.text
+    project_id = project.json()["id"]
+    document = await client.post(
+        f"/api/v1/projects/{project_id}/documents",
+        headers=owner,
+        json={"title": "Plan", "content": "go to the moon"},
+    )
+    assert document.status_code == 201, document.text
+    projects = (await client.get("/api/v1/projects", headers=owner)).json()
+    assert [p["id"] for p in projects["items"]] == [project_id]
+    documents = await client.get(f"/api/v1/projects/{project_id}/documents", headers=owner)
+    assert [d["id"] for d in documents.json()["items"]] == [document.json()["id"]]
+
+    # The login limiter fails open (docs/operations.md, Identity), and says so in the log.
+    response = await client.post(
+        "/api/v1/auth/login", json={"tenant": "acme", "login": "olive", "password": PASSWORD}
+    )
+    assert response.status_code == 200, response.text
+    errors = [line for line in lines.of("tenantry.rate_limit") if line["level"] == "error"]
+    assert errors
+    assert errors[0]["message"] == "rate limiter unavailable; allowing the attempt"
+
+
+# S3.
+
+
+def s3_client(config: Settings) -> Any:
+    return boto3.client(
+        "s3",
+        endpoint_url=config.s3_endpoint_url,
+        region_name=config.s3_region,
+        aws_access_key_id=config.s3_access_key_id,
+        aws_secret_access_key=config.s3_secret_access_key,
+    )
+
+
+def text_file(size: int, name: str = "notes.txt") -> dict[str, tuple[str, bytes, str]]:
+    return {"file": (name, b"all work and no play\n" * (size // 21 + 1), "text/plain")}
+
+
+async def test_s3_down(settings: Settings, clean_state: None) -> None:
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    config = msgspec.structs.replace(
+        settings,
+        storage_backend="s3",
+        s3_endpoint_url=f"http://127.0.0.1:{port}",
+        s3_bucket=f"faults-{uuid.uuid4().hex[:12]}",
+        s3_access_key_id="test",
+        s3_secret_access_key="test",
+        s3_part_size_mib=5,
+    )
+    try:
+        async with AsyncTestClient(app=bootstrap.create_app(config)) as client:
+            owner = await owner_session(client, "acme")
+            first = await client.post("/api/v1/files", headers=owner, files=text_file(1000))
+            assert first.status_code == 201, first.text
+            usage = (await client.get("/api/v1/files/usage", headers=owner)).json()
+
+            server.stop()
+            # A small file (one PUT) and one past the part size (a multipart upload).
+            for size in (1000, 6 * 1024 * 1024):
+                started = time.monotonic()
+                response = await client.post("/api/v1/files", headers=owner, files=text_file(size))
+                # botocore's three attempts back off for up to 6 s in all.
+                assert time.monotonic() - started < 10
+                assert_problem(response, 503)
+                assert response.headers["retry-after"] == "5"
+            listed = (await client.get("/api/v1/files", headers=owner)).json()
+            assert [f["id"] for f in listed["items"]] == [first.json()["id"]]
+            assert (await client.get("/api/v1/files/usage", headers=owner)).json() == usage
+            ready = (await client.get("/ready")).json()
+            assert ready["checks"]["storage"]["status"] == "error"
+
+            server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+            server.start()
+            again = await client.post("/api/v1/files", headers=owner, files=text_file(1000))
+            assert again.status_code == 201, again.text
+            listed = (await client.get("/api/v1/files", headers=owner)).json()
+            assert listed["total"] == 2
+            tenant_id = (await client.get("/api/v1/auth/me", headers=owner)).json()["tenant_id"]
+        # In the bucket: the two files, not a byte of the refused uploads.
+        s3 = s3_client(config)
+        keys = {o["Key"] for o in s3.list_objects_v2(Bucket=config.s3_bucket)["Contents"]}
+        assert keys == {f"tenants/{tenant_id}/files/{file.json()['id']}" for file in (first, again)}
+        assert s3.list_multipart_uploads(Bucket=config.s3_bucket).get("Uploads", []) == []
+    finally:
+        server.stop()
