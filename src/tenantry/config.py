@@ -58,6 +58,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     db_max_overflow: NonNegativeInt = 0
     db_pool_timeout: PositiveInt = 5
     db_connect_timeout: Seconds = 5.0
+    # PostgreSQL cancels a statement running longer than this (its statement_timeout), and the
+    # driver gives up on an answer a little later still (a server that hangs cannot cancel):
+    # either way the request gets a 503 and its connection is not held forever.
+    db_statement_timeout: Seconds = 30.0
     # Each readiness check gets this long; /ready answers well within 2 s even on a hang.
     ready_check_timeout: Seconds = 1.5
     max_request_body_bytes: PositiveInt = 1_048_576

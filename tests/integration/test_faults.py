@@ -25,14 +25,18 @@ import psutil
 import pytest
 from litestar.testing import AsyncTestClient
 from moto.server import ThreadedMotoServer
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from tenantry import bootstrap
 from tenantry.application.tasks import ReconcileTasks
 from tenantry.config import Settings
-from tenantry.infrastructure.db import migrations
+from tenantry.infrastructure.db import database, migrations
+from tenantry.infrastructure.db.database import STATEMENT_TIMEOUT_GRACE
 from tenantry.infrastructure.db.rls import APP_ROLE
 from tenantry.infrastructure.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from tenantry.presentation.errors import QUERY_CANCELED
 
 from ..conftest import Client, LogLines, captured_logs, plain_url
 from .identity import PASSWORD, bearer, create_tenant, login, owner_session
@@ -86,9 +90,9 @@ def app_role_url(server: EmbeddedPostgres) -> str:
     return make_url(server.url()).set(username=APP_ROLE).render_as_string(hide_password=False)
 
 
-@pytest.fixture
-async def api(
-    settings: Settings, postgres: EmbeddedPostgres, clean_state: None, tmp_path: Path
+@contextlib.asynccontextmanager
+async def serving(
+    settings: Settings, postgres: EmbeddedPostgres, tmp_path: Path, **env: str
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Path]]:
     """`tenantry serve` on that PostgreSQL (and the session's Redis): a real server, so the
     load below is really concurrent; its log file for the assertions."""
@@ -100,6 +104,7 @@ async def api(
         "TENANTRY_DB_POOL_TIMEOUT": str(POOL_TIMEOUT),
         "TENANTRY_PASSWORD_TIME_COST": "1",
         "TENANTRY_PASSWORD_MEMORY_KIB": "1024",
+        **env,
     }
     async with (
         running(["serve"], env, tmp_path, log) as server,
@@ -108,6 +113,14 @@ async def api(
     ):
         await wait_healthy(client, server, log)
         yield client, log
+
+
+@pytest.fixture
+async def api(
+    settings: Settings, postgres: EmbeddedPostgres, clean_state: None, tmp_path: Path
+) -> AsyncIterator[tuple[httpx.AsyncClient, Path]]:
+    async with serving(settings, postgres, tmp_path) as served:
+        yield served
 
 
 @dataclass
@@ -252,6 +265,57 @@ async def test_a_hung_database_costs_the_pool_timeout_not_a_hang(
     finally:
         signal_all(frozen, psutil.Process.resume)
     assert sorted(status for status, _ in await asyncio.gather(*requests)) == [200] * 5 + [503] * 3
+
+
+async def test_a_statement_past_the_timeout_is_a_503_not_a_hang(
+    settings: Settings, postgres: EmbeddedPostgres, clean_state: None, tmp_path: Path
+) -> None:
+    timeout = 1
+    async with serving(
+        settings, postgres, tmp_path, TENANTRY_DB_STATEMENT_TIMEOUT=str(timeout)
+    ) as (client, log):
+        headers = await owner_session(client, "acme")
+        project = await client.post("/api/v1/projects", json={"name": "p"}, headers=headers)
+        path = f"/api/v1/projects/{project.json()['id']}"
+        postmaster = psutil.Process(postgres.pid)
+        frozen = [postmaster, *postmaster.children(recursive=True)]
+        signal_all(frozen, psutil.Process.suspend)
+        try:
+            # A frozen server cannot cancel anything: the driver's own deadline must end it.
+            started = time.monotonic()
+            response = await client.get(path, headers=headers)
+            waited = time.monotonic() - started
+        finally:
+            signal_all(frozen, psutil.Process.resume)
+        assert_problem(response, 503)
+        assert timeout <= waited < timeout + STATEMENT_TIMEOUT_GRACE + FAST, waited
+        # The timed-out connection is not handed to the next request.
+        await until(
+            lambda: _status(client.get(path, headers=headers), 200), "the API to serve again"
+        )
+        assert '"unhandled error"' not in read(log)
+
+
+async def _status(request: Awaitable[httpx.Response], expected: int) -> bool:
+    return (await request).status_code == expected
+
+
+async def test_the_server_cancels_a_statement_past_the_timeout(
+    settings: Settings, postgres: EmbeddedPostgres
+) -> None:
+    config = msgspec.structs.replace(
+        settings, database_url=app_role_url(postgres), db_statement_timeout=0.5
+    )
+    engine = database.alchemy_config(config).get_engine()
+    try:
+        async with engine.connect() as connection:
+            started = time.monotonic()
+            with pytest.raises(DBAPIError) as raised:
+                await connection.execute(text("select pg_sleep(5)"))
+        assert time.monotonic() - started < 0.5 + STATEMENT_TIMEOUT_GRACE
+        assert getattr(raised.value.orig, "sqlstate", None) == QUERY_CANCELED
+    finally:
+        await engine.dispose()
 
 
 def signal_all(processes: list[psutil.Process], action: Callable[[psutil.Process], None]) -> None:

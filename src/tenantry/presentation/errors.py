@@ -36,6 +36,8 @@ PROBLEM_JSON = "application/problem+json"
 _NAMED_FIELD = re.compile(r"(?:missing required|unknown) field `([^`]+)`")
 # character_not_in_repertoire (a NUL in text), untranslatable_character (one in JSON).
 _UNSTORABLE_SQLSTATES = frozenset({"22021", "22P05"})
+# statement_timeout fired (or the query was cancelled otherwise).
+QUERY_CANCELED = "57014"
 UNSTORABLE_INPUT = "The request contains a character that is not accepted (such as NUL)."
 TOO_DEEP = "The request body is nested too deeply."
 
@@ -189,13 +191,16 @@ def handle_unavailable(request: Request[Any, Any, Any], exc: Unavailable) -> Res
 
 
 def _lost_database(exc: BaseException) -> BaseException | None:
-    """A connection that died under the request, or none free within the pool timeout.
-    advanced-alchemy's repositories wrap both (a dead connection even as an IntegrityError),
+    """A connection that died under the request, none free within the pool timeout, or a
+    statement past the statement timeout (cancelled by the server, or no answer in time).
+    advanced-alchemy's repositories wrap these (a dead connection even as an IntegrityError),
     hence the walk down the causes."""
     cause: BaseException | None = exc
     while cause is not None:
-        if isinstance(cause, PoolTimeout) or (
-            isinstance(cause, DBAPIError) and cause.connection_invalidated
+        if (
+            isinstance(cause, PoolTimeout | TimeoutError)
+            or (isinstance(cause, DBAPIError) and cause.connection_invalidated)
+            or getattr(cause, "sqlstate", None) == QUERY_CANCELED
         ):
             return cause
         cause = cause.__cause__
@@ -257,6 +262,8 @@ exception_handlers: ExceptionHandlersMap = {
     SecretsUnavailable: handle_secrets,
     Unavailable: handle_unavailable,
     SQLAlchemyError: handle_database,
+    # The driver's own timeout reaches us unwrapped.
+    TimeoutError: handle_database,
     AdvancedAlchemyError: handle_database,
     Exception: handle_unexpected,
 }

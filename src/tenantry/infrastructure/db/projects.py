@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Row, Select, bindparam, func, select, update
+from sqlalchemy import Select, bindparam, func, select, update
 
 from tenantry.domain.errors import StaleVersion
 from tenantry.domain.projects import ListQuery, Project
 from tenantry.infrastructure.db.listing import changes, list_filters
 from tenantry.infrastructure.db.models import DocumentModel, ProjectModel
-from tenantry.infrastructure.db.tenancy import TenantScopedRepository
+from tenantry.infrastructure.db.tenancy import DriverStatement, TenantScopedRepository
 
 
 class ProjectModelRepository(TenantScopedRepository[ProjectModel]):
@@ -23,16 +24,17 @@ class ProjectModelRepository(TenantScopedRepository[ProjectModel]):
 
 
 _projects = ProjectModel.__table__
-# Get-by-id is the hottest read, so it is built once, on the table: SQLAlchemy reuses its cache
-# key and compiled form, and no ORM entity loading runs per request. Same filter as scoped().
-_GET = select(_projects).where(
-    _projects.c.tenant_id == bindparam("tenant_id"),
-    _projects.c.id == bindparam("project_id"),
-    _projects.c.deleted_at.is_(None),
+# Get-by-id is the hottest read: compiled once, run on the driver. Same filter as scoped().
+_GET = DriverStatement(
+    select(_projects).where(
+        _projects.c.tenant_id == bindparam("tenant_id"),
+        _projects.c.id == bindparam("project_id"),
+        _projects.c.deleted_at.is_(None),
+    )
 )
 
 
-def to_project(row: ProjectModel | Row[Any]) -> Project:
+def to_project(row: ProjectModel) -> Project:
     return Project(
         id=row.id,
         tenant_id=row.tenant_id,
@@ -42,6 +44,19 @@ def to_project(row: ProjectModel | Row[Any]) -> Project:
         version=row.version,
         created_at=row.created_at,
         updated_at=row.updated_at,
+    )
+
+
+def record_to_project(record: Mapping[str, Any]) -> Project:
+    return Project(
+        id=record["id"],
+        tenant_id=record["tenant_id"],
+        owner_id=record["owner_id"],
+        name=record["name"],
+        description=record["description"],
+        version=record["version"],
+        created_at=record["created_at"],
+        updated_at=record["updated_at"],
     )
 
 
@@ -56,9 +71,8 @@ class SqlProjectRepository:
         return to_project(row)
 
     async def get(self, project_id: UUID) -> Project | None:
-        parameters = {"tenant_id": self.repository.tenant_id, "project_id": project_id}
-        row = (await self.repository.session.execute(_GET, parameters)).one_or_none()
-        return None if row is None else to_project(row)
+        record = await self.repository.fetch_row(_GET, project_id=project_id)
+        return None if record is None else record_to_project(record)
 
     async def list(self, query: ListQuery) -> tuple[list[Project], int]:
         rows, total = await self.repository.get_many_and_count(

@@ -13,16 +13,20 @@ empty setting as "no tenant" and show nothing.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 
+import asyncpg
 from advanced_alchemy.exceptions import NotFoundError
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
-from sqlalchemy import Select, event, text
+from sqlalchemy import Select, event, select, text
+from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, UOWTransaction
 
+from tenantry.domain.errors import Unavailable
 from tenantry.infrastructure.db.models import TenantOwned
 
 ModelT = TypeVar("ModelT", bound=TenantOwned)
@@ -62,6 +66,62 @@ def _on_flush(session: Session, _: UOWTransaction, __: Any) -> None:
         _apply_tenant(session, session.connection())
 
 
+@cache
+def _base_statement(model: type[TenantOwned]) -> Select[Any]:
+    # Statements are immutable, so one per model serves every repository: building select(model)
+    # anew was most of the cost of the repositories each request constructs.
+    return select(model)
+
+
+# SQLAlchemy's dialect classes carry no annotations.
+_ASYNCPG = asyncpg_dialect.dialect()  # type: ignore[no-untyped-call]
+
+
+class DriverStatement:
+    """A Core statement compiled once for asyncpg, run on the driver connection under the
+    session's transaction. For the hottest reads only: SQLAlchemy's per-statement work (the
+    ORM session, greenlet hops, result wrapping) cost several times the round trip itself.
+    The statement stays the one source of its SQL; rows come back as asyncpg records."""
+
+    def __init__(self, statement: Select[Any]) -> None:
+        compiled = statement.compile(dialect=_ASYNCPG)
+        self.sql = str(compiled)
+        # Literals of the statement (a status value, say) are fixed; bindparam()s are asked for.
+        self._arguments = [
+            (name, compiled.binds[name].value is None, compiled.params[name])
+            for name in compiled.positiontup or ()
+        ]
+
+    async def fetch_row(self, session: AsyncSession, **values: Any) -> asyncpg.Record | None:
+        arguments = [values[name] if asked else fixed for name, asked, fixed in self._arguments]
+        connection = await tenant_connection(session)
+        driver: asyncpg.Connection = (await connection.get_raw_connection()).driver_connection
+        try:
+            return await driver.fetchrow(self.sql, *arguments)
+        except asyncpg.QueryCanceledError as error:
+            raise Unavailable("database statement timed out") from error
+        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as error:
+            # OSError includes TimeoutError: no answer within the statement timeout.
+            if not (isinstance(error, OSError) or driver.is_closed()):
+                raise
+            # What SQLAlchemy does for its own statements: the connection is discarded, not
+            # rolled back and returned to the pool.
+            await connection.invalidate(error)
+            raise Unavailable(f"database lost ({type(error).__name__})") from error
+
+
+async def tenant_connection(session: AsyncSession) -> AsyncConnection:
+    """The connection of ``session``'s transaction, bound to the session's tenant."""
+    wanted = session.info[TENANT_KEY]
+    # A new transaction gets its tenant in _on_begin, which also makes the driver BEGIN.
+    connection = await session.connection()
+    if connection.info.get(TENANT_KEY) != wanted:
+        # Rebound to another tenant mid-transaction.
+        await connection.execute(_SET_TENANT, {"tenant_id": wanted})
+        connection.info[TENANT_KEY] = wanted
+    return connection
+
+
 class TenantScopedRepository(SQLAlchemyAsyncRepository[ModelT], Generic[ModelT]):
     """advanced-alchemy's repository, confined to one tenant on every path.
 
@@ -75,7 +135,9 @@ class TenantScopedRepository(SQLAlchemyAsyncRepository[ModelT], Generic[ModelT])
 
     def __init__(self, *, session: AsyncSession, tenant_id: UUID, **kwargs: Any) -> None:
         self.tenant_id = tenant_id
+        self.tenant_session = session
         self._scoped: Select[Any] | None = None
+        kwargs.setdefault("statement", _base_statement(self.model_type))
         super().__init__(session=session, **kwargs)
 
     @property
@@ -93,6 +155,10 @@ class TenantScopedRepository(SQLAlchemyAsyncRepository[ModelT], Generic[ModelT])
 
     def scoped(self, statement: Select[Any]) -> Select[Any]:
         return statement.where(self.model_type.tenant_id == self.tenant_id)
+
+    async def fetch_row(self, statement: DriverStatement, **values: Any) -> asyncpg.Record | None:
+        """``statement``'s row for this tenant (its ``tenant_id`` parameter), or None."""
+        return await statement.fetch_row(self.tenant_session, tenant_id=self.tenant_id, **values)
 
     def _own(self, data: ModelT) -> ModelT:
         if data.tenant_id is None:

@@ -14,7 +14,7 @@ from tenantry.domain.errors import Conflict
 from tenantry.domain.tenants import TenantStatus
 from tenantry.domain.users import NewUser, Role, User
 from tenantry.infrastructure.db.models import TenantModel, UserModel
-from tenantry.infrastructure.db.tenancy import TenantScopedRepository
+from tenantry.infrastructure.db.tenancy import DriverStatement, TenantScopedRepository
 
 
 class UserModelRepository(TenantScopedRepository[UserModel]):
@@ -22,9 +22,8 @@ class UserModelRepository(TenantScopedRepository[UserModel]):
 
 
 _users, _tenants = UserModel.__table__, TenantModel.__table__
-# Every authenticated request runs this check, so it is built once, on the tables: SQLAlchemy
-# reuses its cache key and compiled form, and no ORM entity loading runs per request.
-_ACTIVE_ROLES = (
+# Every authenticated request runs this check: compiled once, run on the driver.
+_ACTIVE_ROLES = DriverStatement(
     select(_users.c.roles)
     .join(_tenants, _tenants.c.id == _users.c.tenant_id)
     .where(
@@ -157,7 +156,5 @@ class SqlUserRepository:
         return True
 
     async def active_roles(self, user_id: UUID) -> tuple[Role, ...] | None:
-        parameters = {"tenant_id": self.repository.tenant_id, "user_id": user_id}
-        result = await self.repository.session.execute(_ACTIVE_ROLES, parameters)
-        roles = result.scalar_one_or_none()
-        return None if roles is None else tuple(Role(role) for role in roles)
+        record = await self.repository.fetch_row(_ACTIVE_ROLES, user_id=user_id)
+        return None if record is None else tuple(Role(role) for role in record["roles"])
