@@ -13,6 +13,7 @@ from advanced_alchemy.extensions.litestar import (
     SQLAlchemyAsyncConfig,
 )
 from sqlalchemy import event, text
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
@@ -84,8 +85,22 @@ def alchemy_config(
             connect_args=connect_args,
         ),
     )
-    event.listen(config.get_engine().sync_engine, "checkout", _replace_closed)
+    engine = config.get_engine().sync_engine
+    event.listen(engine, "checkout", _replace_closed)
+    event.listen(engine, "handle_error", _broken_is_lost)
     return config
+
+
+def _broken_is_lost(context: ExceptionContext) -> None:
+    """asyncpg's InternalClientError means the connection's protocol state is broken (seen
+    when the server went down mid-operation): like a closed connection, it is discarded and
+    the request gets a 503, not a 500 and a poisoned pool."""
+    error: BaseException | None = context.original_exception
+    while error is not None:  # the dialect re-raises asyncpg's errors as its own, from them
+        if isinstance(error, asyncpg.InternalClientError):
+            context.is_disconnect = True
+            return
+        error = error.__cause__
 
 
 def _replace_closed(_: Any, record: ConnectionPoolEntry, __: PoolProxiedConnection) -> None:

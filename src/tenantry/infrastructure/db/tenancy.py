@@ -100,9 +100,13 @@ class DriverStatement:
             return await driver.fetchrow(self.sql, *arguments)
         except asyncpg.QueryCanceledError as error:
             raise Unavailable("database statement timed out") from error
-        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as error:
-            # OSError includes TimeoutError: no answer within the statement timeout.
-            if not (isinstance(error, OSError) or driver.is_closed()):
+        except (
+            OSError,  # TimeoutError included: no answer within the statement timeout
+            asyncpg.PostgresConnectionError,
+            asyncpg.InterfaceError,
+            asyncpg.InternalClientError,  # a protocol state broken by a server going down
+        ) as error:
+            if isinstance(error, asyncpg.InterfaceError) and not driver.is_closed():
                 raise
             # What SQLAlchemy does for its own statements: the connection is discarded, not
             # rolled back and returned to the pool.
