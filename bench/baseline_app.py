@@ -1,26 +1,42 @@
-"""The bare baseline of bench/projects.py: Litestar and an asyncpg pool, no product code.
+"""The bare baseline of bench/projects.py and bench/suite.py: Litestar and asyncpg, no product code.
 
-It answers the same two project reads as the product with the same SQL, as the same database
-role under the same row level security, for one tenant fixed at start-up: no authentication,
-no ORM, no dependency injection, no logging. bench/projects.py starts it with
+It answers at the product's paths with the product's SQL, as the same database role under the
+same row level security, for one tenant fixed at start-up: no authentication (unless a
+get-by-id asks for it, see AUTHENTICATE_HEADER), no ORM, no dependency injection, no logging. Besides the two project reads it has the rest of the suite's
+endpoints: /health, a login that verifies the stored argon2 hash, a project insert, and an
+upload that streams the raw request body to a file (a plain file copy). Started as
 
     python bench/baseline_app.py --port PORT --dsn DSN --tenant-id UUID
+        [--owner-id UUID] [--upload-dir DIR] [--hash-concurrency N] [--workers N]
+        [--keyring FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import base64
 import contextlib
+import hashlib
+import socket
+import uuid
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from datetime import datetime
-from typing import Literal
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
 from uuid import UUID
 
 import asyncpg
+import jwt
 import msgspec
 import uvicorn
-from litestar import Litestar, MediaType, Response, get
+from argon2 import PasswordHasher
+from argon2.exceptions import VerificationError
+from litestar import Litestar, MediaType, Request, Response, get, post
+from uuid_utils.compat import uuid7
+from uvicorn.supervisors import Multiprocess
 
 HOST = "127.0.0.1"
 # The product's SQLAlchemy pool keeps up to 20 connections open (TENANTRY_DB_POOL_SIZE).
@@ -29,6 +45,16 @@ POOL_MAX_SIZE = 20
 # The row level security policy shows nothing until the transaction names its tenant.
 SET_TENANT = "select set_config('app.tenant_id', $1, true)"
 COLUMNS = "id, name, description, owner_id, version, created_at, updated_at"
+# Sent by the suite's authenticated get-by-id scenario (the product ignores it): the baseline
+# then does the product's authentication work, bare: verify the JWT, check the user's roles.
+AUTHENTICATE_HEADER = "x-baseline-authenticate"
+UNAUTHORIZED = b'{"detail":"Invalid or expired credentials."}'
+# The product's per-request role check, same SQL.
+ACTIVE_ROLES = (
+    "select users.roles from users join tenants on tenants.id = users.tenant_id "
+    "where users.tenant_id = $1 and users.id = $2 and users.is_active is true "
+    "and tenants.status = 'active'"
+)
 GET_PROJECT = (
     f"select {COLUMNS} from projects "  # noqa: S608 - constant SQL, no input
     "where tenant_id = $1 and id = $2 and deleted_at is null"
@@ -49,6 +75,18 @@ COUNT_SEARCH = (
     "select count(*) from projects "
     "where tenant_id = $1 and deleted_at is null and name ilike $2 escape '/'"
 )
+# The product's ids are UUIDv7 made by the application, its timestamps too.
+INSERT_PROJECT = (
+    "insert into projects (id, tenant_id, owner_id, name, description, version, created_at, "  # noqa: S608 - constant SQL, no input
+    f"updated_at) values ($1, $2, $3, $4, $5, 1, $6, $6) returning {COLUMNS}"
+)
+# The product's sign-in lookups: an active tenant by slug, then its user by email or username.
+ACTIVE_TENANT = "select id from tenants where slug = $1 and status = 'active'"
+USER_HASH = (
+    "select password_hash, is_active from users "
+    "where tenant_id = $1 and (lower(email) = $2 or lower(username) = $2)"
+)
+UNAUTHORIZED = b'{"detail":"Invalid credentials."}'
 
 
 class ProjectRead(msgspec.Struct):
@@ -70,6 +108,22 @@ class Page(msgspec.Struct):
     offset: int
 
 
+class ProjectCreate(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    description: str = ""
+
+
+class LoginBody(msgspec.Struct, forbid_unknown_fields=True):
+    tenant: str
+    login: str
+    password: str
+
+
+class Stored(msgspec.Struct):
+    size: int
+    sha256: str
+
+
 ENCODER = msgspec.json.Encoder()
 
 
@@ -79,9 +133,62 @@ def like_pattern(text: str) -> str:
     return f"%{escaped}%"
 
 
-def create_app(dsn: str, tenant_id: UUID) -> Litestar:
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--dsn", required=True, help="asyncpg DSN of the product's database")
+    parser.add_argument("--tenant-id", type=UUID, required=True, help="the one tenant served")
+    parser.add_argument("--owner-id", type=UUID, help="owner_id of the projects it creates")
+    parser.add_argument(
+        "--upload-dir",
+        type=Path,
+        help="where uploads are written, then removed (no uploads without)",
+    )
+    parser.add_argument(
+        "--hash-concurrency",
+        type=int,
+        default=2,
+        help="argon2 verifications at once per process, as TENANTRY_PASSWORD_HASH_CONCURRENCY",
+    )
+    parser.add_argument("--workers", type=int, default=1, help="API processes (default 1)")
+    parser.add_argument(
+        "--keyring",
+        type=Path,
+        help=f"the product's keyring file: get-by-id requests with {AUTHENTICATE_HEADER} verify "
+        "their bearer token and check the user's roles",
+    )
+    return parser.parse_args()
+
+
+def read_signing_keys(path: Path | None) -> dict[str, bytes]:
+    """kid -> key of the product's keyring file (TENANTRY_KEYRING_PATH's JSON)."""
+    if path is None:
+        return {}
+    keyring = msgspec.json.decode(path.read_bytes())
+    return {key["kid"]: base64.urlsafe_b64decode(key["secret"]) for key in keyring["keys"]}
+
+
+def bearer_claims(authorization: str | None, keys: dict[str, bytes]) -> tuple[UUID, UUID] | None:
+    """(tenant, user) of a valid product access token, checked as bare PyJWT checks it."""
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    try:
+        key = keys[jwt.get_unverified_header(token)["kid"]]
+        claims = jwt.decode(token, key, algorithms=["HS256"], options={"require": ["exp"]})
+        return UUID(claims["tid"]), UUID(claims["sub"])
+    except (jwt.PyJWTError, KeyError, ValueError):
+        return None
+
+
+def create_app(args: argparse.Namespace) -> Litestar:
     pool: asyncpg.Pool | None = None
+    signing_keys = read_signing_keys(args.keyring)
+    tenant_id: UUID = args.tenant_id
     tenant_setting = str(tenant_id)
+    # As the product's hasher: argon2-cffi releases the GIL, a small pool bounds its memory.
+    hashes = ThreadPoolExecutor(max_workers=args.hash_concurrency, thread_name_prefix="argon2")
+    hasher = PasswordHasher()  # verify reads the parameters from the stored hash
 
     def connections() -> asyncpg.Pool:
         assert pool is not None, "the lifespan creates the pool before the first request"
@@ -90,24 +197,55 @@ def create_app(dsn: str, tenant_id: UUID) -> Litestar:
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         nonlocal pool
-        pool = await asyncpg.create_pool(dsn, min_size=POOL_MIN_SIZE, max_size=POOL_MAX_SIZE)
+        pool = await asyncpg.create_pool(args.dsn, min_size=POOL_MIN_SIZE, max_size=POOL_MAX_SIZE)
         try:
             yield
         finally:
             await pool.close()
+            hashes.shutdown()
 
-    def json(body: msgspec.Struct) -> Response[bytes]:
-        return Response(ENCODER.encode(body), media_type=MediaType.JSON)
+    def json(body: msgspec.Struct, status_code: int = 200) -> Response[bytes]:
+        return Response(ENCODER.encode(body), status_code=status_code, media_type=MediaType.JSON)
 
     @get("/ready", sync_to_thread=False)
     def ready() -> dict[str, str]:
         # uvicorn accepts connections only after the lifespan has made the pool.
         return {"status": "ok"}
 
+    @get("/health", sync_to_thread=False)
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @post("/api/v1/auth/login", status_code=200)
+    async def login(data: LoginBody) -> Response[bytes]:
+        login_key = data.login.strip().lower()
+        async with connections().acquire() as connection, connection.transaction():
+            found = await connection.fetchval(ACTIVE_TENANT, data.tenant.strip().lower())
+            row = None
+            if found is not None:
+                await connection.execute(SET_TENANT, str(found))
+                row = await connection.fetchrow(USER_HASH, found, login_key)
+        if row is None or not row["is_active"]:
+            return Response(UNAUTHORIZED, status_code=401, media_type=MediaType.JSON)
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                hashes, hasher.verify, row["password_hash"], data.password
+            )
+        except VerificationError:
+            return Response(UNAUTHORIZED, status_code=401, media_type=MediaType.JSON)
+        return Response(b'{"status":"ok"}', media_type=MediaType.JSON)
+
     @get("/api/v1/projects/{project_id:uuid}")
-    async def get_project(project_id: UUID) -> Response[bytes]:
+    async def get_project(request: Request[Any, Any, Any], project_id: UUID) -> Response[bytes]:
+        caller = None
+        if AUTHENTICATE_HEADER in request.headers:
+            caller = bearer_claims(request.headers.get("authorization"), signing_keys)
+            if caller is None:
+                return Response(UNAUTHORIZED, status_code=401, media_type=MediaType.JSON)
         async with connections().acquire() as connection, connection.transaction():
             await connection.execute(SET_TENANT, tenant_setting)
+            if caller is not None and await connection.fetchval(ACTIVE_ROLES, *caller) is None:
+                return Response(UNAUTHORIZED, status_code=401, media_type=MediaType.JSON)
             row = await connection.fetchrow(GET_PROJECT, tenant_id, project_id)
         if row is None:
             return Response(b'{"detail":"Not found"}', status_code=404, media_type=MediaType.JSON)
@@ -133,8 +271,36 @@ def create_app(dsn: str, tenant_id: UUID) -> Litestar:
         items = [ProjectRead(*row) for row in rows]
         return json(Page(items=items, total=total, limit=limit, offset=offset))
 
+    @post("/api/v1/projects")
+    async def create_project(data: ProjectCreate) -> Response[bytes]:
+        now = datetime.now(UTC)
+        async with connections().acquire() as connection, connection.transaction():
+            await connection.execute(SET_TENANT, tenant_setting)
+            row = await connection.fetchrow(
+                INSERT_PROJECT, uuid7(), tenant_id, args.owner_id, data.name, data.description, now
+            )
+        return json(ProjectRead(*row), status_code=201)
+
+    @post("/api/v1/files")
+    async def upload(request: Request[Any, Any, Any]) -> Response[bytes]:
+        # The whole body as it arrives, multipart envelope and all: no parsing, no thread hops,
+        # only the copy to disk and its hash. Removed after, so the disk holds one per request.
+        digest = hashlib.sha256()
+        size = 0
+        target = args.upload_dir / uuid.uuid4().hex
+        try:
+            with target.open("wb") as file:
+                async for chunk in request.stream():
+                    file.write(chunk)
+                    digest.update(chunk)
+                    size += len(chunk)
+        finally:
+            target.unlink(missing_ok=True)
+        return json(Stored(size=size, sha256=digest.hexdigest()), status_code=201)
+
+    handlers = [ready, health, login, get_project, list_projects, create_project]
     return Litestar(
-        route_handlers=[ready, get_project, list_projects],
+        route_handlers=[*handlers, upload] if args.upload_dir else handlers,
         lifespan=[lifespan],
         openapi_config=None,
         logging_config=None,
@@ -142,23 +308,40 @@ def create_app(dsn: str, tenant_id: UUID) -> Litestar:
     )
 
 
+def from_command_line() -> Litestar:
+    """uvicorn's factory. Its worker processes are spawned with this process's sys.argv
+    (multiprocessing passes it on), so each one reads the same flags."""
+    return create_app(parse_args())
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--dsn", required=True, help="asyncpg DSN of the product's database")
-    parser.add_argument("--tenant-id", type=UUID, required=True, help="the one tenant served")
-    args = parser.parse_args()
+    args = parse_args()
+    config = uvicorn.Config(
+        # An import string, as `tenantry serve --workers N` gives uvicorn: each process builds
+        # its own app. With one worker it runs in this process, as `tenantry dev`.
+        "baseline_app:from_command_line",
+        factory=True,
+        host=HOST,
+        port=args.port,
+        workers=args.workers,
+        access_log=False,
+        server_header=False,
+        log_level="warning",
+    )
+    server = uvicorn.Server(config)
     # uvicorn re-raises the SIGINT it stopped on once it has shut down: that is a clean stop.
     with contextlib.suppress(KeyboardInterrupt):
-        uvicorn.run(
-            create_app(args.dsn, args.tenant_id),
-            host=HOST,
-            port=args.port,
-            workers=1,  # as `tenantry dev`: one process
-            access_log=False,
-            server_header=False,
-            log_level="warning",
-        )
+        if args.workers == 1:
+            server.run()
+            return
+        # uvicorn's own --workers path binds its socket with proto 0; accepted connections
+        # inherit it, and asyncio's loop (not uvloop's) sets TCP_NODELAY only on IPPROTO_TCP
+        # sockets, so every keep-alive response would wait ~40 ms for the client's delayed
+        # ACK (Kludex/uvicorn#3149). A bare server should not: the same socket, declared TCP.
+        bound = config.bind_socket()
+        tcp = socket.socket(bound.family, bound.type, socket.IPPROTO_TCP, fileno=bound.detach())
+        tcp.set_inheritable(True)
+        Multiprocess(config, sockets=[tcp]).run()
 
 
 if __name__ == "__main__":

@@ -1,25 +1,37 @@
-"""What the benchmarks share: the product as a subprocess, the machine's description and load,
-bounded loops and the report's number formatting. See bench/README.md.
+"""What the benchmarks share: the product as a subprocess, the engines, the machine's
+description and load, wrk, memory sampling, bounded loops and the report's number formatting.
+See bench/README.md.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import math
 import os
 import platform
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import httpx
+import psutil
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from tenantry.config import redact_url
 
 HOST = "127.0.0.1"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -37,6 +49,15 @@ REQUEST_TIMEOUT_S = 30.0
 MAX_ITERATIONS = 1_000_000
 # How long to watch the machine before starting: other load skews every figure.
 BACKGROUND_S = 2.0
+CONNECT_TIMEOUT_S = 5.0
+# wrk is killed this long after its -d has passed; a request slower than WRK_TIMEOUT is an error.
+WRK_GRACE_S = 60.0
+WRK_TIMEOUT = "10s"
+WRK_MARKER = "BENCH_RESULT "
+RSS_SAMPLE_S = 0.05
+MIB = 1024 * 1024
+# The UTC timestamp of a run, in its report's file names.
+STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 
 
 class BenchError(Exception):
@@ -185,6 +206,241 @@ def wait_ready(process: subprocess.Popen[bytes], base_url: str, log_path: Path, 
 
 
 # ---------------------------------------------------------------------------------------------
+# Engines: a PostgreSQL server and a Redis database, with this run's names on them
+
+
+@dataclass(frozen=True)
+class Engines:
+    """A PostgreSQL server, reached through a superuser's URL, and a Redis database, with the
+    names this run uses on them: a database of its own and a prefix for its queues."""
+
+    admin_url: str
+    redis_url: str
+    database: str
+    queue_prefix: str
+
+    def url(self, role: str | None = None) -> str:
+        """Our database, as the admin or as ``role``. Another role connects without a password
+        (trust, peer or a .pgpass file), as the app role does on a developer's server."""
+        parts = urlsplit(self.admin_url)
+        netloc = parts.netloc if role is None else f"{role}@{parts.netloc.rpartition('@')[2]}"
+        return urlunsplit(parts._replace(netloc=netloc, path=f"/{self.database}"))
+
+    def redis(self) -> Redis:
+        """A client whose every wait is bounded, connecting included."""
+        return Redis.from_url(
+            self.redis_url,
+            socket_timeout=CONNECT_TIMEOUT_S,
+            socket_connect_timeout=CONNECT_TIMEOUT_S,
+        )
+
+
+async def check_engines(engines: Engines) -> dict[str, str]:
+    """The servers' versions; a clear failure when one does not answer."""
+    try:
+        connection = await asyncpg.connect(engines.admin_url, timeout=CONNECT_TIMEOUT_S)
+    except (OSError, TimeoutError, asyncpg.PostgresError) as error:
+        raise BenchError(
+            f"PostgreSQL at {redact_url(engines.admin_url)} does not answer: {error!r}"
+        ) from None
+    try:
+        postgres_version = await connection.fetchval("show server_version")
+    finally:
+        await connection.close()
+    redis = engines.redis()
+    try:
+        info = await redis.info("server")
+    except (RedisError, OSError) as error:
+        raise BenchError(
+            f"Redis at {redact_url(engines.redis_url)} does not answer: {error!r}"
+        ) from None
+    finally:
+        await redis.aclose()
+    return {"postgresql": str(postgres_version), "redis": str(info["redis_version"])}
+
+
+async def admin_execute(engines: Engines, sql: str) -> None:
+    """One statement on the admin connection (create or drop our database)."""
+    connection = await asyncpg.connect(engines.admin_url, timeout=CONNECT_TIMEOUT_S)
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Load: wrk
+
+
+@dataclass(frozen=True)
+class Requests:
+    """What wrk sends: its paths in turn, each with the same method, headers and body."""
+
+    paths: list[str]
+    method: str = "GET"
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes | None = None
+
+
+def wrk_script(path: Path, requests: Requests) -> Path:
+    """A wrk Lua script sending ``requests``, and a result line of counts and latency
+    percentiles (microseconds) that is easier to read than wrk's text and has p95.
+
+    A body goes to a file beside the script (the script reads it once); one path is set
+    statically, so wrk formats its request once instead of on every request.
+    """
+    lines = [f"wrk.method = {json.dumps(requests.method)}"]
+    lines += [
+        f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in requests.headers.items()
+    ]
+    if requests.body is not None:
+        body_path = path.with_suffix(".body")
+        body_path.write_bytes(requests.body)
+        lines.append(
+            f'local body = assert(io.open({json.dumps(str(body_path))}, "rb"))\n'
+            'wrk.body = body:read("*a")\n'
+            "body:close()"
+        )
+    if len(requests.paths) == 1:
+        lines.append(f"wrk.path = {json.dumps(requests.paths[0])}")
+    else:
+        paths = ", ".join(json.dumps(p) for p in requests.paths)
+        lines.append(
+            f"local paths = {{ {paths} }}\n"
+            "local turn = 0\n"
+            "function request()\n"
+            "  turn = turn % #paths + 1\n"
+            "  return wrk.format(nil, paths[turn])\n"
+            "end"
+        )
+    lines.append(
+        f"""function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '{WRK_MARKER}{{"requests": %d, "duration_us": %d, "connect": %d, "read": %d, '
+    .. '"write": %d, "status": %d, "timeout": %d, "p50_us": %d, "p90_us": %d, '
+    .. '"p95_us": %d, "p99_us": %d, "max_us": %d}}\\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(95),
+    latency:percentile(99), latency.max))
+end"""
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def wrk_version() -> str:
+    if shutil.which("wrk") is None:
+        raise BenchError("wrk is not installed: apt-get install wrk (Debian's package)")
+    # wrk prints its version with its usage, and exits 1 after -v.
+    shown = subprocess.run(
+        ["wrk", "-v"],  # noqa: S607 - wrk from PATH, checked above
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    return shown.stdout.splitlines()[0] if shown.stdout else "unknown"
+
+
+def wrk(base_url: str, script: Path, seconds: int, args: argparse.Namespace) -> dict[str, Any]:
+    """One wrk run of ``seconds`` with ``args.threads`` and ``args.connections``."""
+    command = [
+        "wrk",
+        f"--threads={args.threads}",
+        f"--connections={args.connections}",
+        f"--duration={seconds}s",
+        f"--timeout={WRK_TIMEOUT}",
+        "--latency",
+        f"--script={script}",
+        f"{base_url}/",
+    ]
+    try:
+        done = subprocess.run(  # noqa: S603 - a command line of our own, no shell
+            command, capture_output=True, text=True, timeout=seconds + WRK_GRACE_S, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"wrk ran {WRK_GRACE_S:.0f} s past its duration") from None
+    line = next((x for x in done.stdout.splitlines() if x.startswith(WRK_MARKER)), None)
+    if done.returncode != 0 or line is None:
+        raise BenchError(f"wrk exited with {done.returncode}:\n{done.stdout}{done.stderr}")
+    raw = json.loads(line.removeprefix(WRK_MARKER))
+    elapsed_s = raw["duration_us"] / 1e6
+    return {
+        "requests": raw["requests"],
+        "elapsed_s": round(elapsed_s, 3),
+        "per_second": raw["requests"] / elapsed_s if elapsed_s else None,
+        # wrk counts a status of 400 or more as an error; 3xx would count as success.
+        "non_2xx": raw["status"],
+        "socket_errors": {k: raw[k] for k in ("connect", "read", "write", "timeout")},
+        **{f"{p}_ms": raw[f"{p}_us"] / 1000 for p in ("p50", "p90", "p95", "p99", "max")},
+        "wrk_output": done.stdout,
+    }
+
+
+def errors_of(result: dict[str, Any]) -> int:
+    """A wrk run's failed requests: error statuses and socket errors."""
+    return int(result["non_2xx"] + sum(result["socket_errors"].values()))
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory
+
+
+class PeakRss:
+    """The largest resident set size seen while watched, sampled with psutil every
+    RSS_SAMPLE_S: of the processes ``pids``, summed, with their descendants when asked (the
+    worker processes of a uvicorn started with --workers). Pages the processes share are
+    counted in each, so a tree's sum overstates what it holds alone."""
+
+    def __init__(self, pids: list[int], *, descendants: bool) -> None:
+        self.roots = [psutil.Process(pid) for pid in pids]
+        self.descendants = descendants
+        self.before_load = self.rss(self.processes())
+        self.peak = 0
+
+    def processes(self) -> list[psutil.Process]:
+        if not self.descendants:
+            return self.roots
+        return [p for root in self.roots for p in (root, *root.children(recursive=True))]
+
+    @staticmethod
+    def rss(processes: list[psutil.Process]) -> int:
+        total = 0
+        for process in processes:
+            # A process that exited mid-run shows up as the load's errors; nothing to add.
+            with contextlib.suppress(psutil.NoSuchProcess):
+                total += process.memory_info().rss
+        return total
+
+    @contextlib.contextmanager
+    def watching(self) -> Iterator[None]:
+        """Samples from the start of the block to its end; the tree is read once, at the
+        start (walking /proc 20 times a second would take CPU from what is measured)."""
+        processes = self.processes()
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.wait(RSS_SAMPLE_S):
+                self.peak = max(self.peak, self.rss(processes))
+
+        sampler = threading.Thread(target=sample, name="rss", daemon=True)
+        sampler.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            sampler.join()
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "rss_before_load_mib": round(self.before_load / MIB, 1),
+            "peak_rss_under_load_mib": round(self.peak / MIB, 1),
+        }
+
+
+# ---------------------------------------------------------------------------------------------
 # Report
 
 
@@ -218,7 +474,7 @@ def bench_main(
     """The frame every bench shares: SIGTERM as a clean stop, a timestamp, failures as exit
     codes, and the JSON report under results/. ``report`` prints and says whether all held."""
     signal.signal(signal.SIGTERM, exit_on_sigterm)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime(STAMP_FORMAT)
     RESULTS_DIR.mkdir(exist_ok=True)
     failures: tuple[type[Exception], ...] = (BenchError, *expected)
     try:

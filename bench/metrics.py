@@ -28,14 +28,17 @@ from common import (
     bench_main,
     cell,
     describe_machine,
+    errors_of,
     free_port,
     product_environment,
     ratio,
     running,
     tenantry,
     wait_ready,
+    wrk,
+    wrk_version,
 )
-from projects import Scenario, errors_of, wrk, wrk_script, wrk_version
+from projects import Scenario, read_script
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -297,7 +300,7 @@ def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
             per_mode = {mode: scenarios(signed[mode][1]) for mode in MODES}
             labels = {s.key: s.label for s in per_mode["on"]}
             scripts = {
-                (s.key, mode): wrk_script(Path(tmp) / mode, s, signed[mode][0])
+                (s.key, mode): read_script(Path(tmp) / mode, s, signed[mode][0])
                 for mode in MODES
                 for s in per_mode[mode]
             }

@@ -10,15 +10,10 @@ See bench/README.md.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
-import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -26,17 +21,20 @@ from typing import Any, Literal
 from urllib.parse import quote, urlencode
 
 import httpx
-import psutil
 from common import (
     HOST,
     REQUEST_TIMEOUT_S,
     RESULTS_DIR,
+    WRK_TIMEOUT,
     BenchError,
     CpuMeter,
+    PeakRss,
+    Requests,
     background_load,
     bench_main,
     cell,
     describe_machine,
+    errors_of,
     free_port,
     log_tail,
     product_environment,
@@ -44,6 +42,9 @@ from common import (
     running,
     tenantry,
     wait_ready,
+    wrk,
+    wrk_script,
+    wrk_version,
 )
 
 from tenantry.cli import EMBEDDED_DATABASE
@@ -62,12 +63,6 @@ LIST_QUERY = {"limit": 20, "order_by": "-created_at"}
 # A word of the seeded names (see tenantry.infrastructure.db.seed): about 1 name in 12 has it.
 SEARCH = "delta"
 SEED_TIMEOUT_S = 600.0
-# wrk is killed this long after its -d has passed; a request slower than WRK_TIMEOUT is an error.
-WRK_GRACE_S = 60.0
-WRK_TIMEOUT = "10s"
-RESULT_MARKER = "BENCH_RESULT "
-RSS_SAMPLE_S = 0.05
-MIB = 1024 * 1024
 PROJECT_FIELDS = {"id", "name", "description", "owner_id", "version", "created_at", "updated_at"}
 PAGE_FIELDS = {"items", "total", "limit", "offset"}
 SERVERS = ("product", "baseline")
@@ -215,100 +210,10 @@ def check_servers(product: httpx.Client, baseline: httpx.Client, scenarios: list
 # Load
 
 
-def wrk_script(directory: Path, scenario: Scenario, token: str) -> Path:
-    """A wrk Lua script: the bearer header, the scenario's paths in turn, and a result line of
-    counts and latency percentiles (microseconds) that is easier to read than wrk's text."""
-    paths = ", ".join(json.dumps(path) for path in scenario.paths)
-    script = directory / f"{scenario.key}.lua"
-    script.write_text(
-        f"""local paths = {{ {paths} }}
-local turn = 0
-wrk.headers["Authorization"] = {json.dumps("Bearer " + token)}
-
-function request()
-  turn = turn % #paths + 1
-  return wrk.format("GET", paths[turn])
-end
-
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    '{RESULT_MARKER}{{"requests": %d, "duration_us": %d, "connect": %d, "read": %d, '
-    .. '"write": %d, "status": %d, "timeout": %d, "p50_us": %d, "p90_us": %d, '
-    .. '"p99_us": %d, "max_us": %d}}\\n',
-    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
-end
-"""
-    )
-    return script
-
-
-def wrk(base_url: str, script: Path, seconds: int, args: argparse.Namespace) -> dict[str, Any]:
-    command = [
-        "wrk",
-        f"--threads={args.threads}",
-        f"--connections={args.connections}",
-        f"--duration={seconds}s",
-        f"--timeout={WRK_TIMEOUT}",
-        "--latency",
-        f"--script={script}",
-        f"{base_url}/",
-    ]
-    try:
-        done = subprocess.run(  # noqa: S603 - a command line of our own, no shell
-            command, capture_output=True, text=True, timeout=seconds + WRK_GRACE_S, check=False
-        )
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"wrk ran {WRK_GRACE_S:.0f} s past its duration") from None
-    line = next((x for x in done.stdout.splitlines() if x.startswith(RESULT_MARKER)), None)
-    if done.returncode != 0 or line is None:
-        raise BenchError(f"wrk exited with {done.returncode}:\n{done.stdout}{done.stderr}")
-    raw = json.loads(line.removeprefix(RESULT_MARKER))
-    elapsed_s = raw["duration_us"] / 1e6
-    return {
-        "requests": raw["requests"],
-        "elapsed_s": round(elapsed_s, 3),
-        "per_second": raw["requests"] / elapsed_s if elapsed_s else None,
-        # wrk counts a status of 400 or more as an error; 3xx would count as success.
-        "non_2xx": raw["status"],
-        "socket_errors": {k: raw[k] for k in ("connect", "read", "write", "timeout")},
-        **{f"{p}_ms": raw[f"{p}_us"] / 1000 for p in ("p50", "p90", "p99", "max")},
-        "wrk_output": done.stdout,
-    }
-
-
-class PeakRss:
-    """The largest resident set size of one process seen while watched, sampled with psutil."""
-
-    def __init__(self, pid: int) -> None:
-        self.process = psutil.Process(pid)
-        self.before_load = self.process.memory_info().rss
-        self.peak = 0
-
-    @contextlib.contextmanager
-    def watching(self) -> Iterator[None]:
-        stop = threading.Event()
-
-        def sample() -> None:
-            # A server that died mid-run shows up as wrk's errors; nothing more to sample.
-            with contextlib.suppress(psutil.NoSuchProcess):
-                while not stop.wait(RSS_SAMPLE_S):
-                    self.peak = max(self.peak, self.process.memory_info().rss)
-
-        sampler = threading.Thread(target=sample, name="rss", daemon=True)
-        sampler.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            sampler.join()
-
-    def summary(self) -> dict[str, float]:
-        return {
-            "rss_before_load_mib": round(self.before_load / MIB, 1),
-            "peak_rss_under_load_mib": round(self.peak / MIB, 1),
-        }
+def read_script(directory: Path, scenario: Scenario, token: str) -> Path:
+    """The wrk script of a read scenario: its paths in turn, with the bearer header."""
+    headers = {"Authorization": f"Bearer {token}"}
+    return wrk_script(directory / f"{scenario.key}.lua", Requests(scenario.paths, headers=headers))
 
 
 def measure(
@@ -335,10 +240,6 @@ def measure(
             results[scenario.key]["baseline"]["per_second"],
         )
     return results
-
-
-def errors_of(result: dict[str, Any]) -> int:
-    return int(result["non_2xx"] + sum(result["socket_errors"].values()))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -396,20 +297,6 @@ def parse_args() -> argparse.Namespace:
             "--duration must be at least 1, --warmup at least 0, and 1 <= threads <= connections"
         )
     return args
-
-
-def wrk_version() -> str:
-    if shutil.which("wrk") is None:
-        raise BenchError("wrk is not installed: apt-get install wrk (Debian's package)")
-    # wrk prints its version with its usage, and exits 1 after -v.
-    shown = subprocess.run(
-        ["wrk", "-v"],  # noqa: S607 - wrk from PATH, checked above
-        capture_output=True,
-        text=True,
-        timeout=10,
-        check=False,
-    )
-    return shown.stdout.splitlines()[0] if shown.stdout else "unknown"
 
 
 def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
@@ -475,8 +362,12 @@ def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
                     check_servers(product_client, bare, scenarios)
                 print("   both answer 200 with the same bodies on every path")
 
-                memory = {"product": PeakRss(product.pid), "baseline": PeakRss(baseline.pid)}
-                scripts = {s.key: wrk_script(Path(tmp), s, token) for s in scenarios}
+                # The API processes alone: `tenantry dev`'s child, its Redis, is not the API.
+                memory = {
+                    server: PeakRss([process.pid], descendants=False)
+                    for server, process in (("product", product), ("baseline", baseline))
+                }
+                scripts = {s.key: read_script(Path(tmp), s, token) for s in scenarios}
                 results = measure(urls, memory, scripts, scenarios, args)
             print(f"== baseline stopped with exit code {baseline.returncode}")
         print(f"== tenantry dev stopped with exit code {product.returncode}")

@@ -29,6 +29,7 @@ import psutil
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
 from common import (
+    CONNECT_TIMEOUT_S,
     HOST,
     READY_POLL_S,
     READY_TIMEOUT_S,
@@ -36,9 +37,12 @@ from common import (
     RESULTS_DIR,
     BenchError,
     CpuMeter,
+    Engines,
+    admin_execute,
     background_load,
     bench_main,
     cell,
+    check_engines,
     describe_machine,
     free_port,
     log_tail,
@@ -62,7 +66,6 @@ REDIS_PORT = 6379
 # A Redis database of its own: flushed at the start and at the end of every run.
 REDIS_DB = 11
 ADMIN_ROLE = "postgres"
-CONNECT_TIMEOUT_S = 5.0
 SETUP_TIMEOUT_S = 120.0
 # How often completion is polled. The figures do not depend on it: the end of a run is the
 # latest completion time written by the workers, not when the poll saw it.
@@ -100,62 +103,6 @@ NOTES = [
 
 # ---------------------------------------------------------------------------------------------
 # Engines: the servers of 127.0.0.1, a fresh database, a Redis database of our own
-
-
-@dataclass(frozen=True)
-class Engines:
-    database: str
-    queue_prefix: str
-
-    def url(self, role: str, database: str | None = None) -> str:
-        return f"postgresql://{role}@{HOST}:{POSTGRES_PORT}/{database or self.database}"
-
-    @property
-    def redis_url(self) -> str:
-        return f"redis://{HOST}:{REDIS_PORT}/{REDIS_DB}"
-
-    def redis(self) -> Redis:
-        """A client whose every wait is bounded, connecting included."""
-        return Redis.from_url(
-            self.redis_url,
-            socket_timeout=CONNECT_TIMEOUT_S,
-            socket_connect_timeout=CONNECT_TIMEOUT_S,
-        )
-
-
-async def check_engines(engines: Engines) -> dict[str, str]:
-    """The servers' versions; a clear failure when one does not answer."""
-    try:
-        connection = await asyncpg.connect(
-            engines.url(ADMIN_ROLE, "postgres"), timeout=CONNECT_TIMEOUT_S
-        )
-    except (OSError, TimeoutError, asyncpg.PostgresError) as error:
-        raise BenchError(
-            f"PostgreSQL on {HOST}:{POSTGRES_PORT} (user {ADMIN_ROLE}, trust auth) does not "
-            f"answer: {error!r}"
-        ) from None
-    try:
-        postgres_version = await connection.fetchval("show server_version")
-    finally:
-        await connection.close()
-    redis = engines.redis()
-    try:
-        info = await redis.info("server")
-    except (RedisError, OSError) as error:
-        raise BenchError(f"Redis on {HOST}:{REDIS_PORT} does not answer: {error!r}") from None
-    finally:
-        await redis.aclose()
-    return {"postgresql": str(postgres_version), "redis": str(info["redis_version"])}
-
-
-async def admin_execute(engines: Engines, sql: str) -> None:
-    connection = await asyncpg.connect(
-        engines.url(ADMIN_ROLE, "postgres"), timeout=CONNECT_TIMEOUT_S
-    )
-    try:
-        await connection.execute(sql)
-    finally:
-        await connection.close()
 
 
 async def flush_redis(engines: Engines) -> int:
@@ -418,6 +365,7 @@ def figures(
         "submit_s": round(submission.seconds, 3),
         "p50_ms": percentile(latencies, 50),
         "p95_ms": percentile(latencies, 95),
+        "p99_ms": percentile(latencies, 99),
         "max_ms": latencies[-1],
     }
 
@@ -436,14 +384,14 @@ async def measure_product(
     engines: Engines,
     plan: Plan,
     pids: list[int],
-    api_pid: int,
+    api_pids: list[int],
     alive: Callable[[], None],
 ) -> dict[str, Any]:
     """A warm-up batch, then ``plan.tasks`` no-op tasks through the API until all completed."""
     queue = f"{engines.queue_prefix}:tasks"
-    # As postgres, which row level security does not hold, in a session that cannot write.
+    # As the admin, whom row level security does not hold, in a session that cannot write.
     monitor = await asyncpg.connect(
-        engines.url(ADMIN_ROLE),
+        engines.url(),
         timeout=CONNECT_TIMEOUT_S,
         server_settings={"default_transaction_read_only": "on"},
     )
@@ -472,7 +420,7 @@ async def measure_product(
 
         if plan.warmup:
             await batch(plan.warmup)
-        api_cpu, workers_cpu = cpu_seconds([api_pid]), cpu_seconds(pids)
+        api_cpu, workers_cpu = cpu_seconds(api_pids), cpu_seconds(pids)
         with CpuMeter() as cpu:
             submission, ids = await batch(plan.tasks)
         rows = await monitor.fetch(TIMES, ids)
@@ -480,7 +428,7 @@ async def measure_product(
     return figures(submission, done, plan.tasks) | {
         "cpu_busy_pct": cpu.busy_pct,
         "workers_cpu_s": round(cpu_seconds(pids) - workers_cpu, 2),
-        "api_cpu_s": round(cpu_seconds([api_pid]) - api_cpu, 2),
+        "api_cpu_s": round(cpu_seconds(api_pids) - api_cpu, 2),
     }
 
 
@@ -622,7 +570,12 @@ def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
         f"{machine['platform']}"
     )
     run_id = secrets.token_hex(4)
-    engines = Engines(database=f"tenantry_bench_{run_id}", queue_prefix=f"tenantry-bench:{run_id}")
+    engines = Engines(
+        admin_url=f"postgresql://{ADMIN_ROLE}@{HOST}:{POSTGRES_PORT}/postgres",
+        redis_url=f"redis://{HOST}:{REDIS_PORT}/{REDIS_DB}",
+        database=f"tenantry_bench_{run_id}",
+        queue_prefix=f"tenantry-bench:{run_id}",
+    )
     versions = asyncio.run(check_engines(engines))
     print(
         f"engines: PostgreSQL {versions['postgresql']} on {HOST}:{POSTGRES_PORT}, "
@@ -660,7 +613,7 @@ def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
         print(f"== database {engines.database}: keyring, migrations (log: {log('setup')})")
         run_setup_command(tenantry("keys", "rotate"), env, tmp, log("setup"))
         # Migrations run as the owner; they create the app role the API and workers use.
-        owner_env = env | {"TENANTRY_DATABASE_URL": engines.url(ADMIN_ROLE)}
+        owner_env = env | {"TENANTRY_DATABASE_URL": engines.url()}
         run_setup_command(tenantry("db", "upgrade"), owner_env, tmp, log("setup"))
 
         print(f"== starting tenantry serve on {base_url} (log: {log('api')})")
@@ -705,7 +658,7 @@ def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
                     alive = liveness(processes, logs, name)
                     if scenario == "product":
                         measured = measure_product(
-                            base_url, token, engines, plan, pids, api.pid, alive
+                            base_url, token, engines, plan, pids, [api.pid], alive
                         )
                     else:
                         measured = measure_baseline(engines, queue, done_key, plan, pids, alive)

@@ -1,0 +1,829 @@
+"""The benchmark suite: the product's hot paths against bare baselines, in one run.
+
+Starts PostgreSQL and Redis (embedded, or the servers given), migrates and seeds a fresh
+database, starts `tenantry serve --workers N` and bench/baseline_app.py with as many processes,
+checks that both answer every scenario, then drives each with wrk on loopback: health, login,
+get by id, list with filters, create, upload; and runs no-op tasks end to end through the
+product and through bare arq. Prints one markdown table (requests/s, p50/p95/p99, peak memory,
+product ÷ baseline), writes the JSON report and, with --write-docs, docs/performance.md.
+See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import importlib.util
+import json
+import secrets
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from importlib.metadata import version as installed
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import psutil
+from baseline_app import AUTHENTICATE_HEADER
+from common import (
+    HOST,
+    REQUEST_TIMEOUT_S,
+    RESULTS_DIR,
+    STAMP_FORMAT,
+    WRK_TIMEOUT,
+    BenchError,
+    CpuMeter,
+    Engines,
+    PeakRss,
+    Requests,
+    admin_execute,
+    background_load,
+    bench_main,
+    cell,
+    check_engines,
+    describe_machine,
+    errors_of,
+    free_port,
+    ratio,
+    running,
+    tenantry,
+    wait_ready,
+    wrk,
+    wrk_script,
+    wrk_version,
+)
+from projects import (
+    LIST_QUERY,
+    LOGIN,
+    PROJECT_FIELDS,
+    SEARCH,
+    SEED_DOCUMENTS,
+    SEED_PROJECTS,
+    SEED_TENANTS,
+    get_json,
+    seed,
+    sign_in,
+)
+from projects import Scenario as ReadScenario
+from projects import body_problem as read_problem
+from tasks import (
+    BASELINE_WORKER,
+    Plan,
+    liveness,
+    measure_baseline,
+    measure_product,
+    product_env,
+    run_setup_command,
+    workers,
+)
+from upload import Generated, generate, multipart_body, stored_problems
+
+from tenantry.config import load_settings, redact_url
+from tenantry.infrastructure.db.rls import APP_ROLE
+from tenantry.infrastructure.embedded import EmbeddedPostgres, EmbeddedRedis
+from tenantry.infrastructure.secrets.environment import keyring_file
+
+ROOT = Path(__file__).resolve().parent.parent
+BASELINE_APP = ROOT / "bench" / "baseline_app.py"
+DOCS = ROOT / "docs" / "performance.md"
+# --write-docs replaces what lies between these lines and keeps the rest of the page.
+DOCS_BEGIN = "<!-- bench/suite.py --write-docs: begin -->"
+DOCS_END = "<!-- bench/suite.py --write-docs: end -->"
+SERVERS = ("product", "baseline")
+SCENARIOS = ("health", "login", "get_by_id", "get_by_id_auth", "list", "create", "upload", "tasks")
+CREATE = {"name": "Bench project", "description": "created by the benchmark"}
+UPLOAD_BYTES = 256 * 1024
+# Far above what any run uploads: the quota's check is measured, not its refusal.
+TENANT_QUOTA_BYTES = 2**50
+# As bench/tasks.py's defaults: a few concurrent submitters and a warm-up batch.
+TASK_CLIENTS = 4
+TASK_WARMUP = 20
+TASK_TIMEOUT_S = 300.0
+JSON_HEADERS = {"Content-Type": "application/json"}
+NOTES = [
+    "Same load for both servers: wrk on 127.0.0.1, the same requests (the Authorization header "
+    "included), the same connections and seconds, the product first; the baseline runs as "
+    "many uvicorn processes as the product, on the same database as the same role under row "
+    "level security.",
+    "The baseline does no authentication: its tenant (and a project's owner) is fixed at "
+    "start-up. The product checks the bearer token and the user's role on every call. Only in "
+    "get_by_id_auth does the baseline do that work too, bare: PyJWT verifies the token with the "
+    "product's keyring on every request, and the product's role query runs in the read's "
+    "transaction.",
+    "login: the baseline reads the tenant and the user's password hash and verifies argon2 in a "
+    "thread pool as large as the product's; the product also counts the attempt in Redis, "
+    "records the login and issues a JWT and a refresh token.",
+    "upload: the baseline streams the raw request body to a file while hashing it, then deletes "
+    "it; the product parses the multipart body, sniffs the type, reserves quota, stores the "
+    "object and its row. Its stored objects are deleted after each run (the rows stay).",
+    "tasks: tasks/s end to end (first submission to last completion) and latency per task; "
+    "the product's are POST /api/v1/tasks to `tenantry worker`, the baseline's arq enqueue_job "
+    "to a bare arq worker, with as many worker processes as API processes. Its memory is the "
+    "workers' peak.",
+    "Peak MiB: the RSS of the server's process tree (uvicorn's parent and its workers), summed, "
+    "sampled every 50 ms over the measured run; PostgreSQL and Redis are not counted.",
+    "errors: failed requests (status 400 or more, socket errors) of the warm-up and the "
+    "measured run, product / baseline.",
+]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    key: str
+    label: str
+    requests: Requests
+    # What is wrong with both servers' answers to one request, or None: checked before load.
+    check: Callable[[dict[str, httpx.Response]], str | None]
+    # After every wrk run of the product (the stored uploads are removed).
+    after_product_run: Callable[[], None] | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# The scenarios and their checks
+
+
+def status_problem(responses: dict[str, httpx.Response], status: int) -> str | None:
+    for server, response in responses.items():
+        if response.status_code != status:
+            return f"{server}: expected {status}, got {response.status_code}: {response.text[:500]}"
+    return None
+
+
+def check_login(responses: dict[str, httpx.Response]) -> str | None:
+    if problem := status_problem(responses, 200):
+        return problem
+    return None if "access_token" in responses["product"].json() else "product: no access_token"
+
+
+def check_read(read: ReadScenario) -> Callable[[dict[str, httpx.Response]], str | None]:
+    """200 with a project (or a page of them) from both, and the same body: the baseline reads
+    the same rows and writes the same JSON, so the comparison is fair."""
+
+    def check(responses: dict[str, httpx.Response]) -> str | None:
+        if problem := status_problem(responses, 200):
+            return problem
+        bodies = {server: response.json() for server, response in responses.items()}
+        for server, body in bodies.items():
+            if (problem := read_problem(body, read)) is not None:
+                return f"{server}: {problem}: {str(body)[:500]}"
+        if bodies["product"] != bodies["baseline"]:
+            return (
+                f"the bodies differ:\nproduct:  {str(bodies['product'])[:500]}\n"
+                f"baseline: {str(bodies['baseline'])[:500]}"
+            )
+        return None
+
+    return check
+
+
+def check_create(responses: dict[str, httpx.Response]) -> str | None:
+    if problem := status_problem(responses, 201):
+        return problem
+    for server, response in responses.items():
+        body = response.json()
+        if set(body) != PROJECT_FIELDS or body["name"] != CREATE["name"]:
+            return f"{server}: not the project created: {str(body)[:500]}"
+    return None
+
+
+def check_upload(
+    source: Generated, body: bytes, files_dir: Path
+) -> Callable[[dict[str, httpx.Response]], str | None]:
+    """The product stored the file (size, hash, type, object on disk); the baseline wrote the
+    whole request body (its size and hash)."""
+    expected = {"size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+
+    def check(responses: dict[str, httpx.Response]) -> str | None:
+        if problems := stored_problems(responses["product"], source, files_dir):
+            return "product: " + "; ".join(problems)
+        if problem := status_problem(responses, 201):
+            return problem
+        stored = responses["baseline"].json()
+        return None if stored == expected else f"baseline: stored {stored}, sent {expected}"
+
+    return check
+
+
+def purge_uploads(files_dir: Path) -> None:
+    """The product's stored objects, removed so the disk holds one run's worth at most."""
+    shutil.rmtree(files_dir / "tenants", ignore_errors=True)
+
+
+def http_scenarios(
+    token: str, ids: list[str], source: Generated, files_dir: Path
+) -> list[Scenario]:
+    bearer = {"Authorization": f"Bearer {token}"}
+    get_by_id = ReadScenario(
+        "get_by_id",
+        f"get_by_id: GET /api/v1/projects/{{id}} ({len(ids)} ids in turn)",
+        "get",
+        [f"/api/v1/projects/{project_id}" for project_id in ids],
+    )
+    listing = f"/api/v1/projects?{urlencode(LIST_QUERY)}&q={SEARCH}"
+    listed = ReadScenario("list", f"list: GET {listing}", "list", [listing])
+    boundary = secrets.token_hex(16)
+    chunks, _ = multipart_body(source, boundary, REQUEST_TIMEOUT_S)
+    upload = b"".join(chunks)
+    return [
+        Scenario(
+            "health",
+            "health: GET /health",
+            Requests(["/health"]),
+            lambda responses: status_problem(responses, 200),
+        ),
+        Scenario(
+            "login",
+            "login: POST /api/v1/auth/login",
+            Requests(
+                ["/api/v1/auth/login"],
+                "POST",
+                JSON_HEADERS,
+                json.dumps(LOGIN).encode(),
+            ),
+            check_login,
+        ),
+        Scenario(
+            get_by_id.key,
+            get_by_id.label,
+            Requests(get_by_id.paths, headers=bearer),
+            check_read(get_by_id),
+        ),
+        Scenario(
+            "get_by_id_auth",
+            "get_by_id_auth: the same, the baseline verifying the JWT and the roles too",
+            Requests(get_by_id.paths, headers=bearer | {AUTHENTICATE_HEADER: "1"}),
+            check_read(get_by_id),
+        ),
+        Scenario(
+            listed.key, listed.label, Requests(listed.paths, headers=bearer), check_read(listed)
+        ),
+        Scenario(
+            "create",
+            "create: POST /api/v1/projects",
+            Requests(
+                ["/api/v1/projects"],
+                "POST",
+                bearer | JSON_HEADERS,
+                json.dumps(CREATE).encode(),
+            ),
+            check_create,
+        ),
+        Scenario(
+            "upload",
+            f"upload: POST /api/v1/files ({UPLOAD_BYTES // 1024} KiB, multipart)",
+            Requests(
+                ["/api/v1/files"],
+                "POST",
+                bearer | {"Content-Type": f"multipart/form-data; boundary={boundary}"},
+                upload,
+            ),
+            check_upload(source, upload, files_dir),
+            lambda: purge_uploads(files_dir),
+        ),
+    ]
+
+
+def check_scenarios(clients: dict[str, httpx.Client], scenarios: list[Scenario]) -> None:
+    """Every path of every scenario, sent as wrk will send it, to both servers."""
+    for scenario in scenarios:
+        r = scenario.requests
+        for path in r.paths:
+            responses = {
+                server: client.request(r.method, path, headers=r.headers, content=r.body)
+                for server, client in clients.items()
+            }
+            if (problem := scenario.check(responses)) is not None:
+                raise BenchError(f"{scenario.label}: {problem}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Load
+
+
+def tree(pid: int) -> list[int]:
+    """A process and its descendants: the API's uvicorn workers."""
+    process = psutil.Process(pid)
+    return [pid, *(child.pid for child in process.children(recursive=True))]
+
+
+def measure_http(
+    scenario: Scenario,
+    urls: dict[str, str],
+    pids: dict[str, int],
+    script: Path,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """The product, then the baseline: an unrecorded warm-up (pools fill, caches warm), then
+    the measured run, with the server's memory sampled."""
+    result: dict[str, Any] = {"label": scenario.label}
+    for server in SERVERS:
+        print(f"== {scenario.label}: {server} ({args.warmup} s warm-up, {args.duration} s)")
+        warmup_errors = 0
+        if args.warmup:
+            warmup_errors = errors_of(wrk(urls[server], script, args.warmup, args))
+            if server == "product" and scenario.after_product_run:
+                scenario.after_product_run()
+        memory = PeakRss([pids[server]], descendants=True)
+        with CpuMeter() as cpu, memory.watching():
+            measured = wrk(urls[server], script, args.duration, args)
+        if server == "product" and scenario.after_product_run:
+            scenario.after_product_run()
+        result[server] = measured | {
+            "cpu_busy_pct": cpu.busy_pct,
+            "warmup_errors": warmup_errors,
+            "errors": warmup_errors + errors_of(measured),
+            **memory.summary(),
+        }
+        print(
+            f"   {cell(measured['per_second'])} req/s, p99 {cell(measured['p99_ms'], 2)} ms, "
+            f"{result[server]['errors']} errors"
+        )
+    result["product_per_baseline"] = ratio(
+        result["product"]["per_second"], result["baseline"]["per_second"]
+    )
+    return result
+
+
+@dataclass(frozen=True)
+class TaskSetup:
+    """What the task round trip takes from the run's set-up."""
+
+    engines: Engines
+    base_url: str
+    token: str
+    api_pid: int
+    env: dict[str, str]
+    tmp: Path
+    worker_concurrency: int
+    log: Callable[[str], Path]
+
+
+def measure_tasks(setup: TaskSetup, args: argparse.Namespace) -> dict[str, Any]:
+    """No-op tasks end to end, with bench/tasks.py's phases: through the product's API to
+    `tenantry worker`, then enqueued to bare arq; ``--workers`` worker processes each."""
+    plan = Plan(tasks=args.tasks, warmup=TASK_WARMUP, clients=TASK_CLIENTS, timeout=TASK_TIMEOUT_S)
+    engines = setup.engines
+    queue, done_key = f"{engines.queue_prefix}:baseline", f"{engines.queue_prefix}:baseline-done"
+    label = f"tasks: noop task round trip ({args.tasks} tasks; tasks/s)"
+    result: dict[str, Any] = {"label": label}
+    for server in SERVERS:
+        logs = [setup.log(f"{server}-worker-{i + 1}") for i in range(args.workers)]
+        print(
+            f"== {label}: {server}, {args.workers} worker(s) of {setup.worker_concurrency} jobs "
+            f"(logs: {logs[0]} ...)"
+        )
+        if server == "product":
+            command, name, env = tenantry("worker"), "tenantry worker", setup.env
+        else:
+            command = [
+                sys.executable,
+                str(BASELINE_WORKER),
+                f"--redis-url={engines.redis_url}",
+                f"--queue={queue}",
+                f"--done-key={done_key}",
+                f"--max-jobs={setup.worker_concurrency}",
+            ]
+            name = "baseline worker"
+            env = {k: v for k, v in setup.env.items() if not k.startswith("TENANTRY_")}
+        with workers(args.workers, command, name, env, setup.tmp, logs) as processes:
+            pids = [p.pid for p in processes]
+            alive = liveness(processes, logs, name)
+            memory = PeakRss(pids, descendants=True)
+            with memory.watching():
+                if server == "product":
+                    measured = measure_product(
+                        setup.base_url, setup.token, engines, plan, pids, tree(setup.api_pid), alive
+                    )
+                else:
+                    measured = measure_baseline(engines, queue, done_key, plan, pids, alive)
+                figures = asyncio.run(measured)
+        result[server] = figures | {
+            "errors": 0,  # a failed submission or task stops the run
+            "worker_exit_codes": [p.returncode for p in processes],
+            "logs": [str(path) for path in logs],
+            **memory.summary(),
+        }
+        print(f"   {cell(figures['per_second'])} tasks/s, p50 {cell(figures['p50_ms'])} ms")
+    result["product_per_baseline"] = ratio(
+        result["product"]["per_second"], result["baseline"]["per_second"]
+    )
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Set-up
+
+
+@contextlib.contextmanager
+def engines_for(args: argparse.Namespace, tmp: Path, run_id: str) -> Iterator[Engines]:
+    """The given servers, or embedded ones started here for the whole run (Redis first: it is
+    started with a preexec function, safe only before any thread exists)."""
+    with contextlib.ExitStack() as stack:
+        redis_url = args.redis_url
+        if redis_url is None:
+            redis = EmbeddedRedis(tmp / "redis", persist=False)
+            print(f"== starting embedded Redis in {redis.root}")
+            redis.start()
+            stack.callback(redis.stop)
+            redis_url = redis.url
+        admin_url = args.database_url
+        if admin_url is None:
+            postgres = EmbeddedPostgres(tmp / "postgres")
+            print(f"== starting embedded PostgreSQL in {postgres.root}")
+            postgres.start()
+            stack.callback(postgres.stop)
+            admin_url = postgres.url()
+        yield Engines(
+            admin_url=admin_url,
+            redis_url=redis_url,
+            database=f"tenantry_bench_{run_id}",
+            queue_prefix=f"tenantry-bench:{run_id}",
+        )
+
+
+async def forget_keys(engines: Engines) -> None:
+    """This run's keys (its queues, the baseline's list of done jobs), removed from a Redis
+    that outlives the run; the product's login counters expire on their own."""
+    redis = engines.redis()
+    try:
+        if keys := [key async for key in redis.scan_iter(match=f"{engines.queue_prefix}:*")]:
+            await redis.delete(*keys)
+    finally:
+        await redis.aclose()
+
+
+def server_stack() -> str:
+    """What both servers run on: uvicorn picks uvloop and httptools when they are installed."""
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    return f"uvicorn {installed('uvicorn')} ({loop}, {http})"
+
+
+def git_commit() -> str:
+    """The commit measured, and whether the tree differed from it."""
+
+    def git(*arguments: str) -> str:
+        return subprocess.run(  # noqa: S603 - a command line of our own, no shell
+            ["git", *arguments],  # noqa: S607 - git from PATH
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{commit} with uncommitted changes" if dirty else commit
+
+
+def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
+    machine = describe_machine()
+    print(
+        f"machine: nproc {machine['nproc']}, {machine['cpu_model']}, {machine['python']}, "
+        f"{machine['platform']}"
+    )
+    version = wrk_version()
+    print(f"load: {version}, {args.threads} thread(s), {args.connections} connections")
+    machine["background_cpu_busy_pct"] = background_load()
+    chosen = [key for key in SCENARIOS if key in args.scenarios]  # always in SCENARIOS' order
+
+    def log(name: str) -> Path:
+        return RESULTS_DIR / f"suite-{stamp}.{name}.log"
+
+    run_id = secrets.token_hex(4)
+    results: dict[str, Any] = {}
+    with contextlib.ExitStack() as stack:
+        tmp = Path(
+            stack.enter_context(
+                tempfile.TemporaryDirectory(prefix="tenantry-bench-", ignore_cleanup_errors=True)
+            )
+        )
+        # Unwound in reverse: the servers stop, then the database and our Redis keys go, then
+        # the engines.
+        engines = stack.enter_context(engines_for(args, tmp, run_id))
+        versions = asyncio.run(check_engines(engines))
+        print(
+            f"engines: PostgreSQL {versions['postgresql']} at {redact_url(engines.admin_url)}, "
+            f"Redis {versions['redis']} at {redact_url(engines.redis_url)}"
+        )
+        stack.callback(lambda: asyncio.run(forget_keys(engines)))
+        asyncio.run(admin_execute(engines, f'create database "{engines.database}"'))
+        stack.callback(
+            lambda: asyncio.run(
+                admin_execute(engines, f'drop database if exists "{engines.database}" with (force)')
+            )
+        )
+
+        port, baseline_port = free_port(), free_port()
+        urls = {"product": f"http://{HOST}:{port}", "baseline": f"http://{HOST}:{baseline_port}"}
+        env = product_env(engines, tmp, port) | {
+            "TENANTRY_STORAGE_BACKEND": "local",
+            "TENANTRY_TENANT_QUOTA_BYTES": str(TENANT_QUOTA_BYTES),
+        }
+        settings = load_settings(environ=env, env_file=None)
+        print(f"== database {engines.database}: keyring, migrations (log: {log('setup')})")
+        run_setup_command(tenantry("keys", "rotate"), env, tmp, log("setup"))
+        # Migrations run as the owner; they create the app role the servers use.
+        owner_env = env | {"TENANTRY_DATABASE_URL": engines.url()}
+        run_setup_command(tenantry("db", "upgrade"), owner_env, tmp, log("setup"))
+        print(
+            f"== seeding {SEED_TENANTS} tenants x {SEED_PROJECTS} projects x {SEED_DOCUMENTS} "
+            f"documents (log: {log('seed')})"
+        )
+        print(f"   seeded in {seed(env, tmp, log('seed')):.1f} s")
+
+        command = tenantry("serve", f"--port={port}", f"--workers={args.workers}")
+        print(f"== starting {shlex.join(command[2:])} on {urls['product']} (log: {log('product')})")
+        product = stack.enter_context(
+            running(command, name="tenantry serve", env=env, cwd=tmp, log_path=log("product"))
+        )
+        ready_s = {"product": wait_ready(product, urls["product"], log("product"), "product")}
+        print(f"   ready after {ready_s['product']:.1f} s")
+        with httpx.Client(base_url=urls["product"], timeout=REQUEST_TIMEOUT_S) as client:
+            token, tenant_id, ids = sign_in(client)
+            owner_id = get_json(client, "/api/v1/auth/me", "product")["id"]
+
+        (tmp / "baseline-uploads").mkdir()
+        command = [
+            sys.executable,
+            str(BASELINE_APP),
+            f"--port={baseline_port}",
+            f"--dsn={engines.url(APP_ROLE)}",
+            f"--tenant-id={tenant_id}",
+            f"--owner-id={owner_id}",
+            f"--upload-dir={tmp / 'baseline-uploads'}",
+            f"--hash-concurrency={settings.password_hash_concurrency}",
+            f"--workers={args.workers}",
+            f"--keyring={keyring_file(settings)}",
+        ]
+        print(f"== starting the baseline on {urls['baseline']} (log: {log('baseline')})")
+        baseline = stack.enter_context(
+            running(
+                command,
+                name="baseline",
+                # Without TENANTRY_* variables, though it reads none.
+                env={k: v for k, v in env.items() if not k.startswith("TENANTRY_")},
+                cwd=tmp,
+                log_path=log("baseline"),
+            )
+        )
+        ready_s["baseline"] = wait_ready(baseline, urls["baseline"], log("baseline"), "baseline")
+        print(f"   ready after {ready_s['baseline']:.1f} s")
+
+        files_dir = tmp / "data" / "files"  # the local storage's default root
+        source = generate(tmp / "upload.txt", UPLOAD_BYTES, REQUEST_TIMEOUT_S)
+        scenarios = [s for s in http_scenarios(token, ids, source, files_dir) if s.key in chosen]
+        with contextlib.ExitStack() as clients:
+            check_scenarios(
+                {
+                    server: clients.enter_context(
+                        httpx.Client(base_url=urls[server], timeout=REQUEST_TIMEOUT_S)
+                    )
+                    for server in SERVERS
+                },
+                scenarios,
+            )
+        print("   both servers answer every scenario as expected")
+
+        pids = {"product": product.pid, "baseline": baseline.pid}
+        for scenario in scenarios:
+            script = wrk_script(tmp / "wrk" / f"{scenario.key}.lua", scenario.requests)
+            results[scenario.key] = measure_http(scenario, urls, pids, script, args)
+        if "tasks" in chosen:
+            setup = TaskSetup(
+                engines=engines,
+                base_url=urls["product"],
+                token=token,
+                api_pid=product.pid,
+                env=env,
+                tmp=tmp,
+                worker_concurrency=settings.worker_concurrency,
+                log=log,
+            )
+            results["tasks"] = measure_tasks(setup, args)
+    exit_codes = {"product": product.returncode, "baseline": baseline.returncode}
+    print(f"== servers stopped with exit codes {exit_codes}")
+
+    return {
+        "timestamp": stamp,
+        "command": command_line(),
+        "commit": git_commit(),
+        "server_stack": server_stack(),
+        "machine": machine,
+        "options": {
+            k: redact_url(v) if k.endswith("_url") and v else v for k, v in vars(args).items()
+        },
+        "engines": versions
+        | {
+            "embedded_postgresql": args.database_url is None,
+            "embedded_redis": args.redis_url is None,
+            "database": engines.database,
+        },
+        "load_generator": {
+            "tool": version,
+            "threads": args.threads,
+            "connections": args.connections,
+            "timeout": WRK_TIMEOUT,
+        },
+        "seed": {
+            "tenants": SEED_TENANTS,
+            "projects_per_tenant": SEED_PROJECTS,
+            "documents_per_project": SEED_DOCUMENTS,
+            "tenant": LOGIN["tenant"],
+        },
+        "settings": {
+            "password_hash_concurrency": settings.password_hash_concurrency,
+            "worker_concurrency": settings.worker_concurrency,
+            "upload_bytes": UPLOAD_BYTES,
+        },
+        "servers": {
+            server: {"ready_s": round(ready_s[server], 2), "exit_code": exit_codes[server]}
+            | {"log": str(log(server))}
+            for server in SERVERS
+        },
+        "scenarios": results,
+        "notes": NOTES,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+
+def command_line() -> str:
+    """How this run was started, as one would type it (passwords of URLs hidden)."""
+    return shlex.join(["uv", "run", "python", "bench/suite.py", *map(redact_url, sys.argv[1:])])
+
+
+def latencies(result: dict[str, Any]) -> str:
+    return " / ".join(cell(result[f"{p}_ms"], 1) for p in ("p50", "p95", "p99"))
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+    lines = [
+        "| Scenario | product req/s | baseline req/s | product ÷ baseline "
+        "| product p50 / p95 / p99 ms | baseline p50 / p95 / p99 ms | product peak MiB "
+        "| baseline peak MiB | errors (product / baseline) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for scenario in report["scenarios"].values():
+        p, b = scenario["product"], scenario["baseline"]
+        lines.append(
+            f"| {scenario['label']} | {cell(p['per_second'])} | {cell(b['per_second'])} "
+            f"| {cell(scenario['product_per_baseline'], 2)} | {latencies(p)} | {latencies(b)} "
+            f"| {cell(p['peak_rss_under_load_mib'])} | {cell(b['peak_rss_under_load_mib'])} "
+            f"| {p['errors']} / {b['errors']} |"
+        )
+    return "\n".join(lines)
+
+
+def context(report: dict[str, Any]) -> str:
+    """Where and how the figures were made, in a few lines."""
+    machine, options, engines = report["machine"], report["options"], report["engines"]
+    measured = datetime.strptime(report["timestamp"], STAMP_FORMAT)
+    where = {True: "embedded", False: "server"}
+    return "\n".join(
+        [
+            f"- Machine: {machine['nproc']} CPUs, {machine['cpu_model']}, {machine['python']}, "
+            f"{machine['platform']}",
+            f"- Other load before starting: {cell(machine['background_cpu_busy_pct'], 0)}% CPU busy",
+            f"- Engines: PostgreSQL {engines['postgresql']} "
+            f"({where[engines['embedded_postgresql']]}), Redis {engines['redis']} "
+            f"({where[engines['embedded_redis']]})",
+            f"- Load: {report['load_generator']['tool'].split(' Copyright')[0]}, "
+            f"{options['connections']} connections, {options['threads']} thread(s), "
+            f"{options['duration']} s runs after {options['warmup']} s warm-ups",
+            f"- Servers: {report['server_stack']}, {options['workers']} API process(es) each, "
+            f"as many task workers",
+            f"- Commit {report['commit']}, measured {measured:%Y-%m-%d %H:%M} UTC",
+            f"- Command: `{report['command']}`",
+        ]
+    )
+
+
+def write_docs(report: dict[str, Any]) -> None:
+    """Put the table and its context between the markers of docs/performance.md."""
+    block = "\n\n".join([DOCS_BEGIN, context(report), markdown_table(report), DOCS_END])
+    page = DOCS.read_text() if DOCS.exists() else ""
+    if DOCS_BEGIN in page and DOCS_END in page:
+        before, rest = page.split(DOCS_BEGIN, 1)
+        page = before + block + rest.split(DOCS_END, 1)[1]
+    else:
+        page = f"# Performance\n\n{block}\n"
+    DOCS.write_text(page)
+    print(f"\nwrote {DOCS}")
+
+
+def report_suite(report: dict[str, Any], _stamp: str) -> bool:
+    print(markdown_table(report))
+    print()
+    print(context(report))
+    print()
+    print("\n".join(f"- {note}" for note in report["notes"]))
+    held = True
+    for scenario in report["scenarios"].values():
+        for server in SERVERS:
+            if count := scenario[server]["errors"]:
+                held = False
+                print(
+                    f"\n{scenario['label']}: {server} had {count} failed requests; "
+                    f"see {report['servers'][server]['log']}"
+                )
+            if any(scenario[server].get("worker_exit_codes", ())):
+                held = False
+                print(f"\n{scenario['label']}: a {server} worker did not exit 0 after SIGINT")
+    for server, details in report["servers"].items():
+        if details["exit_code"] != 0:
+            held = False
+            print(f"\n{server} exited with {details['exit_code']}: see {details['log']}")
+    if report["options"]["write_docs"]:
+        if held:
+            write_docs(report)
+        else:
+            print(f"\n{DOCS} left as it was: the run failed")
+    return held
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="API processes of the product and of the baseline, and task workers (default 1)",
+    )
+    parser.add_argument(
+        "--database-url",
+        help="a PostgreSQL superuser's URL to use instead of an embedded server, e.g. "
+        "postgresql://postgres@127.0.0.1:5432/postgres (a fresh database is created and dropped)",
+    )
+    parser.add_argument(
+        "--redis-url",
+        help="a Redis database to use instead of an embedded server, e.g. redis://127.0.0.1:6379/11",
+    )
+    # wrk takes whole seconds.
+    parser.add_argument(
+        "--duration", type=int, default=10, help="seconds of each measured run (default 10)"
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=2,
+        help="seconds of unrecorded load before each measured run (default 2; 0 for none)",
+    )
+    parser.add_argument(
+        "--connections", type=int, default=16, help="wrk's open connections (default 16)"
+    )
+    parser.add_argument("--threads", type=int, default=1, help="wrk's threads (default 1)")
+    parser.add_argument(
+        "--tasks", type=int, default=500, help="measured tasks of the task round trip (default 500)"
+    )
+    parser.add_argument(
+        "--scenarios",
+        type=lambda text: [s.strip() for s in text.split(",") if s.strip()],
+        default=list(SCENARIOS),
+        help=f"comma-separated, of {','.join(SCENARIOS)} (default all)",
+    )
+    parser.add_argument(
+        "--write-docs",
+        action="store_true",
+        help=f"rewrite the table of {DOCS.relative_to(ROOT)} when the run succeeds",
+    )
+    args = parser.parse_args()
+    if unknown := set(args.scenarios) - set(SCENARIOS):
+        parser.error(f"unknown scenarios {sorted(unknown)}; choose from {','.join(SCENARIOS)}")
+    if (
+        args.duration < 1
+        or args.warmup < 0
+        or args.workers < 1
+        or args.tasks < 1
+        or not args.scenarios
+        or not 1 <= args.threads <= args.connections
+    ):
+        parser.error(
+            "--duration, --workers and --tasks must be at least 1, --warmup at least 0, "
+            "a scenario given, and 1 <= threads <= connections"
+        )
+    return args
+
+
+def main() -> int:
+    args = parse_args()
+    return bench_main("suite", lambda stamp: run(args, stamp), report_suite)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
