@@ -133,6 +133,33 @@ async def test_a_pooled_connection_carries_no_tenant_into_the_next_use(
         await engine.dispose()
 
 
+async def test_driver_statements_run_under_the_sessions_current_tenant(
+    two_tenants: dict[str, dict[str, str]], app_database_url: str
+) -> None:
+    """The hot reads bypass SQLAlchemy's execute, not row level security: the tenant set for
+    the transaction, and set again when the session is rebound mid-transaction, holds them."""
+    acme, globex = two_tenants["acme"], two_tenants["globex"]
+    engine = engine_for(app_database_url)
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    try:
+        async with sessions() as session:
+            uow = SqlUnitOfWork(session)
+            assert await uow.users(uuid.UUID(acme["tenant"])).active_roles(uuid.UUID(acme["user"]))
+            # The same transaction, now for the other tenant, even asking for its own user id
+            # through wall 1's filter: wall 2 moved with it.
+            globex_users = uow.users(uuid.UUID(globex["tenant"]))
+            assert await globex_users.active_roles(uuid.UUID(globex["user"]))
+            assert await globex_users.active_roles(uuid.UUID(acme["user"])) is None
+            assert (
+                await session.scalar(text("select current_setting('app.tenant_id')"))
+                == (globex["tenant"])
+            )
+            raw = (await (await session.connection()).get_raw_connection()).driver_connection
+            assert await raw.fetchval("select count(*) from users") == 1
+    finally:
+        await engine.dispose()
+
+
 async def test_a_request_after_another_tenants_request_sees_only_its_own(client: Client) -> None:
     """Through the API, one after the other on a small pool: no bleed between requests."""
     tokens = {}
