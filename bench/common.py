@@ -330,6 +330,51 @@ end"""
     return path
 
 
+def add_wrk_arguments(parser: argparse.ArgumentParser) -> None:
+    """--duration, --warmup, --connections and --threads: the load of every wrk benchmark."""
+    # wrk takes whole seconds.
+    parser.add_argument(
+        "--duration", type=int, default=10, help="seconds of each measured run (default 10)"
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=2,
+        help="seconds of unrecorded load before each measured run (default 2; 0 for none)",
+    )
+    parser.add_argument(
+        "--connections", type=int, default=16, help="wrk's open connections (default 16)"
+    )
+    parser.add_argument("--threads", type=int, default=1, help="wrk's threads (default 1)")
+
+
+def bad_wrk_arguments(args: argparse.Namespace) -> bool:
+    return args.duration < 1 or args.warmup < 0 or not 1 <= args.threads <= args.connections
+
+
+def describe_wrk_run(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    """The machine (with how busy it is before starting) and wrk's version, both printed."""
+    machine = describe_machine()
+    print(
+        f"machine: nproc {machine['nproc']}, {machine['cpu_model']}, {machine['python']}, "
+        f"{machine['platform']}"
+    )
+    version = wrk_version()
+    print(f"load: {version}, {args.threads} thread(s), {args.connections} connections")
+    machine["background_cpu_busy_pct"] = background_load()
+    return machine, version
+
+
+def load_generator(args: argparse.Namespace, version: str) -> dict[str, Any]:
+    """wrk's part of a report."""
+    return {
+        "tool": version,
+        "threads": args.threads,
+        "connections": args.connections,
+        "timeout": WRK_TIMEOUT,
+    }
+
+
 def wrk_version() -> str:
     if shutil.which("wrk") is None:
         raise BenchError("wrk is not installed: apt-get install wrk (Debian's package)")

@@ -24,10 +24,11 @@ from common import (
     RESULTS_DIR,
     BenchError,
     CpuMeter,
-    background_load,
+    add_wrk_arguments,
+    bad_wrk_arguments,
     bench_main,
     cell,
-    describe_machine,
+    describe_wrk_run,
     errors_of,
     free_port,
     product_environment,
@@ -36,7 +37,6 @@ from common import (
     tenantry,
     wait_ready,
     wrk,
-    wrk_version,
 )
 from projects import Scenario, read_script
 from prometheus_client.parser import text_string_to_metric_families
@@ -222,41 +222,19 @@ def time_scrapes(client: httpx.Client, count: int) -> dict[str, Any]:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument(
-        "--duration", type=int, default=10, help="seconds of each measured run (default 10)"
-    )
-    parser.add_argument(
-        "--warmup", type=int, default=2, help="seconds of unrecorded load before each (default 2)"
-    )
+    add_wrk_arguments(parser)
     parser.add_argument(
         "--rounds", type=int, default=3, help="measured runs per server and endpoint (default 3)"
     )
-    parser.add_argument(
-        "--connections", type=int, default=16, help="wrk's open connections (default 16)"
-    )
-    parser.add_argument("--threads", type=int, default=1, help="wrk's threads (default 1)")
     parser.add_argument("--scrapes", type=int, default=21, help="timed scrapes (default 21)")
     args = parser.parse_args()
-    if (
-        args.duration < 1
-        or args.warmup < 0
-        or args.rounds < 1
-        or args.scrapes < 1
-        or not 1 <= args.threads <= args.connections
-    ):
+    if bad_wrk_arguments(args) or args.rounds < 1 or args.scrapes < 1:
         parser.error("durations, rounds and scrapes must be positive; 1 <= threads <= connections")
     return args
 
 
 def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
-    machine = describe_machine()
-    print(
-        f"machine: nproc {machine['nproc']}, {machine['cpu_model']}, {machine['python']}, "
-        f"{machine['platform']}"
-    )
-    version = wrk_version()
-    print(f"load: {version}, {args.threads} thread(s), {args.connections} connections")
-    machine["background_cpu_busy_pct"] = background_load()
+    machine, version = describe_wrk_run(args)
     print(f"== the middleware alone, {DIRECT_ROUNDS} x {DIRECT_REQUESTS:,} requests in-process")
     direct = middleware_cost()
     print(f"   adds {direct['added_us']:.2f} µs per request")

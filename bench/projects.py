@@ -25,17 +25,18 @@ from common import (
     HOST,
     REQUEST_TIMEOUT_S,
     RESULTS_DIR,
-    WRK_TIMEOUT,
     BenchError,
     CpuMeter,
     PeakRss,
     Requests,
-    background_load,
+    add_wrk_arguments,
+    bad_wrk_arguments,
     bench_main,
     cell,
-    describe_machine,
+    describe_wrk_run,
     errors_of,
     free_port,
+    load_generator,
     log_tail,
     product_environment,
     ratio,
@@ -44,7 +45,6 @@ from common import (
     wait_ready,
     wrk,
     wrk_script,
-    wrk_version,
 )
 
 from tenantry.cli import EMBEDDED_DATABASE
@@ -277,22 +277,9 @@ def markdown_tables(report: dict[str, Any]) -> str:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    # wrk takes whole seconds.
-    parser.add_argument(
-        "--duration", type=int, default=10, help="seconds of each measured run (default 10)"
-    )
-    parser.add_argument(
-        "--warmup",
-        type=int,
-        default=2,
-        help="seconds of unrecorded load before each measured run (default 2; 0 for none)",
-    )
-    parser.add_argument(
-        "--connections", type=int, default=16, help="wrk's open connections (default 16)"
-    )
-    parser.add_argument("--threads", type=int, default=1, help="wrk's threads (default 1)")
+    add_wrk_arguments(parser)
     args = parser.parse_args()
-    if args.duration < 1 or args.warmup < 0 or not 1 <= args.threads <= args.connections:
+    if bad_wrk_arguments(args):
         parser.error(
             "--duration must be at least 1, --warmup at least 0, and 1 <= threads <= connections"
         )
@@ -300,14 +287,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
-    machine = describe_machine()
-    print(
-        f"machine: nproc {machine['nproc']}, {machine['cpu_model']}, {machine['python']}, "
-        f"{machine['platform']}"
-    )
-    version = wrk_version()
-    print(f"load: {version}, {args.threads} thread(s), {args.connections} connections")
-    machine["background_cpu_busy_pct"] = background_load()
+    machine, version = describe_wrk_run(args)
 
     logs = {name: RESULTS_DIR / f"projects-{stamp}.{name}.log" for name in ("seed", *SERVERS)}
     with tempfile.TemporaryDirectory(prefix="tenantry-bench-", ignore_cleanup_errors=True) as tmp:
@@ -377,12 +357,7 @@ def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
         "timestamp": stamp,
         "machine": machine,
         "options": vars(args),
-        "load_generator": {
-            "tool": version,
-            "threads": args.threads,
-            "connections": args.connections,
-            "timeout": WRK_TIMEOUT,
-        },
+        "load_generator": load_generator(args, version),
         "seed": {
             "tenants": SEED_TENANTS,
             "projects_per_tenant": SEED_PROJECTS,

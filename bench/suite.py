@@ -39,27 +39,27 @@ from common import (
     REQUEST_TIMEOUT_S,
     RESULTS_DIR,
     STAMP_FORMAT,
-    WRK_TIMEOUT,
     BenchError,
     CpuMeter,
     Engines,
     PeakRss,
     Requests,
+    add_wrk_arguments,
     admin_execute,
-    background_load,
+    bad_wrk_arguments,
     bench_main,
     cell,
     check_engines,
-    describe_machine,
+    describe_wrk_run,
     errors_of,
     free_port,
+    load_generator,
     ratio,
     running,
     tenantry,
     wait_ready,
     wrk,
     wrk_script,
-    wrk_version,
 )
 from projects import (
     LIST_QUERY,
@@ -76,8 +76,8 @@ from projects import (
 from projects import Scenario as ReadScenario
 from projects import body_problem as read_problem
 from tasks import (
-    BASELINE_WORKER,
     Plan,
+    baseline_worker_command,
     liveness,
     measure_baseline,
     measure_product,
@@ -384,14 +384,7 @@ def measure_tasks(setup: TaskSetup, args: argparse.Namespace) -> dict[str, Any]:
         if server == "product":
             command, name, env = tenantry("worker"), "tenantry worker", setup.env
         else:
-            command = [
-                sys.executable,
-                str(BASELINE_WORKER),
-                f"--redis-url={engines.redis_url}",
-                f"--queue={queue}",
-                f"--done-key={done_key}",
-                f"--max-jobs={setup.worker_concurrency}",
-            ]
+            command = baseline_worker_command(engines, queue, done_key, setup.worker_concurrency)
             name = "baseline worker"
             env = {k: v for k, v in setup.env.items() if not k.startswith("TENANTRY_")}
         with workers(args.workers, command, name, env, setup.tmp, logs) as processes:
@@ -490,14 +483,7 @@ def git_commit() -> str:
 
 
 def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
-    machine = describe_machine()
-    print(
-        f"machine: nproc {machine['nproc']}, {machine['cpu_model']}, {machine['python']}, "
-        f"{machine['platform']}"
-    )
-    version = wrk_version()
-    print(f"load: {version}, {args.threads} thread(s), {args.connections} connections")
-    machine["background_cpu_busy_pct"] = background_load()
+    machine, version = describe_wrk_run(args)
     chosen = [key for key in SCENARIOS if key in args.scenarios]  # always in SCENARIOS' order
 
     def log(name: str) -> Path:
@@ -632,12 +618,7 @@ def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
             "embedded_redis": args.redis_url is None,
             "database": engines.database,
         },
-        "load_generator": {
-            "tool": version,
-            "threads": args.threads,
-            "connections": args.connections,
-            "timeout": WRK_TIMEOUT,
-        },
+        "load_generator": load_generator(args, version),
         "seed": {
             "tenants": SEED_TENANTS,
             "projects_per_tenant": SEED_PROJECTS,
@@ -774,20 +755,7 @@ def parse_args() -> argparse.Namespace:
         "--redis-url",
         help="a Redis database to use instead of an embedded server, e.g. redis://127.0.0.1:6379/11",
     )
-    # wrk takes whole seconds.
-    parser.add_argument(
-        "--duration", type=int, default=10, help="seconds of each measured run (default 10)"
-    )
-    parser.add_argument(
-        "--warmup",
-        type=int,
-        default=2,
-        help="seconds of unrecorded load before each measured run (default 2; 0 for none)",
-    )
-    parser.add_argument(
-        "--connections", type=int, default=16, help="wrk's open connections (default 16)"
-    )
-    parser.add_argument("--threads", type=int, default=1, help="wrk's threads (default 1)")
+    add_wrk_arguments(parser)
     parser.add_argument(
         "--tasks", type=int, default=500, help="measured tasks of the task round trip (default 500)"
     )
@@ -805,14 +773,7 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     if unknown := set(args.scenarios) - set(SCENARIOS):
         parser.error(f"unknown scenarios {sorted(unknown)}; choose from {','.join(SCENARIOS)}")
-    if (
-        args.duration < 1
-        or args.warmup < 0
-        or args.workers < 1
-        or args.tasks < 1
-        or not args.scenarios
-        or not 1 <= args.threads <= args.connections
-    ):
+    if bad_wrk_arguments(args) or args.workers < 1 or args.tasks < 1 or not args.scenarios:
         parser.error(
             "--duration, --workers and --tasks must be at least 1, --warmup at least 0, "
             "a scenario given, and 1 <= threads <= connections"

@@ -537,6 +537,19 @@ def ratios(results: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def baseline_worker_command(
+    engines: Engines, queue: str, done_key: str, max_jobs: int
+) -> list[str]:
+    return [
+        sys.executable,
+        str(BASELINE_WORKER),
+        f"--redis-url={engines.redis_url}",
+        f"--queue={queue}",
+        f"--done-key={done_key}",
+        f"--max-jobs={max_jobs}",
+    ]
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument(
@@ -643,14 +656,7 @@ def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
                 if scenario == "product":
                     command, name = tenantry("worker"), "tenantry worker"
                 else:
-                    command = [
-                        sys.executable,
-                        str(BASELINE_WORKER),
-                        f"--redis-url={engines.redis_url}",
-                        f"--queue={queue}",
-                        f"--done-key={done_key}",
-                        f"--max-jobs={concurrency}",
-                    ]
+                    command = baseline_worker_command(engines, queue, done_key, concurrency)
                     name = "baseline worker"
                 worker_env = env if scenario == "product" else baseline_env
                 with workers(count, command, name, worker_env, tmp, logs) as processes:

@@ -9,7 +9,7 @@ import struct
 import uuid
 import zlib
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -18,14 +18,18 @@ import httpx
 import msgspec
 import pytest
 from litestar.testing import AsyncTestClient
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from tenantry import bootstrap
 from tenantry.application.files import SweepFiles
 from tenantry.config import Settings
+from tenantry.domain.files import StoredFile
+from tenantry.infrastructure.db.uow import SqlUnitOfWork
 
 from ..conftest import Client, plain_url
-from .identity import add_user, owner_session
+from .identity import add_user, create_tenant, owner_session
 from .test_health import assert_problem
+from .test_tenancy import engine_for
 
 
 def png(width: int, height: int, body: int = 2000) -> bytes:
@@ -188,6 +192,49 @@ async def test_parallel_uploads_cannot_both_slip_under_the_quota(
         usage = (await client.get("/api/v1/files/usage", headers=owner)).json()
         assert usage == {"bytes": 3_000, "files": 3, "quota_bytes": 3_000}
         assert len(stored_objects(tight)) == 3
+
+
+async def test_uploads_that_inserted_first_queue_on_the_quota_lock_without_deadlock(
+    client: Client, app_database_url: str
+) -> None:
+    """The upload's last transaction inserts its row, then takes the tenant's usage lock. The
+    row's foreign key holds a key-share lock on the tenant, so the usage lock must not conflict
+    with it (FOR UPDATE would: each upload would wait for the other's commit)."""
+    tenant_id = uuid.UUID((await create_tenant(client, "acme"))["tenant"]["id"])
+    engine = engine_for(app_database_url, pool_size=2)
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+    def stored(name: str) -> StoredFile:
+        file_id = uuid.uuid4()
+        return StoredFile(
+            id=file_id,
+            tenant_id=tenant_id,
+            original_filename=name,
+            size=10,
+            content_type="text/plain",
+            claimed_content_type=None,
+            sha256="0" * 64,
+            metadata={},
+            storage_key=f"tenants/{tenant_id}/files/{file_id}",
+            created_at=datetime.now(UTC),
+        )
+
+    try:
+        async with sessions() as first_session, sessions() as second_session:
+            first = SqlUnitOfWork(first_session).files(tenant_id)
+            second = SqlUnitOfWork(second_session).files(tenant_id)
+            await first.add(stored("a.txt"))
+            await second.add(stored("b.txt"))
+            await asyncio.wait_for(first.lock_usage(), timeout=5)
+            queued = asyncio.create_task(second.lock_usage())
+            await asyncio.sleep(0.3)
+            assert not queued.done(), "the second upload must wait for the first"
+            await first_session.commit()
+            await asyncio.wait_for(queued, timeout=5)
+            assert await second.usage() == (20, 2)  # the first's committed row counted
+            await second_session.rollback()
+    finally:
+        await engine.dispose()
 
 
 async def test_another_tenants_file_is_404(client: Client) -> None:

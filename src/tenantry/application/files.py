@@ -84,12 +84,6 @@ class UploadFile:
         try:
             async with uow:
                 repository = uow.files(actor.tenant_id)
-                # The row lock makes the check and the insert one step: of two uploads racing
-                # for the last bytes of the quota, the second sees the first's row.
-                await repository.lock_usage()
-                used, _ = await repository.usage()
-                if used + inspection.size > quota:
-                    raise TooLarge(quota_detail(quota, used))
                 stored = await repository.add(
                     StoredFile(
                         id=file_id,
@@ -104,6 +98,14 @@ class UploadFile:
                         created_at=files.clock.now(),
                     )
                 )
+                # The row lock makes the check and the commit one step: of two uploads racing
+                # for the last bytes of the quota, the second counts the first's row. Taken
+                # after the insert, it is held for the check and the commit only, so a
+                # tenant's uploads queue on it as briefly as possible.
+                await repository.lock_usage()
+                used, _ = await repository.usage()  # this file's row included
+                if used > quota:
+                    raise TooLarge(quota_detail(quota, used - inspection.size))
                 await uow.commit()
         except BaseException:
             # No row, no object: the bytes go when their row does not come.

@@ -119,6 +119,11 @@ class SqlFileRepository:
         await self.every.delete_where(FileModel.id == file_id)
 
     async def lock_usage(self) -> None:
+        # FOR NO KEY UPDATE (what key_share=True renders): it queues a tenant's uploads behind
+        # each other, but not behind the key-share lock each file row's foreign key takes on
+        # its tenant; FOR UPDATE would, and two uploads that inserted first would deadlock.
         await self.live.session.execute(
-            select(TenantModel.id).where(TenantModel.id == self.live.tenant_id).with_for_update()
+            select(TenantModel.id)
+            .where(TenantModel.id == self.live.tenant_id)
+            .with_for_update(key_share=True)
         )
