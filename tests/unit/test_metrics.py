@@ -4,9 +4,6 @@ records, and the Prometheus series those become."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from datetime import timedelta
 from typing import Any
 
 from prometheus_client import REGISTRY
@@ -21,8 +18,8 @@ from tenantry.infrastructure.observability.metrics import (
 )
 from tenantry.presentation.metrics import UNMATCHED, MetricsMiddleware
 
-from .fakes import FakeJobQueue, FakeStorage, FakeUnitOfWork, World
-from .test_tasks import ACTOR, POLICY, Config, Scripted, submitted
+from .fakes import FakeJobQueue, World
+from .test_tasks import ACTOR, Config, Scripted, runner, submitted
 
 
 class RecordedTaskMetrics:
@@ -64,22 +61,8 @@ class CancelledMidway:
 
 
 def measured(world: World, metrics: RecordedTaskMetrics, attempts: int) -> RunTask:
-    @asynccontextmanager
-    async def units() -> AsyncIterator[FakeUnitOfWork]:
-        async with world.uow as uow:
-            yield uow
-
-    return RunTask(
-        units=units,
-        registry=Registry([Scripted(), CancelledMidway()]),
-        storage=FakeStorage(),
-        clock=world.clock,
-        file_policy=POLICY,
-        max_attempts=attempts,
-        backoff=timedelta(seconds=2),
-        heartbeat=timedelta(seconds=60),
-        metrics=metrics,
-    )
+    registry = Registry([Scripted(), CancelledMidway()])
+    return runner(world, attempts, registry=registry, metrics=metrics)
 
 
 async def test_every_attempt_is_started_and_ends_in_one_outcome() -> None:

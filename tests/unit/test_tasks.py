@@ -13,6 +13,7 @@ from tenantry.application.tasks import CancelTask, Noop, Registry, RunTask, Subm
 from tenantry.domain.auth import Actor
 from tenantry.domain.errors import Invalid
 from tenantry.domain.files import PNG, FilePolicy
+from tenantry.domain.ports import TaskMetrics
 from tenantry.domain.tasks import RetryableError, TaskFinished, TaskStatus
 from tenantry.domain.users import Role
 
@@ -41,7 +42,13 @@ class Scripted:
         return {"done": True}
 
 
-def runner(world: World, attempts: int = 3) -> RunTask:
+def runner(
+    world: World,
+    attempts: int = 3,
+    *,
+    registry: Registry | None = None,
+    metrics: TaskMetrics | None = None,
+) -> RunTask:
     @asynccontextmanager
     async def units() -> AsyncIterator[FakeUnitOfWork]:
         async with world.uow as uow:
@@ -49,13 +56,14 @@ def runner(world: World, attempts: int = 3) -> RunTask:
 
     return RunTask(
         units=units,
-        registry=Registry([Scripted(), Noop()]),
+        registry=registry or Registry([Scripted(), Noop()]),
         storage=FakeStorage(),
         clock=world.clock,
         file_policy=POLICY,
         max_attempts=attempts,
         backoff=timedelta(seconds=2),
         heartbeat=timedelta(seconds=60),
+        metrics=metrics,
     )
 
 

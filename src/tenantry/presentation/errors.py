@@ -170,18 +170,16 @@ def handle_domain(request: Request[Any, Any, Any], exc: DomainError) -> Response
 
 
 def handle_secrets(request: Request[Any, Any, Any], exc: DomainError) -> Response[Problem]:
-    # The detail names the store's address: it goes to the log, the client learns only 503.
-    log.warning("secret store unavailable", error=exc.detail)
-    return problem_response(
-        request,
-        503,
-        "A dependency is unavailable; try again shortly.",
-        headers={"Retry-After": "5"},
-    )
+    return _unavailable(request, "secret store unavailable", exc.detail)
 
 
 def handle_unavailable(request: Request[Any, Any, Any], exc: Unavailable) -> Response[Problem]:
-    log.warning("dependency unavailable", error=exc.detail)
+    return _unavailable(request, "dependency unavailable", exc.detail)
+
+
+def _unavailable(request: Request[Any, Any, Any], event: str, cause: str) -> Response[Problem]:
+    # The cause may name a server's address: it goes to the log, the client learns only 503.
+    log.warning(event, error=cause)
     return problem_response(
         request,
         503,
