@@ -24,6 +24,7 @@ from tenantry import bootstrap
 from tenantry.application.files import SweepFiles
 from tenantry.config import Settings
 from tenantry.domain.files import StoredFile
+from tenantry.infrastructure.db.tenancy import TenantSession
 from tenantry.infrastructure.db.uow import SqlUnitOfWork
 
 from ..conftest import Client, plain_url
@@ -202,7 +203,7 @@ async def test_uploads_that_inserted_first_queue_on_the_quota_lock_without_deadl
     with it (FOR UPDATE would: each upload would wait for the other's commit)."""
     tenant_id = uuid.UUID((await create_tenant(client, "acme"))["tenant"]["id"])
     engine = engine_for(app_database_url, pool_size=2)
-    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    sessions = async_sessionmaker(engine, expire_on_commit=False, class_=TenantSession)
 
     def stored(name: str) -> StoredFile:
         file_id = uuid.uuid4()

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import asyncpg
 import msgspec
 import pytest
+from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
+from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -16,16 +19,18 @@ from tenantry import bootstrap
 from tenantry.config import Settings, load_settings
 from tenantry.infrastructure.db import database
 from tenantry.infrastructure.db.models import UserModel
+from tenantry.infrastructure.db.tenancy import DriverTransaction, TenantSession
 from tenantry.infrastructure.db.uow import SqlUnitOfWork
 from tenantry.infrastructure.db.users import UserModelRepository
 
 from ..conftest import Client, plain_url
-from .identity import create_tenant
+from .identity import add_user, create_tenant, owner_session
 
 
 def engine_for(url: str, pool_size: int = 1) -> AsyncEngine:
     async_url = load_settings(environ={}, env_file=None, database_url=url).async_database_url
-    return create_async_engine(async_url, pool_size=pool_size, max_overflow=0)
+    # A short wait: a session that needed a second connection from this pool fails fast.
+    return create_async_engine(async_url, pool_size=pool_size, max_overflow=0, pool_timeout=5)
 
 
 @pytest.fixture
@@ -105,7 +110,7 @@ async def test_a_pooled_connection_carries_no_tenant_into_the_next_use(
     two_tenants: dict[str, dict[str, str]], app_database_url: str
 ) -> None:
     engine = engine_for(app_database_url, pool_size=1)
-    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    sessions = async_sessionmaker(engine, expire_on_commit=False, class_=TenantSession)
     try:
         async with sessions() as session:
             uow = SqlUnitOfWork(session)
@@ -140,7 +145,7 @@ async def test_driver_statements_run_under_the_sessions_current_tenant(
     the transaction, and set again when the session is rebound mid-transaction, holds them."""
     acme, globex = two_tenants["acme"], two_tenants["globex"]
     engine = engine_for(app_database_url)
-    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    sessions = async_sessionmaker(engine, expire_on_commit=False, class_=TenantSession)
     try:
         async with sessions() as session:
             uow = SqlUnitOfWork(session)
@@ -158,6 +163,79 @@ async def test_driver_statements_run_under_the_sessions_current_tenant(
             assert await raw.fetchval("select count(*) from users") == 1
     finally:
         await engine.dispose()
+
+
+async def test_driver_reads_share_one_connection_with_the_orm_work_after_them(
+    two_tenants: dict[str, dict[str, str]], app_database_url: str
+) -> None:
+    """A session's driver transaction (begun by a driver read with no ORM transaction) ends
+    before the ORM takes a connection: on a pool of one, a read then a write in one session
+    would otherwise wait for the connection the session itself holds."""
+    acme = two_tenants["acme"]
+    tenant, user = uuid.UUID(acme["tenant"]), uuid.UUID(acme["user"])
+    engine = engine_for(app_database_url, pool_size=1)
+    sessions = async_sessionmaker(engine, expire_on_commit=False, class_=TenantSession)
+    try:
+        async with sessions() as session:
+            uow = SqlUnitOfWork(session)
+            assert await uow.users(tenant).active_roles(user)
+            assert DriverTransaction.KEY in session.info
+            assert not session.in_transaction()
+            assert engine.pool.checkedout() == 1  # type: ignore[attr-defined]
+            # An ORM read, then a write and its commit, on the same (only) connection.
+            assert (await uow.users(tenant).get(user)) is not None
+            assert DriverTransaction.KEY not in session.info
+            await uow.users(tenant).record_login(user, datetime.now(UTC))
+            await uow.commit()
+            # A driver read again begins a driver transaction; rollback ends it.
+            assert await uow.users(tenant).active_roles(user)
+            await uow.rollback()
+            assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+            # And close ends one too: nothing stays checked out after the session.
+            assert await uow.users(tenant).active_roles(user)
+        assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+        async with sessions() as session:
+            # The pooled connection carries neither a transaction nor a tenant.
+            assert await session.scalar(text("select current_setting('app.tenant_id', true)")) in (
+                None,
+                "",
+            )
+            assert await session.scalar(text("select count(*) from users")) == 0
+    finally:
+        await engine.dispose()
+
+
+async def test_requests_give_their_connection_back_whatever_their_answer(
+    app: Litestar, client: Client
+) -> None:
+    """Reads on the driver, a 404, a 401 after the bearer check, a refused parameter and a write:
+    after each, the app's pool has every connection back."""
+    engine = app.plugins.get(SQLAlchemyPlugin).config[0].get_engine()
+    owner = await owner_session(client, "acme")
+    created = await client.post("/api/v1/projects", headers=owner, json={"name": "Apollo"})
+    project = created.json()["id"]
+    member = await add_user(client, owner, "mia", ["member"], "acme")
+    member_id = (await client.get("/api/v1/auth/me", headers=member)).json()["id"]
+    answers = [
+        (await client.get(f"/api/v1/projects/{project}", headers=owner)).status_code,
+        (await client.get(f"/api/v1/projects/{uuid.uuid4()}", headers=owner)).status_code,
+        (await client.get("/api/v1/projects?limit=0", headers=owner)).status_code,
+        (
+            await client.patch(
+                f"/api/v1/projects/{project}", headers=owner, json={"name": "Artemis"}
+            )
+        ).status_code,
+        (await client.get(f"/api/v1/projects/{project}", headers=owner)).status_code,
+    ]
+    assert answers == [200, 404, 422, 200, 200]
+    assert engine.pool.checkedout() == 0
+    # A deactivated member's token: the bearer check's own read finds no active user, a 401.
+    deactivated = await client.patch(
+        f"/api/v1/users/{member_id}", headers=owner, json={"is_active": False}
+    )
+    assert deactivated.status_code == 200, deactivated.text
+    assert (await client.get(f"/api/v1/projects/{project}", headers=member)).status_code == 401
+    assert engine.pool.checkedout() == 0
 
 
 async def test_a_request_after_another_tenants_request_sees_only_its_own(client: Client) -> None:
@@ -180,7 +258,7 @@ async def test_repository_bulk_paths_stay_in_their_tenant(
     two_tenants: dict[str, dict[str, str]], app_database_url: str, database_url: str
 ) -> None:
     engine = engine_for(app_database_url)
-    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    sessions = async_sessionmaker(engine, expire_on_commit=False, class_=TenantSession)
     acme = uuid.UUID(two_tenants["acme"]["tenant"])
     globex_user = uuid.UUID(two_tenants["globex"]["user"])
     try:

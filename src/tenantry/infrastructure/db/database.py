@@ -21,6 +21,7 @@ from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 from tenantry.config import Settings
 from tenantry.domain.errors import Unavailable
 from tenantry.infrastructure.db.models import metadata
+from tenantry.infrastructure.db.tenancy import TenantSession
 
 # A server that is down, starting, stopping or full: worth retrying, unlike a wrong password.
 _UNREACHABLE = (
@@ -70,7 +71,9 @@ def alchemy_config(
         create_all=False,
         # Errors are mapped once, in presentation/errors.py.
         set_default_exception_handler=False,
-        session_config=AsyncSessionConfig(expire_on_commit=False, autoflush=False),
+        session_config=AsyncSessionConfig(
+            expire_on_commit=False, autoflush=False, class_=TenantSession
+        ),
         engine_config=EngineConfig(
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_max_overflow,

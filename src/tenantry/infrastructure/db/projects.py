@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 from uuid import UUID
 
 from sqlalchemy import Select, bindparam, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.domain.errors import StaleVersion
 from tenantry.domain.projects import ListQuery, Project
@@ -61,8 +63,14 @@ def record_to_project(record: Mapping[str, Any]) -> Project:
 
 
 class SqlProjectRepository:
-    def __init__(self, repository: ProjectModelRepository) -> None:
-        self.repository = repository
+    def __init__(self, session: AsyncSession, tenant_id: UUID) -> None:
+        self.session = session
+        self.tenant_id = tenant_id
+
+    @cached_property
+    def repository(self) -> ProjectModelRepository:
+        # Built on first use: the hot read runs on the driver and needs none.
+        return ProjectModelRepository(session=self.session, tenant_id=self.tenant_id)
 
     async def add(self, *, owner_id: UUID | None, name: str, description: str) -> Project:
         row = await self.repository.add(
@@ -71,7 +79,7 @@ class SqlProjectRepository:
         return to_project(row)
 
     async def get(self, project_id: UUID) -> Project | None:
-        record = await self.repository.fetch_row(_GET, project_id=project_id)
+        record = await _GET.fetch_row(self.session, tenant_id=self.tenant_id, project_id=project_id)
         return None if record is None else record_to_project(record)
 
     async def list(self, query: ListQuery) -> tuple[list[Project], int]:
@@ -98,7 +106,7 @@ class SqlProjectRepository:
         statement = (
             update(ProjectModel)
             .where(
-                ProjectModel.tenant_id == self.repository.tenant_id,
+                ProjectModel.tenant_id == self.tenant_id,
                 ProjectModel.id == project_id,
                 ProjectModel.deleted_at.is_(None),
             )
@@ -108,7 +116,7 @@ class SqlProjectRepository:
         )
         if expected_version is not None:
             statement = statement.where(ProjectModel.version == expected_version)
-        row = (await self.repository.session.execute(statement)).scalar_one_or_none()
+        row = (await self.session.execute(statement)).scalar_one_or_none()
         if row is not None:
             return to_project(row)
         if expected_version is not None and await self.get(project_id) is not None:
@@ -116,7 +124,7 @@ class SqlProjectRepository:
         return None
 
     async def soft_delete(self, project_id: UUID, at: datetime) -> bool:
-        session, tenant_id = self.repository.session, self.repository.tenant_id
+        session, tenant_id = self.session, self.tenant_id
         deleted = await session.execute(
             update(ProjectModel)
             .where(

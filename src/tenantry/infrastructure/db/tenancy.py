@@ -4,16 +4,17 @@ Wall 1: repositories that cannot be built without a tenant; they filter every re
 delete by ``tenant_id`` and stamp it on every insert, bulk paths included.
 
 Wall 2: PostgreSQL row level security. A session bound to a tenant sets ``app.tenant_id`` with
-``set_config(..., true)`` in every transaction it runs, right after BEGIN and again whenever it
-is bound to another tenant mid-transaction. The setting is transaction-local, so a pooled
+``set_config(..., true)`` in every transaction it runs, right after BEGIN (in BEGIN's round trip
+for a transaction begun on the driver) and again whenever it is bound to another tenant
+mid-transaction. The setting is transaction-local, so a pooled
 connection never carries one request's tenant into the next; the policies read an unset or
 empty setting as "no tenant" and show nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from functools import cache
+from collections.abc import Awaitable, Callable, Sequence
+from functools import cache, partial
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 
@@ -23,8 +24,10 @@ from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from sqlalchemy import Select, event, select, text
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, UOWTransaction
+from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.util import await_, greenlet_spawn
 
 from tenantry.domain.errors import Unavailable
 from tenantry.infrastructure.db.models import TenantOwned
@@ -33,6 +36,7 @@ ModelT = TypeVar("ModelT", bound=TenantOwned)
 
 TENANT_KEY = "tenant_id"
 _SET_TENANT = text("select set_config('app.tenant_id', :tenant_id, true)")
+_SET_TENANT_SQL = "select set_config('app.tenant_id', $1, true)"
 
 
 def bind_tenant(session: AsyncSession, tenant_id: UUID) -> None:
@@ -47,6 +51,13 @@ def _apply_tenant(session: Session, connection: Connection) -> None:
         connection.info[TENANT_KEY] = wanted
 
 
+def _before_orm_connection(session: Session) -> None:
+    """The driver transaction ends before the ORM takes a connection of its own: a session
+    holding two could wait forever on a pool that its own first one helped empty."""
+    if DriverTransaction.KEY in session.info:
+        await_(DriverTransaction.end(session.info))
+
+
 @event.listens_for(Session, "after_begin")
 def _on_begin(session: Session, _: SessionTransaction, connection: Connection) -> None:
     # A new transaction starts with no setting: set_config(..., true) ended with the last one.
@@ -57,12 +68,14 @@ def _on_begin(session: Session, _: SessionTransaction, connection: Connection) -
 @event.listens_for(Session, "do_orm_execute")
 def _on_execute(state: ORMExecuteState) -> None:
     if TENANT_KEY in state.session.info:
+        _before_orm_connection(state.session)
         _apply_tenant(state.session, state.session.connection())
 
 
 @event.listens_for(Session, "before_flush")
 def _on_flush(session: Session, _: UOWTransaction, __: Any) -> None:
     if TENANT_KEY in session.info:
+        _before_orm_connection(session)
         _apply_tenant(session, session.connection())
 
 
@@ -78,10 +91,11 @@ _ASYNCPG = asyncpg_dialect.dialect()  # type: ignore[no-untyped-call]
 
 
 class DriverStatement:
-    """A Core statement compiled once for asyncpg, run on the driver connection under the
-    session's transaction. For the hottest reads only: SQLAlchemy's per-statement work (the
-    ORM session, greenlet hops, result wrapping) cost several times the round trip itself.
-    The statement stays the one source of its SQL; rows come back as asyncpg records."""
+    """A Core statement compiled once for asyncpg, run on the driver connection. For the hottest
+    reads only: SQLAlchemy's per-statement work (the ORM session, greenlet hops, result
+    wrapping) cost several times the round trip itself. It runs in the session's transaction
+    when the ORM has one, else in the session's :class:`DriverTransaction`. The statement stays
+    the one source of its SQL; rows come back as asyncpg records."""
 
     def __init__(self, statement: Select[Any]) -> None:
         compiled = statement.compile(dialect=_ASYNCPG)
@@ -94,24 +108,129 @@ class DriverStatement:
 
     async def fetch_row(self, session: AsyncSession, **values: Any) -> asyncpg.Record | None:
         arguments = [values[name] if asked else fixed for name, asked, fixed in self._arguments]
-        connection = await tenant_connection(session)
-        driver: asyncpg.Connection = (await connection.get_raw_connection()).driver_connection
+        if session.in_transaction():
+            connection = await tenant_connection(session)
+            driver: asyncpg.Connection = (await connection.get_raw_connection()).driver_connection
+            discard: Callable[[BaseException], Awaitable[None]] = connection.invalidate
+        else:
+            driver = (await DriverTransaction.of(session)).driver
+            discard = partial(DriverTransaction.discard, session)
         try:
             return await driver.fetchrow(self.sql, *arguments)
         except asyncpg.QueryCanceledError as error:
             raise Unavailable("database statement timed out") from error
-        except (
-            OSError,  # TimeoutError included: no answer within the statement timeout
-            asyncpg.PostgresConnectionError,
-            asyncpg.InterfaceError,
-            asyncpg.InternalClientError,  # a protocol state broken by a server going down
-        ) as error:
+        except _LOST as error:
             if isinstance(error, asyncpg.InterfaceError) and not driver.is_closed():
                 raise
             # What SQLAlchemy does for its own statements: the connection is discarded, not
             # rolled back and returned to the pool.
-            await connection.invalidate(error)
+            await discard(error)
             raise Unavailable(f"database lost ({type(error).__name__})") from error
+
+
+_LOST = (
+    OSError,  # TimeoutError included: no answer within the statement timeout
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,  # a protocol state broken by a server going down
+)
+
+
+class DriverTransaction:
+    """A pooled connection in a transaction begun on the driver, for a session that has run
+    only :class:`DriverStatement` reads so far (the bearer check and get-by-id): no ORM
+    transaction, engine connection or execution context is built for them, and BEGIN goes in
+    one round trip with the tenant's ``set_config`` (the simple query protocol takes both).
+
+    It ends when the session commits, rolls back or closes (the request's session closes as
+    its response starts), or before the ORM takes a connection (``_before_orm_connection``):
+    a session holds one transaction at a time, so a later write never waits on a connection
+    it holds itself."""
+
+    KEY = "driver_transaction"
+
+    def __init__(self, pooled: PoolProxiedConnection, tenant: str) -> None:
+        self.pooled = pooled
+        self.driver: asyncpg.Connection = pooled.driver_connection
+        self.tenant = tenant
+
+    @classmethod
+    async def of(cls, session: AsyncSession) -> DriverTransaction:
+        """The session's driver transaction, begun now if need be, bound to its tenant."""
+        wanted: str = session.info[TENANT_KEY]
+        current: DriverTransaction | None = session.info.get(cls.KEY)
+        if current is not None and current.tenant == wanted:
+            return current
+        engine = session.bind
+        assert isinstance(engine, AsyncEngine), "sessions are bound to the async engine"
+        try:
+            if current is None:
+                current = session.info[cls.KEY] = cls(await engine.raw_connection(), wanted)
+                # A UUID's text, checked again: the one value put in SQL by hand.
+                await current.driver.execute(
+                    f"BEGIN; SELECT set_config('app.tenant_id', '{UUID(wanted)}', true)"
+                )
+            else:
+                # Rebound to another tenant mid-transaction.
+                await current.driver.execute(_SET_TENANT_SQL, wanted)
+                current.tenant = wanted
+        except _LOST as error:
+            await cls.discard(session, error)
+            raise Unavailable(f"database lost ({type(error).__name__})") from error
+        return current
+
+    @classmethod
+    async def end(cls, info: dict[str, Any], *, commit: bool = False) -> None:
+        """Commit or roll back the driver transaction of the session with ``info``, if any,
+        and return its connection to the pool."""
+        current: DriverTransaction | None = info.pop(cls.KEY, None)
+        if current is None:
+            return
+        try:
+            await current.driver.execute("COMMIT" if commit else "ROLLBACK")
+        except _LOST as error:
+            await greenlet_spawn(current.pooled.invalidate, error)
+            if commit:  # its outcome is unknown
+                raise Unavailable(f"database lost ({type(error).__name__})") from error
+        except asyncpg.PostgresError:
+            # Answered (a deferred constraint, say): the transaction is over, the connection sound.
+            await greenlet_spawn(current.pooled.close)
+            raise
+        except BaseException as error:
+            # Cancelled mid-answer: what the connection would say next is unknown.
+            await greenlet_spawn(current.pooled.invalidate, error)
+            raise
+        else:
+            await greenlet_spawn(current.pooled.close)
+
+    @classmethod
+    async def discard(cls, session: AsyncSession, error: BaseException) -> None:
+        current: DriverTransaction | None = session.info.pop(cls.KEY, None)
+        if current is not None:
+            await greenlet_spawn(current.pooled.invalidate, error)
+
+
+class TenantSession(AsyncSession):
+    """The session of every unit of work: its commit, rollback and close end its
+    :class:`DriverTransaction` too, so the connection that holds it goes back to the pool."""
+
+    async def commit(self) -> None:
+        await super().commit()
+        await DriverTransaction.end(self.info, commit=True)
+
+    async def rollback(self) -> None:
+        await DriverTransaction.end(self.info)
+        if self.in_transaction():  # else nothing to undo, and no greenlet to start for it
+            await super().rollback()
+
+    async def close(self) -> None:
+        await DriverTransaction.end(self.info)
+        await super().close()
+
+    async def connection(self, *args: Any, **kwargs: Any) -> AsyncConnection:
+        # What _before_orm_connection does for ORM statements and flushes.
+        await DriverTransaction.end(self.info)
+        return await super().connection(*args, **kwargs)
 
 
 async def tenant_connection(session: AsyncSession) -> AsyncConnection:
@@ -139,7 +258,6 @@ class TenantScopedRepository(SQLAlchemyAsyncRepository[ModelT], Generic[ModelT])
 
     def __init__(self, *, session: AsyncSession, tenant_id: UUID, **kwargs: Any) -> None:
         self.tenant_id = tenant_id
-        self.tenant_session = session
         self._scoped: Select[Any] | None = None
         kwargs.setdefault("statement", _base_statement(self.model_type))
         super().__init__(session=session, **kwargs)
@@ -159,10 +277,6 @@ class TenantScopedRepository(SQLAlchemyAsyncRepository[ModelT], Generic[ModelT])
 
     def scoped(self, statement: Select[Any]) -> Select[Any]:
         return statement.where(self.model_type.tenant_id == self.tenant_id)
-
-    async def fetch_row(self, statement: DriverStatement, **values: Any) -> asyncpg.Record | None:
-        """``statement``'s row for this tenant (its ``tenant_id`` parameter), or None."""
-        return await statement.fetch_row(self.tenant_session, tenant_id=self.tenant_id, **values)
 
     def _own(self, data: ModelT) -> ModelT:
         if data.tenant_id is None:

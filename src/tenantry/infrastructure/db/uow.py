@@ -27,7 +27,7 @@ from tenantry.infrastructure.db.files import (
     LiveFileModelRepository,
     SqlFileRepository,
 )
-from tenantry.infrastructure.db.projects import ProjectModelRepository, SqlProjectRepository
+from tenantry.infrastructure.db.projects import SqlProjectRepository
 from tenantry.infrastructure.db.tasks import (
     SqlTaskRepository,
     TaskLogModelRepository,
@@ -35,7 +35,7 @@ from tenantry.infrastructure.db.tasks import (
 )
 from tenantry.infrastructure.db.tenancy import bind_tenant
 from tenantry.infrastructure.db.tenants import SqlTenantRepository, TenantModelRepository
-from tenantry.infrastructure.db.users import SqlUserRepository, UserModelRepository
+from tenantry.infrastructure.db.users import SqlUserRepository
 
 
 class SqlUnitOfWork:
@@ -52,7 +52,7 @@ class SqlUnitOfWork:
 
     def users(self, tenant_id: UUID) -> UserRepository:
         bind_tenant(self.session, tenant_id)
-        return SqlUserRepository(UserModelRepository(session=self.session, tenant_id=tenant_id))
+        return SqlUserRepository(self.session, tenant_id)
 
     def refresh_tokens(self, tenant_id: UUID) -> RefreshTokenRepository:
         bind_tenant(self.session, tenant_id)
@@ -66,9 +66,7 @@ class SqlUnitOfWork:
 
     def projects(self, tenant_id: UUID) -> ProjectRepository:
         bind_tenant(self.session, tenant_id)
-        return SqlProjectRepository(
-            ProjectModelRepository(session=self.session, tenant_id=tenant_id)
-        )
+        return SqlProjectRepository(self.session, tenant_id)
 
     def files(self, tenant_id: UUID) -> FileRepository:
         bind_tenant(self.session, tenant_id)

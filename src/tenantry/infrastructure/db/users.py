@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 from uuid import UUID
 
 from advanced_alchemy.exceptions import IntegrityError
 from advanced_alchemy.filters import LimitOffset, OrderBy
 from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.domain.errors import Conflict
 from tenantry.domain.tenants import TenantStatus
@@ -62,8 +64,14 @@ def taken_field(error: IntegrityError) -> str:
 
 
 class SqlUserRepository:
-    def __init__(self, repository: UserModelRepository) -> None:
-        self.repository = repository
+    def __init__(self, session: AsyncSession, tenant_id: UUID) -> None:
+        self.session = session
+        self.tenant_id = tenant_id
+
+    @cached_property
+    def repository(self) -> UserModelRepository:
+        # Built on first use: the hot read runs on the driver and needs none.
+        return UserModelRepository(session=self.session, tenant_id=self.tenant_id)
 
     async def add(self, user: NewUser) -> User:
         try:
@@ -143,10 +151,10 @@ class SqlUserRepository:
     async def _write(self, user_id: UUID, **values: Any) -> None:
         statement = (
             update(UserModel)
-            .where(UserModel.tenant_id == self.repository.tenant_id, UserModel.id == user_id)
+            .where(UserModel.tenant_id == self.tenant_id, UserModel.id == user_id)
             .values(**values)
         )
-        await self.repository.session.execute(statement)
+        await self.session.execute(statement)
 
     async def delete(self, user_id: UUID) -> bool:
         row = await self.repository.get_one_or_none(id=user_id)
@@ -156,5 +164,7 @@ class SqlUserRepository:
         return True
 
     async def active_roles(self, user_id: UUID) -> tuple[Role, ...] | None:
-        record = await self.repository.fetch_row(_ACTIVE_ROLES, user_id=user_id)
+        record = await _ACTIVE_ROLES.fetch_row(
+            self.session, tenant_id=self.tenant_id, user_id=user_id
+        )
         return None if record is None else tuple(Role(role) for role in record["roles"])
