@@ -289,6 +289,7 @@ def wrk_script(path: Path, requests: Requests) -> Path:
     A body goes to a file beside the script (the script reads it once); one path is set
     statically, so wrk formats its request once instead of on every request.
     """
+    path.parent.mkdir(parents=True, exist_ok=True)
     lines = [f"wrk.method = {json.dumps(requests.method)}"]
     lines += [
         f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in requests.headers.items()
@@ -325,7 +326,6 @@ def wrk_script(path: Path, requests: Requests) -> Path:
     latency:percentile(99), latency.max))
 end"""
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
     return path
 
