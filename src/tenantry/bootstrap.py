@@ -316,7 +316,7 @@ def _provide(
 
 def use_case_providers(container: Container) -> dict[str, Provide]:
     """Each use case, built per request around the request's database session."""
-    public = {
+    public_with_identity = {
         "register": auth.Register,
         # Not "login": a dependency named like a body field makes Litestar answer 500 for a
         # bad value of that field.
@@ -375,11 +375,10 @@ def use_case_providers(container: Container) -> dict[str, Provide]:
             lambda: ListSigningKeys(container.secrets), sync_to_thread=False
         ),
     }
+    public = partial(_provide, container.alchemy, signed_in=False)
     signed_in = partial(_provide, container.alchemy, signed_in=True)
-    for name, public_case in public.items():
-        providers[name] = _provide(
-            container.alchemy, _with_identity(container, public_case), signed_in=False
-        )
+    for name, public_case in public_with_identity.items():
+        providers[name] = public(_with_identity(container, public_case))
     for name, queue_case in with_queue.items():
         providers[name] = signed_in(_with_queue(container, queue_case))
     for name, files_case in with_files.items():
