@@ -236,8 +236,8 @@ class Authenticate:
 
     async def bearer(self, token: str) -> Actor:
         claims: AccessClaims = await self.identity.tokens.verify(token)
-        # No unit-of-work block: this read shares the request's transaction with the use case
-        # that follows (which ends it), saving a BEGIN, a set_config and a ROLLBACK per request.
+        # No unit-of-work block: the use case that follows ends the transaction this read began,
+        # so a request that only reads runs one transaction, not two.
         roles = await self.identity.uow.users(claims.tenant_id).active_roles(claims.user_id)
         if roles is None:
             raise Unauthenticated(INVALID_TOKEN)
