@@ -42,7 +42,7 @@ from tenantry.application.tasks import (
     Registry,
     RunTask,
 )
-from tenantry.config import Settings, load_settings
+from tenantry.config import SecretsError, Settings, load_settings
 from tenantry.domain.auth import Actor
 from tenantry.domain.errors import Invalid, Unavailable
 from tenantry.domain.files import FilePolicy
@@ -105,6 +105,7 @@ class Container:
             allowed_types=frozenset(settings.upload_allowed_types),
             min_width=settings.image_min_width,
             min_height=settings.image_min_height,
+            max_pixels=settings.image_max_pixels,
         )
         self.policy = AuthPolicy(
             refresh_ttl=timedelta(days=settings.refresh_token_ttl_days),
@@ -230,10 +231,6 @@ def secret_source(settings: Settings) -> VaultSecrets | EnvironmentSecrets:
 
 def create_secrets(settings: Settings) -> CachedSecrets:
     return CachedSecrets(secret_source(settings), ttl=settings.secrets_cache_seconds)
-
-
-class SecretsError(RuntimeError):
-    """Start-up cannot read a secret it needs; the message says where and what to do."""
 
 
 async def load_secrets(
@@ -484,9 +481,11 @@ def create_app(
     *,
     with_worker: bool = False,
     container: Container | None = None,
+    freeze_heap: bool = False,
 ) -> Litestar:
     """The API, wired to PostgreSQL and Redis from ``settings`` (the environment by default);
-    ``with_worker`` runs a task worker in the same process."""
+    ``with_worker`` runs a task worker in the same process; ``freeze_heap`` is for a process
+    that serves until it stops (see :func:`freeze_startup_heap`)."""
     settings = settings or load_settings()
     configure_logging(settings)
     container = container or Container(settings)
@@ -523,15 +522,20 @@ def create_app(
             partial(check_database_role, container),
             *([worker.start] if worker else []),
             *([pool_watcher.start] if pool_watcher else []),
-            freeze_startup_heap,
+            *([freeze_startup_heap] if freeze_heap else []),
         ],
         on_shutdown=[
-            gc.unfreeze,
+            *([gc.unfreeze] if freeze_heap else []),
             *([pool_watcher.stop] if pool_watcher else []),
             *([worker.stop] if worker else []),
             container.close,
         ],
     )
+
+
+def create_served_app() -> Litestar:
+    """The app a `tenantry serve` process runs, from the environment (uvicorn's factory)."""
+    return create_app(freeze_heap=True)
 
 
 def freeze_startup_heap() -> None:

@@ -13,30 +13,19 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from datetime import timedelta
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import msgspec
-import uvicorn
 
-from tenantry import bootstrap
-from tenantry.application.files import SweepFiles
-from tenantry.application.keys import ListSigningKeys, PruneSigningKeys, RotateSigningKey
-from tenantry.application.secrets import BootstrapSecrets
-from tenantry.application.tenants import CreateSuperuser, CreateTenant, OwnerInput
-from tenantry.config import Settings, SettingsError, load_settings, redact_url
-from tenantry.domain.errors import DomainError
-from tenantry.domain.ports import SecretStore
-from tenantry.domain.secrets import KEYRING, SecretNotFound, SecretsUnavailable
-from tenantry.infrastructure.clock import SystemClock
-from tenantry.infrastructure.db import migrations
-from tenantry.infrastructure.db.rls import APP_ROLE
-from tenantry.infrastructure.db.seed import seed as seed_data
-from tenantry.infrastructure.embedded import EmbeddedPostgres, EmbeddedRedis
-from tenantry.infrastructure.observability.logging import configure_logging
-from tenantry.infrastructure.observability.metrics import MULTIPROC_DIR_ENV
-from tenantry.infrastructure.secrets.environment import EnvironmentSecrets
-from tenantry.infrastructure.secrets.vault import VaultSecrets
+from tenantry.config import SecretsError, Settings, SettingsError, load_settings, redact_url
+
+if TYPE_CHECKING:
+    from tenantry.bootstrap import Container
+    from tenantry.domain.ports import SecretStore
+
+# Each command imports the stack it runs when it runs: `tenantry --help` and a bad setting
+# answer at once instead of after seconds of loading every adapter.
 
 EMBEDDED_DATABASE = "tenantry"
 F = TypeVar("F", bound=Callable[..., Any])
@@ -49,7 +38,7 @@ def settings_errors_exit(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (SettingsError, bootstrap.SecretsError) as exc:
+        except (SettingsError, SecretsError) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
 
@@ -62,6 +51,10 @@ def engines(settings: Settings, *, redis: bool = True) -> Iterator[Settings]:
 
     The engines keep their data under ``TENANTRY_DATA_DIR`` and stop when the block ends.
     """
+    from tenantry.infrastructure.db import migrations
+    from tenantry.infrastructure.db.rls import APP_ROLE
+    from tenantry.infrastructure.embedded import EmbeddedPostgres, EmbeddedRedis
+
     data_dir = Path(settings.data_dir)
     with contextlib.ExitStack() as stack:
         urls: dict[str, str] = {}
@@ -102,10 +95,16 @@ def dev(host: str | None, port: int | None) -> None:
     Ctrl-C stops the API and the embedded engines.
     """
     settings = load_settings(**_bind(host, port))
+    import uvicorn
+
+    from tenantry import bootstrap
+    from tenantry.infrastructure.db import migrations
+    from tenantry.infrastructure.observability.logging import configure_logging
+
     configure_logging(settings)
     with engines(settings) as settings:
         migrations.upgrade(settings.migration_url)
-        app = bootstrap.create_app(settings, with_worker=True)
+        app = bootstrap.create_app(settings, with_worker=True, freeze_heap=True)
         base = f"http://{settings.host}:{settings.port}"
         click.echo(
             "\nTenantry is starting:\n"
@@ -148,6 +147,11 @@ def serve(host: str | None, port: int | None, workers: int) -> None:
     settings = load_settings(defaults={"env": "production"}, **_bind(host, port))
     settings.required("database_url")
     settings.required("redis_url")
+    import uvicorn
+
+    from tenantry import bootstrap
+    from tenantry.infrastructure.observability.logging import configure_logging
+
     configure_logging(settings)
     bootstrap.check_secrets(settings)
     if workers > 1:
@@ -156,13 +160,13 @@ def serve(host: str | None, port: int | None, workers: int) -> None:
         os.environ["TENANTRY_ENV"] = settings.env
         with _multiprocess_metrics(settings):
             uvicorn.run(
-                "tenantry.bootstrap:create_app",
+                "tenantry.bootstrap:create_served_app",
                 factory=True,
                 workers=workers,
                 **_uvicorn_options(settings),
             )
     else:
-        uvicorn.run(bootstrap.create_app(settings), **_uvicorn_options(settings))
+        uvicorn.run(bootstrap.create_app(settings, freeze_heap=True), **_uvicorn_options(settings))
 
 
 @main.command()
@@ -176,6 +180,9 @@ def worker() -> None:
     settings = load_settings(defaults={"env": "production"})
     settings.required("database_url")
     settings.required("redis_url")
+    from tenantry import bootstrap
+    from tenantry.infrastructure.observability.logging import configure_logging
+
     configure_logging(settings)
     bootstrap.check_secrets(settings)
     asyncio.run(bootstrap.run_worker(settings))
@@ -185,6 +192,8 @@ def worker() -> None:
 def _multiprocess_metrics(settings: Settings) -> Iterator[None]:
     """API processes that share their metrics through files in a fresh directory (removed at
     the end), unless the operator named one in PROMETHEUS_MULTIPROC_DIR."""
+    from tenantry.infrastructure.observability.metrics import MULTIPROC_DIR_ENV
+
     if not settings.metrics_enabled or os.environ.get(MULTIPROC_DIR_ENV):
         yield
         return
@@ -210,7 +219,10 @@ def _uvicorn_options(settings: Settings) -> dict[str, Any]:
         "port": settings.port,
         "log_config": None,
         "access_log": False,  # the app writes its own access line, with the request id
-        "proxy_headers": True,
+        # Given explicitly: uvicorn's default believes X-Forwarded-For from 127.0.0.1 (or its
+        # FORWARDED_ALLOW_IPS), and any local client could then pick the address limits key on.
+        "proxy_headers": bool(settings.trusted_proxies),
+        "forwarded_allow_ips": settings.trusted_proxies,
         "server_header": False,
         "lifespan": "on",
     }
@@ -227,9 +239,11 @@ def create_tenant(
     name: str, slug: str, owner_username: str, owner_email: str, owner_password: str
 ) -> None:
     """Create a tenant and its owner."""
+    from tenantry.application.tenants import CreateTenant, OwnerInput
+
     owner = OwnerInput(username=owner_username, email=owner_email, password=owner_password)
 
-    async def run(container: bootstrap.Container) -> str:
+    async def run(container: Container) -> str:
         async with container.unit_of_work() as uow:
             tenant, user = await CreateTenant(container.identity(uow))(
                 name=name, slug=slug, owner=owner, client=None
@@ -246,8 +260,9 @@ def create_tenant(
 @settings_errors_exit
 def create_superuser(username: str, email: str, password: str) -> None:
     """Create a platform superuser (in the platform tenant, made on first use)."""
+    from tenantry.application.tenants import CreateSuperuser
 
-    async def run(container: bootstrap.Container) -> str:
+    async def run(container: Container) -> str:
         async with container.unit_of_work() as uow:
             user = await CreateSuperuser(container.identity(uow))(
                 username=username, email=email, password=password
@@ -257,8 +272,12 @@ def create_superuser(username: str, email: str, password: str) -> None:
     click.echo(_run_with_container(run))
 
 
-def _run_with_container(action: Callable[[bootstrap.Container], Awaitable[str]]) -> str:
+def _run_with_container(action: Callable[[Container], Awaitable[str]]) -> str:
     """Run an async action against the configured (or embedded) engines; domain errors exit 1."""
+    from tenantry import bootstrap
+    from tenantry.domain.errors import DomainError
+    from tenantry.infrastructure.observability.logging import configure_logging
+
     settings = load_settings()
     configure_logging(settings)
 
@@ -293,8 +312,9 @@ def _run_with_container(action: Callable[[bootstrap.Container], Awaitable[str]])
 @settings_errors_exit
 def seed(tenants: int, projects: int, documents: int, password: str, prefix: str) -> None:
     """Fill the database with realistic demo data: tenants, owners, projects, documents."""
+    from tenantry.infrastructure.db.seed import seed as seed_data
 
-    async def run(container: bootstrap.Container) -> str:
+    async def run(container: Container) -> str:
         report = await seed_data(
             container.alchemy.get_session,
             tenants=tenants,
@@ -329,8 +349,9 @@ def files() -> None:
 @settings_errors_exit
 def sweep(orphan_minutes: int) -> None:
     """Purge files deleted more than TENANTRY_FILE_RETENTION_DAYS ago, and orphan objects."""
+    from tenantry.application.files import SweepFiles
 
-    async def run(container: bootstrap.Container) -> str:
+    async def run(container: Container) -> str:
         async with container.unit_of_work() as uow:
             report = await SweepFiles(container.files(uow))(
                 retention=timedelta(days=container.settings.file_retention_days),
@@ -350,6 +371,9 @@ def keys() -> None:
 @settings_errors_exit
 def rotate() -> None:
     """Add a new current signing key. Tokens signed with earlier keys keep working."""
+    from tenantry.application.keys import RotateSigningKey
+    from tenantry.domain.secrets import KEYRING
+    from tenantry.infrastructure.clock import SystemClock
 
     async def run(secrets: SecretStore, _: Settings) -> str:
         described = await RotateSigningKey(secrets, SystemClock())()
@@ -365,6 +389,7 @@ def rotate() -> None:
 @settings_errors_exit
 def list_keys() -> None:
     """Show the keys of the keyring, newest first (never their secrets)."""
+    from tenantry.application.keys import ListSigningKeys
 
     async def run(secrets: SecretStore, _: Settings) -> str:
         described = await ListSigningKeys(secrets)()
@@ -381,6 +406,8 @@ def list_keys() -> None:
 @settings_errors_exit
 def prune() -> None:
     """Drop keys retired longer ago than the access-token lifetime: no live token uses them."""
+    from tenantry.application.keys import PruneSigningKeys
+    from tenantry.infrastructure.clock import SystemClock
 
     async def run(secrets: SecretStore, settings: Settings) -> str:
         dropped = await PruneSigningKeys(
@@ -404,6 +431,10 @@ def vault_bootstrap() -> None:
     """Write the development secrets into Vault: the database password and S3 keys from the
     environment, and a signing keyring when Vault holds none. Running it again changes nothing.
     """
+    from tenantry.application.secrets import BootstrapSecrets
+    from tenantry.infrastructure.clock import SystemClock
+    from tenantry.infrastructure.secrets.environment import EnvironmentSecrets
+    from tenantry.infrastructure.secrets.vault import VaultSecrets
 
     async def run(target: SecretStore, settings: Settings) -> str:
         report = await BootstrapSecrets(EnvironmentSecrets(settings), target, SystemClock())()
@@ -424,13 +455,18 @@ def _run_with_secrets(
 ) -> str:
     """Run an action against the configured secret store; an unreachable store or a domain
     error ends the command with one line."""
+    from tenantry import bootstrap
+    from tenantry.domain.errors import DomainError
+    from tenantry.domain.secrets import SecretNotFound, SecretsUnavailable
+    from tenantry.infrastructure.observability.logging import configure_logging
+
     settings = load_settings()
     configure_logging(settings)
     secrets = store or bootstrap.secret_source(settings)
     try:
         return asyncio.run(action(secrets, settings))
     except (SecretNotFound, SecretsUnavailable) as error:
-        raise bootstrap.SecretsError(error.detail) from None
+        raise SecretsError(error.detail) from None
     except DomainError as error:
         click.echo(f"error: {error.detail}", err=True)
         sys.exit(1)
@@ -442,6 +478,9 @@ def db() -> None:
 
 
 def _with_database(action: Callable[[str], None]) -> None:
+    from tenantry import bootstrap
+    from tenantry.infrastructure.observability.logging import configure_logging
+
     settings = load_settings()
     configure_logging(settings)
     if settings.is_production:
@@ -455,6 +494,8 @@ def _with_database(action: Callable[[str], None]) -> None:
 @settings_errors_exit
 def upgrade(revision: str) -> None:
     """Apply migrations up to REVISION (default: head)."""
+    from tenantry.infrastructure.db import migrations
+
     _with_database(lambda url: migrations.upgrade(url, revision))
     click.echo(f"Upgraded to {revision}.")
 
@@ -464,6 +505,8 @@ def upgrade(revision: str) -> None:
 @settings_errors_exit
 def downgrade(revision: str) -> None:
     """Revert migrations down to REVISION (default: one step; 'base' for all)."""
+    from tenantry.infrastructure.db import migrations
+
     _with_database(lambda url: migrations.downgrade(url, revision))
     click.echo(f"Downgraded to {revision}.")
 
@@ -472,6 +515,8 @@ def downgrade(revision: str) -> None:
 @settings_errors_exit
 def current() -> None:
     """Show the revision the database is at."""
+    from tenantry.infrastructure.db import migrations
+
     _with_database(
         lambda url: click.echo(migrations.current(url) or "(no revision: empty database)")
     )

@@ -6,6 +6,7 @@ start-up with a single line naming the variable and what it expected.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -33,12 +34,20 @@ class SettingsError(Exception):
     """A setting is missing or malformed; the message names the variable."""
 
 
+class SecretsError(RuntimeError):
+    """Start-up cannot read a secret it needs; the message says where and what to do."""
+
+
 class Settings(msgspec.Struct, kw_only=True, frozen=True):
     """Every knob of Tenantry. Field ``foo`` is read from ``TENANTRY_FOO``."""
 
     env: Environment = "development"
     host: str = "127.0.0.1"
     port: Port = 8000
+    # Peers (addresses or CIDR networks) whose X-Forwarded-For and X-Forwarded-Proto are
+    # believed: the load balancers in front of the API. Empty trusts no forwarded header, so
+    # the per-address sign-in limits key on the connecting peer and a client cannot choose it.
+    trusted_proxies: list[str] = msgspec.field(default_factory=list)
     # Unset in development means "start the embedded engine"; `tenantry serve` requires them.
     # The API and workers connect as the app role (no superuser, no BYPASSRLS, owns nothing);
     # migrations run as the owner, through migration_database_url when it differs.
@@ -138,6 +147,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     file_retention_days: NonNegativeInt = 7
     image_min_width: PositiveInt = 100
     image_min_height: PositiveInt = 100
+    # Width x height an image may declare, checked on its header before anything decodes it
+    # (Pillow's MAX_IMAGE_PIXELS, about 9500 x 9500).
+    image_max_pixels: PositiveInt = 89_478_485
     # Prometheus: the API's /metrics and its request metrics; each `tenantry worker` serves its
     # own on this port of `host` (0: none).
     metrics_enabled: bool = True
@@ -173,6 +185,15 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             raise SettingsError(
                 f"{PREFIX}REDIS_URL: expected a redis:// URL, got {redact_url(self.redis_url)!r}"
             )
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy)
+            except ValueError:
+                # uvicorn would take it as a literal that no peer address ever equals.
+                raise SettingsError(
+                    f"{PREFIX}TRUSTED_PROXIES: expected IP addresses or CIDR networks, "
+                    f"got {proxy!r}"
+                ) from None
 
     def __repr__(self) -> str:
         shown = {name: getattr(self, name) for name in self.__struct_fields__}

@@ -66,9 +66,6 @@ def fuzz_config() -> schemathesis.Config:
             "request-timeout": 10,
             "checks": {
                 "negative_data_rejection": {"expected-statuses": REFUSED},
-                # Litestar 2 answers OPTIONS with only the first method registered on a path in
-                # Allow (litestar-org/litestar#4169, fixed in Litestar 3).
-                "allow_header_conformance": {"enabled": False},
             },
             "operations": [
                 {

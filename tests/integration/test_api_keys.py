@@ -57,7 +57,7 @@ async def test_bad_keys_are_401(client: Client) -> None:
         assert_problem(await client.get("/api/v1/auth/me", headers={"X-API-Key": bad}), 401)
 
 
-async def test_expired_keys_and_bad_expiry(client: Client) -> None:
+async def test_expired_keys_and_bad_expiry(client: Client, database_url: str) -> None:
     owner = await owner_session(client, "acme")
     past = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
     assert_problem(
@@ -67,11 +67,31 @@ async def test_expired_keys_and_bad_expiry(client: Client) -> None:
         422,
     )
     soon = (datetime.now(UTC) + timedelta(days=1)).isoformat()
-    created = await client.post(
-        "/api/v1/auth/api-keys", headers=owner, json={"name": "soon", "expires_at": soon}
-    )
-    assert created.status_code == 201
-    assert created.json()["expires_at"] is not None
+    keys: dict[str, dict[str, str]] = {}
+    for name in ("lapsed", "live"):
+        created = await client.post(
+            "/api/v1/auth/api-keys", headers=owner, json={"name": name, "expires_at": soon}
+        )
+        assert created.status_code == 201
+        assert created.json()["expires_at"] is not None
+        keys[name] = created.json()
+    for key in keys.values():
+        assert (await client.get("/api/v1/auth/me", headers={"X-API-Key": key["key"]})).is_success
+    # The API refuses to issue a key that is already expired, so one is made to lapse as the
+    # database owner would see a day go by.
+    connection = await asyncpg.connect(plain_url(database_url))
+    try:
+        await connection.execute(
+            "update api_keys set expires_at = now() - interval '1 second' where id = $1::uuid",
+            keys["lapsed"]["id"],
+        )
+    finally:
+        await connection.close()
+    lapsed = await client.get("/api/v1/auth/me", headers={"X-API-Key": keys["lapsed"]["key"]})
+    assert_problem(lapsed, 401)
+    live = await client.get("/api/v1/auth/me", headers={"X-API-Key": keys["live"]["key"]})
+    assert live.status_code == 200
+    assert live.json()["username"] == "olive"
 
 
 async def test_keys_belong_to_their_user_and_tenant(client: Client) -> None:

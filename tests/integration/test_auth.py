@@ -3,7 +3,23 @@ test_security.py)."""
 
 from __future__ import annotations
 
-from ..conftest import Client
+import contextlib
+from collections.abc import AsyncIterator
+
+import httpx
+import jwt
+import msgspec
+import pytest
+import uvicorn
+
+from tenantry import bootstrap
+from tenantry.application.keys import read_keyring
+from tenantry.cli import _uvicorn_options
+from tenantry.config import Settings, SettingsError, load_settings
+from tenantry.infrastructure.embedded import free_port
+from tenantry.infrastructure.secrets.environment import EnvironmentSecrets
+
+from ..conftest import Client, uvicorn_serving
 from .identity import PASSWORD, bearer, create_tenant, login
 from .test_health import assert_problem
 
@@ -123,3 +139,112 @@ async def test_a_suspended_tenant_is_locked_out_at_once(
         json={"status": "active"},
     )
     assert (await login(client, "acme", "olive"))["access_token"]
+
+
+async def test_an_access_token_stops_at_its_sessions_logout(client: Client) -> None:
+    await create_tenant(client, "acme")
+    other_session = await login(client, "acme", "olive")
+    tokens = await login(client, "acme", "olive")
+    assert (await client.get("/api/v1/auth/me", headers=bearer(tokens))).status_code == 200
+    logout = await client.post(
+        "/api/v1/auth/logout", json={"refresh_token": tokens["refresh_token"]}
+    )
+    assert logout.status_code == 204
+    assert_problem(await client.get("/api/v1/auth/me", headers=bearer(tokens)), 401)
+    assert (await client.get("/api/v1/auth/me", headers=bearer(other_session))).status_code == 200
+
+
+async def test_an_access_token_stops_when_its_family_is_revoked_for_reuse(client: Client) -> None:
+    await create_tenant(client, "acme")
+    other_session = await login(client, "acme", "olive")
+    tokens = await login(client, "acme", "olive")
+    refreshed = await client.post(
+        "/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]}
+    )
+    assert refreshed.status_code == 200
+    assert (await client.get("/api/v1/auth/me", headers=bearer(tokens))).status_code == 200
+    reused = await client.post(
+        "/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]}
+    )
+    assert_problem(reused, 401)
+    for stolen_or_not in (tokens, refreshed.json()):
+        assert_problem(await client.get("/api/v1/auth/me", headers=bearer(stolen_or_not)), 401)
+    assert (await client.get("/api/v1/auth/me", headers=bearer(other_session))).status_code == 200
+
+
+async def test_an_access_token_from_before_sessions_works_until_it_expires(
+    client: Client, settings: Settings
+) -> None:
+    await create_tenant(client, "acme")
+    tokens = await login(client, "acme", "olive")
+    kid = jwt.get_unverified_header(tokens["access_token"])["kid"]
+    claims = jwt.decode(tokens["access_token"], options={"verify_signature": False})
+    key = (await read_keyring(EnvironmentSecrets(settings))).keys[kid].material
+    sessionless = {name: value for name, value in claims.items() if name != "sid"}
+    older = jwt.encode(sessionless, key, algorithm="HS256", headers={"kid": kid})
+    logout = await client.post(
+        "/api/v1/auth/logout", json={"refresh_token": tokens["refresh_token"]}
+    )
+    assert logout.status_code == 204
+    # It names no session, so no revocation can reach it: only its expiry ends it.
+    assert (
+        await client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {older}"})
+    ).status_code == 200
+
+
+# The client address, through a real uvicorn configured as `tenantry serve` and `dev` run it
+
+
+@contextlib.asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    on_loopback = msgspec.structs.replace(settings, host="127.0.0.1", port=free_port())
+    app = bootstrap.create_app(on_loopback)
+    async with (
+        uvicorn_serving(uvicorn.Config(app, **_uvicorn_options(on_loopback))),
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{on_loopback.port}") as http,
+    ):
+        yield http
+
+
+async def failed_logins(http: httpx.AsyncClient, forwarded_for: list[str]) -> list[int]:
+    """A failed sign-in per address claimed, each with another login so that only the
+    per-address limit can refuse one."""
+    statuses = []
+    for number, address in enumerate(forwarded_for):
+        response = await http.post(
+            "/api/v1/auth/login",
+            headers={"X-Forwarded-For": address},
+            json={"tenant": "acme", "login": f"nobody{number}", "password": PASSWORD},
+        )
+        statuses.append(response.status_code)
+    return statuses
+
+
+async def test_a_forwarded_address_from_an_untrusted_peer_changes_nothing(
+    settings: Settings, clean_state: None
+) -> None:
+    limited = msgspec.structs.replace(settings, login_attempts_per_address=3)
+    assert limited.trusted_proxies == []  # the default: no peer is a proxy, loopback included
+    async with serving(limited) as http:
+        rotated = await failed_logins(http, ["1.2.3.4", "1.2.3.5", "1.2.3.6", "1.2.3.7"])
+    assert rotated == [401, 401, 401, 429]
+
+
+async def test_a_trusted_proxys_forwarded_address_is_the_one_limited(
+    settings: Settings, clean_state: None
+) -> None:
+    behind_a_proxy = msgspec.structs.replace(
+        settings, login_attempts_per_address=3, trusted_proxies=["127.0.0.0/8"]
+    )
+    async with serving(behind_a_proxy) as http:
+        assert await failed_logins(http, ["1.2.3.4"] * 4) == [401, 401, 401, 429]
+        assert await failed_logins(http, ["5.6.7.8"]) == [401]
+
+
+def test_trusted_proxies_are_addresses_or_networks() -> None:
+    parsed = load_settings(
+        environ={"TENANTRY_TRUSTED_PROXIES": "10.0.0.0/8, 192.168.1.7,::1"}, env_file=None
+    )
+    assert parsed.trusted_proxies == ["10.0.0.0/8", "192.168.1.7", "::1"]
+    with pytest.raises(SettingsError, match="TENANTRY_TRUSTED_PROXIES"):
+        load_settings(environ={"TENANTRY_TRUSTED_PROXIES": "10.0.0.0/8,proxy"}, env_file=None)

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import os
 import struct
+import time
 import uuid
 import zlib
 from collections.abc import AsyncIterator
@@ -18,6 +19,7 @@ import httpx
 import msgspec
 import pytest
 from litestar.testing import AsyncTestClient
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from tenantry import bootstrap
@@ -38,7 +40,8 @@ def png(width: int, height: int, body: int = 2000) -> bytes:
     ihdr = (
         struct.pack(">I", 13) + b"IHDR" + header + struct.pack(">I", zlib.crc32(b"IHDR" + header))
     )
-    return b"\x89PNG\r\n\x1a\n" + ihdr + bytes(range(256)) * (body // 256 + 1)
+    end = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+    return b"\x89PNG\r\n\x1a\n" + ihdr + bytes(range(256)) * (body // 256 + 1) + end
 
 
 def upload(
@@ -196,7 +199,7 @@ async def test_parallel_uploads_cannot_both_slip_under_the_quota(
 
 
 async def test_uploads_that_inserted_first_queue_on_the_quota_lock_without_deadlock(
-    client: Client, app_database_url: str
+    client: Client, app_database_url: str, database_url: str
 ) -> None:
     """The upload's last transaction inserts its row, then takes the tenant's usage lock. The
     row's foreign key holds a key-share lock on the tenant, so the usage lock must not conflict
@@ -217,24 +220,35 @@ async def test_uploads_that_inserted_first_queue_on_the_quota_lock_without_deadl
             sha256="0" * 64,
             metadata={},
             storage_key=f"tenants/{tenant_id}/files/{file_id}",
+            created_by=None,
             created_at=datetime.now(UTC),
         )
 
+    observer = await asyncpg.connect(plain_url(database_url))
     try:
         async with sessions() as first_session, sessions() as second_session:
             first = SqlUnitOfWork(first_session).files(tenant_id)
             second = SqlUnitOfWork(second_session).files(tenant_id)
             await first.add(stored("a.txt"))
             await second.add(stored("b.txt"))
+            first_pid = await first_session.scalar(text("select pg_backend_pid()"))
+            second_pid = await second_session.scalar(text("select pg_backend_pid()"))
             await asyncio.wait_for(first.lock_usage(), timeout=5)
             queued = asyncio.create_task(second.lock_usage())
-            await asyncio.sleep(0.3)
-            assert not queued.done(), "the second upload must wait for the first"
+            # The server's own word that the second waits on a lock the first holds.
+            deadline = time.monotonic() + 10
+            while first_pid not in await observer.fetchval(
+                "select pg_blocking_pids($1)", second_pid
+            ):
+                assert not queued.done(), "the second upload must wait for the first"
+                assert time.monotonic() < deadline, "the second upload never queued"
+                await asyncio.sleep(0.01)
             await first_session.commit()
             await asyncio.wait_for(queued, timeout=5)
             assert await second.usage() == (20, 2)  # the first's committed row counted
             await second_session.rollback()
     finally:
+        await observer.close()
         await engine.dispose()
 
 
@@ -403,3 +417,21 @@ async def test_sweep_purges_expired_deletions_and_orphans(
         await client.get("/api/v1/files", headers=owner, params={"include_deleted": True})
     ).json()
     assert {f["id"] for f in listed["items"]} == {kept["id"], fresh["id"]}
+
+
+async def test_an_image_bomb_and_a_cut_image_are_422_and_leave_nothing(
+    client: Client, settings: Settings
+) -> None:
+    owner = await owner_session(client, "acme")
+    bomb = png(2_147_483_647, 2_147_483_647, body=0)
+    problem = assert_problem(
+        await client.post("/api/v1/files", headers=owner, files=upload(bomb)), 422
+    )
+    assert "2147483647x2147483647" in str(problem["detail"])
+    cut = png(300, 200)[:-6]
+    problem = assert_problem(
+        await client.post("/api/v1/files", headers=owner, files=upload(cut)), 422
+    )
+    assert "cut short" in str(problem["detail"])
+    assert stored_objects(settings) == []
+    assert (await client.get("/api/v1/files", headers=owner)).json()["total"] == 0

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import time
 import uuid
 import zipfile
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -22,13 +24,17 @@ from tenantry.application.tasks import (
     ProjectExport,
     ReapTasks,
     Registry,
+    RunTask,
+    SubmitTask,
     TaskContext,
 )
 from tenantry.application.tasks import Noop as BuiltinNoop
 from tenantry.config import Settings
-from tenantry.domain.tasks import RetryableError
+from tenantry.domain.auth import Actor
+from tenantry.domain.tasks import RetryableError, Task, TaskStatus
+from tenantry.infrastructure.jobs.worker import run_task
 
-from ..conftest import Client, LogLines, plain_url
+from ..conftest import Client, LogLines, plain_url, superuser_headers
 from .identity import owner_session
 from .test_health import assert_problem
 
@@ -193,27 +199,34 @@ async def test_cancel_a_pending_task_and_double_submit_runs_once(
         ).json()
         assert cancelled["status"] == "cancelled"
         twice = await submit(client, owner, "test.noop")
-        # The same task enqueued again (a retried request, a reconciler) is one job.
-        container = bootstrap.Container(quiet)
-        await container.start()
-        try:
-            tenant_id = await _tenant(client, owner)
-            async with container.unit_of_work() as uow:
-                row = await uow.tasks(tenant_id).get(uuid.UUID(twice["id"]))
-            assert row is not None
-            await container.job_queue.enqueue(row, request_id=None)
-            await container.job_queue.enqueue(row, request_id=None)
-        finally:
-            await container.close()
-            await container.alchemy.get_engine().dispose()
-    async with AsyncTestClient(app=app_with(quiet, with_worker=True)) as client:
-        await wait_for(client, owner, twice["id"], "completed")
-        await asyncio.sleep(1)
-        logs = (await client.get(f"/api/v1/tasks/{twice['id']}/logs", headers=owner)).json()
-        assert len(logs) == 1
-        assert (await client.get(f"/api/v1/tasks/{pending['id']}", headers=owner)).json()[
-            "status"
-        ] == "cancelled"
+        tenant_id = await _tenant(client, owner)
+    # The same task enqueued again (a retried request, a reconciler) is one job.
+    container = bootstrap.Container(quiet)
+    await container.start()
+    try:
+        async with container.unit_of_work() as uow:
+            row = await uow.tasks(tenant_id).get(uuid.UUID(twice["id"]))
+        assert row is not None
+        await container.job_queue.enqueue(row, request_id=None)
+        await container.job_queue.enqueue(row, request_id=None)
+        queue = container.job_queue.redis
+        jobs = {job.decode() for job in await queue.zrange(quiet.task_queue_name, 0, -1)}
+        assert jobs == {pending["id"], twice["id"]}
+        async with AsyncTestClient(app=app_with(quiet, with_worker=True)) as client:
+            await wait_for(client, owner, twice["id"], "completed")
+            # arq takes a job off the queue when it has finished it: once both are gone,
+            # whatever either job would do is done.
+            deadline = time.monotonic() + 30
+            while await queue.zrange(quiet.task_queue_name, 0, -1):
+                assert time.monotonic() < deadline, "the worker never finished its jobs"
+                await asyncio.sleep(0.05)
+            logs = (await client.get(f"/api/v1/tasks/{twice['id']}/logs", headers=owner)).json()
+            assert len(logs) == 1
+            pending_now = await client.get(f"/api/v1/tasks/{pending['id']}", headers=owner)
+            assert pending_now.json()["status"] == "cancelled"
+    finally:
+        await container.close()
+        await container.alchemy.get_engine().dispose()
 
 
 async def _tenant(client: Client, headers: dict[str, str]) -> uuid.UUID:
@@ -379,3 +392,154 @@ async def test_the_built_in_noop_runs(client: Client) -> None:
     owner = await owner_session(client, "acme")
     task = await submit(client, owner, "noop")
     assert (await wait_for(client, owner, task["id"], "completed"))["result"] == {}
+
+
+class Gated:
+    """Runs until told to go on, then checks for cancellation: meanwhile its worker can die or
+    its tenant be suspended."""
+
+    type = "test.gated"
+    config_type = NoopConfig
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.proceed = asyncio.Event()
+        self.finished = 0
+
+    async def run(self, context: TaskContext, config: NoopConfig) -> dict[str, Any]:
+        self.started.set()
+        await self.proceed.wait()
+        await context.check_cancelled()
+        self.finished += 1
+        return {"ran": True}
+
+
+class Later:
+    """The reaper's clock, an hour ahead: every running task's heartbeat looks stale to it."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + timedelta(hours=1)
+
+
+@asynccontextmanager
+async def worker_side(
+    settings: Settings, gate: Gated
+) -> AsyncIterator[tuple[bootstrap.Container, RunTask]]:
+    """A worker's adapters and its RunTask, driven by the test instead of arq's poll loop."""
+    container = bootstrap.Container(settings)
+    container.registry = Registry([*TEST_HANDLERS, gate])
+    await container.start()
+    run = RunTask(
+        units=container.unit_of_work,
+        registry=container.registry,
+        storage=container.storage,
+        clock=container.clock,
+        file_policy=container.file_policy,
+        max_attempts=settings.task_max_attempts,
+        backoff=timedelta(seconds=settings.task_retry_backoff_seconds),
+        heartbeat=timedelta(minutes=10),
+    )
+    try:
+        yield container, run
+    finally:
+        await container.close()
+        await container.alchemy.get_engine().dispose()
+
+
+async def actor_of(client: Client, headers: dict[str, str]) -> Actor:
+    me = (await client.get("/api/v1/auth/me", headers=headers)).json()
+    return Actor(user_id=uuid.UUID(me["id"]), tenant_id=uuid.UUID(me["tenant_id"]), roles=())
+
+
+async def submit_gated(container: bootstrap.Container, actor: Actor) -> Task:
+    async with container.unit_of_work() as uow:
+        return await SubmitTask(uow, container.job_queue, container.registry)(
+            actor, task_type="test.gated", config={}, input_files=[], request_id=None
+        )
+
+
+async def fresh_job(run: RunTask, task: Task) -> None:
+    """The worker's job function as arq calls it for a newly enqueued job: job_try 1."""
+    await run_task({"job_try": 1, "run": run}, str(task.tenant_id), str(task.id), None, None)
+
+
+async def die_while_running(gate: Gated, run: RunTask, task: Task) -> None:
+    """The worker is killed mid-attempt: nothing after this point of the attempt runs."""
+    gate.started.clear()
+    attempt = asyncio.ensure_future(fresh_job(run, task))
+    await asyncio.wait_for(gate.started.wait(), timeout=30)
+    attempt.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await attempt
+
+
+async def test_attempts_killed_with_their_worker_count_until_the_task_fails(
+    settings: Settings, clean_state: None
+) -> None:
+    quiet, gate = task_settings(settings), Gated()
+    async with AsyncTestClient(app=app_with(quiet, with_worker=False)) as client:
+        owner = await owner_session(client, "acme")
+        actor = await actor_of(client, owner)
+        async with worker_side(quiet, gate) as (container, run):
+            task = await submit_gated(container, actor)
+            reap = ReapTasks(
+                units=container.unit_of_work,
+                queue=container.job_queue,
+                clock=Later(),
+                stale_after=timedelta(seconds=30),
+                max_attempts=quiet.task_max_attempts,
+            )
+            for _ in range(quiet.task_max_attempts):
+                await die_while_running(gate, run, task)
+                assert await reap() == 1
+            # A late re-delivery of the job (arq's own after a kill) runs nothing.
+            gate.started.clear()
+            gate.proceed.set()
+            await fresh_job(run, task)
+            assert not gate.started.is_set()
+        failed = (await client.get(f"/api/v1/tasks/{task.id}", headers=owner)).json()
+        assert (failed["status"], failed["retry_count"]) == ("failed", quiet.task_max_attempts - 1)
+        assert "stopped responding" in failed["error_message"]
+        assert gate.finished == 0
+
+
+async def test_suspension_stops_queued_and_running_tasks(
+    settings: Settings, clean_state: None
+) -> None:
+    quiet, gate = task_settings(settings), Gated()
+    async with AsyncTestClient(app=app_with(quiet, with_worker=False)) as client:
+        acme = await actor_of(client, await owner_session(client, "acme"))
+        globex = await actor_of(client, await owner_session(client, "globex"))
+        superuser = await superuser_headers(client, quiet)
+        async with worker_side(quiet, gate) as (container, run):
+            running = await submit_gated(container, acme)
+            queued = await submit_gated(container, acme)
+            other = await submit_gated(container, globex)
+            attempt = asyncio.ensure_future(fresh_job(run, running))
+            await asyncio.wait_for(gate.started.wait(), timeout=30)
+            suspended = await client.patch(
+                f"/api/v1/admin/tenants/{acme.tenant_id}",
+                headers=superuser,
+                json={"status": "suspended"},
+            )
+            assert suspended.json()["status"] == "suspended"
+            gate.proceed.set()
+            await asyncio.wait_for(attempt, timeout=30)
+            assert gate.finished == 0  # the running one stopped at its cancellation check
+            gate.started.clear()
+            await asyncio.wait_for(fresh_job(run, queued), timeout=30)
+            assert not gate.started.is_set()  # the queued one's handler never ran
+            await asyncio.wait_for(fresh_job(run, other), timeout=30)  # others' run as usual
+            assert gate.finished == 1
+            async with container.unit_of_work() as uow:
+                rows = {
+                    name: await uow.tasks(task.tenant_id).get(task.id)
+                    for name, task in (("running", running), ("queued", queued), ("other", other))
+                }
+                queued_logs = await uow.tasks(acme.tenant_id).logs(queued.id)
+    assert {name: row and (row.status, row.error_message) for name, row in rows.items()} == {
+        "running": (TaskStatus.CANCELLED, "The tenant was suspended."),
+        "queued": (TaskStatus.CANCELLED, "The tenant was suspended."),
+        "other": (TaskStatus.COMPLETED, None),
+    }
+    assert queued_logs == []

@@ -23,7 +23,7 @@ from tenantry.domain.errors import Conflict, StaleVersion, Unauthenticated
 from tenantry.domain.files import StoredFile
 from tenantry.domain.projects import ListQuery, Project
 from tenantry.domain.secrets import Secret, SecretNotFound
-from tenantry.domain.tasks import FINISHED, Task, TaskLog, TaskStats, TaskStatus
+from tenantry.domain.tasks import FINISHED, WORKER_LOST, Task, TaskLog, TaskStats, TaskStatus
 from tenantry.domain.tenants import NewTenant, Tenant, TenantStatus
 from tenantry.domain.users import NewUser, Role, User
 
@@ -41,6 +41,8 @@ class FakeStore:
     files: dict[UUID, StoredFile] = field(default_factory=dict)
     tasks: dict[UUID, Task] = field(default_factory=dict)
     task_logs: list[TaskLog] = field(default_factory=list)
+    # The last heartbeat of every task that ever started (the row's heartbeat_at).
+    heartbeats: dict[UUID, datetime] = field(default_factory=dict)
 
 
 class FakeClock:
@@ -170,12 +172,24 @@ class FakeUserRepository:
         del self.store.users[user_id]
         return True
 
-    async def active_roles(self, user_id: UUID) -> tuple[Role, ...] | None:
+    async def active_roles(
+        self, user_id: UUID, *, session_id: UUID | None = None
+    ) -> tuple[Role, ...] | None:
         user = await self.get(user_id)
         tenant = self.store.tenants.get(self.tenant_id)
         if user is None or tenant is None or not user.is_active:
             return None
-        return user.roles if tenant.status == TenantStatus.ACTIVE else None
+        revoked = any(
+            token.tenant_id == self.tenant_id
+            and token.family_id == session_id
+            and token.revoked_at is not None
+            for token, _ in self.store.refresh_tokens.values()
+        )
+        return user.roles if tenant.status == TenantStatus.ACTIVE and not revoked else None
+
+    async def lock_active_owners(self) -> set[UUID]:
+        # One fake unit of work runs at a time: nothing to lock.
+        return {u.id for u in self._mine() if u.is_active and Role.OWNER in u.roles}
 
 
 class FakeRefreshTokenRepository:
@@ -355,13 +369,20 @@ class FakeDocumentRepository:
         self.clock = clock
 
     async def add(
-        self, *, project_id: UUID, title: str, content: str, metadata: dict[str, Any]
+        self,
+        *,
+        project_id: UUID,
+        created_by: UUID | None,
+        title: str,
+        content: str,
+        metadata: dict[str, Any],
     ) -> Document:
         now = self.clock.now()
         document = Document(
             id=uuid4(),
             tenant_id=self.tenant_id,
             project_id=project_id,
+            created_by=created_by,
             title=title,
             content=content,
             metadata=metadata,
@@ -447,6 +468,11 @@ class FakeFileRepository:
     async def lock_usage(self) -> None:
         return None
 
+    async def set_metadata(self, file_id: UUID, metadata: dict[str, Any]) -> None:
+        found = await self.get(file_id)
+        if found is not None:
+            self.store.files[file_id] = msgspec.structs.replace(found, metadata=metadata)
+
 
 class FakeTaskRepository:
     def __init__(self, store: FakeStore, tenant_id: UUID, clock: FakeClock) -> None:
@@ -499,18 +525,25 @@ class FakeTaskRepository:
         mine = [t for t in mine if status in (None, t.status) and task_type in (None, t.type)]
         return page(mine, query, "type")
 
-    async def start(self, task_id: UUID, *, attempt: int, at: datetime) -> Task | None:
+    async def start(self, task_id: UUID, *, at: datetime, max_attempts: int) -> Task | None:
         task = await self.get(task_id)
         if task is None or task.status in FINISHED:
             return None
         if task.cancel_requested:
             self._set(task, status=TaskStatus.CANCELLED, completed_at=at)
             return None
-        return self._set(task, status=TaskStatus.PROCESSING, retry_count=attempt - 1)
+        first = task_id not in self.store.heartbeats
+        if not first and task.retry_count + 1 >= max_attempts:
+            self._set(task, status=TaskStatus.FAILED, completed_at=at, error_message=WORKER_LOST)
+            return None
+        self.store.heartbeats[task_id] = at
+        retry_count = 0 if first else task.retry_count + 1
+        return self._set(task, status=TaskStatus.PROCESSING, retry_count=retry_count)
 
     async def progress(self, task_id: UUID, percent: int) -> None:
         task = await self.get(task_id)
         if task is not None and percent > task.progress:
+            self.store.heartbeats[task_id] = self.clock.now()
             self._set(task, progress=percent)
 
     async def finish(
@@ -542,10 +575,18 @@ class FakeTaskRepository:
             self._set(task, status=TaskStatus.PENDING, error_message=error_message)
 
     async def heartbeat(self, task_id: UUID) -> None:
-        return None
+        task = await self.get(task_id)
+        if task is not None and task.status == TaskStatus.PROCESSING:
+            self.store.heartbeats[task_id] = self.clock.now()
 
     async def stale(self, before: datetime, *, limit: int) -> list[Task]:
-        return []
+        mine = [t for t in self.store.tasks.values() if t.tenant_id == self.tenant_id]
+        return [
+            t
+            for t in mine
+            if t.status == TaskStatus.PROCESSING
+            and self.store.heartbeats.get(t.id, t.updated_at) < before
+        ][:limit]
 
     async def cancel(self, task_id: UUID, at: datetime) -> Task | None:
         task = await self.get(task_id)
@@ -694,7 +735,9 @@ class FakeAccessTokens:
         self.clock = clock
         self.issued: dict[str, AccessClaims] = {}
 
-    async def issue(self, *, user_id: UUID, tenant_id: UUID, roles: tuple[Role, ...]) -> str:
+    async def issue(
+        self, *, user_id: UUID, tenant_id: UUID, roles: tuple[Role, ...], session_id: UUID
+    ) -> str:
         token = f"access-{len(self.issued)}"
         self.issued[token] = AccessClaims(
             user_id=user_id,
@@ -702,6 +745,7 @@ class FakeAccessTokens:
             roles=roles,
             token_id=token,
             expires_at=self.clock.now() + timedelta(seconds=self.ttl_seconds),
+            session_id=session_id,
         )
         return token
 

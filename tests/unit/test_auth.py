@@ -159,6 +159,30 @@ async def test_logout_revokes_the_family_and_ignores_garbage() -> None:
         await Refresh(world.identity)(pair.refresh_token)
 
 
+async def test_an_access_token_ends_with_its_session() -> None:
+    world = World()
+    owner = await sign_up(world)
+    authenticate = Authenticate(world.identity)
+    other_session = await login(world)
+    logged_out = await login(world)
+    stolen = await login(world)
+    refreshed = await Refresh(world.identity)(stolen.refresh_token)
+    # Refreshing keeps the session: the new access token names the same family.
+    assert (await world.tokens.verify(refreshed.access_token)).session_id == (
+        await world.tokens.verify(stolen.access_token)
+    ).session_id
+    await Logout(world.identity)(logged_out.refresh_token)
+    with pytest.raises(Unauthenticated):
+        await Refresh(world.identity)(stolen.refresh_token)  # reused: the family is revoked
+    for ended in (logged_out, stolen, refreshed):
+        with pytest.raises(Unauthenticated):
+            await authenticate.bearer(ended.access_token)
+    assert (await authenticate.bearer(other_session.access_token)).user_id == owner.user_id
+    # API keys belong to no session and are not touched by any.
+    issued = await CreateApiKey(world.uow, world.clock)(owner, name="k", expires_at=None)
+    assert (await authenticate.api_key(issued.key, client="10.0.0.1")).user_id == owner.user_id
+
+
 async def test_roles_come_from_the_database_not_the_token() -> None:
     world = World()
     owner = await sign_up(world)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import zlib
 from collections.abc import AsyncIterator
 from uuid import uuid4
 
@@ -63,6 +64,38 @@ def webp_vp8x(width: int, height: int) -> bytes:
     )
 
 
+# The last chunk of every PNG: length 0, "IEND", and its CRC.
+PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+# Entropy-coded data never holds 0xFF unescaped, so this holds no marker.
+SCAN = bytes(range(255)) * 4
+
+
+def png_file(width: int, height: int, body: bytes = SCAN) -> bytes:
+    head = png_head(width, height)
+    idat = (
+        struct.pack(">I", len(body))
+        + b"IDAT"
+        + body
+        + struct.pack(">I", zlib.crc32(b"IDAT" + body))
+    )
+    return head + struct.pack(">I", zlib.crc32(head[12:])) + idat + PNG_END
+
+
+def jpeg_file(width: int, height: int, scan: bytes = SCAN, *, before_scan: bytes = b"") -> bytes:
+    start_of_scan = b"\xff\xda" + struct.pack(">H", 12) + bytes(10)
+    return jpeg_head(width, height)[:-2] + before_scan + start_of_scan + scan + b"\xff\xd9"
+
+
+def webp_file(width: int, height: int, body: bytes = SCAN) -> bytes:
+    chunks = webp_vp8x(width, height)[8:] + body
+    return b"RIFF" + len(chunks).to_bytes(4, "little") + chunks
+
+
+# An Exif thumbnail: a whole JPEG, end marker included, ahead of the main image's scan.
+EXIF = b"Exif\x00\x00" + jpeg_file(1, 1, b"")
+THUMBNAIL = b"\xff\xe1" + struct.pack(">H", 2 + len(EXIF)) + EXIF
+
+
 @given(st.integers(1, 65535), st.integers(1, 65535))
 def test_image_sizes_are_read_from_headers(width: int, height: int) -> None:
     assert image_size(PNG, png_head(width, height)) == (width, height)
@@ -118,7 +151,7 @@ def test_policy_verdicts() -> None:
         inspect(png_head(50, 60))
     with pytest.raises(Invalid, match="empty"):
         inspect(b"")
-    assert inspect(png_head(300, 200)).metadata == {"width": 300, "height": 200}
+    assert inspect(png_file(300, 200)).metadata == {"width": 300, "height": 200}
 
 
 def test_filenames_lose_paths_and_control_characters() -> None:
@@ -151,7 +184,7 @@ ACTOR = Actor(user_id=uuid4(), tenant_id=uuid4(), roles=(Role.MEMBER,))
 
 async def test_upload_stores_bytes_and_row_under_the_tenant_key() -> None:
     world, storage, files = files_world()
-    data = png_head(200, 100) + bytes(500)
+    data = png_file(200, 100)
     stored = await UploadFile(files)(
         ACTOR, filename="a.png", claimed_type="text/html", chunks=chunks_of(data)
     )
@@ -186,3 +219,60 @@ async def test_members_cannot_list_deleted_files() -> None:
     _, _, files = files_world()
     with pytest.raises(Forbidden):
         await ListFiles(files)(ACTOR, ListQuery(), include_deleted=True)
+
+
+def test_an_image_past_the_pixel_cap_is_refused_from_its_header() -> None:
+    # Tens of bytes declaring 2^31-1 squared: refused as soon as the header is read.
+    bomb = png_file(2_147_483_647, 2_147_483_647, body=b"")
+    assert len(bomb) < 70
+    with pytest.raises(Invalid, match="2147483647x2147483647"):
+        inspect(bomb)
+    capped = msgspec.structs.replace(POLICY, max_pixels=300 * 200)
+    for image in (png_file, jpeg_file, webp_file):
+        assert inspect(image(300, 200), policy=capped).metadata == {"width": 300, "height": 200}
+        assert inspect(image(200, 300), policy=capped).metadata == {"width": 200, "height": 300}
+        with pytest.raises(Invalid, match="at most 60000 pixels"):
+            inspect(image(301, 200), policy=capped)
+
+
+BIG = msgspec.structs.replace(POLICY, max_bytes=10**6)
+# Past the sniffing window, so the end is found in chunks fed after the verdict on the head.
+LONG_SCAN = SCAN * (SNIFF_BYTES // len(SCAN) + 10)
+
+
+@pytest.mark.parametrize(
+    "whole",
+    [
+        png_file(300, 200),
+        png_file(300, 200, LONG_SCAN),
+        jpeg_file(300, 200),
+        jpeg_file(300, 200, LONG_SCAN, before_scan=THUMBNAIL),
+        webp_file(300, 200),
+        webp_file(300, 200, LONG_SCAN),
+    ],
+    ids=["png", "long-png", "jpeg", "long-jpeg-with-thumbnail", "webp", "long-webp"],
+)
+def test_an_image_cut_short_is_refused(whole: bytes) -> None:
+    for chunk in (1, 7, 1000, len(whole)):
+        assert inspect(whole, chunk, BIG).metadata == {"width": 300, "height": 200}
+    for cut in (len(whole) - 1, len(whole) - 12, len(whole) // 2, 60):
+        with pytest.raises(Invalid, match=r"cut short|not readable"):
+            inspect(whole[:cut], 1000, BIG)
+
+
+def test_bytes_after_an_images_end_are_not_a_cut() -> None:
+    # A motion photo is a JPEG with a video after its end marker.
+    inspect(jpeg_file(300, 200) + b"ftypmp42" + bytes(1000), policy=BIG)
+    inspect(png_file(300, 200) + b"\n", policy=BIG)
+    inspect(webp_file(300, 200) + bytes(3), policy=BIG)
+
+
+WITH_THUMBNAIL = jpeg_file(300, 200, SCAN * 2, before_scan=THUMBNAIL)
+
+
+# Cut to no less than the header up to the frame (40 bytes), so what is left is still a JPEG.
+@given(st.integers(1, 3000), st.integers(40, len(WITH_THUMBNAIL) - 1))
+def test_where_the_chunks_split_an_images_end_does_not_matter(chunk: int, cut: int) -> None:
+    assert inspect(WITH_THUMBNAIL, chunk, BIG).metadata == {"width": 300, "height": 200}
+    with pytest.raises(Invalid, match="cut short"):
+        inspect(WITH_THUMBNAIL[:cut], chunk, BIG)

@@ -1,7 +1,13 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import asyncio
+import contextlib
+import hashlib
+import io
+import threading
+import zipfile
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import timedelta
 from typing import Any
 from uuid import uuid4
@@ -9,12 +15,24 @@ from uuid import uuid4
 import msgspec
 import pytest
 
-from tenantry.application.tasks import CancelTask, Noop, Registry, RunTask, SubmitTask, TaskContext
+from tenantry.application.tasks import (
+    CancelTask,
+    FileInspect,
+    Noop,
+    ProjectExport,
+    ReapTasks,
+    Registry,
+    RunTask,
+    SubmitTask,
+    TaskContext,
+)
 from tenantry.domain.auth import Actor
+from tenantry.domain.documents import Document
 from tenantry.domain.errors import Invalid
-from tenantry.domain.files import PNG, FilePolicy
+from tenantry.domain.files import PNG, FilePolicy, StoredFile
 from tenantry.domain.ports import TaskMetrics
 from tenantry.domain.tasks import RetryableError, TaskFinished, TaskStatus
+from tenantry.domain.tenants import Tenant, TenantStatus
 from tenantry.domain.users import Role
 
 from .fakes import FakeJobQueue, FakeStorage, FakeUnitOfWork, World
@@ -42,22 +60,41 @@ class Scripted:
         return {"done": True}
 
 
+def units_of(world: World) -> Callable[[], AbstractAsyncContextManager[FakeUnitOfWork]]:
+    @asynccontextmanager
+    async def units() -> AsyncIterator[FakeUnitOfWork]:
+        async with world.uow as uow:
+            yield uow
+
+    return units
+
+
+def tenant_of(world: World, status: TenantStatus = TenantStatus.ACTIVE) -> None:
+    """ACTOR's tenant, in the given status."""
+    now = world.clock.now()
+    world.uow.committed.tenants[ACTOR.tenant_id] = Tenant(
+        id=ACTOR.tenant_id,
+        name="Acme",
+        slug="acme",
+        status=status,
+        settings={},
+        created_at=now,
+        updated_at=now,
+    )
+
+
 def runner(
     world: World,
     attempts: int = 3,
     *,
     registry: Registry | None = None,
     metrics: TaskMetrics | None = None,
+    storage: FakeStorage | None = None,
 ) -> RunTask:
-    @asynccontextmanager
-    async def units() -> AsyncIterator[FakeUnitOfWork]:
-        async with world.uow as uow:
-            yield uow
-
     return RunTask(
-        units=units,
+        units=units_of(world),
         registry=registry or Registry([Scripted(), Noop()]),
-        storage=FakeStorage(),
+        storage=storage or FakeStorage(),
         clock=world.clock,
         file_policy=POLICY,
         max_attempts=attempts,
@@ -68,6 +105,8 @@ def runner(
 
 
 async def submitted(world: World, queue: FakeJobQueue, fail: str = "") -> Any:
+    if ACTOR.tenant_id not in world.uow.committed.tenants:
+        tenant_of(world)
     submit = SubmitTask(world.uow, queue, Registry([Scripted(), Noop()]))
     return await submit(
         ACTOR, task_type="scripted", config={"fail": fail}, input_files=[], request_id="r1"
@@ -94,7 +133,7 @@ async def test_submit_validates_then_commits_then_enqueues() -> None:
 async def test_a_run_completes_with_progress_and_a_log() -> None:
     world, queue = World(), FakeJobQueue()
     task = await submitted(world, queue)
-    assert await runner(world)(ACTOR.tenant_id, task.id, 1) is None
+    assert await runner(world)(ACTOR.tenant_id, task.id) is None
     done = world.uow.committed.tasks[task.id]
     assert (done.status, done.progress, done.result) == (TaskStatus.COMPLETED, 100, {"done": True})
     assert [(log.attempt, log.success) for log in world.uow.committed.task_logs] == [(1, True)]
@@ -104,10 +143,10 @@ async def test_transient_failures_back_off_then_fail() -> None:
     world, queue = World(), FakeJobQueue()
     task = await submitted(world, queue, fail="transient")
     run = runner(world, attempts=3)
-    assert await run(ACTOR.tenant_id, task.id, 1) == timedelta(seconds=2)
+    assert await run(ACTOR.tenant_id, task.id) == timedelta(seconds=2)
     assert world.uow.committed.tasks[task.id].status == TaskStatus.PENDING
-    assert await run(ACTOR.tenant_id, task.id, 2) == timedelta(seconds=4)
-    assert await run(ACTOR.tenant_id, task.id, 3) is None
+    assert await run(ACTOR.tenant_id, task.id) == timedelta(seconds=4)
+    assert await run(ACTOR.tenant_id, task.id) is None
     failed = world.uow.committed.tasks[task.id]
     assert (failed.status, failed.error_message, failed.retry_count) == (
         TaskStatus.FAILED,
@@ -120,7 +159,7 @@ async def test_transient_failures_back_off_then_fail() -> None:
 async def test_permanent_failures_fail_at_once() -> None:
     world, queue = World(), FakeJobQueue()
     task = await submitted(world, queue, fail="permanent")
-    assert await runner(world)(ACTOR.tenant_id, task.id, 1) is None
+    assert await runner(world)(ACTOR.tenant_id, task.id) is None
     assert world.uow.committed.tasks[task.id].status == TaskStatus.FAILED
 
 
@@ -128,7 +167,7 @@ async def test_cancellation_before_and_during_a_run() -> None:
     world, queue = World(), FakeJobQueue()
     pending = await submitted(world, queue)
     await CancelTask(world.uow, world.clock)(ACTOR, pending.id)
-    assert await runner(world)(ACTOR.tenant_id, pending.id, 1) is None
+    assert await runner(world)(ACTOR.tenant_id, pending.id) is None
     assert world.uow.committed.task_logs == []  # a cancelled task never starts
     with pytest.raises(TaskFinished):
         await CancelTask(world.uow, world.clock)(ACTOR, pending.id)
@@ -138,13 +177,259 @@ async def test_cancellation_before_and_during_a_run() -> None:
     world.uow.committed.tasks[orphaned.id] = msgspec.structs.replace(
         world.uow.committed.tasks[orphaned.id], status=TaskStatus.PROCESSING, cancel_requested=True
     )
-    assert await runner(world)(ACTOR.tenant_id, orphaned.id, 2) is None
+    assert await runner(world)(ACTOR.tenant_id, orphaned.id) is None
     assert world.uow.committed.tasks[orphaned.id].status == TaskStatus.CANCELLED
 
 
 async def test_a_redelivered_finished_task_does_not_run_again() -> None:
     world, queue = World(), FakeJobQueue()
     task = await submitted(world, queue)
-    await runner(world)(ACTOR.tenant_id, task.id, 1)
-    await runner(world)(ACTOR.tenant_id, task.id, 2)
+    await runner(world)(ACTOR.tenant_id, task.id)
+    await runner(world)(ACTOR.tenant_id, task.id)
     assert len(world.uow.committed.task_logs) == 1
+
+
+class Gated:
+    """Runs until told to go on, then checks for cancellation: a worker can die, or the
+    tenant be suspended, while it waits."""
+
+    type = "gated"
+    config_type = Config
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.proceed = asyncio.Event()
+        self.finished = 0
+
+    async def run(self, context: TaskContext, config: Config) -> dict[str, Any]:
+        self.started.set()
+        await self.proceed.wait()
+        await context.check_cancelled()
+        self.finished += 1
+        return {"ran": True}
+
+
+async def gated(world: World, gate: Gated) -> Any:
+    if ACTOR.tenant_id not in world.uow.committed.tenants:
+        tenant_of(world)
+    return await SubmitTask(world.uow, FakeJobQueue(), Registry([gate]))(
+        ACTOR, task_type="gated", config={}, input_files=[], request_id=None
+    )
+
+
+async def die_while_running(gate: Gated, attempt: Any) -> None:
+    """The worker is killed mid-attempt: nothing after this point of the attempt runs."""
+    gate.started.clear()
+    running = asyncio.ensure_future(attempt)
+    await asyncio.wait_for(gate.started.wait(), timeout=10)
+    running.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await running
+
+
+async def test_attempts_that_die_with_their_worker_count_until_the_task_fails() -> None:
+    world, queue, gate = World(), FakeJobQueue(), Gated()
+    task = await gated(world, gate)
+    run = runner(world, attempts=3, registry=Registry([gate]))
+    reap = ReapTasks(
+        units=units_of(world),
+        queue=queue,
+        clock=world.clock,
+        stale_after=timedelta(seconds=30),
+        max_attempts=3,
+    )
+    for died in range(1, 4):
+        # Each re-run is a new arq job, its job_try 1 again: only the row can count.
+        await die_while_running(gate, run(ACTOR.tenant_id, task.id))
+        world.clock.advance(minutes=5)
+        assert await reap() == 1
+        assert world.uow.committed.tasks[task.id].retry_count == died - 1
+    final = world.uow.committed.tasks[task.id]
+    assert final.status == TaskStatus.FAILED, final
+    assert final.error_message == "The worker running this task stopped responding."
+    assert queue.enqueued == [task.id, task.id]  # two re-runs after the first attempt
+    # A re-delivery after the last attempt (arq's own) runs nothing more.
+    gate.proceed.set()
+    assert await run(ACTOR.tenant_id, task.id) is None
+    assert gate.finished == 0
+
+
+async def test_a_redelivery_after_the_last_attempt_died_fails_the_task() -> None:
+    world, gate = World(), Gated()
+    task = await gated(world, gate)
+    run = runner(world, attempts=2, registry=Registry([gate]))
+    for _ in range(2):
+        # arq re-runs a killed worker's job itself: no reaper involved.
+        await die_while_running(gate, run(ACTOR.tenant_id, task.id))
+    gate.proceed.set()
+    assert await run(ACTOR.tenant_id, task.id) is None
+    final = world.uow.committed.tasks[task.id]
+    assert (final.status, final.retry_count) == (TaskStatus.FAILED, 1)
+    assert gate.finished == 0
+
+
+async def test_log_rows_carry_the_rows_attempt_number() -> None:
+    world, queue = World(), FakeJobQueue()
+    task = await submitted(world, queue, fail="transient")
+    run = runner(world, attempts=3)
+    for _ in range(3):
+        await run(ACTOR.tenant_id, task.id)  # as if each were a fresh arq job, at job_try 1
+    assert [log.attempt for log in world.uow.committed.task_logs] == [1, 2, 3]
+    assert world.uow.committed.tasks[task.id].status == TaskStatus.FAILED
+
+
+async def test_a_suspended_tenants_queued_task_never_runs() -> None:
+    world, gate = World(), Gated()
+    task = await gated(world, gate)
+    tenant_of(world, TenantStatus.SUSPENDED)
+    gate.proceed.set()
+    assert await runner(world, registry=Registry([gate]))(ACTOR.tenant_id, task.id) is None
+    final = world.uow.committed.tasks[task.id]
+    assert (final.status, final.error_message) == (
+        TaskStatus.CANCELLED,
+        "The tenant was suspended.",
+    )
+    assert not gate.started.is_set()
+    assert world.uow.committed.task_logs == []
+
+
+async def test_a_suspended_tenants_running_task_stops_at_its_next_check() -> None:
+    world, gate = World(), Gated()
+    task = await gated(world, gate)
+    running = asyncio.ensure_future(
+        runner(world, registry=Registry([gate]))(ACTOR.tenant_id, task.id)
+    )
+    await asyncio.wait_for(gate.started.wait(), timeout=10)
+    tenant_of(world, TenantStatus.SUSPENDED)
+    gate.proceed.set()
+    assert await running is None
+    final = world.uow.committed.tasks[task.id]
+    assert (final.status, final.error_message) == (
+        TaskStatus.CANCELLED,
+        "The tenant was suspended.",
+    )
+    assert gate.finished == 0
+
+
+class Ticker:
+    """Counts the turns a coroutine gets on the loop while something else runs."""
+
+    def __init__(self) -> None:
+        self.ticks = 0
+
+    async def run(self) -> None:
+        while True:
+            self.ticks += 1
+            await asyncio.sleep(0)
+
+
+async def test_project_export_compresses_off_the_event_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    world, queue, storage, ticker = World(), FakeJobQueue(), FakeStorage(), Ticker()
+    tenant_of(world)
+    async with world.uow as uow:
+        project = await uow.projects(ACTOR.tenant_id).add(
+            owner_id=None, name="Apollo", description=""
+        )
+        await uow.commit()
+    now = world.clock.now()
+    for n in range(250):  # three pages
+        document = Document(
+            id=uuid4(),
+            tenant_id=ACTOR.tenant_id,
+            project_id=project.id,
+            created_by=None,
+            title=f"doc {n}",
+            content=f"line {n}\n" * 200,
+            metadata={},
+            version=1,
+            created_at=now,
+            updated_at=now,
+        )
+        world.uow.committed.documents[document.id] = document
+    loop_thread = threading.get_ident()
+    writes: list[tuple[int, int]] = []  # (thread, loop turns of the ticker so far)
+    write = zipfile.ZipFile.writestr
+
+    def recorded(archive: zipfile.ZipFile, *args: Any, **kwargs: Any) -> None:
+        writes.append((threading.get_ident(), ticker.ticks))
+        write(archive, *args, **kwargs)
+
+    monkeypatch.setattr(zipfile.ZipFile, "writestr", recorded)
+    registry = Registry([ProjectExport()])
+    task = await SubmitTask(world.uow, queue, registry)(
+        ACTOR,
+        task_type="project.export",
+        config={"project_id": str(project.id)},
+        input_files=[],
+        request_id=None,
+    )
+    ticking = asyncio.create_task(ticker.run())
+    try:
+        await runner(world, registry=registry, storage=storage)(ACTOR.tenant_id, task.id)
+    finally:
+        ticking.cancel()
+    done = world.uow.committed.tasks[task.id]
+    assert done.status == TaskStatus.COMPLETED, done.error_message
+    assert done.result is not None
+    assert done.result["documents"] == 250
+    [stored] = storage.objects.values()
+    with zipfile.ZipFile(io.BytesIO(stored)) as archive:
+        assert len(archive.namelist()) == 251
+    assert len(writes) == 251
+    assert all(thread != loop_thread for thread, _ in writes)
+    # The loop went on serving others between the first entry and the last.
+    assert writes[0][1] < writes[-1][1]
+
+
+class Watched(FakeStorage):
+    """Hands out each object as one big chunk, noting the ticker's turns around each."""
+
+    def __init__(self, ticker: Ticker) -> None:
+        super().__init__()
+        self.ticker = ticker
+        self.turns: list[tuple[int, int]] = []  # (when handed out, when the next was asked)
+
+    async def get(
+        self, key: str, *, start: int = 0, end: int | None = None
+    ) -> AsyncIterator[bytes]:
+        handed = self.ticker.ticks
+        yield self.objects[key][start : None if end is None else end + 1]
+        self.turns.append((handed, self.ticker.ticks))
+
+
+async def test_file_inspect_hashes_a_large_chunk_off_the_event_loop() -> None:
+    world, queue, ticker = World(), FakeJobQueue(), Ticker()
+    storage = Watched(ticker)
+    tenant_of(world)
+    data = bytes(range(256)) * (16 * 1024)  # 4 MiB
+    file_id = uuid4()
+    storage.objects["big"] = data
+    world.uow.committed.files[file_id] = StoredFile(
+        id=file_id,
+        tenant_id=ACTOR.tenant_id,
+        original_filename="big.bin",
+        size=len(data),
+        content_type="application/octet-stream",
+        claimed_content_type=None,
+        sha256=hashlib.sha256(data).hexdigest(),
+        metadata={},
+        storage_key="big",
+        created_by=None,
+        created_at=world.clock.now(),
+    )
+    registry = Registry([FileInspect()])
+    task = await SubmitTask(world.uow, queue, registry)(
+        ACTOR, task_type="file.inspect", config={}, input_files=[file_id], request_id=None
+    )
+    ticking = asyncio.create_task(ticker.run())
+    try:
+        await runner(world, registry=registry, storage=storage)(ACTOR.tenant_id, task.id)
+    finally:
+        ticking.cancel()
+    assert world.uow.committed.tasks[task.id].status == TaskStatus.COMPLETED
+    inspection = world.uow.committed.files[file_id].metadata["inspection"]
+    assert (inspection["intact"], inspection["size"]) == (True, len(data))
+    [(handed, asked)] = storage.turns
+    assert handed < asked  # the loop ran other work while the chunk was hashed

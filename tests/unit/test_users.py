@@ -104,12 +104,38 @@ async def test_admins_cannot_touch_owners_or_make_owners() -> None:
 async def test_no_one_deactivates_or_deletes_themselves() -> None:
     world = World()
     owner = await tenant_with_owner(world)
+    await add(world, owner, "otto", ["owner"])
     with pytest.raises(Forbidden):
         await UpdateUser(world.uow)(owner, owner.user_id, is_active=False)
     with pytest.raises(Forbidden):
         await DeleteUser(world.uow)(owner, owner.user_id)
     changed = await UpdateUser(world.uow)(owner, owner.user_id, email="NEW@acme.example")
     assert changed.email == "new@acme.example"
+
+
+async def test_the_last_active_owner_stays_whatever_takes_them_away() -> None:
+    world = World()
+    owner = await tenant_with_owner(world)
+    otto = await add(world, owner, "otto", ["owner"])
+    # An owner acting on a stale credential (demoted meanwhile) is held to the rule as well.
+    stale_otto = Actor(user_id=otto.user_id, tenant_id=otto.tenant_id, roles=(Role.OWNER,))
+    await UpdateUser(world.uow)(owner, otto.user_id, is_active=False)
+    attempts = [
+        UpdateUser(world.uow)(stale_otto, owner.user_id, roles=["admin"]),
+        UpdateUser(world.uow)(stale_otto, owner.user_id, is_active=False),
+        DeleteUser(world.uow)(stale_otto, owner.user_id),
+        UpdateUser(world.uow)(owner, owner.user_id, roles=["member"]),
+        DeleteUser(world.uow)(owner, owner.user_id),
+    ]
+    for attempt in attempts:
+        with pytest.raises(Conflict) as error:
+            await attempt
+        assert error.value.detail == "A tenant must keep at least one active owner."
+    assert world.uow.committed.users[owner.user_id].roles == (Role.OWNER,)
+    # Once otto is back, an active owner remains after the same demotion.
+    await UpdateUser(world.uow)(owner, otto.user_id, is_active=True)
+    await UpdateUser(world.uow)(stale_otto, owner.user_id, roles=["member"])
+    assert world.uow.committed.users[owner.user_id].roles == (Role.MEMBER,)
 
 
 async def test_another_tenants_user_is_not_found() -> None:

@@ -94,16 +94,20 @@ class Identity:
     async def issue_pair(
         self, user_id: UUID, tenant_id: UUID, roles: tuple[Role, ...], family_id: UUID | None = None
     ) -> TokenPair:
-        """An access token and a refresh token (of a new family unless one is given)."""
+        """An access token and a refresh token (of a new family unless one is given); the
+        access token names the family, its session, so that revoking one stops the other."""
         refresh = new_refresh_token(tenant_id)
+        family_id = family_id or uuid4()
         await self.uow.refresh_tokens(tenant_id).add(
             user_id=user_id,
-            family_id=family_id or uuid4(),
+            family_id=family_id,
             token_hash=digest(refresh),
             expires_at=self.clock.now() + self.policy.refresh_ttl,
         )
         return TokenPair(
-            access_token=await self.tokens.issue(user_id=user_id, tenant_id=tenant_id, roles=roles),
+            access_token=await self.tokens.issue(
+                user_id=user_id, tenant_id=tenant_id, roles=roles, session_id=family_id
+            ),
             refresh_token=refresh,
             expires_in=self.tokens.ttl_seconds,
         )
@@ -238,7 +242,10 @@ class Authenticate:
         claims: AccessClaims = await self.identity.tokens.verify(token)
         # No unit-of-work block: the use case that follows ends the transaction this read began,
         # so a request that only reads runs one transaction, not two.
-        roles = await self.identity.uow.users(claims.tenant_id).active_roles(claims.user_id)
+        # The same read refuses a token whose session was revoked (logout, refresh-token reuse).
+        roles = await self.identity.uow.users(claims.tenant_id).active_roles(
+            claims.user_id, session_id=claims.session_id
+        )
         if roles is None:
             raise Unauthenticated(INVALID_TOKEN)
         # Roles come from the database, not the token: a demotion takes effect at once.

@@ -1,10 +1,12 @@
-"""Document use cases, always inside a live project of the caller's tenant."""
+"""Document use cases, always inside a live project of the caller's tenant. Members create,
+read and edit; the document's author, the tenant's admins and owners delete."""
 
 from __future__ import annotations
 
 from typing import Any
 from uuid import UUID
 
+from tenantry.application.ownership import creator, require_may_destroy
 from tenantry.domain.auth import Actor
 from tenantry.domain.documents import Document, check_content, check_metadata, clean_title
 from tenantry.domain.errors import NotFound
@@ -35,7 +37,11 @@ class CreateDocument:
         async with self.uow:
             await require_project(self.uow, actor, project_id)
             document = await self.uow.documents(actor.tenant_id).add(
-                project_id=project_id, title=title, content=content, metadata=metadata
+                project_id=project_id,
+                created_by=creator(actor),
+                title=title,
+                content=content,
+                metadata=metadata,
             )
             await self.uow.commit()
         return document
@@ -105,9 +111,10 @@ class DeleteDocument:
 
     async def __call__(self, actor: Actor, project_id: UUID, document_id: UUID) -> None:
         async with self.uow:
-            deleted = await self.uow.documents(actor.tenant_id).soft_delete(
-                project_id, document_id, self.clock.now()
-            )
-            if not deleted:
+            documents = self.uow.documents(actor.tenant_id)
+            document = await documents.get(project_id, document_id)
+            if document is None:
                 raise NotFound("No such document.")
+            require_may_destroy(actor, document.created_by, "this document")
+            await documents.soft_delete(project_id, document_id, self.clock.now())
             await self.uow.commit()

@@ -8,6 +8,7 @@ from uuid import UUID
 
 import msgspec
 
+from tenantry.application.ownership import creator, require_may_destroy
 from tenantry.domain.auth import Actor
 from tenantry.domain.errors import Forbidden, NotFound
 from tenantry.domain.files import (
@@ -95,6 +96,7 @@ class UploadFile:
                         sha256=inspection.sha256,
                         metadata=inspection.metadata,
                         storage_key=key,
+                        created_by=creator(actor),
                         created_at=files.clock.now(),
                     )
                 )
@@ -151,8 +153,12 @@ class DeleteFile:
 
     async def __call__(self, actor: Actor, file_id: UUID) -> None:
         async with self.files.uow as uow:
-            if not await uow.files(actor.tenant_id).soft_delete(file_id, self.files.clock.now()):
+            files = uow.files(actor.tenant_id)
+            found = await files.get(file_id)
+            if found is None:
                 raise NotFound("No such file.")
+            require_may_destroy(actor, found.created_by, "this file")
+            await files.soft_delete(file_id, self.files.clock.now())
             await uow.commit()
 
 

@@ -1,12 +1,13 @@
-"""Project use cases: members create, read and edit; owners, admins and the project's
-owner delete. Another tenant's project is "not found"."""
+"""Project use cases: members create, read and edit; the project's owner (its creator), the
+tenant's admins and owners delete. Another tenant's project is "not found"."""
 
 from __future__ import annotations
 
 from uuid import UUID
 
+from tenantry.application.ownership import creator, require_may_destroy
 from tenantry.domain.auth import Actor
-from tenantry.domain.errors import Forbidden, NotFound
+from tenantry.domain.errors import NotFound
 from tenantry.domain.ports import Clock, UnitOfWork
 from tenantry.domain.projects import ListQuery, Project, clean_description, clean_name
 
@@ -19,7 +20,7 @@ class CreateProject:
         name, description = clean_name(name), clean_description(description)
         async with self.uow:
             project = await self.uow.projects(actor.tenant_id).add(
-                owner_id=actor.user_id, name=name, description=description
+                owner_id=creator(actor), name=name, description=description
             )
             await self.uow.commit()
         return project
@@ -82,7 +83,6 @@ class DeleteProject:
             project = await projects.get(project_id)
             if project is None:
                 raise NotFound("No such project.")
-            if not actor.can_manage and project.owner_id != actor.user_id:
-                raise Forbidden("Only the project's owner or the tenant's admins may delete it.")
+            require_may_destroy(actor, project.owner_id, "this project")
             await projects.soft_delete(project_id, self.clock.now())
             await self.uow.commit()

@@ -17,6 +17,8 @@ from uuid import UUID
 import msgspec
 
 from tenantry.application.files import Files, UploadFile
+from tenantry.application.ownership import SYSTEM_USER as SYSTEM
+from tenantry.application.ownership import require_may_destroy
 from tenantry.domain.auth import Actor
 from tenantry.domain.documents import Document
 from tenantry.domain.errors import Invalid, NotFound
@@ -25,6 +27,8 @@ from tenantry.domain.ids import new_id
 from tenantry.domain.ports import Clock, JobQueue, ObjectStorage, TaskMetrics, UnitOfWork
 from tenantry.domain.projects import ListQuery
 from tenantry.domain.tasks import (
+    TENANT_SUSPENDED,
+    WORKER_LOST,
     RetryableError,
     Task,
     TaskCancelled,
@@ -33,8 +37,8 @@ from tenantry.domain.tasks import (
     TaskStats,
     TaskStatus,
 )
+from tenantry.domain.tenants import Tenant, TenantStatus
 
-SYSTEM = UUID(int=0)
 UnitOfWorkFactory = Callable[[], AbstractAsyncContextManager[UnitOfWork]]
 # Progress is written at most this often (and always at 100): a chatty handler costs no more.
 PROGRESS_INTERVAL_S = 0.25
@@ -78,11 +82,19 @@ class TaskContext:
         return Files(uow, storage=self.storage, clock=self.clock, policy=self.file_policy)
 
     async def check_cancelled(self) -> None:
-        """Stop here if the user cancelled: handlers call this between steps."""
+        """Stop here if the user cancelled or the tenant was suspended: handlers call this
+        between steps."""
         async with self.units() as uow:
             current = await uow.tasks(self.tenant_id).get(self.task.id)
+            tenant = await uow.tenants.get(self.tenant_id)
+        if not runs_tasks(tenant):
+            raise TaskCancelled(TENANT_SUSPENDED)
         if current is None or current.cancel_requested:
             raise TaskCancelled
+
+
+def runs_tasks(tenant: Tenant | None) -> bool:
+    return tenant is not None and tenant.status == TenantStatus.ACTIVE
 
 
 class TaskHandler(Protocol):
@@ -183,8 +195,10 @@ class CancelTask:
     async def __call__(self, actor: Actor, task_id: UUID) -> Task:
         async with self.uow:
             tasks = self.uow.tasks(actor.tenant_id)
-            if await tasks.get(task_id) is None:
+            found = await tasks.get(task_id)
+            if found is None:
                 raise NotFound("No such task.")
+            require_may_destroy(actor, found.created_by, "this task")
             task = await tasks.cancel(task_id, self.clock.now())
             if task is None:
                 raise TaskFinished("The task has already finished.")
@@ -258,12 +272,27 @@ class RunTask:
         self.heartbeat = heartbeat
         self.metrics: TaskMetrics = metrics or NoTaskMetrics()
 
-    async def __call__(self, tenant_id: UUID, task_id: UUID, attempt: int) -> timedelta | None:
+    async def __call__(self, tenant_id: UUID, task_id: UUID) -> timedelta | None:
         async with self.units() as uow:
-            task = await uow.tasks(tenant_id).start(task_id, attempt=attempt, at=self.clock.now())
+            tasks = uow.tasks(tenant_id)
+            if runs_tasks(await uow.tenants.get(tenant_id)):
+                task = await tasks.start(
+                    task_id, at=self.clock.now(), max_attempts=self.max_attempts
+                )
+            else:
+                # Suspension ends what was queued; re-activation runs nothing by itself.
+                await tasks.finish(
+                    task_id,
+                    TaskStatus.CANCELLED,
+                    at=self.clock.now(),
+                    error_message=TENANT_SUSPENDED,
+                )
+                task = None
             await uow.commit()
         if task is None:
             return None  # finished, cancelled or gone: at-least-once delivery, run at most once
+        # The row's count, not the queue's: a re-enqueued job starts again at arq's job_try 1.
+        attempt = task.retry_count + 1
         self.metrics.started(task.type)
         started = time.perf_counter()
         context = TaskContext(
@@ -279,8 +308,8 @@ class RunTask:
         try:
             handler = self.registry.handler(task.type)
             result = await handler.run(context, self.registry.config(task.type, task.config))
-        except TaskCancelled:
-            status = TaskStatus.CANCELLED
+        except TaskCancelled as cancelled:
+            status, error = TaskStatus.CANCELLED, str(cancelled) or None
         except RetryableError as failure:
             error = str(failure) or type(failure).__name__
             status = TaskStatus.FAILED
@@ -368,10 +397,7 @@ class ReapTasks:
                     for task in await tasks.stale(now - self.stale_after, limit=batch):
                         if task.retry_count + 1 >= self.max_attempts:
                             await tasks.finish(
-                                task.id,
-                                TaskStatus.FAILED,
-                                at=now,
-                                error_message="The worker running this task stopped responding.",
+                                task.id, TaskStatus.FAILED, at=now, error_message=WORKER_LOST
                             )
                         else:
                             await tasks.back_to_pending(task.id, error_message="worker lost")
@@ -436,6 +462,11 @@ class Noop:
         return {}
 
 
+# Hashing a chunk this large takes milliseconds: it goes to a thread (hashlib lets go of the
+# GIL), so the loop's heartbeats and requests go on. Smaller ones cost less than the hop.
+HASH_IN_THREAD_BYTES = 1024 * 1024
+
+
 class InspectConfig(msgspec.Struct, forbid_unknown_fields=True):
     """file.inspect takes its files from the task's input_files; no options yet."""
 
@@ -462,7 +493,10 @@ class FileInspect:
                 raise NotFound(f"Input file {file_id} is gone.")
             digest, head, size = hashlib.sha256(), bytearray(), 0
             async for chunk in context.storage.get(found.storage_key):
-                digest.update(chunk)
+                if len(chunk) >= HASH_IN_THREAD_BYTES:
+                    await asyncio.to_thread(digest.update, chunk)
+                else:
+                    digest.update(chunk)
                 head += chunk[: SNIFF_BYTES - len(head)]
                 size += len(chunk)
                 done = (index + size / max(found.size, 1)) / len(inputs)
@@ -504,29 +538,30 @@ class ProjectExport:
             project = await uow.projects(context.tenant_id).get(config.project_id)
         if project is None:
             raise NotFound("No such project.")
-        documents: list[Document] = []
-        while True:
-            query = ListQuery(limit=self.page, offset=len(documents), order_by="created_at")
-            async with context.units() as uow:
-                batch, total = await uow.documents(context.tenant_id).list(project.id, query)
-            documents.extend(batch)
-            await context.progress(len(documents) * 50 // max(total, 1))
-            if not batch or len(documents) >= total:
-                break
-        await context.check_cancelled()
-        # Spooled: small exports stay in memory, large ones go to a temporary file.
+        # Spooled: small exports stay in memory, large ones go to a temporary file. One page of
+        # documents at a time, compressed and written in a thread: memory holds a page, and the
+        # loop (the API's too, under `tenantry dev`) serves requests and heartbeats meanwhile.
         with tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024) as buffer:
+            # Closing writes only the central directory: cheap enough for the loop.
             with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-                archive.writestr("project.json", msgspec.json.encode(project))
-                for document in documents:
-                    archive.writestr(
-                        f"documents/{document.id}.md", f"# {document.title}\n\n{document.content}\n"
-                    )
+                project_json = msgspec.json.encode(project)
+                await asyncio.to_thread(archive.writestr, "project.json", project_json)
+                written = 0
+                while True:
+                    await context.check_cancelled()
+                    query = ListQuery(limit=self.page, offset=written, order_by="created_at")
+                    async with context.units() as uow:
+                        documents = uow.documents(context.tenant_id)
+                        batch, total = await documents.list(project.id, query)
+                    await asyncio.to_thread(write_documents, archive, batch)
+                    written += len(batch)
+                    await context.progress(written * 75 // max(total, 1))
+                    if not batch or written >= total:
+                        break
             buffer.seek(0)
-            await context.progress(75)
 
             async def chunks() -> AsyncIterator[bytes]:
-                while chunk := buffer.read(256 * 1024):
+                while chunk := await asyncio.to_thread(buffer.read, 256 * 1024):
                     yield chunk
 
             # The system writes this file on the task's behalf; only the tenant matters to it.
@@ -543,7 +578,14 @@ class ProjectExport:
                 )
         context.output_files.append(stored.id)
         await context.progress(100)
-        return {"file_id": str(stored.id), "documents": len(documents), "size": stored.size}
+        return {"file_id": str(stored.id), "documents": written, "size": stored.size}
+
+
+def write_documents(archive: zipfile.ZipFile, documents: Sequence[Document]) -> None:
+    for document in documents:
+        archive.writestr(
+            f"documents/{document.id}.md", f"# {document.title}\n\n{document.content}\n"
+        )
 
 
 def export_policy(policy: FilePolicy) -> FilePolicy:

@@ -7,8 +7,8 @@ from uuid import UUID
 
 from tenantry.application.auth import Identity
 from tenantry.domain.auth import Actor
-from tenantry.domain.errors import Forbidden, Invalid, NotFound
-from tenantry.domain.ports import UnitOfWork
+from tenantry.domain.errors import Conflict, Forbidden, Invalid, NotFound
+from tenantry.domain.ports import UnitOfWork, UserRepository
 from tenantry.domain.users import (
     EMAIL_PATTERN,
     Role,
@@ -27,6 +27,26 @@ def check_role_grant(actor: Actor, roles: tuple[Role, ...]) -> None:
     """Only owners (and the platform) may make or unmake owners."""
     if Role.OWNER in roles and Role.OWNER not in actor.roles and not actor.is_superuser:
         raise Forbidden("Only an owner may grant the owner role.")
+
+
+LAST_OWNER = "A tenant must keep at least one active owner."
+
+
+async def keep_an_active_owner(
+    users: UserRepository,
+    user_id: UUID,
+    *,
+    roles: tuple[Role, ...] | None = None,
+    is_active: bool | None = None,
+    deleted: bool = False,
+) -> None:
+    """Refuse a change that would leave the tenant no active owner: the one keeper of that
+    rule, for demotion, deactivation and deletion alike. The owners are read under a lock held
+    to the end of the transaction, so of two owners removing each other at the same moment the
+    second reads what the first committed and is refused, whatever its credential said."""
+    takes_away = deleted or is_active is False or (roles is not None and Role.OWNER not in roles)
+    if takes_away and await users.lock_active_owners() == {user_id}:
+        raise Conflict(LAST_OWNER)
 
 
 class ListUsers:
@@ -98,6 +118,8 @@ class UpdateUser:
             if roles is not None:
                 chosen = validate_roles(roles)
                 check_role_grant(actor, chosen)
+            # Ahead of the rule on oneself, so that the last owner hears the reason that stays.
+            await keep_an_active_owner(users, user_id, roles=chosen, is_active=is_active)
             if is_self and (
                 is_active is False or (chosen is not None and set(chosen) != set(target.roles))
             ):
@@ -122,13 +144,14 @@ class DeleteUser:
 
     async def __call__(self, actor: Actor, user_id: UUID) -> None:
         require_manager(actor)
-        if user_id == actor.user_id:
-            raise Forbidden("You cannot delete yourself.")
         async with self.uow:
             users = self.uow.users(actor.tenant_id)
             target = await users.get(user_id)
             if target is None:
                 raise NotFound("No such user.")
             check_role_grant(actor, target.roles)
+            await keep_an_active_owner(users, user_id, deleted=True)
+            if user_id == actor.user_id:
+                raise Forbidden("You cannot delete yourself.")
             await users.delete(user_id)
             await self.uow.commit()

@@ -40,6 +40,9 @@ class AccessClaims(msgspec.Struct, kw_only=True, frozen=True):
     roles: tuple[Role, ...]
     token_id: str
     expires_at: datetime
+    # The refresh-token family the token was issued in (its sign-in session): revoking the
+    # family, at logout or on reuse, stops the token too. None for tokens from before the claim.
+    session_id: UUID | None = None
 
 
 class TokenPair(msgspec.Struct, kw_only=True, frozen=True):

@@ -19,6 +19,8 @@ class Document(msgspec.Struct, kw_only=True, frozen=True):
     id: UUID
     tenant_id: UUID
     project_id: UUID
+    # The author; None for rows older than ownership or a deleted user.
+    created_by: UUID | None
     title: str
     content: str
     metadata: dict[str, Any]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -18,6 +19,10 @@ from tenantry.domain.errors import DomainError, Invalid
 
 # Enough bytes to sniff every type below and to find a JPEG's size in typical files.
 SNIFF_BYTES = 64 * 1024
+# The last chunk of every PNG: no data, its type and its CRC.
+PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+# A JPEG's end-of-image marker.
+JPEG_END = b"\xff\xd9"
 
 PNG, JPEG, WEBP, GIF = "image/png", "image/jpeg", "image/webp", "image/gif"
 PDF, ZIP, TEXT, BINARY = (
@@ -46,6 +51,8 @@ class StoredFile(msgspec.Struct, kw_only=True, frozen=True):
     sha256: str
     metadata: dict[str, Any]
     storage_key: str
+    # The uploader; None for rows older than ownership, a deleted user, or the system's own.
+    created_by: UUID | None
     created_at: datetime
     deleted_at: datetime | None = None
 
@@ -63,6 +70,9 @@ class FilePolicy(msgspec.Struct, kw_only=True, frozen=True):
     image_types: frozenset[str] = frozenset({PNG, JPEG, WEBP})
     min_width: int = 100
     min_height: int = 100
+    # Pixels an image may declare: its header can claim 2^31 x 2^31 in a few bytes, and whoever
+    # decodes it later would need exabytes. Pillow's MAX_IMAGE_PIXELS, by default.
+    max_pixels: int = 89_478_485
 
 
 OBJECTS_PREFIX = "tenants/"
@@ -143,26 +153,38 @@ def _webp_size(head: bytes) -> tuple[int, int] | None:
     return None
 
 
-def _jpeg_size(head: bytes) -> tuple[int, int] | None:
+def _jpeg_segments(head: bytes) -> Iterator[tuple[int, int]]:
+    """The marker and offset of each segment of a JPEG's header that ``head`` holds."""
     position = 2
-    while position + 9 < len(head):
-        if head[position] != 0xFF:
-            return None
+    while position + 4 <= len(head) and head[position] == 0xFF:
         marker = head[position + 1]
         if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
             position += 2
             continue
-        length = int.from_bytes(head[position + 2 : position + 4], "big")
+        yield marker, position
+        position += 2 + int.from_bytes(head[position + 2 : position + 4], "big")
+
+
+def _jpeg_size(head: bytes) -> tuple[int, int] | None:
+    for marker, position in _jpeg_segments(head):
         # Start-of-frame markers, except DHT (C4), JPG (C8) and DAC (CC).
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
             height, width = struct.unpack(">HH", head[position + 5 : position + 9])
             return width, height
-        position += 2 + length
+    return None
+
+
+def _jpeg_scan(head: bytes) -> int | None:
+    """Where a JPEG's first scan data starts, when ``head`` reaches it."""
+    for marker, position in _jpeg_segments(head):
+        if marker == 0xDA:
+            return position + 2 + int.from_bytes(head[position + 2 : position + 4], "big")
     return None
 
 
 class Inspection:
-    """Follows an upload as it streams: size, SHA-256, and the verdict on its first bytes."""
+    """Follows an upload as it streams: size, SHA-256, the verdict on its first bytes and, for
+    an image, whether its bytes reach the image's end."""
 
     def __init__(self, policy: FilePolicy, *, limit: int) -> None:
         self.policy = policy
@@ -172,6 +194,11 @@ class Inspection:
         self.head = bytearray()
         self.content_type: str | None = None
         self.metadata: dict[str, Any] = {}
+        self.reached_end = True
+        # What ends the image: a marker still to be seen, or a length its header states.
+        self._end_marker = b""
+        self._carry = b""
+        self._stated_size = 0
 
     def feed(self, chunk: bytes) -> None:
         self.size += len(chunk)
@@ -179,25 +206,43 @@ class Inspection:
             raise TooLarge(f"The upload is larger than the {self.limit} bytes allowed.")
         self.digest.update(chunk)
         if self.content_type is None:
-            self.head += chunk[: SNIFF_BYTES - len(self.head)]
-            if len(self.head) >= SNIFF_BYTES:
-                self.judge()
+            room = SNIFF_BYTES - len(self.head)
+            self.head += chunk[:room]
+            if len(self.head) < SNIFF_BYTES:
+                return
+            self.judge()
+            chunk = chunk[room:]
+        if not self.reached_end and self._end_marker:
+            self._look_for_end(chunk)
 
     def finish(self) -> None:
         if self.size == 0:
             raise Invalid("The file is empty.", fields={"file": "must not be empty"})
         if self.content_type is None:
             self.judge()
+        if not self.reached_end or self.size < self._stated_size:
+            raise Invalid(
+                "The image is cut short: its bytes stop before the image ends.",
+                fields={"file": "is truncated"},
+            )
 
     def judge(self) -> None:
-        kind = sniff(bytes(self.head))
+        head = bytes(self.head)
+        kind = sniff(head)
         if kind not in self.policy.allowed_types:
             raise UnsupportedType(f"Files of type {kind} are not accepted here.")
         if kind in self.policy.image_types:
-            size = image_size(kind, bytes(self.head))
+            size = image_size(kind, head)
             if size is None:
                 raise Invalid("The image is not readable.", fields={"file": "is not a valid image"})
             width, height = size
+            # Judged from the header alone, before any more of the image is read or stored.
+            if width * height > self.policy.max_pixels:
+                raise Invalid(
+                    f"The image is {width}x{height}; at most {self.policy.max_pixels} pixels "
+                    "are accepted.",
+                    fields={"file": f"is {width}x{height}, above the maximum"},
+                )
             if width < self.policy.min_width or height < self.policy.min_height:
                 raise Invalid(
                     f"The image is {width}x{height}; at least "
@@ -205,7 +250,37 @@ class Inspection:
                     fields={"file": f"is {width}x{height}, below the minimum"},
                 )
             self.metadata = {"width": width, "height": height}
+            self._expect_end(kind, head)
         self.content_type = kind
+
+    def _expect_end(self, kind: str, head: bytes) -> None:
+        """Note what ends an image of this kind, and look for it in the head already read."""
+        if kind == WEBP:
+            # A RIFF file states its own length after its first four bytes.
+            self._stated_size = int.from_bytes(head[4:8], "little") + 8
+            return
+        if kind == PNG:
+            self.reached_end, self._end_marker = False, PNG_END
+            self._look_for_end(head[8:])
+        elif kind == JPEG:
+            self.reached_end = False
+            # An end marker may come before the scan (ending an Exif thumbnail) but never
+            # inside it unescaped: the first one after the scan starts ends the image.
+            start = _jpeg_scan(head)
+            if start is not None:
+                self._end_marker = JPEG_END
+                self._look_for_end(head[start:])
+            elif len(head) >= SNIFF_BYTES:
+                # The scan starts past the window: cannot be told cheaply.
+                self.reached_end = True
+
+    def _look_for_end(self, data: bytes) -> None:
+        # The carry is the marker's length less one, so a marker split across chunks is found.
+        marker = self._end_marker
+        if marker in data or marker in self._carry + data[: len(marker) - 1]:
+            self.reached_end = True
+        else:
+            self._carry = (self._carry + data[1 - len(marker) :])[1 - len(marker) :]
 
     @property
     def sha256(self) -> str:

@@ -75,8 +75,17 @@ class UserRepository(Protocol):
 
     async def delete(self, user_id: UUID) -> bool: ...
 
-    async def active_roles(self, user_id: UUID) -> tuple[Role, ...] | None:
-        """The user's roles while both the user and the tenant are active, else None."""
+    async def active_roles(
+        self, user_id: UUID, *, session_id: UUID | None = None
+    ) -> tuple[Role, ...] | None:
+        """The user's roles while both the user and the tenant are active and, when a session
+        (refresh-token family) is named, it was not revoked; else None."""
+        ...
+
+    async def lock_active_owners(self) -> set[UUID]:
+        """The ids of the tenant's active owners, read after locking the tenant's owners until
+        the transaction ends: concurrent callers take turns, each reading what the last one
+        committed."""
         ...
 
 
@@ -144,7 +153,13 @@ class DocumentRepository(Protocol):
     """Live documents of one tenant."""
 
     async def add(
-        self, *, project_id: UUID, title: str, content: str, metadata: dict[str, Any]
+        self,
+        *,
+        project_id: UUID,
+        created_by: UUID | None,
+        title: str,
+        content: str,
+        metadata: dict[str, Any],
     ) -> Document: ...
 
     async def get(self, project_id: UUID, document_id: UUID) -> Document | None: ...
@@ -216,9 +231,11 @@ class TaskRepository(Protocol):
         self, query: ListQuery, *, status: TaskStatus | None, task_type: str | None
     ) -> tuple[Sequence[Task], int]: ...
 
-    async def start(self, task_id: UUID, *, attempt: int, at: datetime) -> Task | None:
-        """pending (or processing, after a crash) -> processing; None when it is not runnable.
-        A task whose cancellation was asked for ends as cancelled here instead."""
+    async def start(self, task_id: UUID, *, at: datetime, max_attempts: int) -> Task | None:
+        """pending (or processing, after a crash) -> processing, counting the attempt in the
+        row (``retry_count`` + 1 is its number); None when it is not runnable. A task whose
+        cancellation was asked for ends as cancelled here instead, and one whose attempts are
+        spent (its last worker died) as failed."""
         ...
 
     async def progress(self, task_id: UUID, percent: int) -> None:
@@ -362,7 +379,11 @@ class PasswordHasher(Protocol):
 class AccessTokens(Protocol):
     """Signing and checking may re-read the keyring from the secret store, hence async."""
 
-    async def issue(self, *, user_id: UUID, tenant_id: UUID, roles: tuple[Role, ...]) -> str: ...
+    async def issue(
+        self, *, user_id: UUID, tenant_id: UUID, roles: tuple[Role, ...], session_id: UUID
+    ) -> str:
+        """A token of the session ``session_id`` (its refresh-token family)."""
+        ...
 
     async def verify(self, token: str) -> AccessClaims:
         """The claims of a valid token; raise ``Unauthenticated`` for anything else."""

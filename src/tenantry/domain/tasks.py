@@ -24,6 +24,9 @@ class TaskStatus(enum.StrEnum):
 
 
 FINISHED = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+# Why a task ended without its handler saying so.
+WORKER_LOST = "The worker running this task stopped responding."
+TENANT_SUSPENDED = "The tenant was suspended."
 
 
 class Task(msgspec.Struct, kw_only=True, frozen=True):
@@ -37,6 +40,8 @@ class Task(msgspec.Struct, kw_only=True, frozen=True):
     config: dict[str, Any]
     result: dict[str, Any] | None
     error_message: str | None
+    # Attempts started so far, less one (0 before the first too); the row counts them, not the
+    # queue, so an attempt killed with its worker still counts.
     retry_count: int
     created_by: UUID | None
     cancel_requested: bool
@@ -74,4 +79,5 @@ class RetryableError(Exception):
 
 
 class TaskCancelled(Exception):
-    """Raised by a handler's cancellation check to stop at a safe point."""
+    """Raised by a handler's cancellation check to stop at a safe point; its message, if any,
+    says why when the user did not ask for it."""

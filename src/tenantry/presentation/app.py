@@ -14,10 +14,12 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins import PluginProtocol
+from litestar.routes import HTTPRoute
 
 from tenantry.config import Settings
 from tenantry.presentation.api_keys import ApiKeyController
 from tenantry.presentation.auth import AuthController
+from tenantry.presentation.bodies import JSONBodyRequest
 from tenantry.presentation.documents import DocumentController
 from tenantry.presentation.errors import exception_handlers
 from tenantry.presentation.files import FileController
@@ -88,6 +90,7 @@ def create_app(
             )
         ],
         exception_handlers=exception_handlers,
+        request_class=JSONBodyRequest,
         cors_config=CORSConfig(
             allow_origins=settings.cors_origins,
             allow_headers=[
@@ -134,6 +137,18 @@ def create_app(
     if metrics is not None:
         app.asgi_handler = MetricsMiddleware(app.asgi_handler, metrics=metrics)
     app.asgi_handler = RequestContextMiddleware(
-        app.asgi_handler, docs_path=DOCS_PATH, production=settings.is_production
+        app.asgi_handler,
+        docs_path=DOCS_PATH,
+        production=settings.is_production,
+        allowed_methods=allowed_methods(app),
     )
     return app
+
+
+def allowed_methods(app: Litestar) -> dict[str, bytes]:
+    """Each route's path template and its methods, as an Allow header says them."""
+    return {
+        route.path_format: ", ".join(sorted(route.methods)).encode()
+        for route in app.routes
+        if isinstance(route, HTTPRoute)
+    }

@@ -61,6 +61,7 @@ class DocumentUpdate(msgspec.Struct, forbid_unknown_fields=True):
 class DocumentRead(msgspec.Struct):
     id: UUID
     project_id: UUID
+    created_by: UUID | None
     title: str
     content: str
     metadata: dict[str, Any]
@@ -73,6 +74,7 @@ class DocumentRead(msgspec.Struct):
         return cls(
             id=document.id,
             project_id=document.project_id,
+            created_by=document.created_by,
             title=document.title,
             content=document.content,
             metadata=document.metadata,
@@ -180,8 +182,8 @@ class DocumentController(Controller):
 
     @delete(
         "/{document_id:uuid}",
-        summary="Delete a document",
-        responses=problems(*SIGNED_IN_ERRORS, *PARAMETER_ERRORS, 404),
+        summary="Delete a document (its author, admins and owners)",
+        responses=problems(*SIGNED_IN_ERRORS, *PARAMETER_ERRORS, 403, 404),
     )
     async def delete_document(
         self,

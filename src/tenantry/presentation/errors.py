@@ -78,9 +78,9 @@ class Problem(msgspec.Struct, omit_defaults=True):
 # it cannot read (400), one that breaks the schema (422). Listing 400 also replaces the 400
 # Litestar documents for such routes in its own shape, which is not what they send.
 PARAMETER_ERRORS = (400, 422)
-# What a route reading a JSON body may answer before its handler runs: the above, and a body
-# over the size limit.
-BODY_ERRORS = (*PARAMETER_ERRORS, 413)
+# What a route reading a JSON body may answer before its handler runs: the above, a body over
+# the size limit, and one sent as another media type than JSON.
+BODY_ERRORS = (*PARAMETER_ERRORS, 413, 415)
 
 
 def problems(*statuses: int) -> dict[int, ResponseSpec]:

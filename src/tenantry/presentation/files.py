@@ -11,8 +11,9 @@ from urllib.parse import quote
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, Request, delete, get, post
+from litestar import Controller, Request, Response, delete, get, head, post
 from litestar.di import NamedDependency
+from litestar.enums import MediaType
 from litestar.exceptions import ClientException, HTTPException
 from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
@@ -31,7 +32,7 @@ from tenantry.application.files import (
     UploadFile,
 )
 from tenantry.domain.auth import Actor
-from tenantry.domain.files import StoredFile, Usage
+from tenantry.domain.files import TEXT, StoredFile, Usage
 from tenantry.domain.projects import ListQuery
 from tenantry.presentation.errors import BODY_ERRORS, PARAMETER_ERRORS, problems
 from tenantry.presentation.pagination import (
@@ -56,6 +57,7 @@ class FileRead(msgspec.Struct):
     content_type: str
     sha256: str
     metadata: dict[str, Any]
+    created_by: UUID | None
     created_at: datetime
     deleted_at: datetime | None = None
 
@@ -68,6 +70,7 @@ class FileRead(msgspec.Struct):
             content_type=file.content_type,
             sha256=file.sha256,
             metadata=file.metadata,
+            created_by=file.created_by,
             created_at=file.created_at,
             deleted_at=file.deleted_at,
         )
@@ -163,6 +166,19 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 def disposition(filename: str) -> str:
     fallback = filename.encode("ascii", "replace").decode().replace('"', "'")
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename)}"
+
+
+def content_headers(found: StoredFile, start: int, end: int) -> dict[str, str]:
+    """What GET and HEAD on a file's content say of it, for the bytes from start to end."""
+    # Sniffed as text means it decoded as UTF-8.
+    charset = "; charset=utf-8" if found.content_type == TEXT else ""
+    return {
+        "Content-Type": found.content_type + charset,
+        "Content-Length": str(end - start + 1),
+        "Accept-Ranges": "bytes",
+        "ETag": f'"{found.sha256}"',
+        "Content-Disposition": disposition(found.original_filename),
+    }
 
 
 class FileController(Controller):
@@ -271,26 +287,39 @@ class FileController(Controller):
             return Redirect(url, status_code=307)
         wanted = parse_range(range_header, found.size)
         start, end = wanted or (0, found.size - 1)
-        headers = {
-            "Content-Length": str(end - start + 1),
-            "Accept-Ranges": "bytes",
-            "ETag": f'"{found.sha256}"',
-            "Content-Disposition": disposition(found.original_filename),
-        }
+        headers = content_headers(found, start, end)
         if wanted is not None:
             headers["Content-Range"] = f"bytes {start}-{end}/{found.size}"
         body = read_file_content(found, start=start, end=end)
-        return Stream(
-            body,
-            status_code=206 if wanted else 200,
-            media_type=found.content_type,
-            headers=headers,
+        return Stream(body, status_code=206 if wanted else 200, headers=headers)
+
+    @head(
+        "/{file_id:uuid}/content",
+        summary="A file's headers, without its bytes",
+        description="The headers a GET without Range answers, from the file's record alone: "
+        "the bytes are not read, and there is no redirect (a presigned URL is signed for GET "
+        "only).",
+        responses={
+            200: ResponseSpec(None, description="The file's headers"),
+            **problems(*SIGNED_IN_ERRORS, *PARAMETER_ERRORS, 404),
+        },
+    )
+    async def head_content(
+        self,
+        file_id: FromPath[UUID],
+        actor: NamedDependency[Actor],
+        get_file: NamedDependency[GetFile],
+    ) -> Response[None]:
+        found = await get_file(actor, file_id)
+        # Litestar renders no content as an empty body for a text type; the headers say the rest.
+        return Response(
+            None, media_type=MediaType.TEXT, headers=content_headers(found, 0, found.size - 1)
         )
 
     @delete(
         "/{file_id:uuid}",
-        summary="Delete a file (soft; purged after the grace period)",
-        responses=problems(*SIGNED_IN_ERRORS, *PARAMETER_ERRORS, 404),
+        summary="Delete a file (its uploader, admins and owners; purged after the grace period)",
+        responses=problems(*SIGNED_IN_ERRORS, *PARAMETER_ERRORS, 403, 404),
     )
     async def delete_file(
         self,

@@ -83,4 +83,5 @@ class MetricsController(Controller):
     )
     def metrics(self, request_metrics: NamedDependency[RequestMetrics]) -> Response[bytes]:
         body, content_type = request_metrics.scrape()
-        return Response(body, media_type=content_type, headers={"Cache-Control": "no-store"})
+        # As a header, not a media type: Litestar would add a second charset to a text/ one.
+        return Response(body, headers={"Content-Type": content_type, "Cache-Control": "no-store"})

@@ -1,4 +1,5 @@
-"""The outermost ASGI layer: request id, logging context, access line and security headers.
+"""The outermost ASGI layer: request id, logging context, access line, security headers, and
+every method of a path in the Allow of its OPTIONS answer.
 
 It wraps Litestar's whole handler (router and exception handling included) because Litestar's
 own middleware runs per route and so never sees a 404 or 405 from routing.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import structlog
 from litestar.enums import ScopeType
@@ -71,10 +72,19 @@ def _security_headers(path: str, docs_path: str, production: bool) -> Iterable[t
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, *, docs_path: str, production: bool) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        docs_path: str,
+        production: bool,
+        allowed_methods: Mapping[str, bytes] | None = None,
+    ) -> None:
+        """``allowed_methods`` maps a route's path template to its Allow header value."""
         self.app = app
         self.docs_path = docs_path
         self.production = production
+        self.allowed_methods = allowed_methods or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -86,6 +96,7 @@ class RequestContextMiddleware:
         scope.setdefault("state", {})[REQUEST_ID_STATE_KEY] = request_id
         status = 500
         path = scope["path"]
+        options = scope["method"] == "OPTIONS"
         extra_headers = [
             (b"x-request-id", request_id.encode()),
             *_security_headers(path, self.docs_path, self.production),
@@ -95,9 +106,17 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                present = {name.lower() for name, _ in message.get("headers", ())}
+                headers = message.get("headers", ())
+                # Litestar 2's automatic OPTIONS answer lists only the methods of the first
+                # handler registered on the path (litestar#4169, fixed in Litestar 3).
+                if options and (allow := self.allowed_methods.get(scope.get("path_template", ""))):
+                    headers = [
+                        (name, allow if name.lower() == b"allow" else value)
+                        for name, value in headers
+                    ]
+                present = {name.lower() for name, _ in headers}
                 message["headers"] = [
-                    *message.get("headers", ()),
+                    *headers,
                     *(header for header in extra_headers if header[0] not in present),
                 ]
             await send(message)

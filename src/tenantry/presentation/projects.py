@@ -173,7 +173,7 @@ class ProjectController(Controller):
 
     @delete(
         "/{project_id:uuid}",
-        summary="Delete a project and its documents",
+        summary="Delete a project and its documents (its owner, the tenant's admins and owners)",
         responses=problems(*SIGNED_IN_ERRORS, *PARAMETER_ERRORS, 403, 404),
     )
     async def delete_project(

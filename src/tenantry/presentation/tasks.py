@@ -206,8 +206,8 @@ class TaskController(Controller):
     @post(
         "/{task_id:uuid}/cancel",
         status_code=202,
-        summary="Cancel a task (a finished one is 409)",
-        responses=problems(*SIGNED_IN_ERRORS, *PARAMETER_ERRORS, 404, 409),
+        summary="Cancel a task (its submitter, admins and owners; a finished one is 409)",
+        responses=problems(*SIGNED_IN_ERRORS, *PARAMETER_ERRORS, 403, 404, 409),
     )
     async def cancel_task(
         self,

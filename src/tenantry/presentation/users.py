@@ -143,7 +143,7 @@ class UserController(Controller):
         "/{user_id:uuid}",
         summary="Remove a user (owners and admins)",
         guards=[requires_manager],
-        responses=problems(*SIGNED_IN_ERRORS, *PARAMETER_ERRORS, 403, 404),
+        responses=problems(*SIGNED_IN_ERRORS, *PARAMETER_ERRORS, 403, 404, 409),
     )
     async def delete_user(
         self,

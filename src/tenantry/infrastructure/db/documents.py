@@ -28,6 +28,7 @@ def to_document(row: DocumentModel) -> Document:
         id=row.id,
         tenant_id=row.tenant_id,
         project_id=row.project_id,
+        created_by=row.created_by,
         title=row.title,
         content=row.content,
         metadata=dict(row.meta),
@@ -42,11 +43,22 @@ class SqlDocumentRepository:
         self.repository = repository
 
     async def add(
-        self, *, project_id: UUID, title: str, content: str, metadata: dict[str, Any]
+        self,
+        *,
+        project_id: UUID,
+        created_by: UUID | None,
+        title: str,
+        content: str,
+        metadata: dict[str, Any],
     ) -> Document:
         row = await self.repository.add(
             DocumentModel(
-                project_id=project_id, title=title, content=content, meta=metadata, version=1
+                project_id=project_id,
+                created_by=created_by,
+                title=title,
+                content=content,
+                meta=metadata,
+                version=1,
             )
         )
         return to_document(row)

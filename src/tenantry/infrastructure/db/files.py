@@ -36,6 +36,7 @@ def to_file(row: FileModel) -> StoredFile:
         sha256=row.sha256,
         metadata=dict(row.meta),
         storage_key=row.storage_key,
+        created_by=row.created_by,
         created_at=row.created_at,
         deleted_at=row.deleted_at,
     )
@@ -60,6 +61,7 @@ class SqlFileRepository:
                 sha256=file.sha256,
                 meta=file.metadata,
                 storage_key=file.storage_key,
+                created_by=file.created_by,
             )
         )
         return to_file(row)

@@ -110,6 +110,17 @@ class ApiKeyModel(TenantOwned):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
 
 
+def creator_key() -> ForeignKeyConstraint:
+    """The creator of a row is a user of its own tenant. Deleting that user sets only
+    ``created_by`` to NULL (tenant_id is part of the key and must stay): the row remains, for
+    admins and owners to manage."""
+    return ForeignKeyConstraint(
+        ["tenant_id", "created_by"],
+        ["users.tenant_id", "users.id"],
+        ondelete="SET NULL (created_by)",
+    )
+
+
 class ProjectModel(TenantOwned):
     __tablename__ = "projects"
     __table_args__ = (
@@ -139,10 +150,12 @@ class DocumentModel(TenantOwned):
         ForeignKeyConstraint(
             ["tenant_id", "project_id"], ["projects.tenant_id", "projects.id"], ondelete="CASCADE"
         ),
+        creator_key(),
         Index("ix_documents_tenant_project_created", "tenant_id", "project_id", "created_at"),
     )
 
     project_id: Mapped[UUID]
+    created_by: Mapped[UUID | None]
     title: Mapped[str] = mapped_column(String(300))
     content: Mapped[str] = mapped_column(Text, default="", server_default="")
     # "metadata" is taken by SQLAlchemy's declarative base; the column keeps the API's name.
@@ -155,8 +168,9 @@ class DocumentModel(TenantOwned):
 
 class FileModel(TenantOwned):
     __tablename__ = "files"
-    __table_args__ = (Index("ix_files_tenant_created", "tenant_id", "created_at"),)
+    __table_args__ = (creator_key(), Index("ix_files_tenant_created", "tenant_id", "created_at"))
 
+    created_by: Mapped[UUID | None]
     original_filename: Mapped[str] = mapped_column(String(255))
     size: Mapped[int] = mapped_column(BigInteger)
     content_type: Mapped[str] = mapped_column(String(100))
@@ -173,6 +187,7 @@ class TaskModel(TenantOwned):
     __tablename__ = "tasks"
     __table_args__ = (
         UniqueConstraint("tenant_id", "id", name="uq_tasks_tenant_id_id"),
+        creator_key(),
         Index("ix_tasks_tenant_status", "tenant_id", "status"),
         Index("ix_tasks_tenant_created", "tenant_id", "created_at"),
     )

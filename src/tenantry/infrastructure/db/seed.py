@@ -135,6 +135,7 @@ async def seed(
                         "id": uuid7(),
                         "tenant_id": tenant.id,
                         "project_id": project_id,
+                        "created_by": owner.id,
                         "title": _phrase(rng, 4),
                         "content": _phrase(rng, 60),
                         "meta": {"words": 60, "tags": [rng.choice(WORDS)]},

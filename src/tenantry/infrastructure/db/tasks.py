@@ -7,10 +7,10 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 
 from tenantry.domain.projects import ListQuery
-from tenantry.domain.tasks import FINISHED, Task, TaskLog, TaskStats, TaskStatus
+from tenantry.domain.tasks import FINISHED, WORKER_LOST, Task, TaskLog, TaskStats, TaskStatus
 from tenantry.infrastructure.db.listing import list_filters
 from tenantry.infrastructure.db.models import TaskLogModel, TaskModel
 from tenantry.infrastructure.db.tenancy import TenantScopedRepository
@@ -99,16 +99,20 @@ class SqlTaskRepository:
         )
         return [to_task(row) for row in rows], total
 
-    async def start(self, task_id: UUID, *, attempt: int, at: datetime) -> Task | None:
+    async def start(self, task_id: UUID, *, at: datetime, max_attempts: int) -> Task | None:
+        runnable = TaskModel.status.in_([TaskStatus.PENDING.value, TaskStatus.PROCESSING.value])
+        cancelled = TaskModel.cancel_requested.is_(True)
+        # Only the first start finds started_at empty; every later one is another attempt,
+        # whether the last asked for a retry or died with its worker (then the queue's own
+        # count starts again at 1 and cannot be trusted).
+        first = TaskModel.started_at.is_(None)
+        spent = and_(~first, TaskModel.retry_count + 1 >= max_attempts)
         statement = (
             self._update(task_id)
-            .where(
-                TaskModel.status.in_([TaskStatus.PENDING.value, TaskStatus.PROCESSING.value]),
-                TaskModel.cancel_requested.is_(False),
-            )
+            .where(runnable, ~cancelled, ~spent)
             .values(
                 status=TaskStatus.PROCESSING.value,
-                retry_count=attempt - 1,
+                retry_count=case((first, 0), else_=TaskModel.retry_count + 1),
                 started_at=at,
                 heartbeat_at=at,
                 updated_at=func.now(),
@@ -118,14 +122,19 @@ class SqlTaskRepository:
         )
         row = (await self.session.execute(statement)).scalar_one_or_none()
         if row is None:
-            # Cancelled while queued or while its worker died: end it here, not run it.
+            # Cancelled while queued or while its worker died, or its last attempt died with
+            # its worker: end it here, not run it.
             await self.session.execute(
                 self._update(task_id)
-                .where(
-                    TaskModel.status.in_([TaskStatus.PENDING.value, TaskStatus.PROCESSING.value]),
-                    TaskModel.cancel_requested.is_(True),
+                .where(runnable, or_(cancelled, spent))
+                .values(
+                    status=case(
+                        (cancelled, TaskStatus.CANCELLED.value), else_=TaskStatus.FAILED.value
+                    ),
+                    error_message=case((cancelled, TaskModel.error_message), else_=WORKER_LOST),
+                    completed_at=at,
+                    updated_at=func.now(),
                 )
-                .values(status=TaskStatus.CANCELLED.value, completed_at=at, updated_at=func.now())
             )
         return None if row is None else to_task(row)
 

@@ -59,6 +59,9 @@ class SqlTenantRepository:
     async def list(self, *, limit: int, offset: int) -> tuple[list[Tenant], int]:
         rows, total = await self.repository.get_many_and_count(
             OrderBy(field_name="created_at", sort_order="asc"),
+            # Tenants made in one transaction share a created_at: without a total order, pages
+            # of the platform jobs that walk every tenant overlap and skip some.
+            OrderBy(field_name="id", sort_order="asc"),
             LimitOffset(limit=limit, offset=offset),
         )
         return [to_tenant(row) for row in rows], total

@@ -9,13 +9,13 @@ from uuid import UUID
 
 from advanced_alchemy.exceptions import IntegrityError
 from advanced_alchemy.filters import LimitOffset, OrderBy
-from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy import bindparam, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.domain.errors import Conflict
 from tenantry.domain.tenants import TenantStatus
 from tenantry.domain.users import NewUser, Role, User
-from tenantry.infrastructure.db.models import TenantModel, UserModel
+from tenantry.infrastructure.db.models import RefreshTokenModel, TenantModel, UserModel
 from tenantry.infrastructure.db.tenancy import DriverStatement, TenantScopedRepository
 
 
@@ -24,7 +24,9 @@ class UserModelRepository(TenantScopedRepository[UserModel]):
 
 
 _users, _tenants = UserModel.__table__, TenantModel.__table__
-# Every authenticated request runs this check: compiled once, run on the driver.
+_refresh_tokens = RefreshTokenModel.__table__
+# Every authenticated request runs this check: compiled once, run on the driver. A null
+# session_id (an API key, a token from before sessions were named) matches no family.
 _ACTIVE_ROLES = DriverStatement(
     select(_users.c.roles)
     .join(_tenants, _tenants.c.id == _users.c.tenant_id)
@@ -33,6 +35,12 @@ _ACTIVE_ROLES = DriverStatement(
         _users.c.id == bindparam("user_id"),
         _users.c.is_active.is_(True),
         _tenants.c.status == TenantStatus.ACTIVE.value,
+        # Revoking a family marks every token of it: one revoked token means a revoked session.
+        ~exists().where(
+            _refresh_tokens.c.tenant_id == bindparam("tenant_id"),
+            _refresh_tokens.c.family_id == bindparam("session_id"),
+            _refresh_tokens.c.revoked_at.is_not(None),
+        ),
     )
 )
 
@@ -163,8 +171,30 @@ class SqlUserRepository:
         await self.repository.delete(row.id)
         return True
 
-    async def active_roles(self, user_id: UUID) -> tuple[Role, ...] | None:
+    async def active_roles(
+        self, user_id: UUID, *, session_id: UUID | None = None
+    ) -> tuple[Role, ...] | None:
         record = await _ACTIVE_ROLES.fetch_row(
-            self.session, tenant_id=self.tenant_id, user_id=user_id
+            self.session, tenant_id=self.tenant_id, user_id=user_id, session_id=session_id
         )
         return None if record is None else tuple(Role(role) for role in record["roles"])
+
+    async def lock_active_owners(self) -> set[UUID]:
+        # The tenant's row stands for its owners, locked FOR NO KEY UPDATE (key_share=True) as
+        # an upload's quota check locks it: changes of owners queue behind each other, but not
+        # behind the key-share lock every foreign key to the tenant takes.
+        await self.session.execute(
+            select(TenantModel.id)
+            .where(TenantModel.id == self.tenant_id)
+            .with_for_update(key_share=True)
+        )
+        # A statement of its own, after the lock: under READ COMMITTED it sees what the last
+        # holder committed.
+        owners = await self.session.scalars(
+            self.repository.scoped(
+                select(UserModel.id).where(
+                    UserModel.is_active.is_(True), UserModel.roles.contains([Role.OWNER.value])
+                )
+            )
+        )
+        return set(owners)

@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 
 from tenantry.infrastructure.observability.metrics import WorkerGauges
 
-RunTask = Callable[[UUID, UUID, int], Awaitable[timedelta | None]]
+RunTask = Callable[[UUID, UUID], Awaitable[timedelta | None]]
 Reconcile = Callable[[], Awaitable[int]]
 log = structlog.stdlib.get_logger("tenantry.worker")
 
@@ -23,16 +23,18 @@ log = structlog.stdlib.get_logger("tenantry.worker")
 async def run_task(
     ctx: dict[str, Any], tenant_id: str, task_id: str, request_id: str | None, user_id: str | None
 ) -> None:
-    attempt: int = ctx["job_try"]
+    # arq's count of this job's deliveries, for the logs only: a re-enqueued task starts a new
+    # job at 1 again, so the task row counts its attempts.
+    job_try: int = ctx["job_try"]
     with structlog.contextvars.bound_contextvars(
         request_id=request_id,
         tenant_id=tenant_id,
         user_id=user_id,
         task_id=task_id,
-        attempt=attempt,
+        job_try=job_try,
     ):
         log.info("task attempt starting")
-        retry = await ctx["run"](UUID(tenant_id), UUID(task_id), attempt)
+        retry = await ctx["run"](UUID(tenant_id), UUID(task_id))
         if retry is not None:
             log.info("task attempt failed; retrying", retry_in_s=retry.total_seconds())
             raise Retry(defer=retry)

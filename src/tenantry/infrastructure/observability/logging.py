@@ -64,7 +64,16 @@ def build_handler(stream: TextIO, *, json: bool) -> logging.Handler:
             _render_json,
         ]
     else:
-        final = [structlog.dev.ConsoleRenderer(colors=stream.isatty())]
+        colors = stream.isatty()
+        final = [
+            structlog.dev.ConsoleRenderer(
+                colors=colors,
+                # Rich tracebacks show every frame's locals by default: the same rule.
+                exception_formatter=structlog.dev.RichTracebackFormatter(
+                    color_system="truecolor" if colors else None, show_locals=False
+                ),
+            )
+        ]
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=_shared_processors(),
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],

@@ -99,24 +99,31 @@ VERIFIED_TOKENS = 4096
 
 
 class JwtAccessTokens:
-    def __init__(self, keys: SigningKeys, *, ttl: timedelta) -> None:
+    def __init__(
+        self, keys: SigningKeys, *, ttl: timedelta, now: Callable[[], float] = time.time
+    ) -> None:
         self.keys = keys
         self.ttl = ttl
+        # Seconds since the epoch; injectable so that a test may pass a token's expiry at once.
+        self._now = now
         self._verified: dict[str, _Verified] = {}
 
     @property
     def ttl_seconds(self) -> int:
         return int(self.ttl.total_seconds())
 
-    async def issue(self, *, user_id: UUID, tenant_id: UUID, roles: tuple[Role, ...]) -> str:
+    async def issue(
+        self, *, user_id: UUID, tenant_id: UUID, roles: tuple[Role, ...], session_id: UUID
+    ) -> str:
         key = await self.keys.signing_key()
-        now = datetime.now(UTC)
+        now = datetime.fromtimestamp(self._now(), UTC)
         payload: dict[str, Any] = {
             "iss": ISSUER,
             "sub": str(user_id),
             "tid": str(tenant_id),
             "roles": [role.value for role in roles],
             "jti": uuid4().hex,
+            "sid": str(session_id),
             "iat": now,
             "exp": now + self.ttl,
         }
@@ -125,8 +132,8 @@ class JwtAccessTokens:
     async def verify(self, token: str) -> AccessClaims:
         seen = self._verified.get(token)
         if seen is not None:
-            # As PyJWT decides: expired once now reaches exp (no leeway).
-            if time.time() < seen.expires and await self.keys.holds(seen.kid):
+            # Expired once now reaches exp (no leeway), as below.
+            if self._now() < seen.expires and await self.keys.holds(seen.kid):
                 return seen.claims
             del self._verified[token]
         try:
@@ -140,8 +147,12 @@ class JwtAccessTokens:
                 key.material,
                 algorithms=[ALGORITHM],
                 issuer=ISSUER,
-                options={"require": REQUIRED_CLAIMS},
+                # exp is checked below, by this object's clock rather than PyJWT's.
+                options={"require": REQUIRED_CLAIMS, "verify_exp": False},
             )
+            expires = int(claims["exp"])
+            if expires <= self._now():
+                raise Unauthenticated(INVALID_TOKEN)
             verified = _Verified(
                 AccessClaims(
                     user_id=UUID(claims["sub"]),
@@ -149,11 +160,13 @@ class JwtAccessTokens:
                     roles=tuple(Role(role) for role in claims.get("roles", [])),
                     token_id=str(claims["jti"]),
                     expires_at=datetime.fromtimestamp(claims["exp"], UTC),
+                    # Not required: tokens issued before the claim existed stay good until exp.
+                    session_id=UUID(claims["sid"]) if "sid" in claims else None,
                 ),
                 kid=key.kid,
-                expires=float(claims["exp"]),
+                expires=float(expires),
             )
-        except (jwt.PyJWTError, ValueError, TypeError, KeyError, AttributeError):
+        except (jwt.PyJWTError, ValueError, TypeError, OverflowError, KeyError, AttributeError):
             raise Unauthenticated(INVALID_TOKEN) from None
         if len(self._verified) >= VERIFIED_TOKENS:
             del self._verified[next(iter(self._verified))]  # the oldest entry
