@@ -4,18 +4,17 @@ an outage after start, and redaction."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import jwt
 import msgspec
 import pytest
-from click.testing import CliRunner
 from litestar.testing import AsyncTestClient
 
 from tenantry import bootstrap
 from tenantry.application.keys import read_keyring
-from tenantry.cli import main
 from tenantry.config import Settings
 from tenantry.domain.errors import StaleVersion
 from tenantry.domain.secrets import DATABASE, KEYRING, S3, SecretNotFound
@@ -25,7 +24,7 @@ from tenantry.infrastructure.secrets.vault import VaultSecrets
 from ..conftest import Client, captured_logs, superuser_headers
 from ..openbao import OpenBao
 from .identity import bearer, create_tenant, login
-from .test_cli import tenantry
+from .test_cli import in_process
 
 # Trust authentication ignores it; the tests prove it travels from Vault, not that PG checks it.
 DATABASE_PASSWORD = "vault-db-password-5f1c"
@@ -117,26 +116,17 @@ async def test_two_app_instances_see_one_rotation(
         assert jwt.get_unverified_header(from_b["access_token"])["kid"] == body["current"]
 
 
-async def in_process(*args: str, **env: str) -> tuple[int, str]:
-    """The `tenantry` command in this process (a subprocess costs seconds of imports); in a
-    thread, since the command runs its own event loop."""
-    result = await asyncio.to_thread(
-        CliRunner().invoke, main, list(args), env=env, catch_exceptions=False
-    )
-    return result.exit_code, result.output
-
-
 async def test_keys_cli_rotates_lists_and_prunes_in_vault(vault_settings: Settings) -> None:
     env = vault_env(vault_settings)
-    code, out = await in_process("keys", "rotate", **env)
+    code, out, _ = await in_process("keys", "rotate", **env)
     assert code == 0, out
     assert f"in secret/{vault_settings.vault_keyring_path} in Vault" in out
     assert (await in_process("keys", "rotate", **env))[0] == 0
-    code, out = await in_process("keys", "list", **env)
+    code, out, _ = await in_process("keys", "list", **env)
     lines = out.strip().splitlines()
     assert len(lines) == 2
     assert lines[0].endswith("current")
-    code, out = await in_process("keys", "prune", **env)
+    code, out, _ = await in_process("keys", "prune", **env)
     # The first key was retired seconds ago: tokens it signed are still alive.
     assert (code, out.strip()) == (0, "Dropped 0 key(s): none.")
 
@@ -148,10 +138,10 @@ async def test_vault_bootstrap_is_idempotent(vault_settings: Settings) -> None:
         "TENANTRY_S3_ACCESS_KEY_ID": "minio-user",
         "TENANTRY_S3_SECRET_ACCESS_KEY": "minio-secret-3",
     }
-    code, out = await in_process("vault", "bootstrap", **env)
+    code, out, _ = await in_process("vault", "bootstrap", **env)
     assert code == 0, out
     assert "wrote database, s3; unchanged nothing; created the signing keyring." in out
-    code, out = await in_process("vault", "bootstrap", **env)
+    code, out, _ = await in_process("vault", "bootstrap", **env)
     assert code == 0, out
     assert "wrote nothing; unchanged database, s3; keyring kept." in out
 
@@ -173,7 +163,7 @@ async def test_vault_down_at_start_is_one_clear_line(settings: Settings) -> None
         "TENANTRY_VAULT_TOKEN": "s.do-not-print-me",
         "TENANTRY_VAULT_RETRIES": "1",
     }
-    code, _, err = await tenantry("serve", "--port", str(free_port()), **env)
+    code, _, err = await in_process("serve", "--port", str(free_port()), **env)
     assert code == 2
     assert err.strip() == (
         f"error: Cannot reach Vault at http://127.0.0.1:{port} (ConnectionError); "
@@ -200,18 +190,29 @@ async def test_vault_down_after_start_keeps_serving_and_ready_says_503(
     own.start()
     try:
         settings = msgspec.structs.replace(
-            vault_settings, vault_addr=own.addr, vault_token=own.token, secrets_cache_seconds=1
+            vault_settings, vault_addr=own.addr, vault_token=own.token
         )
         await seed_database_secret(settings)
-        async with AsyncTestClient(app=bootstrap.create_app(settings)) as client:
+        container = bootstrap.Container(settings)
+        app = bootstrap.create_app(settings, container=container)
+        async with AsyncTestClient(app=app) as client:
             await create_tenant(client, "acme")
             tokens = await login(client, "acme", "olive")
             own.stop()
-            # Past the cache's lifetime: every read now finds Vault gone.
-            await asyncio.sleep(1.2)
-            for _ in range(3):
-                me = await client.get("/api/v1/auth/me", headers=bearer(tokens))
-                assert me.status_code == 200, me.text
+            # Every cached secret past its lifetime, as if secrets_cache_seconds had gone by:
+            # each read now tries Vault again and finds it gone.
+            container.secrets.ttl = 0
+            with captured_logs() as log_lines:
+                deadline = time.monotonic() + 30
+                while not any(
+                    line["message"] == "secret store unavailable; serving the cached secret"
+                    and line["secret"] == KEYRING
+                    for line in log_lines.of("tenantry.secrets")
+                ):
+                    assert time.monotonic() < deadline, "no read of the keyring found Vault gone"
+                    me = await client.get("/api/v1/auth/me", headers=bearer(tokens))
+                    assert me.status_code == 200, me.text
+                    await asyncio.sleep(0.02)
             assert (await login(client, "acme", "olive"))["access_token"]
             ready = await client.get("/ready")
             assert ready.status_code == 503

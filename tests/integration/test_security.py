@@ -124,7 +124,7 @@ async def test_a_reused_refresh_token_revokes_its_family(client: Client) -> None
 
 @pytest.mark.parametrize(
     "token",
-    ["", "x", "0" * 32 + "." + "a" * 43, str(uuid.uuid4().hex) + "." + "b" * 43, "a" * 512],
+    ["", "x", "0" * 32 + "." + "a" * 43, "0d875f3b7f754f5d95baf1e83532b392." + "b" * 43, "a" * 512],
 )
 async def test_forged_refresh_tokens_are_401(client: Client, token: str) -> None:
     response = await client.post("/api/v1/auth/refresh", json={"refresh_token": token})
@@ -350,21 +350,30 @@ async def test_malformed_json_is_400(client: Client, body: bytes) -> None:
     assert_problem(response, 400)
 
 
+TOO_DEEP = (400, "The request body is nested too deeply.")
+# Each bomb with the refusal that must stop it: the decoder's depth and range limits or the body
+# size limit, each answered before the body is walked, not a parse that runs to its end.
 BOMBS = {
-    "100k nested arrays": "[" * 100_000 + "]" * 100_000,
-    "1 MB of open brackets": "[" * 1_000_000,
-    "100k nested objects": '{"a":' * 100_000 + "1" + "}" * 100_000,
-    "a 500k-digit number": '{"tenant": "acme", "login": "olive", "password": '
-    + "9" * 500_000
-    + "}",
-    "a float past infinity": '{"tenant": 1e999999}',
-    "100k unknown keys": "{" + ",".join(f'"k{i}":0' for i in range(100_000)) + "}",
+    "100k nested arrays": ("[" * 100_000 + "]" * 100_000, *TOO_DEEP),
+    "1 MB of open brackets": ("[" * 1_000_000, *TOO_DEEP),
+    "100k nested objects": ('{"a":' * 100_000 + "1" + "}" * 100_000, *TOO_DEEP),
+    "a 500k-digit number": (
+        '{"tenant": "acme", "login": "olive", "password": ' + "9" * 500_000 + "}",
+        400,
+        "Integer value out of range",
+    ),
+    "a float past infinity": ('{"tenant": 1e999999}', 400, "Number out of range"),
+    "100k unknown keys": (
+        "{" + ",".join(f'"k{i}":0' for i in range(100_000)) + "}",
+        413,
+        "Request Entity Too Large",
+    ),
 }
 
 
-@pytest.mark.parametrize("body", BOMBS.values(), ids=BOMBS.keys())
-async def test_json_bombs_are_refused_quickly(
-    client: Client, log_lines: LogLines, body: str
+@pytest.mark.parametrize(("body", "status", "detail"), BOMBS.values(), ids=BOMBS.keys())
+async def test_json_bombs_are_refused_by_their_limit(
+    client: Client, log_lines: LogLines, body: str, status: int, detail: str
 ) -> None:
     owner = await owner_session(client, "acme")
     project = (await client.post("/api/v1/projects", headers=owner, json={"name": "A"})).json()
@@ -374,14 +383,11 @@ async def test_json_bombs_are_refused_quickly(
         (f"/api/v1/projects/{project['id']}/documents", owner, nested_in_a_field),
     ]
     for path, headers, content in targets:
-        started = time.perf_counter()
         response = await client.post(
             path, headers={**headers, "Content-Type": "application/json"}, content=content
         )
-        elapsed = time.perf_counter() - started
-        assert 400 <= response.status_code < 500, (path, response.text)
-        assert_problem(response, response.status_code)
-        assert elapsed < 1.0, (path, elapsed)
+        assert response.status_code == status, (path, response.text)
+        assert str(assert_problem(response, status)["detail"]).startswith(detail), path
     assert not log_lines.of("tenantry.errors")
 
 

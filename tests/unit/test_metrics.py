@@ -69,18 +69,18 @@ async def test_every_attempt_is_started_and_ends_in_one_outcome() -> None:
     world, queue, metrics = World(), FakeJobQueue(), RecordedTaskMetrics()
     run = measured(world, metrics, attempts=2)
     done = await submitted(world, queue)
-    await run(ACTOR.tenant_id, done.id, 1)
+    await run(ACTOR.tenant_id, done.id)
     flaky = await submitted(world, queue, fail="transient")
-    await run(ACTOR.tenant_id, flaky.id, 1)
-    await run(ACTOR.tenant_id, flaky.id, 2)
+    await run(ACTOR.tenant_id, flaky.id)
+    await run(ACTOR.tenant_id, flaky.id)
     broken = await submitted(world, queue, fail="permanent")
-    await run(ACTOR.tenant_id, broken.id, 1)
+    await run(ACTOR.tenant_id, broken.id)
     stopped = await SubmitTask(world.uow, queue, run.registry)(
         ACTOR, task_type="cancelled", config={}, input_files=[], request_id=None
     )
-    await run(ACTOR.tenant_id, stopped.id, 1)
+    await run(ACTOR.tenant_id, stopped.id)
     # Redelivered after it finished: nothing runs, nothing is counted.
-    await run(ACTOR.tenant_id, done.id, 2)
+    await run(ACTOR.tenant_id, done.id)
 
     assert metrics.events == [
         ("started", "scripted"), ("succeeded", "scripted"),

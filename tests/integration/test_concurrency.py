@@ -1,0 +1,131 @@
+"""Two tenants in parallel over a pool of two connections, through a real uvicorn: the place a
+tenant could bleed through a pooled connection or a driver-level transaction. Every response
+and every row must belong to the tenant that asked."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import httpx
+import msgspec
+import uvicorn
+
+from tenantry import bootstrap
+from tenantry.cli import _uvicorn_options
+from tenantry.config import Settings
+from tenantry.infrastructure.embedded import free_port
+
+from ..conftest import plain_url, uvicorn_serving
+from .identity import PASSWORD
+
+CHAINS = 17  # per tenant, of 9 requests each: 153 requests per tenant
+IN_FLIGHT = 16
+
+
+@dataclass
+class Caller:
+    slug: str
+    other: str
+    headers: dict[str, str] = field(default_factory=dict)
+    tenant_id: str = ""
+    user_id: str = ""
+    projects: set[str] = field(default_factory=set)
+    documents: set[str] = field(default_factory=set)
+    listed: set[str] = field(default_factory=set)
+    requests: int = 0
+
+
+async def sign_up(http: httpx.AsyncClient, caller: Caller) -> None:
+    owner = {"username": "olive", "email": f"olive@{caller.slug}.example", "password": PASSWORD}
+    created = await http.post(
+        "/api/v1/tenants", json={"name": caller.slug, "slug": caller.slug, "owner": owner}
+    )
+    assert created.status_code == 201, created.text
+    tokens = await http.post(
+        "/api/v1/auth/login", json={"tenant": caller.slug, "login": "olive", "password": PASSWORD}
+    )
+    caller.headers = {"Authorization": f"Bearer {tokens.json()['access_token']}"}
+    caller.tenant_id = created.json()["tenant"]["id"]
+    caller.user_id = created.json()["user"]["id"]
+
+
+async def chain(
+    http: httpx.AsyncClient, caller: Caller, number: int, gate: asyncio.Semaphore
+) -> None:
+    """Create, read, edit and list, each answer checked against its caller as it comes."""
+    mark = f"[{caller.slug}]"
+
+    async def call(method: str, path: str, status: int, **kwargs: Any) -> Any:
+        async with gate:
+            response = await http.request(method, path, headers=caller.headers, **kwargs)
+        caller.requests += 1
+        assert response.status_code == status, (method, path, response.text)
+        # Every name and text carries its tenant's mark: another tenant's shows up anywhere.
+        assert f"[{caller.other}]" not in response.text, (method, path, response.text)
+        return response.json()
+
+    project = await call("POST", "/api/v1/projects", 201, json={"name": f"{mark} p{number}"})
+    caller.projects.add(project["id"])
+    assert project["owner_id"] == caller.user_id
+    path = f"/api/v1/projects/{project['id']}"
+    assert (await call("GET", path, 200))["name"] == f"{mark} p{number}"
+    patched = await call("PATCH", path, 200, json={"description": f"{mark} d{number}"})
+    assert (patched["id"], patched["description"]) == (project["id"], f"{mark} d{number}")
+    document = await call(
+        "POST", f"{path}/documents", 201, json={"title": f"{mark} t{number}", "content": mark}
+    )
+    caller.documents.add(document["id"])
+    assert (document["project_id"], document["created_by"]) == (project["id"], caller.user_id)
+    document_path = f"{path}/documents/{document['id']}"
+    assert (await call("GET", document_path, 200))["content"] == mark
+    edited = await call("PATCH", document_path, 200, json={"content": f"{mark} v2"})
+    assert (edited["id"], edited["content"]) == (document["id"], f"{mark} v2")
+    documents = await call("GET", f"{path}/documents", 200)
+    assert [item["id"] for item in documents["items"]] == [document["id"]]
+    projects = await call("GET", "/api/v1/projects", 200, params={"limit": 100})
+    assert all(item["name"].startswith(mark) for item in projects["items"])
+    caller.listed |= {item["id"] for item in projects["items"]}
+    me = await call("GET", "/api/v1/auth/me", 200)
+    assert (me["id"], me["tenant_id"]) == (caller.user_id, caller.tenant_id)
+
+
+async def test_two_tenants_in_parallel_over_two_connections_never_cross(
+    settings: Settings, clean_state: None, database_url: str
+) -> None:
+    small = msgspec.structs.replace(
+        settings,
+        host="127.0.0.1",
+        port=free_port(),
+        db_pool_size=2,
+        db_max_overflow=0,
+        # Sixteen requests queue for two connections on a busy machine: waiting is the point.
+        db_pool_timeout=60,
+    )
+    app = bootstrap.create_app(small)
+    callers = [Caller("acme", "globex"), Caller("globex", "acme")]
+    gate = asyncio.Semaphore(IN_FLIGHT)
+    async with (
+        uvicorn_serving(uvicorn.Config(app, **_uvicorn_options(small))),
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{small.port}", timeout=60) as http,
+    ):
+        for caller in callers:
+            await sign_up(http, caller)
+        # Interleaved: the chains of both tenants are in flight together.
+        await asyncio.gather(
+            *(chain(http, caller, number, gate) for number in range(CHAINS) for caller in callers)
+        )
+    for caller in callers:
+        assert caller.requests == CHAINS * 9
+        assert caller.listed == caller.projects
+    connection = await asyncpg.connect(plain_url(database_url))
+    try:
+        for table in ("projects", "documents"):
+            rows = await connection.fetch(f"select id, tenant_id from {table}")
+            assert {str(row["id"]): str(row["tenant_id"]) for row in rows} == {
+                row_id: caller.tenant_id for caller in callers for row_id in getattr(caller, table)
+            }
+    finally:
+        await connection.close()
