@@ -15,6 +15,7 @@ import io
 import json
 import logging
 import os
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -53,14 +54,23 @@ def with_database(url: str, name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def admin_database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def admin_database_url() -> Iterator[str]:
     if url := os.environ.get("TENANTRY_TEST_DATABASE_URL"):
         yield url
         return
-    postgres = EmbeddedPostgres(tmp_path_factory.mktemp("postgres"))
-    postgres.start()
-    yield postgres.url()
-    postgres.stop()
+    # Not under pytest's temporary root: PostgreSQL runs as its own user when we are root, and
+    # every pytest session that starts meanwhile makes that root private again.
+    with tempfile.TemporaryDirectory(prefix="tenantry-test-") as root:
+        postgres = EmbeddedPostgres(Path(root) / "postgres")
+        postgres.start()
+        # This cluster dies with the session and no test here crashes it (test_faults breaks
+        # a cluster of its own, a durable one): flushing to disk would buy nothing but time.
+        postgres.server.psql(
+            "alter system set fsync = off; alter system set synchronous_commit = off;"
+            " alter system set full_page_writes = off; select pg_reload_conf();"
+        )
+        yield postgres.url()
+        postgres.stop()
 
 
 async def create_database(admin_url: str, name: str) -> str:
@@ -103,12 +113,23 @@ def app_database_url(database_url: str) -> str:
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if url := os.environ.get("TENANTRY_TEST_REDIS_URL"):
-        yield url
+        yield own_redis_database(url, os.environ.get("PYTEST_XDIST_WORKER", "gw0"))
         return
     server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), persist=False)
     server.start()
     yield server.url
     server.stop()
+
+
+def own_redis_database(url: str, worker: str) -> str:
+    """Tests flush their Redis database: each parallel pytest-xdist worker (gw0, gw1 ...)
+    takes its own, counting down from the one given (gw0 keeps it)."""
+    index = int(worker.removeprefix("gw"))
+    head, _, number = url.rpartition("/")
+    database = int(number or 0) - index
+    if database < 0:
+        raise pytest.UsageError(f"TENANTRY_TEST_REDIS_URL: no Redis database left for {worker}")
+    return f"{head}/{database}"
 
 
 @pytest.fixture(scope="session")

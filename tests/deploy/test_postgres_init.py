@@ -21,6 +21,8 @@ from .stack import DEPLOY
 
 SCRIPT = DEPLOY / "postgres" / "init-app-role.sh"
 DATABASE = "tenantry"
+# One worker starts the cluster once for all the module's cases.
+pytestmark = pytest.mark.xdist_group("postgres_init")
 
 
 @pytest.fixture(scope="module")

@@ -35,6 +35,8 @@ def problem_details(ctx: CheckContext, response: Response, case: Case) -> bool |
         return None
     content_type = response.headers.get("content-type", [""])[0]
     assert content_type.startswith("application/problem+json"), content_type
+    if response.request.method == "HEAD":
+        return None  # the answer to a HEAD has no body
     body = response.json()
     assert isinstance(body, dict), body
     assert body.keys() >= PROBLEM_FIELDS, body

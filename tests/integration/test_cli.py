@@ -1,4 +1,8 @@
-"""The `tenantry` command as an operator runs it."""
+"""The `tenantry` command as an operator runs it.
+
+Most commands run in this process (`in_process`): a subprocess pays seconds of imports. A few
+tests run the real `python -m tenantry` to prove the entry point and its exit codes.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +12,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
+
+from tenantry.cli import main
 
 from ..conftest import Client
 from .identity import PASSWORD
 
 
 async def tenantry(*args: str, **env: str) -> tuple[int, str, str]:
+    """`python -m tenantry ARGS` in a subprocess, with only the TENANTRY_ variables given."""
     clean = {key: value for key, value in os.environ.items() if not key.startswith("TENANTRY_")}
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "tenantry", *args,
@@ -24,6 +32,16 @@ async def tenantry(*args: str, **env: str) -> tuple[int, str, str]:
     out, err = await asyncio.wait_for(process.communicate(), timeout=60)
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
+
+
+async def in_process(*args: str, **env: str) -> tuple[int, str, str]:
+    """The same command run in this process, with the same environment as `tenantry`; in a
+    thread, since the command runs an event loop of its own."""
+    unset: dict[str, str | None] = {key: None for key in os.environ if key.startswith("TENANTRY_")}
+    result = await asyncio.to_thread(
+        CliRunner().invoke, main, list(args), env=unset | env, catch_exceptions=False
+    )
+    return result.exit_code, result.stdout, result.stderr
 
 
 @pytest.mark.parametrize(
@@ -47,16 +65,22 @@ async def tenantry(*args: str, **env: str) -> tuple[int, str, str]:
 async def test_serve_stops_on_a_bad_setting_with_one_line(
     env: dict[str, str], message: str
 ) -> None:
-    code, _, err = await tenantry("serve", **env)
+    code, _, err = await in_process("serve", **env)
     assert code == 2
     assert err.strip() == message
 
 
+async def test_the_installed_command_exits_2_with_the_same_line() -> None:
+    code, out, err = await tenantry("serve", TENANTRY_PORT="abc")
+    assert (code, out) == (2, "")
+    assert err.strip() == "error: TENANTRY_PORT: Expected `int` (got 'abc')"
+
+
 async def test_db_current_and_upgrade(database_url: str) -> None:
-    code, out, err = await tenantry("db", "upgrade", TENANTRY_DATABASE_URL=database_url)
+    code, out, err = await in_process("db", "upgrade", TENANTRY_DATABASE_URL=database_url)
     assert code == 0, err
     assert "Upgraded to head." in out
-    code, out, err = await tenantry("db", "current", TENANTRY_DATABASE_URL=database_url)
+    code, out, err = await in_process("db", "current", TENANTRY_DATABASE_URL=database_url)
     assert code == 0, err
     assert "(head)" in out
 
@@ -77,19 +101,19 @@ async def test_create_tenant_and_superuser_then_sign_in(
         "TENANTRY_KEYRING_PATH": keyring_path,
         "TENANTRY_PASSWORD_MEMORY_KIB": "1024",
     }
-    code, out, err = await tenantry(
+    code, out, err = await in_process(
         "create-tenant", "--name", "Acme", "--slug", "acme", "--owner-username", "olive",
         "--owner-email", "olive@acme.example", "--owner-password", PASSWORD, **env,
     )  # fmt: skip
     assert code == 0, err
     assert "Created tenant acme" in out
-    code, out, err = await tenantry(
+    code, out, err = await in_process(
         "create-superuser", "--username", "root", "--email", "root@platform.example",
         "--password", PASSWORD, **env,
     )  # fmt: skip
     assert code == 0, err
     assert "tenant 'platform'" in out
-    code, _, err = await tenantry(
+    code, _, err = await in_process(
         "create-tenant", "--name", "Acme", "--slug", "acme", "--owner-username", "o",
         "--owner-email", "o@x.example", "--owner-password", PASSWORD, **env,
     )  # fmt: skip
@@ -105,15 +129,15 @@ async def test_create_tenant_and_superuser_then_sign_in(
 
 async def test_keys_rotate_and_prune(tmp_path: Path) -> None:
     env = {"TENANTRY_KEYRING_PATH": str(tmp_path / "keyring.json")}
-    code, _, err = await tenantry("keys", "prune", **env)
+    code, _, err = await in_process("keys", "prune", **env)
     assert code == 2
     assert "create one with `tenantry keys rotate`" in err
     for expected in (1, 2):
-        code, out, err = await tenantry("keys", "rotate", **env)
+        code, out, err = await in_process("keys", "rotate", **env)
         assert code == 0, err
         assert f"({expected} keys)" in out
     assert oct((tmp_path / "keyring.json").stat().st_mode)[-3:] == "600"
-    code, out, _ = await tenantry("keys", "prune", **env)
+    code, out, _ = await in_process("keys", "prune", **env)
     assert code == 0
     assert "Dropped 0 key(s)" in out
 
@@ -128,10 +152,10 @@ async def test_seed_fills_tenants_that_can_sign_in(
         "TENANTRY_PASSWORD_MEMORY_KIB": "1024",
     }
     args = ("seed", "--tenants", "2", "--projects", "7", "--documents", "3", "--password", PASSWORD)
-    code, out, err = await tenantry(*args, **env)
+    code, out, err = await in_process(*args, **env)
     assert code == 0, err
     assert "Seeded 2 tenants (0 already there), 14 projects, 42 documents." in out
-    code, out, _ = await tenantry(*args, **env)
+    code, out, _ = await in_process(*args, **env)
     assert "Seeded 0 tenants (2 already there)" in out
 
     login = await client.post(

@@ -1,7 +1,13 @@
 """Faults on real engines: PostgreSQL restarted under load, Redis down, S3 down.
 
-Each test starts its own instance of the engine it breaks, so the session's engines are never
-disturbed. A worker killed mid-task is tests/e2e/test_worker_kill.py.
+The engines these tests break are their own, so the session's engines are never disturbed:
+one PostgreSQL cluster for this module, where each test gets a fresh database copied from a
+migrated template, and a Redis or S3 server per test. A worker killed mid-task is
+tests/e2e/test_worker_kill.py.
+
+No assertion here reads a clock: a request that hangs instead of failing fast shows up as a
+wait that never ends (each has a deadline far above the API's timeouts), and the order of
+events (answered while the server was still frozen or down) says which timeout fired.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import httpx
 import msgspec
 import psutil
 import pytest
+import uvicorn
 from litestar.testing import AsyncTestClient
 from moto.server import ThreadedMotoServer
 from sqlalchemy import text
@@ -33,24 +40,23 @@ from tenantry import bootstrap
 from tenantry.application.tasks import ReconcileTasks
 from tenantry.config import Settings
 from tenantry.infrastructure.db import database, migrations
-from tenantry.infrastructure.db.database import STATEMENT_TIMEOUT_GRACE
 from tenantry.infrastructure.db.rls import APP_ROLE
 from tenantry.infrastructure.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from tenantry.presentation.errors import QUERY_CANCELED
 
-from ..conftest import Client, LogLines, captured_logs, plain_url
+from ..conftest import Client, LogLines, captured_logs, plain_url, uvicorn_serving
 from .identity import PASSWORD, bearer, create_tenant, login, owner_session
 from .test_health import assert_problem
-from .test_metrics import product_env, read, running, wait_healthy
 from .test_tasks import app_with, submit, task_settings, wait_for
 
-pytestmark = pytest.mark.timeout(90)
+# One worker takes the whole module, so its PostgreSQL cluster starts once.
+pytestmark = [pytest.mark.timeout(90), pytest.mark.xdist_group("faults")]
 
 # The outage settings of the API under test: a request that needs the database gives up
-# after these (seconds), so "fast" below means within both plus scheduling slack.
+# after these (seconds).
 CONNECT_TIMEOUT = 1
 POOL_TIMEOUT = 1
-FAST = CONNECT_TIMEOUT + POOL_TIMEOUT + 1.0
+TEMPLATE = "faults_template"
 
 
 async def until(
@@ -70,9 +76,9 @@ async def until(
 # PostgreSQL.
 
 
-@pytest.fixture
-async def postgres() -> AsyncIterator[EmbeddedPostgres]:
-    """A PostgreSQL of this test alone, migrated by its owner.
+@pytest.fixture(scope="module")
+async def cluster() -> AsyncIterator[EmbeddedPostgres]:
+    """The PostgreSQL these tests stop, restart and freeze, with a migrated template database.
 
     Not under tmp_path: run as root, PostgreSQL runs as its own user, and any pytest session
     starting meanwhile makes pytest's temporary root private again, failing a restart."""
@@ -80,46 +86,100 @@ async def postgres() -> AsyncIterator[EmbeddedPostgres]:
         server = EmbeddedPostgres(Path(root) / "postgres")
         await asyncio.to_thread(server.start)
         try:
-            await asyncio.to_thread(migrations.upgrade, server.url())
+            await asyncio.to_thread(server.ensure_database, TEMPLATE)
+            await asyncio.to_thread(migrations.upgrade, server.url(TEMPLATE))
             yield server
         finally:
             await asyncio.to_thread(server.stop)
 
 
-def app_role_url(server: EmbeddedPostgres) -> str:
+class Database:
+    """One test's database in the module's cluster; stopping it stops the whole cluster."""
+
+    def __init__(self, cluster: EmbeddedPostgres, name: str) -> None:
+        self.cluster = cluster
+        self.name = name
+        self.running = True
+
+    @property
+    def pid(self) -> int | None:
+        return self.cluster.pid
+
+    def url(self) -> str:
+        return self.cluster.url(self.name)
+
+    def stop(self) -> None:
+        self.cluster.stop()
+        self.running = False
+
+    def start(self) -> None:
+        self.cluster.start()
+        self.running = True
+
+
+@pytest.fixture
+async def postgres(cluster: EmbeddedPostgres) -> AsyncIterator[Database]:
+    """A fresh migrated database of this test alone: a copy of the template, made in
+    milliseconds where a new cluster and its migrations take seconds."""
+    name = f"faults_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(plain_url(cluster.url()))
+    try:
+        await admin.execute(f'create database "{name}" template "{TEMPLATE}"')
+    finally:
+        await admin.close()
+    database = Database(cluster, name)
+    try:
+        yield database
+    finally:
+        if not database.running:  # a test that failed mid-outage
+            await asyncio.to_thread(database.start)
+        admin = await asyncpg.connect(plain_url(cluster.url()))
+        try:
+            await admin.execute(f'drop database "{name}" with (force)')
+        finally:
+            await admin.close()
+
+
+def app_role_url(server: Database) -> str:
     return make_url(server.url()).set(username=APP_ROLE).render_as_string(hide_password=False)
 
 
 @contextlib.asynccontextmanager
 async def serving(
-    settings: Settings, postgres: EmbeddedPostgres, tmp_path: Path, **env: str
-) -> AsyncIterator[tuple[httpx.AsyncClient, Path]]:
-    """`tenantry serve` on that PostgreSQL (and the session's Redis): a real server, so the
-    load below is really concurrent; its log file for the assertions."""
-    port, log = free_port(), tmp_path / "serve.log"
-    config = msgspec.structs.replace(settings, database_url=app_role_url(postgres), db_pool_size=5)
-    env = product_env(config, tmp_path / "data", port) | {
-        "TENANTRY_DB_MAX_OVERFLOW": "0",
-        "TENANTRY_DB_CONNECT_TIMEOUT": str(CONNECT_TIMEOUT),
-        "TENANTRY_DB_POOL_TIMEOUT": str(POOL_TIMEOUT),
-        "TENANTRY_PASSWORD_TIME_COST": "1",
-        "TENANTRY_PASSWORD_MEMORY_KIB": "1024",
-        **env,
-    }
-    async with (
-        running(["serve"], env, tmp_path, log) as server,
-        # No request may hang: the client's own timeout is far above the API's.
-        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=15) as client,
-    ):
-        await wait_healthy(client, server, log)
-        yield client, log
+    settings: Settings, postgres: Database, **overrides: Any
+) -> AsyncIterator[tuple[httpx.AsyncClient, LogLines]]:
+    """The API on that PostgreSQL (and the session's Redis) behind a real uvicorn in this
+    process: real sockets and a real pool under concurrent load; its log for the assertions."""
+    port = free_port()
+    config = msgspec.structs.replace(
+        settings,
+        database_url=app_role_url(postgres),
+        db_pool_size=5,
+        db_max_overflow=0,
+        db_connect_timeout=CONNECT_TIMEOUT,
+        db_pool_timeout=POOL_TIMEOUT,
+        **overrides,
+    )
+    app = bootstrap.create_app(config)
+    server = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
+    with captured_logs() as lines:
+        async with (
+            uvicorn_serving(server),
+            # No request may hang: the client's own timeout is far above the API's.
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=15) as client,
+        ):
+            yield client, lines
+
+
+def unhandled(lines: LogLines) -> list[dict[str, Any]]:
+    return [line for line in lines.all() if line.get("message") == "unhandled error"]
 
 
 @pytest.fixture
 async def api(
-    settings: Settings, postgres: EmbeddedPostgres, clean_state: None, tmp_path: Path
-) -> AsyncIterator[tuple[httpx.AsyncClient, Path]]:
-    async with serving(settings, postgres, tmp_path) as served:
+    settings: Settings, postgres: Database, clean_state: None
+) -> AsyncIterator[tuple[httpx.AsyncClient, LogLines]]:
+    async with serving(settings, postgres) as served:
         yield served
 
 
@@ -169,17 +229,21 @@ class Load:
 
 
 async def test_postgres_restarted_under_load(
-    api: tuple[httpx.AsyncClient, Path], postgres: EmbeddedPostgres
+    api: tuple[httpx.AsyncClient, LogLines], postgres: Database
 ) -> None:
-    client, log = api
+    client, lines = api
     await create_tenant(client, "acme")
     load = Load(client, bearer(await login(client, "acme", "olive")))
-    clients = [asyncio.create_task(load.one_client(number)) for number in range(8)]
+    # Fewer clients than pooled connections: once the server is back, no request waits for a
+    # connection, so every answer after the recovery must be a success.
+    clients = [asyncio.create_task(load.one_client(number)) for number in range(4)]
     try:
         await load.count_after(0, 40, "the load to warm up")
 
         await asyncio.to_thread(postgres.stop)
         down = time.monotonic()
+        # Forty answers while the server is down: a request that hung instead would stall its
+        # client and this wait would never end.
         await load.count_after(down, 40, "requests during the outage")
         restarting = time.monotonic()
         outage = load.between(down, restarting)
@@ -188,8 +252,6 @@ async def test_postgres_restarted_under_load(
             problem = assert_problem(outcome.response, 503)
             assert outcome.response.headers["retry-after"] == "5"
             assert problem["detail"] == "A dependency is unavailable; try again shortly."
-        slowest = max(o.received - o.sent for o in outage)
-        assert slowest < FAST, f"an outage answer took {slowest:.2f} s"
 
         await asyncio.to_thread(postgres.start)
         await until(
@@ -204,7 +266,7 @@ async def test_postgres_restarted_under_load(
 
     # Never a 500 (nor a 409 or 404 from a misread outage): served, or 503.
     assert {o.status for o in load.outcomes} <= {200, 201, 503}
-    assert '"unhandled error"' not in read(log)
+    assert unhandled(lines) == []
     connection = await asyncpg.connect(plain_url(postgres.url()))
     try:
         stored = {str(row["id"]) for row in await connection.fetch("select id from projects")}
@@ -217,7 +279,7 @@ async def test_postgres_restarted_under_load(
 
 
 async def test_connections_outlived_by_a_quiet_restart_are_replaced(
-    api: tuple[httpx.AsyncClient, Path], postgres: EmbeddedPostgres
+    api: tuple[httpx.AsyncClient, LogLines], postgres: Database
 ) -> None:
     client, _ = api
     headers = await owner_session(client, "acme")
@@ -236,18 +298,16 @@ async def test_connections_outlived_by_a_quiet_restart_are_replaced(
 
 
 async def test_a_hung_database_costs_the_pool_timeout_not_a_hang(
-    api: tuple[httpx.AsyncClient, Path], postgres: EmbeddedPostgres
+    api: tuple[httpx.AsyncClient, LogLines], postgres: Database
 ) -> None:
     client, _ = api
     headers = await owner_session(client, "acme")
 
-    async def get() -> tuple[int, float]:
-        started = time.monotonic()
-        response = await client.get("/api/v1/projects", headers=headers)
-        return response.status_code, time.monotonic() - started
+    async def get() -> int:
+        return (await client.get("/api/v1/projects", headers=headers)).status_code
 
     async def pool_full() -> bool:
-        assert {status for status, _ in await asyncio.gather(*(get() for _ in range(20)))} == {200}
+        assert set(await asyncio.gather(*(get() for _ in range(20)))) == {200}
         return await app_connections(postgres) == 5
 
     await until(pool_full, "the pool to hold all its connections")
@@ -256,24 +316,20 @@ async def test_a_hung_database_costs_the_pool_timeout_not_a_hang(
     signal_all(frozen, psutil.Process.suspend)
     try:
         # Five requests take the pool's five connections and wait on the frozen server; the
-        # other three find no connection within the pool timeout.
+        # other three find no connection within the pool timeout, so they are answered while
+        # the server is still frozen: no other timeout could end them before it thaws.
         requests = [asyncio.create_task(get()) for _ in range(8)]
         await until(lambda: sum(r.done() for r in requests) >= 3, "the pool timeouts")
-        refused = [r.result() for r in requests if r.done()]
-        assert [status for status, _ in refused] == [503, 503, 503]
-        assert all(POOL_TIMEOUT <= seconds < FAST for _, seconds in refused)
+        assert [r.result() for r in requests if r.done()] == [503, 503, 503]
     finally:
         signal_all(frozen, psutil.Process.resume)
-    assert sorted(status for status, _ in await asyncio.gather(*requests)) == [200] * 5 + [503] * 3
+    assert sorted(await asyncio.gather(*requests)) == [200] * 5 + [503] * 3
 
 
 async def test_a_statement_past_the_timeout_is_a_503_not_a_hang(
-    settings: Settings, postgres: EmbeddedPostgres, clean_state: None, tmp_path: Path
+    settings: Settings, postgres: Database, clean_state: None
 ) -> None:
-    timeout = 1
-    async with serving(
-        settings, postgres, tmp_path, TENANTRY_DB_STATEMENT_TIMEOUT=str(timeout)
-    ) as (client, log):
+    async with serving(settings, postgres, db_statement_timeout=1.0) as (client, lines):
         headers = await owner_session(client, "acme")
         project = await client.post("/api/v1/projects", json={"name": "p"}, headers=headers)
         path = f"/api/v1/projects/{project.json()['id']}"
@@ -281,19 +337,17 @@ async def test_a_statement_past_the_timeout_is_a_503_not_a_hang(
         frozen = [postmaster, *postmaster.children(recursive=True)]
         signal_all(frozen, psutil.Process.suspend)
         try:
-            # A frozen server cannot cancel anything: the driver's own deadline must end it.
-            started = time.monotonic()
+            # A frozen server cannot cancel anything: only the driver's own deadline can end
+            # this request before the server thaws, and it must.
             response = await client.get(path, headers=headers)
-            waited = time.monotonic() - started
         finally:
             signal_all(frozen, psutil.Process.resume)
         assert_problem(response, 503)
-        assert timeout <= waited < timeout + STATEMENT_TIMEOUT_GRACE + FAST, waited
         # The timed-out connection is not handed to the next request.
         await until(
             lambda: _status(client.get(path, headers=headers), 200), "the API to serve again"
         )
-        assert '"unhandled error"' not in read(log)
+        assert unhandled(lines) == []
 
 
 async def _status(request: Awaitable[httpx.Response], expected: int) -> bool:
@@ -301,7 +355,7 @@ async def _status(request: Awaitable[httpx.Response], expected: int) -> bool:
 
 
 async def test_the_server_cancels_a_statement_past_the_timeout(
-    settings: Settings, postgres: EmbeddedPostgres
+    settings: Settings, postgres: Database
 ) -> None:
     config = msgspec.structs.replace(
         settings, database_url=app_role_url(postgres), db_statement_timeout=0.5
@@ -309,10 +363,10 @@ async def test_the_server_cancels_a_statement_past_the_timeout(
     engine = database.alchemy_config(config).get_engine()
     try:
         async with engine.connect() as connection:
-            started = time.monotonic()
             with pytest.raises(DBAPIError) as raised:
                 await connection.execute(text("select pg_sleep(5)"))
-        assert time.monotonic() - started < 0.5 + STATEMENT_TIMEOUT_GRACE
+        # The server's statement_timeout ended it (SQLSTATE 57014), not the driver's deadline
+        # (which raises a timeout of its own) nor the sleep running out.
         assert getattr(raised.value.orig, "sqlstate", None) == QUERY_CANCELED
     finally:
         await engine.dispose()
@@ -325,11 +379,13 @@ def signal_all(processes: list[psutil.Process], action: Callable[[psutil.Process
             action(process)
 
 
-async def app_connections(server: EmbeddedPostgres) -> int:
+async def app_connections(server: Database) -> int:
     connection = await asyncpg.connect(plain_url(server.url()))
     try:
         count: int = await connection.fetchval(
-            "select count(*) from pg_stat_activity where usename = $1", APP_ROLE
+            "select count(*) from pg_stat_activity"
+            " where usename = $1 and datname = current_database()",
+            APP_ROLE,
         )
     finally:
         await connection.close()
@@ -473,10 +529,8 @@ async def test_s3_down(settings: Settings, clean_state: None) -> None:
             server.stop()
             # A small file (one PUT) and one past the part size (a multipart upload).
             for size in (1000, 6 * 1024 * 1024):
-                started = time.monotonic()
+                # botocore's three attempts back off for up to 6 s in all, then give up.
                 response = await client.post("/api/v1/files", headers=owner, files=text_file(size))
-                # botocore's three attempts back off for up to 6 s in all.
-                assert time.monotonic() - started < 10
                 assert_problem(response, 503)
                 assert response.headers["retry-after"] == "5"
             listed = (await client.get("/api/v1/files", headers=owner)).json()
