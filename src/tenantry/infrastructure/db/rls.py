@@ -15,8 +15,10 @@ TENANT_PREDICATE = "tenant_id = NULLIF(current_setting('app.tenant_id', true), '
 def create_app_role() -> list[str]:
     """The role the API and workers log in as: owns nothing, is no superuser, cannot bypass RLS.
 
-    Roles are cluster-wide, so it is made only when missing. Its password, where the server
-    asks for one, is the operator's: ``ALTER ROLE tenantry_app PASSWORD '...'``.
+    Roles are cluster-wide, so it is made only when missing. Two databases of one cluster
+    migrating at once may both find it missing: the one that loses the race to create it has
+    nothing left to do. Its password, where the server asks for one, is the operator's:
+    ``ALTER ROLE tenantry_app PASSWORD '...'``.
     """
     create = f"""
         DO $$
@@ -24,6 +26,8 @@ def create_app_role() -> list[str]:
             IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{APP_ROLE}') THEN
                 CREATE ROLE {APP_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE;
             END IF;
+        EXCEPTION WHEN duplicate_object OR unique_violation THEN
+            NULL;
         END
         $$
     """  # noqa: S608 - constant identifiers, no input
