@@ -223,6 +223,15 @@ async def truncate_all(database_url: str) -> None:
 
 
 @pytest.fixture
+async def database_owner(database_url: str, clean_state: None) -> AsyncIterator[asyncpg.Connection]:
+    """A connection as the migration role, which row level security does not hold: to set up
+    and read back what is stored, past both walls."""
+    connection = await asyncpg.connect(plain_url(database_url))
+    yield connection
+    await connection.close()
+
+
+@pytest.fixture
 def app(settings: Settings) -> Litestar:
     return bootstrap.create_app(settings)
 

@@ -21,7 +21,7 @@ from tenantry.application.tasks import ReapTasks, ReconcileTasks
 from tenantry.config import Settings
 from tenantry.domain.files import OBJECTS_PREFIX, object_key
 
-from ..conftest import Client, plain_url
+from ..conftest import Client
 from .identity import bearer, create_tenant, login, owner_session
 from .test_health import assert_problem
 
@@ -33,14 +33,6 @@ HOUR, DAY, NOW = timedelta(hours=1), timedelta(days=1), timedelta(0)
 def settings(settings: Settings) -> Settings:
     # A queue of this test alone, whose contents the tests read back.
     return msgspec.structs.replace(settings, task_queue_name=f"test:refs:{uuid.uuid4().hex}")
-
-
-@pytest.fixture
-async def owner(database_url: str, clean_state: None) -> AsyncIterator[asyncpg.Connection]:
-    """The migration role, which row level security does not hold: it sets up and reads back."""
-    connection = await asyncpg.connect(plain_url(database_url))
-    yield connection
-    await connection.close()
 
 
 @pytest.fixture
@@ -62,7 +54,7 @@ async def upload(client: Client, headers: dict[str, str], data: bytes) -> dict[s
 
 
 async def test_a_task_naming_another_tenants_file_is_refused_and_not_created(
-    client: Client, owner: asyncpg.Connection
+    client: Client, database_owner: asyncpg.Connection
 ) -> None:
     acme = await owner_session(client, "acme")
     globex = await owner_session(client, "globex")
@@ -75,7 +67,7 @@ async def test_a_task_naming_another_tenants_file_is_refused_and_not_created(
         assert_problem(refused, 422)
         assert theirs["id"] in refused.text
         assert "globex" not in refused.text
-    assert await owner.fetchval("select count(*) from tasks") == 0
+    assert await database_owner.fetchval("select count(*) from tasks") == 0
     # Nothing inspected it: its metadata is what the upload wrote.
     assert (await client.get(f"/api/v1/files/{theirs['id']}", headers=globex)).json()[
         "metadata"
@@ -83,7 +75,7 @@ async def test_a_task_naming_another_tenants_file_is_refused_and_not_created(
 
 
 async def test_an_export_of_another_tenants_project_fails_and_writes_nothing(
-    settings: Settings, clean_state: None, owner: asyncpg.Connection
+    settings: Settings, clean_state: None, database_owner: asyncpg.Connection
 ) -> None:
     async with AsyncTestClient(app=bootstrap.create_app(settings, with_worker=True)) as client:
         acme = await owner_session(client, "acme")
@@ -97,7 +89,7 @@ async def test_an_export_of_another_tenants_project_fails_and_writes_nothing(
             json={"title": "Plans", "content": "globex only"},
         )
         assert document.status_code == 201, document.text
-        before = await owner.fetch("select id, updated_at, version from documents")
+        before = await database_owner.fetch("select id, updated_at, version from documents")
         # Only the config's shape is checked at submission; the tenant is the handler's.
         submitted = await client.post(
             "/api/v1/tasks",
@@ -108,8 +100,8 @@ async def test_an_export_of_another_tenants_project_fails_and_writes_nothing(
         task = await wait_for_task(client, acme, submitted.json()["id"], "completed", "failed")
     assert (task["status"], task["error_message"]) == ("failed", "No such project.")
     assert (task["output_files"], task["result"]) == ([], None)
-    assert await owner.fetchval("select count(*) from files") == 0
-    assert await owner.fetch("select id, updated_at, version from documents") == before
+    assert await database_owner.fetchval("select count(*) from files") == 0
+    assert await database_owner.fetch("select id, updated_at, version from documents") == before
     assert [
         key async for key, _ in bootstrap.create_storage(settings).objects(OBJECTS_PREFIX)
     ] == []
@@ -130,7 +122,7 @@ async def wait_for_task(
 
 
 async def test_documents_under_another_tenants_project_are_404(
-    client: Client, owner: asyncpg.Connection
+    client: Client, database_owner: asyncpg.Connection
 ) -> None:
     acme = await owner_session(client, "acme")
     globex = await owner_session(client, "globex")
@@ -154,7 +146,7 @@ async def test_documents_under_another_tenants_project_are_404(
         assert_problem(response, 404)
         assert "globex only" not in response.text
     globex_id = (await client.get("/api/v1/auth/me", headers=globex)).json()["tenant_id"]
-    rows = await owner.fetch("select id, tenant_id, project_id from documents")
+    rows = await database_owner.fetch("select id, tenant_id, project_id from documents")
     assert [tuple(map(str, row)) for row in rows] == [(document["id"], globex_id, theirs["id"])]
 
 
@@ -164,10 +156,10 @@ async def test_documents_under_another_tenants_project_are_404(
 CREATED = ["distinct", "tied"]
 
 
-async def many_tenants(owner: asyncpg.Connection, created: str) -> list[uuid.UUID]:
+async def many_tenants(database_owner: asyncpg.Connection, created: str) -> list[uuid.UUID]:
     """Tenants made in SQL: a sign-up each would cost a password hash."""
     step = timedelta(seconds=1) if created == "distinct" else timedelta(0)
-    rows = await owner.fetch(
+    rows = await database_owner.fetch(
         "insert into tenants (id, name, slug, created_at) "
         "select gen_random_uuid(), 'Tenant ' || i, 'tenant-' || i, now() - i * $2::interval "
         "from generate_series(1, $1) i returning id",
@@ -184,9 +176,9 @@ async def queued(container: bootstrap.Container) -> set[str]:
 
 @pytest.mark.parametrize("created", CREATED)
 async def test_reconcile_and_reap_move_only_what_they_should_in_every_tenant(
-    container: bootstrap.Container, owner: asyncpg.Connection, created: str
+    container: bootstrap.Container, database_owner: asyncpg.Connection, created: str
 ) -> None:
-    tenants = await many_tenants(owner, created)
+    tenants = await many_tenants(database_owner, created)
     kinds = {
         # (status, age, heartbeat age): old rows are an hour old, the jobs' cutoff is minutes.
         "lost_pending": ("pending", HOUR, None),
@@ -196,7 +188,7 @@ async def test_reconcile_and_reap_move_only_what_they_should_in_every_tenant(
     }
     ids: dict[str, set[str]] = {kind: set() for kind in kinds}
     for kind, (state, age, heartbeat) in kinds.items():
-        rows = await owner.fetch(
+        rows = await database_owner.fetch(
             "insert into tasks (id, tenant_id, type, status, created_at, updated_at, heartbeat_at) "
             "select gen_random_uuid(), t, 'noop', $2, now() - $3::interval, now(), "
             "  now() - $4::interval from unnest($1::uuid[]) t returning id",
@@ -217,7 +209,7 @@ async def test_reconcile_and_reap_move_only_what_they_should_in_every_tenant(
     assert await reap(batch=7) == TENANTS
     assert await queued(container) == ids["lost_pending"] | ids["stale_processing"]
 
-    rows = await owner.fetch(
+    rows = await database_owner.fetch(
         "select id, status, heartbeat_at > now() - interval '1 minute' live from tasks"
     )
     now = {str(row["id"]): (row["status"], row["live"]) for row in rows}
@@ -228,15 +220,15 @@ async def test_reconcile_and_reap_move_only_what_they_should_in_every_tenant(
 
 @pytest.mark.parametrize("created", CREATED)
 async def test_the_sweep_moves_only_expired_rows_and_true_orphans_across_tenants(
-    container: bootstrap.Container, owner: asyncpg.Connection, created: str
+    container: bootstrap.Container, database_owner: asyncpg.Connection, created: str
 ) -> None:
-    tenants = await many_tenants(owner, created)
+    tenants = await many_tenants(database_owner, created)
     keys: dict[str, set[str]] = {}
     live: list[uuid.UUID] = []
     for kind, deleted in (("live", None), ("expired", timedelta(days=30)), ("recent", DAY)):
         ids = [uuid.uuid4() for _ in tenants]
         keys[kind] = {object_key(t, i) for t, i in zip(tenants, ids, strict=True)}
-        await owner.execute(
+        await database_owner.execute(
             "insert into files (id, tenant_id, original_filename, size, content_type, sha256, "
             "  storage_key, created_at, updated_at, deleted_at) "
             "select i, t, 'f.txt', 1, 'text/plain', '', "
@@ -262,7 +254,7 @@ async def test_the_sweep_moves_only_expired_rows_and_true_orphans_across_tenants
     assert (report.purged, report.orphans) == (TENANTS, 2 * TENANTS)
     left = {key async for key, _ in container.storage.objects(OBJECTS_PREFIX)}
     assert left == keys["live"] | keys["recent"]
-    rows = await owner.fetch("select storage_key from files")
+    rows = await database_owner.fetch("select storage_key from files")
     assert {row["storage_key"] for row in rows} == keys["live"] | keys["recent"]
 
 

@@ -141,13 +141,6 @@ def insert_statement(table: str, values: Mapping[str, Any]) -> tuple[str, list[A
 
 
 @pytest.fixture
-async def owner(database_url: str, clean_state: None) -> AsyncIterator[asyncpg.Connection]:
-    connection = await asyncpg.connect(plain_url(database_url))
-    yield connection
-    await connection.close()
-
-
-@pytest.fixture
 async def app_role(app_database_url: str) -> AsyncIterator[asyncpg.Connection]:
     connection = await asyncpg.connect(plain_url(app_database_url))
     yield connection
@@ -158,9 +151,9 @@ async def tenant_tables(connection: asyncpg.Connection) -> list[str]:
     return [row["relname"] for row in await connection.fetch(TENANT_TABLES)]
 
 
-async def test_the_catalog_finds_the_tenant_tables(owner: asyncpg.Connection) -> None:
+async def test_the_catalog_finds_the_tenant_tables(database_owner: asyncpg.Connection) -> None:
     # A floor, not the list: the discovery itself must not silently come back short.
-    assert set(await tenant_tables(owner)) >= {
+    assert set(await tenant_tables(database_owner)) >= {
         "users",
         "api_keys",
         "refresh_tokens",
@@ -173,10 +166,10 @@ async def test_the_catalog_finds_the_tenant_tables(owner: asyncpg.Connection) ->
 
 
 async def test_the_app_role_sees_and_changes_only_the_tenant_set_for_it(
-    owner: asyncpg.Connection, app_role: asyncpg.Connection
+    database_owner: asyncpg.Connection, app_role: asyncpg.Connection
 ) -> None:
-    tables = await tenant_tables(owner)
-    seeder = Seeder(owner, tables)
+    tables = await tenant_tables(database_owner)
+    seeder = Seeder(database_owner, tables)
     a, b = uuid.uuid4(), uuid.uuid4()
     await seeder.seed([a, b])
     problems: list[str] = []
@@ -219,7 +212,7 @@ async def test_the_app_role_sees_and_changes_only_the_tenant_set_for_it(
     assert not problems, "\n".join(problems)
     # Nothing above changed a row: the owner still sees each seeded row once.
     for table in tables:
-        count = await owner.fetchval(f'select count(*) from "{table}"')
+        count = await database_owner.fetchval(f'select count(*) from "{table}"')
         assert count == 2, table
 
 
@@ -295,16 +288,16 @@ def normalized(expression: str | None) -> str | None:
     return None if expression is None else " ".join(expression.split())
 
 
-async def expected_predicate(owner: asyncpg.Connection) -> str:
+async def expected_predicate(database_owner: asyncpg.Connection) -> str:
     """The predicate as PostgreSQL deparses it, read from a scratch table made with the
     migrations' own helper and dropped again."""
-    transaction = owner.transaction()
+    transaction = database_owner.transaction()
     await transaction.start()
     try:
-        await owner.execute("create temporary table rls_probe (tenant_id uuid)")
+        await database_owner.execute("create temporary table rls_probe (tenant_id uuid)")
         for statement in enable_tenant_rls("rls_probe"):
-            await owner.execute(statement)
-        probe = await owner.fetchrow(
+            await database_owner.execute(statement)
+        probe = await database_owner.fetchrow(
             "select qual, with_check from pg_policies where tablename = 'rls_probe'"
         )
     finally:
@@ -315,14 +308,14 @@ async def expected_predicate(owner: asyncpg.Connection) -> str:
 
 
 async def test_every_tenant_table_has_exactly_the_tenant_policy_forced(
-    owner: asyncpg.Connection,
+    database_owner: asyncpg.Connection,
 ) -> None:
-    tables = await tenant_tables(owner)
-    predicate = await expected_predicate(owner)
+    tables = await tenant_tables(database_owner)
+    predicate = await expected_predicate(database_owner)
     assert predicate == DEPARSED_PREDICATE
-    policies = await owner.fetch("select * from pg_policies where schemaname = 'public'")
+    policies = await database_owner.fetch("select * from pg_policies where schemaname = 'public'")
     problems = policy_problems(tables, policies, predicate)
-    for row in await owner.fetch(
+    for row in await database_owner.fetch(
         "select relname, relrowsecurity, relforcerowsecurity from pg_class "
         "where relnamespace = 'public'::regnamespace and relname = any($1::text[])",
         tables,
@@ -332,12 +325,14 @@ async def test_every_tenant_table_has_exactly_the_tenant_policy_forced(
     assert not problems, "\n".join(problems)
 
 
-async def test_the_app_role_owns_nothing_and_bypasses_nothing(owner: asyncpg.Connection) -> None:
-    role = await owner.fetchrow(
+async def test_the_app_role_owns_nothing_and_bypasses_nothing(
+    database_owner: asyncpg.Connection,
+) -> None:
+    role = await database_owner.fetchrow(
         "select oid, rolsuper, rolbypassrls from pg_roles where rolname = $1", APP_ROLE
     )
     assert (role["rolsuper"], role["rolbypassrls"]) == (False, False)
-    owned = await owner.fetch(
+    owned = await database_owner.fetch(
         """
         select 'relation ' || relname as object from pg_class where relowner = $1
         union all select 'function ' || proname from pg_proc where proowner = $1
@@ -350,10 +345,10 @@ async def test_the_app_role_owns_nothing_and_bypasses_nothing(owner: asyncpg.Con
     )
     assert [row["object"] for row in owned] == []
     # Owners bypass RLS without FORCE, and membership in the owner's role counts as owning.
-    inherited = await owner.fetch(
+    inherited = await database_owner.fetch(
         "select relname from pg_class where relname = any($1::text[]) "
         "and relnamespace = 'public'::regnamespace and pg_has_role($2, relowner, 'USAGE')",
-        await tenant_tables(owner),
+        await tenant_tables(database_owner),
         APP_ROLE,
     )
     assert [row["relname"] for row in inherited] == []

@@ -166,11 +166,8 @@ async def one_chunk(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
 
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize(("actor", "allowed"), CALLERS)
-async def test_destroying_what_a_member_created(kind: str, actor: Actor, allowed: bool) -> None:
-    case = Case(kind)
-    assert await case.create(MIA) == MIA.user_id
+async def destroys_only_if_allowed(case: Case, actor: Actor, allowed: bool) -> None:
+    """The row goes when ``actor`` may destroy it; otherwise Forbidden, and it stays."""
     if allowed:
         await case.destroy(actor)
         assert not await case.stands()
@@ -178,6 +175,14 @@ async def test_destroying_what_a_member_created(kind: str, actor: Actor, allowed
         with pytest.raises(Forbidden):
             await case.destroy(actor)
         assert await case.stands()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(("actor", "allowed"), CALLERS)
+async def test_destroying_what_a_member_created(kind: str, actor: Actor, allowed: bool) -> None:
+    case = Case(kind)
+    assert await case.create(MIA) == MIA.user_id
+    await destroys_only_if_allowed(case, actor, allowed)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -188,13 +193,7 @@ async def test_a_row_without_creator_is_for_managers(
     case = Case(kind)
     await case.create(MIA)
     case.forget_creator()
-    if allowed:
-        await case.destroy(actor)
-        assert not await case.stands()
-    else:
-        with pytest.raises(Forbidden):
-            await case.destroy(actor)
-        assert await case.stands()
+    await destroys_only_if_allowed(case, actor, allowed)
 
 
 @pytest.mark.parametrize("kind", KINDS)
