@@ -331,7 +331,6 @@ def use_case_providers(container: Container) -> dict[str, Provide]:
         "delete_user": users.DeleteUser,
         "list_api_keys": api_keys.ListApiKeys,
         "list_tenants": tenants.ListTenants,
-        "update_tenant": tenants.UpdateTenant,
         "create_project": projects.CreateProject,
         "get_project": projects.GetProject,
         "list_projects": projects.ListProjects,
@@ -342,6 +341,7 @@ def use_case_providers(container: Container) -> dict[str, Provide]:
         "update_document": documents.UpdateDocument,
     }
     with_clock = {
+        "update_tenant": tenants.UpdateTenant,
         "create_api_key": api_keys.CreateApiKey,
         "revoke_api_key": api_keys.RevokeApiKey,
         "delete_project": projects.DeleteProject,

@@ -523,6 +523,18 @@ async def test_suspension_stops_queued_and_running_tasks(
                 json={"status": "suspended"},
             )
             assert suspended.json()["status"] == "suspended"
+            # At once, before any worker moves: the queued one is cancelled where its users
+            # see it, the running one asked to stop, another tenant's left alone.
+            async with container.unit_of_work() as uow:
+                at_once = [
+                    await uow.tasks(task.tenant_id).get(task.id)
+                    for task in (running, queued, other)
+                ]
+            assert [t and (t.status, t.cancel_requested) for t in at_once] == [
+                (TaskStatus.PROCESSING, True),
+                (TaskStatus.CANCELLED, True),
+                (TaskStatus.PENDING, False),
+            ]
             gate.proceed.set()
             await asyncio.wait_for(attempt, timeout=30)
             assert gate.finished == 0  # the running one stopped at its cancellation check

@@ -598,6 +598,24 @@ class FakeTaskRepository:
             )
         return self._set(task, cancel_requested=True)
 
+    async def cancel_unfinished(self, at: datetime, *, error_message: str) -> int:
+        touched = 0
+        for task in [t for t in self.store.tasks.values() if t.tenant_id == self.tenant_id]:
+            if task.status == TaskStatus.PENDING:
+                self._set(
+                    task,
+                    status=TaskStatus.CANCELLED,
+                    cancel_requested=True,
+                    completed_at=at,
+                    error_message=error_message,
+                )
+            elif task.status == TaskStatus.PROCESSING and not task.cancel_requested:
+                self._set(task, cancel_requested=True)
+            else:
+                continue
+            touched += 1
+        return touched
+
     async def add_log(
         self,
         task_id: UUID,

@@ -1,13 +1,17 @@
 from __future__ import annotations
 
+from uuid import uuid4
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from tenantry.application.auth import AuthPolicy
-from tenantry.application.tenants import CreateSuperuser, CreateTenant, OwnerInput
+from tenantry.application.tenants import CreateSuperuser, CreateTenant, OwnerInput, UpdateTenant
+from tenantry.domain.auth import Actor
 from tenantry.domain.errors import Conflict, Invalid, RateLimited
-from tenantry.domain.tenants import RESERVED_SLUGS, NewTenant
+from tenantry.domain.tasks import TaskStatus
+from tenantry.domain.tenants import RESERVED_SLUGS, NewTenant, TenantStatus
 from tenantry.domain.users import Role
 
 from .fakes import World
@@ -172,3 +176,43 @@ async def test_superuser_lives_in_the_platform_tenant() -> None:
     assert platform.slug == "platform"
     assert second.tenant_id == platform.id
     assert Role.SUPERUSER in first.roles
+
+
+async def test_suspension_cancels_queued_tasks_at_once_and_asks_running_ones_to_stop() -> None:
+    world = World()
+    root = await CreateSuperuser(world.identity)(
+        username="root", email="root@platform.example", password="correct horse 9 staple"
+    )
+    superuser = Actor(user_id=root.id, tenant_id=root.tenant_id, roles=root.roles)
+    create = CreateTenant(world.identity)
+    acme, _ = await create(name="Acme", slug="acme", owner=OWNER, client=None)
+    globex, _ = await create(name="Globex", slug="globex", owner=OWNER, client=None)
+    async with world.uow:
+        submitted = {}
+        for name, tenant_id in (("queued", acme.id), ("running", acme.id), ("other", globex.id)):
+            task = await world.uow.tasks(tenant_id).add(
+                task_id=uuid4(), task_type="noop", config={}, input_files=[], created_by=None
+            )
+            submitted[name] = task.id
+        await world.uow.tasks(acme.id).start(
+            submitted["running"], at=world.clock.now(), max_attempts=3
+        )
+        await world.uow.commit()
+
+    update = UpdateTenant(world.uow, world.clock)
+    await update(superuser, acme.id, status=TenantStatus.SUSPENDED)
+
+    tasks = world.uow.committed.tasks
+    assert {
+        name: (tasks[i].status, tasks[i].cancel_requested) for name, i in submitted.items()
+    } == {
+        "queued": (TaskStatus.CANCELLED, True),
+        "running": (TaskStatus.PROCESSING, True),
+        "other": (TaskStatus.PENDING, False),
+    }
+    assert tasks[submitted["queued"]].error_message == "The tenant was suspended."
+    # Suspending again, or re-activating, touches no task.
+    before = dict(tasks)
+    await update(superuser, acme.id, status=TenantStatus.SUSPENDED)
+    await update(superuser, acme.id, status=TenantStatus.ACTIVE)
+    assert world.uow.committed.tasks == before

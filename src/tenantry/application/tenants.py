@@ -10,7 +10,8 @@ import msgspec
 from tenantry.application.auth import Identity
 from tenantry.domain.auth import Actor
 from tenantry.domain.errors import Conflict, Forbidden, NotFound
-from tenantry.domain.ports import UnitOfWork
+from tenantry.domain.ports import Clock, UnitOfWork
+from tenantry.domain.tasks import TENANT_SUSPENDED
 from tenantry.domain.tenants import PLATFORM_SLUG, NewTenant, Tenant, TenantStatus
 from tenantry.domain.users import Role, User
 
@@ -81,8 +82,9 @@ class ListTenants:
 
 
 class UpdateTenant:
-    def __init__(self, uow: UnitOfWork) -> None:
+    def __init__(self, uow: UnitOfWork, clock: Clock) -> None:
         self.uow = uow
+        self.clock = clock
 
     async def __call__(
         self,
@@ -101,6 +103,13 @@ class UpdateTenant:
                 raise NotFound("No such tenant.")
             merged = None if settings is None else {**current.settings, **settings}
             tenant = await self.uow.tenants.update(tenant_id, status=status, settings=merged)
+            if status == TenantStatus.SUSPENDED and current.status != TenantStatus.SUSPENDED:
+                # Queued work ends now, where the tenant's users see it, rather than when a
+                # worker reaches it; running work stops at its next check. Re-activation
+                # restarts nothing.
+                await self.uow.tasks(tenant_id).cancel_unfinished(
+                    self.clock.now(), error_message=TENANT_SUSPENDED
+                )
             await self.uow.commit()
         assert tenant is not None
         return tenant

@@ -265,6 +265,11 @@ class TaskRepository(Protocol):
         """Cancel a pending task at once, or ask a running one to stop. None when finished."""
         ...
 
+    async def cancel_unfinished(self, at: datetime, *, error_message: str) -> int:
+        """Cancel every pending task of the tenant at once, with ``error_message``, and ask
+        every running one to stop; how many tasks that touched."""
+        ...
+
     async def add_log(
         self,
         task_id: UUID,

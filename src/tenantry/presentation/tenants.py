@@ -123,6 +123,9 @@ class AdminTenantController(Controller):
     @patch(
         "/{tenant_id:uuid}",
         summary="Suspend or reactivate a tenant, or change its settings",
+        description="Suspending stops the tenant's credentials and its tasks: queued ones end "
+        "cancelled at once, running ones at their next cancellation check. Reactivating "
+        "restarts no task.",
         responses=problems(*SIGNED_IN_ERRORS, *BODY_ERRORS, 403, 404),
     )
     async def update_tenant(

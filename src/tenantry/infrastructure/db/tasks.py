@@ -224,6 +224,29 @@ class SqlTaskRepository:
             row = (await self.session.execute(running)).scalar_one_or_none()
         return None if row is None else to_task(row)
 
+    async def cancel_unfinished(self, at: datetime, *, error_message: str) -> int:
+        tenant_tasks = update(TaskModel).where(TaskModel.tenant_id == self.tenant_id)
+        pending = await self.session.execute(
+            tenant_tasks.where(TaskModel.status == TaskStatus.PENDING.value)
+            .values(
+                status=TaskStatus.CANCELLED.value,
+                cancel_requested=True,
+                completed_at=at,
+                error_message=error_message,
+                updated_at=func.now(),
+            )
+            .execution_options(synchronize_session=False)
+        )
+        running = await self.session.execute(
+            tenant_tasks.where(
+                TaskModel.status == TaskStatus.PROCESSING.value,
+                TaskModel.cancel_requested.is_(False),
+            )
+            .values(cancel_requested=True, updated_at=func.now())
+            .execution_options(synchronize_session=False)
+        )
+        return int(pending.rowcount) + int(running.rowcount)  # type: ignore[attr-defined]
+
     async def add_log(
         self,
         task_id: UUID,
