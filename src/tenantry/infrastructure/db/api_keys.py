@@ -6,7 +6,6 @@ from datetime import datetime
 from uuid import UUID
 
 from advanced_alchemy.filters import OrderBy
-from sqlalchemy import update
 
 from tenantry.domain.auth import ApiKey
 from tenantry.infrastructure.db.models import ApiKeyModel
@@ -64,9 +63,8 @@ class SqlApiKeyRepository:
 
     async def revoke(self, api_key_id: UUID, *, user_id: UUID, at: datetime) -> bool:
         statement = (
-            update(ApiKeyModel)
+            self.repository.update_rows()
             .where(
-                ApiKeyModel.tenant_id == self.repository.tenant_id,
                 ApiKeyModel.id == api_key_id,
                 ApiKeyModel.user_id == user_id,
                 ApiKeyModel.revoked_at.is_(None),
@@ -78,8 +76,8 @@ class SqlApiKeyRepository:
 
     async def touch(self, api_key_id: UUID, at: datetime) -> None:
         statement = (
-            update(ApiKeyModel)
-            .where(ApiKeyModel.tenant_id == self.repository.tenant_id, ApiKeyModel.id == api_key_id)
+            self.repository.update_rows()
+            .where(ApiKeyModel.id == api_key_id)
             .values(last_used_at=at)
         )
         await self.repository.session.execute(statement)

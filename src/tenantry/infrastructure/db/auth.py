@@ -5,8 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
-from sqlalchemy import update
-
 from tenantry.domain.auth import RefreshToken
 from tenantry.infrastructure.db.models import RefreshTokenModel
 from tenantry.infrastructure.db.tenancy import TenantScopedRepository
@@ -49,9 +47,8 @@ class SqlRefreshTokenRepository:
     async def mark_used(self, token_id: UUID, at: datetime) -> bool:
         # One conditional UPDATE: of two concurrent refreshes with one token, exactly one wins.
         statement = (
-            update(RefreshTokenModel)
+            self.repository.update_rows()
             .where(
-                RefreshTokenModel.tenant_id == self.repository.tenant_id,
                 RefreshTokenModel.id == token_id,
                 RefreshTokenModel.used_at.is_(None),
             )
@@ -62,9 +59,8 @@ class SqlRefreshTokenRepository:
 
     async def revoke_family(self, family_id: UUID, at: datetime) -> None:
         statement = (
-            update(RefreshTokenModel)
+            self.repository.update_rows()
             .where(
-                RefreshTokenModel.tenant_id == self.repository.tenant_id,
                 RefreshTokenModel.family_id == family_id,
                 RefreshTokenModel.revoked_at.is_(None),
             )

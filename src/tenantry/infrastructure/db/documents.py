@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Select, func, update
+from sqlalchemy import func
 
 from tenantry.domain.documents import Document
 from tenantry.domain.errors import StaleVersion
@@ -19,8 +19,7 @@ from tenantry.infrastructure.db.tenancy import TenantScopedRepository
 class DocumentModelRepository(TenantScopedRepository[DocumentModel]):
     model_type = DocumentModel
 
-    def scoped(self, statement: Select[Any]) -> Select[Any]:
-        return super().scoped(statement).where(DocumentModel.deleted_at.is_(None))
+    live_only = True
 
 
 def to_document(row: DocumentModel) -> Document:
@@ -85,7 +84,7 @@ class SqlDocumentRepository:
     ) -> Document | None:
         values = changes(title=title, content=content, meta=metadata)
         statement = (
-            update(DocumentModel)
+            self.repository.update_rows()
             .where(*self._key(project_id, document_id))
             .values(**values, version=DocumentModel.version + 1, updated_at=func.now())
             .returning(DocumentModel)
@@ -102,7 +101,7 @@ class SqlDocumentRepository:
 
     async def soft_delete(self, project_id: UUID, document_id: UUID, at: datetime) -> bool:
         result = await self.repository.session.execute(
-            update(DocumentModel)
+            self.repository.update_rows()
             .where(*self._key(project_id, document_id))
             .values(deleted_at=at)
             .returning(DocumentModel.id)
@@ -110,9 +109,4 @@ class SqlDocumentRepository:
         return result.first() is not None
 
     def _key(self, project_id: UUID, document_id: UUID) -> tuple[Any, ...]:
-        return (
-            DocumentModel.tenant_id == self.repository.tenant_id,
-            DocumentModel.project_id == project_id,
-            DocumentModel.id == document_id,
-            DocumentModel.deleted_at.is_(None),
-        )
+        return DocumentModel.project_id == project_id, DocumentModel.id == document_id

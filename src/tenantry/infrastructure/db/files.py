@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import func, select
 
 from tenantry.domain.files import StoredFile
 from tenantry.domain.projects import ListQuery
@@ -21,8 +21,7 @@ class FileModelRepository(TenantScopedRepository[FileModel]):
 
 
 class LiveFileModelRepository(FileModelRepository):
-    def scoped(self, statement: Select[Any]) -> Select[Any]:
-        return super().scoped(statement).where(FileModel.deleted_at.is_(None))
+    live_only = True
 
 
 def to_file(row: FileModel) -> StoredFile:
@@ -80,41 +79,31 @@ class SqlFileRepository:
 
     async def soft_delete(self, file_id: UUID, at: datetime) -> bool:
         result = await self.live.session.execute(
-            update(FileModel)
-            .where(
-                FileModel.tenant_id == self.live.tenant_id,
-                FileModel.id == file_id,
-                FileModel.deleted_at.is_(None),
-            )
+            self.live.update_rows()
+            .where(FileModel.id == file_id)
             .values(deleted_at=at)
             .returning(FileModel.id)
         )
         return result.first() is not None
 
     async def usage(self) -> tuple[int, int]:
-        statement = select(
-            func.coalesce(func.sum(FileModel.size), 0), func.count(FileModel.id)
-        ).where(FileModel.tenant_id == self.live.tenant_id, FileModel.deleted_at.is_(None))
+        statement = self.live.scoped(
+            select(func.coalesce(func.sum(FileModel.size), 0), func.count(FileModel.id))
+        )
         used, count = (await self.live.session.execute(statement)).one()
         return int(used), int(count)
 
     async def deleted_before(self, cutoff: datetime, *, limit: int) -> Sequence[StoredFile]:
         rows = await self.every.session.scalars(
-            select(FileModel)
-            .where(
-                FileModel.tenant_id == self.every.tenant_id,
-                FileModel.deleted_at.is_not(None),
-                FileModel.deleted_at < cutoff,
-            )
+            self.every.scoped(select(FileModel))
+            .where(FileModel.deleted_at.is_not(None), FileModel.deleted_at < cutoff)
             .limit(limit)
         )
         return [to_file(row) for row in rows]
 
     async def set_metadata(self, file_id: UUID, metadata: dict[str, Any]) -> None:
         await self.live.session.execute(
-            update(FileModel)
-            .where(FileModel.tenant_id == self.live.tenant_id, FileModel.id == file_id)
-            .values(meta=metadata)
+            self.every.update_rows().where(FileModel.id == file_id).values(meta=metadata)
         )
 
     async def purge(self, file_id: UUID) -> None:

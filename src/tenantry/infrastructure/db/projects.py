@@ -8,28 +8,27 @@ from functools import cached_property
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Select, bindparam, func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.domain.errors import StaleVersion
 from tenantry.domain.projects import ListQuery, Project
 from tenantry.infrastructure.db.listing import changes, list_filters
 from tenantry.infrastructure.db.models import DocumentModel, ProjectModel
-from tenantry.infrastructure.db.tenancy import DriverStatement, TenantScopedRepository
+from tenantry.infrastructure.db.tenancy import DriverStatement, TenantScopedRepository, of_tenant
 
 
 class ProjectModelRepository(TenantScopedRepository[ProjectModel]):
     model_type = ProjectModel
 
-    def scoped(self, statement: Select[Any]) -> Select[Any]:
-        return super().scoped(statement).where(ProjectModel.deleted_at.is_(None))
+    live_only = True
 
 
 _projects = ProjectModel.__table__
 # Get-by-id is the hottest read: compiled once, run on the driver. Same filter as scoped().
 _GET = DriverStatement(
     select(_projects).where(
-        _projects.c.tenant_id == bindparam("tenant_id"),
+        of_tenant(_projects),
         _projects.c.id == bindparam("project_id"),
         _projects.c.deleted_at.is_(None),
     )
@@ -104,12 +103,8 @@ class SqlProjectRepository:
     ) -> Project | None:
         # One conditional UPDATE: of two writers holding the same version, exactly one wins.
         statement = (
-            update(ProjectModel)
-            .where(
-                ProjectModel.tenant_id == self.tenant_id,
-                ProjectModel.id == project_id,
-                ProjectModel.deleted_at.is_(None),
-            )
+            self.repository.update_rows()
+            .where(ProjectModel.id == project_id)
             .values(**values, version=ProjectModel.version + 1, updated_at=func.now())
             .returning(ProjectModel)
             .execution_options(synchronize_session=False, populate_existing=True)
@@ -124,14 +119,10 @@ class SqlProjectRepository:
         return None
 
     async def soft_delete(self, project_id: UUID, at: datetime) -> bool:
-        session, tenant_id = self.session, self.tenant_id
+        session = self.session
         deleted = await session.execute(
-            update(ProjectModel)
-            .where(
-                ProjectModel.tenant_id == tenant_id,
-                ProjectModel.id == project_id,
-                ProjectModel.deleted_at.is_(None),
-            )
+            self.repository.update_rows()
+            .where(ProjectModel.id == project_id)
             .values(deleted_at=at)
             .returning(ProjectModel.id)
         )
@@ -140,7 +131,7 @@ class SqlProjectRepository:
         await session.execute(
             update(DocumentModel)
             .where(
-                DocumentModel.tenant_id == tenant_id,
+                of_tenant(DocumentModel, self.tenant_id),
                 DocumentModel.project_id == project_id,
                 DocumentModel.deleted_at.is_(None),
             )

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy import and_, case, func, or_, select
 
 from tenantry.domain.projects import ListQuery
 from tenantry.domain.tasks import FINISHED, WORKER_LOST, Task, TaskLog, TaskStats, TaskStatus
@@ -53,9 +53,7 @@ class SqlTaskRepository:
         self.tenant_id = tasks.tenant_id
 
     def _update(self, task_id: UUID) -> Any:
-        return update(TaskModel).where(
-            TaskModel.tenant_id == self.tenant_id, TaskModel.id == task_id
-        )
+        return self.tasks.update_rows().where(TaskModel.id == task_id)
 
     async def add(
         self,
@@ -189,9 +187,8 @@ class SqlTaskRepository:
 
     async def stale(self, before: datetime, *, limit: int) -> Sequence[Task]:
         rows = await self.session.scalars(
-            select(TaskModel)
+            self.tasks.scoped(select(TaskModel))
             .where(
-                TaskModel.tenant_id == self.tenant_id,
                 TaskModel.status == TaskStatus.PROCESSING.value,
                 TaskModel.heartbeat_at < before,
             )
@@ -225,7 +222,7 @@ class SqlTaskRepository:
         return None if row is None else to_task(row)
 
     async def cancel_unfinished(self, at: datetime, *, error_message: str) -> int:
-        tenant_tasks = update(TaskModel).where(TaskModel.tenant_id == self.tenant_id)
+        tenant_tasks = self.tasks.update_rows()
         pending = await self.session.execute(
             tenant_tasks.where(TaskModel.status == TaskStatus.PENDING.value)
             .values(
@@ -270,8 +267,8 @@ class SqlTaskRepository:
 
     async def logs(self, task_id: UUID) -> Sequence[TaskLog]:
         rows = await self.session.scalars(
-            select(TaskLogModel)
-            .where(TaskLogModel.tenant_id == self.tenant_id, TaskLogModel.task_id == task_id)
+            self.logs_repository.scoped(select(TaskLogModel))
+            .where(TaskLogModel.task_id == task_id)
             .order_by(TaskLogModel.created_at, TaskLogModel.attempt)
         )
         return [
@@ -289,18 +286,18 @@ class SqlTaskRepository:
         ]
 
     async def stats(self) -> TaskStats:
-        mine = TaskModel.tenant_id == self.tenant_id
+        mine = self.tasks.filters()
         by_status = dict(
             (
                 await self.session.execute(
-                    select(TaskModel.status, func.count()).where(mine).group_by(TaskModel.status)
+                    select(TaskModel.status, func.count()).where(*mine).group_by(TaskModel.status)
                 )
             ).all()
         )
         by_type = dict(
             (
                 await self.session.execute(
-                    select(TaskModel.type, func.count()).where(mine).group_by(TaskModel.type)
+                    select(TaskModel.type, func.count()).where(*mine).group_by(TaskModel.type)
                 )
             ).all()
         )
@@ -308,7 +305,7 @@ class SqlTaskRepository:
         mean, p95 = (
             await self.session.execute(
                 select(func.avg(duration), func.percentile_cont(0.95).within_group(duration)).where(
-                    mine, TaskModel.status == TaskStatus.COMPLETED.value
+                    *mine, TaskModel.status == TaskStatus.COMPLETED.value
                 )
             )
         ).one()

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from functools import cache, partial
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 from uuid import UUID
 
 import asyncpg
 from advanced_alchemy.exceptions import NotFoundError
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
-from sqlalchemy import Select, event, select, text
+from sqlalchemy import ColumnElement, Select, Table, Update, bindparam, event, select, text, update
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
@@ -33,10 +33,19 @@ from tenantry.domain.errors import Unavailable
 from tenantry.infrastructure.db.models import TenantOwned
 
 ModelT = TypeVar("ModelT", bound=TenantOwned)
+SelectT = TypeVar("SelectT", bound=Select[*tuple[Any, ...]])
 
 TENANT_KEY = "tenant_id"
 _SET_TENANT = text("select set_config('app.tenant_id', :tenant_id, true)")
 _SET_TENANT_SQL = "select set_config('app.tenant_id', $1, true)"
+
+
+def of_tenant(entity: Any, tenant_id: UUID | None = None) -> ColumnElement[bool]:
+    """The first wall's predicate, written here and nowhere else: the rows of ``entity`` (a
+    mapped class or a table) that belong to ``tenant_id``; without one, to the tenant passed as
+    the ``tenant_id`` parameter when the statement runs (for statements compiled once)."""
+    column = entity.c.tenant_id if isinstance(entity, Table) else entity.tenant_id
+    return column == (bindparam(TENANT_KEY) if tenant_id is None else tenant_id)  # type: ignore[no-any-return]
 
 
 def bind_tenant(session: AsyncSession, tenant_id: UUID) -> None:
@@ -249,12 +258,14 @@ class TenantScopedRepository(SQLAlchemyAsyncRepository[ModelT], Generic[ModelT])
     """advanced-alchemy's repository, confined to one tenant on every path.
 
     The base ``statement`` scopes get, list, count and exists; the bulk paths build their own
-    statements and ignore it, so each is overridden here. Statements written by hand in
-    subclasses go through :meth:`scoped` for the same filter.
+    statements and ignore it, so each is overridden here. A feature's own statements start
+    from :meth:`scoped` (selects) or :meth:`update_rows`, which carry the same filters.
     """
 
     # A separate count query: count(*) OVER () slows down on large tables.
     count_with_window_function = False
+    # Soft-deletable models whose deleted rows this repository never shows nor changes.
+    live_only: ClassVar[bool] = False
 
     def __init__(self, *, session: AsyncSession, tenant_id: UUID, **kwargs: Any) -> None:
         self.tenant_id = tenant_id
@@ -275,8 +286,19 @@ class TenantScopedRepository(SQLAlchemyAsyncRepository[ModelT], Generic[ModelT])
         # Whatever base statement is set (advanced-alchemy sets select(model)) is read scoped.
         self._unscoped, self._scoped = statement, None
 
-    def scoped(self, statement: Select[Any]) -> Select[Any]:
-        return statement.where(self.model_type.tenant_id == self.tenant_id)
+    def filters(self) -> tuple[ColumnElement[bool], ...]:
+        """What every statement of this repository carries: the tenant, and live rows only."""
+        tenant = of_tenant(self.model_type, self.tenant_id)
+        if self.live_only:
+            return tenant, self.model_type.deleted_at.is_(None)  # type: ignore[attr-defined]
+        return (tenant,)
+
+    def scoped(self, statement: SelectT) -> SelectT:
+        return statement.where(*self.filters())
+
+    def update_rows(self) -> Update:
+        """An UPDATE of this repository's rows: the feature adds its conditions and values."""
+        return update(self.model_type).where(*self.filters())
 
     def _own(self, data: ModelT) -> ModelT:
         if data.tenant_id is None:
@@ -313,5 +335,5 @@ class TenantScopedRepository(SQLAlchemyAsyncRepository[ModelT], Generic[ModelT])
 
     async def delete_where(self, *filters: Any, **kwargs: Any) -> Sequence[ModelT]:
         return await super().delete_where(
-            self.model_type.tenant_id == self.tenant_id, *filters, **kwargs
+            of_tenant(self.model_type, self.tenant_id), *filters, **kwargs
         )

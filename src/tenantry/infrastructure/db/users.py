@@ -9,14 +9,14 @@ from uuid import UUID
 
 from advanced_alchemy.exceptions import IntegrityError
 from advanced_alchemy.filters import LimitOffset, OrderBy
-from sqlalchemy import bindparam, exists, func, or_, select, update
+from sqlalchemy import bindparam, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.domain.errors import Conflict
 from tenantry.domain.tenants import TenantStatus
 from tenantry.domain.users import NewUser, Role, User
 from tenantry.infrastructure.db.models import RefreshTokenModel, TenantModel, UserModel
-from tenantry.infrastructure.db.tenancy import DriverStatement, TenantScopedRepository
+from tenantry.infrastructure.db.tenancy import DriverStatement, TenantScopedRepository, of_tenant
 
 
 class UserModelRepository(TenantScopedRepository[UserModel]):
@@ -31,13 +31,13 @@ _ACTIVE_ROLES = DriverStatement(
     select(_users.c.roles)
     .join(_tenants, _tenants.c.id == _users.c.tenant_id)
     .where(
-        _users.c.tenant_id == bindparam("tenant_id"),
+        of_tenant(_users),
         _users.c.id == bindparam("user_id"),
         _users.c.is_active.is_(True),
         _tenants.c.status == TenantStatus.ACTIVE.value,
         # Revoking a family marks every token of it: one revoked token means a revoked session.
         ~exists().where(
-            _refresh_tokens.c.tenant_id == bindparam("tenant_id"),
+            of_tenant(_refresh_tokens),
             _refresh_tokens.c.family_id == bindparam("session_id"),
             _refresh_tokens.c.revoked_at.is_not(None),
         ),
@@ -157,11 +157,7 @@ class SqlUserRepository:
         await self._write(user_id, last_login_at=at)
 
     async def _write(self, user_id: UUID, **values: Any) -> None:
-        statement = (
-            update(UserModel)
-            .where(UserModel.tenant_id == self.tenant_id, UserModel.id == user_id)
-            .values(**values)
-        )
+        statement = self.repository.update_rows().where(UserModel.id == user_id).values(**values)
         await self.session.execute(statement)
 
     async def delete(self, user_id: UUID) -> bool:
