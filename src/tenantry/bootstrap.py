@@ -33,15 +33,10 @@ from tenantry.application.keys import (
     RotateSigningKey,
     read_keyring,
 )
-from tenantry.application.tasks import (
-    FileInspect,
-    Noop,
-    ProjectExport,
-    ReapTasks,
-    ReconcileTasks,
-    Registry,
-    RunTask,
-)
+from tenantry.application.tasks import Registry
+from tenantry.application.tasks.handlers import builtin_handlers
+from tenantry.application.tasks.maintenance import ReapTasks, ReconcileTasks
+from tenantry.application.tasks.runner import RunTask
 from tenantry.config import SecretsError, Settings, load_settings
 from tenantry.domain.auth import Actor
 from tenantry.domain.errors import Invalid, Unavailable
@@ -98,7 +93,7 @@ class Container:
             queue_name=settings.task_queue_name,
             timeout=settings.db_connect_timeout,
         )
-        self.registry = Registry([FileInspect(), ProjectExport(), Noop()])
+        self.registry = Registry(builtin_handlers())
         self.file_policy = FilePolicy(
             max_bytes=settings.upload_max_bytes,
             quota_bytes=settings.tenant_quota_bytes,

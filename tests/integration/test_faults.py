@@ -37,7 +37,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from tenantry import bootstrap
-from tenantry.application.tasks import ReconcileTasks
+from tenantry.application.tasks.maintenance import ReconcileTasks
 from tenantry.config import Settings
 from tenantry.infrastructure.db import database, migrations
 from tenantry.infrastructure.db.rls import APP_ROLE

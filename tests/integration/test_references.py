@@ -17,7 +17,7 @@ from litestar.testing import AsyncTestClient
 
 from tenantry import bootstrap
 from tenantry.application.files import SweepFiles
-from tenantry.application.tasks import ReapTasks, ReconcileTasks
+from tenantry.application.tasks.maintenance import ReapTasks, ReconcileTasks
 from tenantry.config import Settings
 from tenantry.domain.files import OBJECTS_PREFIX, object_key
 

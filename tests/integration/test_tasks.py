@@ -19,16 +19,12 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from tenantry import bootstrap
-from tenantry.application.tasks import (
-    FileInspect,
-    ProjectExport,
-    ReapTasks,
-    Registry,
-    RunTask,
-    SubmitTask,
-    TaskContext,
-)
-from tenantry.application.tasks import Noop as BuiltinNoop
+from tenantry.application.tasks import Registry, SubmitTask, TaskContext
+from tenantry.application.tasks.handlers.file_inspect import FileInspect
+from tenantry.application.tasks.handlers.noop import Noop as BuiltinNoop
+from tenantry.application.tasks.handlers.project_export import ProjectExport
+from tenantry.application.tasks.maintenance import ReapTasks
+from tenantry.application.tasks.runner import RunTask
 from tenantry.config import Settings
 from tenantry.domain.auth import Actor
 from tenantry.domain.tasks import RetryableError, Task, TaskStatus

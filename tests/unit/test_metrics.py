@@ -10,7 +10,8 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from tenantry.application.tasks import Registry, RunTask, SubmitTask, TaskContext
+from tenantry.application.tasks import Registry, SubmitTask, TaskContext
+from tenantry.application.tasks.runner import RunTask
 from tenantry.domain.tasks import TaskStatus
 from tenantry.infrastructure.observability.metrics import (
     PrometheusRequestMetrics,

@@ -16,15 +16,10 @@ from tenantry.application.documents import CreateDocument, DeleteDocument, GetDo
 from tenantry.application.files import DeleteFile, Files, GetFile, UploadFile
 from tenantry.application.ownership import SYSTEM_USER, creator, may_destroy, require_may_destroy
 from tenantry.application.projects import CreateProject, DeleteProject, GetProject
-from tenantry.application.tasks import (
-    CancelTask,
-    GetTask,
-    Noop,
-    ProjectExport,
-    Registry,
-    RunTask,
-    SubmitTask,
-)
+from tenantry.application.tasks import CancelTask, GetTask, Registry, SubmitTask
+from tenantry.application.tasks.handlers.noop import Noop
+from tenantry.application.tasks.handlers.project_export import ProjectExport
+from tenantry.application.tasks.runner import RunTask
 from tenantry.domain.auth import Actor
 from tenantry.domain.errors import Forbidden, NotFound
 from tenantry.domain.files import TEXT, FilePolicy

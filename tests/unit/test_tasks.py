@@ -15,17 +15,12 @@ from uuid import uuid4
 import msgspec
 import pytest
 
-from tenantry.application.tasks import (
-    CancelTask,
-    FileInspect,
-    Noop,
-    ProjectExport,
-    ReapTasks,
-    Registry,
-    RunTask,
-    SubmitTask,
-    TaskContext,
-)
+from tenantry.application.tasks import CancelTask, Registry, SubmitTask, TaskContext
+from tenantry.application.tasks.handlers.file_inspect import FileInspect
+from tenantry.application.tasks.handlers.noop import Noop
+from tenantry.application.tasks.handlers.project_export import ProjectExport
+from tenantry.application.tasks.maintenance import ReapTasks
+from tenantry.application.tasks.runner import RunTask
 from tenantry.domain.auth import Actor
 from tenantry.domain.documents import Document
 from tenantry.domain.errors import Invalid

@@ -1,0 +1,224 @@
+"""Background tasks: submitted by the API, run by workers, followed by users through the row.
+
+This module holds what users call (submit, read, list, cancel, logs, stats) and what handlers
+are given (the registry and a task's context). The worker's side is ``runner``, the platform's
+sweeps ``maintenance``, and each built-in handler a module of ``handlers``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
+from uuid import UUID
+
+import msgspec
+
+from tenantry.application.files import Files
+from tenantry.application.ownership import require_may_destroy
+from tenantry.domain.auth import Actor
+from tenantry.domain.errors import Invalid, NotFound
+from tenantry.domain.files import FilePolicy
+from tenantry.domain.ids import new_id
+from tenantry.domain.ports import Clock, JobQueue, ObjectStorage, UnitOfWork
+from tenantry.domain.projects import ListQuery
+from tenantry.domain.tasks import (
+    TENANT_SUSPENDED,
+    Task,
+    TaskCancelled,
+    TaskFinished,
+    TaskLog,
+    TaskStats,
+    TaskStatus,
+)
+from tenantry.domain.tenants import Tenant, TenantStatus
+
+UnitOfWorkFactory = Callable[[], AbstractAsyncContextManager[UnitOfWork]]
+
+# Progress is written at most this often (and always at 100): a chatty handler costs no more.
+PROGRESS_INTERVAL_S = 0.25
+
+
+class TaskContext:
+    """What a handler gets: its tenant and inputs, progress, cancellation and the stores."""
+
+    def __init__(
+        self,
+        task: Task,
+        *,
+        units: UnitOfWorkFactory,
+        storage: ObjectStorage,
+        clock: Clock,
+        file_policy: FilePolicy,
+    ) -> None:
+        self.task = task
+        self.tenant_id = task.tenant_id
+        self.units = units
+        self.storage = storage
+        self.clock = clock
+        self.file_policy = file_policy
+        self.output_files: list[UUID] = []
+        self._written = task.progress
+        self._written_at = 0.0
+
+    async def progress(self, percent: int) -> None:
+        percent = max(0, min(100, percent))
+        now = time.monotonic()
+        if percent <= self._written or (
+            percent < 100 and now - self._written_at < PROGRESS_INTERVAL_S
+        ):
+            return
+        async with self.units() as uow:
+            await uow.tasks(self.tenant_id).progress(self.task.id, percent)
+            await uow.commit()
+        self._written, self._written_at = percent, now
+
+    def files(self, uow: UnitOfWork) -> Files:
+        return Files(uow, storage=self.storage, clock=self.clock, policy=self.file_policy)
+
+    async def check_cancelled(self) -> None:
+        """Stop here if the user cancelled or the tenant was suspended: handlers call this
+        between steps."""
+        async with self.units() as uow:
+            current = await uow.tasks(self.tenant_id).get(self.task.id)
+            tenant = await uow.tenants.get(self.tenant_id)
+        if not runs_tasks(tenant):
+            raise TaskCancelled(TENANT_SUSPENDED)
+        if current is None or current.cancel_requested:
+            raise TaskCancelled
+
+
+def runs_tasks(tenant: Tenant | None) -> bool:
+    return tenant is not None and tenant.status == TenantStatus.ACTIVE
+
+
+class TaskHandler(Protocol):
+    type: str
+    config_type: builtins.type[msgspec.Struct]
+
+    async def run(self, context: TaskContext, config: Any) -> dict[str, Any]: ...
+
+
+class Registry:
+    """Handlers by task type; each brings the schema its config must match."""
+
+    def __init__(self, handlers: list[TaskHandler]) -> None:
+        self.handlers = {handler.type: handler for handler in handlers}
+
+    def handler(self, task_type: str) -> TaskHandler:
+        handler = self.handlers.get(task_type)
+        if handler is None:
+            known = ", ".join(sorted(self.handlers))
+            raise Invalid("Unknown task type.", fields={"type": f"must be one of {known}"})
+        return handler
+
+    def config(self, task_type: str, config: dict[str, Any]) -> Any:
+        try:
+            return msgspec.convert(config, self.handler(task_type).config_type)
+        except msgspec.ValidationError as error:
+            raise Invalid(
+                "The task's config is not valid.", fields={"config": str(error)}
+            ) from None
+
+
+class SubmitTask:
+    def __init__(self, uow: UnitOfWork, queue: JobQueue, registry: Registry) -> None:
+        self.uow = uow
+        self.queue = queue
+        self.registry = registry
+
+    async def __call__(
+        self,
+        actor: Actor,
+        *,
+        task_type: str,
+        config: dict[str, Any],
+        input_files: list[UUID],
+        request_id: str | None,
+    ) -> Task:
+        self.registry.config(task_type, config)
+        async with self.uow:
+            files = self.uow.files(actor.tenant_id)
+            for file_id in input_files:
+                if await files.get(file_id) is None:
+                    raise Invalid(
+                        "Unknown input file.", fields={"input_files": f"no file {file_id}"}
+                    )
+            task = await self.uow.tasks(actor.tenant_id).add(
+                task_id=new_id(),
+                task_type=task_type,
+                config=config,
+                input_files=input_files,
+                created_by=actor.user_id,
+            )
+            await self.uow.commit()
+        # Enqueued only once the row is committed: a rolled-back request never runs a job.
+        # Should this enqueue be lost, the worker's reconciler finds the pending row.
+        await self.queue.enqueue(task, request_id=request_id)
+        return task
+
+
+class GetTask:
+    def __init__(self, uow: UnitOfWork) -> None:
+        self.uow = uow
+
+    async def __call__(self, actor: Actor, task_id: UUID) -> Task:
+        async with self.uow:
+            task = await self.uow.tasks(actor.tenant_id).get(task_id)
+        if task is None:
+            raise NotFound("No such task.")
+        return task
+
+
+class ListTasks:
+    def __init__(self, uow: UnitOfWork) -> None:
+        self.uow = uow
+
+    async def __call__(
+        self, actor: Actor, query: ListQuery, *, status: TaskStatus | None, task_type: str | None
+    ) -> tuple[Sequence[Task], int]:
+        async with self.uow:
+            tasks = self.uow.tasks(actor.tenant_id)
+            return await tasks.list(query, status=status, task_type=task_type)
+
+
+class CancelTask:
+    def __init__(self, uow: UnitOfWork, clock: Clock) -> None:
+        self.uow = uow
+        self.clock = clock
+
+    async def __call__(self, actor: Actor, task_id: UUID) -> Task:
+        async with self.uow:
+            tasks = self.uow.tasks(actor.tenant_id)
+            found = await tasks.get(task_id)
+            if found is None:
+                raise NotFound("No such task.")
+            require_may_destroy(actor, found.created_by, "this task")
+            task = await tasks.cancel(task_id, self.clock.now())
+            if task is None:
+                raise TaskFinished("The task has already finished.")
+            await self.uow.commit()
+        return task
+
+
+class TaskLogs:
+    def __init__(self, uow: UnitOfWork) -> None:
+        self.uow = uow
+
+    async def __call__(self, actor: Actor, task_id: UUID) -> Sequence[TaskLog]:
+        async with self.uow:
+            tasks = self.uow.tasks(actor.tenant_id)
+            if await tasks.get(task_id) is None:
+                raise NotFound("No such task.")
+            return await tasks.logs(task_id)
+
+
+class GetTaskStats:
+    def __init__(self, uow: UnitOfWork) -> None:
+        self.uow = uow
+
+    async def __call__(self, actor: Actor) -> TaskStats:
+        async with self.uow:
+            return await self.uow.tasks(actor.tenant_id).stats()
