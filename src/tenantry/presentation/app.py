@@ -1,4 +1,4 @@
-"""The Litestar application factory. Adapters arrive from bootstrap.py as dependencies."""
+"""The Litestar application factory. Adapters and use cases arrive from bootstrap as dependencies."""
 
 from __future__ import annotations
 

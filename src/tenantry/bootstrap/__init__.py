@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from functools import partial
@@ -16,29 +16,25 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig, SQLAlchemyPlugin
+from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
 from arq.worker import Worker
-from litestar import Litestar, Request
-from litestar.di import NamedDependency, Provide
+from litestar import Litestar
 from litestar.types import Scope
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from tenantry.application import api_keys, auth, documents, files, projects, tasks, tenants, users
 from tenantry.application.auth import Authenticate, AuthPolicy, Identity
 from tenantry.application.files import Files, SweepFiles
 from tenantry.application.keys import (
     EnsureKeyring,
-    ListSigningKeys,
-    RotateSigningKey,
     read_keyring,
 )
 from tenantry.application.tasks import Registry
 from tenantry.application.tasks.handlers import builtin_handlers
 from tenantry.application.tasks.maintenance import ReapTasks, ReconcileTasks
 from tenantry.application.tasks.runner import RunTask
+from tenantry.bootstrap import providers
 from tenantry.config import SecretsError, Settings, load_settings
-from tenantry.domain.auth import Actor
 from tenantry.domain.errors import Invalid, Unavailable
 from tenantry.domain.files import FilePolicy
 from tenantry.domain.ports import UnitOfWork
@@ -285,129 +281,6 @@ def migration_url(settings: Settings) -> str:
     return make_url(url).set(password=password).render_as_string(hide_password=False)
 
 
-def _provide(
-    alchemy: SQLAlchemyAsyncConfig, build: Callable[[SqlUnitOfWork], Any], *, signed_in: bool
-) -> Provide:
-    """A use case built around the request's session (the one the bearer check used).
-
-    A signed-in one takes the actor too, though it needs nothing of it: its handler takes both,
-    and two dependencies with none between them are resolved in an anyio task group, several
-    per cent of a small read; in this order Litestar resolves them one after the other."""
-
-    def public(request: Request[Any, Any, Any]) -> Any:
-        return build(SqlUnitOfWork(alchemy.provide_session(request.app.state, request.scope)))
-
-    def signed_in_provider(
-        request: Request[Actor, Any, Any],
-        actor: NamedDependency[Actor],  # noqa: ARG001
-    ) -> Any:
-        return public(request)
-
-    return Provide(signed_in_provider if signed_in else public, sync_to_thread=False)
-
-
-def use_case_providers(container: Container) -> dict[str, Provide]:
-    """Each use case, built per request around the request's database session."""
-    public_with_identity = {
-        "register": auth.Register,
-        # Not "login": a dependency named like a body field makes Litestar answer 500 for a
-        # bad value of that field.
-        "sign_in": auth.Login,
-        "refresh": auth.Refresh,
-        "logout": auth.Logout,
-        "create_tenant": tenants.CreateTenant,
-    }
-    with_identity = {"create_user": users.CreateUser}
-    with_uow = {
-        "get_me": auth.GetMe,
-        "list_users": users.ListUsers,
-        "get_user": users.GetUser,
-        "update_user": users.UpdateUser,
-        "delete_user": users.DeleteUser,
-        "list_api_keys": api_keys.ListApiKeys,
-        "list_tenants": tenants.ListTenants,
-        "create_project": projects.CreateProject,
-        "get_project": projects.GetProject,
-        "list_projects": projects.ListProjects,
-        "update_project": projects.UpdateProject,
-        "create_document": documents.CreateDocument,
-        "get_document": documents.GetDocument,
-        "list_documents": documents.ListDocuments,
-        "update_document": documents.UpdateDocument,
-    }
-    with_clock = {
-        "update_tenant": tenants.UpdateTenant,
-        "create_api_key": api_keys.CreateApiKey,
-        "revoke_api_key": api_keys.RevokeApiKey,
-        "delete_project": projects.DeleteProject,
-        "delete_document": documents.DeleteDocument,
-    }
-    with_files = {
-        "upload_file": files.UploadFile,
-        "get_file": files.GetFile,
-        "list_files": files.ListFiles,
-        "delete_file": files.DeleteFile,
-        "get_usage": files.GetUsage,
-        "read_file_content": files.ReadFileContent,
-        "download_url": files.DownloadUrl,
-    }
-    with_queue = {"submit_task": tasks.SubmitTask}
-    with_uow |= {
-        "get_task": tasks.GetTask,
-        "list_tasks": tasks.ListTasks,
-        "task_logs": tasks.TaskLogs,
-        "task_stats": tasks.GetTaskStats,
-    }
-    with_clock["cancel_task"] = tasks.CancelTask
-    providers: dict[str, Provide] = {
-        "rotate_signing_key": Provide(
-            lambda: RotateSigningKey(container.secrets, container.clock), sync_to_thread=False
-        ),
-        "list_signing_keys": Provide(
-            lambda: ListSigningKeys(container.secrets), sync_to_thread=False
-        ),
-    }
-    public = partial(_provide, container.alchemy, signed_in=False)
-    signed_in = partial(_provide, container.alchemy, signed_in=True)
-    for name, public_case in public_with_identity.items():
-        providers[name] = public(_with_identity(container, public_case))
-    for name, queue_case in with_queue.items():
-        providers[name] = signed_in(_with_queue(container, queue_case))
-    for name, files_case in with_files.items():
-        providers[name] = signed_in(_with_files(container, files_case))
-    for name, identity_case in with_identity.items():
-        providers[name] = signed_in(_with_identity(container, identity_case))
-    for name, uow_case in with_uow.items():
-        providers[name] = signed_in(uow_case)
-    for name, clock_case in with_clock.items():
-        providers[name] = signed_in(_with_clock(container, clock_case))
-    return providers
-
-
-def _with_identity(
-    container: Container, case: Callable[[Identity], Any]
-) -> Callable[[SqlUnitOfWork], Any]:
-    return lambda uow: case(container.identity(uow))
-
-
-def _with_queue(
-    container: Container, case: Callable[[UnitOfWork, ArqJobQueue, Registry], Any]
-) -> Callable[[SqlUnitOfWork], Any]:
-    return lambda uow: case(uow, container.job_queue, container.registry)
-
-
-def _with_files(
-    container: Container, case: Callable[[Files], Any]
-) -> Callable[[SqlUnitOfWork], Any]:
-    return lambda uow: case(container.files(uow))
-
-
-def _with_clock(
-    container: Container, case: Callable[[UnitOfWork, SystemClock], Any]
-) -> Callable[[SqlUnitOfWork], Any]:
-    return lambda uow: case(uow, container.clock)
-
-
 async def check_database_role(container: Container) -> None:
     """Refuse to serve in production as a role that row level security does not hold.
 
@@ -501,7 +374,7 @@ def create_app(
     return web.create_app(
         settings,
         plugins=[SQLAlchemyPlugin(config=engine)],
-        dependencies=use_case_providers(container),
+        dependencies=providers.use_case_providers(container, engine, web.CONTROLLERS),
         readiness_checks={
             "database": lambda: database.ping(engine.get_engine()),
             "redis": lambda: redis_cache.ping(container.redis),

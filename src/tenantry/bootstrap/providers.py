@@ -1,0 +1,125 @@
+"""Use-case providers, derived rather than listed.
+
+A route handler asks for a use case by name and type (``create_project:
+NamedDependency[CreateProject]``); the use case's constructor names the ports it needs
+(``uow: UnitOfWork, clock: Clock``). From those two facts each provider is built here, so a new
+use case needs no wiring line: its class and the handler that calls it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable
+from operator import attrgetter
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple, get_args, get_origin, get_type_hints
+
+from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig
+from litestar import Request
+from litestar.di import Dependency, NamedDependency, Provide
+from litestar.handlers import HTTPRouteHandler
+
+from tenantry.application.auth import Identity
+from tenantry.application.files import Files
+from tenantry.application.tasks import Registry
+from tenantry.domain.auth import Actor
+from tenantry.domain.ports import Clock, JobQueue, SecretStore, UnitOfWork
+from tenantry.infrastructure.db.uow import SqlUnitOfWork
+
+if TYPE_CHECKING:
+    from tenantry.bootstrap import Container
+
+APPLICATION = "tenantry.application."
+# Ports built around the request's unit of work, and ports the container holds once.
+PER_REQUEST: dict[Any, Callable[[Container, UnitOfWork], Any]] = {
+    UnitOfWork: lambda _, uow: uow,
+    Identity: lambda container, uow: container.identity(uow),
+    Files: lambda container, uow: container.files(uow),
+}
+SHARED: dict[Any, Callable[[Container], Any]] = {
+    Clock: attrgetter("clock"),
+    JobQueue: attrgetter("job_queue"),
+    Registry: attrgetter("registry"),
+    SecretStore: attrgetter("secrets"),
+}
+
+
+class Wanted(NamedTuple):
+    use_case: type
+    with_actor: bool  # a handler asking for it also takes the signed-in Actor
+
+
+def use_cases_asked_for(controllers: Iterable[type]) -> dict[str, Wanted]:
+    """Every ``name: NamedDependency[UseCase]`` of the controllers' route handlers, where the
+    use case is a class of the application layer."""
+    wanted: dict[str, Wanted] = {}
+    for controller in controllers:
+        for handler in vars(controller).values():
+            if not isinstance(handler, HTTPRouteHandler):
+                continue
+            hints = get_type_hints(handler.fn, include_extras=True)
+            with_actor = any(Actor in get_args(hint) for hint in hints.values())
+            for name, hint in hints.items():
+                if get_origin(hint) is not Annotated:
+                    continue
+                kind, *extras = get_args(hint)
+                named = any(
+                    isinstance(extra, Dependency) and extra.kind == "named" for extra in extras
+                )
+                if named and isinstance(kind, type) and kind.__module__.startswith(APPLICATION):
+                    earlier = wanted.get(name)
+                    wanted[name] = Wanted(kind, with_actor or bool(earlier and earlier.with_actor))
+    return wanted
+
+
+def use_case_providers(
+    container: Container, alchemy: SQLAlchemyAsyncConfig, controllers: Iterable[type]
+) -> dict[str, Provide]:
+    return {
+        name: provider(container, alchemy, wanted)
+        for name, wanted in use_cases_asked_for(controllers).items()
+    }
+
+
+def provider(container: Container, alchemy: SQLAlchemyAsyncConfig, wanted: Wanted) -> Provide:
+    """Builds the use case per request from the ports its constructor asks for."""
+    use_case = wanted.use_case
+    ports = constructor_ports(use_case)
+    shared = {name: SHARED[port](container) for name, port in ports.items() if port in SHARED}
+    per_request = {name: PER_REQUEST[port] for name, port in ports.items() if port in PER_REQUEST}
+    if not per_request:
+        return Provide(lambda: use_case(**shared), sync_to_thread=False)
+
+    def public(request: Request[Any, Any, Any]) -> Any:
+        # The request's own session: the one the bearer check used, so one connection serves both.
+        uow = SqlUnitOfWork(alchemy.provide_session(request.app.state, request.scope))
+        return use_case(
+            **shared, **{name: port(container, uow) for name, port in per_request.items()}
+        )
+
+    def signed_in(
+        request: Request[Actor, Any, Any],
+        actor: NamedDependency[Actor],  # noqa: ARG001
+    ) -> Any:
+        # The handler takes the actor and the use case; two dependencies with none between them
+        # are resolved in an anyio task group, several per cent of a small read. Depending on
+        # the actor, Litestar resolves them one after the other.
+        return public(request)
+
+    return Provide(signed_in if wanted.with_actor else public, sync_to_thread=False)
+
+
+def constructor_ports(use_case: type) -> dict[str, Any]:
+    """The constructor's parameters and the ports they are, every required one known."""
+    constructor = next(vars(cls)["__init__"] for cls in use_case.__mro__ if "__init__" in vars(cls))
+    hints = get_type_hints(constructor)
+    ports = {}
+    for name, parameter in inspect.signature(use_case).parameters.items():
+        port = hints.get(name)
+        if port in PER_REQUEST or port in SHARED:
+            ports[name] = port
+        elif parameter.default is inspect.Parameter.empty:
+            raise TypeError(
+                f"{use_case.__qualname__}: no provider knows the port {name}: {port!r}; "
+                "add it to PER_REQUEST or SHARED in bootstrap/providers.py"
+            )
+    return ports
