@@ -169,7 +169,12 @@ def test_the_build_context_holds_what_the_image_copies() -> None:
     for source in copied:
         assert (ROOT / source).exists(), source
         assert not ignored(source, patterns), f"{source} is copied but ignored"
-    for mounted in ("uv.lock", "pyproject.toml", "src/tenantry/cli.py", "migrations/env.py"):
+    for mounted in (
+        "uv.lock",
+        "pyproject.toml",
+        "src/tenantry/cli/__init__.py",
+        "migrations/env.py",
+    ):
         assert not ignored(mounted, patterns), mounted
 
 

@@ -14,7 +14,7 @@ import uvicorn
 
 from tenantry import bootstrap
 from tenantry.application.keys import read_keyring
-from tenantry.cli import _uvicorn_options
+from tenantry.cli.run import _uvicorn_options
 from tenantry.config import Settings, SettingsError, load_settings
 from tenantry.infrastructure.embedded import free_port
 from tenantry.infrastructure.secrets.environment import EnvironmentSecrets

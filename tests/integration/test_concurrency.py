@@ -14,7 +14,7 @@ import msgspec
 import uvicorn
 
 from tenantry import bootstrap
-from tenantry.cli import _uvicorn_options
+from tenantry.cli.run import _uvicorn_options
 from tenantry.config import Settings
 from tenantry.infrastructure.embedded import free_port
 

@@ -1,0 +1,60 @@
+"""Database migrations: ``db upgrade``, ``db downgrade``, ``db current``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import click
+
+from tenantry.cli.common import engines, settings_errors_exit
+from tenantry.config import load_settings
+
+
+@click.group()
+def db() -> None:
+    """Database migrations (embedded PostgreSQL unless TENANTRY_DATABASE_URL is set)."""
+
+
+def _with_database(action: Callable[[str], None]) -> None:
+    from tenantry import bootstrap
+    from tenantry.infrastructure.observability.logging import configure_logging
+
+    settings = load_settings()
+    configure_logging(settings)
+    if settings.is_production:
+        settings.required("database_url")
+    with engines(settings, redis=False) as ready:
+        action(bootstrap.migration_url(ready))
+
+
+@db.command()
+@click.argument("revision", default="head")
+@settings_errors_exit
+def upgrade(revision: str) -> None:
+    """Apply migrations up to REVISION (default: head)."""
+    from tenantry.infrastructure.db import migrations
+
+    _with_database(lambda url: migrations.upgrade(url, revision))
+    click.echo(f"Upgraded to {revision}.")
+
+
+@db.command()
+@click.argument("revision", default="-1")
+@settings_errors_exit
+def downgrade(revision: str) -> None:
+    """Revert migrations down to REVISION (default: one step; 'base' for all)."""
+    from tenantry.infrastructure.db import migrations
+
+    _with_database(lambda url: migrations.downgrade(url, revision))
+    click.echo(f"Downgraded to {revision}.")
+
+
+@db.command()
+@settings_errors_exit
+def current() -> None:
+    """Show the revision the database is at."""
+    from tenantry.infrastructure.db import migrations
+
+    _with_database(
+        lambda url: click.echo(migrations.current(url) or "(no revision: empty database)")
+    )
