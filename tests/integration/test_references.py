@@ -18,6 +18,7 @@ from litestar.testing import AsyncTestClient
 from tenantry import bootstrap
 from tenantry.application.files import SweepFiles
 from tenantry.application.tasks.maintenance import ReapTasks, ReconcileTasks
+from tenantry.bootstrap import create_storage
 from tenantry.config import Settings
 from tenantry.domain.files import OBJECTS_PREFIX, object_key
 
@@ -102,9 +103,7 @@ async def test_an_export_of_another_tenants_project_fails_and_writes_nothing(
     assert (task["output_files"], task["result"]) == ([], None)
     assert await database_owner.fetchval("select count(*) from files") == 0
     assert await database_owner.fetch("select id, updated_at, version from documents") == before
-    assert [
-        key async for key, _ in bootstrap.create_storage(settings).objects(OBJECTS_PREFIX)
-    ] == []
+    assert [key async for key, _ in create_storage(settings).objects(OBJECTS_PREFIX)] == []
 
 
 async def wait_for_task(

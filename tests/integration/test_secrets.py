@@ -15,7 +15,8 @@ from litestar.testing import AsyncTestClient
 
 from tenantry import bootstrap
 from tenantry.application.keys import read_keyring
-from tenantry.config import Settings
+from tenantry.bootstrap.secrets import check_secrets
+from tenantry.config import SecretsError, Settings
 from tenantry.domain.errors import StaleVersion
 from tenantry.domain.secrets import DATABASE, KEYRING, S3, SecretNotFound
 from tenantry.infrastructure.embedded import free_port
@@ -175,8 +176,8 @@ async def test_vault_down_at_start_is_one_clear_line(settings: Settings) -> None
 async def test_a_missing_vault_path_stops_production_start(vault_settings: Settings) -> None:
     production = msgspec.structs.replace(vault_settings, env="production")
     await seed_database_secret(production)
-    with pytest.raises(bootstrap.SecretsError) as raised:
-        await asyncio.to_thread(bootstrap.check_secrets, production)
+    with pytest.raises(SecretsError) as raised:
+        await asyncio.to_thread(check_secrets, production)
     assert str(raised.value) == (
         f"Vault holds no keyring secret at secret/{production.vault_keyring_path} in Vault at "
         f"{production.vault_addr}; write it with `tenantry vault bootstrap`."

@@ -1,6 +1,7 @@
 """The composition root: the one place that wires adapters into use cases.
 
-The API, the CLI (and later the workers) build what they need from a :class:`Container`.
+The API, the CLI and the workers build what they need from a :class:`Container`; the use cases
+a request needs come from ``providers``, the secrets read at start-up from ``secrets``.
 """
 
 from __future__ import annotations
@@ -8,12 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import structlog
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
@@ -25,20 +25,17 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from tenantry.application.auth import Authenticate, AuthPolicy, Identity
 from tenantry.application.files import Files, SweepFiles
-from tenantry.application.keys import (
-    EnsureKeyring,
-    read_keyring,
-)
 from tenantry.application.tasks import Registry
 from tenantry.application.tasks.handlers import builtin_handlers
 from tenantry.application.tasks.maintenance import ReapTasks, ReconcileTasks
 from tenantry.application.tasks.runner import RunTask
 from tenantry.bootstrap import providers
-from tenantry.config import SecretsError, Settings, load_settings
-from tenantry.domain.errors import Invalid, Unavailable
+from tenantry.bootstrap.secrets import create_secrets, load_secrets
+from tenantry.config import Settings, load_settings
+from tenantry.domain.errors import Unavailable
 from tenantry.domain.files import FilePolicy
 from tenantry.domain.ports import UnitOfWork
-from tenantry.domain.secrets import DATABASE, KEYRING, S3, SecretNotFound, SecretsUnavailable
+from tenantry.domain.secrets import DATABASE, SecretNotFound
 from tenantry.infrastructure.cache import redis as redis_cache
 from tenantry.infrastructure.cache.rate_limit import RedisRateLimiter
 from tenantry.infrastructure.clock import SystemClock
@@ -49,9 +46,6 @@ from tenantry.infrastructure.jobs.queue import ArqJobQueue
 from tenantry.infrastructure.jobs.worker import build_worker
 from tenantry.infrastructure.observability import metrics
 from tenantry.infrastructure.observability.logging import configure_logging
-from tenantry.infrastructure.secrets.cache import CachedSecrets
-from tenantry.infrastructure.secrets.environment import EnvironmentSecrets
-from tenantry.infrastructure.secrets.vault import VaultSecrets
 from tenantry.infrastructure.security.passwords import Argon2PasswordHasher
 from tenantry.infrastructure.security.tokens import JwtAccessTokens, SigningKeys
 from tenantry.infrastructure.storage.local import LocalDiskStorage
@@ -211,74 +205,6 @@ def create_storage(settings: Settings) -> LocalDiskStorage | S3Storage:
             presign_seconds=settings.s3_presign_seconds,
         )
     return LocalDiskStorage(Path(settings.files_dir or Path(settings.data_dir) / "files"))
-
-
-def secret_source(settings: Settings) -> VaultSecrets | EnvironmentSecrets:
-    """Where secrets live: Vault when TENANTRY_VAULT_ADDR is set, else the environment."""
-    if settings.vault_addr:
-        return VaultSecrets.from_settings(settings)
-    return EnvironmentSecrets(settings)
-
-
-def create_secrets(settings: Settings) -> CachedSecrets:
-    return CachedSecrets(secret_source(settings), ttl=settings.secrets_cache_seconds)
-
-
-async def load_secrets(
-    settings: Settings,
-    secrets: CachedSecrets,
-    clock: SystemClock,
-    storage: LocalDiskStorage | S3Storage | None = None,
-) -> None:
-    """Read every secret this process needs before serving, so a missing Vault or path stops
-    start-up with one clear line instead of failing the first request."""
-    try:
-        # Production never invents a key: every replica must verify every other's tokens.
-        if not settings.is_production and await EnsureKeyring(secrets, clock)():
-            log.info("created a signing keyring", where=secrets.describe(KEYRING))
-        await read_keyring(secrets)
-        if settings.vault_addr:
-            await secrets.read(DATABASE)
-        if settings.vault_addr and settings.storage_backend == "s3":
-            # The environment's keys are in the settings already; Vault's replace them.
-            s3 = (await secrets.read(S3)).data
-            if isinstance(storage, S3Storage):
-                storage.use_credentials(s3.get("access_key_id"), s3.get("secret_access_key"))
-    except (SecretNotFound, SecretsUnavailable, Invalid) as error:
-        raise SecretsError(error.detail) from None
-
-
-def check_secrets(settings: Settings) -> None:
-    """`tenantry serve` and `worker` call this first: a secrets problem ends the command with
-    one line, before any server starts."""
-
-    async def check() -> None:
-        secrets = create_secrets(settings)
-        try:
-            await load_secrets(settings, secrets, SystemClock())
-        finally:
-            await secrets.close()
-
-    asyncio.run(check())
-
-
-def migration_url(settings: Settings) -> str:
-    """The owner's URL for migrations, with its password from Vault when Vault holds it."""
-    url = settings.migration_url
-    if not settings.vault_addr:
-        return url
-
-    async def read() -> Mapping[str, Any]:
-        return (await VaultSecrets.from_settings(settings).read(DATABASE)).data
-
-    try:
-        values = asyncio.run(read())
-    except (SecretNotFound, SecretsUnavailable) as error:
-        raise SecretsError(error.detail) from None
-    password = values.get("migration_password") or values.get("password")
-    if not password:
-        return url
-    return make_url(url).set(password=password).render_as_string(hide_password=False)
 
 
 async def check_database_role(container: Container) -> None:

@@ -16,7 +16,7 @@ def db() -> None:
 
 
 def _with_database(action: Callable[[str], None]) -> None:
-    from tenantry import bootstrap
+    from tenantry.bootstrap.secrets import migration_url
     from tenantry.infrastructure.observability.logging import configure_logging
 
     settings = load_settings()
@@ -24,7 +24,7 @@ def _with_database(action: Callable[[str], None]) -> None:
     if settings.is_production:
         settings.required("database_url")
     with engines(settings, redis=False) as ready:
-        action(bootstrap.migration_url(ready))
+        action(migration_url(ready))
 
 
 @db.command()

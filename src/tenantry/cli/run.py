@@ -84,10 +84,11 @@ def serve(host: str | None, port: int | None, workers: int) -> None:
     import uvicorn
 
     from tenantry import bootstrap
+    from tenantry.bootstrap.secrets import check_secrets
     from tenantry.infrastructure.observability.logging import configure_logging
 
     configure_logging(settings)
-    bootstrap.check_secrets(settings)
+    check_secrets(settings)
     if workers > 1:
         # Each worker process builds its own app from the environment, so it must say what
         # this process settled on.
@@ -115,10 +116,11 @@ def worker() -> None:
     settings.required("database_url")
     settings.required("redis_url")
     from tenantry import bootstrap
+    from tenantry.bootstrap.secrets import check_secrets
     from tenantry.infrastructure.observability.logging import configure_logging
 
     configure_logging(settings)
-    bootstrap.check_secrets(settings)
+    check_secrets(settings)
     asyncio.run(bootstrap.run_worker(settings))
 
 

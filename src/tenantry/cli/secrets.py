@@ -110,14 +110,14 @@ def _run_with_secrets(
 ) -> str:
     """Run an action against the configured secret store; an unreachable store or a domain
     error ends the command with one line."""
-    from tenantry import bootstrap
+    from tenantry.bootstrap.secrets import secret_source
     from tenantry.domain.errors import DomainError
     from tenantry.domain.secrets import SecretNotFound, SecretsUnavailable
     from tenantry.infrastructure.observability.logging import configure_logging
 
     settings = load_settings()
     configure_logging(settings)
-    secrets = store or bootstrap.secret_source(settings)
+    secrets = store or secret_source(settings)
     try:
         return asyncio.run(action(secrets, settings))
     except (SecretNotFound, SecretsUnavailable) as error:
