@@ -11,7 +11,8 @@ from tenantry.application.documents import DeleteDocument
 from tenantry.application.files import Files
 from tenantry.application.tasks import Registry, SubmitTask
 from tenantry.bootstrap import providers
-from tenantry.domain.ports import Clock, JobQueue, UnitOfWork
+from tenantry.domain.ports import Clock, UnitOfWork
+from tenantry.domain.tasks import JobQueue
 from tenantry.presentation.app import CONTROLLERS
 from tenantry.presentation.projects import ProjectController
 

@@ -25,8 +25,7 @@ from tenantry.domain.auth import Actor
 from tenantry.domain.documents import Document
 from tenantry.domain.errors import Invalid
 from tenantry.domain.files import PNG, FilePolicy, StoredFile
-from tenantry.domain.ports import TaskMetrics
-from tenantry.domain.tasks import RetryableError, TaskFinished, TaskStatus
+from tenantry.domain.tasks import RetryableError, TaskFinished, TaskMetrics, TaskStatus
 from tenantry.domain.tenants import Tenant, TenantStatus
 from tenantry.domain.users import Role
 

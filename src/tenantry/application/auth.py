@@ -9,7 +9,10 @@ import msgspec
 
 from tenantry.domain.auth import (
     AccessClaims,
+    AccessTokens,
     Actor,
+    PasswordHasher,
+    RateLimiter,
     TokenPair,
     digest,
     new_refresh_token,
@@ -18,13 +21,7 @@ from tenantry.domain.auth import (
     same_digest,
 )
 from tenantry.domain.errors import Forbidden, RateLimited, Unauthenticated
-from tenantry.domain.ports import (
-    AccessTokens,
-    Clock,
-    PasswordHasher,
-    RateLimiter,
-    UnitOfWork,
-)
+from tenantry.domain.ports import Clock, UnitOfWork
 from tenantry.domain.tenants import Tenant, TenantStatus
 from tenantry.domain.users import NewUser, Role, User, validate_new_user
 

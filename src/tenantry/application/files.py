@@ -15,6 +15,7 @@ from tenantry.domain.files import (
     OBJECTS_PREFIX,
     FilePolicy,
     Inspection,
+    ObjectStorage,
     StoredFile,
     TooLarge,
     Usage,
@@ -23,7 +24,7 @@ from tenantry.domain.files import (
     safe_filename,
 )
 from tenantry.domain.ids import new_id
-from tenantry.domain.ports import Clock, ObjectStorage, UnitOfWork
+from tenantry.domain.ports import Clock, UnitOfWork
 from tenantry.domain.projects import ListQuery
 
 QUOTA_SETTING = "quota_bytes"

@@ -12,8 +12,8 @@ from tenantry.application.tenants import require_superuser
 from tenantry.domain.auth import Actor
 from tenantry.domain.errors import Conflict, StaleVersion
 from tenantry.domain.keys import KeyInfo, Keyring, new_signing_key
-from tenantry.domain.ports import Clock, SecretStore
-from tenantry.domain.secrets import KEYRING, SecretNotFound
+from tenantry.domain.ports import Clock
+from tenantry.domain.secrets import KEYRING, SecretNotFound, SecretStore
 
 # Check-and-set attempts before a rotation gives up on a keyring that keeps changing.
 WRITE_ATTEMPTS = 5

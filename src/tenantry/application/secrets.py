@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tenantry.application.keys import EnsureKeyring
-from tenantry.domain.ports import Clock, SecretStore
-from tenantry.domain.secrets import DATABASE, S3, SecretNotFound
+from tenantry.domain.ports import Clock
+from tenantry.domain.secrets import DATABASE, S3, SecretNotFound, SecretStore
 
 
 @dataclass(frozen=True)

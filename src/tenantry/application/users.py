@@ -8,11 +8,12 @@ from uuid import UUID
 from tenantry.application.auth import Identity
 from tenantry.domain.auth import Actor
 from tenantry.domain.errors import Conflict, Forbidden, Invalid, NotFound
-from tenantry.domain.ports import UnitOfWork, UserRepository
+from tenantry.domain.ports import UnitOfWork
 from tenantry.domain.users import (
     EMAIL_PATTERN,
     Role,
     User,
+    UserRepository,
     normalise_email,
     validate_roles,
 )

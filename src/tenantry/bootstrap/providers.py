@@ -22,7 +22,9 @@ from tenantry.application.auth import Identity
 from tenantry.application.files import Files
 from tenantry.application.tasks import Registry
 from tenantry.domain.auth import Actor
-from tenantry.domain.ports import Clock, JobQueue, SecretStore, UnitOfWork
+from tenantry.domain.ports import Clock, UnitOfWork
+from tenantry.domain.secrets import SecretStore
+from tenantry.domain.tasks import JobQueue
 from tenantry.infrastructure.db.uow import SqlUnitOfWork
 
 if TYPE_CHECKING:

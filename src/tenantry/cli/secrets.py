@@ -14,7 +14,7 @@ from tenantry.cli.common import settings_errors_exit
 from tenantry.config import SecretsError, Settings, load_settings
 
 if TYPE_CHECKING:
-    from tenantry.domain.ports import SecretStore
+    from tenantry.domain.secrets import SecretStore
 
 
 @click.group()

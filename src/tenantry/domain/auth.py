@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import secrets
 from datetime import datetime
+from typing import Protocol
 from uuid import UUID
 
 import msgspec
@@ -132,3 +133,55 @@ def parse_api_key(key: str) -> tuple[UUID, str] | None:
 
 def same_digest(secret: str, stored: str) -> bool:
     return hmac.compare_digest(digest(secret), stored)
+
+
+class RefreshTokenRepository(Protocol):
+    async def add(
+        self, *, user_id: UUID, family_id: UUID, token_hash: str, expires_at: datetime
+    ) -> RefreshToken: ...
+
+    async def get_by_hash(self, token_hash: str) -> RefreshToken | None: ...
+
+    async def mark_used(self, token_id: UUID, at: datetime) -> bool:
+        """Mark an unused token used; False when it was used already (a replay or a race)."""
+        ...
+
+    async def revoke_family(self, family_id: UUID, at: datetime) -> None: ...
+
+
+class PasswordHasher(Protocol):
+    async def hash(self, password: str) -> str: ...
+
+    async def verify(self, password_hash: str | None, password: str) -> bool:
+        """Check a password; with no hash (unknown user) spend the same time and say False."""
+        ...
+
+    def needs_rehash(self, password_hash: str) -> bool: ...
+
+
+class AccessTokens(Protocol):
+    """Signing and checking may re-read the keyring from the secret store, hence async."""
+
+    async def issue(
+        self, *, user_id: UUID, tenant_id: UUID, roles: tuple[Role, ...], session_id: UUID
+    ) -> str:
+        """A token of the session ``session_id`` (its refresh-token family)."""
+        ...
+
+    async def verify(self, token: str) -> AccessClaims:
+        """The claims of a valid token; raise ``Unauthenticated`` for anything else."""
+        ...
+
+    @property
+    def ttl_seconds(self) -> int: ...
+
+
+class RateLimiter(Protocol):
+    async def hit(self, key: str, *, limit: int, window_seconds: int) -> int | None:
+        """Count one attempt; the seconds to wait when over the limit, else None."""
+        ...
+
+    async def retry_after(self, key: str, *, limit: int) -> int | None:
+        """The seconds to wait when ``key`` is already over ``limit``, else None; counts
+        nothing (for limits on failures only, checked before the attempt)."""
+        ...

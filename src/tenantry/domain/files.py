@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 import msgspec
 
 from tenantry.domain.errors import DomainError, Invalid
+from tenantry.domain.projects import ListQuery
 
 # Enough bytes to sniff every type below and to find a JPEG's size in typical files.
 SNIFF_BYTES = 64 * 1024
@@ -285,3 +286,59 @@ class Inspection:
     @property
     def sha256(self) -> str:
         return self.digest.hexdigest()
+
+
+class FileRepository(Protocol):
+    """File rows of one tenant."""
+
+    async def add(self, file: StoredFile) -> StoredFile: ...
+
+    async def get(self, file_id: UUID, *, include_deleted: bool = False) -> StoredFile | None: ...
+
+    async def list(
+        self, query: ListQuery, *, include_deleted: bool = False
+    ) -> tuple[list[StoredFile], int]: ...
+
+    async def soft_delete(self, file_id: UUID, at: datetime) -> bool: ...
+
+    async def usage(self) -> tuple[int, int]:
+        """Bytes and count of the tenant's live files."""
+        ...
+
+    async def lock_usage(self) -> None:
+        """Serialise quota decisions of this tenant until the transaction ends."""
+        ...
+
+    async def deleted_before(self, cutoff: datetime, *, limit: int) -> Sequence[StoredFile]:
+        """Soft-deleted files whose grace period ended before ``cutoff``."""
+        ...
+
+    async def set_metadata(self, file_id: UUID, metadata: dict[str, Any]) -> None: ...
+
+    async def purge(self, file_id: UUID) -> None:
+        """Remove the row for good (its object is gone already)."""
+        ...
+
+
+class ObjectStorage(Protocol):
+    """Where file bytes live. Keys are ``tenants/{tenant_id}/files/{file_id}``."""
+
+    async def put(self, key: str, chunks: AsyncIterator[bytes]) -> None:
+        """Store the stream under ``key``; on any error nothing is left under it."""
+        ...
+
+    def get(self, key: str, *, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """The bytes from ``start`` to ``end`` (inclusive), streamed."""
+        ...
+
+    async def delete(self, key: str) -> None: ...
+
+    def objects(self, prefix: str) -> AsyncIterator[tuple[str, datetime]]:
+        """Every key under ``prefix`` with its last modification time."""
+        ...
+
+    async def download_url(self, key: str, *, filename: str, content_type: str) -> str | None:
+        """A short-lived URL the client can fetch the object from directly, if the store has one."""
+        ...
+
+    async def ping(self) -> None: ...

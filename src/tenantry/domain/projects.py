@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Protocol
 from uuid import UUID
 
 import msgspec
@@ -54,3 +55,29 @@ def clean_description(description: str) -> str:
             fields={"description": f"must be at most {DESCRIPTION_MAX_LENGTH} characters"},
         )
     return description
+
+
+class ProjectRepository(Protocol):
+    """Live (not deleted) projects of one tenant."""
+
+    async def add(self, *, owner_id: UUID | None, name: str, description: str) -> Project: ...
+
+    async def get(self, project_id: UUID) -> Project | None: ...
+
+    async def list(self, query: ListQuery) -> tuple[list[Project], int]: ...
+
+    async def update(
+        self,
+        project_id: UUID,
+        *,
+        expected_version: int | None,
+        name: str | None = None,
+        description: str | None = None,
+    ) -> Project | None:
+        """Apply changes and bump the version; raise ``StaleVersion`` when
+        ``expected_version`` is given and no longer current; None when there is no project."""
+        ...
+
+    async def soft_delete(self, project_id: UUID, at: datetime) -> bool:
+        """Mark the project and all its documents deleted."""
+        ...

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from tenantry.domain.errors import DomainError
 
@@ -35,3 +35,25 @@ class SecretNotFound(DomainError):
 
 class SecretsUnavailable(DomainError):
     """The store cannot be reached (or refuses us) right now."""
+
+
+class SecretStore(Protocol):
+    """Named secrets (``tenantry.domain.secrets.NAMES``) with versions for check-and-set."""
+
+    async def read(self, name: str, *, fresh: bool = False) -> Secret:
+        """The secret, from a cache unless ``fresh``; raise ``SecretNotFound`` when the store
+        holds none and ``SecretsUnavailable`` when it cannot be reached."""
+        ...
+
+    async def write(self, name: str, data: Mapping[str, Any], *, cas: int) -> int:
+        """Store a new version only if the current one is ``cas`` (0: none yet); return the new
+        version, or raise ``StaleVersion`` when another writer came first."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise unless the store answers and lets us read."""
+        ...
+
+    def describe(self, name: str) -> str:
+        """Where an operator finds the secret, for messages (never its value)."""
+        ...

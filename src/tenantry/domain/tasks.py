@@ -6,13 +6,15 @@ The row is the truth for what a user sees; the job queue only carries the task i
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 import msgspec
 
 from tenantry.domain.errors import DomainError
+from tenantry.domain.projects import ListQuery
 
 
 class TaskStatus(enum.StrEnum):
@@ -81,3 +83,104 @@ class RetryableError(Exception):
 class TaskCancelled(Exception):
     """Raised by a handler's cancellation check to stop at a safe point; its message, if any,
     says why when the user did not ask for it."""
+
+
+class TaskRepository(Protocol):
+    """Tasks of one tenant. Status changes are conditional updates: the row decides."""
+
+    async def add(
+        self,
+        *,
+        task_id: UUID,
+        task_type: str,
+        config: dict[str, Any],
+        input_files: Sequence[UUID],
+        created_by: UUID | None,
+    ) -> Task: ...
+
+    async def get(self, task_id: UUID) -> Task | None: ...
+
+    async def list(
+        self, query: ListQuery, *, status: TaskStatus | None, task_type: str | None
+    ) -> tuple[Sequence[Task], int]: ...
+
+    async def start(self, task_id: UUID, *, at: datetime, max_attempts: int) -> Task | None:
+        """pending (or processing, after a crash) -> processing, counting the attempt in the
+        row (``retry_count`` + 1 is its number); None when it is not runnable. A task whose
+        cancellation was asked for ends as cancelled here instead, and one whose attempts are
+        spent (its last worker died) as failed."""
+        ...
+
+    async def progress(self, task_id: UUID, percent: int) -> None:
+        """Raise the progress; it never goes backwards."""
+        ...
+
+    async def finish(
+        self,
+        task_id: UUID,
+        status: TaskStatus,
+        *,
+        at: datetime,
+        result: dict[str, Any] | None = None,
+        error_message: str | None = None,
+        output_files: Sequence[UUID] | None = None,
+    ) -> None: ...
+
+    async def back_to_pending(self, task_id: UUID, *, error_message: str) -> None: ...
+
+    async def heartbeat(self, task_id: UUID) -> None: ...
+
+    async def stale(self, before: datetime, *, limit: int) -> Sequence[Task]:
+        """Tasks in processing whose worker has not beaten since ``before``."""
+        ...
+
+    async def cancel(self, task_id: UUID, at: datetime) -> Task | None:
+        """Cancel a pending task at once, or ask a running one to stop. None when finished."""
+        ...
+
+    async def cancel_unfinished(self, at: datetime, *, error_message: str) -> int:
+        """Cancel every pending task of the tenant at once, with ``error_message``, and ask
+        every running one to stop; how many tasks that touched."""
+        ...
+
+    async def add_log(
+        self,
+        task_id: UUID,
+        *,
+        attempt: int,
+        operation: str,
+        success: bool,
+        duration_ms: float,
+        error: str | None,
+    ) -> None: ...
+
+    async def logs(self, task_id: UUID) -> Sequence[TaskLog]: ...
+
+    async def stats(self) -> TaskStats: ...
+
+
+class JobQueue(Protocol):
+    """Carries task ids to workers. The job id is the task id: a double submit runs once."""
+
+    async def enqueue(self, task: Task, *, request_id: str | None) -> None: ...
+
+
+class TaskMetrics(Protocol):
+    """Counts task attempts by type and outcome, and times them, for the dashboards.
+
+    Every started attempt ends in exactly one of the other four, with the handler's seconds.
+    """
+
+    def started(self, task_type: str) -> None: ...
+
+    def succeeded(self, task_type: str, seconds: float) -> None: ...
+
+    def failed(self, task_type: str, seconds: float) -> None:
+        """Failed for good: a permanent error, or a retryable one with no attempts left."""
+        ...
+
+    def retried(self, task_type: str, seconds: float) -> None:
+        """Failed with a retryable error; another attempt follows after a backoff."""
+        ...
+
+    def cancelled(self, task_type: str, seconds: float) -> None: ...

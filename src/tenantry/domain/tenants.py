@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import re
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 import msgspec
@@ -31,7 +31,6 @@ RESERVED_SLUGS = frozenset(
         "www",
     }
 )
-
 
 PLATFORM_SLUG = "platform"
 PLATFORM_SETTING = "platform"
@@ -79,3 +78,25 @@ class NewTenant(msgspec.Struct, kw_only=True, frozen=True):
         if problems:
             raise Invalid("The tenant is not valid.", fields=problems)
         return cls(name=name, slug=slug, settings={PLATFORM_SETTING: True} if platform else {})
+
+
+class TenantRepository(Protocol):
+    """Tenants are platform data: this repository spans every tenant on purpose."""
+
+    async def add(self, tenant: NewTenant) -> Tenant:
+        """Store a new tenant; raise ``Conflict`` when its slug is taken."""
+        ...
+
+    async def get(self, tenant_id: UUID) -> Tenant | None: ...
+
+    async def get_by_slug(self, slug: str) -> Tenant | None: ...
+
+    async def list(self, *, limit: int, offset: int) -> tuple[list[Tenant], int]: ...
+
+    async def update(
+        self,
+        tenant_id: UUID,
+        *,
+        status: TenantStatus | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> Tenant | None: ...

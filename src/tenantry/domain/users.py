@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import re
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 import msgspec
@@ -114,3 +114,48 @@ def validate_roles(roles: list[str]) -> tuple[Role, ...]:
     if not chosen or any(role not in TENANT_ROLES for role in chosen):
         raise Invalid("Unknown role.", fields={"roles": "must be owner, admin or member"})
     return chosen
+
+
+class UserRepository(Protocol):
+    """Users of one tenant; built for that tenant and unable to see others."""
+
+    async def add(self, user: NewUser) -> User:
+        """Store a new user; raise ``Conflict`` naming the taken email or username."""
+        ...
+
+    async def get(self, user_id: UUID) -> User | None: ...
+
+    async def find_by_login(self, login: str) -> tuple[User, str] | None:
+        """The user whose email or username is ``login``, with their password hash."""
+        ...
+
+    async def list(self, *, limit: int, offset: int) -> tuple[list[User], int]: ...
+
+    async def update(
+        self,
+        user_id: UUID,
+        *,
+        email: str | None = None,
+        roles: tuple[Role, ...] | None = None,
+        is_active: bool | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> User | None: ...
+
+    async def set_password_hash(self, user_id: UUID, password_hash: str) -> None: ...
+
+    async def record_login(self, user_id: UUID, at: datetime) -> None: ...
+
+    async def delete(self, user_id: UUID) -> bool: ...
+
+    async def active_roles(
+        self, user_id: UUID, *, session_id: UUID | None = None
+    ) -> tuple[Role, ...] | None:
+        """The user's roles while both the user and the tenant are active and, when a session
+        (refresh-token family) is named, it was not revoked; else None."""
+        ...
+
+    async def lock_active_owners(self) -> set[UUID]:
+        """The ids of the tenant's active owners, read after locking the tenant's owners until
+        the transaction ends: concurrent callers take turns, each reading what the last one
+        committed."""
+        ...

@@ -20,12 +20,13 @@ from tenantry.application.files import Files
 from tenantry.application.ownership import require_may_destroy
 from tenantry.domain.auth import Actor
 from tenantry.domain.errors import Invalid, NotFound
-from tenantry.domain.files import FilePolicy
+from tenantry.domain.files import FilePolicy, ObjectStorage
 from tenantry.domain.ids import new_id
-from tenantry.domain.ports import Clock, JobQueue, ObjectStorage, UnitOfWork
+from tenantry.domain.ports import Clock, UnitOfWork
 from tenantry.domain.projects import ListQuery
 from tenantry.domain.tasks import (
     TENANT_SUSPENDED,
+    JobQueue,
     Task,
     TaskCancelled,
     TaskFinished,

@@ -7,10 +7,11 @@ from datetime import timedelta
 from tenantry.application.tasks import (
     UnitOfWorkFactory,
 )
-from tenantry.domain.ports import Clock, JobQueue
+from tenantry.domain.ports import Clock
 from tenantry.domain.projects import ListQuery
 from tenantry.domain.tasks import (
     WORKER_LOST,
+    JobQueue,
     TaskStatus,
 )
 

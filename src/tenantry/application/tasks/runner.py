@@ -13,12 +13,13 @@ from tenantry.application.tasks import (
     UnitOfWorkFactory,
     runs_tasks,
 )
-from tenantry.domain.files import FilePolicy
-from tenantry.domain.ports import Clock, ObjectStorage, TaskMetrics
+from tenantry.domain.files import FilePolicy, ObjectStorage
+from tenantry.domain.ports import Clock
 from tenantry.domain.tasks import (
     TENANT_SUSPENDED,
     RetryableError,
     TaskCancelled,
+    TaskMetrics,
     TaskStatus,
 )
 

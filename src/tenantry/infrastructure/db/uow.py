@@ -9,16 +9,14 @@ from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tenantry.domain.ports import (
-    ApiKeyRepository,
-    DocumentRepository,
-    FileRepository,
-    ProjectRepository,
-    RefreshTokenRepository,
-    TaskRepository,
-    TenantRepository,
-    UserRepository,
-)
+from tenantry.domain.api_keys import ApiKeyRepository
+from tenantry.domain.auth import RefreshTokenRepository
+from tenantry.domain.documents import DocumentRepository
+from tenantry.domain.files import FileRepository
+from tenantry.domain.projects import ProjectRepository
+from tenantry.domain.tasks import TaskRepository
+from tenantry.domain.tenants import TenantRepository
+from tenantry.domain.users import UserRepository
 from tenantry.infrastructure.db.api_keys import ApiKeyModelRepository, SqlApiKeyRepository
 from tenantry.infrastructure.db.auth import RefreshTokenModelRepository, SqlRefreshTokenRepository
 from tenantry.infrastructure.db.documents import DocumentModelRepository, SqlDocumentRepository

@@ -15,8 +15,7 @@ from typing import Any
 
 import structlog
 
-from tenantry.domain.ports import SecretStore
-from tenantry.domain.secrets import Secret, SecretNotFound, SecretsUnavailable
+from tenantry.domain.secrets import Secret, SecretNotFound, SecretStore, SecretsUnavailable
 
 log = structlog.stdlib.get_logger("tenantry.secrets")
 

@@ -22,8 +22,7 @@ import msgspec
 from tenantry.domain.auth import AccessClaims
 from tenantry.domain.errors import Unauthenticated
 from tenantry.domain.keys import Keyring, SigningKey
-from tenantry.domain.ports import SecretStore
-from tenantry.domain.secrets import KEYRING
+from tenantry.domain.secrets import KEYRING, SecretStore
 from tenantry.domain.users import Role
 
 ALGORITHM = "HS256"
