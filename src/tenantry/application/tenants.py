@@ -95,12 +95,12 @@ class UpdateTenant:
         settings: dict[str, Any] | None = None,
     ) -> Tenant:
         require_superuser(actor)
-        if tenant_id == actor.tenant_id and status == TenantStatus.SUSPENDED:
-            raise Forbidden("The platform tenant cannot be suspended.")
         async with self.uow:
             current = await self.uow.tenants.get(tenant_id)
             if current is None:
                 raise NotFound("No such tenant.")
+            if current.slug == PLATFORM_SLUG and status == TenantStatus.SUSPENDED:
+                raise Forbidden("The platform tenant cannot be suspended.")
             merged = None if settings is None else {**current.settings, **settings}
             tenant = await self.uow.tenants.update(tenant_id, status=status, settings=merged)
             if status == TenantStatus.SUSPENDED and current.status != TenantStatus.SUSPENDED:

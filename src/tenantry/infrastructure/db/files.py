@@ -12,8 +12,8 @@ from sqlalchemy import func, select
 from tenantry.domain.files import StoredFile
 from tenantry.domain.projects import ListQuery
 from tenantry.infrastructure.db.listing import list_filters
-from tenantry.infrastructure.db.models import FileModel, TenantModel
-from tenantry.infrastructure.db.tenancy import TenantScopedRepository
+from tenantry.infrastructure.db.models import FileModel
+from tenantry.infrastructure.db.tenancy import TenantScopedRepository, lock_tenant_row
 
 
 class FileModelRepository(TenantScopedRepository[FileModel]):
@@ -110,11 +110,5 @@ class SqlFileRepository:
         await self.every.delete_where(FileModel.id == file_id)
 
     async def lock_usage(self) -> None:
-        # FOR NO KEY UPDATE (what key_share=True renders): it queues a tenant's uploads behind
-        # each other, but not behind the key-share lock each file row's foreign key takes on
-        # its tenant; FOR UPDATE would, and two uploads that inserted first would deadlock.
-        await self.live.session.execute(
-            select(TenantModel.id)
-            .where(TenantModel.id == self.live.tenant_id)
-            .with_for_update(key_share=True)
-        )
+        # A tenant's uploads check and take its quota one at a time.
+        await lock_tenant_row(self.live.session, self.live.tenant_id)

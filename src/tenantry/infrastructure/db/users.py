@@ -16,7 +16,12 @@ from tenantry.domain.errors import Conflict
 from tenantry.domain.tenants import TenantStatus
 from tenantry.domain.users import NewUser, Role, User
 from tenantry.infrastructure.db.models import RefreshTokenModel, TenantModel, UserModel
-from tenantry.infrastructure.db.tenancy import DriverStatement, TenantScopedRepository, of_tenant
+from tenantry.infrastructure.db.tenancy import (
+    DriverStatement,
+    TenantScopedRepository,
+    lock_tenant_row,
+    of_tenant,
+)
 
 
 class UserModelRepository(TenantScopedRepository[UserModel]):
@@ -29,7 +34,7 @@ _refresh_tokens = RefreshTokenModel.__table__
 # session_id (an API key, a token from before sessions were named) matches no family.
 _ACTIVE_ROLES = DriverStatement(
     select(_users.c.roles)
-    .join(_tenants, _tenants.c.id == _users.c.tenant_id)
+    .join(_tenants)  # on the users-to-tenants foreign key
     .where(
         of_tenant(_users),
         _users.c.id == bindparam("user_id"),
@@ -176,14 +181,8 @@ class SqlUserRepository:
         return None if record is None else tuple(Role(role) for role in record["roles"])
 
     async def lock_active_owners(self) -> set[UUID]:
-        # The tenant's row stands for its owners, locked FOR NO KEY UPDATE (key_share=True) as
-        # an upload's quota check locks it: changes of owners queue behind each other, but not
-        # behind the key-share lock every foreign key to the tenant takes.
-        await self.session.execute(
-            select(TenantModel.id)
-            .where(TenantModel.id == self.tenant_id)
-            .with_for_update(key_share=True)
-        )
+        # The tenant's row stands for its owners: changes of owners queue behind each other.
+        await lock_tenant_row(self.session, self.tenant_id)
         # A statement of its own, after the lock: under READ COMMITTED it sees what the last
         # holder committed.
         owners = await self.session.scalars(
