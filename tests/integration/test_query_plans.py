@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 import pytest
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from tenantry.config import load_settings
 from tenantry.domain.projects import ListQuery
@@ -108,7 +108,7 @@ async def plans_of(
 
     plans = []
     try:
-        async with async_sessionmaker(engine, class_=AsyncSession)() as session:
+        async with async_sessionmaker(engine, class_=TenantSession)() as session:
             uow = SqlUnitOfWork(session)
             await action(uow)
             event.remove(engine.sync_engine, "before_cursor_execute", capture)

@@ -19,7 +19,7 @@ from tenantry import bootstrap
 from tenantry.config import Settings, load_settings
 from tenantry.infrastructure.db import database
 from tenantry.infrastructure.db.models import UserModel
-from tenantry.infrastructure.db.tenancy import DriverTransaction, TenantSession
+from tenantry.infrastructure.db.tenancy import TenantSession, TenantTransaction
 from tenantry.infrastructure.db.uow import SqlUnitOfWork
 from tenantry.infrastructure.db.users import UserModelRepository
 
@@ -165,30 +165,34 @@ async def test_driver_statements_run_under_the_sessions_current_tenant(
         await engine.dispose()
 
 
-async def test_driver_reads_share_one_connection_with_the_orm_work_after_them(
+async def test_driver_reads_and_orm_writes_share_one_transaction_on_one_connection(
     two_tenants: dict[str, dict[str, str]], app_database_url: str
 ) -> None:
-    """A session's driver transaction (begun by a driver read with no ORM transaction) ends
-    before the ORM takes a connection: on a pool of one, a read then a write in one session
-    would otherwise wait for the connection the session itself holds."""
+    """A unit of work's statements, on the driver or through the ORM, run in one transaction
+    on one pooled connection: on a pool of one, a read then a write in one session never waits
+    for the connection the session itself holds, and both see one transaction id."""
     acme = two_tenants["acme"]
     tenant, user = uuid.UUID(acme["tenant"]), uuid.UUID(acme["user"])
     engine = engine_for(app_database_url, pool_size=1)
     sessions = async_sessionmaker(engine, expire_on_commit=False, class_=TenantSession)
+    txid = text("select txid_current()")
     try:
         async with sessions() as session:
             uow = SqlUnitOfWork(session)
             assert await uow.users(tenant).active_roles(user)
-            assert DriverTransaction.KEY in session.info
-            assert not session.in_transaction()
+            assert TenantTransaction.KEY in session.info
             assert engine.pool.checkedout() == 1  # type: ignore[attr-defined]
+            first = await session.scalar(txid)
             # An ORM read, then a write and its commit, on the same (only) connection.
             assert (await uow.users(tenant).get(user)) is not None
-            assert DriverTransaction.KEY not in session.info
             await uow.users(tenant).record_login(user, datetime.now(UTC))
+            assert await session.scalar(txid) == first
             await uow.commit()
-            # A driver read again begins a driver transaction; rollback ends it.
+            assert TenantTransaction.KEY not in session.info
+            assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+            # The next statement begins the next transaction; rollback ends it.
             assert await uow.users(tenant).active_roles(user)
+            assert await session.scalar(txid) != first
             await uow.rollback()
             assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
             # And close ends one too: nothing stays checked out after the session.

@@ -20,19 +20,9 @@ from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from tenantry.config import Settings
 from tenantry.domain.errors import Unavailable
+from tenantry.infrastructure.db.lost import LOST, lost_cause
 from tenantry.infrastructure.db.models import metadata
-from tenantry.infrastructure.db.tenancy import TenantSession
-
-# A server that is down, starting, stopping or full: worth retrying, unlike a wrong password.
-_UNREACHABLE = (
-    OSError,  # refused, no socket, timed out
-    asyncpg.PostgresConnectionError,  # SQLSTATE class 08, e.g. closed mid-handshake
-    asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
-    asyncpg.TooManyConnectionsError,
-)
-
+from tenantry.infrastructure.db.tenancy import AUTOCOMMIT, TenantSession
 
 # The server's own cancellation (a clear SQLSTATE) gets this long to arrive before the driver
 # stops waiting for an answer.
@@ -44,7 +34,7 @@ async def connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:
     passes connect-time OSErrors through unwrapped, indistinguishable from a disk error."""
     try:
         return await asyncpg.connect(*args, **kwargs)
-    except _UNREACHABLE as error:
+    except LOST as error:
         raise Unavailable(f"database unreachable ({type(error).__name__})") from error
 
 
@@ -88,22 +78,21 @@ def alchemy_config(
             connect_args=connect_args,
         ),
     )
-    engine = config.get_engine().sync_engine
-    event.listen(engine, "checkout", _replace_closed)
-    event.listen(engine, "handle_error", _broken_is_lost)
+    engine = config.get_engine()
+    event.listen(engine.sync_engine, "checkout", _replace_closed)
+    event.listen(engine.sync_engine, "handle_error", _lost_is_disconnect)
+    # Units of work begin, commit and roll back their transaction themselves (TenantTransaction):
+    # the ORM and SQLAlchemy's asyncpg adapter must not begin one of their own.
+    config.session_config.bind = engine.execution_options(isolation_level=AUTOCOMMIT)
     return config
 
 
-def _broken_is_lost(context: ExceptionContext) -> None:
-    """asyncpg's InternalClientError means the connection's protocol state is broken (seen
-    when the server went down mid-operation): like a closed connection, it is discarded and
-    the request gets a 503, not a 500 and a poisoned pool."""
-    error: BaseException | None = context.original_exception
-    while error is not None:  # the dialect re-raises asyncpg's errors as its own, from them
-        if isinstance(error, asyncpg.InternalClientError):
-            context.is_disconnect = True
-            return
-        error = error.__cause__
+def _lost_is_disconnect(context: ExceptionContext) -> None:
+    """SQLAlchemy discards a connection it sees as disconnected; what counts as lost is
+    decided once, in lost.py (asyncpg's InternalClientError, say: a protocol state broken by
+    the server going down), so the request gets a 503, not a 500 and a poisoned pool."""
+    if lost_cause(context.original_exception) is not None:
+        context.is_disconnect = True
 
 
 def _replace_closed(_: Any, record: ConnectionPoolEntry, __: PoolProxiedConnection) -> None:
@@ -111,8 +100,15 @@ def _replace_closed(_: Any, record: ConnectionPoolEntry, __: PoolProxiedConnecti
     connection idles in the pool. Refusing it here makes the pool connect afresh, so a quiet
     restart fails no request, at no round trip. (A connection that dies mid-request is a 503
     and invalidates the pool.)"""
-    if record.driver_connection is not None and record.driver_connection.is_closed():
+    driver = record.driver_connection
+    if driver is None:
+        return
+    if driver.is_closed():
         raise DisconnectionError("the server closed this pooled connection")
+    if driver.is_in_transaction():
+        # A unit of work that never ended (its session dropped unclosed): its transaction, and
+        # the tenant set in it, must not reach the next one.
+        raise DisconnectionError("a pooled connection came back in a transaction")
 
 
 async def role_problems(engine: AsyncEngine) -> list[str]:

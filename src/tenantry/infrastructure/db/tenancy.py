@@ -4,39 +4,38 @@ Wall 1: repositories that cannot be built without a tenant; they filter every re
 delete by ``tenant_id`` and stamp it on every insert, bulk paths included.
 
 Wall 2: PostgreSQL row level security. A session bound to a tenant sets ``app.tenant_id`` with
-``set_config(..., true)`` in every transaction it runs, right after BEGIN (in BEGIN's round trip
-for a transaction begun on the driver) and again whenever it is bound to another tenant
-mid-transaction. The setting is transaction-local, so a pooled
-connection never carries one request's tenant into the next; the policies read an unset or
-empty setting as "no tenant" and show nothing.
+``set_config(..., true)`` in BEGIN's round trip, and again whenever it is bound to another
+tenant mid-transaction. The setting is transaction-local, so a pooled connection never carries
+one request's tenant into the next; the policies read an unset or empty setting as "no tenant"
+and show nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from functools import cache, partial
+from collections.abc import Awaitable, Mapping, Sequence
+from functools import cache, wraps
 from typing import Any, ClassVar, Generic, TypeVar
 from uuid import UUID
 
 import asyncpg
 from advanced_alchemy.exceptions import NotFoundError
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
-from sqlalchemy import ColumnElement, Select, Table, Update, bindparam, event, select, text, update
+from sqlalchemy import ColumnElement, Select, Table, Update, bindparam, select, update
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
-from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_scoped_session
-from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, UOWTransaction
-from sqlalchemy.pool import PoolProxiedConnection
-from sqlalchemy.util import await_, greenlet_spawn
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import ClauseElement
 
 from tenantry.domain.errors import Unavailable
+from tenantry.infrastructure.db.lost import lost_cause, unavailable
 from tenantry.infrastructure.db.models import TenantModel, TenantOwned
 
 ModelT = TypeVar("ModelT", bound=TenantOwned)
 SelectT = TypeVar("SelectT", bound=Select[*tuple[Any, ...]])
+T = TypeVar("T")
 
 TENANT_KEY = "tenant_id"
-_SET_TENANT = text("select set_config('app.tenant_id', :tenant_id, true)")
+AUTOCOMMIT = "AUTOCOMMIT"
 _SET_TENANT_SQL = "select set_config('app.tenant_id', $1, true)"
 
 
@@ -68,39 +67,173 @@ def bind_tenant(session: AsyncSession, tenant_id: UUID) -> None:
     session.info[TENANT_KEY] = str(tenant_id)
 
 
-def _apply_tenant(session: Session, connection: Connection) -> None:
-    wanted = session.info.get(TENANT_KEY)
-    if wanted is not None and connection.info.get(TENANT_KEY) != wanted:
-        connection.execute(_SET_TENANT, {"tenant_id": wanted})
-        connection.info[TENANT_KEY] = wanted
+class TenantTransaction:
+    """The one transaction of a unit of work, on one pooled connection.
+
+    BEGIN and the tenant's ``set_config`` go in one round trip (the simple query protocol takes
+    both); the tenant is set again only when the session is bound to another one. The ORM and
+    the statements compiled once (:class:`DriverStatement`) both run in it: the session is
+    bound to this connection while it lasts. The connection is checked out in autocommit mode
+    so that neither SQLAlchemy nor its asyncpg adapter begins a transaction of its own: this
+    one is begun, committed and rolled back here, on the driver.
+    """
+
+    KEY = "tenant_transaction"
+
+    def __init__(self, connection: AsyncConnection, driver: asyncpg.Connection) -> None:
+        self.connection = connection
+        self.driver = driver
+        self.tenant: str | None = None
+
+    @classmethod
+    async def begin(cls, engine: AsyncEngine, tenant: str | None) -> TenantTransaction:
+        connection = await engine.connect()
+        if connection.sync_connection.get_execution_options().get("isolation_level") != AUTOCOMMIT:
+            # An engine not made by alchemy_config() (a test's, say): one more step, same end.
+            await connection.execution_options(isolation_level=AUTOCOMMIT)
+        current = cls(connection, (await connection.get_raw_connection()).driver_connection)
+        # A UUID's text, checked again: the one value put in SQL by hand.
+        begin = "BEGIN" if tenant is None else f"BEGIN; {_set_tenant_sql(UUID(tenant))}"
+        await current.run(current.driver.execute(begin))
+        current.tenant = tenant
+        return current
+
+    async def bind(self, tenant: str) -> None:
+        """Rebound to another tenant mid-transaction."""
+        await self.run(self.driver.execute(_SET_TENANT_SQL, tenant))
+        self.tenant = tenant
+
+    async def run(self, operation: Awaitable[T]) -> T:
+        """Await a driver operation; a lost connection is discarded and becomes a 503."""
+        try:
+            return await operation
+        except asyncpg.QueryCanceledError as error:
+            raise Unavailable("database statement timed out") from error
+        except BaseException as error:
+            if lost_cause(error) is None and not self.driver.is_closed():
+                raise
+            # What SQLAlchemy does for its own statements: the connection is discarded, not
+            # rolled back and returned to the pool.
+            await self.connection.invalidate(error)
+            raise unavailable(error) from error
+
+    async def end(self, *, commit: bool) -> None:
+        """Commit or roll back, then give the connection back to the pool."""
+        try:
+            if not self.connection.invalidated:
+                await self.run(self.driver.execute("COMMIT" if commit else "ROLLBACK"))
+        except Unavailable:
+            if commit:  # its outcome is unknown
+                raise
+        except asyncpg.PostgresError:
+            # Answered (a deferred constraint, say): the transaction is over, the connection sound.
+            raise
+        except BaseException as error:
+            # Cancelled mid-answer: what the connection would say next is unknown.
+            await self.connection.invalidate(error)
+            raise
+        finally:
+            await self.connection.close()
 
 
-def _before_orm_connection(session: Session) -> None:
-    """The driver transaction ends before the ORM takes a connection of its own: a session
-    holding two could wait forever on a pool that its own first one helped empty."""
-    if DriverTransaction.KEY in session.info:
-        await_(DriverTransaction.end(session.info))
+def _set_tenant_sql(tenant: UUID) -> str:
+    return f"SELECT set_config('app.tenant_id', '{tenant}', true)"
 
 
-@event.listens_for(Session, "after_begin")
-def _on_begin(session: Session, _: SessionTransaction, connection: Connection) -> None:
-    # A new transaction starts with no setting: set_config(..., true) ended with the last one.
-    connection.info.pop(TENANT_KEY, None)
-    _apply_tenant(session, connection)
+class TenantSession(AsyncSession):
+    """The session of every unit of work: its statements, ORM and driver alike, run in one
+    :class:`TenantTransaction`, begun on first use and ended by commit, rollback or close."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The engine transactions are begun on; the session's bind is the connection of the
+        # current one while it lasts.
+        self.engine = self.bind
+
+    async def transaction(self) -> TenantTransaction:
+        """The unit of work's transaction, begun if need be, bound to the session's tenant."""
+        wanted: str | None = self.info.get(TENANT_KEY)
+        current: TenantTransaction | None = self.info.get(TenantTransaction.KEY)
+        if current is None:
+            assert isinstance(self.engine, AsyncEngine), "sessions are bound to the engine"
+            current = await TenantTransaction.begin(self.engine, wanted)
+            self.info[TenantTransaction.KEY] = current
+            # The ORM joins this connection; its own begin and commit are no-ops in autocommit.
+            self.bind = current.connection
+        elif wanted is not None and current.tenant != wanted:
+            await current.bind(wanted)
+        return current
+
+    def _has_changes(self) -> bool:
+        return bool(self.new or self.dirty or self.deleted)
+
+    async def _end(self, *, commit: bool) -> None:
+        current: TenantTransaction | None = self.info.pop(TenantTransaction.KEY, None)
+        if current is not None:
+            try:
+                self.bind = self.engine
+            finally:
+                await current.end(commit=commit)
+
+    async def commit(self) -> None:
+        if self._has_changes():
+            await self.transaction()
+        try:
+            await super().commit()
+        except BaseException:
+            await self._end(commit=False)
+            raise
+        await self._end(commit=True)
+
+    async def rollback(self) -> None:
+        try:
+            if self.in_transaction():  # else nothing to undo, and no greenlet to start for it
+                await super().rollback()
+        finally:
+            await self._end(commit=False)
+
+    async def close(self) -> None:
+        try:
+            await super().close()
+        finally:
+            await self._end(commit=False)
+
+    async def flush(self, objects: Sequence[Any] | None = None) -> None:
+        if self._has_changes():
+            await self.transaction()
+        await super().flush(objects)
+
+    async def connection(self, *args: Any, **kwargs: Any) -> AsyncConnection:
+        await self.transaction()
+        return await super().connection(*args, **kwargs)
 
 
-@event.listens_for(Session, "do_orm_execute")
-def _on_execute(state: ORMExecuteState) -> None:
-    if TENANT_KEY in state.session.info:
-        _before_orm_connection(state.session)
-        _apply_tenant(state.session, state.session.connection())
+def _in_transaction(name: str) -> Any:
+    method = getattr(AsyncSession, name)
+
+    @wraps(method)
+    async def run(self: TenantSession, *args: Any, **kwargs: Any) -> Any:
+        await self.transaction()
+        return await method(self, *args, **kwargs)
+
+    return run
 
 
-@event.listens_for(Session, "before_flush")
-def _on_flush(session: Session, _: UOWTransaction, __: Any) -> None:
-    if TENANT_KEY in session.info:
-        _before_orm_connection(session)
-        _apply_tenant(session, session.connection())
+# Every other way the ORM reaches the database: each runs in the unit of work's transaction.
+for _name in (
+    "delete",
+    "execute",
+    "get",
+    "get_one",
+    "merge",
+    "refresh",
+    "run_sync",
+    "scalar",
+    "scalars",
+    "stream",
+    "stream_scalars",
+):
+    setattr(TenantSession, _name, _in_transaction(_name))
 
 
 @cache
@@ -115,158 +248,50 @@ _ASYNCPG = asyncpg_dialect.dialect()  # type: ignore[no-untyped-call]
 
 
 class DriverStatement:
-    """A Core statement compiled once for asyncpg, run on the driver connection. For the hottest
-    reads only: SQLAlchemy's per-statement work (the ORM session, greenlet hops, result
-    wrapping) cost several times the round trip itself. It runs in the session's transaction
-    when the ORM has one, else in the session's :class:`DriverTransaction`. The statement stays
-    the one source of its SQL; rows come back as asyncpg records."""
+    """A Core statement compiled once for asyncpg and run on the driver connection of the
+    session's transaction: for the hot statements, whose SQLAlchemy per-statement work (the
+    ORM session, greenlet hops, result wrapping) cost several times the round trip itself.
+    The statement stays the one source of its SQL; rows come back as asyncpg records."""
 
-    def __init__(self, statement: Select[Any]) -> None:
+    def __init__(self, statement: ClauseElement) -> None:
         compiled = statement.compile(dialect=_ASYNCPG)
+        assert isinstance(compiled, SQLCompiler)
         self.sql = str(compiled)
-        # Literals of the statement (a status value, say) are fixed; bindparam()s are asked for.
+        # Literals of the statement (a status value, say) are fixed; bindparam()s are asked
+        # for. Each goes through its type's processing, as SQLAlchemy would (JSON to text...).
         self._arguments = [
-            (name, compiled.binds[name].value is None, compiled.params[name])
+            (
+                name,
+                compiled.binds[name].value is None,
+                compiled.params[name],
+                compiled.binds[name].type.dialect_impl(_ASYNCPG).bind_processor(_ASYNCPG),
+            )
             for name in compiled.positiontup or ()
         ]
 
+    def arguments(self, values: Mapping[str, Any]) -> list[Any]:
+        found = []
+        for name, asked, fixed, process in self._arguments:
+            value = values[name] if asked else fixed
+            found.append(value if process is None or value is None else process(value))
+        return found
+
     async def fetch_row(self, session: AsyncSession, **values: Any) -> asyncpg.Record | None:
-        arguments = [values[name] if asked else fixed for name, asked, fixed in self._arguments]
-        if session.in_transaction():
-            connection = await tenant_connection(session)
-            driver: asyncpg.Connection = (await connection.get_raw_connection()).driver_connection
-            discard: Callable[[BaseException], Awaitable[None]] = connection.invalidate
-        else:
-            driver = (await DriverTransaction.of(session)).driver
-            discard = partial(DriverTransaction.discard, session)
-        try:
-            return await driver.fetchrow(self.sql, *arguments)
-        except asyncpg.QueryCanceledError as error:
-            raise Unavailable("database statement timed out") from error
-        except _LOST as error:
-            if isinstance(error, asyncpg.InterfaceError) and not driver.is_closed():
-                raise
-            # What SQLAlchemy does for its own statements: the connection is discarded, not
-            # rolled back and returned to the pool.
-            await discard(error)
-            raise Unavailable(f"database lost ({type(error).__name__})") from error
+        transaction = await session_transaction(session)
+        return await transaction.run(transaction.driver.fetchrow(self.sql, *self.arguments(values)))
+
+    async def fetch(self, session: AsyncSession, **values: Any) -> list[asyncpg.Record]:
+        transaction = await session_transaction(session)
+        return await transaction.run(transaction.driver.fetch(self.sql, *self.arguments(values)))
+
+    async def fetch_value(self, session: AsyncSession, **values: Any) -> Any:
+        transaction = await session_transaction(session)
+        return await transaction.run(transaction.driver.fetchval(self.sql, *self.arguments(values)))
 
 
-_LOST = (
-    OSError,  # TimeoutError included: no answer within the statement timeout
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,  # a protocol state broken by a server going down
-)
-
-
-class DriverTransaction:
-    """A pooled connection in a transaction begun on the driver, for a session that has run
-    only :class:`DriverStatement` reads so far (the bearer check and get-by-id): no ORM
-    transaction, engine connection or execution context is built for them, and BEGIN goes in
-    one round trip with the tenant's ``set_config`` (the simple query protocol takes both).
-
-    It ends when the session commits, rolls back or closes (the request's session closes as
-    its response starts), or before the ORM takes a connection (``_before_orm_connection``):
-    a session holds one transaction at a time, so a later write never waits on a connection
-    it holds itself."""
-
-    KEY = "driver_transaction"
-
-    def __init__(self, pooled: PoolProxiedConnection, tenant: str) -> None:
-        self.pooled = pooled
-        self.driver: asyncpg.Connection = pooled.driver_connection
-        self.tenant = tenant
-
-    @classmethod
-    async def of(cls, session: AsyncSession) -> DriverTransaction:
-        """The session's driver transaction, begun now if need be, bound to its tenant."""
-        wanted: str = session.info[TENANT_KEY]
-        current: DriverTransaction | None = session.info.get(cls.KEY)
-        if current is not None and current.tenant == wanted:
-            return current
-        engine = session.bind
-        assert isinstance(engine, AsyncEngine), "sessions are bound to the async engine"
-        try:
-            if current is None:
-                current = session.info[cls.KEY] = cls(await engine.raw_connection(), wanted)
-                # A UUID's text, checked again: the one value put in SQL by hand.
-                await current.driver.execute(
-                    f"BEGIN; SELECT set_config('app.tenant_id', '{UUID(wanted)}', true)"
-                )
-            else:
-                # Rebound to another tenant mid-transaction.
-                await current.driver.execute(_SET_TENANT_SQL, wanted)
-                current.tenant = wanted
-        except _LOST as error:
-            await cls.discard(session, error)
-            raise Unavailable(f"database lost ({type(error).__name__})") from error
-        return current
-
-    @classmethod
-    async def end(cls, info: dict[str, Any], *, commit: bool = False) -> None:
-        """Commit or roll back the driver transaction of the session with ``info``, if any,
-        and return its connection to the pool."""
-        current: DriverTransaction | None = info.pop(cls.KEY, None)
-        if current is None:
-            return
-        try:
-            await current.driver.execute("COMMIT" if commit else "ROLLBACK")
-        except _LOST as error:
-            await greenlet_spawn(current.pooled.invalidate, error)
-            if commit:  # its outcome is unknown
-                raise Unavailable(f"database lost ({type(error).__name__})") from error
-        except asyncpg.PostgresError:
-            # Answered (a deferred constraint, say): the transaction is over, the connection sound.
-            await greenlet_spawn(current.pooled.close)
-            raise
-        except BaseException as error:
-            # Cancelled mid-answer: what the connection would say next is unknown.
-            await greenlet_spawn(current.pooled.invalidate, error)
-            raise
-        else:
-            await greenlet_spawn(current.pooled.close)
-
-    @classmethod
-    async def discard(cls, session: AsyncSession, error: BaseException) -> None:
-        current: DriverTransaction | None = session.info.pop(cls.KEY, None)
-        if current is not None:
-            await greenlet_spawn(current.pooled.invalidate, error)
-
-
-class TenantSession(AsyncSession):
-    """The session of every unit of work: its commit, rollback and close end its
-    :class:`DriverTransaction` too, so the connection that holds it goes back to the pool."""
-
-    async def commit(self) -> None:
-        await super().commit()
-        await DriverTransaction.end(self.info, commit=True)
-
-    async def rollback(self) -> None:
-        await DriverTransaction.end(self.info)
-        if self.in_transaction():  # else nothing to undo, and no greenlet to start for it
-            await super().rollback()
-
-    async def close(self) -> None:
-        await DriverTransaction.end(self.info)
-        await super().close()
-
-    async def connection(self, *args: Any, **kwargs: Any) -> AsyncConnection:
-        # What _before_orm_connection does for ORM statements and flushes.
-        await DriverTransaction.end(self.info)
-        return await super().connection(*args, **kwargs)
-
-
-async def tenant_connection(session: AsyncSession) -> AsyncConnection:
-    """The connection of ``session``'s transaction, bound to the session's tenant."""
-    wanted = session.info[TENANT_KEY]
-    # A new transaction gets its tenant in _on_begin, which also makes the driver BEGIN.
-    connection = await session.connection()
-    if connection.info.get(TENANT_KEY) != wanted:
-        # Rebound to another tenant mid-transaction.
-        await connection.execute(_SET_TENANT, {"tenant_id": wanted})
-        connection.info[TENANT_KEY] = wanted
-    return connection
+async def session_transaction(session: AsyncSession) -> TenantTransaction:
+    assert isinstance(session, TenantSession), "units of work run on TenantSession"
+    return await session.transaction()
 
 
 class TenantScopedRepository(SQLAlchemyAsyncRepository[ModelT], Generic[ModelT]):

@@ -1,0 +1,339 @@
+"""The generic tenant repository: every statement of a tenant-owned entity, built once.
+
+A feature's repository is a subclass naming its model, its domain entity and its port; get,
+list, count, add, add many, update with an expected version, soft delete and delete come from
+here. Rows become domain objects by field name (``msgspec.convert``): the entity's fields are
+its table's column names. What a feature adds of its own starts from :meth:`select`,
+:meth:`update_rows` and :meth:`delete_rows`, which carry the tenant (and, for soft-deletable
+entities, the live-row filter), or from :meth:`statement` for one compiled once.
+
+The hot statements (get, insert, update, soft delete, delete, count) are compiled once per
+shape and run on the driver connection of the unit of work's one transaction; a list's page
+and total go through SQLAlchemy Core with advanced-alchemy's filters, whose compiled form
+SQLAlchemy caches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Generic, TypeVar
+from uuid import UUID
+
+import msgspec
+from advanced_alchemy.filters import BeforeAfter, LimitOffset, OrderBy, SearchFilter
+from sqlalchemy import (
+    ColumnElement,
+    Delete,
+    Select,
+    Table,
+    Update,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.expression import ClauseElement
+
+from tenantry.domain.errors import StaleVersion
+from tenantry.domain.ids import new_id
+from tenantry.domain.repository import ListQuery
+from tenantry.infrastructure.db.models import TenantOwned
+from tenantry.infrastructure.db.tenancy import (
+    TENANT_KEY,
+    DriverStatement,
+    bind_tenant,
+    of_tenant,
+    session_transaction,
+)
+
+T = TypeVar("T")
+
+# Compiled statements of every repository class, by class and shape.
+_COMPILED: dict[tuple[type[Any], Hashable], DriverStatement] = {}
+
+
+class SqlRepository(Generic[T]):
+    """One tenant's rows of one entity. Subclasses set ``model``, ``entity`` and ``port``."""
+
+    model: ClassVar[type[TenantOwned]]
+    entity: ClassVar[type[Any]]
+    # The domain port this class implements: the unit of work hands it out for that port.
+    port: ClassVar[Any]
+    # What a list's ``q`` searches.
+    search_field: ClassVar[str | None] = None
+
+    def __init__(self, session: AsyncSession, tenant_id: UUID) -> None:
+        bind_tenant(session, tenant_id)
+        self.session = session
+        self.tenant_id = tenant_id
+
+    @classmethod
+    def table(cls) -> Table:
+        return cls.model.__table__  # type: ignore[return-value]
+
+    @classmethod
+    def soft_deletable(cls) -> bool:
+        return "deleted_at" in cls.table().c
+
+    @classmethod
+    def versioned(cls) -> bool:
+        return "version" in cls.table().c
+
+    # The scoped statements a feature builds its own from.
+
+    def filters(
+        self, *, include_deleted: bool = False, tenant_id: UUID | None = None
+    ) -> list[ColumnElement[bool]]:
+        """The tenant (``tenant_id``, else the one of this repository) and live rows."""
+        table = self.table()
+        found = [of_tenant(table, tenant_id or self.tenant_id)]
+        if self.soft_deletable() and not include_deleted:
+            found.append(table.c.deleted_at.is_(None))
+        return found
+
+    def select(self, *columns: Any, include_deleted: bool = False) -> Select[Any]:
+        return select(*(columns or (self.table(),))).where(
+            *self.filters(include_deleted=include_deleted)
+        )
+
+    def update_rows(self, *, include_deleted: bool = False) -> Update:
+        return update(self.table()).where(*self.filters(include_deleted=include_deleted))
+
+    def delete_rows(self) -> Delete:
+        return delete(self.table()).where(*self.filters(include_deleted=True))
+
+    def statement(self, shape: Hashable, build: Callable[[], ClauseElement]) -> DriverStatement:
+        """The statement ``build`` makes, compiled once per class and ``shape``. It must scope
+        its rows with :meth:`compiled_filters`: the tenant is a parameter, bound at each run."""
+        key = (type(self), shape)
+        found = _COMPILED.get(key)
+        if found is None:
+            found = _COMPILED[key] = DriverStatement(build())
+        return found
+
+    def compiled_filters(
+        self, *, include_deleted: bool = False, where: Sequence[str] = ()
+    ) -> list[ColumnElement[bool]]:
+        """:meth:`filters` for a statement compiled once, with each ``where`` name an equality
+        on its column, bound at each run as ``w_<name>``."""
+        table = self.table()
+        found = [of_tenant(table)]
+        if self.soft_deletable() and not include_deleted:
+            found.append(table.c.deleted_at.is_(None))
+        found.extend(table.c[name] == bindparam(f"w_{name}") for name in where)
+        return found
+
+    def to_entity(self, row: Mapping[str, Any] | Mapping[Any, Any]) -> T:
+        return msgspec.convert(dict(row), self.entity)  # type: ignore[no-any-return]
+
+    def _bound(self, where: Mapping[str, Any], **values: Any) -> dict[str, Any]:
+        values[TENANT_KEY] = self.tenant_id
+        values.update({f"w_{name}": value for name, value in where.items()})
+        return values
+
+    # The generic port.
+
+    async def get(self, id: UUID, /, *, include_deleted: bool = False, **where: Any) -> T | None:
+        names = tuple(sorted(where))
+        table = self.table()
+        statement = self.statement(
+            ("get", include_deleted, names),
+            lambda: select(table).where(
+                *self.compiled_filters(include_deleted=include_deleted, where=names),
+                table.c.id == bindparam("id"),
+            ),
+        )
+        record = await statement.fetch_row(self.session, **self._bound(where, id=id))
+        return None if record is None else self.to_entity(record)
+
+    async def count(self, *, include_deleted: bool = False, **where: Any) -> int:
+        names = tuple(sorted(where))
+        statement = self.statement(
+            ("count", include_deleted, names),
+            lambda: (
+                select(func.count())
+                .select_from(self.table())
+                .where(*self.compiled_filters(include_deleted=include_deleted, where=names))
+            ),
+        )
+        return int(await statement.fetch_value(self.session, **self._bound(where)))
+
+    async def add(self, **values: Any) -> T:
+        row = self._new_row(values)
+        names = tuple(sorted(row))
+        table = self.table()
+        statement = self.statement(
+            ("add", names),
+            lambda: (
+                insert(table)
+                .values({name: bindparam(name, type_=table.c[name].type) for name in names})
+                .returning(*table.c)
+            ),
+        )
+        record = await statement.fetch_row(self.session, **row)
+        assert record is not None, "INSERT ... RETURNING returns the row"
+        return self.to_entity(record)
+
+    async def add_many(self, rows: Sequence[Mapping[str, Any]]) -> list[T]:
+        if not rows:
+            return []
+        connection = (await session_transaction(self.session)).connection
+        inserted = await connection.execute(
+            insert(self.table()).returning(*self.table().c, sort_by_parameter_order=True),
+            [self._new_row(dict(row)) for row in rows],
+        )
+        return [self.to_entity(row) for row in inserted.mappings()]
+
+    def _new_row(self, values: dict[str, Any]) -> dict[str, Any]:
+        if values.setdefault(TENANT_KEY, self.tenant_id) != self.tenant_id:
+            raise ValueError("a row of another tenant cannot be added here")
+        now = datetime.now(UTC)
+        values.setdefault("id", new_id())
+        values.setdefault("created_at", now)
+        values.setdefault("updated_at", now)
+        return values
+
+    async def update(
+        self,
+        id: UUID,
+        changes: Mapping[str, Any],
+        /,
+        *,
+        expected_version: int | None = None,
+        **where: Any,
+    ) -> T | None:
+        names, keys = tuple(sorted(changes)), tuple(sorted(where))
+        table = self.table()
+        checked = expected_version is not None
+
+        def build() -> ClauseElement:
+            bump: dict[str, Any] = {"updated_at": func.now()}
+            if self.versioned():
+                bump["version"] = table.c.version + 1
+            statement = (
+                update(table)
+                .where(*self.compiled_filters(where=keys), table.c.id == bindparam("id"))
+                .values(
+                    {name: bindparam(f"set_{name}", type_=table.c[name].type) for name in names},
+                    **bump,
+                )
+                .returning(*table.c)
+            )
+            if checked:
+                statement = statement.where(table.c.version == bindparam("expected_version"))
+            return statement
+
+        values = self._bound(where, id=id, expected_version=expected_version)
+        values.update({f"set_{name}": value for name, value in changes.items()})
+        record = await self.statement(("update", names, checked, keys), build).fetch_row(
+            self.session, **values
+        )
+        if record is not None:
+            return self.to_entity(record)
+        if checked and await self.get(id, **where) is not None:
+            noun = self.entity.__name__.lower()
+            raise StaleVersion(f"The {noun} changed since you read it; fetch it and retry.")
+        return None
+
+    async def soft_delete(self, id: UUID, /, at: datetime, **where: Any) -> bool:
+        keys = tuple(sorted(where))
+        table = self.table()
+        statement = self.statement(
+            ("soft_delete", keys),
+            lambda: (
+                update(table)
+                .where(*self.compiled_filters(where=keys), table.c.id == bindparam("id"))
+                .values(deleted_at=bindparam("at", type_=table.c.deleted_at.type))
+                .returning(table.c.id)
+            ),
+        )
+        return (
+            await statement.fetch_row(self.session, **self._bound(where, id=id, at=at)) is not None
+        )
+
+    async def soft_delete_all(self, at: datetime, **where: Any) -> int:
+        keys = tuple(sorted(where))
+        table = self.table()
+        statement = self.statement(
+            ("soft_delete_all", keys),
+            lambda: (
+                update(table)
+                .where(*self.compiled_filters(where=keys))
+                .values(deleted_at=bindparam("at", type_=table.c.deleted_at.type))
+                .returning(table.c.id)
+            ),
+        )
+        return len(await statement.fetch(self.session, **self._bound(where, at=at)))
+
+    async def delete(self, id: UUID, /, **where: Any) -> bool:
+        keys = tuple(sorted(where))
+        table = self.table()
+        statement = self.statement(
+            ("delete", keys),
+            lambda: (
+                delete(table)
+                .where(
+                    *self.compiled_filters(include_deleted=True, where=keys),
+                    table.c.id == bindparam("id"),
+                )
+                .returning(table.c.id)
+            ),
+        )
+        return await statement.fetch_row(self.session, **self._bound(where, id=id)) is not None
+
+    async def list(
+        self, query: ListQuery, /, *, include_deleted: bool = False, **where: Any
+    ) -> tuple[list[T], int]:
+        table = self.table()
+        matching = self.select(include_deleted=include_deleted).where(
+            *(table.c[name] == value for name, value in where.items())
+        )
+        for narrowing in _narrowing(query, self.search_field):
+            matching = narrowing.append_to_statement(matching, self.model)
+        page = matching
+        for paging in _paging(query):
+            page = paging.append_to_statement(page, self.model)
+        connection = (await session_transaction(self.session)).connection
+        rows = (await connection.execute(page)).mappings().all()
+        if query.offset == 0 and len(rows) < query.limit:
+            total = len(rows)  # the whole of it is on this page
+        else:
+            counted = select(func.count()).select_from(matching.subquery())
+            total = int((await connection.execute(counted)).scalar_one())
+        return [self.to_entity(row) for row in rows], total
+
+
+def _paging(query: ListQuery) -> list[OrderBy | LimitOffset]:
+    field = query.order_by.removeprefix("-")
+    found: list[OrderBy | LimitOffset] = [
+        OrderBy(field_name=field, sort_order="desc" if query.order_by.startswith("-") else "asc"),
+    ]
+    if field != "created_at":
+        # A stable order across pages when the sort key repeats.
+        found.append(OrderBy(field_name="created_at", sort_order="asc"))
+    found.append(LimitOffset(limit=query.limit, offset=query.offset))
+    return found
+
+
+def _narrowing(query: ListQuery, search_field: str | None) -> list[SearchFilter | BeforeAfter]:
+    found: list[SearchFilter | BeforeAfter] = []
+    if query.q and search_field is not None:
+        found.append(
+            SearchFilter(
+                field_name=search_field,
+                value=query.q,
+                ignore_case=True,
+                escape_wildcards=True,
+            )
+        )
+    if query.created_after or query.created_before:
+        found.append(
+            BeforeAfter(
+                field_name="created_at", before=query.created_before, after=query.created_after
+            )
+        )
+    return found
