@@ -88,7 +88,7 @@ class TenantTransaction:
     @classmethod
     async def begin(cls, engine: AsyncEngine, tenant: str | None) -> TenantTransaction:
         connection = await engine.connect()
-        if connection.sync_connection.get_execution_options().get("isolation_level") != AUTOCOMMIT:
+        if connection.sync_engine.get_execution_options().get("isolation_level") != AUTOCOMMIT:
             # An engine not made by alchemy_config() (a test's, say): one more step, same end.
             await connection.execution_options(isolation_level=AUTOCOMMIT)
         current = cls(connection, (await connection.get_raw_connection()).driver_connection)
