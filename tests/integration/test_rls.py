@@ -42,7 +42,7 @@ COLUMNS = """
       and is_identity = 'NO' and is_generated = 'NEVER'
 """
 FOREIGN_KEYS = """
-    select child.relname as child, parent.relname as parent,
+    select c.conname as name, child.relname as child, parent.relname as parent,
       array(select a.attname from unnest(c.conkey) with ordinality k(num, i)
             join pg_attribute a on a.attrelid = c.conrelid and a.attnum = k.num
             order by k.i) as columns,

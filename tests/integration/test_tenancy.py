@@ -284,26 +284,6 @@ async def test_repository_bulk_paths_stay_in_their_tenant(
         await connection.close()
 
 
-async def test_every_unique_key_of_a_tenant_table_includes_tenant_id(database_url: str) -> None:
-    """A table added later with a tenant_id cannot make a key unique across tenants. (Its row
-    level security, policies and their predicate are test_rls.py's.)"""
-    connection = await asyncpg.connect(plain_url(database_url))
-    try:
-        uniques = await connection.fetch(
-            "select c.relname as table_name, i.relname as index_name, "
-            "  pg_get_indexdef(i.oid) as definition "
-            "from pg_index x join pg_class i on i.oid = x.indexrelid "
-            "join pg_class c on c.oid = x.indrelid join pg_namespace n on n.oid = c.relnamespace "
-            "where n.nspname = 'public' and x.indisunique and not x.indisprimary "
-            "and exists (select 1 from pg_attribute a where a.attrelid = c.oid and a.attname = 'tenant_id')"
-        )
-    finally:
-        await connection.close()
-    assert {row["table_name"] for row in uniques} >= {"users", "api_keys"}
-    for row in uniques:
-        assert "tenant_id" in row["definition"], f"{row['index_name']} is unique across tenants"
-
-
 async def test_the_app_role_is_held_by_rls_and_the_owner_is_not(
     app_database_url: str, database_url: str
 ) -> None:

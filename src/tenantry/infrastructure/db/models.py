@@ -17,7 +17,6 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
-    UniqueConstraint,
     Uuid,
     func,
     text,
@@ -44,20 +43,27 @@ class TenantModel(UUIDv7AuditBase):
 
 
 class TenantOwned(UUIDv7AuditBase):
-    """Every tenant-owned table: ``tenant_id`` first, cascading with its tenant."""
+    """Every tenant-owned table: keyed by ``(tenant_id, id)``, cascading with its tenant.
+
+    ``tenant_id`` leads the primary key so that the table can be distributed by tenant (Citus
+    wants the distribution column in every primary key, unique key and foreign key), and so that
+    other tenant tables reference a row through ``(tenant_id, <its id>)``: a reference can only
+    point at a row of its own tenant.
+    """
 
     __abstract__ = True
 
     @declared_attr
     def tenant_id(cls) -> Mapped[UUID]:
-        return mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), sort_order=-10)
+        # Before id's sort_order (-100): the key's columns follow the table's column order.
+        return mapped_column(
+            ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True, sort_order=-110
+        )
 
 
 class UserModel(TenantOwned):
     __tablename__ = "users"
     __table_args__ = (
-        # The target of composite foreign keys: a row can only point at a user of its tenant.
-        UniqueConstraint("tenant_id", "id", name="uq_users_tenant_id_id"),
         Index("uq_users_tenant_email", "tenant_id", func.lower(text("email")), unique=True),
         Index("uq_users_tenant_username", "tenant_id", func.lower(text("username")), unique=True),
     )
@@ -124,7 +130,6 @@ def creator_key() -> ForeignKeyConstraint:
 class ProjectModel(TenantOwned):
     __tablename__ = "projects"
     __table_args__ = (
-        UniqueConstraint("tenant_id", "id", name="uq_projects_tenant_id_id"),
         # SET NULL on owner_id alone: tenant_id is part of the key and must stay.
         ForeignKeyConstraint(
             ["tenant_id", "owner_id"],
@@ -186,7 +191,6 @@ class FileModel(TenantOwned):
 class TaskModel(TenantOwned):
     __tablename__ = "tasks"
     __table_args__ = (
-        UniqueConstraint("tenant_id", "id", name="uq_tasks_tenant_id_id"),
         creator_key(),
         Index("ix_tasks_tenant_status", "tenant_id", "status"),
         Index("ix_tasks_tenant_created", "tenant_id", "created_at"),

@@ -340,6 +340,13 @@ class TenantScopedRepository(SQLAlchemyAsyncRepository[ModelT], Generic[ModelT])
         """An UPDATE of this repository's rows: the feature adds its conditions and values."""
         return update(self.model_type).where(*self.filters())
 
+    async def get(self, item_id: Any, *args: Any, **kwargs: Any) -> ModelT:
+        # The primary key is (tenant_id, id): an id alone names the row of this repository's
+        # tenant. advanced-alchemy's update passes the whole key already, an id_attribute a value.
+        if not isinstance(item_id, tuple) and kwargs.get("id_attribute") is None:
+            item_id = (self.tenant_id, item_id)
+        return await super().get(item_id, *args, **kwargs)
+
     def _own(self, data: ModelT) -> ModelT:
         if data.tenant_id is None:
             data.tenant_id = self.tenant_id
