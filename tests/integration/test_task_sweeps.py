@@ -17,10 +17,12 @@ from sqlalchemy.engine import make_url
 from tenantry import bootstrap
 from tenantry.config import Settings
 from tenantry.domain.tasks import WORKER_LOST, TaskStatus
+from tenantry.infrastructure.db import database
 from tenantry.infrastructure.db.rls import APP_ROLE, MAINTENANCE_ROLE
 from tenantry.infrastructure.db.task_sweeps import SqlTaskSweeps
 
 from ..conftest import plain_url
+from .test_tenancy import engine_for
 
 PROBE = "tenantry_probe_"
 HOUR = timedelta(hours=1)
@@ -294,3 +296,15 @@ async def test_a_role_without_the_grant_cannot_run_the_sweeps(
             with pytest.raises(asyncpg.InsufficientPrivilegeError, match="for function"):
                 async with database_owner.transaction():
                     await database_owner.execute(call)
+
+
+async def test_start_up_flags_a_role_that_can_act_as_the_maintenance_role(
+    database_owner: asyncpg.Connection, other_role: tuple[str, str]
+) -> None:
+    name, url = other_role
+    await database_owner.execute(f"grant {MAINTENANCE_ROLE} to {name}")
+    engine = engine_for(url)
+    try:
+        assert await database.role_problems(engine) == [f"is a member of {MAINTENANCE_ROLE}"]
+    finally:
+        await engine.dispose()
