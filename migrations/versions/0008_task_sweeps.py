@@ -16,11 +16,12 @@ Why a role of their own. FORCE ROW LEVEL SECURITY holds the tables' owner too, s
 SECURITY DEFINER function owned by the migration owner would see no task at all; setting
 ``app.tenant_id`` per tenant inside the function would be the loop again, and BYPASSRLS would
 open every table. So the functions run as ``tenantry_maintenance``: NOLOGIN (nobody connects
-as it), a member of nothing and with no members, owner of these two functions only. Its
+as it), a member of nothing, with no member that can act as it or inherit from it, owner of
+these two functions only. Its
 privileges: SELECT on ``tasks`` and UPDATE of the columns a sweep writes, SELECT of
 ``tenants.id``, and one policy, ``task_sweeps`` on ``tasks`` for it alone, that shows it the
-unfinished tasks of every tenant (and lets a reaped task become failed). No other table has a
-policy for it, so whatever it might be made to run elsewhere sees no tenant's row.
+unfinished tasks of every tenant (and lets a reaped task become failed). It has no right on any
+other table, so whatever it might be made to run elsewhere reaches no tenant's row.
 
 Who may run them: EXECUTE is revoked from PUBLIC and granted to ``tenantry_app`` only. The app
 role stays held to the tenant policy everywhere; all these functions give it is what a sweep
