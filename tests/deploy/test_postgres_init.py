@@ -14,7 +14,7 @@ from pgserver._commands import POSTGRES_BIN_PATH
 from sqlalchemy.engine import make_url
 
 from tenantry.infrastructure.db import migrations
-from tenantry.infrastructure.db.rls import APP_ROLE
+from tenantry.infrastructure.db.rls import APP_ROLE, MAINTENANCE_ROLE
 from tenantry.infrastructure.embedded import EmbeddedPostgres
 
 from .stack import DEPLOY
@@ -105,3 +105,35 @@ async def test_the_migrations_take_the_role_as_it_is_and_grant_it_the_tables(
         "select count(*) from pg_tables where schemaname = 'public' and tableowner = $1", APP_ROLE
     )
     assert owners == 0
+
+
+async def test_an_owner_that_is_no_superuser_migrates_and_hands_the_sweeps_over(
+    server: EmbeddedPostgres, admin: asyncpg.Connection
+) -> None:
+    """As on a managed server: the owner has CREATEROLE and owns its database, no more."""
+    owner, database = "tenantry_owner", "tenantry_owned"
+    await admin.execute(f"create role {owner} login createrole")
+    await admin.execute(f"create database {database} owner {owner}")
+    # A maintenance role made by another owner first (another test of this cluster, maybe)
+    # needs what its maker got by making it; docs/operations.md gives the operator this line.
+    if await admin.fetchval("select 1 from pg_roles where rolname = $1", MAINTENANCE_ROLE):
+        await admin.execute(
+            f"grant {MAINTENANCE_ROLE} to {owner} with admin option, inherit false, set false"
+        )
+    await asyncio.to_thread(migrations.upgrade, server.url(database, user=owner))
+    owned = await asyncpg.connect(server.url(database))
+    try:
+        owners = await owned.fetch(
+            "select pg_get_userbyid(proowner) as owner from pg_proc "
+            "where pronamespace = 'public'::regnamespace"
+        )
+        assert [row["owner"] for row in owners] == [MAINTENANCE_ROLE] * 2
+        # What the hand-over lent for a moment is taken back.
+        assert not await owned.fetchval(
+            "select pg_has_role($1, $2, 'SET') or pg_has_role($1, $2, 'USAGE') "
+            "or has_schema_privilege($2, 'public', 'CREATE')",
+            owner,
+            MAINTENANCE_ROLE,
+        )
+    finally:
+        await owned.close()

@@ -444,7 +444,7 @@ async def test_redis_down(
         await container.start()
         try:
             reconcile = ReconcileTasks(
-                units=container.unit_of_work,
+                sweeps=container.task_sweeps,
                 queue=container.job_queue,
                 clock=container.clock,
                 stale_after=timedelta(0),

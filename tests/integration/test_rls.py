@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tenantry.infrastructure.db.rls import APP_ROLE, POLICY, enable_tenant_rls
+from tenantry.infrastructure.db.rls import APP_ROLE, MAINTENANCE_ROLE, POLICY, enable_tenant_rls
 
 from ..conftest import plain_url
 
@@ -26,6 +26,20 @@ DEPARSED_PREDICATE = (
     "(tenant_id = (NULLIF(current_setting('app.tenant_id'::text, true), ''::text))::uuid)"
 )
 RLS_REFUSAL = "new row violates row-level security policy"
+# The one policy besides the tenant's (migration 0009_task_sweeps): the maintenance role, which
+# owns the sweep functions and which nobody logs in as or is a member of, sees the unfinished
+# tasks of every tenant. Pinned as PostgreSQL deparses it: widening it must fail here.
+SWEEP_POLICY = {
+    "tablename": "tasks",
+    "policyname": "task_sweeps",
+    "permissive": "PERMISSIVE",
+    "roles": [MAINTENANCE_ROLE],
+    "cmd": "ALL",
+    "qual": "((status)::text = ANY ((ARRAY['pending'::character varying, "
+    "'processing'::character varying, 'failed'::character varying])::text[]))",
+    "with_check": "((status)::text = ANY ((ARRAY['pending'::character varying, "
+    "'failed'::character varying])::text[]))",
+}
 
 TENANT_TABLES = """
     select c.relname from pg_class c
@@ -252,8 +266,8 @@ def policy_problems(
 ) -> list[str]:
     """Given the catalog's policies in schema public: anything but exactly one tenant policy,
     permissive, for all commands and roles, with the predicate as USING and WITH CHECK, on
-    each tenant table, and no other policy anywhere (an extra permissive policy is OR-ed in
-    and opens the table)."""
+    each tenant table, and no other policy anywhere but ``SWEEP_POLICY`` (an extra permissive
+    policy is OR-ed in and opens the table)."""
     expected = {
         "policyname": POLICY,
         "permissive": "PERMISSIVE",
@@ -277,11 +291,18 @@ def policy_problems(
             }
             if table in tables and actual == expected:
                 matching += 1
-            else:
+            elif {"tablename": table, **actual} != normalized_policy(SWEEP_POLICY):
                 problems.append(f"{table}: unexpected policy {actual}")
         if table in tables and matching != 1:
             problems.append(f"{table}: {matching} tenant policies, not 1")
     return problems
+
+
+def normalized_policy(policy: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        field: normalized(value) if field in ("qual", "with_check") else value
+        for field, value in policy.items()
+    }
 
 
 def normalized(expression: str | None) -> str | None:
@@ -383,3 +404,29 @@ def test_policy_problems_flag_an_added_permissive_policy() -> None:
     assert len(problems) == 3
     assert "documents: 0 tenant policies, not 1" in problems
     assert "projects: 0 tenant policies, not 1" in problems
+
+
+def test_policy_problems_allow_the_sweep_policy_as_pinned_only() -> None:
+    tenant_policy = {
+        "policyname": POLICY,
+        "permissive": "PERMISSIVE",
+        "roles": ["public"],
+        "cmd": "ALL",
+        "qual": DEPARSED_PREDICATE,
+        "with_check": DEPARSED_PREDICATE,
+    }
+    catalog = [{"tablename": t, **tenant_policy} for t in ("projects", "tasks")]
+    assert (
+        policy_problems(["projects", "tasks"], [*catalog, SWEEP_POLICY], DEPARSED_PREDICATE) == []
+    )
+    for changed in (
+        {"tablename": "projects"},
+        {"roles": ["public"]},
+        {"roles": [APP_ROLE]},
+        {"qual": "true"},
+        {"with_check": "true"},
+        {"cmd": "SELECT"},
+    ):
+        widened = {**SWEEP_POLICY, **changed}
+        [problem] = policy_problems(["projects", "tasks"], [*catalog, widened], DEPARSED_PREDICATE)
+        assert "unexpected policy" in problem, changed

@@ -328,7 +328,7 @@ async def test_the_reaper_takes_back_tasks_of_a_dead_worker(
     await container.start()
     try:
         reap = ReapTasks(
-            units=container.unit_of_work,
+            sweeps=container.task_sweeps,
             queue=container.job_queue,
             clock=container.clock,
             stale_after=timedelta(seconds=30),
@@ -479,7 +479,7 @@ async def test_attempts_killed_with_their_worker_count_until_the_task_fails(
         async with worker_side(quiet, gate) as (container, run):
             task = await submit_gated(container, actor)
             reap = ReapTasks(
-                units=container.unit_of_work,
+                sweeps=container.task_sweeps,
                 queue=container.job_queue,
                 clock=Later(),
                 stale_after=timedelta(seconds=30),

@@ -579,15 +579,6 @@ class FakeTaskRepository:
         if task is not None and task.status == TaskStatus.PROCESSING:
             self.store.heartbeats[task_id] = self.clock.now()
 
-    async def stale(self, before: datetime, *, limit: int) -> list[Task]:
-        mine = [t for t in self.store.tasks.values() if t.tenant_id == self.tenant_id]
-        return [
-            t
-            for t in mine
-            if t.status == TaskStatus.PROCESSING
-            and self.store.heartbeats.get(t.id, t.updated_at) < before
-        ][:limit]
-
     async def cancel(self, task_id: UUID, at: datetime) -> Task | None:
         task = await self.get(task_id)
         if task is None or task.status in FINISHED:
@@ -644,6 +635,42 @@ class FakeTaskRepository:
 
     async def stats(self) -> TaskStats:
         return TaskStats(by_status={}, by_type={}, mean_duration_ms=None, p95_duration_ms=None)
+
+
+class FakeTaskSweeps:
+    """Both sweeps over the committed tasks of every tenant, committed at once like the real
+    ones (the per-tenant cap is not modelled)."""
+
+    def __init__(self, uow: FakeUnitOfWork) -> None:
+        self.uow = uow
+
+    async def reap(
+        self, stale_before: datetime, *, max_attempts: int, per_tenant: int
+    ) -> list[Task]:
+        store, reaped = self.uow.committed, []
+        for task in list(store.tasks.values()):
+            if task.status != TaskStatus.PROCESSING or store.heartbeats[task.id] >= stale_before:
+                continue
+            if task.retry_count + 1 >= max_attempts:
+                changes: dict[str, Any] = {
+                    "status": TaskStatus.FAILED,
+                    "error_message": WORKER_LOST,
+                    "completed_at": self.uow.clock.now(),
+                    "result": None,
+                    "output_files": [],
+                }
+            else:
+                changes = {"status": TaskStatus.PENDING, "error_message": "worker lost"}
+            store.tasks[task.id] = msgspec.structs.replace(task, **changes)
+            reaped.append(store.tasks[task.id])
+        return reaped
+
+    async def stale_pending(self, created_before: datetime, *, per_tenant: int) -> list[Task]:
+        return [
+            task
+            for task in self.uow.committed.tasks.values()
+            if task.status == TaskStatus.PENDING and task.created_at < created_before
+        ]
 
 
 class FakeJobQueue:

@@ -29,7 +29,7 @@ from tenantry.domain.tasks import RetryableError, TaskFinished, TaskMetrics, Tas
 from tenantry.domain.tenants import Tenant, TenantStatus
 from tenantry.domain.users import Role
 
-from .fakes import FakeJobQueue, FakeStorage, FakeUnitOfWork, World
+from .fakes import FakeJobQueue, FakeStorage, FakeTaskSweeps, FakeUnitOfWork, World
 
 ACTOR = Actor(user_id=uuid4(), tenant_id=uuid4(), roles=(Role.MEMBER,))
 POLICY = FilePolicy(max_bytes=10**6, quota_bytes=10**9, allowed_types=frozenset({PNG}))
@@ -226,7 +226,7 @@ async def test_attempts_that_die_with_their_worker_count_until_the_task_fails() 
     task = await gated(world, gate)
     run = runner(world, attempts=3, registry=Registry([gate]))
     reap = ReapTasks(
-        units=units_of(world),
+        sweeps=FakeTaskSweeps(world.uow),
         queue=queue,
         clock=world.clock,
         stale_after=timedelta(seconds=30),

@@ -41,6 +41,7 @@ from tenantry.infrastructure.cache.rate_limit import RedisRateLimiter
 from tenantry.infrastructure.clock import SystemClock
 from tenantry.infrastructure.db import database
 from tenantry.infrastructure.db.rls import APP_ROLE
+from tenantry.infrastructure.db.task_sweeps import SqlTaskSweeps
 from tenantry.infrastructure.db.uow import SqlUnitOfWork
 from tenantry.infrastructure.jobs.queue import ArqJobQueue
 from tenantry.infrastructure.jobs.worker import build_worker
@@ -84,6 +85,7 @@ class Container:
             timeout=settings.db_connect_timeout,
         )
         self.registry = Registry(builtin_handlers())
+        self.task_sweeps = SqlTaskSweeps(self.alchemy.get_engine())
         self.file_policy = FilePolicy(
             max_bytes=settings.upload_max_bytes,
             quota_bytes=settings.tenant_quota_bytes,
@@ -119,7 +121,7 @@ class Container:
             metrics=metrics.PrometheusTaskMetrics(),
         )
         reap = ReapTasks(
-            units=self.unit_of_work,
+            sweeps=self.task_sweeps,
             queue=self.job_queue,
             clock=self.clock,
             stale_after=timedelta(seconds=3 * settings.task_heartbeat_seconds),
@@ -135,7 +137,7 @@ class Container:
             return {"purged": report.purged, "orphans": report.orphans}
 
         reconcile = ReconcileTasks(
-            units=self.unit_of_work,
+            sweeps=self.task_sweeps,
             queue=self.job_queue,
             clock=self.clock,
             stale_after=timedelta(seconds=30),

@@ -130,10 +130,6 @@ class TaskRepository(Protocol):
 
     async def heartbeat(self, task_id: UUID) -> None: ...
 
-    async def stale(self, before: datetime, *, limit: int) -> Sequence[Task]:
-        """Tasks in processing whose worker has not beaten since ``before``."""
-        ...
-
     async def cancel(self, task_id: UUID, at: datetime) -> Task | None:
         """Cancel a pending task at once, or ask a running one to stop. None when finished."""
         ...
@@ -157,6 +153,24 @@ class TaskRepository(Protocol):
     async def logs(self, task_id: UUID) -> Sequence[TaskLog]: ...
 
     async def stats(self) -> TaskStats: ...
+
+
+class TaskSweeps(Protocol):
+    """The platform's sweeps over every tenant's tasks, one statement each. A sweep takes at
+    most ``per_tenant`` tasks of each tenant, its oldest first, so that one tenant's backlog
+    leaves the others their turn."""
+
+    async def reap(
+        self, stale_before: datetime, *, max_attempts: int, per_tenant: int
+    ) -> Sequence[Task]:
+        """Tasks in processing whose worker has not beaten since ``stale_before`` go back to
+        pending, or fail with ``WORKER_LOST`` when their attempts are spent; returned as they
+        now are, committed."""
+        ...
+
+    async def stale_pending(self, created_before: datetime, *, per_tenant: int) -> Sequence[Task]:
+        """Pending tasks created before ``created_before``."""
+        ...
 
 
 class JobQueue(Protocol):

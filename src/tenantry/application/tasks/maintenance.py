@@ -4,16 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from tenantry.application.tasks import (
-    UnitOfWorkFactory,
-)
 from tenantry.domain.ports import Clock
-from tenantry.domain.projects import ListQuery
-from tenantry.domain.tasks import (
-    WORKER_LOST,
-    JobQueue,
-    TaskStatus,
-)
+from tenantry.domain.tasks import JobQueue, TaskStatus, TaskSweeps
 
 
 class ReapTasks:
@@ -23,42 +15,28 @@ class ReapTasks:
     def __init__(
         self,
         *,
-        units: UnitOfWorkFactory,
+        sweeps: TaskSweeps,
         queue: JobQueue,
         clock: Clock,
         stale_after: timedelta,
         max_attempts: int,
     ) -> None:
-        self.units = units
+        self.sweeps = sweeps
         self.queue = queue
         self.clock = clock
         self.stale_after = stale_after
         self.max_attempts = max_attempts
 
-    async def __call__(self, batch: int = 500) -> int:
-        reaped, offset, requeue = 0, 0, []
-        now = self.clock.now()
-        async with self.units() as uow:
-            while True:
-                tenants, total = await uow.tenants.list(limit=batch, offset=offset)
-                for tenant in tenants:
-                    tasks = uow.tasks(tenant.id)
-                    for task in await tasks.stale(now - self.stale_after, limit=batch):
-                        if task.retry_count + 1 >= self.max_attempts:
-                            await tasks.finish(
-                                task.id, TaskStatus.FAILED, at=now, error_message=WORKER_LOST
-                            )
-                        else:
-                            await tasks.back_to_pending(task.id, error_message="worker lost")
-                            requeue.append(task)
-                        reaped += 1
-                    await uow.commit()
-                offset += batch
-                if offset >= total:
-                    break
-        for task in requeue:
-            await self.queue.enqueue(task, request_id=None)
-        return reaped
+    async def __call__(self, per_tenant: int = 500) -> int:
+        reaped = await self.sweeps.reap(
+            self.clock.now() - self.stale_after,
+            max_attempts=self.max_attempts,
+            per_tenant=per_tenant,
+        )
+        for task in reaped:
+            if task.status == TaskStatus.PENDING:
+                await self.queue.enqueue(task, request_id=None)
+        return len(reaped)
 
 
 class ReconcileTasks:
@@ -66,27 +44,17 @@ class ReconcileTasks:
     commit". A task whose enqueue was lost (a crash, Redis down) still runs."""
 
     def __init__(
-        self, *, units: UnitOfWorkFactory, queue: JobQueue, clock: Clock, stale_after: timedelta
+        self, *, sweeps: TaskSweeps, queue: JobQueue, clock: Clock, stale_after: timedelta
     ) -> None:
-        self.units = units
+        self.sweeps = sweeps
         self.queue = queue
         self.clock = clock
         self.stale_after = stale_after
 
-    async def __call__(self, batch: int = 500) -> int:
-        enqueued, offset = 0, 0
-        cutoff = self.clock.now() - self.stale_after
-        async with self.units() as uow:
-            while True:
-                tenants, total = await uow.tenants.list(limit=batch, offset=offset)
-                for tenant in tenants:
-                    query = ListQuery(limit=100, order_by="created_at", created_before=cutoff)
-                    stale, _ = await uow.tasks(tenant.id).list(
-                        query, status=TaskStatus.PENDING, task_type=None
-                    )
-                    for task in stale:
-                        await self.queue.enqueue(task, request_id=None)
-                        enqueued += 1
-                offset += batch
-                if offset >= total:
-                    return enqueued
+    async def __call__(self, per_tenant: int = 100) -> int:
+        stale = await self.sweeps.stale_pending(
+            self.clock.now() - self.stale_after, per_tenant=per_tenant
+        )
+        for task in stale:
+            await self.queue.enqueue(task, request_id=None)
+        return len(stale)

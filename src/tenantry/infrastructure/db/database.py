@@ -22,6 +22,7 @@ from tenantry.config import Settings
 from tenantry.domain.errors import Unavailable
 from tenantry.infrastructure.db.lost import LOST, lost_cause
 from tenantry.infrastructure.db.models import metadata
+from tenantry.infrastructure.db.rls import MAINTENANCE_ROLE
 from tenantry.infrastructure.db.tenancy import AUTOCOMMIT, TenantSession
 
 # The server's own cancellation (a clear SQLSTATE) gets this long to arrive before the driver
@@ -119,12 +120,16 @@ async def role_problems(engine: AsyncEngine) -> list[str]:
                 text(
                     "select r.rolsuper, r.rolbypassrls, "
                     "(select string_agg(tablename, ', ' order by tablename) from pg_tables "
-                    " where schemaname = current_schema() and tableowner = current_user) "
+                    " where schemaname = current_schema() and tableowner = current_user), "
+                    # The maintenance role's policy shows it every tenant's unfinished tasks.
+                    "exists (select from pg_roles m where m.rolname = :maintenance "
+                    " and pg_has_role(r.oid, m.oid, 'MEMBER')) "
                     "from pg_roles r where r.rolname = current_user"
-                )
+                ),
+                {"maintenance": MAINTENANCE_ROLE},
             )
         ).one()
-    superuser, bypass, owned = row
+    superuser, bypass, owned, maintenance = row
     problems = []
     if superuser:
         problems.append("is a superuser")
@@ -132,6 +137,8 @@ async def role_problems(engine: AsyncEngine) -> list[str]:
         problems.append("has BYPASSRLS")
     if owned:
         problems.append(f"owns tables ({owned})")
+    if maintenance and not superuser:  # a superuser is a member of every role
+        problems.append(f"is a member of {MAINTENANCE_ROLE}")
     return problems
 
 

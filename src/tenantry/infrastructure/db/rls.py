@@ -7,6 +7,8 @@ Migrations import these on purpose: each new tenant table calls :func:`enable_te
 from __future__ import annotations
 
 APP_ROLE = "tenantry_app"
+# Owns the task sweep functions (migration 0009_task_sweeps): logs in never, one policy on tasks.
+MAINTENANCE_ROLE = "tenantry_maintenance"
 POLICY = "tenant_isolation"
 # After a transaction-local SET ends the setting reads as '': NULLIF turns that into "no tenant".
 TENANT_PREDICATE = "tenant_id = NULLIF(current_setting('app.tenant_id', true), '')::uuid"
@@ -15,23 +17,28 @@ TENANT_PREDICATE = "tenant_id = NULLIF(current_setting('app.tenant_id', true), '
 def create_app_role() -> list[str]:
     """The role the API and workers log in as: owns nothing, is no superuser, cannot bypass RLS.
 
-    Roles are cluster-wide, so it is made only when missing. Two databases of one cluster
-    migrating at once may both find it missing: the one that loses the race to create it has
-    nothing left to do. Its password, where the server asks for one, is the operator's:
+    Its password, where the server asks for one, is the operator's:
     ``ALTER ROLE tenantry_app PASSWORD '...'``.
     """
-    create = f"""
+    attributes = "LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE"
+    return [create_role(APP_ROLE, attributes), f"GRANT USAGE ON SCHEMA public TO {APP_ROLE}"]
+
+
+def create_role(name: str, attributes: str) -> str:
+    """Roles are cluster-wide, so one is made only when missing. Two databases of one cluster
+    migrating at once may both find it missing: the one that loses the race to create it has
+    nothing left to do."""
+    return f"""
         DO $$
         BEGIN
-            IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{APP_ROLE}') THEN
-                CREATE ROLE {APP_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE;
+            IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{name}') THEN
+                CREATE ROLE {name} {attributes};
             END IF;
         EXCEPTION WHEN duplicate_object OR unique_violation THEN
             NULL;
         END
         $$
     """  # noqa: S608 - constant identifiers, no input
-    return [create, f"GRANT USAGE ON SCHEMA public TO {APP_ROLE}"]
 
 
 def grant_to_app(table: str) -> str:

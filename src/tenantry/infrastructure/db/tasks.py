@@ -185,17 +185,6 @@ class SqlTaskRepository:
             .values(heartbeat_at=func.now())
         )
 
-    async def stale(self, before: datetime, *, limit: int) -> Sequence[Task]:
-        rows = await self.session.scalars(
-            self.tasks.scoped(select(TaskModel))
-            .where(
-                TaskModel.status == TaskStatus.PROCESSING.value,
-                TaskModel.heartbeat_at < before,
-            )
-            .limit(limit)
-        )
-        return [to_task(row) for row in rows]
-
     async def cancel(self, task_id: UUID, at: datetime) -> Task | None:
         pending = (
             self._update(task_id)

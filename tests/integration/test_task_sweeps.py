@@ -1,0 +1,310 @@
+"""The task sweeps across tenants (migration 0009_task_sweeps): one statement per sweep, run by
+the app role through two SECURITY DEFINER functions that do that and nothing else, while the app
+role itself still sees one tenant's tasks at most."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+
+from tenantry import bootstrap
+from tenantry.config import Settings
+from tenantry.domain.tasks import WORKER_LOST, TaskStatus
+from tenantry.infrastructure.db import database
+from tenantry.infrastructure.db.rls import APP_ROLE, MAINTENANCE_ROLE
+from tenantry.infrastructure.db.task_sweeps import SqlTaskSweeps
+
+from ..conftest import plain_url
+from .test_tenancy import engine_for
+
+PROBE = "tenantry_probe_"
+HOUR = timedelta(hours=1)
+
+
+@pytest.fixture
+async def sweeps(settings: Settings) -> AsyncIterator[tuple[SqlTaskSweeps, list[str]]]:
+    """The container's sweeps (as the app role), and every statement they send."""
+    container = bootstrap.Container(settings)
+    statements: list[str] = []
+
+    def sent(*args: Any) -> None:
+        statements.append(args[2])
+
+    engine = container.alchemy.get_engine().sync_engine
+    event.listen(engine, "before_cursor_execute", sent)
+    yield container.task_sweeps, statements
+    await container.close()
+    await container.alchemy.get_engine().dispose()
+
+
+@pytest.fixture
+async def app_role(app_database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(plain_url(app_database_url))
+    yield connection
+    await connection.close()
+
+
+async def tenants(owner: asyncpg.Connection, count: int) -> list[uuid.UUID]:
+    rows = await owner.fetch(
+        "insert into tenants (id, name, slug, created_at, updated_at) "
+        "select gen_random_uuid(), 'Tenant ' || i, 'sweep-' || i, now(), now() "
+        "from generate_series(1, $1) i returning id",
+        count,
+    )
+    return [row["id"] for row in rows]
+
+
+async def task(
+    owner: asyncpg.Connection,
+    tenant: uuid.UUID,
+    status: str,
+    *,
+    age: timedelta = HOUR,
+    heartbeat: timedelta | None = None,
+    retry_count: int = 0,
+) -> uuid.UUID:
+    now = datetime.now(UTC)
+    found: uuid.UUID = await owner.fetchval(
+        "insert into tasks (id, tenant_id, type, status, retry_count, created_at, updated_at, "
+        "  heartbeat_at, result, output_files) "
+        "values (gen_random_uuid(), $1, 'noop', $2, $3, $4, $4, $5, '{\"partial\": 1}', "
+        "  array[gen_random_uuid()]) returning id",
+        tenant,
+        status,
+        retry_count,
+        now - age,
+        None if heartbeat is None else now - heartbeat,
+    )
+    return found
+
+
+async def test_one_reap_takes_back_the_stranded_tasks_of_every_tenant(
+    database_owner: asyncpg.Connection, sweeps: tuple[SqlTaskSweeps, list[str]]
+) -> None:
+    task_sweeps, statements = sweeps
+    a, b = await tenants(database_owner, 2)
+    stranded = {t: await task(database_owner, t, "processing", heartbeat=HOUR) for t in (a, b)}
+    spent = {
+        t: await task(database_owner, t, "processing", heartbeat=HOUR, retry_count=2)
+        for t in (a, b)
+    }
+    alive = await task(database_owner, a, "processing", heartbeat=timedelta(0))
+    others = [await task(database_owner, b, status) for status in ("pending", "completed")]
+    before = {row["id"]: dict(row) for row in await database_owner.fetch("select * from tasks")}
+
+    cutoff = datetime.now(UTC) - timedelta(minutes=1)
+    reaped = await task_sweeps.reap(cutoff, max_attempts=3, per_tenant=100)
+
+    assert len(statements) == 1, statements
+    assert {(t.tenant_id, t.id, t.status) for t in reaped} == {
+        *((tenant, id_, TaskStatus.PENDING) for tenant, id_ in stranded.items()),
+        *((tenant, id_, TaskStatus.FAILED) for tenant, id_ in spent.items()),
+    }
+    rows = {row["id"]: row for row in await database_owner.fetch("select * from tasks")}
+    for id_ in stranded.values():
+        row = rows[id_]
+        assert (row["status"], row["error_message"]) == ("pending", "worker lost")
+        assert (row["result"], row["output_files"]) == (
+            '{"partial": 1}',
+            before[id_]["output_files"],
+        )
+        assert row["completed_at"] is None
+    for id_ in spent.values():
+        row = rows[id_]
+        assert (row["status"], row["error_message"]) == ("failed", WORKER_LOST)
+        assert (row["result"], row["output_files"], row["retry_count"]) == (None, [], 2)
+        assert row["completed_at"] is not None
+    for id_ in (alive, *others):
+        assert dict(rows[id_]) == before[id_]
+    # Committed: the same sweep again finds nothing left.
+    assert await task_sweeps.reap(cutoff, max_attempts=3, per_tenant=100) == []
+
+
+async def test_a_sweep_takes_each_tenants_oldest_up_to_its_share(
+    database_owner: asyncpg.Connection, sweeps: tuple[SqlTaskSweeps, list[str]]
+) -> None:
+    task_sweeps, statements = sweeps
+    a, b = await tenants(database_owner, 2)
+    a_old, a_older = [
+        await task(database_owner, a, "processing", heartbeat=age) for age in (HOUR, 2 * HOUR)
+    ]
+    b_old = await task(database_owner, b, "processing", heartbeat=HOUR)
+    cutoff = datetime.now(UTC) - timedelta(minutes=1)
+    first = await task_sweeps.reap(cutoff, max_attempts=3, per_tenant=1)
+    assert {t.id for t in first} == {a_older, b_old}
+    assert [t.id for t in await task_sweeps.reap(cutoff, max_attempts=3, per_tenant=1)] == [a_old]
+
+    # Reaped tasks are pending again, and would be found below.
+    await database_owner.execute("delete from tasks")
+    a_pending = [await task(database_owner, a, "pending", age=age * HOUR) for age in (3, 2, 1)]
+    b_pending = await task(database_owner, b, "pending", age=HOUR)
+    await task(database_owner, b, "pending", age=timedelta(0))
+    await task(database_owner, b, "failed", age=2 * HOUR)
+    statements.clear()
+    stale = await task_sweeps.stale_pending(cutoff, per_tenant=2)
+    assert len(statements) == 1, statements
+    assert {(t.tenant_id, t.id) for t in stale} == {
+        (a, a_pending[0]),
+        (a, a_pending[1]),
+        (b, b_pending),
+    }
+
+
+async def test_the_app_role_still_sees_only_the_tenant_set_for_it(
+    database_owner: asyncpg.Connection, app_role: asyncpg.Connection
+) -> None:
+    a, b = await tenants(database_owner, 2)
+    for tenant in (a, b):
+        await task(database_owner, tenant, "pending")
+    async with app_role.transaction():
+        swept = await app_role.fetch("select * from tenantry_stale_pending_tasks(now(), 100)")
+        assert {row["tenant_id"] for row in swept} == {a, b}
+        # Beside the sweep, in the same transaction, plain statements see no tenant's tasks...
+        assert await app_role.fetchval("select count(*) from tasks") == 0
+        # ...and with a tenant set, that tenant's only.
+        await app_role.execute("select set_config('app.tenant_id', $1, true)", str(a))
+        seen = await app_role.fetch("select tenant_id from tasks")
+        assert [row["tenant_id"] for row in seen] == [a]
+        moved = "update tasks set status = 'processing' where tenant_id = $1"
+        assert await app_role.execute(moved, b) == "UPDATE 0"
+    # Nor can it take the maintenance role's policy for itself.
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await app_role.execute(f"set role {MAINTENANCE_ROLE}")
+
+
+async def test_the_functions_are_the_app_roles_to_run_and_do_nothing_else(
+    database_owner: asyncpg.Connection,
+) -> None:
+    functions = await database_owner.fetch(
+        """
+        select p.oid::regprocedure::text as signature, p.prosecdef, p.proconfig,
+          pg_get_userbyid(p.proowner) as owner,
+          array(select coalesce(nullif(e.grantee, 0)::regrole::text, 'PUBLIC')
+                from aclexplode(p.proacl) e where e.privilege_type = 'EXECUTE' order by 1)
+            as executors
+        from pg_proc p where p.pronamespace = 'public'::regnamespace
+        """
+    )
+    # Times and counts only: no table, column or SQL text a caller could point elsewhere.
+    assert {row["signature"] for row in functions} == {
+        "tenantry_reap_tasks(timestamp with time zone,integer,integer)",
+        "tenantry_stale_pending_tasks(timestamp with time zone,integer)",
+    }
+    for row in functions:
+        assert row["prosecdef"], row
+        assert row["proconfig"] == ["search_path=pg_catalog, pg_temp"], row
+        assert row["owner"] == MAINTENANCE_ROLE, row
+        assert row["executors"] == sorted([APP_ROLE, MAINTENANCE_ROLE]), row
+
+    role = await database_owner.fetchrow(
+        "select * from pg_roles where rolname = $1", MAINTENANCE_ROLE
+    )
+    for attribute in ("canlogin", "super", "bypassrls", "createrole", "createdb", "inherit"):
+        assert not role[f"rol{attribute}"], attribute
+    # No role but superusers can act as it or holds its privileges (a probe of the test
+    # below, maybe running at once on a shared server, is granted it on purpose).
+    acting = await database_owner.fetch(
+        "select rolname from pg_roles where oid <> $1 and not rolsuper "
+        "and (pg_has_role(oid, $1, 'USAGE') or pg_has_role(oid, $1, 'SET')) "
+        "and not starts_with(rolname, $2)",
+        role["oid"],
+        PROBE,
+    )
+    assert [row["rolname"] for row in acting] == []
+    owned = await database_owner.fetch(
+        """
+        select 'relation ' || relname as object from pg_class where relowner = $1
+        union all select 'function ' || proname from pg_proc where proowner = $1
+        union all select 'schema ' || nspname from pg_namespace where nspowner = $1
+        union all select 'type ' || typname from pg_type where typowner = $1
+        """,
+        role["oid"],
+    )
+    assert sorted(row["object"] for row in owned) == [
+        "function tenantry_reap_tasks",
+        "function tenantry_stale_pending_tasks",
+    ]
+
+
+async def test_even_as_the_functions_owner_only_unfinished_tasks_are_reached(
+    database_owner: asyncpg.Connection,
+) -> None:
+    """What the functions could do at most, were they tricked: their owner's own rights."""
+    [tenant] = await tenants(database_owner, 1)
+    await task(database_owner, tenant, "processing", heartbeat=HOUR)
+    await task(database_owner, tenant, "completed")
+    tables = [
+        row["tablename"]
+        for row in await database_owner.fetch(
+            "select tablename from pg_tables where schemaname = 'public'"
+        )
+    ]
+    refused = [
+        *(f'select * from "{table}"' for table in tables if table not in ("tasks", "tenants")),
+        "select name from tenants",
+        "delete from tasks",
+        f"insert into tasks (id, tenant_id, type) values (gen_random_uuid(), '{tenant}', 'noop')",
+        "update tasks set tenant_id = tenant_id",
+        "update tasks set type = 'other'",
+    ]
+    async with database_owner.transaction():
+        await database_owner.execute(f"set local role {MAINTENANCE_ROLE}")
+        for statement in refused:
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                async with database_owner.transaction():
+                    await database_owner.execute(statement)
+        assert await database_owner.fetchval("select count(*) from tenants") == 1
+        statuses = await database_owner.fetch("select status from tasks")
+        assert [row["status"] for row in statuses] == ["processing"]
+        # A sweep may only leave a task pending or failed.
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
+            async with database_owner.transaction():
+                await database_owner.execute("update tasks set status = 'completed'")
+
+
+@pytest.fixture
+async def other_role(
+    database_owner: asyncpg.Connection, database_url: str
+) -> AsyncIterator[tuple[str, str]]:
+    """A role of this test alone (roles are cluster-wide): its name and a URL logging in as it."""
+    name, password = f"{PROBE}{uuid.uuid4().hex[:12]}", uuid.uuid4().hex
+    await database_owner.execute(f"create role {name} login password '{password}'")
+    try:
+        url = make_url(database_url).set(username=name, password=password)
+        yield name, url.render_as_string(hide_password=False)
+    finally:
+        await database_owner.execute(f"drop role {name}")
+
+
+async def test_a_role_without_the_grant_cannot_run_the_sweeps(
+    database_owner: asyncpg.Connection, other_role: tuple[str, str]
+) -> None:
+    name, _ = other_role
+    async with database_owner.transaction():
+        await database_owner.execute(f"set local role {name}")
+        for call in (
+            "select * from tenantry_reap_tasks(now(), 3, 100)",
+            "select * from tenantry_stale_pending_tasks(now(), 100)",
+        ):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="for function"):
+                async with database_owner.transaction():
+                    await database_owner.execute(call)
+
+
+async def test_start_up_flags_a_role_that_can_act_as_the_maintenance_role(
+    database_owner: asyncpg.Connection, other_role: tuple[str, str]
+) -> None:
+    name, url = other_role
+    await database_owner.execute(f"grant {MAINTENANCE_ROLE} to {name}")
+    engine = engine_for(url)
+    try:
+        assert await database.role_problems(engine) == [f"is a member of {MAINTENANCE_ROLE}"]
+    finally:
+        await engine.dispose()
