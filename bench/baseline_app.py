@@ -2,9 +2,11 @@
 
 It answers at the product's paths with the product's SQL, as the same database role under the
 same row level security, for one tenant fixed at start-up: no authentication (unless a
-get-by-id asks for it, see AUTHENTICATE_HEADER), no ORM, no dependency injection, no logging. Besides the two project reads it has the rest of the suite's
-endpoints: /health, a login that verifies the stored argon2 hash, a project insert, and an
-upload that streams the raw request body to a file (a plain file copy). Started as
+get-by-id asks for it, see AUTHENTICATE_HEADER), no ORM, no dependency injection, no logging.
+Besides the two project reads it has the rest of the suite's endpoints: /health, a login that
+verifies the stored argon2 hash, a project insert, a project update conditional on its version
+(If-Match), a project soft delete with its documents, and an upload that streams the raw
+request body to a file (a plain file copy). Started as
 
     python bench/baseline_app.py --port PORT --dsn DSN --tenant-id UUID
         [--owner-id UUID] [--upload-dir DIR] [--hash-concurrency N] [--workers N]
@@ -18,12 +20,14 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import re
 import socket
 import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 from uuid import UUID
@@ -34,7 +38,8 @@ import msgspec
 import uvicorn
 from argon2 import PasswordHasher
 from argon2.exceptions import VerificationError
-from litestar import Litestar, MediaType, Request, Response, get, post
+from litestar import Litestar, MediaType, Request, Response, delete, get, patch, post
+from litestar.exceptions import NotFoundException
 from uuid_utils.compat import uuid7
 from uvicorn.supervisors import Multiprocess
 
@@ -80,6 +85,22 @@ INSERT_PROJECT = (
     "insert into projects (id, tenant_id, owner_id, name, description, version, created_at, "  # noqa: S608 - constant SQL, no input
     f"updated_at) values ($1, $2, $3, $4, $5, 1, $6, $6) returning {COLUMNS}"
 )
+# The product's update: the fields given, the version bumped, only if it is still the one read.
+UPDATABLE = ("name", "description")
+# The product's If-Match: an ETag, weak or strong, whose value is the version.
+ETAG = re.compile(r'^(?:W/)?"(\d{1,10})"$')
+PRECONDITION_REQUIRED = b'{"detail":"Send If-Match with the ETag you read."}'
+PRECONDITION_FAILED = b'{"detail":"The project changed since you read it."}'
+NOT_FOUND = b'{"detail":"Not found"}'
+# The product's soft delete: the project, then its documents, both stamped with one instant.
+SOFT_DELETE_PROJECT = (
+    "update projects set deleted_at = $3, updated_at = $3 "
+    "where tenant_id = $1 and id = $2 and deleted_at is null returning id"
+)
+SOFT_DELETE_DOCUMENTS = (
+    "update documents set deleted_at = $3, updated_at = $3 "
+    "where tenant_id = $1 and project_id = $2 and deleted_at is null"
+)
 # The product's sign-in lookups: an active tenant by slug, then its user by email or username.
 ACTIVE_TENANT = "select id from tenants where slug = $1 and status = 'active'"
 USER_HASH = (
@@ -113,6 +134,11 @@ class ProjectCreate(msgspec.Struct, forbid_unknown_fields=True):
     description: str = ""
 
 
+class ProjectUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    name: str | None = None
+    description: str | None = None
+
+
 class LoginBody(msgspec.Struct, forbid_unknown_fields=True):
     tenant: str
     login: str
@@ -125,6 +151,18 @@ class Stored(msgspec.Struct):
 
 
 ENCODER = msgspec.json.Encoder()
+
+
+@cache
+def update_sql(fields: tuple[str, ...]) -> str:
+    """The product's UPDATE for the fields a PATCH gives (names from UPDATABLE only), their
+    values from $4 on."""
+    sets = "".join(f"{field} = ${n}, " for n, field in enumerate(fields, start=4))
+    return (
+        f"update projects set {sets}version = version + 1, updated_at = now() "  # noqa: S608 - column names of our own
+        "where tenant_id = $1 and id = $2 and deleted_at is null and version = $3 "
+        f"returning {COLUMNS}"
+    )
 
 
 def like_pattern(text: str) -> str:
@@ -248,7 +286,7 @@ def create_app(args: argparse.Namespace) -> Litestar:
                 return Response(UNAUTHORIZED, status_code=401, media_type=MediaType.JSON)
             row = await connection.fetchrow(GET_PROJECT, tenant_id, project_id)
         if row is None:
-            return Response(b'{"detail":"Not found"}', status_code=404, media_type=MediaType.JSON)
+            return Response(NOT_FOUND, status_code=404, media_type=MediaType.JSON)
         return json(ProjectRead(*row))
 
     @get("/api/v1/projects")
@@ -281,6 +319,41 @@ def create_app(args: argparse.Namespace) -> Litestar:
             )
         return json(ProjectRead(*row), status_code=201)
 
+    @patch("/api/v1/projects/{project_id:uuid}")
+    async def update_project(
+        request: Request[Any, Any, Any], project_id: UUID, data: ProjectUpdate
+    ) -> Response[bytes]:
+        expected = ETAG.match(request.headers.get("if-match", "").strip())
+        if expected is None:
+            return Response(PRECONDITION_REQUIRED, status_code=428, media_type=MediaType.JSON)
+        values = {f: v for f in UPDATABLE if (v := getattr(data, f)) is not None}
+        async with connections().acquire() as connection, connection.transaction():
+            await connection.execute(SET_TENANT, tenant_setting)
+            row = await connection.fetchrow(
+                update_sql(tuple(values)),
+                tenant_id,
+                project_id,
+                int(expected.group(1)),
+                *values.values(),
+            )
+        if row is None:
+            return Response(PRECONDITION_FAILED, status_code=412, media_type=MediaType.JSON)
+        return Response(
+            ENCODER.encode(ProjectRead(*row)),
+            media_type=MediaType.JSON,
+            headers={"ETag": f'"{row["version"]}"'},
+        )
+
+    @delete("/api/v1/projects/{project_id:uuid}", status_code=204)
+    async def delete_project(project_id: UUID) -> None:
+        now = datetime.now(UTC)
+        async with connections().acquire() as connection, connection.transaction():
+            await connection.execute(SET_TENANT, tenant_setting)
+            if await connection.fetchval(SOFT_DELETE_PROJECT, tenant_id, project_id, now) is None:
+                # A 204 handler returns nothing: the rare miss is Litestar's 404.
+                raise NotFoundException
+            await connection.execute(SOFT_DELETE_DOCUMENTS, tenant_id, project_id, now)
+
     @post("/api/v1/files")
     async def upload(request: Request[Any, Any, Any]) -> Response[bytes]:
         # The whole body as it arrives, multipart envelope and all: no parsing, no thread hops,
@@ -298,7 +371,16 @@ def create_app(args: argparse.Namespace) -> Litestar:
             target.unlink(missing_ok=True)
         return json(Stored(size=size, sha256=digest.hexdigest()), status_code=201)
 
-    handlers = [ready, health, login, get_project, list_projects, create_project]
+    handlers = [
+        ready,
+        health,
+        login,
+        get_project,
+        list_projects,
+        create_project,
+        update_project,
+        delete_project,
+    ]
     return Litestar(
         route_handlers=[*handlers, upload] if args.upload_dir else handlers,
         lifespan=[lifespan],

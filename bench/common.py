@@ -282,12 +282,15 @@ class Requests:
     body: bytes | None = None
 
 
-def wrk_script(path: Path, requests: Requests) -> Path:
+def wrk_script(path: Path, requests: Requests, request_lua: str | None = None) -> Path:
     """A wrk Lua script sending ``requests``, and a result line of counts and latency
     percentiles (microseconds) that is easier to read than wrk's text and has p95.
 
     A body goes to a file beside the script (the script reads it once); one path is set
-    statically, so wrk formats its request once instead of on every request.
+    statically, so wrk formats its request once instead of on every request. ``request_lua``,
+    when given, replaces the paths: Lua of its own that chooses each request (``request()``,
+    ``setup()``, ``response()`` ...); a global function ``extra_report()`` it defines is
+    called at the end and its string printed after the result line.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = [f"wrk.method = {json.dumps(requests.method)}"]
@@ -302,7 +305,9 @@ def wrk_script(path: Path, requests: Requests) -> Path:
             'wrk.body = body:read("*a")\n'
             "body:close()"
         )
-    if len(requests.paths) == 1:
+    if request_lua is not None:
+        lines.append(request_lua)
+    elif len(requests.paths) == 1:
         lines.append(f"wrk.path = {json.dumps(requests.paths[0])}")
     else:
         paths = ", ".join(json.dumps(p) for p in requests.paths)
@@ -324,6 +329,7 @@ def wrk_script(path: Path, requests: Requests) -> Path:
     summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
     latency:percentile(50), latency:percentile(90), latency:percentile(95),
     latency:percentile(99), latency.max))
+  if extra_report then io.write(extra_report()) end
 end"""
     )
     path.write_text("\n".join(lines) + "\n")

@@ -47,7 +47,7 @@ from common import (
     wrk_script,
 )
 
-from tenantry.cli import EMBEDDED_DATABASE
+from tenantry.cli.common import EMBEDDED_DATABASE
 from tenantry.infrastructure.db.rls import APP_ROLE
 
 BASELINE_APP = Path(__file__).resolve().parent / "baseline_app.py"

@@ -3,9 +3,10 @@
 Starts PostgreSQL and Redis (embedded, or the servers given), migrates and seeds a fresh
 database, starts `tenantry serve --workers N` and bench/baseline_app.py with as many processes,
 checks that both answer every scenario, then drives each with wrk on loopback: health, login,
-get by id, list with filters, create, upload; and runs no-op tasks end to end through the
-product and through bare arq. Prints one markdown table (requests/s, p50/p95/p99, peak memory,
-product ÷ baseline), writes the JSON report and, with --write-docs, docs/performance.md.
+get by id, list with filters, create, update (If-Match), delete, upload; and runs no-op tasks
+end to end through the product and through bare arq. Prints one markdown table (requests/s,
+p50/p95/p99, peak memory, product ÷ baseline), writes the JSON report and, with --write-docs,
+docs/performance.md.
 See bench/README.md.
 """
 
@@ -24,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from importlib.metadata import version as installed
 from pathlib import Path
@@ -86,6 +87,7 @@ from tasks import (
     workers,
 )
 from upload import Generated, generate, multipart_body, stored_problems
+from writes import UPDATE, Kind, Seeder, WriteLoad
 
 from tenantry.config import load_settings, redact_url
 from tenantry.infrastructure.db.rls import APP_ROLE
@@ -99,7 +101,19 @@ DOCS = ROOT / "docs" / "performance.md"
 DOCS_BEGIN = "<!-- bench/suite.py --write-docs: begin -->"
 DOCS_END = "<!-- bench/suite.py --write-docs: end -->"
 SERVERS = ("product", "baseline")
-SCENARIOS = ("health", "login", "get_by_id", "get_by_id_auth", "list", "create", "upload", "tasks")
+# update and delete come after the reads: the projects they seed would change what list counts.
+SCENARIOS = (
+    "health",
+    "login",
+    "get_by_id",
+    "get_by_id_auth",
+    "list",
+    "create",
+    "update",
+    "delete",
+    "upload",
+    "tasks",
+)
 CREATE = {"name": "Bench project", "description": "created by the benchmark"}
 UPLOAD_BYTES = 256 * 1024
 # Far above what any run uploads: the quota's check is measured, not its refusal.
@@ -122,6 +136,12 @@ NOTES = [
     "login: the baseline reads the tenant and the user's password hash and verifies argon2 in a "
     "thread pool as large as the product's; the product also counts the attempt in Redis, "
     "records the login and issues a JWT and a refresh token.",
+    "update and delete: every wrk run, warm-up included, gets projects of its own, seeded just "
+    "before it (update: one per connection, each request sending the version the last response "
+    "gave as If-Match; delete: more than the run can delete, with their documents). The "
+    "baseline runs the product's UPDATE (version = $3, 412 when no row) and its soft delete "
+    "(the project, then its documents); the product also reads the project before deleting it "
+    "(404 and the owner's check).",
     "upload: the baseline streams the raw request body to a file while hashing it, then deletes "
     "it; the product parses the multipart body, sniffs the type, reserves quota, stores the "
     "object and its row. Its stored objects are deleted after each run (the rows stay).",
@@ -145,6 +165,8 @@ class Scenario:
     check: Callable[[dict[str, httpx.Response]], str | None]
     # After every wrk run of the product (the stored uploads are removed).
     after_product_run: Callable[[], None] | None = None
+    # update and delete: rows seeded and a script written per wrk run; ``check`` unused.
+    writes: WriteLoad | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,8 +240,16 @@ def purge_uploads(files_dir: Path) -> None:
     shutil.rmtree(files_dir / "tenants", ignore_errors=True)
 
 
+def no_check(_: dict[str, httpx.Response]) -> str | None:
+    return None
+
+
 def http_scenarios(
-    token: str, ids: list[str], source: Generated, files_dir: Path
+    token: str,
+    ids: list[str],
+    source: Generated,
+    files_dir: Path,
+    write_load: Callable[[Kind, Requests], WriteLoad],
 ) -> list[Scenario]:
     bearer = {"Authorization": f"Bearer {token}"}
     get_by_id = ReadScenario(
@@ -278,6 +308,20 @@ def http_scenarios(
             check_create,
         ),
         Scenario(
+            "update",
+            "update: PATCH /api/v1/projects/{id} with If-Match (a project per connection)",
+            update := Requests([], "PATCH", bearer | JSON_HEADERS, json.dumps(UPDATE).encode()),
+            no_check,
+            writes=write_load("update", update),
+        ),
+        Scenario(
+            "delete",
+            "delete: DELETE /api/v1/projects/{id} (a live project each, 2 documents)",
+            delete := Requests([], "DELETE", bearer),
+            no_check,
+            writes=write_load("delete", delete),
+        ),
+        Scenario(
             "upload",
             f"upload: POST /api/v1/files ({UPLOAD_BYTES // 1024} KiB, multipart)",
             Requests(
@@ -295,6 +339,10 @@ def http_scenarios(
 def check_scenarios(clients: dict[str, httpx.Client], scenarios: list[Scenario]) -> None:
     """Every path of every scenario, sent as wrk will send it, to both servers."""
     for scenario in scenarios:
+        if scenario.writes is not None:
+            if (problem := scenario.writes.check(clients)) is not None:
+                raise BenchError(f"{scenario.label}: {problem}")
+            continue
         r = scenario.requests
         for path in r.paths:
             responses = {
@@ -315,26 +363,60 @@ def tree(pid: int) -> list[int]:
     return [pid, *(child.pid for child in process.children(recursive=True))]
 
 
+@dataclass
+class RunScripts:
+    """The wrk script of each run of one scenario against one server: the static one, or for
+    update and delete the one written after seeding the run's projects (what each run was
+    given and used is kept for the report)."""
+
+    scenario: Scenario
+    server: str
+    static: Path | None
+    pools: dict[str, Any] = field(default_factory=dict)
+
+    def script(self, phase: str, seconds: int, previous_rate: float | None) -> Path:
+        writes = self.scenario.writes
+        if writes is None:
+            assert self.static is not None, "a scenario without writes has its one script"
+            return self.static
+        pool, script = writes.prepare(self.server, phase, seconds, previous_rate)
+        self.pools[phase] = asdict(pool)
+        return script
+
+    def ran(self, phase: str, figures: dict[str, Any]) -> None:
+        if (writes := self.scenario.writes) is not None:
+            self.pools[phase] |= writes.verify(self.scenario.label, self.server, phase, figures)
+
+
 def measure_http(
     scenario: Scenario,
     urls: dict[str, str],
     pids: dict[str, int],
-    script: Path,
+    directory: Path,
     args: argparse.Namespace,
 ) -> dict[str, Any]:
     """The product, then the baseline: an unrecorded warm-up (pools fill, caches warm), then
-    the measured run, with the server's memory sampled."""
+    the measured run, with the server's memory sampled. update and delete seed their projects
+    and write their script before each run, outside the measured time."""
     result: dict[str, Any] = {"label": scenario.label}
+    static = None
+    if scenario.writes is None:
+        static = wrk_script(directory / f"{scenario.key}.lua", scenario.requests)
     for server in SERVERS:
         print(f"== {scenario.label}: {server} ({args.warmup} s warm-up, {args.duration} s)")
-        warmup_errors = 0
+        scripts = RunScripts(scenario, server, static)
+        warmup_errors, warmup_rate = 0, None
         if args.warmup:
-            warmup_errors = errors_of(wrk(urls[server], script, args.warmup, args))
+            warm = wrk(urls[server], scripts.script("warmup", args.warmup, None), args.warmup, args)
+            scripts.ran("warmup", warm)
+            warmup_errors, warmup_rate = errors_of(warm), warm["per_second"]
             if server == "product" and scenario.after_product_run:
                 scenario.after_product_run()
+        script = scripts.script("measured", args.duration, warmup_rate)
         memory = PeakRss([pids[server]], descendants=True)
         with CpuMeter() as cpu, memory.watching():
             measured = wrk(urls[server], script, args.duration, args)
+        scripts.ran("measured", measured)
         if server == "product" and scenario.after_product_run:
             scenario.after_product_run()
         result[server] = measured | {
@@ -342,6 +424,7 @@ def measure_http(
             "warmup_errors": warmup_errors,
             "errors": warmup_errors + errors_of(measured),
             **memory.summary(),
+            **({"projects": scripts.pools} if scripts.pools else {}),
         }
         print(
             f"   {cell(measured['per_second'])} req/s, p99 {cell(measured['p99_ms'], 2)} ms, "
@@ -571,7 +654,14 @@ def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
 
         files_dir = tmp / "data" / "files"  # the local storage's default root
         source = generate(tmp / "upload.txt", UPLOAD_BYTES, REQUEST_TIMEOUT_S)
-        scenarios = [s for s in http_scenarios(token, ids, source, files_dir) if s.key in chosen]
+        seeder = Seeder(engines, tenant_id, owner_id)
+
+        def write_load(kind: Kind, requests: Requests) -> WriteLoad:
+            return WriteLoad(kind, requests, seeder, tmp / "wrk", args)
+
+        scenarios = [
+            s for s in http_scenarios(token, ids, source, files_dir, write_load) if s.key in chosen
+        ]
         with contextlib.ExitStack() as clients:
             check_scenarios(
                 {
@@ -586,8 +676,7 @@ def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
 
         pids = {"product": product.pid, "baseline": baseline.pid}
         for scenario in scenarios:
-            script = wrk_script(tmp / "wrk" / f"{scenario.key}.lua", scenario.requests)
-            results[scenario.key] = measure_http(scenario, urls, pids, script, args)
+            results[scenario.key] = measure_http(scenario, urls, pids, tmp / "wrk", args)
         if "tasks" in chosen:
             setup = TaskSetup(
                 engines=engines,
