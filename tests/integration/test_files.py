@@ -10,8 +10,9 @@ import time
 import uuid
 import zlib
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import boto3
@@ -25,7 +26,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from tenantry import bootstrap
 from tenantry.application.files import SweepFiles
 from tenantry.config import Settings
-from tenantry.domain.files import StoredFile
+from tenantry.domain.files import FileRepository
 from tenantry.infrastructure.db.tenancy import TenantSession
 from tenantry.infrastructure.db.uow import SqlUnitOfWork
 
@@ -208,29 +209,25 @@ async def test_uploads_that_inserted_first_queue_on_the_quota_lock_without_deadl
     engine = engine_for(app_database_url, pool_size=2)
     sessions = async_sessionmaker(engine, expire_on_commit=False, class_=TenantSession)
 
-    def stored(name: str) -> StoredFile:
+    def stored(name: str) -> dict[str, Any]:
         file_id = uuid.uuid4()
-        return StoredFile(
-            id=file_id,
-            tenant_id=tenant_id,
-            original_filename=name,
-            size=10,
-            content_type="text/plain",
-            claimed_content_type=None,
-            sha256="0" * 64,
-            metadata={},
-            storage_key=f"tenants/{tenant_id}/files/{file_id}",
-            created_by=None,
-            created_at=datetime.now(UTC),
-        )
+        return {
+            "id": file_id,
+            "original_filename": name,
+            "size": 10,
+            "content_type": "text/plain",
+            "sha256": "0" * 64,
+            "metadata": {},
+            "storage_key": f"tenants/{tenant_id}/files/{file_id}",
+        }
 
     observer = await asyncpg.connect(plain_url(database_url))
     try:
         async with sessions() as first_session, sessions() as second_session:
-            first = SqlUnitOfWork(first_session).files(tenant_id)
-            second = SqlUnitOfWork(second_session).files(tenant_id)
-            await first.add(stored("a.txt"))
-            await second.add(stored("b.txt"))
+            first = SqlUnitOfWork(first_session).repository(FileRepository, tenant_id)
+            second = SqlUnitOfWork(second_session).repository(FileRepository, tenant_id)
+            await first.add(**stored("a.txt"))
+            await second.add(**stored("b.txt"))
             first_pid = await first_session.scalar(text("select pg_backend_pid()"))
             second_pid = await second_session.scalar(text("select pg_backend_pid()"))
             await asyncio.wait_for(first.lock_usage(), timeout=5)

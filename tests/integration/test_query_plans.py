@@ -18,7 +18,10 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from tenantry.config import load_settings
-from tenantry.domain.projects import ListQuery
+from tenantry.domain.documents import DocumentRepository
+from tenantry.domain.projects import ProjectRepository
+from tenantry.domain.repository import ListQuery
+from tenantry.domain.users import UserRepository
 from tenantry.infrastructure.db.tenancy import TenantSession
 from tenantry.infrastructure.db.uow import SqlUnitOfWork
 
@@ -207,7 +210,7 @@ async def test_project_lists_use_tenant_indexes(
     results: list[Any] = []
 
     async def action(uow: SqlUnitOfWork) -> None:
-        results.append(await uow.projects(tenant_id).list(query))
+        results.append(await uow.repository(ProjectRepository, tenant_id).list(query))
 
     plans = await plans_of(app_database_url, tenant_id, action)
     assert_no_seq_scan(plans)
@@ -221,10 +224,17 @@ async def test_document_list_and_gets_use_tenant_indexes(
     tenant_id, project_id = big_tables
 
     async def action(uow: SqlUnitOfWork) -> None:
-        assert await uow.projects(tenant_id).get(project_id) is not None
-        documents, total = await uow.documents(tenant_id).list(project_id, ListQuery(q="doc"))
+        assert await uow.repository(ProjectRepository, tenant_id).get(project_id) is not None
+        documents, total = await uow.repository(DocumentRepository, tenant_id).list(
+            ListQuery(q="doc"), project_id=project_id
+        )
         assert total == 1
-        assert await uow.documents(tenant_id).get(project_id, documents[0].id) is not None
+        assert (
+            await uow.repository(DocumentRepository, tenant_id).get(
+                documents[0].id, project_id=project_id
+            )
+            is not None
+        )
 
     plans = await plans_of(app_database_url, tenant_id, action)
     assert_no_seq_scan(plans)
@@ -274,8 +284,10 @@ async def driver_queries(
     try:
         async with async_sessionmaker(engine, class_=TenantSession)() as session:
             uow = SqlUnitOfWork(session)
-            assert await uow.projects(tenant_id).get(project_id) is not None
-            assert await uow.users(tenant_id).active_roles(user_id, session_id=uuid.uuid4())
+            assert await uow.repository(ProjectRepository, tenant_id).get(project_id) is not None
+            assert await uow.repository(UserRepository, tenant_id).active_roles(
+                user_id, session_id=uuid.uuid4()
+            )
     finally:
         await engine.dispose()
     # asyncpg calls its query loggers just after each query, from the event loop.

@@ -27,7 +27,7 @@ from tenantry.application.tasks.maintenance import ReapTasks
 from tenantry.application.tasks.runner import RunTask
 from tenantry.config import Settings
 from tenantry.domain.auth import Actor
-from tenantry.domain.tasks import RetryableError, Task, TaskStatus
+from tenantry.domain.tasks import RetryableError, Task, TaskRepository, TaskStatus
 from tenantry.infrastructure.jobs.worker import run_task
 
 from ..conftest import Client, LogLines, plain_url, superuser_headers
@@ -201,7 +201,7 @@ async def test_cancel_a_pending_task_and_double_submit_runs_once(
     await container.start()
     try:
         async with container.unit_of_work() as uow:
-            row = await uow.tasks(tenant_id).get(uuid.UUID(twice["id"]))
+            row = await uow.repository(TaskRepository, tenant_id).get(uuid.UUID(twice["id"]))
         assert row is not None
         await container.job_queue.enqueue(row, request_id=None)
         await container.job_queue.enqueue(row, request_id=None)
@@ -523,7 +523,7 @@ async def test_suspension_stops_queued_and_running_tasks(
             # see it, the running one asked to stop, another tenant's left alone.
             async with container.unit_of_work() as uow:
                 at_once = [
-                    await uow.tasks(task.tenant_id).get(task.id)
+                    await uow.repository(TaskRepository, task.tenant_id).get(task.id)
                     for task in (running, queued, other)
                 ]
             assert [t and (t.status, t.cancel_requested) for t in at_once] == [
@@ -541,10 +541,10 @@ async def test_suspension_stops_queued_and_running_tasks(
             assert gate.finished == 1
             async with container.unit_of_work() as uow:
                 rows = {
-                    name: await uow.tasks(task.tenant_id).get(task.id)
+                    name: await uow.repository(TaskRepository, task.tenant_id).get(task.id)
                     for name, task in (("running", running), ("queued", queued), ("other", other))
                 }
-                queued_logs = await uow.tasks(acme.tenant_id).logs(queued.id)
+                queued_logs = await uow.repository(TaskRepository, acme.tenant_id).logs(queued.id)
     assert {name: row and (row.status, row.error_message) for name, row in rows.items()} == {
         "running": (TaskStatus.CANCELLED, "The tenant was suspended."),
         "queued": (TaskStatus.CANCELLED, "The tenant was suspended."),

@@ -17,11 +17,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 
 from tenantry import bootstrap
 from tenantry.config import Settings, load_settings
+from tenantry.domain.users import UserRepository
 from tenantry.infrastructure.db import database
 from tenantry.infrastructure.db.models import UserModel
 from tenantry.infrastructure.db.tenancy import TenantSession, TenantTransaction
 from tenantry.infrastructure.db.uow import SqlUnitOfWork
-from tenantry.infrastructure.db.users import UserModelRepository
+from tenantry.infrastructure.db.users import SqlUserRepository
 
 from ..conftest import Client, plain_url
 from .identity import add_user, create_tenant, owner_session
@@ -114,9 +115,9 @@ async def test_a_pooled_connection_carries_no_tenant_into_the_next_use(
     try:
         async with sessions() as session:
             uow = SqlUnitOfWork(session)
-            found = await uow.users(uuid.UUID(two_tenants["acme"]["tenant"])).get(
-                uuid.UUID(two_tenants["acme"]["user"])
-            )
+            found = await uow.repository(
+                UserRepository, uuid.UUID(two_tenants["acme"]["tenant"])
+            ).get(uuid.UUID(two_tenants["acme"]["user"]))
             assert found is not None
             await session.commit()
             # Same session, next transaction: the binding is re-applied after BEGIN.
@@ -129,9 +130,9 @@ async def test_a_pooled_connection_carries_no_tenant_into_the_next_use(
             )
             assert await session.scalar(text("select count(*) from users")) == 0
             uow = SqlUnitOfWork(session)
-            other = await uow.users(uuid.UUID(two_tenants["globex"]["tenant"])).get(
-                uuid.UUID(two_tenants["acme"]["user"])
-            )
+            other = await uow.repository(
+                UserRepository, uuid.UUID(two_tenants["globex"]["tenant"])
+            ).get(uuid.UUID(two_tenants["acme"]["user"]))
             assert other is None
             assert await session.scalar(text("select count(*) from users")) == 1
     finally:
@@ -149,10 +150,12 @@ async def test_driver_statements_run_under_the_sessions_current_tenant(
     try:
         async with sessions() as session:
             uow = SqlUnitOfWork(session)
-            assert await uow.users(uuid.UUID(acme["tenant"])).active_roles(uuid.UUID(acme["user"]))
+            assert await uow.repository(UserRepository, uuid.UUID(acme["tenant"])).active_roles(
+                uuid.UUID(acme["user"])
+            )
             # The same transaction, now for the other tenant, even asking for its own user id
             # through wall 1's filter: wall 2 moved with it.
-            globex_users = uow.users(uuid.UUID(globex["tenant"]))
+            globex_users = uow.repository(UserRepository, uuid.UUID(globex["tenant"]))
             assert await globex_users.active_roles(uuid.UUID(globex["user"]))
             assert await globex_users.active_roles(uuid.UUID(acme["user"])) is None
             assert (
@@ -179,24 +182,24 @@ async def test_driver_reads_and_orm_writes_share_one_transaction_on_one_connecti
     try:
         async with sessions() as session:
             uow = SqlUnitOfWork(session)
-            assert await uow.users(tenant).active_roles(user)
+            assert await uow.repository(UserRepository, tenant).active_roles(user)
             assert TenantTransaction.KEY in session.info
             assert engine.pool.checkedout() == 1  # type: ignore[attr-defined]
             first = await session.scalar(txid)
             # An ORM read, then a write and its commit, on the same (only) connection.
-            assert (await uow.users(tenant).get(user)) is not None
-            await uow.users(tenant).record_login(user, datetime.now(UTC))
+            assert (await uow.repository(UserRepository, tenant).get(user)) is not None
+            await uow.repository(UserRepository, tenant).record_login(user, datetime.now(UTC))
             assert await session.scalar(txid) == first
             await uow.commit()
             assert TenantTransaction.KEY not in session.info
             assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
             # The next statement begins the next transaction; rollback ends it.
-            assert await uow.users(tenant).active_roles(user)
+            assert await uow.repository(UserRepository, tenant).active_roles(user)
             assert await session.scalar(txid) != first
             await uow.rollback()
             assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
             # And close ends one too: nothing stays checked out after the session.
-            assert await uow.users(tenant).active_roles(user)
+            assert await uow.repository(UserRepository, tenant).active_roles(user)
         assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
         async with sessions() as session:
             # The pooled connection carries neither a transaction nor a tenant.
@@ -267,8 +270,7 @@ async def test_repository_bulk_paths_stay_in_their_tenant(
     globex_user = uuid.UUID(two_tenants["globex"]["user"])
     try:
         async with sessions() as session:
-            SqlUnitOfWork(session).users(acme)
-            repository = UserModelRepository(session=session, tenant_id=acme)
+            repository = SqlUserRepository(session, acme).orm
             assert await repository.delete_many([globex_user]) == []
             assert await repository.delete_where(UserModel.id == globex_user) == []
             assert await repository.count() == 1

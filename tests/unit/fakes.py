@@ -7,25 +7,38 @@ back only on commit, so a use case that fails midway leaves the store as it was.
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Generic, Self, TypeVar, cast, get_args, get_origin
 from uuid import UUID, uuid4
 
 import msgspec
 
 from tenantry.application.auth import AuthPolicy, Identity
-from tenantry.domain.auth import AccessClaims, ApiKey, RefreshToken
+from tenantry.domain.api_keys import ApiKeyRepository
+from tenantry.domain.auth import AccessClaims, ApiKey, RefreshToken, RefreshTokenRepository
 from tenantry.domain.documents import Document
 from tenantry.domain.errors import Conflict, StaleVersion, Unauthenticated
-from tenantry.domain.files import StoredFile
-from tenantry.domain.projects import ListQuery, Project
+from tenantry.domain.files import FileRepository, StoredFile
+from tenantry.domain.projects import Project
+from tenantry.domain.repository import ListQuery, Repository
 from tenantry.domain.secrets import Secret, SecretNotFound
-from tenantry.domain.tasks import FINISHED, WORKER_LOST, Task, TaskLog, TaskStats, TaskStatus
+from tenantry.domain.tasks import (
+    FINISHED,
+    WORKER_LOST,
+    Task,
+    TaskLog,
+    TaskRepository,
+    TaskStats,
+    TaskStatus,
+)
 from tenantry.domain.tenants import NewTenant, Tenant, TenantStatus
-from tenantry.domain.users import NewUser, Role, User
+from tenantry.domain.users import NewUser, Role, User, UserRepository
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass
@@ -43,6 +56,17 @@ class FakeStore:
     task_logs: list[TaskLog] = field(default_factory=list)
     # The last heartbeat of every task that ever started (the row's heartbeat_at).
     heartbeats: dict[UUID, datetime] = field(default_factory=dict)
+    # Rows of entities with no dict of their own above.
+    tables: dict[type[Any], dict[UUID, Any]] = field(default_factory=dict)
+
+    def rows_of(self, entity: type[Any]) -> dict[UUID, Any]:
+        named: dict[type[Any], dict[UUID, Any]] = {
+            Project: self.projects,
+            Document: self.documents,
+            StoredFile: self.files,
+            Task: self.tasks,
+        }
+        return named[entity] if entity in named else self.tables.setdefault(entity, {})
 
 
 class FakeClock:
@@ -193,7 +217,7 @@ class FakeUserRepository:
 
 
 class FakeRefreshTokenRepository:
-    def __init__(self, store: FakeStore, tenant_id: UUID) -> None:
+    def __init__(self, store: FakeStore, tenant_id: UUID, clock: FakeClock) -> None:
         self.store = store
         self.tenant_id = tenant_id
 
@@ -290,8 +314,8 @@ class FakeApiKeyRepository:
         self.store.api_keys[api_key_id] = msgspec.structs.replace(key, last_used_at=at)
 
 
-def page(rows: list[Any], query: ListQuery, search: str) -> tuple[list[Any], int]:
-    if query.q:
+def page(rows: list[Any], query: ListQuery, search: str | None) -> tuple[list[Any], int]:
+    if query.q and search is not None:
         rows = [r for r in rows if query.q.lower() in getattr(r, search).lower()]
     if query.created_after:
         rows = [r for r in rows if r.created_at >= query.created_after]
@@ -302,228 +326,128 @@ def page(rows: list[Any], query: ListQuery, search: str) -> tuple[list[Any], int
     return rows[query.offset : query.offset + query.limit], len(rows)
 
 
-class FakeProjectRepository:
-    def __init__(self, store: FakeStore, tenant_id: UUID, clock: FakeClock) -> None:
-        self.store = store
-        self.tenant_id = tenant_id
-        self.clock = clock
+class MemoryRepository(Generic[T]):
+    """The generic tenant repository (domain/repository.py) over one dict of the store: one
+    fake serves every entity with plain CRUD. Soft deletion sets ``deleted_at`` where the
+    entity has it, else marks the id in ``store.deleted``."""
 
-    async def add(self, *, owner_id: UUID | None, name: str, description: str) -> Project:
-        now = self.clock.now()
-        project = Project(
-            id=uuid4(),
-            tenant_id=self.tenant_id,
-            owner_id=owner_id,
-            name=name,
-            description=description,
-            version=1,
-            created_at=now,
-            updated_at=now,
-        )
-        self.store.projects[project.id] = project
-        return project
+    def __init__(
+        self, store: FakeStore, tenant_id: UUID, clock: FakeClock, entity: type[T]
+    ) -> None:
+        self.store, self.tenant_id, self.clock, self.entity = store, tenant_id, clock, entity
+        self.rows: dict[UUID, T] = store.rows_of(entity)
+        self.fields = {f.name for f in msgspec.structs.fields(entity)}  # type: ignore[arg-type]
 
-    async def get(self, project_id: UUID) -> Project | None:
-        project = self.store.projects.get(project_id)
-        if (
-            project is None
-            or project.tenant_id != self.tenant_id
-            or project_id in self.store.deleted
-        ):
-            return None
-        return project
+    def _deleted(self, row: Any) -> bool:
+        if "deleted_at" in self.fields:
+            return row.deleted_at is not None
+        return row.id in self.store.deleted
 
-    async def list(self, query: ListQuery) -> tuple[list[Project], int]:
-        mine = [p for p in self.store.projects.values() if await self.get(p.id) is not None]
-        return page(mine, query, "name")
-
-    async def update(
-        self, project_id: UUID, *, expected_version: int | None, **values: Any
-    ) -> Project | None:
-        project = await self.get(project_id)
-        if project is None:
-            return None
-        if expected_version is not None and expected_version != project.version:
-            raise StaleVersion("stale")
-        given = {k: v for k, v in values.items() if v is not None}
-        changed = msgspec.structs.replace(
-            project, **given, version=project.version + 1, updated_at=self.clock.now()
-        )
-        self.store.projects[project_id] = changed
-        return changed
-
-    async def soft_delete(self, project_id: UUID, at: datetime) -> bool:
-        if await self.get(project_id) is None:
-            return False
-        self.store.deleted.add(project_id)
-        for document in self.store.documents.values():
-            if document.project_id == project_id:
-                self.store.deleted.add(document.id)
-        return True
-
-
-class FakeDocumentRepository:
-    def __init__(self, store: FakeStore, tenant_id: UUID, clock: FakeClock) -> None:
-        self.store = store
-        self.tenant_id = tenant_id
-        self.clock = clock
-
-    async def add(
-        self,
-        *,
-        project_id: UUID,
-        created_by: UUID | None,
-        title: str,
-        content: str,
-        metadata: dict[str, Any],
-    ) -> Document:
-        now = self.clock.now()
-        document = Document(
-            id=uuid4(),
-            tenant_id=self.tenant_id,
-            project_id=project_id,
-            created_by=created_by,
-            title=title,
-            content=content,
-            metadata=metadata,
-            version=1,
-            created_at=now,
-            updated_at=now,
-        )
-        self.store.documents[document.id] = document
-        return document
-
-    async def get(self, project_id: UUID, document_id: UUID) -> Document | None:
-        document = self.store.documents.get(document_id)
-        if (
-            document is None
-            or document.tenant_id != self.tenant_id
-            or document.project_id != project_id
-            or document_id in self.store.deleted
-        ):
-            return None
-        return document
-
-    async def list(self, project_id: UUID, query: ListQuery) -> tuple[list[Document], int]:
-        mine = [
-            d for d in self.store.documents.values() if await self.get(project_id, d.id) is not None
-        ]
-        return page(mine, query, "title")
-
-    async def update(
-        self, project_id: UUID, document_id: UUID, *, expected_version: int | None, **values: Any
-    ) -> Document | None:
-        document = await self.get(project_id, document_id)
-        if document is None:
-            return None
-        if expected_version is not None and expected_version != document.version:
-            raise StaleVersion("stale")
-        given = {k: v for k, v in values.items() if v is not None}
-        changed = msgspec.structs.replace(document, **given, version=document.version + 1)
-        self.store.documents[document_id] = changed
-        return changed
-
-    async def soft_delete(self, project_id: UUID, document_id: UUID, at: datetime) -> bool:
-        if await self.get(project_id, document_id) is None:
-            return False
-        self.store.deleted.add(document_id)
-        return True
-
-
-class FakeFileRepository:
-    def __init__(self, store: FakeStore, tenant_id: UUID) -> None:
-        self.store = store
-        self.tenant_id = tenant_id
-
-    def _mine(self, include_deleted: bool) -> list[StoredFile]:
+    def _mine(self, include_deleted: bool, where: Mapping[str, Any]) -> list[T]:
         return [
-            f
-            for f in self.store.files.values()
-            if f.tenant_id == self.tenant_id and (include_deleted or f.deleted_at is None)
+            row
+            for row in self.rows.values()
+            if row.tenant_id == self.tenant_id  # type: ignore[attr-defined]
+            and (include_deleted or not self._deleted(row))
+            and all(getattr(row, name) == value for name, value in where.items())
         ]
 
-    async def add(self, file: StoredFile) -> StoredFile:
-        self.store.files[file.id] = file
-        return file
+    async def get(self, id: UUID, /, *, include_deleted: bool = False, **where: Any) -> T | None:
+        return next(
+            (r for r in self._mine(include_deleted, where) if r.id == id),  # type: ignore[attr-defined]
+            None,
+        )
 
-    async def get(self, file_id: UUID, *, include_deleted: bool = False) -> StoredFile | None:
-        return next((f for f in self._mine(include_deleted) if f.id == file_id), None)
+    async def count(self, *, include_deleted: bool = False, **where: Any) -> int:
+        return len(self._mine(include_deleted, where))
+
+    async def add(self, **values: Any) -> T:
+        now = self.clock.now()
+        defaults = {"id": uuid4(), "created_at": now, "updated_at": now, "version": 1}
+        fields = {k: v for k, v in defaults.items() if k in self.fields} | dict(values)
+        row = self.entity(**fields, tenant_id=self.tenant_id)
+        self.rows[row.id] = row  # type: ignore[attr-defined]
+        return row
+
+    async def add_many(self, rows: Sequence[Mapping[str, Any]]) -> list[T]:
+        return [await self.add(**row) for row in rows]
+
+    async def update(
+        self,
+        id: UUID,
+        changes: Mapping[str, Any],
+        /,
+        *,
+        expected_version: int | None = None,
+        **where: Any,
+    ) -> T | None:
+        row: Any = await self.get(id, **where)
+        if row is None:
+            return None
+        bump: dict[str, Any] = (
+            {"updated_at": self.clock.now()} if "updated_at" in self.fields else {}
+        )
+        if "version" in self.fields:
+            if expected_version is not None and expected_version != row.version:
+                raise StaleVersion("stale")
+            bump["version"] = row.version + 1
+        self.rows[id] = msgspec.structs.replace(row, **changes, **bump)
+        return self.rows[id]
+
+    async def soft_delete(self, id: UUID, /, at: datetime, **where: Any) -> bool:
+        row: Any = await self.get(id, **where)
+        if row is None:
+            return False
+        if "deleted_at" in self.fields:
+            self.rows[id] = msgspec.structs.replace(row, deleted_at=at)
+        else:
+            self.store.deleted.add(id)
+        return True
+
+    async def soft_delete_all(self, at: datetime, **where: Any) -> int:
+        rows: list[Any] = self._mine(False, where)
+        return sum([await self.soft_delete(row.id, at) for row in rows])
+
+    async def delete(self, id: UUID, /, **where: Any) -> bool:
+        return (
+            self.rows.pop(id, None) is not None
+            if await self.get(id, include_deleted=True, **where)
+            else False
+        )
 
     async def list(
-        self, query: ListQuery, *, include_deleted: bool = False
-    ) -> tuple[list[StoredFile], int]:
-        return page(self._mine(include_deleted), query, "original_filename")
+        self, query: ListQuery, /, *, include_deleted: bool = False, **where: Any
+    ) -> tuple[list[T], int]:
+        return page(
+            self._mine(include_deleted, where), query, getattr(self.entity, "search_field", None)
+        )
 
-    async def soft_delete(self, file_id: UUID, at: datetime) -> bool:
-        found = await self.get(file_id)
-        if found is None:
-            return False
-        self.store.files[file_id] = msgspec.structs.replace(found, deleted_at=at)
-        return True
+
+class FakeFileRepository(MemoryRepository[StoredFile]):
+    def __init__(self, store: FakeStore, tenant_id: UUID, clock: FakeClock) -> None:
+        super().__init__(store, tenant_id, clock, StoredFile)
 
     async def usage(self) -> tuple[int, int]:
-        live = self._mine(False)
+        live = self._mine(False, {})
         return sum(f.size for f in live), len(live)
 
     async def lock_usage(self) -> None:
         return None
 
-    async def set_metadata(self, file_id: UUID, metadata: dict[str, Any]) -> None:
-        found = await self.get(file_id)
-        if found is not None:
-            self.store.files[file_id] = msgspec.structs.replace(found, metadata=metadata)
+    async def deleted_before(self, cutoff: datetime, *, limit: int) -> list[StoredFile]:
+        gone = [
+            f for f in self._mine(True, {}) if f.deleted_at is not None and f.deleted_at < cutoff
+        ]
+        return gone[:limit]
 
 
-class FakeTaskRepository:
+class FakeTaskRepository(MemoryRepository[Task]):
     def __init__(self, store: FakeStore, tenant_id: UUID, clock: FakeClock) -> None:
-        self.store = store
-        self.tenant_id = tenant_id
-        self.clock = clock
+        super().__init__(store, tenant_id, clock, Task)
 
     def _set(self, task: Task, **changes: Any) -> Task:
         self.store.tasks[task.id] = msgspec.structs.replace(task, **changes)
         return self.store.tasks[task.id]
-
-    async def add(
-        self,
-        *,
-        task_id: UUID,
-        task_type: str,
-        config: dict[str, Any],
-        input_files: Any,
-        created_by: UUID | None,
-    ) -> Task:
-        now = self.clock.now()
-        task = Task(
-            id=task_id,
-            tenant_id=self.tenant_id,
-            type=task_type,
-            status=TaskStatus.PENDING,
-            progress=0,
-            input_files=list(input_files),
-            output_files=[],
-            config=config,
-            result=None,
-            error_message=None,
-            retry_count=0,
-            created_by=created_by,
-            cancel_requested=False,
-            created_at=now,
-            updated_at=now,
-        )
-        self.store.tasks[task.id] = task
-        return task
-
-    async def get(self, task_id: UUID) -> Task | None:
-        task = self.store.tasks.get(task_id)
-        return task if task is not None and task.tenant_id == self.tenant_id else None
-
-    async def list(
-        self, query: ListQuery, *, status: TaskStatus | None, task_type: str | None
-    ) -> tuple[list[Task], int]:
-        mine = [t for t in self.store.tasks.values() if t.tenant_id == self.tenant_id]
-        mine = [t for t in mine if status in (None, t.status) and task_type in (None, t.type)]
-        return page(mine, query, "type")
 
     async def start(self, task_id: UUID, *, at: datetime, max_attempts: int) -> Task | None:
         task = await self.get(task_id)
@@ -673,6 +597,17 @@ class FakeTaskSweeps:
         ]
 
 
+# The fakes of ports that add methods of their own to the generic repository (or are not one);
+# every other port gets a MemoryRepository of its entity.
+FAKES: dict[Any, Callable[[FakeStore, UUID, FakeClock], Any]] = {
+    UserRepository: FakeUserRepository,
+    RefreshTokenRepository: FakeRefreshTokenRepository,
+    ApiKeyRepository: FakeApiKeyRepository,
+    FileRepository: FakeFileRepository,
+    TaskRepository: FakeTaskRepository,
+}
+
+
 class FakeJobQueue:
     def __init__(self) -> None:
         self.enqueued: list[UUID] = []
@@ -703,6 +638,14 @@ class FakeStorage:
         return None
 
 
+def entity_of(port: Any) -> type[Any]:
+    """``Project`` for ``ProjectRepository(Repository[Project], Protocol)``."""
+    for base in getattr(port, "__orig_bases__", ()):
+        if get_origin(base) is Repository:
+            return cast("type[Any]", get_args(base)[0])
+    raise LookupError(f"{port!r} is not a Repository[...] and has no fake of its own")
+
+
 class FakeUnitOfWork:
     def __init__(self, store: FakeStore | None = None, clock: FakeClock | None = None) -> None:
         self.committed = store or FakeStore()
@@ -714,26 +657,11 @@ class FakeUnitOfWork:
         self.working = copy.deepcopy(self.committed)
         self.tenants = FakeTenantRepository(self.working, self.clock)
 
-    def users(self, tenant_id: UUID) -> FakeUserRepository:
-        return FakeUserRepository(self.working, tenant_id, self.clock)
-
-    def refresh_tokens(self, tenant_id: UUID) -> FakeRefreshTokenRepository:
-        return FakeRefreshTokenRepository(self.working, tenant_id)
-
-    def api_keys(self, tenant_id: UUID) -> FakeApiKeyRepository:
-        return FakeApiKeyRepository(self.working, tenant_id, self.clock)
-
-    def projects(self, tenant_id: UUID) -> FakeProjectRepository:
-        return FakeProjectRepository(self.working, tenant_id, self.clock)
-
-    def documents(self, tenant_id: UUID) -> FakeDocumentRepository:
-        return FakeDocumentRepository(self.working, tenant_id, self.clock)
-
-    def files(self, tenant_id: UUID) -> FakeFileRepository:
-        return FakeFileRepository(self.working, tenant_id)
-
-    def tasks(self, tenant_id: UUID) -> FakeTaskRepository:
-        return FakeTaskRepository(self.working, tenant_id, self.clock)
+    def repository(self, port: Callable[..., R], tenant_id: UUID) -> R:
+        fake = FAKES.get(port)
+        if fake is not None:
+            return cast("R", fake(self.working, tenant_id, self.clock))
+        return cast("R", MemoryRepository(self.working, tenant_id, self.clock, entity_of(port)))
 
     async def __aenter__(self) -> Self:
         self._begin()

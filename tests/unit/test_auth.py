@@ -18,7 +18,7 @@ from tenantry.application.users import UpdateUser
 from tenantry.domain.auth import Actor, refresh_token_tenant
 from tenantry.domain.errors import Forbidden, NotFound, RateLimited, Unauthenticated
 from tenantry.domain.tenants import TenantStatus
-from tenantry.domain.users import Role
+from tenantry.domain.users import Role, UserRepository
 
 from .fakes import FakePasswordHasher, World
 
@@ -94,7 +94,7 @@ async def test_a_deactivated_user_cannot_sign_in() -> None:
     world = World()
     owner = await sign_up(world)
     async with world.uow as uow:
-        await uow.users(owner.tenant_id).update(owner.user_id, is_active=False)
+        await uow.repository(UserRepository, owner.tenant_id).update(owner.user_id, is_active=False)
         await uow.commit()
     with pytest.raises(Unauthenticated):
         await login(world)
@@ -190,7 +190,9 @@ async def test_roles_come_from_the_database_not_the_token() -> None:
     assert admin_user.settings == {"theme": "dark"}
     pair = await login(world)
     async with world.uow as uow:
-        await uow.users(owner.tenant_id).update(owner.user_id, roles=(Role.MEMBER,))
+        await uow.repository(UserRepository, owner.tenant_id).update(
+            owner.user_id, roles=(Role.MEMBER,)
+        )
         await uow.commit()
     actor = await Authenticate(world.identity).bearer(pair.access_token)
     assert actor.roles == (Role.MEMBER,)

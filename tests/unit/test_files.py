@@ -29,7 +29,7 @@ from tenantry.domain.files import (
     sniff,
 )
 from tenantry.domain.ids import new_id
-from tenantry.domain.projects import ListQuery
+from tenantry.domain.repository import ListQuery
 from tenantry.domain.users import Role
 
 from .fakes import FakeStorage, World

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from tenantry.application.tasks import Registry, SubmitTask, TaskContext
 from tenantry.application.tasks.runner import RunTask
-from tenantry.domain.tasks import TaskStatus
+from tenantry.domain.tasks import TaskRepository, TaskStatus
 from tenantry.infrastructure.observability.metrics import (
     PrometheusRequestMetrics,
     PrometheusTaskMetrics,
@@ -55,7 +55,9 @@ class CancelledMidway:
 
     async def run(self, context: TaskContext, config: Config) -> dict[str, Any]:
         async with context.units() as uow:
-            await uow.tasks(context.tenant_id).cancel(context.task.id, context.clock.now())
+            await uow.repository(TaskRepository, context.tenant_id).cancel(
+                context.task.id, context.clock.now()
+            )
             await uow.commit()
         await context.check_cancelled()
         return {}

@@ -20,7 +20,7 @@ from tenantry.application.projects import (
 )
 from tenantry.domain.auth import Actor
 from tenantry.domain.errors import Forbidden, Invalid, NotFound, StaleVersion
-from tenantry.domain.projects import ListQuery
+from tenantry.domain.repository import ListQuery
 from tenantry.domain.users import Role
 
 from .fakes import World

@@ -25,6 +25,7 @@ from tenantry.domain.auth import Actor
 from tenantry.domain.documents import Document
 from tenantry.domain.errors import Invalid
 from tenantry.domain.files import PNG, FilePolicy, StoredFile
+from tenantry.domain.projects import ProjectRepository
 from tenantry.domain.tasks import RetryableError, TaskFinished, TaskMetrics, TaskStatus
 from tenantry.domain.tenants import Tenant, TenantStatus
 from tenantry.domain.users import Role
@@ -323,7 +324,7 @@ async def test_project_export_compresses_off_the_event_loop(
     world, queue, storage, ticker = World(), FakeJobQueue(), FakeStorage(), Ticker()
     tenant_of(world)
     async with world.uow as uow:
-        project = await uow.projects(ACTOR.tenant_id).add(
+        project = await uow.repository(ProjectRepository, ACTOR.tenant_id).add(
             owner_id=None, name="Apollo", description=""
         )
         await uow.commit()

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from uuid import uuid4
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -10,7 +8,7 @@ from tenantry.application.auth import AuthPolicy
 from tenantry.application.tenants import CreateSuperuser, CreateTenant, OwnerInput, UpdateTenant
 from tenantry.domain.auth import Actor
 from tenantry.domain.errors import Conflict, Invalid, RateLimited
-from tenantry.domain.tasks import TaskStatus
+from tenantry.domain.tasks import TaskRepository, TaskStatus
 from tenantry.domain.tenants import RESERVED_SLUGS, NewTenant, TenantStatus
 from tenantry.domain.users import Role
 
@@ -190,11 +188,11 @@ async def test_suspension_cancels_queued_tasks_at_once_and_asks_running_ones_to_
     async with world.uow:
         submitted = {}
         for name, tenant_id in (("queued", acme.id), ("running", acme.id), ("other", globex.id)):
-            task = await world.uow.tasks(tenant_id).add(
-                task_id=uuid4(), task_type="noop", config={}, input_files=[], created_by=None
+            task = await world.uow.repository(TaskRepository, tenant_id).add(
+                type="noop", config={}, input_files=[], created_by=None
             )
             submitted[name] = task.id
-        await world.uow.tasks(acme.id).start(
+        await world.uow.repository(TaskRepository, acme.id).start(
             submitted["running"], at=world.clock.now(), max_attempts=3
         )
         await world.uow.commit()

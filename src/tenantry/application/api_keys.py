@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
+from tenantry.domain.api_keys import ApiKeyRepository
 from tenantry.domain.auth import Actor, ApiKey, IssuedApiKey, digest, new_api_key
 from tenantry.domain.errors import Invalid, NotFound
 from tenantry.domain.ports import Clock, UnitOfWork
@@ -30,7 +31,7 @@ class CreateApiKey:
             raise Invalid("The API key is not valid.", fields=problems)
         key, prefix = new_api_key(actor.tenant_id)
         async with self.uow:
-            stored = await self.uow.api_keys(actor.tenant_id).add(
+            stored = await self.uow.repository(ApiKeyRepository, actor.tenant_id).add(
                 user_id=actor.user_id,
                 name=name,
                 prefix=prefix,
@@ -47,7 +48,9 @@ class ListApiKeys:
 
     async def __call__(self, actor: Actor) -> list[ApiKey]:
         async with self.uow:
-            return await self.uow.api_keys(actor.tenant_id).list_for_user(actor.user_id)
+            return await self.uow.repository(ApiKeyRepository, actor.tenant_id).list_for_user(
+                actor.user_id
+            )
 
 
 class RevokeApiKey:
@@ -57,7 +60,7 @@ class RevokeApiKey:
 
     async def __call__(self, actor: Actor, api_key_id: UUID) -> None:
         async with self.uow:
-            revoked = await self.uow.api_keys(actor.tenant_id).revoke(
+            revoked = await self.uow.repository(ApiKeyRepository, actor.tenant_id).revoke(
                 api_key_id, user_id=actor.user_id, at=self.clock.now()
             )
             if not revoked:

@@ -7,12 +7,14 @@ from uuid import UUID, uuid4
 
 import msgspec
 
+from tenantry.domain.api_keys import ApiKeyRepository
 from tenantry.domain.auth import (
     AccessClaims,
     AccessTokens,
     Actor,
     PasswordHasher,
     RateLimiter,
+    RefreshTokenRepository,
     TokenPair,
     digest,
     new_refresh_token,
@@ -23,7 +25,7 @@ from tenantry.domain.auth import (
 from tenantry.domain.errors import Forbidden, RateLimited, Unauthenticated
 from tenantry.domain.ports import Clock, UnitOfWork
 from tenantry.domain.tenants import Tenant, TenantStatus
-from tenantry.domain.users import NewUser, Role, User, validate_new_user
+from tenantry.domain.users import NewUser, Role, User, UserRepository, validate_new_user
 
 INVALID_LOGIN = "Invalid credentials."
 INVALID_TOKEN = "Invalid or expired credentials."
@@ -95,7 +97,7 @@ class Identity:
         access token names the family, its session, so that revoking one stops the other."""
         refresh = new_refresh_token(tenant_id)
         family_id = family_id or uuid4()
-        await self.uow.refresh_tokens(tenant_id).add(
+        await self.uow.repository(RefreshTokenRepository, tenant_id).add(
             user_id=user_id,
             family_id=family_id,
             token_hash=digest(refresh),
@@ -137,7 +139,7 @@ class Register:
             new = await self.identity.new_user(
                 found.id, username=username, email=email, password=password, roles=(Role.MEMBER,)
             )
-            user = await uow.users(found.id).add(new)
+            user = await uow.repository(UserRepository, found.id).add(new)
             await uow.commit()
         return user
 
@@ -164,7 +166,11 @@ class Login:
         uow = identity.uow
         async with uow:
             found = await active_tenant(uow, tenant)
-            match = await uow.users(found.id).find_by_login(login_key) if found else None
+            match = (
+                await uow.repository(UserRepository, found.id).find_by_login(login_key)
+                if found
+                else None
+            )
             user, password_hash = match if match else (None, None)
             # Verify even when there is no user, against a dummy hash: same time either way.
             valid = await identity.passwords.verify(password_hash, password)
@@ -172,7 +178,7 @@ class Login:
                 raise Unauthenticated(INVALID_LOGIN)
             if not user.is_active:
                 raise Unauthenticated(INVALID_LOGIN)
-            users = uow.users(found.id)
+            users = uow.repository(UserRepository, found.id)
             if identity.passwords.needs_rehash(password_hash):
                 await users.set_password_hash(user.id, await identity.passwords.hash(password))
             await users.record_login(user.id, identity.clock.now())
@@ -192,7 +198,7 @@ class Refresh:
         identity, uow = self.identity, self.identity.uow
         now = identity.clock.now()
         async with uow:
-            tokens = uow.refresh_tokens(tenant_id)
+            tokens = uow.repository(RefreshTokenRepository, tenant_id)
             stored = await tokens.get_by_hash(digest(refresh_token))
             if stored is None or stored.revoked_at is not None or stored.expires_at <= now:
                 raise Unauthenticated(INVALID_TOKEN)
@@ -201,7 +207,7 @@ class Refresh:
                 await tokens.revoke_family(stored.family_id, now)
                 await uow.commit()
                 raise Unauthenticated(INVALID_TOKEN)
-            roles = await uow.users(tenant_id).active_roles(stored.user_id)
+            roles = await uow.repository(UserRepository, tenant_id).active_roles(stored.user_id)
             if roles is None:
                 await tokens.revoke_family(stored.family_id, now)
                 await uow.commit()
@@ -222,7 +228,7 @@ class Logout:
             return
         uow = self.identity.uow
         async with uow:
-            tokens = uow.refresh_tokens(tenant_id)
+            tokens = uow.repository(RefreshTokenRepository, tenant_id)
             stored = await tokens.get_by_hash(digest(refresh_token))
             if stored is not None:
                 await tokens.revoke_family(stored.family_id, self.identity.clock.now())
@@ -240,7 +246,7 @@ class Authenticate:
         # No unit-of-work block: the use case that follows ends the transaction this read began,
         # so a request that only reads runs one transaction, not two.
         # The same read refuses a token whose session was revoked (logout, refresh-token reuse).
-        roles = await self.identity.uow.users(claims.tenant_id).active_roles(
+        roles = await self.identity.uow.repository(UserRepository, claims.tenant_id).active_roles(
             claims.user_id, session_id=claims.session_id
         )
         if roles is None:
@@ -273,7 +279,7 @@ class Authenticate:
         identity, uow = self.identity, self.identity.uow
         now = identity.clock.now()
         async with uow:
-            stored = await uow.api_keys(tenant_id).get_by_prefix(prefix)
+            stored = await uow.repository(ApiKeyRepository, tenant_id).get_by_prefix(prefix)
             matches = same_digest(key, stored.key_hash if stored else NO_API_KEY_DIGEST)
             if (
                 stored is None
@@ -282,12 +288,14 @@ class Authenticate:
                 or (stored.expires_at is not None and stored.expires_at <= now)
             ):
                 raise Unauthenticated(INVALID_TOKEN)
-            roles = await uow.users(stored.tenant_id).active_roles(stored.user_id)
+            roles = await uow.repository(UserRepository, stored.tenant_id).active_roles(
+                stored.user_id
+            )
             if roles is None:
                 raise Unauthenticated(INVALID_TOKEN)
             last = stored.last_used_at
             if last is None or now - last >= identity.policy.api_key_touch_interval:
-                await uow.api_keys(stored.tenant_id).touch(stored.id, now)
+                await uow.repository(ApiKeyRepository, stored.tenant_id).touch(stored.id, now)
                 await uow.commit()
         return Actor(
             user_id=stored.user_id, tenant_id=stored.tenant_id, roles=roles, api_key_id=stored.id
@@ -300,7 +308,7 @@ class GetMe:
 
     async def __call__(self, actor: Actor) -> User:
         async with self.uow:
-            user = await self.uow.users(actor.tenant_id).get(actor.user_id)
+            user = await self.uow.repository(UserRepository, actor.tenant_id).get(actor.user_id)
         if user is None:
             raise Unauthenticated(INVALID_TOKEN)
         return user

@@ -8,14 +8,21 @@ from uuid import UUID
 
 from tenantry.application.ownership import creator, require_may_destroy
 from tenantry.domain.auth import Actor
-from tenantry.domain.documents import Document, check_content, check_metadata, clean_title
+from tenantry.domain.documents import (
+    Document,
+    DocumentRepository,
+    check_content,
+    check_metadata,
+    clean_title,
+)
 from tenantry.domain.errors import NotFound
 from tenantry.domain.ports import Clock, UnitOfWork
-from tenantry.domain.projects import ListQuery
+from tenantry.domain.projects import ProjectRepository
+from tenantry.domain.repository import ListQuery, given
 
 
 async def require_project(uow: UnitOfWork, actor: Actor, project_id: UUID) -> None:
-    if await uow.projects(actor.tenant_id).get(project_id) is None:
+    if await uow.repository(ProjectRepository, actor.tenant_id).get(project_id) is None:
         raise NotFound("No such project.")
 
 
@@ -36,7 +43,7 @@ class CreateDocument:
         metadata = check_metadata(metadata or {})
         async with self.uow:
             await require_project(self.uow, actor, project_id)
-            document = await self.uow.documents(actor.tenant_id).add(
+            document = await self.uow.repository(DocumentRepository, actor.tenant_id).add(
                 project_id=project_id,
                 created_by=creator(actor),
                 title=title,
@@ -53,7 +60,9 @@ class GetDocument:
 
     async def __call__(self, actor: Actor, project_id: UUID, document_id: UUID) -> Document:
         async with self.uow:
-            document = await self.uow.documents(actor.tenant_id).get(project_id, document_id)
+            document = await self.uow.repository(DocumentRepository, actor.tenant_id).get(
+                document_id, project_id=project_id
+            )
         if document is None:
             raise NotFound("No such document.")
         return document
@@ -68,7 +77,9 @@ class ListDocuments:
     ) -> tuple[list[Document], int]:
         async with self.uow:
             await require_project(self.uow, actor, project_id)
-            return await self.uow.documents(actor.tenant_id).list(project_id, query)
+            return await self.uow.repository(DocumentRepository, actor.tenant_id).list(
+                query, project_id=project_id
+            )
 
 
 class UpdateDocument:
@@ -90,13 +101,11 @@ class UpdateDocument:
         content = None if content is None else check_content(content)
         metadata = None if metadata is None else check_metadata(metadata)
         async with self.uow:
-            document = await self.uow.documents(actor.tenant_id).update(
-                project_id,
+            document = await self.uow.repository(DocumentRepository, actor.tenant_id).update(
                 document_id,
+                given(title=title, content=content, metadata=metadata),
                 expected_version=expected_version,
-                title=title,
-                content=content,
-                metadata=metadata,
+                project_id=project_id,
             )
             if document is None:
                 raise NotFound("No such document.")
@@ -111,10 +120,10 @@ class DeleteDocument:
 
     async def __call__(self, actor: Actor, project_id: UUID, document_id: UUID) -> None:
         async with self.uow:
-            documents = self.uow.documents(actor.tenant_id)
-            document = await documents.get(project_id, document_id)
+            documents = self.uow.repository(DocumentRepository, actor.tenant_id)
+            document = await documents.get(document_id, project_id=project_id)
             if document is None:
                 raise NotFound("No such document.")
             require_may_destroy(actor, document.created_by, "this document")
-            await documents.soft_delete(project_id, document_id, self.clock.now())
+            await documents.soft_delete(document_id, self.clock.now(), project_id=project_id)
             await self.uow.commit()

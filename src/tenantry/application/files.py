@@ -14,6 +14,7 @@ from tenantry.domain.errors import Forbidden, NotFound
 from tenantry.domain.files import (
     OBJECTS_PREFIX,
     FilePolicy,
+    FileRepository,
     Inspection,
     ObjectStorage,
     StoredFile,
@@ -25,7 +26,7 @@ from tenantry.domain.files import (
 )
 from tenantry.domain.ids import new_id
 from tenantry.domain.ports import Clock, UnitOfWork
-from tenantry.domain.projects import ListQuery
+from tenantry.domain.repository import ListQuery
 
 QUOTA_SETTING = "quota_bytes"
 
@@ -63,7 +64,7 @@ class UploadFile:
     ) -> StoredFile:
         files, uow = self.files, self.files.uow
         async with uow:
-            used, _ = await uow.files(actor.tenant_id).usage()
+            used, _ = await uow.repository(FileRepository, actor.tenant_id).usage()
             quota = await files.quota(actor.tenant_id)
         room = quota - used
         limit = min(self.policy.max_bytes, max(room, 0))
@@ -85,21 +86,18 @@ class UploadFile:
             raise TooLarge(quota_detail(quota, used)) from None
         try:
             async with uow:
-                repository = uow.files(actor.tenant_id)
+                repository = uow.repository(FileRepository, actor.tenant_id)
                 stored = await repository.add(
-                    StoredFile(
-                        id=file_id,
-                        tenant_id=actor.tenant_id,
-                        original_filename=safe_filename(filename),
-                        size=inspection.size,
-                        content_type=inspection.content_type or "application/octet-stream",
-                        claimed_content_type=(claimed_type or None) and claimed_type[:255],
-                        sha256=inspection.sha256,
-                        metadata=inspection.metadata,
-                        storage_key=key,
-                        created_by=creator(actor),
-                        created_at=files.clock.now(),
-                    )
+                    id=file_id,
+                    original_filename=safe_filename(filename),
+                    size=inspection.size,
+                    content_type=inspection.content_type or "application/octet-stream",
+                    claimed_content_type=(claimed_type or None) and claimed_type[:255],
+                    sha256=inspection.sha256,
+                    metadata=inspection.metadata,
+                    storage_key=key,
+                    created_by=creator(actor),
+                    created_at=files.clock.now(),
                 )
                 # The row lock makes the check and the commit one step: of two uploads racing
                 # for the last bytes of the quota, the second counts the first's row. Taken
@@ -127,7 +125,7 @@ class GetFile:
 
     async def __call__(self, actor: Actor, file_id: UUID) -> StoredFile:
         async with self.files.uow as uow:
-            found = await uow.files(actor.tenant_id).get(file_id)
+            found = await uow.repository(FileRepository, actor.tenant_id).get(file_id)
         if found is None:
             raise NotFound("No such file.")
         return found
@@ -143,7 +141,9 @@ class ListFiles:
         if include_deleted and not actor.can_manage:
             raise Forbidden("Only the tenant's owners and admins may list deleted files.")
         async with self.files.uow as uow:
-            return await uow.files(actor.tenant_id).list(query, include_deleted=include_deleted)
+            return await uow.repository(FileRepository, actor.tenant_id).list(
+                query, include_deleted=include_deleted
+            )
 
 
 class DeleteFile:
@@ -154,7 +154,7 @@ class DeleteFile:
 
     async def __call__(self, actor: Actor, file_id: UUID) -> None:
         async with self.files.uow as uow:
-            files = uow.files(actor.tenant_id)
+            files = uow.repository(FileRepository, actor.tenant_id)
             found = await files.get(file_id)
             if found is None:
                 raise NotFound("No such file.")
@@ -169,7 +169,7 @@ class GetUsage:
 
     async def __call__(self, actor: Actor) -> Usage:
         async with self.files.uow as uow:
-            used, count = await uow.files(actor.tenant_id).usage()
+            used, count = await uow.repository(FileRepository, actor.tenant_id).usage()
             quota = await self.files.quota(actor.tenant_id)
         return Usage(bytes=used, files=count, quota_bytes=quota)
 
@@ -222,10 +222,10 @@ class SweepFiles:
             while True:
                 tenants, total = await uow.tenants.list(limit=batch, offset=offset)
                 for tenant in tenants:
-                    repository = uow.files(tenant.id)
+                    repository = uow.repository(FileRepository, tenant.id)
                     for stale in await repository.deleted_before(now - retention, limit=batch):
                         await files.storage.delete(stale.storage_key)
-                        await repository.purge(stale.id)
+                        await repository.delete(stale.id)
                         report.purged += 1
                     await uow.commit()
                 offset += batch
@@ -236,7 +236,12 @@ class SweepFiles:
                 if parsed is None or now - modified_at < orphan_age:
                     continue
                 tenant_id, file_id = parsed
-                if await uow.files(tenant_id).get(file_id, include_deleted=True) is None:
+                if (
+                    await uow.repository(FileRepository, tenant_id).get(
+                        file_id, include_deleted=True
+                    )
+                    is None
+                ):
                     await files.storage.delete(key)
                     report.orphans += 1
         return report

@@ -7,9 +7,16 @@ from uuid import UUID
 
 from tenantry.application.ownership import creator, require_may_destroy
 from tenantry.domain.auth import Actor
+from tenantry.domain.documents import DocumentRepository
 from tenantry.domain.errors import NotFound
 from tenantry.domain.ports import Clock, UnitOfWork
-from tenantry.domain.projects import ListQuery, Project, clean_description, clean_name
+from tenantry.domain.projects import (
+    Project,
+    ProjectRepository,
+    clean_description,
+    clean_name,
+)
+from tenantry.domain.repository import ListQuery, given
 
 
 class CreateProject:
@@ -19,7 +26,7 @@ class CreateProject:
     async def __call__(self, actor: Actor, *, name: str, description: str = "") -> Project:
         name, description = clean_name(name), clean_description(description)
         async with self.uow:
-            project = await self.uow.projects(actor.tenant_id).add(
+            project = await self.uow.repository(ProjectRepository, actor.tenant_id).add(
                 owner_id=creator(actor), name=name, description=description
             )
             await self.uow.commit()
@@ -32,7 +39,7 @@ class GetProject:
 
     async def __call__(self, actor: Actor, project_id: UUID) -> Project:
         async with self.uow:
-            project = await self.uow.projects(actor.tenant_id).get(project_id)
+            project = await self.uow.repository(ProjectRepository, actor.tenant_id).get(project_id)
         if project is None:
             raise NotFound("No such project.")
         return project
@@ -44,7 +51,7 @@ class ListProjects:
 
     async def __call__(self, actor: Actor, query: ListQuery) -> tuple[list[Project], int]:
         async with self.uow:
-            return await self.uow.projects(actor.tenant_id).list(query)
+            return await self.uow.repository(ProjectRepository, actor.tenant_id).list(query)
 
 
 class UpdateProject:
@@ -63,8 +70,10 @@ class UpdateProject:
         name = None if name is None else clean_name(name)
         description = None if description is None else clean_description(description)
         async with self.uow:
-            project = await self.uow.projects(actor.tenant_id).update(
-                project_id, expected_version=expected_version, name=name, description=description
+            project = await self.uow.repository(ProjectRepository, actor.tenant_id).update(
+                project_id,
+                given(name=name, description=description),
+                expected_version=expected_version,
             )
             if project is None:
                 raise NotFound("No such project.")
@@ -79,10 +88,14 @@ class DeleteProject:
 
     async def __call__(self, actor: Actor, project_id: UUID) -> None:
         async with self.uow:
-            projects = self.uow.projects(actor.tenant_id)
+            projects = self.uow.repository(ProjectRepository, actor.tenant_id)
             project = await projects.get(project_id)
             if project is None:
                 raise NotFound("No such project.")
             require_may_destroy(actor, project.owner_id, "this project")
-            await projects.soft_delete(project_id, self.clock.now())
+            now = self.clock.now()
+            await projects.soft_delete(project_id, now)
+            # Its documents go with it, in the same transaction.
+            documents = self.uow.repository(DocumentRepository, actor.tenant_id)
+            await documents.soft_delete_all(now, project_id=project_id)
             await self.uow.commit()

@@ -11,9 +11,9 @@ from tenantry.application.auth import Identity
 from tenantry.domain.auth import Actor
 from tenantry.domain.errors import Conflict, Forbidden, NotFound
 from tenantry.domain.ports import Clock, UnitOfWork
-from tenantry.domain.tasks import TENANT_SUSPENDED
+from tenantry.domain.tasks import TENANT_SUSPENDED, TaskRepository
 from tenantry.domain.tenants import PLATFORM_SLUG, NewTenant, Tenant, TenantStatus
-from tenantry.domain.users import Role, User
+from tenantry.domain.users import Role, User, UserRepository
 
 
 class OwnerInput(msgspec.Struct, kw_only=True, frozen=True):
@@ -53,7 +53,7 @@ class CreateTenant:
             if await uow.tenants.get_by_slug(new.slug) is not None:
                 raise Conflict(f"The slug {new.slug!r} is taken.", fields={"slug": "is taken"})
             tenant = await uow.tenants.add(new)
-            user = await uow.users(tenant.id).add(
+            user = await uow.repository(UserRepository, tenant.id).add(
                 await self.identity.new_user(
                     tenant.id,
                     username=owner.username,
@@ -107,7 +107,7 @@ class UpdateTenant:
                 # Queued work ends now, where the tenant's users see it, rather than when a
                 # worker reaches it; running work stops at its next check. Re-activation
                 # restarts nothing.
-                await self.uow.tasks(tenant_id).cancel_unfinished(
+                await self.uow.repository(TaskRepository, tenant_id).cancel_unfinished(
                     self.clock.now(), error_message=TENANT_SUSPENDED
                 )
             await self.uow.commit()
@@ -128,7 +128,7 @@ class CreateSuperuser:
             if platform is None:
                 new = NewTenant.create(name="Platform", slug=PLATFORM_SLUG, platform=True)
                 platform = await uow.tenants.add(new)
-            user = await uow.users(platform.id).add(
+            user = await uow.repository(UserRepository, platform.id).add(
                 await self.identity.new_user(
                     platform.id,
                     username=username,

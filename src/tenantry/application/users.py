@@ -56,7 +56,9 @@ class ListUsers:
 
     async def __call__(self, actor: Actor, *, limit: int, offset: int) -> tuple[list[User], int]:
         async with self.uow:
-            return await self.uow.users(actor.tenant_id).list(limit=limit, offset=offset)
+            return await self.uow.repository(UserRepository, actor.tenant_id).list(
+                limit=limit, offset=offset
+            )
 
 
 class GetUser:
@@ -65,7 +67,7 @@ class GetUser:
 
     async def __call__(self, actor: Actor, user_id: UUID) -> User:
         async with self.uow:
-            user = await self.uow.users(actor.tenant_id).get(user_id)
+            user = await self.uow.repository(UserRepository, actor.tenant_id).get(user_id)
         if user is None:
             raise NotFound("No such user.")
         return user
@@ -86,7 +88,7 @@ class CreateUser:
             new = await self.identity.new_user(
                 actor.tenant_id, username=username, email=email, password=password, roles=chosen
             )
-            user = await uow.users(actor.tenant_id).add(new)
+            user = await uow.repository(UserRepository, actor.tenant_id).add(new)
             await uow.commit()
         return user
 
@@ -109,7 +111,7 @@ class UpdateUser:
         if not is_self or roles is not None or is_active is not None:
             require_manager(actor)
         async with self.uow:
-            users = self.uow.users(actor.tenant_id)
+            users = self.uow.repository(UserRepository, actor.tenant_id)
             target = await users.get(user_id)
             if target is None:
                 raise NotFound("No such user.")
@@ -146,7 +148,7 @@ class DeleteUser:
     async def __call__(self, actor: Actor, user_id: UUID) -> None:
         require_manager(actor)
         async with self.uow:
-            users = self.uow.users(actor.tenant_id)
+            users = self.uow.repository(UserRepository, actor.tenant_id)
             target = await users.get(user_id)
             if target is None:
                 raise NotFound("No such user.")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 from uuid import UUID
 
 import msgspec
 
 from tenantry.domain.errors import Invalid
-from tenantry.domain.projects import ListQuery
+from tenantry.domain.repository import Repository
 
 TITLE_MAX_LENGTH = 300
 CONTENT_MAX_LENGTH = 500_000
@@ -17,6 +17,9 @@ METADATA_MAX_KEYS = 100
 
 
 class Document(msgspec.Struct, kw_only=True, frozen=True):
+    # What a list's ``q`` searches.
+    search_field: ClassVar[str] = "title"
+
     id: UUID
     tenant_id: UUID
     project_id: UUID
@@ -58,32 +61,5 @@ def check_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
     return metadata
 
 
-class DocumentRepository(Protocol):
-    """Live documents of one tenant."""
-
-    async def add(
-        self,
-        *,
-        project_id: UUID,
-        created_by: UUID | None,
-        title: str,
-        content: str,
-        metadata: dict[str, Any],
-    ) -> Document: ...
-
-    async def get(self, project_id: UUID, document_id: UUID) -> Document | None: ...
-
-    async def list(self, project_id: UUID, query: ListQuery) -> tuple[list[Document], int]: ...
-
-    async def update(
-        self,
-        project_id: UUID,
-        document_id: UUID,
-        *,
-        expected_version: int | None,
-        title: str | None = None,
-        content: str | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> Document | None: ...
-
-    async def soft_delete(self, project_id: UUID, document_id: UUID, at: datetime) -> bool: ...
+class DocumentRepository(Repository[Document], Protocol):
+    """Live documents of one tenant; each names its project (``project_id=`` narrows)."""

@@ -10,13 +10,13 @@ import hashlib
 import struct
 from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 from uuid import UUID
 
 import msgspec
 
 from tenantry.domain.errors import DomainError, Invalid
-from tenantry.domain.projects import ListQuery
+from tenantry.domain.repository import Repository
 
 # Enough bytes to sniff every type below and to find a JPEG's size in typical files.
 SNIFF_BYTES = 64 * 1024
@@ -43,6 +43,9 @@ class UnsupportedType(DomainError):
 
 
 class StoredFile(msgspec.Struct, kw_only=True, frozen=True):
+    # What a list's ``q`` searches.
+    search_field: ClassVar[str] = "original_filename"
+
     id: UUID
     tenant_id: UUID
     original_filename: str
@@ -288,18 +291,8 @@ class Inspection:
         return self.digest.hexdigest()
 
 
-class FileRepository(Protocol):
+class FileRepository(Repository[StoredFile], Protocol):
     """File rows of one tenant."""
-
-    async def add(self, file: StoredFile) -> StoredFile: ...
-
-    async def get(self, file_id: UUID, *, include_deleted: bool = False) -> StoredFile | None: ...
-
-    async def list(
-        self, query: ListQuery, *, include_deleted: bool = False
-    ) -> tuple[list[StoredFile], int]: ...
-
-    async def soft_delete(self, file_id: UUID, at: datetime) -> bool: ...
 
     async def usage(self) -> tuple[int, int]:
         """Bytes and count of the tenant's live files."""
@@ -311,12 +304,6 @@ class FileRepository(Protocol):
 
     async def deleted_before(self, cutoff: datetime, *, limit: int) -> Sequence[StoredFile]:
         """Soft-deleted files whose grace period ended before ``cutoff``."""
-        ...
-
-    async def set_metadata(self, file_id: UUID, metadata: dict[str, Any]) -> None: ...
-
-    async def purge(self, file_id: UUID) -> None:
-        """Remove the row for good (its object is gone already)."""
         ...
 
 

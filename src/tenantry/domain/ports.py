@@ -3,19 +3,15 @@ in its domain module (domain/projects.py holds ProjectRepository, and so on)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol, Self, TypeVar
 from uuid import UUID
 
-from tenantry.domain.api_keys import ApiKeyRepository
-from tenantry.domain.auth import RefreshTokenRepository
-from tenantry.domain.documents import DocumentRepository
-from tenantry.domain.files import FileRepository
-from tenantry.domain.projects import ProjectRepository
-from tenantry.domain.tasks import TaskRepository
 from tenantry.domain.tenants import TenantRepository
-from tenantry.domain.users import UserRepository
+
+R = TypeVar("R")
 
 
 class Clock(Protocol):
@@ -28,19 +24,10 @@ class UnitOfWork(Protocol):
     @property
     def tenants(self) -> TenantRepository: ...
 
-    def users(self, tenant_id: UUID) -> UserRepository: ...
-
-    def refresh_tokens(self, tenant_id: UUID) -> RefreshTokenRepository: ...
-
-    def api_keys(self, tenant_id: UUID) -> ApiKeyRepository: ...
-
-    def projects(self, tenant_id: UUID) -> ProjectRepository: ...
-
-    def documents(self, tenant_id: UUID) -> DocumentRepository: ...
-
-    def files(self, tenant_id: UUID) -> FileRepository: ...
-
-    def tasks(self, tenant_id: UUID) -> TaskRepository: ...
+    def repository(self, port: Callable[..., R], tenant_id: UUID) -> R:
+        """The repository of ``tenant_id``'s rows that implements ``port`` (a feature's
+        repository Protocol, ``ProjectRepository`` say), in this unit of work's transaction."""
+        ...
 
     async def __aenter__(self) -> Self: ...
 

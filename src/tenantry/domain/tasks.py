@@ -8,13 +8,13 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 from uuid import UUID
 
 import msgspec
 
 from tenantry.domain.errors import DomainError
-from tenantry.domain.projects import ListQuery
+from tenantry.domain.repository import Repository
 
 
 class TaskStatus(enum.StrEnum):
@@ -32,21 +32,26 @@ TENANT_SUSPENDED = "The tenant was suspended."
 
 
 class Task(msgspec.Struct, kw_only=True, frozen=True):
+    """A submitted task; the defaults are a new one's."""
+
+    # What a list's ``q`` searches.
+    search_field: ClassVar[str] = "type"
+
     id: UUID
     tenant_id: UUID
     type: str
-    status: TaskStatus
-    progress: int
-    input_files: list[UUID]
-    output_files: list[UUID]
-    config: dict[str, Any]
-    result: dict[str, Any] | None
-    error_message: str | None
+    status: TaskStatus = TaskStatus.PENDING
+    progress: int = 0
+    input_files: list[UUID] = msgspec.field(default_factory=list)
+    output_files: list[UUID] = msgspec.field(default_factory=list)
+    config: dict[str, Any] = msgspec.field(default_factory=dict)
+    result: dict[str, Any] | None = None
+    error_message: str | None = None
     # Attempts started so far, less one (0 before the first too); the row counts them, not the
     # queue, so an attempt killed with its worker still counts.
-    retry_count: int
-    created_by: UUID | None
-    cancel_requested: bool
+    retry_count: int = 0
+    created_by: UUID | None = None
+    cancel_requested: bool = False
     created_at: datetime
     updated_at: datetime
     completed_at: datetime | None = None
@@ -85,24 +90,8 @@ class TaskCancelled(Exception):
     says why when the user did not ask for it."""
 
 
-class TaskRepository(Protocol):
+class TaskRepository(Repository[Task], Protocol):
     """Tasks of one tenant. Status changes are conditional updates: the row decides."""
-
-    async def add(
-        self,
-        *,
-        task_id: UUID,
-        task_type: str,
-        config: dict[str, Any],
-        input_files: Sequence[UUID],
-        created_by: UUID | None,
-    ) -> Task: ...
-
-    async def get(self, task_id: UUID) -> Task | None: ...
-
-    async def list(
-        self, query: ListQuery, *, status: TaskStatus | None, task_type: str | None
-    ) -> tuple[Sequence[Task], int]: ...
 
     async def start(self, task_id: UUID, *, at: datetime, max_attempts: int) -> Task | None:
         """pending (or processing, after a crash) -> processing, counting the attempt in the

@@ -20,7 +20,7 @@ from tenantry.application.documents import (
 )
 from tenantry.domain.auth import Actor
 from tenantry.domain.documents import CONTENT_MAX_LENGTH, TITLE_MAX_LENGTH, Document
-from tenantry.domain.projects import ListQuery
+from tenantry.domain.repository import ListQuery
 from tenantry.presentation.bodies import NO_NUL, NOT_BLANK, StrictJSONBody
 from tenantry.presentation.concurrency import VERSION_MAX, etag, expected_version
 from tenantry.presentation.errors import BODY_ERRORS, PARAMETER_ERRORS, problems

@@ -33,7 +33,7 @@ from tenantry.application.files import (
 )
 from tenantry.domain.auth import Actor
 from tenantry.domain.files import TEXT, StoredFile, Usage
-from tenantry.domain.projects import ListQuery
+from tenantry.domain.repository import ListQuery
 from tenantry.presentation.errors import BODY_ERRORS, PARAMETER_ERRORS, problems
 from tenantry.presentation.pagination import (
     CreatedAfter,

@@ -19,7 +19,8 @@ from tenantry.application.projects import (
     UpdateProject,
 )
 from tenantry.domain.auth import Actor
-from tenantry.domain.projects import DESCRIPTION_MAX_LENGTH, NAME_MAX_LENGTH, ListQuery, Project
+from tenantry.domain.projects import DESCRIPTION_MAX_LENGTH, NAME_MAX_LENGTH, Project
+from tenantry.domain.repository import ListQuery
 from tenantry.presentation.bodies import NO_NUL, NOT_BLANK, StrictJSONBody
 from tenantry.presentation.concurrency import VERSION_MAX, etag, expected_version
 from tenantry.presentation.errors import BODY_ERRORS, PARAMETER_ERRORS, problems

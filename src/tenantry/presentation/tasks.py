@@ -25,7 +25,7 @@ from tenantry.application.tasks import (
     TaskLogs,
 )
 from tenantry.domain.auth import Actor
-from tenantry.domain.projects import ListQuery
+from tenantry.domain.repository import ListQuery
 from tenantry.domain.tasks import FINISHED, Task, TaskLog, TaskStatus
 from tenantry.presentation.bodies import NO_NUL, StrictJSONBody
 from tenantry.presentation.errors import BODY_ERRORS, PARAMETER_ERRORS, problems

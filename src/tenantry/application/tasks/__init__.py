@@ -20,10 +20,9 @@ from tenantry.application.files import Files
 from tenantry.application.ownership import require_may_destroy
 from tenantry.domain.auth import Actor
 from tenantry.domain.errors import Invalid, NotFound
-from tenantry.domain.files import FilePolicy, ObjectStorage
-from tenantry.domain.ids import new_id
+from tenantry.domain.files import FilePolicy, FileRepository, ObjectStorage
 from tenantry.domain.ports import Clock, UnitOfWork
-from tenantry.domain.projects import ListQuery
+from tenantry.domain.repository import ListQuery, given
 from tenantry.domain.tasks import (
     TENANT_SUSPENDED,
     JobQueue,
@@ -31,6 +30,7 @@ from tenantry.domain.tasks import (
     TaskCancelled,
     TaskFinished,
     TaskLog,
+    TaskRepository,
     TaskStats,
     TaskStatus,
 )
@@ -72,7 +72,7 @@ class TaskContext:
         ):
             return
         async with self.units() as uow:
-            await uow.tasks(self.tenant_id).progress(self.task.id, percent)
+            await uow.repository(TaskRepository, self.tenant_id).progress(self.task.id, percent)
             await uow.commit()
         self._written, self._written_at = percent, now
 
@@ -83,7 +83,7 @@ class TaskContext:
         """Stop here if the user cancelled or the tenant was suspended: handlers call this
         between steps."""
         async with self.units() as uow:
-            current = await uow.tasks(self.tenant_id).get(self.task.id)
+            current = await uow.repository(TaskRepository, self.tenant_id).get(self.task.id)
             tenant = await uow.tenants.get(self.tenant_id)
         if not runs_tasks(tenant):
             raise TaskCancelled(TENANT_SUSPENDED)
@@ -141,17 +141,16 @@ class SubmitTask:
     ) -> Task:
         self.registry.config(task_type, config)
         async with self.uow:
-            files = self.uow.files(actor.tenant_id)
+            files = self.uow.repository(FileRepository, actor.tenant_id)
             for file_id in input_files:
                 if await files.get(file_id) is None:
                     raise Invalid(
                         "Unknown input file.", fields={"input_files": f"no file {file_id}"}
                     )
-            task = await self.uow.tasks(actor.tenant_id).add(
-                task_id=new_id(),
-                task_type=task_type,
+            task = await self.uow.repository(TaskRepository, actor.tenant_id).add(
+                type=task_type,
                 config=config,
-                input_files=input_files,
+                input_files=list(input_files),
                 created_by=actor.user_id,
             )
             await self.uow.commit()
@@ -167,7 +166,7 @@ class GetTask:
 
     async def __call__(self, actor: Actor, task_id: UUID) -> Task:
         async with self.uow:
-            task = await self.uow.tasks(actor.tenant_id).get(task_id)
+            task = await self.uow.repository(TaskRepository, actor.tenant_id).get(task_id)
         if task is None:
             raise NotFound("No such task.")
         return task
@@ -181,8 +180,8 @@ class ListTasks:
         self, actor: Actor, query: ListQuery, *, status: TaskStatus | None, task_type: str | None
     ) -> tuple[Sequence[Task], int]:
         async with self.uow:
-            tasks = self.uow.tasks(actor.tenant_id)
-            return await tasks.list(query, status=status, task_type=task_type)
+            tasks = self.uow.repository(TaskRepository, actor.tenant_id)
+            return await tasks.list(query, **given(status=status, type=task_type))
 
 
 class CancelTask:
@@ -192,7 +191,7 @@ class CancelTask:
 
     async def __call__(self, actor: Actor, task_id: UUID) -> Task:
         async with self.uow:
-            tasks = self.uow.tasks(actor.tenant_id)
+            tasks = self.uow.repository(TaskRepository, actor.tenant_id)
             found = await tasks.get(task_id)
             if found is None:
                 raise NotFound("No such task.")
@@ -210,7 +209,7 @@ class TaskLogs:
 
     async def __call__(self, actor: Actor, task_id: UUID) -> Sequence[TaskLog]:
         async with self.uow:
-            tasks = self.uow.tasks(actor.tenant_id)
+            tasks = self.uow.repository(TaskRepository, actor.tenant_id)
             if await tasks.get(task_id) is None:
                 raise NotFound("No such task.")
             return await tasks.logs(task_id)
@@ -222,4 +221,4 @@ class GetTaskStats:
 
     async def __call__(self, actor: Actor) -> TaskStats:
         async with self.uow:
-            return await self.uow.tasks(actor.tenant_id).stats()
+            return await self.uow.repository(TaskRepository, actor.tenant_id).stats()

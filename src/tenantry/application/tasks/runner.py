@@ -20,6 +20,7 @@ from tenantry.domain.tasks import (
     RetryableError,
     TaskCancelled,
     TaskMetrics,
+    TaskRepository,
     TaskStatus,
 )
 
@@ -71,7 +72,7 @@ class RunTask:
 
     async def __call__(self, tenant_id: UUID, task_id: UUID) -> timedelta | None:
         async with self.units() as uow:
-            tasks = uow.tasks(tenant_id)
+            tasks = uow.repository(TaskRepository, tenant_id)
             if runs_tasks(await uow.tenants.get(tenant_id)):
                 task = await tasks.start(
                     task_id, at=self.clock.now(), max_attempts=self.max_attempts
@@ -120,7 +121,7 @@ class RunTask:
         self._record(task.type, status, retry, seconds)
         duration_ms = round(seconds * 1000, 2)
         async with self.units() as uow:
-            tasks = uow.tasks(tenant_id)
+            tasks = uow.repository(TaskRepository, tenant_id)
             await tasks.add_log(
                 task_id,
                 attempt=attempt,
@@ -160,5 +161,5 @@ class RunTask:
         while True:
             await asyncio.sleep(self.heartbeat.total_seconds())
             async with self.units() as uow:
-                await uow.tasks(tenant_id).heartbeat(task_id)
+                await uow.repository(TaskRepository, tenant_id).heartbeat(task_id)
                 await uow.commit()

@@ -5,49 +5,34 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
-from tenantry.domain.auth import RefreshToken
+from tenantry.domain.auth import RefreshToken, RefreshTokenRepository
 from tenantry.infrastructure.db.models import RefreshTokenModel
-from tenantry.infrastructure.db.tenancy import TenantScopedRepository
+from tenantry.infrastructure.db.repository import TenantRows
 
 
-class RefreshTokenModelRepository(TenantScopedRepository[RefreshTokenModel]):
-    model_type = RefreshTokenModel
-
-
-def to_refresh_token(row: RefreshTokenModel) -> RefreshToken:
-    return RefreshToken(
-        id=row.id,
-        tenant_id=row.tenant_id,
-        user_id=row.user_id,
-        family_id=row.family_id,
-        expires_at=row.expires_at,
-        used_at=row.used_at,
-        revoked_at=row.revoked_at,
-    )
-
-
-class SqlRefreshTokenRepository:
-    def __init__(self, repository: RefreshTokenModelRepository) -> None:
-        self.repository = repository
+class SqlRefreshTokenRepository(TenantRows[RefreshToken]):
+    model = RefreshTokenModel
+    entity = RefreshToken
+    port = RefreshTokenRepository
 
     async def add(
         self, *, user_id: UUID, family_id: UUID, token_hash: str, expires_at: datetime
     ) -> RefreshToken:
-        row = await self.repository.add(
+        row = await self.orm.add(
             RefreshTokenModel(
                 user_id=user_id, family_id=family_id, token_hash=token_hash, expires_at=expires_at
             )
         )
-        return to_refresh_token(row)
+        return self.of_model(row)
 
     async def get_by_hash(self, token_hash: str) -> RefreshToken | None:
-        row = await self.repository.get_one_or_none(token_hash=token_hash)
-        return None if row is None else to_refresh_token(row)
+        row = await self.orm.get_one_or_none(token_hash=token_hash)
+        return None if row is None else self.of_model(row)
 
     async def mark_used(self, token_id: UUID, at: datetime) -> bool:
         # One conditional UPDATE: of two concurrent refreshes with one token, exactly one wins.
         statement = (
-            self.repository.update_rows()
+            self.update_rows()
             .where(
                 RefreshTokenModel.id == token_id,
                 RefreshTokenModel.used_at.is_(None),
@@ -55,15 +40,15 @@ class SqlRefreshTokenRepository:
             .values(used_at=at)
             .returning(RefreshTokenModel.id)
         )
-        return (await self.repository.session.execute(statement)).first() is not None
+        return (await self.session.execute(statement)).first() is not None
 
     async def revoke_family(self, family_id: UUID, at: datetime) -> None:
         statement = (
-            self.repository.update_rows()
+            self.update_rows()
             .where(
                 RefreshTokenModel.family_id == family_id,
                 RefreshTokenModel.revoked_at.is_(None),
             )
             .values(revoked_at=at)
         )
-        await self.repository.session.execute(statement)
+        await self.session.execute(statement)

@@ -16,7 +16,8 @@ SQLAlchemy caches.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
+from functools import cache, cached_property
 from typing import Any, ClassVar, Generic, TypeVar
 from uuid import UUID
 
@@ -37,14 +38,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.expression import ClauseElement
+from sqlalchemy.sql.schema import CallableColumnDefault, ScalarElementColumnDefault
 
 from tenantry.domain.errors import StaleVersion
-from tenantry.domain.ids import new_id
 from tenantry.domain.repository import ListQuery
 from tenantry.infrastructure.db.models import TenantOwned
 from tenantry.infrastructure.db.tenancy import (
     TENANT_KEY,
     DriverStatement,
+    TenantScopedRepository,
     bind_tenant,
     of_tenant,
     session_transaction,
@@ -52,19 +54,27 @@ from tenantry.infrastructure.db.tenancy import (
 
 T = TypeVar("T")
 
+# The repository class of each domain port, as each feature's module declares it.
+IMPLEMENTATIONS: dict[Any, type[TenantRows[Any]]] = {}
+
 # Compiled statements of every repository class, by class and shape.
 _COMPILED: dict[tuple[type[Any], Hashable], DriverStatement] = {}
 
 
-class SqlRepository(Generic[T]):
-    """One tenant's rows of one entity. Subclasses set ``model``, ``entity`` and ``port``."""
+class TenantRows(Generic[T]):
+    """One tenant's rows of one entity, and the scoped statements a repository builds from.
+    Subclasses set ``model`` and ``entity``, and ``port`` when the unit of work hands them
+    out. A repository whose port is not the generic one (users, API keys) starts here."""
 
     model: ClassVar[type[TenantOwned]]
     entity: ClassVar[type[Any]]
     # The domain port this class implements: the unit of work hands it out for that port.
     port: ClassVar[Any]
-    # What a list's ``q`` searches.
-    search_field: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "port" in cls.__dict__:
+            IMPLEMENTATIONS[cls.port] = cls
 
     def __init__(self, session: AsyncSession, tenant_id: UUID) -> None:
         bind_tenant(session, tenant_id)
@@ -127,15 +137,40 @@ class SqlRepository(Generic[T]):
         found.extend(table.c[name] == bindparam(f"w_{name}") for name in where)
         return found
 
-    def to_entity(self, row: Mapping[str, Any] | Mapping[Any, Any]) -> T:
-        return msgspec.convert(dict(row), self.entity)  # type: ignore[no-any-return]
+    def touched(self) -> dict[str, Any]:
+        """What every UPDATE sets besides its changes: each column the model updates itself
+        (``updated_at``), to the transaction's time. (A statement compiled once cannot have
+        SQLAlchemy compute it in Python at each run.)"""
+        return {column.name: func.now() for column in self.table().c if column.onupdate is not None}
 
-    def _bound(self, where: Mapping[str, Any], **values: Any) -> dict[str, Any]:
+    def to_entity(self, row: Mapping[str, Any] | Mapping[Any, Any]) -> T:
+        """A row (a driver record or a Core row's mapping) as the domain entity."""
+        # str(): a column named explicitly ("metadata") is keyed by SQLAlchemy's quoted_name,
+        # a str subclass that msgspec does not take as a field name.
+        return msgspec.convert(  # type: ignore[no-any-return]
+            {str(name): value for name, value in row.items()}, self.entity
+        )
+
+    def of_model(self, instance: TenantOwned) -> T:
+        """An ORM instance as the domain entity, by attribute name."""
+        return msgspec.convert(instance, self.entity, from_attributes=True)  # type: ignore[no-any-return]
+
+    def arguments(self, where: Mapping[str, Any] | None = None, **values: Any) -> dict[str, Any]:
+        """The values a compiled statement runs with: the tenant, ``where`` as ``w_<name>``
+        (see :meth:`compiled_filters`), and ``values``."""
         values[TENANT_KEY] = self.tenant_id
-        values.update({f"w_{name}": value for name, value in where.items()})
+        values.update({f"w_{name}": value for name, value in (where or {}).items()})
         return values
 
-    # The generic port.
+    @cached_property
+    def orm(self) -> TenantScopedRepository[Any]:
+        """advanced-alchemy's repository over the same rows, for what the ORM does best."""
+        return _orm_repository(self.model)(session=self.session, tenant_id=self.tenant_id)
+
+
+class SqlRepository(TenantRows[T]):
+    """The generic port (:class:`tenantry.domain.repository.Repository`) on top of
+    :class:`TenantRows`: what a tenant-owned entity with plain CRUD needs and nothing else."""
 
     async def get(self, id: UUID, /, *, include_deleted: bool = False, **where: Any) -> T | None:
         names = tuple(sorted(where))
@@ -147,7 +182,7 @@ class SqlRepository(Generic[T]):
                 table.c.id == bindparam("id"),
             ),
         )
-        record = await statement.fetch_row(self.session, **self._bound(where, id=id))
+        record = await statement.fetch_row(self.session, **self.arguments(where, id=id))
         return None if record is None else self.to_entity(record)
 
     async def count(self, *, include_deleted: bool = False, **where: Any) -> int:
@@ -160,7 +195,7 @@ class SqlRepository(Generic[T]):
                 .where(*self.compiled_filters(include_deleted=include_deleted, where=names))
             ),
         )
-        return int(await statement.fetch_value(self.session, **self._bound(where)))
+        return int(await statement.fetch_value(self.session, **self.arguments(where)))
 
     async def add(self, **values: Any) -> T:
         row = self._new_row(values)
@@ -191,10 +226,17 @@ class SqlRepository(Generic[T]):
     def _new_row(self, values: dict[str, Any]) -> dict[str, Any]:
         if values.setdefault(TENANT_KEY, self.tenant_id) != self.tenant_id:
             raise ValueError("a row of another tenant cannot be added here")
-        now = datetime.now(UTC)
-        values.setdefault("id", new_id())
-        values.setdefault("created_at", now)
-        values.setdefault("updated_at", now)
+        # The model's own defaults (a UUIDv7 id, the times, a version of 1 ...), as the ORM
+        # would fill them: a statement compiled once cannot compute them itself.
+        for column in self.table().c:
+            default = column.default
+            if column.name in values or default is None or getattr(default, "is_sentinel", False):
+                continue
+            if isinstance(default, ScalarElementColumnDefault):
+                values[column.name] = default.arg
+            elif isinstance(default, CallableColumnDefault):
+                # SQLAlchemy wraps the model's callables to take a context they ignore.
+                values[column.name] = default.arg(None)  # type: ignore[arg-type]
         return values
 
     async def update(
@@ -211,15 +253,15 @@ class SqlRepository(Generic[T]):
         checked = expected_version is not None
 
         def build() -> ClauseElement:
-            bump: dict[str, Any] = {"updated_at": func.now()}
+            bump = self.touched()
             if self.versioned():
                 bump["version"] = table.c.version + 1
             statement = (
                 update(table)
                 .where(*self.compiled_filters(where=keys), table.c.id == bindparam("id"))
                 .values(
-                    {name: bindparam(f"set_{name}", type_=table.c[name].type) for name in names},
-                    **bump,
+                    {name: bindparam(f"set_{name}", type_=table.c[name].type) for name in names}
+                    | bump
                 )
                 .returning(*table.c)
             )
@@ -227,7 +269,7 @@ class SqlRepository(Generic[T]):
                 statement = statement.where(table.c.version == bindparam("expected_version"))
             return statement
 
-        values = self._bound(where, id=id, expected_version=expected_version)
+        values = self.arguments(where, id=id, expected_version=expected_version)
         values.update({f"set_{name}": value for name, value in changes.items()})
         record = await self.statement(("update", names, checked, keys), build).fetch_row(
             self.session, **values
@@ -247,12 +289,13 @@ class SqlRepository(Generic[T]):
             lambda: (
                 update(table)
                 .where(*self.compiled_filters(where=keys), table.c.id == bindparam("id"))
-                .values(deleted_at=bindparam("at", type_=table.c.deleted_at.type))
+                .values(deleted_at=bindparam("at", type_=table.c.deleted_at.type), **self.touched())
                 .returning(table.c.id)
             ),
         )
         return (
-            await statement.fetch_row(self.session, **self._bound(where, id=id, at=at)) is not None
+            await statement.fetch_row(self.session, **self.arguments(where, id=id, at=at))
+            is not None
         )
 
     async def soft_delete_all(self, at: datetime, **where: Any) -> int:
@@ -263,11 +306,11 @@ class SqlRepository(Generic[T]):
             lambda: (
                 update(table)
                 .where(*self.compiled_filters(where=keys))
-                .values(deleted_at=bindparam("at", type_=table.c.deleted_at.type))
+                .values(deleted_at=bindparam("at", type_=table.c.deleted_at.type), **self.touched())
                 .returning(table.c.id)
             ),
         )
-        return len(await statement.fetch(self.session, **self._bound(where, at=at)))
+        return len(await statement.fetch(self.session, **self.arguments(where, at=at)))
 
     async def delete(self, id: UUID, /, **where: Any) -> bool:
         keys = tuple(sorted(where))
@@ -283,7 +326,7 @@ class SqlRepository(Generic[T]):
                 .returning(table.c.id)
             ),
         )
-        return await statement.fetch_row(self.session, **self._bound(where, id=id)) is not None
+        return await statement.fetch_row(self.session, **self.arguments(where, id=id)) is not None
 
     async def list(
         self, query: ListQuery, /, *, include_deleted: bool = False, **where: Any
@@ -292,7 +335,7 @@ class SqlRepository(Generic[T]):
         matching = self.select(include_deleted=include_deleted).where(
             *(table.c[name] == value for name, value in where.items())
         )
-        for narrowing in _narrowing(query, self.search_field):
+        for narrowing in _narrowing(query, getattr(self.entity, "search_field", None)):
             matching = narrowing.append_to_statement(matching, self.model)
         page = matching
         for paging in _paging(query):
@@ -305,6 +348,11 @@ class SqlRepository(Generic[T]):
             counted = select(func.count()).select_from(matching.subquery())
             total = int((await connection.execute(counted)).scalar_one())
         return [self.to_entity(row) for row in rows], total
+
+
+@cache
+def _orm_repository(model: type[TenantOwned]) -> type[TenantScopedRepository[Any]]:
+    return type(f"{model.__name__}Repository", (TenantScopedRepository,), {"model_type": model})
 
 
 def _paging(query: ListQuery) -> list[OrderBy | LimitOffset]:

@@ -2,38 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cached_property
 from types import TracebackType
-from typing import Self
+from typing import Any, Self, TypeVar, cast
 from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tenantry.domain.api_keys import ApiKeyRepository
-from tenantry.domain.auth import RefreshTokenRepository
-from tenantry.domain.documents import DocumentRepository
-from tenantry.domain.files import FileRepository
-from tenantry.domain.projects import ProjectRepository
-from tenantry.domain.tasks import TaskRepository
 from tenantry.domain.tenants import TenantRepository
-from tenantry.domain.users import UserRepository
-from tenantry.infrastructure.db.api_keys import ApiKeyModelRepository, SqlApiKeyRepository
-from tenantry.infrastructure.db.auth import RefreshTokenModelRepository, SqlRefreshTokenRepository
-from tenantry.infrastructure.db.documents import DocumentModelRepository, SqlDocumentRepository
-from tenantry.infrastructure.db.files import (
-    FileModelRepository,
-    LiveFileModelRepository,
-    SqlFileRepository,
+
+# Each feature's repository module: importing it declares which port its repository serves.
+from tenantry.infrastructure.db import (  # noqa: F401
+    api_keys,
+    auth,
+    documents,
+    files,
+    projects,
+    tasks,
+    users,
 )
-from tenantry.infrastructure.db.projects import SqlProjectRepository
-from tenantry.infrastructure.db.tasks import (
-    SqlTaskRepository,
-    TaskLogModelRepository,
-    TaskModelRepository,
-)
-from tenantry.infrastructure.db.tenancy import bind_tenant
+from tenantry.infrastructure.db.repository import IMPLEMENTATIONS
 from tenantry.infrastructure.db.tenants import SqlTenantRepository, TenantModelRepository
-from tenantry.infrastructure.db.users import SqlUserRepository
+
+R = TypeVar("R")
 
 
 class SqlUnitOfWork:
@@ -48,43 +40,11 @@ class SqlUnitOfWork:
         # Built when first used: most requests never touch the tenants table through it.
         return SqlTenantRepository(TenantModelRepository(session=self.session))
 
-    def users(self, tenant_id: UUID) -> UserRepository:
-        bind_tenant(self.session, tenant_id)
-        return SqlUserRepository(self.session, tenant_id)
-
-    def refresh_tokens(self, tenant_id: UUID) -> RefreshTokenRepository:
-        bind_tenant(self.session, tenant_id)
-        return SqlRefreshTokenRepository(
-            RefreshTokenModelRepository(session=self.session, tenant_id=tenant_id)
-        )
-
-    def api_keys(self, tenant_id: UUID) -> ApiKeyRepository:
-        bind_tenant(self.session, tenant_id)
-        return SqlApiKeyRepository(ApiKeyModelRepository(session=self.session, tenant_id=tenant_id))
-
-    def projects(self, tenant_id: UUID) -> ProjectRepository:
-        bind_tenant(self.session, tenant_id)
-        return SqlProjectRepository(self.session, tenant_id)
-
-    def files(self, tenant_id: UUID) -> FileRepository:
-        bind_tenant(self.session, tenant_id)
-        return SqlFileRepository(
-            LiveFileModelRepository(session=self.session, tenant_id=tenant_id),
-            FileModelRepository(session=self.session, tenant_id=tenant_id),
-        )
-
-    def tasks(self, tenant_id: UUID) -> TaskRepository:
-        bind_tenant(self.session, tenant_id)
-        return SqlTaskRepository(
-            TaskModelRepository(session=self.session, tenant_id=tenant_id),
-            TaskLogModelRepository(session=self.session, tenant_id=tenant_id),
-        )
-
-    def documents(self, tenant_id: UUID) -> DocumentRepository:
-        bind_tenant(self.session, tenant_id)
-        return SqlDocumentRepository(
-            DocumentModelRepository(session=self.session, tenant_id=tenant_id)
-        )
+    def repository(self, port: Callable[..., R], tenant_id: UUID) -> R:
+        implementation: Any = IMPLEMENTATIONS.get(port)
+        if implementation is None:
+            raise LookupError(f"no repository serves {port!r}: is its module imported above?")
+        return cast("R", implementation(self.session, tenant_id))
 
     async def __aenter__(self) -> Self:
         return self

@@ -3,30 +3,19 @@
 from __future__ import annotations
 
 from datetime import datetime
-from functools import cached_property
 from typing import Any
 from uuid import UUID
 
 from advanced_alchemy.exceptions import IntegrityError
 from advanced_alchemy.filters import LimitOffset, OrderBy
 from sqlalchemy import bindparam, exists, func, or_, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.domain.errors import Conflict
 from tenantry.domain.tenants import TenantStatus
-from tenantry.domain.users import NewUser, Role, User
+from tenantry.domain.users import NewUser, Role, User, UserRepository
 from tenantry.infrastructure.db.models import RefreshTokenModel, TenantModel, UserModel
-from tenantry.infrastructure.db.tenancy import (
-    DriverStatement,
-    TenantScopedRepository,
-    lock_tenant_row,
-    of_tenant,
-)
-
-
-class UserModelRepository(TenantScopedRepository[UserModel]):
-    model_type = UserModel
-
+from tenantry.infrastructure.db.repository import TenantRows
+from tenantry.infrastructure.db.tenancy import DriverStatement, lock_tenant_row, of_tenant
 
 _users, _tenants = UserModel.__table__, TenantModel.__table__
 _refresh_tokens = RefreshTokenModel.__table__
@@ -50,21 +39,6 @@ _ACTIVE_ROLES = DriverStatement(
 )
 
 
-def to_user(row: UserModel) -> User:
-    return User(
-        id=row.id,
-        tenant_id=row.tenant_id,
-        username=row.username,
-        email=row.email,
-        roles=tuple(Role(role) for role in row.roles),
-        settings=dict(row.settings),
-        is_active=row.is_active,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        last_login_at=row.last_login_at,
-    )
-
-
 def taken_field(error: IntegrityError) -> str:
     """Which per-tenant unique index refused the row (they are indexes on lower(), not
     constraints, so advanced-alchemy reports a plain IntegrityError)."""
@@ -76,19 +50,14 @@ def taken_field(error: IntegrityError) -> str:
     raise error
 
 
-class SqlUserRepository:
-    def __init__(self, session: AsyncSession, tenant_id: UUID) -> None:
-        self.session = session
-        self.tenant_id = tenant_id
-
-    @cached_property
-    def repository(self) -> UserModelRepository:
-        # Built on first use: the hot read runs on the driver and needs none.
-        return UserModelRepository(session=self.session, tenant_id=self.tenant_id)
+class SqlUserRepository(TenantRows[User]):
+    model = UserModel
+    entity = User
+    port = UserRepository
 
     async def add(self, user: NewUser) -> User:
         try:
-            row = await self.repository.add(
+            row = await self.orm.add(
                 UserModel(
                     username=user.username,
                     email=user.email,
@@ -103,25 +72,25 @@ class SqlUserRepository:
             raise Conflict(
                 f"That {field} is taken in this tenant.", fields={field: "is taken"}
             ) from None
-        return to_user(row)
+        return self.of_model(row)
 
     async def get(self, user_id: UUID) -> User | None:
-        row = await self.repository.get_one_or_none(id=user_id)
-        return None if row is None else to_user(row)
+        row = await self.orm.get_one_or_none(id=user_id)
+        return None if row is None else self.of_model(row)
 
     async def find_by_login(self, login: str) -> tuple[User, str] | None:
         login = login.lower()
-        row = await self.repository.get_one_or_none(
+        row = await self.orm.get_one_or_none(
             or_(func.lower(UserModel.email) == login, func.lower(UserModel.username) == login)
         )
-        return None if row is None else (to_user(row), row.password_hash)
+        return None if row is None else (self.of_model(row), row.password_hash)
 
     async def list(self, *, limit: int, offset: int) -> tuple[list[User], int]:
-        rows, total = await self.repository.get_many_and_count(
+        rows, total = await self.orm.get_many_and_count(
             OrderBy(field_name="created_at", sort_order="asc"),
             LimitOffset(limit=limit, offset=offset),
         )
-        return [to_user(row) for row in rows], total
+        return [self.of_model(row) for row in rows], total
 
     async def update(
         self,
@@ -141,19 +110,19 @@ class SqlUserRepository:
             changes["is_active"] = is_active
         if settings is not None:
             changes["settings"] = settings
-        row = await self.repository.get_one_or_none(id=user_id)
+        row = await self.orm.get_one_or_none(id=user_id)
         if row is None:
             return None
         for name, value in changes.items():
             setattr(row, name, value)
         try:
-            row = await self.repository.update(row)
+            row = await self.orm.update(row)
         except IntegrityError as error:
             field = taken_field(error)
             raise Conflict(
                 f"That {field} is taken in this tenant.", fields={field: "is taken"}
             ) from None
-        return to_user(row)
+        return self.of_model(row)
 
     async def set_password_hash(self, user_id: UUID, password_hash: str) -> None:
         await self._write(user_id, password_hash=password_hash)
@@ -162,14 +131,14 @@ class SqlUserRepository:
         await self._write(user_id, last_login_at=at)
 
     async def _write(self, user_id: UUID, **values: Any) -> None:
-        statement = self.repository.update_rows().where(UserModel.id == user_id).values(**values)
+        statement = self.update_rows().where(UserModel.id == user_id).values(**values)
         await self.session.execute(statement)
 
     async def delete(self, user_id: UUID) -> bool:
-        row = await self.repository.get_one_or_none(id=user_id)
+        row = await self.orm.get_one_or_none(id=user_id)
         if row is None:
             return False
-        await self.repository.delete(row.id)
+        await self.orm.delete(row.id)
         return True
 
     async def active_roles(
@@ -186,10 +155,8 @@ class SqlUserRepository:
         # A statement of its own, after the lock: under READ COMMITTED it sees what the last
         # holder committed.
         owners = await self.session.scalars(
-            self.repository.scoped(
-                select(UserModel.id).where(
-                    UserModel.is_active.is_(True), UserModel.roles.contains([Role.OWNER.value])
-                )
+            self.select(UserModel.id).where(
+                UserModel.is_active.is_(True), UserModel.roles.contains([Role.OWNER.value])
             )
         )
         return set(owners)

@@ -13,7 +13,7 @@ from tenantry.application.tasks import (
     TaskContext,
 )
 from tenantry.domain.errors import Invalid, NotFound
-from tenantry.domain.files import SNIFF_BYTES, image_size, sniff
+from tenantry.domain.files import SNIFF_BYTES, FileRepository, image_size, sniff
 
 HASH_IN_THREAD_BYTES = 1024 * 1024
 
@@ -39,7 +39,7 @@ class FileInspect:
         for index, file_id in enumerate(inputs):
             await context.check_cancelled()
             async with context.units() as uow:
-                found = await uow.files(context.tenant_id).get(file_id)
+                found = await uow.repository(FileRepository, context.tenant_id).get(file_id)
             if found is None:
                 raise NotFound(f"Input file {file_id} is gone.")
             digest, head, size = hashlib.sha256(), bytearray(), 0
@@ -63,8 +63,8 @@ class FileInspect:
             if dimensions:
                 inspection["width"], inspection["height"] = dimensions
             async with context.units() as uow:
-                await uow.files(context.tenant_id).set_metadata(
-                    file_id, {**found.metadata, "inspection": inspection}
+                await uow.repository(FileRepository, context.tenant_id).update(
+                    file_id, {"metadata": {**found.metadata, "inspection": inspection}}
                 )
                 await uow.commit()
             report[str(file_id)] = inspection

@@ -18,10 +18,11 @@ from tenantry.application.tasks import (
     TaskContext,
 )
 from tenantry.domain.auth import Actor
-from tenantry.domain.documents import Document
+from tenantry.domain.documents import Document, DocumentRepository
 from tenantry.domain.errors import NotFound
 from tenantry.domain.files import ZIP, FilePolicy
-from tenantry.domain.projects import ListQuery
+from tenantry.domain.projects import ProjectRepository
+from tenantry.domain.repository import ListQuery
 
 
 class ExportConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -38,7 +39,9 @@ class ProjectExport:
 
     async def run(self, context: TaskContext, config: ExportConfig) -> dict[str, Any]:
         async with context.units() as uow:
-            project = await uow.projects(context.tenant_id).get(config.project_id)
+            project = await uow.repository(ProjectRepository, context.tenant_id).get(
+                config.project_id
+            )
         if project is None:
             raise NotFound("No such project.")
         # Spooled: small exports stay in memory, large ones go to a temporary file. One page of
@@ -54,8 +57,8 @@ class ProjectExport:
                     await context.check_cancelled()
                     query = ListQuery(limit=self.page, offset=written, order_by="created_at")
                     async with context.units() as uow:
-                        documents = uow.documents(context.tenant_id)
-                        batch, total = await documents.list(project.id, query)
+                        documents = uow.repository(DocumentRepository, context.tenant_id)
+                        batch, total = await documents.list(query, project_id=project.id)
                     await asyncio.to_thread(write_documents, archive, batch)
                     written += len(batch)
                     await context.progress(written * 75 // max(total, 1))
