@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
+import httpx
 import msgspec
 import pytest
+import uvicorn
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
-from sqlalchemy import text
+from sqlalchemy import Connection, event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from tenantry import bootstrap
+from tenantry.cli.run import _uvicorn_options
 from tenantry.config import Settings, load_settings
 from tenantry.domain.users import UserRepository
 from tenantry.infrastructure.db import database
@@ -23,9 +29,10 @@ from tenantry.infrastructure.db.models import UserModel
 from tenantry.infrastructure.db.tenancy import TenantSession, TenantTransaction
 from tenantry.infrastructure.db.uow import SqlUnitOfWork
 from tenantry.infrastructure.db.users import SqlUserRepository
+from tenantry.infrastructure.embedded import free_port
 
-from ..conftest import Client, plain_url
-from .identity import add_user, create_tenant, owner_session
+from ..conftest import Client, plain_url, uvicorn_serving
+from .identity import PASSWORD, add_user, create_tenant, owner_session
 
 
 def engine_for(url: str, pool_size: int = 1) -> AsyncEngine:
@@ -243,6 +250,163 @@ async def test_requests_give_their_connection_back_whatever_their_answer(
     assert deactivated.status_code == 200, deactivated.text
     assert (await client.get(f"/api/v1/projects/{project}", headers=member)).status_code == 401
     assert engine.pool.checkedout() == 0
+
+
+@dataclass
+class SentStatements:
+    """What an engine's pool sends, each statement with its server process (one per pooled
+    connection). asyncpg logs the driver's statements after each ran, in order, but not the
+    ORM's (prepared statements): those are taken from SQLAlchemy as each is about to run, with
+    whether its connection was then in a transaction, as the server's last answer on it said."""
+
+    driver: list[tuple[int, str]] = field(default_factory=list)
+    orm: list[tuple[int, str, bool]] = field(default_factory=list)
+
+    def watch(self, engine: AsyncEngine) -> None:
+        """Before the engine's first connection: the driver's log is set up as each is made."""
+        event.listen(engine.sync_engine, "connect", self._log_driver)
+        event.listen(engine.sync_engine, "before_cursor_execute", self._log_orm)
+
+    def _log_driver(self, dbapi_connection: Any, _record: Any) -> None:
+        driver: asyncpg.Connection = dbapi_connection.driver_connection
+        backend = driver.get_server_pid()
+        driver.add_query_logger(lambda query: self.driver.append((backend, query.query)))
+
+    def _log_orm(self, connection: Connection, _cursor: Any, statement: str, *_: Any) -> None:
+        driver: asyncpg.Connection = connection.connection.driver_connection
+        self.orm.append((driver.get_server_pid(), statement, driver.is_in_transaction()))
+
+    def take(self) -> SentStatements:
+        """What was sent since the last take."""
+        taken = SentStatements(self.driver, self.orm)
+        self.driver, self.orm = [], []
+        return taken
+
+
+def controls_transaction(sql: str) -> bool:
+    return (
+        re.match(r"\s*(BEGIN|START|COMMIT|END|ROLLBACK|ABORT|SAVEPOINT|RELEASE)\b", sql, re.I)
+        is not None
+    )
+
+
+def what_it_does(sql: str) -> str:
+    """ "SELECT users" for a select from users (its joins aside), "UPDATE projects"..."""
+    found = re.match(r"(SELECT\b.*?\bFROM|UPDATE|INSERT INTO|DELETE FROM) (\w+)", sql, re.S)
+    assert found is not None, sql
+    return f"{found[1].split()[0]} {found[2]}"
+
+
+def one_transaction(sent: SentStatements, *, end: str) -> tuple[list[str], list[str]]:
+    """Assert that one request's statements ran in one transaction on one connection; return
+    what those run in it did, on the driver and through the ORM."""
+    backends = {backend for backend, _ in sent.driver} | {backend for backend, _, _ in sent.orm}
+    assert len(backends) == 1, sent
+    driver = [sql for _, sql in sent.driver]
+    # Begun with the tenant in one round trip, ended once, and nothing between begins another.
+    assert driver[0].startswith("BEGIN; SELECT set_config('app.tenant_id'"), driver
+    assert driver[-1] == end, driver
+    assert not any(controls_transaction(sql) for sql in driver[1:-1]), driver
+    # Each ORM statement ran while that connection was in a transaction, and within this
+    # request it was in no other than the one above.
+    assert all(in_transaction for _, _, in_transaction in sent.orm), sent.orm
+    orm = [sql for _, sql, _ in sent.orm]
+    assert not any(controls_transaction(sql) for sql in orm), orm
+    return [what_it_does(sql) for sql in driver[1:-1]], [what_it_does(sql) for sql in orm]
+
+
+async def owner_over_http(http: httpx.AsyncClient, slug: str) -> dict[str, str]:
+    """identity.owner_session's steps, through a real server."""
+    owner = {"username": "olive", "email": f"olive@{slug}.example", "password": PASSWORD}
+    created = await http.post("/api/v1/tenants", json={"name": slug, "slug": slug, "owner": owner})
+    assert created.status_code == 201, created.text
+    tokens = await http.post(
+        "/api/v1/auth/login", json={"tenant": slug, "login": "olive", "password": PASSWORD}
+    )
+    assert tokens.status_code == 200, tokens.text
+    return {"Authorization": f"Bearer {tokens.json()['access_token']}"}
+
+
+async def test_a_read_then_write_request_runs_in_one_transaction(
+    settings: Settings, clean_state: None
+) -> None:
+    """DELETE reads the project to check who may delete it, then soft-deletes it; PATCH writes,
+    and when stale reads to tell 412 from 404. In each, the bearer check's read of the user and
+    the use case's reads and writes (the generic repository's, all compiled once and run on the
+    driver) share one transaction; ORM statements, had there been any, would have to as well."""
+    served = msgspec.structs.replace(settings, host="127.0.0.1", port=free_port())
+    app = bootstrap.create_app(served)
+    sent = SentStatements()
+    sent.watch(app.plugins.get(SQLAlchemyPlugin).config[0].get_engine())
+    # A real server in this event loop, not the test client, which runs the app in a thread of
+    # its own: asyncpg calls its query loggers soon after each query, in the app's loop, so
+    # they have all run by the time the answer has come back here.
+    async with (
+        uvicorn_serving(uvicorn.Config(app, **_uvicorn_options(served))),
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{served.port}") as http,
+    ):
+        owner = await owner_over_http(http, "acme")
+        created = await http.post("/api/v1/projects", headers=owner, json={"name": "Apollo"})
+        assert created.status_code == 201, created.text
+        path, first = f"/api/v1/projects/{created.json()['id']}", created.headers["ETag"]
+        sent.take()  # the requests under test start here
+
+        patched = await http.patch(
+            path, headers={**owner, "If-Match": first}, json={"name": "Artemis"}
+        )
+        assert patched.status_code == 200, patched.text
+        assert one_transaction(sent.take(), end="COMMIT") == (
+            ["SELECT users", "UPDATE projects"],
+            [],
+        )
+
+        stale = await http.patch(path, headers={**owner, "If-Match": first}, json={"name": "X"})
+        assert stale.status_code == 412, stale.text
+        assert one_transaction(sent.take(), end="ROLLBACK") == (
+            ["SELECT users", "UPDATE projects", "SELECT projects"],
+            [],
+        )
+
+        deleted = await http.delete(path, headers=owner)
+        assert deleted.status_code == 204, deleted.text
+        assert one_transaction(sent.take(), end="COMMIT") == (
+            ["SELECT users", "SELECT projects", "UPDATE projects", "UPDATE documents"],
+            [],
+        )
+
+
+async def test_a_pool_of_one_connection_serves_read_then_write_requests(
+    settings: Settings, clean_state: None
+) -> None:
+    """The bearer check's read and the use case's reads and writes share the request's one
+    connection: a request that asked the pool for a second would wait on itself until the
+    pool timeout, then answer 503."""
+    one = msgspec.structs.replace(settings, db_pool_size=1, db_max_overflow=0, db_pool_timeout=1)
+    app = bootstrap.create_app(one)
+    engine = app.plugins.get(SQLAlchemyPlugin).config[0].get_engine()
+    assert engine.pool.size() == 1
+    async with AsyncTestClient(app=app) as client:
+        owner = await owner_session(client, "acme")
+
+        async def call(
+            method: str, path: str, if_match: str | None = None, **kwargs: Any
+        ) -> tuple[int, int]:
+            headers = owner if if_match is None else {**owner, "If-Match": if_match}
+            response = await client.request(method, path, headers=headers, **kwargs)
+            return response.status_code, engine.pool.checkedout()
+
+        created = await client.post("/api/v1/projects", headers=owner, json={"name": "Apollo"})
+        assert (created.status_code, engine.pool.checkedout()) == (201, 0), created.text
+        path, first = f"/api/v1/projects/{created.json()['id']}", created.headers["ETag"]
+        answers = [
+            await call("PATCH", path, first, json={"name": "Artemis"}),
+            # Stale: the write finds nothing, then a read tells 412 from 404.
+            await call("PATCH", path, first, json={"name": "X"}),
+            await call("GET", path),
+            await call("DELETE", path),
+            await call("GET", path),
+        ]
+    assert answers == [(200, 0), (412, 0), (200, 0), (204, 0), (404, 0)]
 
 
 async def test_a_request_after_another_tenants_request_sees_only_its_own(client: Client) -> None:
