@@ -77,14 +77,15 @@ def alchemy_config(
             # Statement parameters hold password hashes and token digests: never in errors or logs.
             hide_parameters=True,
             connect_args=connect_args,
+            # Units of work begin, commit and roll back their transaction themselves
+            # (TenantTransaction): neither the ORM nor SQLAlchemy's asyncpg adapter may begin one
+            # of their own. Set on the pool, not per checkout, where it would cost a step each.
+            isolation_level=AUTOCOMMIT,
         ),
     )
     engine = config.get_engine()
     event.listen(engine.sync_engine, "checkout", _replace_closed)
     event.listen(engine.sync_engine, "handle_error", _lost_is_disconnect)
-    # Units of work begin, commit and roll back their transaction themselves (TenantTransaction):
-    # the ORM and SQLAlchemy's asyncpg adapter must not begin one of their own.
-    config.session_config.bind = engine.execution_options(isolation_level=AUTOCOMMIT)
     return config
 
 

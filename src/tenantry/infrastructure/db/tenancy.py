@@ -12,9 +12,9 @@ and show nothing.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import cache, wraps
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 from uuid import UUID
 
 import asyncpg
@@ -25,6 +25,7 @@ from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_scoped_session
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
+from sqlalchemy.types import TypeEngine
 
 from tenantry.domain.errors import Unavailable
 from tenantry.infrastructure.db.lost import lost_cause, unavailable
@@ -35,7 +36,7 @@ SelectT = TypeVar("SelectT", bound=Select[*tuple[Any, ...]])
 T = TypeVar("T")
 
 TENANT_KEY = "tenant_id"
-AUTOCOMMIT = "AUTOCOMMIT"
+AUTOCOMMIT: Literal["AUTOCOMMIT"] = "AUTOCOMMIT"
 _SET_TENANT_SQL = "select set_config('app.tenant_id', $1, true)"
 
 
@@ -91,7 +92,9 @@ class TenantTransaction:
         if connection.sync_engine.get_execution_options().get("isolation_level") != AUTOCOMMIT:
             # An engine not made by alchemy_config() (a test's, say): one more step, same end.
             await connection.execution_options(isolation_level=AUTOCOMMIT)
-        current = cls(connection, (await connection.get_raw_connection()).driver_connection)
+        # The pooled connection is at hand once checked out: no greenlet hop to reach it.
+        pooled = connection.sync_connection.connection  # type: ignore[union-attr]
+        current = cls(connection, pooled.driver_connection)
         # A UUID's text, checked again: the one value put in SQL by hand.
         begin = "BEGIN" if tenant is None else f"BEGIN; {_set_tenant_sql(UUID(tenant))}"
         await current.run(current.driver.execute(begin))
@@ -264,7 +267,7 @@ class DriverStatement:
                 name,
                 compiled.binds[name].value is None,
                 compiled.params[name],
-                compiled.binds[name].type.dialect_impl(_ASYNCPG).bind_processor(_ASYNCPG),
+                _processor(compiled.binds[name].type),
             )
             for name in compiled.positiontup or ()
         ]
@@ -287,6 +290,17 @@ class DriverStatement:
     async def fetch_value(self, session: AsyncSession, **values: Any) -> Any:
         transaction = await session_transaction(session)
         return await transaction.run(transaction.driver.fetchval(self.sql, *self.arguments(values)))
+
+
+def _processor(kind: TypeEngine[Any]) -> Callable[[Any], Any] | None:
+    """How a value of ``kind`` is sent: as SQLAlchemy would, except UUIDs, which asyncpg takes
+    as they are (SQLAlchemy's UUID type would make text of them for the server to parse)."""
+    try:
+        if kind.python_type is UUID:
+            return None
+    except NotImplementedError:
+        pass
+    return kind.dialect_impl(_ASYNCPG).bind_processor(_ASYNCPG)
 
 
 async def session_transaction(session: AsyncSession) -> TenantTransaction:
