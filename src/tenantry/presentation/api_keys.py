@@ -12,10 +12,11 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath
 
 from tenantry.application.api_keys import NAME_MAX_LENGTH, CreateApiKey, ListApiKeys, RevokeApiKey
-from tenantry.domain.auth import Actor, ApiKey
+from tenantry.domain.auth import Actor, IssuedApiKey
 from tenantry.presentation.bodies import NOT_BLANK, StrictJSONBody
 from tenantry.presentation.errors import BODY_ERRORS, PARAMETER_ERRORS, problems
-from tenantry.presentation.pagination import Limit, Offset, Page
+from tenantry.presentation.pagination import Limit, Offset, Page, page
+from tenantry.presentation.reads import Read
 from tenantry.presentation.security import SIGNED_IN_ERRORS
 
 
@@ -24,24 +25,13 @@ class ApiKeyCreate(msgspec.Struct, forbid_unknown_fields=True):
     expires_at: datetime | None = None
 
 
-class ApiKeyRead(msgspec.Struct):
+class ApiKeyRead(Read):
     id: UUID
     name: str
     prefix: str
     created_at: datetime
     expires_at: datetime | None
     last_used_at: datetime | None
-
-    @classmethod
-    def of(cls, key: ApiKey) -> ApiKeyRead:
-        return cls(
-            id=key.id,
-            name=key.name,
-            prefix=key.prefix,
-            created_at=key.created_at,
-            expires_at=key.expires_at,
-            last_used_at=key.last_used_at,
-        )
 
 
 class ApiKeyCreated(msgspec.Struct):
@@ -51,6 +41,19 @@ class ApiKeyCreated(msgspec.Struct):
     key: str
     created_at: datetime
     expires_at: datetime | None
+
+    @classmethod
+    def of(cls, issued: IssuedApiKey) -> ApiKeyCreated:
+        # By hand: two sources (the stored key, and the secret shown this once) in one body.
+        key = issued.api_key
+        return cls(
+            id=key.id,
+            name=key.name,
+            prefix=key.prefix,
+            key=issued.key,
+            created_at=key.created_at,
+            expires_at=key.expires_at,
+        )
 
 
 class ApiKeyController(Controller):
@@ -68,15 +71,7 @@ class ApiKeyController(Controller):
         create_api_key: NamedDependency[CreateApiKey],
     ) -> ApiKeyCreated:
         issued = await create_api_key(actor, name=data.name, expires_at=data.expires_at)
-        key = issued.api_key
-        return ApiKeyCreated(
-            id=key.id,
-            name=key.name,
-            prefix=key.prefix,
-            key=issued.key,
-            created_at=key.created_at,
-            expires_at=key.expires_at,
-        )
+        return ApiKeyCreated.of(issued)
 
     @get(
         summary="Your live API keys, without their secrets",
@@ -90,10 +85,7 @@ class ApiKeyController(Controller):
         offset: Offset = 0,
     ) -> Page[ApiKeyRead]:
         keys = await list_api_keys(actor)
-        chosen = keys[offset : offset + limit]
-        return Page(
-            items=[ApiKeyRead.of(k) for k in chosen], total=len(keys), limit=limit, offset=offset
-        )
+        return page(ApiKeyRead, (keys[offset : offset + limit], len(keys)), limit, offset)
 
     @delete(
         "/{api_key_id:uuid}",

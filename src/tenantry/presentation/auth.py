@@ -9,9 +9,10 @@ from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
 
 from tenantry.application.auth import GetMe, Login, Logout, Refresh, Register
-from tenantry.domain.auth import Actor, TokenPair
+from tenantry.domain.auth import Actor
 from tenantry.presentation.bodies import NO_NUL, StrictJSONBody
 from tenantry.presentation.errors import BODY_ERRORS, problems
+from tenantry.presentation.reads import Read
 from tenantry.presentation.security import (
     NO_CREDENTIALS,
     PUBLIC,
@@ -42,19 +43,11 @@ class RefreshRequest(msgspec.Struct, forbid_unknown_fields=True):
     refresh_token: Token
 
 
-class TokenResponse(msgspec.Struct):
+class TokenResponse(Read):
     access_token: str
     refresh_token: str
     expires_in: int
-    token_type: Literal["bearer"] = "bearer"
-
-    @classmethod
-    def of(cls, pair: TokenPair) -> TokenResponse:
-        return cls(
-            access_token=pair.access_token,
-            refresh_token=pair.refresh_token,
-            expires_in=pair.expires_in,
-        )
+    token_type: Literal["bearer"] = "bearer"  # not in a TokenPair: always its default
 
 
 class AuthController(Controller):

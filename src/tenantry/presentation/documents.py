@@ -19,10 +19,9 @@ from tenantry.application.documents import (
     UpdateDocument,
 )
 from tenantry.domain.auth import Actor
-from tenantry.domain.documents import CONTENT_MAX_LENGTH, TITLE_MAX_LENGTH, Document
-from tenantry.domain.repository import ListQuery
+from tenantry.domain.documents import CONTENT_MAX_LENGTH, TITLE_MAX_LENGTH
 from tenantry.presentation.bodies import NO_NUL, NOT_BLANK, StrictJSONBody
-from tenantry.presentation.concurrency import VERSION_MAX, etag, expected_version
+from tenantry.presentation.concurrency import IfMatch, Version, expected_version, with_etag
 from tenantry.presentation.errors import BODY_ERRORS, PARAMETER_ERRORS, problems
 from tenantry.presentation.pagination import (
     CreatedAfter,
@@ -31,9 +30,10 @@ from tenantry.presentation.pagination import (
     Offset,
     Page,
     Search,
-    instant,
+    list_query,
+    page,
 )
-from tenantry.presentation.projects import IfMatch
+from tenantry.presentation.reads import Read
 from tenantry.presentation.security import SIGNED_IN_ERRORS
 
 Title = Annotated[str, msgspec.Meta(max_length=TITLE_MAX_LENGTH, pattern=NOT_BLANK)]
@@ -55,10 +55,10 @@ class DocumentUpdate(msgspec.Struct, forbid_unknown_fields=True):
     title: Title | None = None
     content: Content | None = None
     metadata: dict[str, Any] | None = None
-    version: Annotated[int, msgspec.Meta(ge=1, le=VERSION_MAX)] | None = None
+    version: Version | None = None
 
 
-class DocumentRead(msgspec.Struct):
+class DocumentRead(Read):
     id: UUID
     project_id: UUID
     created_by: UUID | None
@@ -68,28 +68,6 @@ class DocumentRead(msgspec.Struct):
     version: int
     created_at: datetime
     updated_at: datetime
-
-    @classmethod
-    def of(cls, document: Document) -> DocumentRead:
-        return cls(
-            id=document.id,
-            project_id=document.project_id,
-            created_by=document.created_by,
-            title=document.title,
-            content=document.content,
-            metadata=document.metadata,
-            version=document.version,
-            created_at=document.created_at,
-            updated_at=document.updated_at,
-        )
-
-
-def with_etag(document: Document, status_code: int = 200) -> Response[DocumentRead]:
-    return Response(
-        DocumentRead.of(document),
-        status_code=status_code,
-        headers={"ETag": etag(document.version)},
-    )
 
 
 class DocumentController(Controller):
@@ -112,18 +90,8 @@ class DocumentController(Controller):
         created_after: CreatedAfter = None,
         created_before: CreatedBefore = None,
     ) -> Page[DocumentRead]:
-        query = ListQuery(
-            limit=limit,
-            offset=offset,
-            q=q,
-            order_by=order_by,
-            created_after=instant(created_after, "created_after"),
-            created_before=instant(created_before, "created_before"),
-        )
-        documents, total = await list_documents(actor, project_id, query)
-        return Page(
-            items=[DocumentRead.of(d) for d in documents], total=total, limit=limit, offset=offset
-        )
+        query = list_query(limit, offset, q, order_by, created_after, created_before)
+        return page(DocumentRead, await list_documents(actor, project_id, query), limit, offset)
 
     @post(
         summary="Add a document to a project",
@@ -139,7 +107,7 @@ class DocumentController(Controller):
         document = await create_document(
             actor, project_id, title=data.title, content=data.content, metadata=data.metadata
         )
-        return with_etag(document, status_code=201)
+        return with_etag(DocumentRead, document, status_code=201)
 
     @get(
         "/{document_id:uuid}",
@@ -153,7 +121,7 @@ class DocumentController(Controller):
         actor: NamedDependency[Actor],
         get_document: NamedDependency[GetDocument],
     ) -> Response[DocumentRead]:
-        return with_etag(await get_document(actor, project_id, document_id))
+        return with_etag(DocumentRead, await get_document(actor, project_id, document_id))
 
     @patch(
         "/{document_id:uuid}",
@@ -178,7 +146,7 @@ class DocumentController(Controller):
             content=data.content,
             metadata=data.metadata,
         )
-        return with_etag(document)
+        return with_etag(DocumentRead, document)
 
     @delete(
         "/{document_id:uuid}",

@@ -10,7 +10,6 @@ from typing import Annotated, Any
 from urllib.parse import quote
 from uuid import UUID
 
-import msgspec
 from litestar import Controller, Request, Response, delete, get, head, post
 from litestar.di import NamedDependency
 from litestar.enums import MediaType
@@ -32,8 +31,7 @@ from tenantry.application.files import (
     UploadFile,
 )
 from tenantry.domain.auth import Actor
-from tenantry.domain.files import TEXT, StoredFile, Usage
-from tenantry.domain.repository import ListQuery
+from tenantry.domain.files import TEXT, StoredFile
 from tenantry.presentation.errors import BODY_ERRORS, PARAMETER_ERRORS, problems
 from tenantry.presentation.pagination import (
     CreatedAfter,
@@ -42,15 +40,17 @@ from tenantry.presentation.pagination import (
     Offset,
     Page,
     Search,
-    instant,
+    list_query,
+    page,
 )
+from tenantry.presentation.reads import Read
 from tenantry.presentation.security import SIGNED_IN_ERRORS
 
 FILE_FIELD = "file"
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
-class FileRead(msgspec.Struct):
+class FileRead(Read):
     id: UUID
     original_filename: str
     size: int
@@ -61,29 +61,11 @@ class FileRead(msgspec.Struct):
     created_at: datetime
     deleted_at: datetime | None = None
 
-    @classmethod
-    def of(cls, file: StoredFile) -> FileRead:
-        return cls(
-            id=file.id,
-            original_filename=file.original_filename,
-            size=file.size,
-            content_type=file.content_type,
-            sha256=file.sha256,
-            metadata=file.metadata,
-            created_by=file.created_by,
-            created_at=file.created_at,
-            deleted_at=file.deleted_at,
-        )
 
-
-class UsageRead(msgspec.Struct):
+class UsageRead(Read):
     bytes: int
     files: int
     quota_bytes: int
-
-    @classmethod
-    def of(cls, usage: Usage) -> UsageRead:
-        return cls(bytes=usage.bytes, files=usage.files, quota_bytes=usage.quota_bytes)
 
 
 class FilePart:
@@ -222,15 +204,11 @@ class FileController(Controller):
         created_before: CreatedBefore = None,
         include_deleted: Annotated[bool, QueryParameter(description="Owners and admins.")] = False,
     ) -> Page[FileRead]:
-        query = ListQuery(
-            limit=limit,
-            offset=offset,
-            q=q,
-            created_after=instant(created_after, "created_after"),
-            created_before=instant(created_before, "created_before"),
+        query = list_query(
+            limit, offset, q, created_after=created_after, created_before=created_before
         )
-        files, total = await list_files(actor, query, include_deleted=include_deleted)
-        return Page(items=[FileRead.of(f) for f in files], total=total, limit=limit, offset=offset)
+        found = await list_files(actor, query, include_deleted=include_deleted)
+        return page(FileRead, found, limit, offset)
 
     @get(
         "/usage",

@@ -12,10 +12,11 @@ from tenantry.application.keys import ListSigningKeys, RotateSigningKey
 from tenantry.domain.auth import Actor
 from tenantry.domain.keys import KeyInfo
 from tenantry.presentation.errors import problems
+from tenantry.presentation.reads import Read
 from tenantry.presentation.security import SIGNED_IN_ERRORS, requires_superuser
 
 
-class SigningKeyRead(msgspec.Struct):
+class SigningKeyRead(Read):
     kid: str
     created_at: datetime
     current: bool
@@ -29,12 +30,9 @@ class KeyringRead(msgspec.Struct):
 
     @classmethod
     def of(cls, keys: list[KeyInfo]) -> KeyringRead:
+        # Not a Read: ``current`` is derived from the list, whose keys alone are converted.
         return cls(
-            current=next(key.kid for key in keys if key.current),
-            keys=[
-                SigningKeyRead(kid=key.kid, created_at=key.created_at, current=key.current)
-                for key in keys
-            ],
+            current=next(key.kid for key in keys if key.current), keys=SigningKeyRead.each(keys)
         )
 
 

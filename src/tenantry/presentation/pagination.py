@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Annotated, Generic, Literal, TypeVar
 
@@ -9,9 +10,12 @@ import msgspec
 from litestar.exceptions import ValidationException
 from litestar.params import QueryParameter
 
+from tenantry.domain.repository import ListQuery
 from tenantry.presentation.bodies import NO_NUL
+from tenantry.presentation.reads import Read
 
 T = TypeVar("T")
+R = TypeVar("R", bound=Read)
 
 Limit = Annotated[int, QueryParameter(ge=1, le=100, description="Page size (1 to 100).")]
 # Bounded so it always reaches the database as a number it takes (no list is anywhere near).
@@ -23,6 +27,12 @@ class Page(msgspec.Struct, Generic[T]):
     total: int
     limit: int
     offset: int
+
+
+def page(read: type[R], found: tuple[Iterable[object], int], limit: int, offset: int) -> Page[R]:
+    """What a list use case found (its items and their total) as a page of ``read`` bodies."""
+    items, total = found
+    return Page(items=read.each(items), total=total, limit=limit, offset=offset)
 
 
 Search = Annotated[
@@ -60,3 +70,22 @@ OrderField = Annotated[
     Literal["created_at", "-created_at", "name", "-name", "updated_at", "-updated_at"],
     QueryParameter(description="Sort field; a leading '-' sorts descending."),
 ]
+
+
+def list_query(
+    limit: int,
+    offset: int,
+    q: str | None = None,
+    order_by: str = "-created_at",
+    created_after: str | None = None,
+    created_before: str | None = None,
+) -> ListQuery:
+    """A list endpoint's query parameters as the use case's query (times parsed, or a 422)."""
+    return ListQuery(
+        limit=limit,
+        offset=offset,
+        q=q,
+        order_by=order_by,
+        created_after=instant(created_after, "created_after"),
+        created_before=instant(created_before, "created_before"),
+    )

@@ -9,7 +9,7 @@ from uuid import UUID
 import msgspec
 from litestar import Controller, Response, delete, get, patch, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, HeaderParameter
+from litestar.params import FromPath
 
 from tenantry.application.projects import (
     CreateProject,
@@ -19,10 +19,9 @@ from tenantry.application.projects import (
     UpdateProject,
 )
 from tenantry.domain.auth import Actor
-from tenantry.domain.projects import DESCRIPTION_MAX_LENGTH, NAME_MAX_LENGTH, Project
-from tenantry.domain.repository import ListQuery
+from tenantry.domain.projects import DESCRIPTION_MAX_LENGTH, NAME_MAX_LENGTH
 from tenantry.presentation.bodies import NO_NUL, NOT_BLANK, StrictJSONBody
-from tenantry.presentation.concurrency import VERSION_MAX, etag, expected_version
+from tenantry.presentation.concurrency import IfMatch, Version, expected_version, with_etag
 from tenantry.presentation.errors import BODY_ERRORS, PARAMETER_ERRORS, problems
 from tenantry.presentation.pagination import (
     CreatedAfter,
@@ -32,25 +31,11 @@ from tenantry.presentation.pagination import (
     OrderField,
     Page,
     Search,
-    instant,
+    list_query,
+    page,
 )
+from tenantry.presentation.reads import Read
 from tenantry.presentation.security import SIGNED_IN_ERRORS
-
-IfMatch = Annotated[
-    str | None,
-    HeaderParameter(
-        name="If-Match",
-        max_length=64,
-        # A header is a string when sent (Litestar would say "or null"); the pattern is
-        # documented, not enforced here: a malformed one is a 400 from expected_version.
-        schema_extra={
-            "oneOf": None,
-            "type": "string",
-            "pattern": r'^[ \t]*(\*|(W/)?"[0-9]{1,10}")[ \t]*$',
-        },
-    ),
-]
-
 
 Name = Annotated[str, msgspec.Meta(max_length=NAME_MAX_LENGTH, pattern=NOT_BLANK)]
 Description = Annotated[str, msgspec.Meta(max_length=DESCRIPTION_MAX_LENGTH, pattern=NO_NUL)]
@@ -64,10 +49,10 @@ class ProjectCreate(msgspec.Struct, forbid_unknown_fields=True):
 class ProjectUpdate(msgspec.Struct, forbid_unknown_fields=True):
     name: Name | None = None
     description: Description | None = None
-    version: Annotated[int, msgspec.Meta(ge=1, le=VERSION_MAX)] | None = None
+    version: Version | None = None
 
 
-class ProjectRead(msgspec.Struct):
+class ProjectRead(Read):
     id: UUID
     name: str
     description: str
@@ -75,24 +60,6 @@ class ProjectRead(msgspec.Struct):
     version: int
     created_at: datetime
     updated_at: datetime
-
-    @classmethod
-    def of(cls, project: Project) -> ProjectRead:
-        return cls(
-            id=project.id,
-            name=project.name,
-            description=project.description,
-            owner_id=project.owner_id,
-            version=project.version,
-            created_at=project.created_at,
-            updated_at=project.updated_at,
-        )
-
-
-def with_etag(project: Project, status_code: int = 200) -> Response[ProjectRead]:
-    return Response(
-        ProjectRead.of(project), status_code=status_code, headers={"ETag": etag(project.version)}
-    )
 
 
 class ProjectController(Controller):
@@ -113,18 +80,8 @@ class ProjectController(Controller):
         created_after: CreatedAfter = None,
         created_before: CreatedBefore = None,
     ) -> Page[ProjectRead]:
-        query = ListQuery(
-            limit=limit,
-            offset=offset,
-            q=q,
-            order_by=order_by,
-            created_after=instant(created_after, "created_after"),
-            created_before=instant(created_before, "created_before"),
-        )
-        projects, total = await list_projects(actor, query)
-        return Page(
-            items=[ProjectRead.of(p) for p in projects], total=total, limit=limit, offset=offset
-        )
+        query = list_query(limit, offset, q, order_by, created_after, created_before)
+        return page(ProjectRead, await list_projects(actor, query), limit, offset)
 
     @post(summary="Create a project", responses=problems(*SIGNED_IN_ERRORS, *BODY_ERRORS))
     async def create_project(
@@ -134,7 +91,7 @@ class ProjectController(Controller):
         create_project: NamedDependency[CreateProject],
     ) -> Response[ProjectRead]:
         project = await create_project(actor, name=data.name, description=data.description)
-        return with_etag(project, status_code=201)
+        return with_etag(ProjectRead, project, status_code=201)
 
     @get(
         "/{project_id:uuid}",
@@ -147,7 +104,7 @@ class ProjectController(Controller):
         actor: NamedDependency[Actor],
         get_project: NamedDependency[GetProject],
     ) -> Response[ProjectRead]:
-        return with_etag(await get_project(actor, project_id))
+        return with_etag(ProjectRead, await get_project(actor, project_id))
 
     @patch(
         "/{project_id:uuid}",
@@ -170,7 +127,7 @@ class ProjectController(Controller):
             name=data.name,
             description=data.description,
         )
-        return with_etag(project)
+        return with_etag(ProjectRead, project)
 
     @delete(
         "/{project_id:uuid}",

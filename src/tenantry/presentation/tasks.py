@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -25,8 +25,7 @@ from tenantry.application.tasks import (
     TaskLogs,
 )
 from tenantry.domain.auth import Actor
-from tenantry.domain.repository import ListQuery
-from tenantry.domain.tasks import FINISHED, Task, TaskLog, TaskStatus
+from tenantry.domain.tasks import FINISHED, TaskStatus
 from tenantry.presentation.bodies import NO_NUL, StrictJSONBody
 from tenantry.presentation.errors import BODY_ERRORS, PARAMETER_ERRORS, problems
 from tenantry.presentation.middleware import request_id_of
@@ -36,8 +35,10 @@ from tenantry.presentation.pagination import (
     Limit,
     Offset,
     Page,
-    instant,
+    list_query,
+    page,
 )
+from tenantry.presentation.reads import Read
 from tenantry.presentation.security import SIGNED_IN_ERRORS
 
 
@@ -49,7 +50,7 @@ class TaskCreate(msgspec.Struct, forbid_unknown_fields=True):
     config: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
-class TaskRead(msgspec.Struct):
+class TaskRead(Read):
     id: UUID
     type: str
     status: str
@@ -65,27 +66,8 @@ class TaskRead(msgspec.Struct):
     updated_at: datetime
     completed_at: datetime | None
 
-    @classmethod
-    def of(cls, task: Task) -> TaskRead:
-        return cls(
-            id=task.id,
-            type=task.type,
-            status=task.status.value,
-            progress=task.progress,
-            input_files=task.input_files,
-            output_files=task.output_files,
-            config=task.config,
-            result=task.result,
-            error_message=task.error_message,
-            retry_count=task.retry_count,
-            cancel_requested=task.cancel_requested,
-            created_at=task.created_at,
-            updated_at=task.updated_at,
-            completed_at=task.completed_at,
-        )
 
-
-class TaskLogRead(msgspec.Struct):
+class TaskLogRead(Read):
     attempt: int
     operation: str
     success: bool
@@ -93,19 +75,8 @@ class TaskLogRead(msgspec.Struct):
     error: str | None
     created_at: datetime
 
-    @classmethod
-    def of(cls, log: TaskLog) -> TaskLogRead:
-        return cls(
-            attempt=log.attempt,
-            operation=log.operation,
-            success=log.success,
-            duration_ms=log.duration_ms,
-            error=log.error,
-            created_at=log.created_at,
-        )
 
-
-class TaskStatsRead(msgspec.Struct):
+class TaskStatsRead(Read):
     by_status: dict[str, int]
     by_type: dict[str, int]
     mean_duration_ms: float | None
@@ -163,16 +134,13 @@ class TaskController(Controller):
         created_after: CreatedAfter = None,
         created_before: CreatedBefore = None,
     ) -> Page[TaskRead]:
-        query = ListQuery(
-            limit=limit,
-            offset=offset,
-            created_after=instant(created_after, "created_after"),
-            created_before=instant(created_before, "created_before"),
+        query = list_query(
+            limit, offset, created_after=created_after, created_before=created_before
         )
-        found, total = await list_tasks(
+        found = await list_tasks(
             actor, query, status=None if status is None else TaskStatus(status), task_type=type
         )
-        return Page(items=[TaskRead.of(t) for t in found], total=total, limit=limit, offset=offset)
+        return page(TaskRead, found, limit, offset)
 
     @get(
         "/stats",
@@ -182,13 +150,7 @@ class TaskController(Controller):
     async def task_stats(
         self, actor: NamedDependency[Actor], task_stats: NamedDependency[GetTaskStats]
     ) -> TaskStatsRead:
-        stats = await task_stats(actor)
-        return TaskStatsRead(
-            by_status=stats.by_status,
-            by_type=stats.by_type,
-            mean_duration_ms=stats.mean_duration_ms,
-            p95_duration_ms=stats.p95_duration_ms,
-        )
+        return TaskStatsRead.of(await task_stats(actor))
 
     @get(
         "/{task_id:uuid}",
@@ -263,5 +225,4 @@ class TaskController(Controller):
         actor: NamedDependency[Actor],
         task_logs: NamedDependency[TaskLogs],
     ) -> list[TaskLogRead]:
-        logs: Sequence[TaskLog] = await task_logs(actor, task_id)
-        return [TaskLogRead.of(log) for log in logs]
+        return TaskLogRead.each(await task_logs(actor, task_id))

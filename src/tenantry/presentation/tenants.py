@@ -14,10 +14,11 @@ from litestar.params import FromPath
 from tenantry.application.auth import SELF_SIGNUP_SETTING
 from tenantry.application.tenants import CreateTenant, ListTenants, OwnerInput, UpdateTenant
 from tenantry.domain.auth import Actor
-from tenantry.domain.tenants import Tenant, TenantStatus
+from tenantry.domain.tenants import TenantStatus
 from tenantry.presentation.bodies import CLOSED_OBJECT, NO_NUL, NOT_BLANK, StrictJSONBody
 from tenantry.presentation.errors import BODY_ERRORS, PARAMETER_ERRORS, problems
-from tenantry.presentation.pagination import Limit, Offset, Page
+from tenantry.presentation.pagination import Limit, Offset, Page, page
+from tenantry.presentation.reads import Read
 from tenantry.presentation.security import (
     NO_CREDENTIALS,
     PUBLIC,
@@ -40,7 +41,7 @@ class TenantCreate(msgspec.Struct, forbid_unknown_fields=True):
     owner: Annotated[OwnerCreate, CLOSED_OBJECT]
 
 
-class TenantRead(msgspec.Struct):
+class TenantRead(Read):
     id: UUID
     name: str
     slug: str
@@ -48,18 +49,6 @@ class TenantRead(msgspec.Struct):
     settings: dict[str, Any]
     created_at: datetime
     updated_at: datetime
-
-    @classmethod
-    def of(cls, tenant: Tenant) -> TenantRead:
-        return cls(
-            id=tenant.id,
-            name=tenant.name,
-            slug=tenant.slug,
-            status=tenant.status.value,
-            settings=tenant.settings,
-            created_at=tenant.created_at,
-            updated_at=tenant.updated_at,
-        )
 
 
 class TenantCreated(msgspec.Struct):
@@ -115,10 +104,8 @@ class AdminTenantController(Controller):
         limit: Limit = 20,
         offset: Offset = 0,
     ) -> Page[TenantRead]:
-        tenants, total = await list_tenants(actor, limit=limit, offset=offset)
-        return Page(
-            items=[TenantRead.of(t) for t in tenants], total=total, limit=limit, offset=offset
-        )
+        found = await list_tenants(actor, limit=limit, offset=offset)
+        return page(TenantRead, found, limit, offset)
 
     @patch(
         "/{tenant_id:uuid}",

@@ -13,10 +13,11 @@ from litestar.params import FromPath
 
 from tenantry.application.users import CreateUser, DeleteUser, GetUser, ListUsers, UpdateUser
 from tenantry.domain.auth import Actor
-from tenantry.domain.users import PASSWORD_MAX_LENGTH, User
+from tenantry.domain.users import PASSWORD_MAX_LENGTH
 from tenantry.presentation.bodies import NO_NUL, StrictJSONBody
 from tenantry.presentation.errors import BODY_ERRORS, PARAMETER_ERRORS, problems
-from tenantry.presentation.pagination import Limit, Offset, Page
+from tenantry.presentation.pagination import Limit, Offset, Page, page
+from tenantry.presentation.reads import Read
 from tenantry.presentation.security import SIGNED_IN_ERRORS, requires_manager
 
 Password = Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
@@ -26,7 +27,7 @@ Email = Annotated[str, msgspec.Meta(max_length=254, pattern=NO_NUL)]
 Roles = Annotated[list[Literal["owner", "admin", "member"]], msgspec.Meta(min_length=1)]
 
 
-class UserRead(msgspec.Struct):
+class UserRead(Read):
     id: UUID
     tenant_id: UUID
     username: str
@@ -36,20 +37,6 @@ class UserRead(msgspec.Struct):
     is_active: bool
     created_at: datetime
     last_login_at: datetime | None
-
-    @classmethod
-    def of(cls, user: User) -> UserRead:
-        return cls(
-            id=user.id,
-            tenant_id=user.tenant_id,
-            username=user.username,
-            email=user.email,
-            roles=[role.value for role in user.roles],
-            settings=user.settings,
-            is_active=user.is_active,
-            created_at=user.created_at,
-            last_login_at=user.last_login_at,
-        )
 
 
 class UserCreate(msgspec.Struct, forbid_unknown_fields=True):
@@ -81,8 +68,7 @@ class UserController(Controller):
         limit: Limit = 20,
         offset: Offset = 0,
     ) -> Page[UserRead]:
-        users, total = await list_users(actor, limit=limit, offset=offset)
-        return Page(items=[UserRead.of(u) for u in users], total=total, limit=limit, offset=offset)
+        return page(UserRead, await list_users(actor, limit=limit, offset=offset), limit, offset)
 
     @post(
         summary="Add a user to your tenant (owners and admins)",
