@@ -10,7 +10,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from tenantry.config import load_settings
-from tenantry.infrastructure.db.models import metadata
+from tenantry.infrastructure.db.features import metadata
 
 config = context.config
 

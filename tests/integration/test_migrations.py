@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from tenantry.config import load_settings
 from tenantry.infrastructure.db import migrations
-from tenantry.infrastructure.db.models import metadata
+from tenantry.infrastructure.db.features import metadata
 
 from ..conftest import create_database, drop_database, plain_url
 from .test_rls import Seeder, insert_statement, tenant_tables

@@ -25,10 +25,9 @@ from tenantry.cli.run import _uvicorn_options
 from tenantry.config import Settings, load_settings
 from tenantry.domain.users import UserRepository
 from tenantry.infrastructure.db import database
-from tenantry.infrastructure.db.models import UserModel
 from tenantry.infrastructure.db.tenancy import TenantSession, TenantTransaction
 from tenantry.infrastructure.db.uow import SqlUnitOfWork
-from tenantry.infrastructure.db.users import SqlUserRepository
+from tenantry.infrastructure.db.users import SqlUserRepository, UserModel
 from tenantry.infrastructure.embedded import free_port
 
 from ..conftest import Client, plain_url, uvicorn_serving

@@ -6,11 +6,33 @@ from datetime import datetime
 from uuid import UUID
 
 from advanced_alchemy.filters import OrderBy
+from advanced_alchemy.types import DateTimeUTC
+from sqlalchemy import ForeignKeyConstraint, Index, String
+from sqlalchemy.orm import Mapped, mapped_column
 
 from tenantry.domain.api_keys import ApiKeyRepository
 from tenantry.domain.auth import ApiKey
-from tenantry.infrastructure.db.models import ApiKeyModel
+from tenantry.infrastructure.db.base import TenantOwned
 from tenantry.infrastructure.db.repository import TenantRows
+
+
+class ApiKeyModel(TenantOwned):
+    __tablename__ = "api_keys"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["tenant_id", "user_id"], ["users.tenant_id", "users.id"], ondelete="CASCADE"
+        ),
+        Index("uq_api_keys_tenant_prefix", "tenant_id", "prefix", unique=True),
+        Index("ix_api_keys_tenant_user", "tenant_id", "user_id"),
+    )
+
+    user_id: Mapped[UUID]
+    name: Mapped[str] = mapped_column(String(100))
+    prefix: Mapped[str] = mapped_column(String(12))
+    key_hash: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
 
 
 class SqlApiKeyRepository(TenantRows[ApiKey]):

@@ -5,9 +5,31 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
+from advanced_alchemy.types import DateTimeUTC
+from sqlalchemy import ForeignKeyConstraint, Index, String
+from sqlalchemy.orm import Mapped, mapped_column
+
 from tenantry.domain.auth import RefreshToken, RefreshTokenRepository
-from tenantry.infrastructure.db.models import RefreshTokenModel
+from tenantry.infrastructure.db.base import TenantOwned
 from tenantry.infrastructure.db.repository import TenantRows
+
+
+class RefreshTokenModel(TenantOwned):
+    __tablename__ = "refresh_tokens"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["tenant_id", "user_id"], ["users.tenant_id", "users.id"], ondelete="CASCADE"
+        ),
+        Index("uq_refresh_tokens_tenant_hash", "tenant_id", "token_hash", unique=True),
+        Index("ix_refresh_tokens_tenant_family", "tenant_id", "family_id"),
+    )
+
+    user_id: Mapped[UUID]
+    family_id: Mapped[UUID]
+    token_hash: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
 
 
 class SqlRefreshTokenRepository(TenantRows[RefreshToken]):

@@ -20,8 +20,8 @@ from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from tenantry.config import Settings
 from tenantry.domain.errors import Unavailable
+from tenantry.infrastructure.db.features import metadata
 from tenantry.infrastructure.db.lost import LOST, lost_cause
-from tenantry.infrastructure.db.models import metadata
 from tenantry.infrastructure.db.rls import MAINTENANCE_ROLE
 from tenantry.infrastructure.db.tenancy import AUTOCOMMIT, TenantSession
 

@@ -42,7 +42,7 @@ from sqlalchemy.sql.schema import CallableColumnDefault, ScalarElementColumnDefa
 
 from tenantry.domain.errors import StaleVersion
 from tenantry.domain.repository import ListQuery
-from tenantry.infrastructure.db.models import TenantOwned
+from tenantry.infrastructure.db.base import TenantOwned
 from tenantry.infrastructure.db.tenancy import (
     TENANT_KEY,
     DriverStatement,

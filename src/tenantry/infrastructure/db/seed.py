@@ -14,8 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from uuid_utils.compat import uuid7
 
 from tenantry.domain.users import Role
-from tenantry.infrastructure.db.models import DocumentModel, ProjectModel, TenantModel, UserModel
+from tenantry.infrastructure.db.documents import DocumentModel
+from tenantry.infrastructure.db.projects import ProjectModel
 from tenantry.infrastructure.db.tenancy import bind_tenant
+from tenantry.infrastructure.db.tenants import TenantModel
+from tenantry.infrastructure.db.users import UserModel
 
 WORDS = [
     "apollo",

@@ -12,7 +12,7 @@ from sqlalchemy import FunctionElement, column, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tenantry.domain.tasks import Task
-from tenantry.infrastructure.db.models import TaskModel
+from tenantry.infrastructure.db.tasks import TaskModel
 
 # The functions return whole task rows; these are the columns a Task is made of, typed as the
 # model types them.

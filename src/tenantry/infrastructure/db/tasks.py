@@ -7,7 +7,25 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Update, and_, case, func, or_, select
+from advanced_alchemy.types import DateTimeUTC
+from sqlalchemy import (
+    Boolean,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    String,
+    Text,
+    Update,
+    Uuid,
+    and_,
+    case,
+    func,
+    or_,
+    select,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.orm import Mapped, mapped_column
 
 from tenantry.domain.tasks import (
     FINISHED,
@@ -18,8 +36,54 @@ from tenantry.domain.tasks import (
     TaskStats,
     TaskStatus,
 )
-from tenantry.infrastructure.db.models import TaskLogModel, TaskModel
+from tenantry.infrastructure.db.base import TenantOwned, creator_key
 from tenantry.infrastructure.db.repository import SqlRepository
+
+
+class TaskModel(TenantOwned):
+    __tablename__ = "tasks"
+    __table_args__ = (
+        creator_key(),
+        Index("ix_tasks_tenant_status", "tenant_id", "status"),
+        Index("ix_tasks_tenant_created", "tenant_id", "created_at"),
+    )
+
+    type: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(20), default="pending", server_default="pending")
+    progress: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    input_files: Mapped[list[UUID]] = mapped_column(ARRAY(Uuid), default=list, server_default="{}")
+    output_files: Mapped[list[UUID]] = mapped_column(ARRAY(Uuid), default=list, server_default="{}")
+    config: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, default=dict, server_default=text("'{}'::jsonb")
+    )
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    retry_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    created_by: Mapped[UUID | None]
+    cancel_requested: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=text("false")
+    )
+    started_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
+    completed_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
+
+
+class TaskLogModel(TenantOwned):
+    __tablename__ = "task_logs"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["tenant_id", "task_id"], ["tasks.tenant_id", "tasks.id"], ondelete="CASCADE"
+        ),
+        Index("ix_task_logs_tenant_task", "tenant_id", "task_id", "created_at"),
+    )
+
+    task_id: Mapped[UUID]
+    attempt: Mapped[int] = mapped_column(Integer)
+    operation: Mapped[str] = mapped_column(String(100))
+    success: Mapped[bool] = mapped_column(Boolean)
+    duration_ms: Mapped[float]
+    error: Mapped[str | None] = mapped_column(Text)
+
 
 _tasks = TaskModel.__table__
 

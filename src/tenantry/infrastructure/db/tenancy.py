@@ -22,14 +22,14 @@ from advanced_alchemy.exceptions import NotFoundError
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from sqlalchemy import ColumnElement, Select, Table, Update, bindparam, select, update
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_scoped_session
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
 from sqlalchemy.types import TypeEngine
 
 from tenantry.domain.errors import Unavailable
+from tenantry.infrastructure.db.base import TenantOwned
 from tenantry.infrastructure.db.lost import lost_cause, unavailable
-from tenantry.infrastructure.db.models import TenantModel, TenantOwned
 
 ModelT = TypeVar("ModelT", bound=TenantOwned)
 SelectT = TypeVar("SelectT", bound=Select[*tuple[Any, ...]])
@@ -46,21 +46,6 @@ def of_tenant(entity: Any, tenant_id: UUID | None = None) -> ColumnElement[bool]
     the ``tenant_id`` parameter when the statement runs (for statements compiled once)."""
     column = entity.c.tenant_id if isinstance(entity, Table) else entity.tenant_id
     return column == (bindparam(TENANT_KEY) if tenant_id is None else tenant_id)  # type: ignore[no-any-return]
-
-
-async def lock_tenant_row(
-    session: AsyncSession | async_scoped_session[AsyncSession], tenant_id: UUID
-) -> None:
-    """Hold the tenant's row until the transaction ends, so that a check over the tenant's rows
-    (its quota, its owners) and the write it allows run one writer at a time.
-
-    FOR NO KEY UPDATE (key_share=True): writers queue behind each other, but not behind the
-    key-share lock every foreign key to the tenant takes; with FOR UPDATE two writers that
-    inserted rows first would deadlock.
-    """
-    await session.execute(
-        select(TenantModel.id).where(TenantModel.id == tenant_id).with_for_update(key_share=True)
-    )
 
 
 def bind_tenant(session: AsyncSession, tenant_id: UUID) -> None:

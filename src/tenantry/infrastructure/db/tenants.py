@@ -5,13 +5,45 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
+from advanced_alchemy.base import UUIDv7AuditBase
 from advanced_alchemy.exceptions import DuplicateKeyError
 from advanced_alchemy.filters import LimitOffset, OrderBy
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
+from sqlalchemy import String, select, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session
+from sqlalchemy.orm import Mapped, mapped_column
 
 from tenantry.domain.errors import Conflict
 from tenantry.domain.tenants import NewTenant, Tenant, TenantStatus
-from tenantry.infrastructure.db.models import TenantModel
+
+
+class TenantModel(UUIDv7AuditBase):
+    __tablename__ = "tenants"
+
+    name: Mapped[str] = mapped_column(String(200))
+    slug: Mapped[str] = mapped_column(String(63), unique=True)
+    status: Mapped[str] = mapped_column(
+        String(20), default=TenantStatus.ACTIVE.value, server_default=TenantStatus.ACTIVE.value
+    )
+    settings: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, default=dict, server_default=text("'{}'::jsonb")
+    )
+
+
+async def lock_tenant_row(
+    session: AsyncSession | async_scoped_session[AsyncSession], tenant_id: UUID
+) -> None:
+    """Hold the tenant's row until the transaction ends, so that a check over the tenant's rows
+    (its quota, its owners) and the write it allows run one writer at a time.
+
+    FOR NO KEY UPDATE (key_share=True): writers queue behind each other, but not behind the
+    key-share lock every foreign key to the tenant takes; with FOR UPDATE two writers that
+    inserted rows first would deadlock.
+    """
+    await session.execute(
+        select(TenantModel.id).where(TenantModel.id == tenant_id).with_for_update(key_share=True)
+    )
 
 
 class TenantModelRepository(SQLAlchemyAsyncRepository[TenantModel]):

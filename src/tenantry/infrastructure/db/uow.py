@@ -12,16 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.domain.tenants import TenantRepository
 
-# Each feature's repository module: importing it declares which port its repository serves.
-from tenantry.infrastructure.db import (  # noqa: F401
-    api_keys,
-    auth,
-    documents,
-    files,
-    projects,
-    tasks,
-    users,
-)
+# The one list of feature modules: importing each declares which port its repository serves.
+from tenantry.infrastructure.db import features  # noqa: F401
 from tenantry.infrastructure.db.repository import IMPLEMENTATIONS
 from tenantry.infrastructure.db.tenants import SqlTenantRepository, TenantModelRepository
 
@@ -43,7 +35,7 @@ class SqlUnitOfWork:
     def repository(self, port: Callable[..., R], tenant_id: UUID) -> R:
         implementation: Any = IMPLEMENTATIONS.get(port)
         if implementation is None:
-            raise LookupError(f"no repository serves {port!r}: is its module imported above?")
+            raise LookupError(f"no repository serves {port!r}: is its module in features.py?")
         return cast("R", implementation(self.session, tenant_id))
 
     async def __aenter__(self) -> Self:

@@ -8,14 +8,38 @@ from uuid import UUID
 
 from advanced_alchemy.exceptions import IntegrityError
 from advanced_alchemy.filters import LimitOffset, OrderBy
-from sqlalchemy import bindparam, exists, func, or_, select
+from advanced_alchemy.types import DateTimeUTC
+from sqlalchemy import Boolean, Index, String, bindparam, exists, func, or_, select, text
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.orm import Mapped, mapped_column
 
 from tenantry.domain.errors import Conflict
 from tenantry.domain.tenants import TenantStatus
 from tenantry.domain.users import NewUser, Role, User, UserRepository
-from tenantry.infrastructure.db.models import RefreshTokenModel, TenantModel, UserModel
+from tenantry.infrastructure.db.auth import RefreshTokenModel
+from tenantry.infrastructure.db.base import TenantOwned
 from tenantry.infrastructure.db.repository import TenantRows
-from tenantry.infrastructure.db.tenancy import DriverStatement, lock_tenant_row, of_tenant
+from tenantry.infrastructure.db.tenancy import DriverStatement, of_tenant
+from tenantry.infrastructure.db.tenants import TenantModel, lock_tenant_row
+
+
+class UserModel(TenantOwned):
+    __tablename__ = "users"
+    __table_args__ = (
+        Index("uq_users_tenant_email", "tenant_id", func.lower(text("email")), unique=True),
+        Index("uq_users_tenant_username", "tenant_id", func.lower(text("username")), unique=True),
+    )
+
+    username: Mapped[str] = mapped_column(String(64))
+    email: Mapped[str] = mapped_column(String(254))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    roles: Mapped[list[str]] = mapped_column(ARRAY(String(20)))
+    settings: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, default=dict, server_default=text("'{}'::jsonb")
+    )
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    last_login_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
+
 
 _users, _tenants = UserModel.__table__, TenantModel.__table__
 _refresh_tokens = RefreshTokenModel.__table__
