@@ -9,7 +9,7 @@ from advanced_alchemy.base import UUIDv7AuditBase
 from advanced_alchemy.exceptions import DuplicateKeyError
 from advanced_alchemy.filters import LimitOffset, OrderBy
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
-from sqlalchemy import String, select, text
+from sqlalchemy import String, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session
 from sqlalchemy.orm import Mapped, mapped_column
@@ -41,8 +41,9 @@ async def lock_tenant_row(
     key-share lock every foreign key to the tenant takes; with FOR UPDATE two writers that
     inserted rows first would deadlock.
     """
-    await session.execute(
-        select(TenantModel.id).where(TenantModel.id == tenant_id).with_for_update(key_share=True)
+    # populate_existing: the locking SELECT runs even when the row is in the session already.
+    await session.get(
+        TenantModel, tenant_id, with_for_update={"key_share": True}, populate_existing=True
     )
 
 
