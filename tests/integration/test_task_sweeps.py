@@ -212,7 +212,10 @@ async def test_the_functions_are_the_app_roles_to_run_and_do_nothing_else(
     # below, maybe running at once on a shared server, is granted it on purpose).
     acting = await database_owner.fetch(
         "select rolname from pg_roles where oid <> $1 and not rolsuper "
-        "and (pg_has_role(oid, $1, 'USAGE') or pg_has_role(oid, $1, 'SET')) "
+        # PostgreSQL 15 has no SET option on memberships: a member may always SET ROLE.
+        "and case when current_setting('server_version_num')::int >= 160000 "
+        "then pg_has_role(oid, $1, 'USAGE') or pg_has_role(oid, $1, 'SET') "
+        "else pg_has_role(oid, $1, 'MEMBER') end "
         "and not starts_with(rolname, $2)",
         role["oid"],
         PROBE,
