@@ -182,7 +182,10 @@ class TenantSession(AsyncSession):
 
     async def close(self) -> None:
         try:
-            await super().close()
+            # A session that only ran driver statements holds nothing for the ORM to close:
+            # spared, its close is no greenlet hop.
+            if self.in_transaction() or self.sync_session.identity_map or self._has_changes():
+                await super().close()
         finally:
             await self._end(commit=False)
 
