@@ -15,7 +15,7 @@ from tenantry.domain.documents import (
     check_metadata,
     clean_title,
 )
-from tenantry.domain.errors import NotFound
+from tenantry.domain.errors import NotFound, found
 from tenantry.domain.ports import Clock, UnitOfWork
 from tenantry.domain.projects import ProjectRepository
 from tenantry.domain.repository import ListQuery, given
@@ -101,14 +101,15 @@ class UpdateDocument:
         content = None if content is None else check_content(content)
         metadata = None if metadata is None else check_metadata(metadata)
         async with self.uow:
-            document = await self.uow.repository(DocumentRepository, actor.tenant_id).update(
-                document_id,
-                given(title=title, content=content, metadata=metadata),
-                expected_version=expected_version,
-                project_id=project_id,
+            document = found(
+                await self.uow.repository(DocumentRepository, actor.tenant_id).update(
+                    document_id,
+                    given(title=title, content=content, metadata=metadata),
+                    expected_version=expected_version,
+                    project_id=project_id,
+                ),
+                "No such document.",
             )
-            if document is None:
-                raise NotFound("No such document.")
             await self.uow.commit()
         return document
 
@@ -121,9 +122,9 @@ class DeleteDocument:
     async def __call__(self, actor: Actor, project_id: UUID, document_id: UUID) -> None:
         async with self.uow:
             documents = self.uow.repository(DocumentRepository, actor.tenant_id)
-            document = await documents.get(document_id, project_id=project_id)
-            if document is None:
-                raise NotFound("No such document.")
+            document = found(
+                await documents.get(document_id, project_id=project_id), "No such document."
+            )
             require_may_destroy(actor, document.created_by, "this document")
             await documents.soft_delete(document_id, self.clock.now(), project_id=project_id)
             await self.uow.commit()

@@ -10,7 +10,7 @@ import msgspec
 
 from tenantry.application.ownership import creator, require_may_destroy
 from tenantry.domain.auth import Actor
-from tenantry.domain.errors import Forbidden, NotFound
+from tenantry.domain.errors import Forbidden, found
 from tenantry.domain.files import (
     OBJECTS_PREFIX,
     FilePolicy,
@@ -125,10 +125,9 @@ class GetFile:
 
     async def __call__(self, actor: Actor, file_id: UUID) -> StoredFile:
         async with self.files.uow as uow:
-            found = await uow.repository(FileRepository, actor.tenant_id).get(file_id)
-        if found is None:
-            raise NotFound("No such file.")
-        return found
+            return found(
+                await uow.repository(FileRepository, actor.tenant_id).get(file_id), "No such file."
+            )
 
 
 class ListFiles:
@@ -155,10 +154,8 @@ class DeleteFile:
     async def __call__(self, actor: Actor, file_id: UUID) -> None:
         async with self.files.uow as uow:
             files = uow.repository(FileRepository, actor.tenant_id)
-            found = await files.get(file_id)
-            if found is None:
-                raise NotFound("No such file.")
-            require_may_destroy(actor, found.created_by, "this file")
+            existing = found(await files.get(file_id), "No such file.")
+            require_may_destroy(actor, existing.created_by, "this file")
             await files.soft_delete(file_id, self.files.clock.now())
             await uow.commit()
 

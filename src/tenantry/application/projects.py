@@ -8,7 +8,7 @@ from uuid import UUID
 from tenantry.application.ownership import creator, require_may_destroy
 from tenantry.domain.auth import Actor
 from tenantry.domain.documents import DocumentRepository
-from tenantry.domain.errors import NotFound
+from tenantry.domain.errors import NotFound, found
 from tenantry.domain.ports import Clock, UnitOfWork
 from tenantry.domain.projects import (
     Project,
@@ -70,13 +70,14 @@ class UpdateProject:
         name = None if name is None else clean_name(name)
         description = None if description is None else clean_description(description)
         async with self.uow:
-            project = await self.uow.repository(ProjectRepository, actor.tenant_id).update(
-                project_id,
-                given(name=name, description=description),
-                expected_version=expected_version,
+            project = found(
+                await self.uow.repository(ProjectRepository, actor.tenant_id).update(
+                    project_id,
+                    given(name=name, description=description),
+                    expected_version=expected_version,
+                ),
+                "No such project.",
             )
-            if project is None:
-                raise NotFound("No such project.")
             await self.uow.commit()
         return project
 
@@ -89,9 +90,7 @@ class DeleteProject:
     async def __call__(self, actor: Actor, project_id: UUID) -> None:
         async with self.uow:
             projects = self.uow.repository(ProjectRepository, actor.tenant_id)
-            project = await projects.get(project_id)
-            if project is None:
-                raise NotFound("No such project.")
+            project = found(await projects.get(project_id), "No such project.")
             require_may_destroy(actor, project.owner_id, "this project")
             now = self.clock.now()
             await projects.soft_delete(project_id, now)

@@ -9,7 +9,7 @@ import msgspec
 
 from tenantry.application.auth import Identity
 from tenantry.domain.auth import Actor
-from tenantry.domain.errors import Conflict, Forbidden, NotFound
+from tenantry.domain.errors import Conflict, Forbidden, found
 from tenantry.domain.ports import Clock, UnitOfWork
 from tenantry.domain.tasks import TENANT_SUSPENDED, TaskRepository
 from tenantry.domain.tenants import PLATFORM_SLUG, NewTenant, Tenant, TenantStatus
@@ -96,9 +96,7 @@ class UpdateTenant:
     ) -> Tenant:
         require_superuser(actor)
         async with self.uow:
-            current = await self.uow.tenants.get(tenant_id)
-            if current is None:
-                raise NotFound("No such tenant.")
+            current = found(await self.uow.tenants.get(tenant_id), "No such tenant.")
             if current.slug == PLATFORM_SLUG and status == TenantStatus.SUSPENDED:
                 raise Forbidden("The platform tenant cannot be suspended.")
             merged = None if settings is None else {**current.settings, **settings}

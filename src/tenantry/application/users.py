@@ -7,7 +7,7 @@ from uuid import UUID
 
 from tenantry.application.auth import Identity
 from tenantry.domain.auth import Actor
-from tenantry.domain.errors import Conflict, Forbidden, Invalid, NotFound
+from tenantry.domain.errors import Conflict, Forbidden, Invalid, NotFound, found
 from tenantry.domain.ports import UnitOfWork
 from tenantry.domain.users import (
     EMAIL_PATTERN,
@@ -112,9 +112,7 @@ class UpdateUser:
             require_manager(actor)
         async with self.uow:
             users = self.uow.repository(UserRepository, actor.tenant_id)
-            target = await users.get(user_id)
-            if target is None:
-                raise NotFound("No such user.")
+            target = found(await users.get(user_id), "No such user.")
             if Role.OWNER in target.roles:
                 check_role_grant(actor, target.roles)
             chosen = None
@@ -149,9 +147,7 @@ class DeleteUser:
         require_manager(actor)
         async with self.uow:
             users = self.uow.repository(UserRepository, actor.tenant_id)
-            target = await users.get(user_id)
-            if target is None:
-                raise NotFound("No such user.")
+            target = found(await users.get(user_id), "No such user.")
             check_role_grant(actor, target.roles)
             await keep_an_active_owner(users, user_id, deleted=True)
             if user_id == actor.user_id:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+T = TypeVar("T")
+
 
 class DomainError(Exception):
     """Base of every error a use case raises on purpose."""
@@ -47,3 +51,10 @@ class StaleVersion(DomainError):
 class Unavailable(DomainError):
     """A dependency (the database, the object store) cannot be reached right now; the same
     request may well succeed shortly. ``detail`` names it for the log, not for the client."""
+
+
+def found(value: T | None, message: str) -> T:
+    """``value``, or :class:`NotFound` with ``message`` when there is none."""
+    if value is None:
+        raise NotFound(message)
+    return value

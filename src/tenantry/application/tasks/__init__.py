@@ -19,7 +19,7 @@ import msgspec
 from tenantry.application.files import Files
 from tenantry.application.ownership import require_may_destroy
 from tenantry.domain.auth import Actor
-from tenantry.domain.errors import Invalid, NotFound
+from tenantry.domain.errors import Invalid, NotFound, found
 from tenantry.domain.files import FilePolicy, FileRepository, ObjectStorage
 from tenantry.domain.ports import Clock, UnitOfWork
 from tenantry.domain.repository import ListQuery, given
@@ -192,10 +192,8 @@ class CancelTask:
     async def __call__(self, actor: Actor, task_id: UUID) -> Task:
         async with self.uow:
             tasks = self.uow.repository(TaskRepository, actor.tenant_id)
-            found = await tasks.get(task_id)
-            if found is None:
-                raise NotFound("No such task.")
-            require_may_destroy(actor, found.created_by, "this task")
+            existing = found(await tasks.get(task_id), "No such task.")
+            require_may_destroy(actor, existing.created_by, "this task")
             task = await tasks.cancel(task_id, self.clock.now())
             if task is None:
                 raise TaskFinished("The task has already finished.")
