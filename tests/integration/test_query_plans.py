@@ -97,17 +97,23 @@ async def big_tables(database_url: str) -> AsyncIterator[tuple[uuid.UUID, uuid.U
 async def plans_of(
     app_database_url: str, tenant_id: uuid.UUID, action: Callable[[SqlUnitOfWork], Awaitable[Any]]
 ) -> list[tuple[str, dict[str, Any]]]:
-    """Run ``action`` and EXPLAIN every SELECT it sent, in the same tenant-bound transaction."""
+    """Run ``action`` and EXPLAIN every SELECT it sent, through SQLAlchemy or on the driver, in
+    the same tenant-bound transaction."""
     url = load_settings(environ={}, env_file=None, database_url=app_database_url).async_database_url
     engine = create_async_engine(url)
     captured: list[tuple[str, Any]] = []
+    sent: list[asyncpg.connection.LoggedQuery] = []
 
     @event.listens_for(engine.sync_engine, "before_cursor_execute")
     def capture(
         _conn: Any, _cursor: Any, statement: str, parameters: Any, _ctx: Any, _many: bool
     ) -> None:
-        if statement.lstrip().upper().startswith("SELECT") and "set_config" not in statement:
+        if is_read(statement):
             captured.append((statement, parameters))
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def log_queries(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.driver_connection.add_query_logger(sent.append)
 
     plans = []
     try:
@@ -115,6 +121,15 @@ async def plans_of(
             uow = SqlUnitOfWork(session)
             await action(uow)
             event.remove(engine.sync_engine, "before_cursor_execute", capture)
+            # asyncpg calls its query loggers just after each query, from the event loop.
+            await asyncio.sleep(0)
+            driver = (await session.transaction()).driver
+            reads = [(q.query, q.args) for q in sent if is_read(q.query)]
+            sent.clear()
+            for statement, arguments in reads:
+                plan = await driver.fetchval(f"EXPLAIN (FORMAT JSON) {statement}", *arguments)
+                # The engine's JSON codec has decoded it already.
+                plans.append((statement, plan[0]["Plan"]))
             connection = await session.connection()
             for statement, parameters in captured:
                 result = await connection.exec_driver_sql(
@@ -130,6 +145,10 @@ async def plans_of(
     finally:
         await engine.dispose()
     return plans
+
+
+def is_read(statement: str) -> bool:
+    return statement.lstrip().upper().startswith("SELECT") and "set_config" not in statement
 
 
 def scans(plan: dict[str, Any]) -> list[tuple[str, str]]:

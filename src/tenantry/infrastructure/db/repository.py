@@ -16,13 +16,19 @@ SQLAlchemy caches.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cache, cached_property
 from typing import Any, ClassVar, Generic, TypeVar
 from uuid import UUID
 
 import msgspec
-from advanced_alchemy.filters import BeforeAfter, LimitOffset, OrderBy, SearchFilter
+from advanced_alchemy.filters import (
+    BeforeAfter,
+    LimitOffset,
+    OrderBy,
+    SearchFilter,
+    escape_like_value,
+)
 from sqlalchemy import (
     ColumnElement,
     Delete,
@@ -56,6 +62,21 @@ T = TypeVar("T")
 
 # The repository class of each domain port, as each feature's module declares it.
 IMPLEMENTATIONS: dict[Any, type[TenantRows[Any]]] = {}
+
+# A list's filters are advanced-alchemy's, which take values: its statements are compiled once
+# per shape with these stand-ins, each then asked for as an argument (DriverStatement).
+# The search text cannot be a user's (PostgreSQL text holds no NUL).
+_SEARCHED = "\x00q\x00"
+_AFTER = datetime(1, 1, 2, tzinfo=UTC)
+_BEFORE = datetime(1, 1, 3, tzinfo=UTC)
+_LIMIT, _OFFSET = -101, -102
+_PLACEHOLDERS = {
+    f"%{escape_like_value(_SEARCHED)}%": "q",
+    _AFTER: "after",
+    _BEFORE: "before",
+    _LIMIT: "limit",
+    _OFFSET: "offset",
+}
 
 # Compiled statements of every repository class, by class and shape.
 _COMPILED: dict[tuple[type[Any], Hashable], DriverStatement] = {}
@@ -116,13 +137,18 @@ class TenantRows(Generic[T]):
     def delete_rows(self) -> Delete:
         return delete(self.table()).where(*self.filters(include_deleted=True))
 
-    def statement(self, shape: Hashable, build: Callable[[], ClauseElement]) -> DriverStatement:
+    def statement(
+        self,
+        shape: Hashable,
+        build: Callable[[], ClauseElement],
+        placeholders: Mapping[Any, str] | None = None,
+    ) -> DriverStatement:
         """The statement ``build`` makes, compiled once per class and ``shape``. It must scope
         its rows with :meth:`compiled_filters`: the tenant is a parameter, bound at each run."""
         key = (type(self), shape)
         found = _COMPILED.get(key)
         if found is None:
-            found = _COMPILED[key] = DriverStatement(build())
+            found = _COMPILED[key] = DriverStatement(build(), placeholders=placeholders)
         return found
 
     def compiled_filters(
@@ -331,22 +357,62 @@ class SqlRepository(TenantRows[T]):
     async def list(
         self, query: ListQuery, /, *, include_deleted: bool = False, **where: Any
     ) -> tuple[list[T], int]:
-        table = self.table()
-        matching = self.select(include_deleted=include_deleted).where(
-            *(table.c[name] == value for name, value in where.items())
+        keys = tuple(sorted(where))
+        # The query's shape: which filters it has, not their values, which are arguments.
+        shape = (
+            include_deleted,
+            keys,
+            query.order_by,
+            bool(query.q),
+            query.created_after is not None,
+            query.created_before is not None,
         )
-        for narrowing in _narrowing(query, getattr(self.entity, "search_field", None)):
-            matching = narrowing.append_to_statement(matching, self.model)
-        page = matching
-        for paging in _paging(query):
-            page = paging.append_to_statement(page, self.model)
-        connection = (await session_transaction(self.session)).connection
-        rows = (await connection.execute(page)).mappings().all()
-        if query.offset == 0 and len(rows) < query.limit:
-            total = len(rows)  # the whole of it is on this page
+        narrowed = ListQuery(
+            q=_SEARCHED if query.q else None,
+            order_by=query.order_by,
+            created_after=_AFTER if query.created_after is not None else None,
+            created_before=_BEFORE if query.created_before is not None else None,
+            limit=_LIMIT,
+            offset=_OFFSET,
+        )
+        search_field = getattr(self.entity, "search_field", None)
+
+        # Built only when a shape is first seen: the compiled statement serves every later one.
+        def matching() -> Select[Any]:
+            statement = select(self.table()).where(
+                *self.compiled_filters(include_deleted=include_deleted, where=keys)
+            )
+            for narrowing in _narrowing(narrowed, search_field):
+                statement = narrowing.append_to_statement(statement, self.model)
+            return statement
+
+        values = self.arguments(
+            where,
+            q=f"%{escape_like_value(query.q)}%" if query.q else None,
+            after=query.created_after,
+            before=query.created_before,
+            limit=query.limit,
+            offset=query.offset,
+        )
+
+        def page() -> ClauseElement:
+            statement = matching()
+            for paging in _paging(narrowed):
+                statement = paging.append_to_statement(statement, self.model)
+            return statement
+
+        rows = await self.statement(("page", *shape), page, _PLACEHOLDERS).fetch(
+            self.session, **values
+        )
+        if 0 < len(rows) < query.limit or (query.offset == 0 and not rows):
+            total = query.offset + len(rows)  # this page holds the last of them
         else:
-            counted = select(func.count()).select_from(matching.subquery())
-            total = int((await connection.execute(counted)).scalar_one())
+            count = self.statement(
+                ("count", *shape),
+                lambda: select(func.count()).select_from(matching().subquery()),
+                _PLACEHOLDERS,
+            )
+            total = int(await count.fetch_value(self.session, **values))
         return [self.to_entity(row) for row in rows], total
 
 

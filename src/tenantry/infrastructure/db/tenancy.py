@@ -244,21 +244,25 @@ class DriverStatement:
     ORM session, greenlet hops, result wrapping) cost several times the round trip itself.
     The statement stays the one source of its SQL; rows come back as asyncpg records."""
 
-    def __init__(self, statement: ClauseElement) -> None:
+    def __init__(
+        self, statement: ClauseElement, *, placeholders: Mapping[Any, str] | None = None
+    ) -> None:
+        """``placeholders`` name the values that stand for an argument in a statement built
+        by code that takes values, not parameters (advanced-alchemy's filters): a literal
+        equal to one of them is asked for under its name at each run."""
         compiled = statement.compile(dialect=_ASYNCPG)
         assert isinstance(compiled, SQLCompiler)
         self.sql = str(compiled)
+        stand_ins = placeholders or {}
         # Literals of the statement (a status value, say) are fixed; bindparam()s are asked
         # for. Each goes through its type's processing, as SQLAlchemy would (JSON to text...).
-        self._arguments = [
-            (
-                name,
-                compiled.binds[name].value is None,
-                compiled.params[name],
-                _processor(compiled.binds[name].type),
-            )
-            for name in compiled.positiontup or ()
-        ]
+        self._arguments: list[tuple[str, bool, Any, Callable[[Any], Any] | None]] = []
+        for bound in compiled.positiontup or ():
+            name, fixed = bound, compiled.params[bound]
+            asked = compiled.binds[bound].value is None
+            if not asked and _hashable(fixed) and fixed in stand_ins:
+                name, asked = stand_ins[fixed], True
+            self._arguments.append((name, asked, fixed, _processor(compiled.binds[bound].type)))
 
     def arguments(self, values: Mapping[str, Any]) -> list[Any]:
         found = []
@@ -278,6 +282,14 @@ class DriverStatement:
     async def fetch_value(self, session: AsyncSession, **values: Any) -> Any:
         transaction = await session_transaction(session)
         return await transaction.run(transaction.driver.fetchval(self.sql, *self.arguments(values)))
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
 
 
 def _processor(kind: TypeEngine[Any]) -> Callable[[Any], Any] | None:
