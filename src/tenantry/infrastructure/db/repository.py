@@ -7,10 +7,11 @@ its table's column names. What a feature adds of its own starts from :meth:`sele
 :meth:`update_rows` and :meth:`delete_rows`, which carry the tenant (and, for soft-deletable
 entities, the live-row filter), or from :meth:`statement` for one compiled once.
 
-The hot statements (get, insert, update, soft delete, delete, count) are compiled once per
-shape and run on the driver connection of the unit of work's one transaction; a list's page
-and total go through SQLAlchemy Core with advanced-alchemy's filters, whose compiled form
-SQLAlchemy caches.
+The statements of the generic port (get, list's page and total, insert, update, soft delete,
+delete, count) are compiled once per shape and run on the driver connection of the unit of
+work's one transaction; a list's are built from advanced-alchemy's filters (search, order,
+created range, limit/offset) with stand-in values that become arguments. add_many goes through
+SQLAlchemy Core (its batched inserts).
 """
 
 from __future__ import annotations
