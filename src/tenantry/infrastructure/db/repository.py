@@ -117,14 +117,16 @@ class TenantRows(Generic[T]):
 
     # The scoped statements a feature builds its own from.
 
-    def filters(
-        self, *, include_deleted: bool = False, tenant_id: UUID | None = None
+    def filters(self, *, include_deleted: bool = False) -> list[ColumnElement[bool]]:
+        """What every statement of this repository carries: its tenant, and live rows."""
+        return self._scope(of_tenant(self.table(), self.tenant_id), include_deleted)
+
+    def _scope(
+        self, tenant: ColumnElement[bool], include_deleted: bool
     ) -> list[ColumnElement[bool]]:
-        """The tenant (``tenant_id``, else the one of this repository) and live rows."""
-        table = self.table()
-        found = [of_tenant(table, tenant_id or self.tenant_id)]
+        found = [tenant]
         if self.soft_deletable() and not include_deleted:
-            found.append(table.c.deleted_at.is_(None))
+            found.append(self.table().c.deleted_at.is_(None))
         return found
 
     def select(self, *columns: Any, include_deleted: bool = False) -> Select[Any]:
@@ -158,9 +160,7 @@ class TenantRows(Generic[T]):
         """:meth:`filters` for a statement compiled once, with each ``where`` name an equality
         on its column, bound at each run as ``w_<name>``."""
         table = self.table()
-        found = [of_tenant(table)]
-        if self.soft_deletable() and not include_deleted:
-            found.append(table.c.deleted_at.is_(None))
+        found = self._scope(of_tenant(table), include_deleted)
         found.extend(table.c[name] == bindparam(f"w_{name}") for name in where)
         return found
 
@@ -255,15 +255,10 @@ class SqlRepository(TenantRows[T]):
             raise ValueError("a row of another tenant cannot be added here")
         # The model's own defaults (a UUIDv7 id, the times, a version of 1 ...), as the ORM
         # would fill them: a statement compiled once cannot compute them itself.
-        for column in self.table().c:
-            default = column.default
-            if column.name in values or default is None or getattr(default, "is_sentinel", False):
-                continue
-            if isinstance(default, ScalarElementColumnDefault):
-                values[column.name] = default.arg
-            elif isinstance(default, CallableColumnDefault):
+        for name, default in _python_defaults(self.table()):
+            if name not in values:
                 # SQLAlchemy wraps the model's callables to take a context they ignore.
-                values[column.name] = default.arg(None)  # type: ignore[arg-type]
+                values[name] = default.arg(None) if default.is_callable else default.arg
         return values
 
     async def update(
@@ -415,6 +410,16 @@ class SqlRepository(TenantRows[T]):
             )
             total = int(await count.fetch_value(self.session, **values))
         return [self.to_entity(row) for row in rows], total
+
+
+@cache
+def _python_defaults(table: Table) -> tuple[tuple[str, Any], ...]:
+    """The columns of ``table`` whose default the ORM computes in Python, and those defaults."""
+    return tuple(
+        (column.name, column.default)
+        for column in table.c
+        if isinstance(column.default, ScalarElementColumnDefault | CallableColumnDefault)
+    )
 
 
 @cache

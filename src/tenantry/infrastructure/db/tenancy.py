@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import cache, wraps
-from typing import Any, ClassVar, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 from uuid import UUID
 
 import asyncpg
 from advanced_alchemy.exceptions import NotFoundError
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
-from sqlalchemy import ColumnElement, Select, Table, Update, bindparam, select, update
+from sqlalchemy import ColumnElement, Select, Table, bindparam, select
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -309,17 +309,15 @@ async def session_transaction(session: AsyncSession) -> TenantTransaction:
 
 
 class TenantScopedRepository(SQLAlchemyAsyncRepository[ModelT], Generic[ModelT]):
-    """advanced-alchemy's repository, confined to one tenant on every path.
+    """advanced-alchemy's repository, confined to one tenant on every path (a feature's
+    ``TenantRows.orm``).
 
     The base ``statement`` scopes get, list, count and exists; the bulk paths build their own
-    statements and ignore it, so each is overridden here. A feature's own statements start
-    from :meth:`scoped` (selects) or :meth:`update_rows`, which carry the same filters.
+    statements and ignore it, so each is overridden here.
     """
 
     # A separate count query: count(*) OVER () slows down on large tables.
     count_with_window_function = False
-    # Soft-deletable models whose deleted rows this repository never shows nor changes.
-    live_only: ClassVar[bool] = False
 
     def __init__(self, *, session: AsyncSession, tenant_id: UUID, **kwargs: Any) -> None:
         self.tenant_id = tenant_id
@@ -340,19 +338,8 @@ class TenantScopedRepository(SQLAlchemyAsyncRepository[ModelT], Generic[ModelT])
         # Whatever base statement is set (advanced-alchemy sets select(model)) is read scoped.
         self._unscoped, self._scoped = statement, None
 
-    def filters(self) -> tuple[ColumnElement[bool], ...]:
-        """What every statement of this repository carries: the tenant, and live rows only."""
-        tenant = of_tenant(self.model_type, self.tenant_id)
-        if self.live_only:
-            return tenant, self.model_type.deleted_at.is_(None)  # type: ignore[attr-defined]
-        return (tenant,)
-
     def scoped(self, statement: SelectT) -> SelectT:
-        return statement.where(*self.filters())
-
-    def update_rows(self) -> Update:
-        """An UPDATE of this repository's rows: the feature adds its conditions and values."""
-        return update(self.model_type).where(*self.filters())
+        return statement.where(of_tenant(self.model_type, self.tenant_id))
 
     async def get(self, item_id: Any, *args: Any, **kwargs: Any) -> ModelT:
         # The primary key is (tenant_id, id): an id alone names the row of this repository's
