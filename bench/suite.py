@@ -62,6 +62,7 @@ from common import (
     wrk,
     wrk_script,
 )
+from profiling import CpuPerRequest, sampled, summarise
 from projects import (
     LIST_QUERY,
     LOGIN,
@@ -394,10 +395,12 @@ def measure_http(
     pids: dict[str, int],
     directory: Path,
     args: argparse.Namespace,
+    profile_prefix: Path,
 ) -> dict[str, Any]:
     """The product, then the baseline: an unrecorded warm-up (pools fill, caches warm), then
-    the measured run, with the server's memory sampled. update and delete seed their projects
-    and write their script before each run, outside the measured time."""
+    the measured run, with the server's memory and CPU measured (and with ``--profile`` each
+    server sampled by py-spy). update and delete seed their projects and write their script
+    before each run, outside the measured time."""
     result: dict[str, Any] = {"label": scenario.label}
     static = None
     if scenario.writes is None:
@@ -414,8 +417,13 @@ def measure_http(
                 scenario.after_product_run()
         script = scripts.script("measured", args.duration, warmup_rate)
         memory = PeakRss([pids[server]], descendants=True)
-        with CpuMeter() as cpu, memory.watching():
-            measured = wrk(urls[server], script, args.duration, args)
+        server_cpu = CpuPerRequest(pids[server])
+        collapsed = Path(f"{profile_prefix}.{scenario.key}.{server}.collapsed")
+        with contextlib.ExitStack() as profiling:
+            if args.profile:
+                profiling.enter_context(sampled(pids[server], collapsed))
+            with CpuMeter() as cpu, memory.watching(), server_cpu.measuring():
+                measured = wrk(urls[server], script, args.duration, args)
         scripts.ran("measured", measured)
         if server == "product" and scenario.after_product_run:
             scenario.after_product_run()
@@ -424,14 +432,24 @@ def measure_http(
             "warmup_errors": warmup_errors,
             "errors": warmup_errors + errors_of(measured),
             **memory.summary(),
+            **server_cpu.figures(measured["requests"]),
             **({"projects": scripts.pools} if scripts.pools else {}),
         }
         print(
             f"   {cell(measured['per_second'])} req/s, p99 {cell(measured['p99_ms'], 2)} ms, "
+            f"{cell(result[server]['cpu_us_per_request'], 0)} us CPU per request, "
             f"{result[server]['errors']} errors"
         )
+        if args.profile:
+            summary = summarise(collapsed)
+            result[server]["profile"] = summary.as_dict() | {"collapsed": str(collapsed)}
+            collapsed.with_suffix(".txt").write_text(summary.as_text())
+            print(f"   profile: {collapsed.with_suffix('.txt')}")
     result["product_per_baseline"] = ratio(
         result["product"]["per_second"], result["baseline"]["per_second"]
+    )
+    result["cpu_product_per_baseline"] = ratio(
+        result["product"]["cpu_us_per_request"], result["baseline"]["cpu_us_per_request"]
     )
     return result
 
@@ -491,6 +509,9 @@ def measure_tasks(setup: TaskSetup, args: argparse.Namespace) -> dict[str, Any]:
         print(f"   {cell(figures['per_second'])} tasks/s, p50 {cell(figures['p50_ms'])} ms")
     result["product_per_baseline"] = ratio(
         result["product"]["per_second"], result["baseline"]["per_second"]
+    )
+    result["cpu_product_per_baseline"] = ratio(
+        result["product"]["cpu_us_per_request"], result["baseline"]["cpu_us_per_request"]
     )
     return result
 
@@ -676,7 +697,9 @@ def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
 
         pids = {"product": product.pid, "baseline": baseline.pid}
         for scenario in scenarios:
-            results[scenario.key] = measure_http(scenario, urls, pids, tmp / "wrk", args)
+            results[scenario.key] = measure_http(
+                scenario, urls, pids, tmp / "wrk", args, RESULTS_DIR / f"suite-{stamp}"
+            )
         if "tasks" in chosen:
             setup = TaskSetup(
                 engines=engines,
@@ -742,12 +765,18 @@ def latencies(result: dict[str, Any]) -> str:
     return " / ".join(cell(result[f"{p}_ms"], 1) for p in ("p50", "p95", "p99"))
 
 
+def cpu_per_request(result: dict[str, Any]) -> str:
+    # The task round trip is measured by bench/tasks.py, which has no such figure.
+    return cell(result.get("cpu_us_per_request"), 0)
+
+
 def markdown_table(report: dict[str, Any]) -> str:
     lines = [
         "| Scenario | product req/s | baseline req/s | product ÷ baseline "
         "| product p50 / p95 / p99 ms | baseline p50 / p95 / p99 ms | product peak MiB "
-        "| baseline peak MiB | errors (product / baseline) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| baseline peak MiB | CPU µs per request (product / baseline) "
+        "| errors (product / baseline) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for scenario in report["scenarios"].values():
         p, b = scenario["product"], scenario["baseline"]
@@ -755,6 +784,7 @@ def markdown_table(report: dict[str, Any]) -> str:
             f"| {scenario['label']} | {cell(p['per_second'])} | {cell(b['per_second'])} "
             f"| {cell(scenario['product_per_baseline'], 2)} | {latencies(p)} | {latencies(b)} "
             f"| {cell(p['peak_rss_under_load_mib'])} | {cell(b['peak_rss_under_load_mib'])} "
+            f"| {cpu_per_request(p)} / {cpu_per_request(b)} "
             f"| {p['errors']} / {b['errors']} |"
         )
     return "\n".join(lines)
@@ -853,6 +883,12 @@ def parse_args() -> argparse.Namespace:
         type=lambda text: [s.strip() for s in text.split(",") if s.strip()],
         default=list(SCENARIOS),
         help=f"comma-separated, of {','.join(SCENARIOS)} (default all)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample each server with py-spy during each measured HTTP run and write where its "
+        "CPU went to bench/results/suite-<timestamp>.<scenario>.<server>.txt",
     )
     parser.add_argument(
         "--write-docs",

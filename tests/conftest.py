@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import io
 import json
-import logging
 import os
 import tempfile
 import time
@@ -36,7 +35,7 @@ from tenantry.config import Settings, load_settings
 from tenantry.infrastructure.db import migrations
 from tenantry.infrastructure.db.rls import APP_ROLE
 from tenantry.infrastructure.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
-from tenantry.infrastructure.observability.logging import build_handler
+from tenantry.infrastructure.observability.logging import captured
 from tests.openbao import OpenBao
 
 Client = AsyncTestClient[Litestar]
@@ -246,7 +245,10 @@ class LogLines:
     """Every log line written during a test, rendered as the JSON production would write."""
 
     def __init__(self) -> None:
-        self.buffer = io.StringIO()
+        self.buffer = io.BytesIO()
+
+    def text(self) -> str:
+        return self.buffer.getvalue().decode()
 
     def all(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.buffer.getvalue().splitlines()]
@@ -285,12 +287,8 @@ def captured_logs() -> Iterator[LogLines]:
     """Capture from here on; enter it after the last app was built (building one reconfigures
     logging)."""
     lines = LogLines()
-    handler = build_handler(lines.buffer, json=True)
-    logging.getLogger().addHandler(handler)
-    try:
+    with captured(lines.buffer):
         yield lines
-    finally:
-        logging.getLogger().removeHandler(handler)
 
 
 @pytest.fixture(scope="session")

@@ -264,7 +264,7 @@ async def test_no_secret_reaches_logs_reprs_or_error_bodies(
     secrets = [settings.required("vault_token"), DATABASE_PASSWORD] + [
         key.secret for key in keyring.keys.values()
     ]
-    everything = "\n".join([log_lines.buffer.getvalue(), *bodies, *shown])
+    everything = "\n".join([log_lines.text(), *bodies, *shown])
     assert log_lines.all(), "the test must capture some log output to mean anything"
     for secret in secrets:
         assert secret not in everything

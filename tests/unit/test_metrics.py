@@ -17,7 +17,8 @@ from tenantry.infrastructure.observability.metrics import (
     PrometheusRequestMetrics,
     PrometheusTaskMetrics,
 )
-from tenantry.presentation.metrics import UNMATCHED, MetricsMiddleware
+from tenantry.presentation.metrics import UNMATCHED, RequestMetrics
+from tenantry.presentation.middleware import RequestContextMiddleware
 
 from .fakes import FakeJobQueue, World
 from .test_tasks import ACTOR, Config, Scripted, runner, submitted
@@ -165,6 +166,11 @@ async def call(app: Any, scope: dict[str, Any]) -> list[dict[str, Any]]:
     return sent
 
 
+def with_metrics(app: Any, *, metrics: RequestMetrics) -> RequestContextMiddleware:
+    """The request middleware with metrics, as the app installs it."""
+    return RequestContextMiddleware(app, docs_path="/docs", production=False, metrics=metrics)
+
+
 def routed(template: str | None, status: int) -> Any:
     """An app that routes like Litestar: the matched template lands in the scope."""
 
@@ -180,12 +186,12 @@ def routed(template: str | None, status: int) -> Any:
 async def test_the_route_is_the_template_and_the_status_the_one_sent() -> None:
     recorder = Recorder()
     await call(
-        MetricsMiddleware(routed("/api/v1/projects/{project_id}", 404), metrics=recorder),
+        with_metrics(routed("/api/v1/projects/{project_id}", 404), metrics=recorder),
         http_scope("/api/v1/projects/0190c5e8-1111-7000-8000-000000000000"),
     )
-    await call(MetricsMiddleware(routed(None, 404), metrics=recorder), http_scope("/nope/42"))
+    await call(with_metrics(routed(None, 404), metrics=recorder), http_scope("/nope/42"))
     await call(
-        MetricsMiddleware(routed("/health", 200), metrics=recorder), http_scope("/health", "BREW")
+        with_metrics(routed("/health", 200), metrics=recorder), http_scope("/health", "BREW")
     )
     assert recorder.events == [
         ("started", "GET"), ("finished", "GET", "/api/v1/projects/{project_id}", 404),
@@ -202,7 +208,7 @@ async def test_an_app_that_raises_counts_as_500() -> None:
         raise RuntimeError("boom")
 
     try:
-        await call(MetricsMiddleware(broken, metrics=recorder), http_scope("/broken"))
+        await call(with_metrics(broken, metrics=recorder), http_scope("/broken"))
     except RuntimeError:
         pass
     else:
@@ -212,9 +218,9 @@ async def test_an_app_that_raises_counts_as_500() -> None:
 
 async def test_metrics_scrapes_and_other_scopes_are_not_counted() -> None:
     recorder = Recorder()
-    await call(MetricsMiddleware(routed("/metrics", 200), metrics=recorder), http_scope("/metrics"))
+    await call(with_metrics(routed("/metrics", 200), metrics=recorder), http_scope("/metrics"))
     await call(
-        MetricsMiddleware(routed(None, 200), metrics=recorder),
+        with_metrics(routed(None, 200), metrics=recorder),
         {"type": "websocket", "path": "/ws", "headers": []},
     )
     assert recorder.events == []
@@ -240,7 +246,7 @@ async def test_in_progress_rises_during_a_request_and_falls_after() -> None:
     before = sample("tenantry_http_requests_in_progress", method="DELETE")
     errors = sample("tenantry_http_errors_total", status_class="5xx")
     request = asyncio.create_task(
-        call(MetricsMiddleware(slow, metrics=metrics), http_scope("/unit/slow/1", "DELETE"))
+        call(with_metrics(slow, metrics=metrics), http_scope("/unit/slow/1", "DELETE"))
     )
     await entered.wait()
     assert sample("tenantry_http_requests_in_progress", method="DELETE") == before + 1

@@ -25,7 +25,7 @@ from tenantry.presentation.errors import exception_handlers
 from tenantry.presentation.files import FileController
 from tenantry.presentation.health import HealthController, ReadinessChecks, ServiceInfo
 from tenantry.presentation.keys import AdminKeyController
-from tenantry.presentation.metrics import MetricsController, MetricsMiddleware, RequestMetrics
+from tenantry.presentation.metrics import MetricsController, RequestMetrics
 from tenantry.presentation.middleware import RequestContextMiddleware
 from tenantry.presentation.projects import ProjectController
 from tenantry.presentation.security import (
@@ -134,12 +134,11 @@ def create_app(
     )
     # Wrapping the whole handler (not Litestar middleware) so routing 404s and 405s get
     # request ids, security headers and access lines too, and are counted.
-    if metrics is not None:
-        app.asgi_handler = MetricsMiddleware(app.asgi_handler, metrics=metrics)
     app.asgi_handler = RequestContextMiddleware(
         app.asgi_handler,
         docs_path=DOCS_PATH,
         production=settings.is_production,
+        metrics=metrics,
         allowed_methods=allowed_methods(app),
     )
     return app

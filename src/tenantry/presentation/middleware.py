@@ -1,20 +1,30 @@
-"""The outermost ASGI layer: request id, logging context, access line, security headers, and
-every method of a path in the Allow of its OPTIONS answer.
+"""The outermost ASGI layer, one for everything each request gets: request id, logging
+context, access line, request metrics, security headers, and every method of a path in the
+Allow of its OPTIONS answer.
 
 It wraps Litestar's whole handler (router and exception handling included) because Litestar's
-own middleware runs per route and so never sees a 404 or 405 from routing.
+own middleware runs per route and so never sees a 404 or 405 from routing. One layer rather than
+one per concern: every request pays each layer's call, closure and header walk.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import time
-import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 import structlog
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from tenantry.presentation.metrics import (
+    KNOWN_METHODS,
+    METRICS_PATH,
+    OTHER_METHOD,
+    UNMATCHED,
+    RequestMetrics,
+)
 
 REQUEST_ID_HEADER = "x-request-id"
 REQUEST_ID_STATE_KEY = "request_id"
@@ -46,7 +56,8 @@ def accepted_request_id(value: str | None) -> str:
     """The client's id when it is well formed, a fresh one otherwise."""
     if value is not None and _WELL_FORMED_REQUEST_ID.fullmatch(value):
         return value
-    return uuid.uuid4().hex
+    # 128 random bits in hex, as a uuid4's hex but without building a UUID.
+    return os.urandom(16).hex()
 
 
 def request_id_of(scope: Scope) -> str:
@@ -55,20 +66,22 @@ def request_id_of(scope: Scope) -> str:
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
+    for key, value in scope["headers"]:
         if key == name:
             return value.decode("latin-1")
     return None
 
 
-def _security_headers(path: str, docs_path: str, production: bool) -> Iterable[tuple[bytes, bytes]]:
-    for name, value in API_SECURITY_HEADERS:
-        if name == b"content-security-policy" and path.startswith(docs_path):
-            yield name, DOCS_CONTENT_SECURITY_POLICY
-        else:
-            yield name, value
-    if production:
-        yield HSTS
+def security_headers(*, docs: bool, production: bool) -> tuple[tuple[bytes, bytes], ...]:
+    """The headers every response gets, on the API's paths or on the docs'."""
+    headers = tuple(
+        (
+            name,
+            DOCS_CONTENT_SECURITY_POLICY if docs and name == b"content-security-policy" else value,
+        )
+        for name, value in API_SECURITY_HEADERS
+    )
+    return (*headers, HSTS) if production else headers
 
 
 class RequestContextMiddleware:
@@ -78,13 +91,21 @@ class RequestContextMiddleware:
         *,
         docs_path: str,
         production: bool,
+        metrics: RequestMetrics | None = None,
         allowed_methods: Mapping[str, bytes] | None = None,
     ) -> None:
         """``allowed_methods`` maps a route's path template to its Allow header value."""
         self.app = app
         self.docs_path = docs_path
-        self.production = production
+        self.metrics = metrics
         self.allowed_methods = allowed_methods or {}
+        # Built once: a response's extra headers are these plus its request id.
+        self.api_headers = security_headers(docs=False, production=production)
+        self.docs_headers = security_headers(docs=True, production=production)
+        self.added = frozenset(name for name, _ in (*self.api_headers, (b"x-request-id", b"")))
+        # Resolved once (logging is configured before the app is built): the module's lazy
+        # proxy would look the bound logger up again on every request.
+        self.access_log = access_log.bind()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -94,47 +115,60 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         request_id = accepted_request_id(_header(scope, b"x-request-id"))
         scope.setdefault("state", {})[REQUEST_ID_STATE_KEY] = request_id
-        status = 500
-        path = scope["path"]
-        options = scope["method"] == "OPTIONS"
-        extra_headers = [
+        path: str = scope["path"]
+        method: str = scope["method"]
+        status = 500  # what the server answers when the app raises before responding
+        extra_headers = (
             (b"x-request-id", request_id.encode()),
-            *_security_headers(path, self.docs_path, self.production),
-        ]
+            *(self.docs_headers if path.startswith(self.docs_path) else self.api_headers),
+        )
 
         async def send_with_headers(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = message.get("headers", ())
+                headers = list(message.get("headers", ()))
                 # Litestar 2's automatic OPTIONS answer lists only the methods of the first
                 # handler registered on the path (litestar#4169, fixed in Litestar 3).
-                if options and (allow := self.allowed_methods.get(scope.get("path_template", ""))):
+                if method == "OPTIONS" and (
+                    allow := self.allowed_methods.get(scope.get("path_template", ""))
+                ):
                     headers = [
                         (name, allow if name.lower() == b"allow" else value)
                         for name, value in headers
                     ]
-                present = {name.lower() for name, _ in headers}
-                message["headers"] = [
-                    *headers,
-                    *(header for header in extra_headers if header[0] not in present),
-                ]
+                # A header the app set itself wins over ours (Litestar writes names in lower case).
+                present = {name for name, _ in headers}
+                if present.isdisjoint(self.added):
+                    headers.extend(extra_headers)
+                else:
+                    headers.extend(header for header in extra_headers if header[0] not in present)
+                message["headers"] = headers
             await send(message)
 
-        # Auth binds tenant_id and user_id later in this same context; clearing at both ends
-        # keeps one request's identity out of the next request's lines.
+        # Scrapes are not counted: a scrape would count itself.
+        metrics = self.metrics if path != METRICS_PATH else None
+        metric_method = method if method in KNOWN_METHODS else OTHER_METHOD
+        if metrics is not None:
+            metrics.started(metric_method)
+        # Auth binds tenant_id and user_id later in this context. A server runs each request in a
+        # task of its own, whose context ends with it; a test client runs them all in one, so
+        # what the last request bound is cleared here.
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
         try:
             await self.app(scope, receive, send_with_headers)
         finally:
-            access_log.info(
+            elapsed = time.perf_counter() - started
+            route = scope.get("path_template")
+            if metrics is not None:
+                metrics.finished(metric_method, route or UNMATCHED, status, elapsed)
+            self.access_log.info(
                 "request",
-                method=scope["method"],
+                method=method,
                 path=path,
-                route=scope.get("path_template") or None,
+                route=route or None,
                 status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                duration_ms=round(elapsed * 1000, 2),
                 client=client[0] if (client := scope.get("client")) else None,
             )
-            structlog.contextvars.clear_contextvars()
