@@ -23,7 +23,7 @@ from tenantry.domain.errors import Unavailable
 from tenantry.infrastructure.db.features import metadata
 from tenantry.infrastructure.db.lost import LOST, lost_cause
 from tenantry.infrastructure.db.rls import MAINTENANCE_ROLE
-from tenantry.infrastructure.db.tenancy import AUTOCOMMIT, TenantSession
+from tenantry.infrastructure.db.tenancy import AUTOCOMMIT, AUTOCOMMIT_ENGINES, TenantSession
 
 # The server's own cancellation (a clear SQLSTATE) gets this long to arrive before the driver
 # stops waiting for an answer.
@@ -84,6 +84,7 @@ def alchemy_config(
         ),
     )
     engine = config.get_engine()
+    AUTOCOMMIT_ENGINES.add(engine.sync_engine)
     event.listen(engine.sync_engine, "checkout", _replace_closed)
     event.listen(engine.sync_engine, "handle_error", _lost_is_disconnect)
     return config

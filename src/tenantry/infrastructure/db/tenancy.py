@@ -12,6 +12,7 @@ and show nothing.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import cache, wraps
 from typing import Any, Generic, Literal, TypeVar
@@ -20,7 +21,7 @@ from uuid import UUID
 import asyncpg
 from advanced_alchemy.exceptions import NotFoundError
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
-from sqlalchemy import ColumnElement, Select, Table, bindparam, select
+from sqlalchemy import ColumnElement, Engine, Select, Table, bindparam, select
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -37,6 +38,9 @@ T = TypeVar("T")
 
 TENANT_KEY = "tenant_id"
 AUTOCOMMIT: Literal["AUTOCOMMIT"] = "AUTOCOMMIT"
+# Engines whose every connection is made in autocommit mode (alchemy_config's: the dialect sets
+# it once per new connection, which the engine's execution options do not show).
+AUTOCOMMIT_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
 _SET_TENANT_SQL = "select set_config('app.tenant_id', $1, true)"
 
 
@@ -74,7 +78,7 @@ class TenantTransaction:
     @classmethod
     async def begin(cls, engine: AsyncEngine, tenant: str | None) -> TenantTransaction:
         connection = await engine.connect()
-        if connection.sync_engine.get_execution_options().get("isolation_level") != AUTOCOMMIT:
+        if connection.sync_engine not in AUTOCOMMIT_ENGINES:
             # An engine not made by alchemy_config() (a test's, say): one more step, same end.
             await connection.execution_options(isolation_level=AUTOCOMMIT)
         # The pooled connection is at hand once checked out: no greenlet hop to reach it.
