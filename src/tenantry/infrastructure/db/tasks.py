@@ -125,7 +125,7 @@ class SqlTaskRepository(SqlRepository[Task]):
     # run on the driver: one round trip each, and one statement per step.
 
     def _compiled_update(self) -> Update:
-        return update(_tasks).where(*self.compiled_filters(), _tasks.c.id == bindparam("id"))
+        return update(self.table()).where(*self.compiled_filters(), _tasks.c.id == bindparam("id"))
 
     async def start(self, task_id: UUID, *, at: datetime, max_attempts: int) -> Task | None:
         def build() -> ClauseElement:

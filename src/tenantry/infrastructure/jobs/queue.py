@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import structlog
 from arq.connections import ArqRedis
 from redis.asyncio import ConnectionPool
@@ -13,12 +15,18 @@ RUN_TASK = "run_task"
 log = structlog.stdlib.get_logger("tenantry.jobs")
 
 
+def wake_channel(queue_name: str) -> str:
+    """The Redis channel that tells a queue's workers a job arrived (see PatientWorker)."""
+    return f"{queue_name}:wake"
+
+
 class ArqJobQueue:
     """Connects lazily, with timeouts: an unreachable Redis delays no start-up and hangs no
     request; a lost enqueue is the reconciler's to repair."""
 
     def __init__(self, redis_url: str, *, queue_name: str, timeout: float) -> None:
         self.queue_name = queue_name
+        self.wake_channel = wake_channel(queue_name)
         self.pool = ConnectionPool.from_url(
             redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
         )
@@ -45,3 +53,8 @@ class ArqJobQueue:
                 task_id=str(task.id),
                 error=type(error).__name__,
             )
+            return
+        # Idle workers poll at once rather than at their next poll; a lost wake-up costs only
+        # that wait.
+        with contextlib.suppress(RedisError, OSError):
+            await self.redis.publish(self.wake_channel, b"")
