@@ -471,7 +471,13 @@ class TaskSetup:
 def measure_tasks(setup: TaskSetup, args: argparse.Namespace) -> dict[str, Any]:
     """No-op tasks end to end, with bench/tasks.py's phases: through the product's API to
     `tenantry worker`, then enqueued to bare arq; ``--workers`` worker processes each."""
-    plan = Plan(tasks=args.tasks, warmup=TASK_WARMUP, clients=TASK_CLIENTS, timeout=TASK_TIMEOUT_S)
+    plan = Plan(
+        tasks=args.tasks,
+        warmup=TASK_WARMUP,
+        clients=TASK_CLIENTS,
+        timeout=TASK_TIMEOUT_S,
+        idle=args.idle_tasks,
+    )
     engines = setup.engines
     queue, done_key = f"{engines.queue_prefix}:baseline", f"{engines.queue_prefix}:baseline-done"
     label = f"tasks: noop task round trip ({args.tasks} tasks; tasks/s)"
@@ -506,7 +512,10 @@ def measure_tasks(setup: TaskSetup, args: argparse.Namespace) -> dict[str, Any]:
             "logs": [str(path) for path in logs],
             **memory.summary(),
         }
-        print(f"   {cell(figures['per_second'])} tasks/s, p50 {cell(figures['p50_ms'])} ms")
+        print(
+            f"   {cell(figures['per_second'])} tasks/s, p50 {cell(figures['p50_ms'])} ms; "
+            f"idle p50 {cell(figures.get('idle_p50_ms'))} ms"
+        )
     result["product_per_baseline"] = ratio(
         result["product"]["per_second"], result["baseline"]["per_second"]
     )
@@ -787,6 +796,17 @@ def markdown_table(report: dict[str, Any]) -> str:
             f"| {cpu_per_request(p)} / {cpu_per_request(b)} "
             f"| {p['errors']} / {b['errors']} |"
         )
+        if "idle_p50_ms" in p:
+            # The task round trip's idle phase: latency alone, one task at a time.
+            idle = [
+                " / ".join(cell(r[f"idle_{q}_ms"], 1) for q in ("p50", "p95", "p99"))
+                for r in (p, b)
+            ]
+            lines.append(
+                f"| tasks, idle: {p['idle_tasks']} single tasks one at a time (latency) | - | - "
+                f"| {cell(ratio(p['idle_p50_ms'], b['idle_p50_ms']), 2)} (p50) | {idle[0]} "
+                f"| {idle[1]} | - | - | - |"
+            )
     return "\n".join(lines)
 
 
@@ -879,6 +899,12 @@ def parse_args() -> argparse.Namespace:
         "--tasks", type=int, default=500, help="measured tasks of the task round trip (default 500)"
     )
     parser.add_argument(
+        "--idle-tasks",
+        type=int,
+        default=20,
+        help="tasks then submitted one at a time to idle workers, for their latency (default 20)",
+    )
+    parser.add_argument(
         "--scenarios",
         type=lambda text: [s.strip() for s in text.split(",") if s.strip()],
         default=list(SCENARIOS),
@@ -898,9 +924,16 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     if unknown := set(args.scenarios) - set(SCENARIOS):
         parser.error(f"unknown scenarios {sorted(unknown)}; choose from {','.join(SCENARIOS)}")
-    if bad_wrk_arguments(args) or args.workers < 1 or args.tasks < 1 or not args.scenarios:
+    if (
+        bad_wrk_arguments(args)
+        or args.workers < 1
+        or args.tasks < 1
+        or args.idle_tasks < 0
+        or not args.scenarios
+    ):
         parser.error(
-            "--duration, --workers and --tasks must be at least 1, --warmup at least 0, "
+            "--duration, --workers and --tasks must be at least 1, --warmup and --idle-tasks at "
+            "least 0, "
             "a scenario given, and 1 <= threads <= connections"
         )
     return args

@@ -70,6 +70,13 @@ SETUP_TIMEOUT_S = 120.0
 # How often completion is polled. The figures do not depend on it: the end of a run is the
 # latest completion time written by the workers, not when the poll saw it.
 POLL_S = 0.05
+# The idle phase's: its latencies are a few ms where the product wakes its workers.
+IDLE_POLL_S = 0.01
+# Before each idle task, a pause of at least this long once the last one completed (the worker
+# back to waiting), plus a random part as long as arq's poll_delay, so that submissions fall
+# anywhere in a worker's poll interval rather than always just after its last poll.
+IDLE_PAUSE_S = 0.05
+ARQ_POLL_DELAY_S = 0.5
 # After the last completion arq still removes the job from its queue; a drained queue is empty.
 DRAIN_TIMEOUT_S = 10.0
 # Both arq and the product log this when a worker starts polling its queue.
@@ -91,11 +98,17 @@ NOTES = [
     f"{POLL_S * 1000:.0f} ms); the baseline's are the times its jobs wrote to a Redis list.",
     "Latency per task: the product's completed_at - created_at (the row is created inside the "
     "POST); the baseline's completion - arq's enqueue time.",
-    "A product task is a POST (JWT, role check, insert, commit, enqueue, an access log line), "
-    "then in the worker three transactions (start, progress 100, log and finish) and four log "
-    "lines; a baseline job is one RPUSH and arq's two log lines. Both use arq with the same "
-    "max_jobs, keep_result=0 and arq's default poll_delay of 0.5 s, which with its read limit "
-    "of 100 job ids per poll caps a worker near 200 fast jobs/s.",
+    "Idle latency: after the throughput batch, --idle tasks submitted one at a time, each "
+    f"after the last completed and a pause of {IDLE_PAUSE_S * 1000:.0f} ms plus a random "
+    f"0-{ARQ_POLL_DELAY_S * 1000:.0f} ms (so that it lands anywhere in a poll interval), "
+    "latency as above.",
+    "A product task is a POST (JWT, role check, insert, commit, enqueue and a wake-up "
+    "published to the workers, an access log line), then in the worker two transactions of "
+    "one statement each (start; the attempt's log row and the finish) and four log lines; a "
+    "baseline job is one RPUSH and arq's two log lines. Both use arq with the same max_jobs, "
+    "keep_result=0 and poll_delay of 0.5 s; the baseline polls only then, which with arq's "
+    "read limit of 100 job ids per poll caps a worker near 200 fast jobs/s, while the "
+    "product's workers also poll when woken (a job announced, a slot freed after a full poll).",
     "Clients, API, workers, PostgreSQL and Redis share the machine's CPUs; CPU busy % is the "
     "whole machine's.",
 ]
@@ -307,7 +320,11 @@ TIMES = "select created_at, completed_at from tasks where id = any($1::uuid[])"
 
 
 async def rows_completed(
-    monitor: asyncpg.Connection, ids: list[UUID], deadline: float, alive: Callable[[], None]
+    monitor: asyncpg.Connection,
+    ids: list[UUID],
+    deadline: float,
+    alive: Callable[[], None],
+    poll: float = POLL_S,
 ) -> None:
     """Until every row is completed; a failed or cancelled one, a worker's exit or the timeout
     stops the run."""
@@ -320,12 +337,18 @@ async def rows_completed(
             raise BenchError(f"tasks did not complete: {counts}; first: {dict(first or {})}")
         if counts.get("completed") == len(ids):
             return
-        await asyncio.sleep(POLL_S)
+        await asyncio.sleep(poll)
     raise BenchError(f"after --timeout, of {len(ids)} tasks by status: {counts}")
 
 
 async def list_filled(
-    redis: Redis, key: str, count: int, queue: str, deadline: float, alive: Callable[[], None]
+    redis: Redis,
+    key: str,
+    count: int,
+    queue: str,
+    deadline: float,
+    alive: Callable[[], None],
+    poll: float = POLL_S,
 ) -> None:
     """Until the baseline's jobs have written ``count`` entries."""
     length = 0
@@ -333,7 +356,7 @@ async def list_filled(
         alive()
         if (length := int(await redis.llen(key))) >= count:
             return
-        await asyncio.sleep(POLL_S)
+        await asyncio.sleep(poll)
     queued = await redis.zcard(queue)
     raise BenchError(
         f"after --timeout, {length} of {count} baseline jobs done, {queued} still queued"
@@ -376,6 +399,32 @@ class Plan:
     warmup: int
     clients: int
     timeout: float
+    # Tasks submitted one at a time to idle workers, after the batch; 0 for none.
+    idle: int = 0
+
+
+async def idle_latencies(
+    count: int, one: Callable[[], Awaitable[tuple[float, float]]]
+) -> dict[str, Any]:
+    """``count`` single tasks, each submitted once the last completed and a pause passed
+    (IDLE_PAUSE_S plus a random part of arq's poll delay): the latency of a task that finds
+    its workers idle. ``one`` submits a task and returns its (submitted, completed) Unix times
+    once it completed."""
+    if not count:
+        return {}
+    done = []
+    pause = secrets.SystemRandom()
+    for _ in range(count):
+        await asyncio.sleep(IDLE_PAUSE_S + pause.uniform(0, ARQ_POLL_DELAY_S))
+        done.append(await one())
+    latencies = sorted((end - start) * 1000 for start, end in done)
+    return {
+        "idle_tasks": count,
+        "idle_p50_ms": percentile(latencies, 50),
+        "idle_p95_ms": percentile(latencies, 95),
+        "idle_p99_ms": percentile(latencies, 99),
+        "idle_max_ms": latencies[-1],
+    }
 
 
 async def measure_product(
@@ -410,13 +459,20 @@ async def measure_product(
             for _ in range(plan.clients)
         ]
 
-        async def batch(count: int) -> tuple[Submission, list[UUID]]:
-            submission = await submit(count, senders, time.monotonic() + plan.timeout)
+        async def batch(
+            count: int, poll: float = POLL_S, by: list[Send] = senders
+        ) -> tuple[Submission, list[UUID]]:
+            submission = await submit(count, by, time.monotonic() + plan.timeout)
             submission.check("task submissions")
             ids = [UUID(i) for i in submission.ids]
-            await rows_completed(monitor, ids, time.monotonic() + plan.timeout, alive)
+            await rows_completed(monitor, ids, time.monotonic() + plan.timeout, alive, poll)
             await drained(redis, queue)
             return submission, ids
+
+        async def one() -> tuple[float, float]:
+            _, ids = await batch(1, IDLE_POLL_S, senders[:1])
+            [row] = await monitor.fetch(TIMES, ids)
+            return row["created_at"].timestamp(), row["completed_at"].timestamp()
 
         if plan.warmup:
             await batch(plan.warmup)
@@ -424,12 +480,14 @@ async def measure_product(
         with CpuMeter() as cpu:
             submission, ids = await batch(plan.tasks)
         rows = await monitor.fetch(TIMES, ids)
+        measured = {
+            "cpu_busy_pct": cpu.busy_pct,
+            "workers_cpu_s": round(cpu_seconds(pids) - workers_cpu, 2),
+            "api_cpu_s": round(cpu_seconds(api_pids) - api_cpu, 2),
+        }
+        idle = await idle_latencies(plan.idle, one)
     done = [(r["created_at"].timestamp(), r["completed_at"].timestamp()) for r in rows]
-    return figures(submission, done, plan.tasks) | {
-        "cpu_busy_pct": cpu.busy_pct,
-        "workers_cpu_s": round(cpu_seconds(pids) - workers_cpu, 2),
-        "api_cpu_s": round(cpu_seconds(api_pids) - api_cpu, 2),
-    }
+    return figures(submission, done, plan.tasks) | measured | idle
 
 
 async def measure_baseline(
@@ -445,29 +503,39 @@ async def measure_baseline(
     senders = [arq_sender(pool)] * plan.clients  # one pool, as an application would share
     try:
 
-        async def batch(count: int) -> tuple[Submission, list[str]]:
+        async def batch(
+            count: int, poll: float = POLL_S, by: list[Send] = senders
+        ) -> tuple[Submission, list[str]]:
             await pool.delete(done_key)
-            submission = await submit(count, senders, time.monotonic() + plan.timeout)
+            submission = await submit(count, by, time.monotonic() + plan.timeout)
             submission.check("enqueues")
-            await list_filled(pool, done_key, count, queue, time.monotonic() + plan.timeout, alive)
+            deadline = time.monotonic() + plan.timeout
+            await list_filled(pool, done_key, count, queue, deadline, alive, poll)
             await drained(pool, queue)
             return submission, [e.decode() for e in await pool.lrange(done_key, 0, -1)]
+
+        async def one() -> tuple[float, float]:
+            _, [entry] = await batch(1, IDLE_POLL_S, senders[:1])
+            enqueued, completed = entry.split()
+            return int(enqueued) / 1000, int(completed) / 1000
 
         if plan.warmup:
             await batch(plan.warmup)
         workers_cpu = cpu_seconds(pids)
         with CpuMeter() as cpu:
             submission, entries = await batch(plan.tasks)
+        measured = {
+            "cpu_busy_pct": cpu.busy_pct,
+            "workers_cpu_s": round(cpu_seconds(pids) - workers_cpu, 2),
+            "api_cpu_s": None,
+        }
+        idle = await idle_latencies(plan.idle, one)
     finally:
         await pool.aclose()
     if len(entries) != plan.tasks:
         raise BenchError(f"{len(entries)} baseline jobs done, {plan.tasks} enqueued")
     done = [(int(a) / 1000, int(b) / 1000) for a, b in (e.split() for e in entries)]
-    return figures(submission, done, plan.tasks) | {
-        "cpu_busy_pct": cpu.busy_pct,
-        "workers_cpu_s": round(cpu_seconds(pids) - workers_cpu, 2),
-        "api_cpu_s": None,
-    }
+    return figures(submission, done, plan.tasks) | measured | idle
 
 
 async def set_up_tenant(base_url: str) -> str:
@@ -494,23 +562,28 @@ async def set_up_tenant(base_url: str) -> str:
 def markdown_tables(report: dict[str, Any]) -> str:
     lines = [
         "| Scenario | workers | tasks/s end to end | p50 ms | p95 ms | submit/s | seconds "
-        "| CPU busy % | workers CPU s | API CPU s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| CPU busy % | workers CPU s | API CPU s | idle p50 ms | idle p95 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report["results"]:
         lines.append(
             f"| {r['scenario']} | {r['workers']} | {cell(r['per_second'])} "
             f"| {cell(r['p50_ms'])} | {cell(r['p95_ms'])} | {cell(r['submit_per_second'])} "
             f"| {cell(r['elapsed_s'], 2)} | {cell(r['cpu_busy_pct'], 0)} "
-            f"| {cell(r['workers_cpu_s'], 2)} | {cell(r['api_cpu_s'], 2)} |"
+            f"| {cell(r['workers_cpu_s'], 2)} | {cell(r['api_cpu_s'], 2)} "
+            f"| {cell(r.get('idle_p50_ms'), 1)} | {cell(r.get('idle_p95_ms'), 1)} |"
         )
     lines += [
         "",
-        "| workers | product ÷ baseline, tasks/s | product ÷ baseline, p50 latency |",
-        "|---:|---:|---:|",
+        "| workers | product ÷ baseline, tasks/s | product ÷ baseline, p50 latency "
+        "| product ÷ baseline, idle p50 latency |",
+        "|---:|---:|---:|---:|",
     ]
     for workers, r in report["ratios"]["product_per_baseline"].items():
-        lines.append(f"| {workers} | {cell(r['per_second'], 3)} | {cell(r['p50_ms'], 1)} |")
+        lines.append(
+            f"| {workers} | {cell(r['per_second'], 3)} | {cell(r['p50_ms'], 1)} "
+            f"| {cell(r['idle_p50_ms'], 2)} |"
+        )
     scaling = report["ratios"]["two_workers_per_one"]
     lines += [
         "",
@@ -526,8 +599,8 @@ def ratios(results: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "product_per_baseline": {
             str(n): {
-                key: ratio(by["product", n][key], by["baseline", n][key])
-                for key in ("per_second", "p50_ms")
+                key: ratio(by["product", n].get(key), by["baseline", n].get(key))
+                for key in ("per_second", "p50_ms", "idle_p50_ms")
             }
             for n in WORKER_COUNTS
         },
@@ -570,9 +643,15 @@ def parse_args() -> argparse.Namespace:
         default=300.0,
         help="seconds a phase's submissions, or its completions, may take (default 300)",
     )
+    parser.add_argument(
+        "--idle",
+        type=int,
+        default=20,
+        help="tasks submitted one at a time to idle workers, per phase (default 20; 0 for none)",
+    )
     args = parser.parse_args()
-    if args.tasks < 1 or args.clients < 1 or args.warmup < 0 or args.timeout <= 0:
-        parser.error("--tasks and --clients must be at least 1, --warmup at least 0")
+    if args.tasks < 1 or args.clients < 1 or min(args.warmup, args.idle) < 0 or args.timeout <= 0:
+        parser.error("--tasks and --clients must be at least 1, --warmup and --idle at least 0")
     return args
 
 
@@ -595,7 +674,13 @@ def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
         f"Redis {versions['redis']} on {HOST}:{REDIS_PORT} database {REDIS_DB}"
     )
     machine["background_cpu_busy_pct"] = background_load()
-    plan = Plan(tasks=args.tasks, warmup=args.warmup, clients=args.clients, timeout=args.timeout)
+    plan = Plan(
+        tasks=args.tasks,
+        warmup=args.warmup,
+        clients=args.clients,
+        timeout=args.timeout,
+        idle=args.idle,
+    )
 
     def log(name: str) -> Path:
         return RESULTS_DIR / f"tasks-{stamp}.{name}.log"
@@ -679,7 +764,8 @@ def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
                 )
                 print(
                     f"   {cell(result['per_second'])} tasks/s end to end, p50 "
-                    f"{cell(result['p50_ms'])} ms; worker exit codes "
+                    f"{cell(result['p50_ms'])} ms; idle p50 {cell(result.get('idle_p50_ms'))} "
+                    f"ms; worker exit codes "
                     f"{[p.returncode for p in processes]}"
                 )
     exit_codes["api"] = api.returncode

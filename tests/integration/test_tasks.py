@@ -551,3 +551,29 @@ async def test_suspension_stops_queued_and_running_tasks(
         "other": (TaskStatus.COMPLETED, None),
     }
     assert queued_logs == []
+
+
+async def test_an_idle_worker_is_woken_by_an_enqueue(settings: Settings, clean_state: None) -> None:
+    quiet = task_settings(settings)
+    async with AsyncTestClient(app=app_with(quiet, with_worker=False)) as client:
+        owner = await owner_session(client, "acme")
+        container = bootstrap.Container(quiet)
+        container.registry = Registry(TEST_HANDLERS)
+        await container.start()
+        worker = container.worker(handle_signals=False)
+        # Its own polls an hour apart: only the wake-up that follows the enqueue (or the one
+        # its subscription starts with) can start the task.
+        worker.poll_wait = 3600  # type: ignore[attr-defined]
+        running = asyncio.create_task(worker.async_run())
+        try:
+            task = await submit(client, owner, "test.noop")
+            assert (await wait_for(client, owner, task["id"], "completed"))["progress"] == 100
+            second = await submit(client, owner, "test.noop")
+            await wait_for(client, owner, second["id"], "completed")
+        finally:
+            await worker.close()
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+            await container.close()
+            await container.alchemy.get_engine().dispose()

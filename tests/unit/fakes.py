@@ -27,7 +27,9 @@ from tenantry.domain.repository import ListQuery, Repository
 from tenantry.domain.secrets import Secret, SecretNotFound
 from tenantry.domain.tasks import (
     FINISHED,
+    TENANT_SUSPENDED,
     WORKER_LOST,
+    AttemptEnd,
     Task,
     TaskLog,
     TaskRepository,
@@ -453,6 +455,12 @@ class FakeTaskRepository(MemoryRepository[Task]):
         task = await self.get(task_id)
         if task is None or task.status in FINISHED:
             return None
+        tenant = self.store.tenants.get(self.tenant_id)
+        if tenant is None or tenant.status != TenantStatus.ACTIVE:
+            self._set(
+                task, status=TaskStatus.CANCELLED, completed_at=at, error_message=TENANT_SUSPENDED
+            )
+            return None
         if task.cancel_requested:
             self._set(task, status=TaskStatus.CANCELLED, completed_at=at)
             return None
@@ -470,33 +478,36 @@ class FakeTaskRepository(MemoryRepository[Task]):
             self.store.heartbeats[task_id] = self.clock.now()
             self._set(task, progress=percent)
 
-    async def finish(
-        self,
-        task_id: UUID,
-        status: TaskStatus,
-        *,
-        at: datetime,
-        result: Any = None,
-        error_message: str | None = None,
-        output_files: Any = None,
-    ) -> None:
+    async def end(self, task_id: UUID, end: AttemptEnd) -> None:
+        self.store.task_logs.append(
+            TaskLog(
+                id=uuid4(),
+                task_id=task_id,
+                attempt=end.attempt,
+                operation=end.operation,
+                success=end.success,
+                duration_ms=end.duration_ms,
+                error=end.error,
+                created_at=self.clock.now(),
+            )
+        )
         task = await self.get(task_id)
-        if task is not None and task.status not in FINISHED:
-            progress = 100 if status == TaskStatus.COMPLETED else task.progress
+        if task is None:
+            return
+        progress = max(task.progress, 100 if end.success else end.progress)
+        if end.status == TaskStatus.PENDING:
+            if task.status == TaskStatus.PROCESSING:
+                self._set(task, status=end.status, error_message=end.error, progress=progress)
+        elif task.status not in FINISHED:
             self._set(
                 task,
-                status=status,
-                completed_at=at,
-                result=result,
-                error_message=error_message,
-                output_files=list(output_files or []),
+                status=end.status,
+                completed_at=end.at,
+                result=end.result,
+                error_message=end.error,
+                output_files=list(end.output_files),
                 progress=progress,
             )
-
-    async def back_to_pending(self, task_id: UUID, *, error_message: str) -> None:
-        task = await self.get(task_id)
-        if task is not None and task.status == TaskStatus.PROCESSING:
-            self._set(task, status=TaskStatus.PENDING, error_message=error_message)
 
     async def heartbeat(self, task_id: UUID) -> None:
         task = await self.get(task_id)
@@ -530,29 +541,6 @@ class FakeTaskRepository(MemoryRepository[Task]):
                 continue
             touched += 1
         return touched
-
-    async def add_log(
-        self,
-        task_id: UUID,
-        *,
-        attempt: int,
-        operation: str,
-        success: bool,
-        duration_ms: float,
-        error: str | None,
-    ) -> None:
-        self.store.task_logs.append(
-            TaskLog(
-                id=uuid4(),
-                task_id=task_id,
-                attempt=attempt,
-                operation=operation,
-                success=success,
-                duration_ms=duration_ms,
-                error=error,
-                created_at=self.clock.now(),
-            )
-        )
 
     async def logs(self, task_id: UUID) -> list[TaskLog]:
         return [log for log in self.store.task_logs if log.task_id == task_id]

@@ -26,7 +26,13 @@ from tenantry.domain.documents import Document
 from tenantry.domain.errors import Invalid
 from tenantry.domain.files import PNG, FilePolicy, StoredFile
 from tenantry.domain.projects import ProjectRepository
-from tenantry.domain.tasks import RetryableError, TaskFinished, TaskMetrics, TaskStatus
+from tenantry.domain.tasks import (
+    RetryableError,
+    TaskCancelled,
+    TaskFinished,
+    TaskMetrics,
+    TaskStatus,
+)
 from tenantry.domain.tenants import Tenant, TenantStatus
 from tenantry.domain.users import Role
 
@@ -182,6 +188,58 @@ async def test_a_redelivered_finished_task_does_not_run_again() -> None:
     await runner(world)(ACTOR.tenant_id, task.id)
     await runner(world)(ACTOR.tenant_id, task.id)
     assert len(world.uow.committed.task_logs) == 1
+
+
+class Reporting:
+    """Reports some progress, then waits until told to go on."""
+
+    type = "reporting"
+    config_type = Config
+
+    def __init__(self) -> None:
+        self.proceed = asyncio.Event()
+
+    async def run(self, context: TaskContext, config: Config) -> dict[str, Any]:
+        await context.progress(40)
+        await self.proceed.wait()
+        await context.progress(70)
+        return {}
+
+
+async def test_progress_reaches_the_row_while_the_handler_runs_and_with_its_end() -> None:
+    world, handler = World(), Reporting()
+    tenant_of(world)
+    registry = Registry([handler])
+    task = await SubmitTask(world.uow, FakeJobQueue(), registry)(
+        ACTOR, task_type="reporting", config={}, input_files=[], request_id=None
+    )
+    attempt = asyncio.create_task(runner(world, registry=registry)(ACTOR.tenant_id, task.id))
+    while world.uow.committed.tasks[task.id].progress != 40:
+        assert not attempt.done()
+        await asyncio.sleep(0.01)
+    handler.proceed.set()
+    assert await attempt is None
+    done = world.uow.committed.tasks[task.id]
+    assert (done.status, done.progress) == (TaskStatus.COMPLETED, 100)
+
+
+class CancelledMidway(Scripted):
+    async def run(self, context: TaskContext, config: Config) -> dict[str, Any]:
+        await context.progress(50)
+        raise TaskCancelled
+
+
+async def test_a_cancelled_attempt_keeps_the_progress_it_reported_last() -> None:
+    world = World()
+    tenant_of(world)
+    registry = Registry([CancelledMidway()])
+    task = await SubmitTask(world.uow, FakeJobQueue(), registry)(
+        ACTOR, task_type="scripted", config={}, input_files=[], request_id=None
+    )
+    assert await runner(world, registry=registry)(ACTOR.tenant_id, task.id) is None
+    ended = world.uow.committed.tasks[task.id]
+    assert (ended.status, ended.progress) == (TaskStatus.CANCELLED, 50)
+    assert [log.success for log in world.uow.committed.task_logs] == [False]
 
 
 class Gated:

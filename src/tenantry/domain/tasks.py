@@ -70,6 +70,25 @@ class TaskLog(msgspec.Struct, kw_only=True, frozen=True):
     created_at: datetime
 
 
+class AttemptEnd(msgspec.Struct, kw_only=True, frozen=True):
+    """How an attempt ended: its log row's figures and the task's state after it."""
+
+    attempt: int
+    operation: str
+    duration_ms: float
+    # The task's status after the attempt: PENDING when a retry follows.
+    status: TaskStatus
+    at: datetime
+    progress: int
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    output_files: list[UUID] = msgspec.field(default_factory=list)
+
+    @property
+    def success(self) -> bool:
+        return self.status == TaskStatus.COMPLETED
+
+
 class TaskStats(msgspec.Struct, kw_only=True, frozen=True):
     by_status: dict[str, int]
     by_type: dict[str, int]
@@ -96,26 +115,20 @@ class TaskRepository(Repository[Task], Protocol):
     async def start(self, task_id: UUID, *, at: datetime, max_attempts: int) -> Task | None:
         """pending (or processing, after a crash) -> processing, counting the attempt in the
         row (``retry_count`` + 1 is its number); None when it is not runnable. A task whose
-        cancellation was asked for ends as cancelled here instead, and one whose attempts are
-        spent (its last worker died) as failed."""
+        tenant is not active ends as cancelled here instead (``TENANT_SUSPENDED``), one whose
+        cancellation was asked for as cancelled, and one whose attempts are spent (its last
+        worker died) as failed."""
         ...
 
     async def progress(self, task_id: UUID, percent: int) -> None:
-        """Raise the progress; it never goes backwards."""
+        """Raise the progress; it never goes backwards. A heartbeat too."""
         ...
 
-    async def finish(
-        self,
-        task_id: UUID,
-        status: TaskStatus,
-        *,
-        at: datetime,
-        result: dict[str, Any] | None = None,
-        error_message: str | None = None,
-        output_files: Sequence[UUID] | None = None,
-    ) -> None: ...
-
-    async def back_to_pending(self, task_id: UUID, *, error_message: str) -> None: ...
+    async def end(self, task_id: UUID, end: AttemptEnd) -> None:
+        """Record how an attempt ended, at once: its log row, and the task finished with
+        ``end.status`` (unless it already was), or back to pending for a retry (if still
+        processing), its progress raised to ``end.progress``."""
+        ...
 
     async def heartbeat(self, task_id: UUID) -> None: ...
 
@@ -127,17 +140,6 @@ class TaskRepository(Repository[Task], Protocol):
         """Cancel every pending task of the tenant at once, with ``error_message``, and ask
         every running one to stop; how many tasks that touched."""
         ...
-
-    async def add_log(
-        self,
-        task_id: UUID,
-        *,
-        attempt: int,
-        operation: str,
-        success: bool,
-        duration_ms: float,
-        error: str | None,
-    ) -> None: ...
 
     async def logs(self, task_id: UUID) -> Sequence[TaskLog]: ...
 

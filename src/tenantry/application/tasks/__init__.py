@@ -7,8 +7,8 @@ sweeps ``maintenance``, and each built-in handler a module of ``handlers``.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
-import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
@@ -38,9 +38,6 @@ from tenantry.domain.tenants import Tenant, TenantStatus
 
 UnitOfWorkFactory = Callable[[], AbstractAsyncContextManager[UnitOfWork]]
 
-# Progress is written at most this often (and always at 100): a chatty handler costs no more.
-PROGRESS_INTERVAL_S = 0.25
-
 
 class TaskContext:
     """What a handler gets: its tenant and inputs, progress, cancellation and the stores."""
@@ -61,20 +58,18 @@ class TaskContext:
         self.clock = clock
         self.file_policy = file_policy
         self.output_files: list[UUID] = []
-        self._written = task.progress
-        self._written_at = 0.0
+        # The latest progress the handler reported, and a signal that it rose: the runner
+        # writes it to the row (``runner.Pulse``), never the handler's own call.
+        self.reported = task.progress
+        self.reports = asyncio.Event()
 
     async def progress(self, percent: int) -> None:
+        """Report progress. It reaches the row within ``runner.PROGRESS_INTERVAL_S`` and with
+        the attempt's end, never going backwards: a chatty handler costs no more."""
         percent = max(0, min(100, percent))
-        now = time.monotonic()
-        if percent <= self._written or (
-            percent < 100 and now - self._written_at < PROGRESS_INTERVAL_S
-        ):
-            return
-        async with self.units() as uow:
-            await uow.repository(TaskRepository, self.tenant_id).progress(self.task.id, percent)
-            await uow.commit()
-        self._written, self._written_at = percent, now
+        if percent > self.reported:
+            self.reported = percent
+            self.reports.set()
 
     def files(self, uow: UnitOfWork) -> Files:
         return Files(uow, storage=self.storage, clock=self.clock, policy=self.file_policy)

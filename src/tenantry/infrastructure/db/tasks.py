@@ -18,26 +18,34 @@ from sqlalchemy import (
     Update,
     Uuid,
     and_,
+    bindparam,
     case,
     func,
+    insert,
     or_,
     select,
     text,
+    update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.sql.expression import ClauseElement
 
 from tenantry.domain.tasks import (
-    FINISHED,
+    TENANT_SUSPENDED,
     WORKER_LOST,
+    AttemptEnd,
     Task,
     TaskLog,
     TaskRepository,
     TaskStats,
     TaskStatus,
 )
+from tenantry.domain.tenants import TenantStatus
 from tenantry.infrastructure.db.base import TenantOwned, creator_key
 from tenantry.infrastructure.db.repository import SqlRepository
+from tenantry.infrastructure.db.tenancy import TENANT_KEY
+from tenantry.infrastructure.db.tenants import TenantModel
 
 
 class TaskModel(TenantOwned):
@@ -86,6 +94,12 @@ class TaskLogModel(TenantOwned):
 
 
 _tasks = TaskModel.__table__
+_tenants = TenantModel.__table__
+# Unfinished: what start may run and end may finish. Written out, not IN (...), which a
+# statement compiled once cannot expand.
+_UNFINISHED = or_(
+    _tasks.c.status == TaskStatus.PENDING.value, _tasks.c.status == TaskStatus.PROCESSING.value
+)
 
 
 class SqlTaskLogRepository(SqlRepository[TaskLog]):
@@ -107,91 +121,145 @@ class SqlTaskRepository(SqlRepository[Task]):
         row = (await self.session.execute(statement.returning(*_tasks.c))).mappings().first()
         return None if row is None else self.to_entity(row)
 
+    # The statements of every attempt (start, progress, heartbeat, end) are compiled once and
+    # run on the driver: one round trip each, and one statement per step.
+
+    def _compiled_update(self) -> Update:
+        return update(self.table()).where(*self.compiled_filters(), _tasks.c.id == bindparam("id"))
+
     async def start(self, task_id: UUID, *, at: datetime, max_attempts: int) -> Task | None:
-        runnable = _tasks.c.status.in_([TaskStatus.PENDING.value, TaskStatus.PROCESSING.value])
-        cancelled = _tasks.c.cancel_requested.is_(True)
-        # Only the first start finds started_at empty; every later one is another attempt,
-        # whether the last asked for a retry or died with its worker (then the queue's own
-        # count starts again at 1 and cannot be trusted).
-        first = _tasks.c.started_at.is_(None)
-        spent = and_(~first, _tasks.c.retry_count + 1 >= max_attempts)
-        statement = (
-            self._update(task_id)
-            .where(runnable, ~cancelled, ~spent)
-            .values(
-                status=TaskStatus.PROCESSING.value,
-                retry_count=case((first, 0), else_=_tasks.c.retry_count + 1),
-                started_at=at,
-                heartbeat_at=at,
-                updated_at=func.now(),
+        def build() -> ClauseElement:
+            at = bindparam("at", type_=_tasks.c.started_at.type)
+            # Only an active tenant's tasks run: the tenants row is read in the same statement.
+            active = (
+                select(_tenants.c.id)
+                .where(
+                    _tenants.c.id == bindparam(TENANT_KEY),
+                    _tenants.c.status == TenantStatus.ACTIVE.value,
+                )
+                .exists()
             )
-        )
-        task = await self._one(statement)
-        if task is None:
-            # Cancelled while queued or while its worker died, or its last attempt died with
-            # its worker: end it here, not run it.
-            await self.session.execute(
-                self._update(task_id)
-                .where(runnable, or_(cancelled, spent))
+            cancelled = _tasks.c.cancel_requested.is_(True)
+            # Only the first start finds started_at empty; every later one is another attempt,
+            # whether the last asked for a retry or died with its worker (then the queue's own
+            # count starts again at 1 and cannot be trusted).
+            first = _tasks.c.started_at.is_(None)
+            spent = and_(~first, _tasks.c.retry_count + 1 >= bindparam("max_attempts"))
+            runs = and_(active, ~cancelled, ~spent)
+
+            def running(value: Any, otherwise: Any) -> Any:
+                return case((runs, value), else_=otherwise)
+
+            # Suspended, cancelled while queued or while its worker died, or its last attempt
+            # died with its worker: the task ends here instead of running.
+            return (
+                self._compiled_update()
+                .where(_UNFINISHED)
                 .values(
                     status=case(
-                        (cancelled, TaskStatus.CANCELLED.value), else_=TaskStatus.FAILED.value
+                        (runs, TaskStatus.PROCESSING.value),
+                        (or_(~active, cancelled), TaskStatus.CANCELLED.value),
+                        else_=TaskStatus.FAILED.value,
                     ),
-                    error_message=case((cancelled, _tasks.c.error_message), else_=WORKER_LOST),
-                    completed_at=at,
+                    error_message=case(
+                        (runs, _tasks.c.error_message),
+                        (~active, TENANT_SUSPENDED),
+                        (cancelled, _tasks.c.error_message),
+                        else_=WORKER_LOST,
+                    ),
+                    retry_count=running(
+                        case((first, 0), else_=_tasks.c.retry_count + 1), _tasks.c.retry_count
+                    ),
+                    started_at=running(at, _tasks.c.started_at),
+                    heartbeat_at=running(at, _tasks.c.heartbeat_at),
+                    completed_at=running(_tasks.c.completed_at, at),
                     updated_at=func.now(),
                 )
+                .returning(*_tasks.c)
             )
-        return task
+
+        record = await self.statement("start", build).fetch_row(
+            self.session, **self.arguments(id=task_id, at=at, max_attempts=max_attempts)
+        )
+        if record is None or record["status"] != TaskStatus.PROCESSING.value:
+            return None
+        return self.to_entity(record)
 
     async def progress(self, task_id: UUID, percent: int) -> None:
-        await self.session.execute(
-            self._update(task_id)
-            .where(_tasks.c.progress < percent)
-            .values(progress=percent, heartbeat_at=func.now(), updated_at=func.now())
+        statement = self.statement(
+            "progress",
+            lambda: (
+                self._compiled_update()
+                .where(_tasks.c.progress < bindparam("percent"))
+                .values(
+                    progress=bindparam("percent"), heartbeat_at=func.now(), updated_at=func.now()
+                )
+            ),
         )
+        await statement.fetch_row(self.session, **self.arguments(id=task_id, percent=percent))
 
-    async def finish(
-        self,
-        task_id: UUID,
-        status: TaskStatus,
-        *,
-        at: datetime,
-        result: dict[str, Any] | None = None,
-        error_message: str | None = None,
-        output_files: Sequence[UUID] | None = None,
-    ) -> None:
-        values: dict[str, Any] = {
-            "status": status.value,
-            "completed_at": at,
-            "result": result,
-            "error_message": error_message,
-            "output_files": list(output_files or []),
-            "updated_at": func.now(),
-        }
-        if status == TaskStatus.COMPLETED:
-            values["progress"] = 100
-        await self.session.execute(
-            self._update(task_id)
-            .where(_tasks.c.status.notin_([s.value for s in FINISHED]))
-            .values(**values)
+    async def end(self, task_id: UUID, end: AttemptEnd) -> None:
+        retry = end.status == TaskStatus.PENDING
+        logs = SqlTaskLogRepository(self.session, self.tenant_id)
+        log = logs._new_row(
+            {
+                "task_id": task_id,
+                "attempt": end.attempt,
+                "operation": end.operation,
+                "success": end.success,
+                "duration_ms": end.duration_ms,
+                "error": end.error,
+            }
         )
+        names = tuple(sorted(log))
 
-    async def back_to_pending(self, task_id: UUID, *, error_message: str) -> None:
-        await self.session.execute(
-            self._update(task_id)
-            .where(_tasks.c.status == TaskStatus.PROCESSING.value)
-            .values(
-                status=TaskStatus.PENDING.value, error_message=error_message, updated_at=func.now()
+        def build() -> ClauseElement:
+            table = logs.table()
+            logged = insert(table).values(
+                {name: bindparam(f"log_{name}", type_=table.c[name].type) for name in names}
             )
+            raised = func.greatest(_tasks.c.progress, bindparam("progress"))
+            statement = self._compiled_update().add_cte(logged.cte("logged"))
+            if retry:
+                return statement.where(_tasks.c.status == TaskStatus.PROCESSING.value).values(
+                    status=TaskStatus.PENDING.value,
+                    error_message=bindparam("error", type_=_tasks.c.error_message.type),
+                    progress=raised,
+                    updated_at=func.now(),
+                )
+            return statement.where(_UNFINISHED).values(
+                status=bindparam("status", type_=_tasks.c.status.type),
+                completed_at=bindparam("at", type_=_tasks.c.completed_at.type),
+                result=bindparam("result", type_=_tasks.c.result.type),
+                error_message=bindparam("error", type_=_tasks.c.error_message.type),
+                output_files=bindparam("output_files", type_=_tasks.c.output_files.type),
+                progress=raised,
+                updated_at=func.now(),
+            )
+
+        values = self.arguments(
+            id=task_id,
+            status=end.status.value,
+            at=end.at,
+            result=end.result,
+            error=end.error,
+            output_files=list(end.output_files),
+            # A completed task is at 100, whatever its handler last said.
+            progress=100 if end.success else end.progress,
         )
+        values.update({f"log_{name}": value for name, value in log.items()})
+        await self.statement(("end", retry, names), build).fetch_row(self.session, **values)
 
     async def heartbeat(self, task_id: UUID) -> None:
-        await self.session.execute(
-            self._update(task_id)
-            .where(_tasks.c.status == TaskStatus.PROCESSING.value)
-            .values(heartbeat_at=func.now())
+        statement = self.statement(
+            "heartbeat",
+            lambda: (
+                self._compiled_update()
+                .where(_tasks.c.status == TaskStatus.PROCESSING.value)
+                .values(heartbeat_at=func.now())
+            ),
         )
+        await statement.fetch_row(self.session, **self.arguments(id=task_id))
 
     async def cancel(self, task_id: UUID, at: datetime) -> Task | None:
         pending = (
@@ -232,25 +300,6 @@ class SqlTaskRepository(SqlRepository[Task]):
             ).values(cancel_requested=True, updated_at=func.now())
         )
         return int(pending.rowcount) + int(running.rowcount)  # type: ignore[attr-defined]
-
-    async def add_log(
-        self,
-        task_id: UUID,
-        *,
-        attempt: int,
-        operation: str,
-        success: bool,
-        duration_ms: float,
-        error: str | None,
-    ) -> None:
-        await SqlTaskLogRepository(self.session, self.tenant_id).add(
-            task_id=task_id,
-            attempt=attempt,
-            operation=operation,
-            success=success,
-            duration_ms=duration_ms,
-            error=error,
-        )
 
     async def logs(self, task_id: UUID) -> Sequence[TaskLog]:
         logs = SqlTaskLogRepository(self.session, self.tenant_id)

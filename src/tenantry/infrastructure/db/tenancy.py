@@ -168,10 +168,14 @@ class TenantSession(AsyncSession):
                 await current.end(commit=commit)
 
     async def commit(self) -> None:
-        if self._has_changes():
+        changes = self._has_changes()
+        if changes:
             await self.transaction()
         try:
-            await super().commit()
+            # A session that only ran driver statements has nothing for the ORM to flush or
+            # commit: spared, its commit is no greenlet hop.
+            if changes or self.in_transaction():
+                await super().commit()
         except BaseException:
             await self._end(commit=False)
             raise

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
@@ -10,9 +12,11 @@ from uuid import UUID
 import structlog
 from arq import Retry, cron
 from arq.connections import RedisSettings
+from arq.constants import in_progress_key_prefix
 from arq.worker import Worker
 from redis.exceptions import RedisError
 
+from tenantry.infrastructure.jobs.queue import wake_channel
 from tenantry.infrastructure.observability.metrics import WorkerGauges
 
 RunTask = Callable[[UUID, UUID], Awaitable[timedelta | None]]
@@ -56,26 +60,94 @@ async def retention(ctx: dict[str, Any]) -> None:
 
 
 class PatientWorker(Worker):
-    """arq's worker, except that a Redis outage does not end it.
+    """arq's worker, except that a Redis outage does not end it, and that it wakes when work
+    arrives.
 
     arq lets the first Redis error of its poll loop end the worker: `tenantry dev` would serve on
     with no worker, `tenantry worker` would exit. This one logs the outage once, keeps polling
     and picks up jobs again when Redis answers; running tasks keep their state in PostgreSQL.
+
+    arq polls the queue every ``poll_delay`` (0.5 s), so a job waits up to that long, and a
+    worker whose slots were full waits for its next poll to start more. This one polls at once
+    when a job is announced on the queue's wake channel (``ArqJobQueue`` publishes there after
+    each enqueue), when a slot frees up after a poll that left jobs behind, and when a poll read
+    as many ids as it may; otherwise every ``poll_delay`` as before, which also finds whatever
+    a lost announcement was about: the queue stays the truth, the wake-up is only a hint.
     """
 
     redis_down = False
 
+    def __init__(self, *args: Any, wake_channel: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.wake_channel = wake_channel
+        # arq's loop sleeps poll_delay after each poll; here the wait is this class's own.
+        self.poll_wait, self.poll_delay_s = self.poll_delay_s, 0
+        self.woken = asyncio.Event()
+        # A poll left jobs for later: wake at the next free slot, or poll again at once.
+        self.full = False
+        self.read_all = False
+        self.listening: asyncio.Task[None] | None = None
+
+    async def main(self) -> None:
+        try:
+            await super().main()
+        finally:
+            if self.listening is not None:
+                self.listening.cancel()
+
     async def _poll_iteration(self) -> None:
+        if self.listening is None:  # arq's pool exists from here on
+            self.listening = asyncio.create_task(self._listen())
+        self.full = self.job_counter >= self.max_jobs
+        self.read_all = False
         try:
             await super()._poll_iteration()
         except RedisError as error:
             if not self.redis_down:
                 log.error("redis unavailable; the worker waits for it", error=type(error).__name__)
             self.redis_down = True
-            return
-        if self.redis_down:
-            log.info("redis is back; the worker takes jobs again")
-            self.redis_down = False
+        else:
+            if self.redis_down:
+                log.info("redis is back; the worker takes jobs again")
+                self.redis_down = False
+        if not self.read_all:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.poll_wait):
+                    await self.woken.wait()
+        self.woken.clear()
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        self.read_all = len(job_ids) >= self.queue_read_limit and not self.redis_down
+        # A job stays in the queue while it runs: arq would check each running one in Redis,
+        # a few round trips apiece at every poll. Those running here are known; those running
+        # elsewhere are asked for in one round trip. arq's own check still decides.
+        running_here = {job_id for job_id, task in self.tasks.items() if not task.done()}
+        waiting = [job_id for job_id in job_ids if job_id.decode() not in running_here]
+        if waiting:
+            taken = await self.pool.mget([in_progress_key_prefix + j.decode() for j in waiting])
+            waiting = [job_id for job_id, key in zip(waiting, taken, strict=True) if key is None]
+        await super().start_jobs(waiting)
+        if self.job_counter >= self.max_jobs:
+            self.full = True
+
+    def _release_sem_dec_counter_on_complete(self) -> None:
+        super()._release_sem_dec_counter_on_complete()
+        if self.full:
+            self.full = False
+            self.woken.set()
+
+    async def _listen(self) -> None:
+        """Wake the poll loop at each announcement, subscribed again after an outage."""
+        while True:
+            try:
+                async with self.pool.pubsub() as pubsub:
+                    await pubsub.subscribe(self.wake_channel)
+                    # The first message confirms the subscription: what was announced
+                    # before it is polled for then.
+                    async for _ in pubsub.listen():
+                        self.woken.set()
+            except (RedisError, OSError):
+                await asyncio.sleep(self.poll_wait)
 
 
 def build_worker(
@@ -96,6 +168,7 @@ def build_worker(
         queue_name=queue_name, limit=concurrency, running=lambda: _running(worker)
     )
     worker = PatientWorker(
+        wake_channel=wake_channel(queue_name),
         functions=[run_task],
         cron_jobs=[
             cron(reconcile, second={0, 30}, run_at_startup=True, unique=True),
