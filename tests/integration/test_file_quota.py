@@ -25,6 +25,7 @@ from tenantry.infrastructure.db.uow import SqlUnitOfWork
 
 from ..conftest import Client, plain_url
 from .identity import create_tenant, owner_session
+from .test_auth import serving
 from .test_files import png, upload
 from .test_health import assert_problem
 from .test_migrations import empty_database  # noqa: F401 - a fixture
@@ -254,3 +255,63 @@ async def test_the_counters_are_filled_from_existing_files(empty_database: str) 
     finally:
         await connection.close()
     await asyncio.to_thread(migrations.downgrade, empty_database, "0009_task_sweeps")
+
+
+async def test_a_tenants_own_quota_setting_counts(
+    client: Client, database_owner: asyncpg.Connection, settings: Settings
+) -> None:
+    owner = await owner_session(client, "acme")
+    tenant_id = await tenant_of(client, owner)
+    await database_owner.execute(
+        "update tenants set settings = jsonb_build_object('quota_bytes', 1500) where id = $1",
+        tenant_id,
+    )
+    assert (
+        await client.post("/api/v1/files", headers=owner, files=upload(b"a" * 1_000))
+    ).is_success
+    problem = assert_problem(
+        await client.post("/api/v1/files", headers=owner, files=upload(b"b" * 1_000)), 413
+    )
+    assert "quota of 1500 bytes is exhausted (1000 bytes used)" in str(problem["detail"])
+    usage = (await client.get("/api/v1/files/usage", headers=owner)).json()
+    assert usage == {"bytes": 1_000, "files": 1, "quota_bytes": 1_500}
+    # Not a whole number of bytes: the default quota holds.
+    await database_owner.execute(
+        'update tenants set settings = \'{"quota_bytes": "1500"}\' where id = $1', tenant_id
+    )
+    usage = (await client.get("/api/v1/files/usage", headers=owner)).json()
+    assert usage["quota_bytes"] == settings.tenant_quota_bytes
+
+
+async def test_an_upload_of_no_declared_length_is_held_as_it_streams(
+    settings: Settings, clean_state: None, database_owner: asyncpg.Connection
+) -> None:
+    """Chunked: no Content-Length, so the bytes are held step by step, and refused mid-stream
+    once past the quota, the hold given back."""
+    tight = msgspec.structs.replace(settings, tenant_quota_bytes=3_000)
+    boundary = "b" + uuid.uuid4().hex
+
+    def chunked(data: bytes) -> AsyncIterator[bytes]:
+        # A generator: httpx sends it chunked, with no Content-Length.
+        async def body() -> AsyncIterator[bytes]:
+            yield (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+                'filename="c.txt"\r\nContent-Type: text/plain\r\n\r\n'
+            ).encode()
+            for start in range(0, len(data), 500):
+                yield data[start : start + 500]
+            yield f"\r\n--{boundary}--\r\n".encode()
+
+        return body()
+
+    # A real server: the test client sends no body it has not read whole.
+    async with serving(tight) as client:
+        owner = await owner_session(client, "acme")
+        tenant_id = await tenant_of(client, owner)
+        headers = {**owner, "Content-Type": f"multipart/form-data; boundary={boundary}"}
+        refused = await client.post("/api/v1/files", headers=headers, content=chunked(b"x" * 5_000))
+        assert "quota of 3000 bytes" in str(assert_problem(refused, 413)["detail"])
+        assert await counters(database_owner, tenant_id) == (0, 0, 0, 0)
+        kept = await client.post("/api/v1/files", headers=headers, content=chunked(b"y" * 2_000))
+        assert kept.status_code == 201, kept.text
+        assert await counters(database_owner, tenant_id) == (2_000, 1, 0, 0)

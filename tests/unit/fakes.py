@@ -441,6 +441,10 @@ class FakeFileRepository(MemoryRepository[StoredFile]):
         live = self._mine(False, {})
         return sum(f.size for f in live), len(live)
 
+    async def quota_setting(self) -> Any:
+        tenant = self.store.tenants.get(self.tenant_id)
+        return tenant.settings.get("quota_bytes") if tenant else None
+
     def _held(self) -> int:
         return sum(h.bytes for h in self.holds.values() if h.tenant_id == self.tenant_id)
 

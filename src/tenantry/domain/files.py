@@ -298,6 +298,10 @@ class FileRepository(Repository[StoredFile], Protocol):
         """Bytes and count of the tenant's live files."""
         ...
 
+    async def quota_setting(self) -> Any:
+        """The tenant's own ``quota_bytes`` setting as stored; None when it has none."""
+        ...
+
     async def reserve(self, file_id: UUID, size: int, *, quota: int, expires_at: datetime) -> bool:
         """Hold ``size`` more bytes of the tenant's quota for the upload of ``file_id``, until
         ``expires_at``, if they fit beside its live files and every hold: checked and taken in

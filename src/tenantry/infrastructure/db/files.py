@@ -166,6 +166,9 @@ WITH gone AS (
 )
 SELECT count(*) FROM gone
 """
+_QUOTA_SETTING = """
+SELECT settings -> 'quota_bytes' FROM tenants WHERE id = $1
+"""
 _USAGE = """
 SELECT used_bytes, file_count FROM file_usage WHERE tenant_id = $1 AND id = $1
 """
@@ -188,17 +191,19 @@ class SqlFileRepository(SqlRepository[StoredFile]):
         row = await self._fetch_row(_USAGE, self.tenant_id)
         return (0, 0) if row is None else (int(row[0]), int(row[1]))
 
+    async def quota_setting(self) -> Any:
+        return await self._fetch_value(_QUOTA_SETTING, self.tenant_id)
+
     async def reserve(self, file_id: UUID, size: int, *, quota: int, expires_at: datetime) -> bool:
         arguments = (self.tenant_id, file_id, size, quota, expires_at)
         if await self._fetch_row(_RESERVE, *arguments) is not None:
             return True
-        # Refused, or the tenant has no usage row yet (its first upload, maybe a concurrent one).
+        # Refused, or the tenant has no usage row yet (its first upload, maybe concurrent ones).
         await self._fetch_row(_START_USAGE, self.tenant_id)
         return await self._fetch_row(_RESERVE, *arguments) is not None
 
     async def add_reserved(self, *, quota: int, **values: Any) -> StoredFile | None:
-        row = await self._fetch_row(
-            _FINISH,
+        arguments = (
             self.tenant_id,
             values["id"],
             values["size"],
@@ -212,6 +217,11 @@ class SqlFileRepository(SqlRepository[StoredFile]):
             values.get("created_by"),
             values["created_at"],
         )
+        row = await self._fetch_row(_FINISH, *arguments)
+        if row is None:
+            # Refused, or a tenant's first upload held nothing ahead and found no usage row.
+            await self._fetch_row(_START_USAGE, self.tenant_id)
+            row = await self._fetch_row(_FINISH, *arguments)
         return None if row is None else self.to_entity(row)
 
     async def release(self, file_id: UUID) -> None:
