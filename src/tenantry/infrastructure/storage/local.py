@@ -103,8 +103,12 @@ class LocalDiskStorage:
 
 
 def _create(temporary: Path) -> BinaryIO:
-    temporary.parent.mkdir(parents=True, exist_ok=True)
-    return temporary.open("wb")
+    try:
+        return temporary.open("wb")
+    except FileNotFoundError:
+        # A tenant's first object: its directory, made once rather than checked every time.
+        temporary.parent.mkdir(parents=True, exist_ok=True)
+        return temporary.open("wb")
 
 
 def _complete(handle: BinaryIO | None, temporary: Path, path: Path, rest: bytearray) -> None:
