@@ -50,8 +50,8 @@ from tenantry.domain.files import SNIFF_BYTES, TEXT, sniff
 MIB = 1024 * 1024
 GIB = 1024 * MIB
 MB = 1_000_000  # throughput is in decimal MB/s, as disk tools print it
-# The read/write baseline's chunk: LocalDiskStorage's own read chunk (it writes the chunks the
-# multipart parser yields).
+# The read/write baseline's chunk: LocalDiskStorage's own read chunk (it writes in blocks of
+# WRITE_BLOCK, 1 MiB).
 COPY_CHUNK = 256 * 1024
 CLIENT_CHUNK = MIB
 GENERATE_CHUNK = MIB

@@ -6,13 +6,11 @@ import asyncio
 import hashlib
 import os
 import struct
-import time
 import uuid
 import zlib
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import boto3
@@ -20,20 +18,14 @@ import httpx
 import msgspec
 import pytest
 from litestar.testing import AsyncTestClient
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from tenantry import bootstrap
 from tenantry.application.files import SweepFiles
 from tenantry.config import Settings
-from tenantry.domain.files import FileRepository
-from tenantry.infrastructure.db.tenancy import TenantSession
-from tenantry.infrastructure.db.uow import SqlUnitOfWork
 
 from ..conftest import Client, plain_url
-from .identity import add_user, create_tenant, owner_session
+from .identity import add_user, owner_session
 from .test_health import assert_problem
-from .test_tenancy import engine_for
 
 
 def png(width: int, height: int, body: int = 2000) -> bytes:
@@ -197,56 +189,6 @@ async def test_parallel_uploads_cannot_both_slip_under_the_quota(
         usage = (await client.get("/api/v1/files/usage", headers=owner)).json()
         assert usage == {"bytes": 3_000, "files": 3, "quota_bytes": 3_000}
         assert len(stored_objects(tight)) == 3
-
-
-async def test_uploads_that_inserted_first_queue_on_the_quota_lock_without_deadlock(
-    client: Client, app_database_url: str, database_url: str
-) -> None:
-    """The upload's last transaction inserts its row, then takes the tenant's usage lock. The
-    row's foreign key holds a key-share lock on the tenant, so the usage lock must not conflict
-    with it (FOR UPDATE would: each upload would wait for the other's commit)."""
-    tenant_id = uuid.UUID((await create_tenant(client, "acme"))["tenant"]["id"])
-    engine = engine_for(app_database_url, pool_size=2)
-    sessions = async_sessionmaker(engine, expire_on_commit=False, class_=TenantSession)
-
-    def stored(name: str) -> dict[str, Any]:
-        file_id = uuid.uuid4()
-        return {
-            "id": file_id,
-            "original_filename": name,
-            "size": 10,
-            "content_type": "text/plain",
-            "sha256": "0" * 64,
-            "metadata": {},
-            "storage_key": f"tenants/{tenant_id}/files/{file_id}",
-        }
-
-    observer = await asyncpg.connect(plain_url(database_url))
-    try:
-        async with sessions() as first_session, sessions() as second_session:
-            first = SqlUnitOfWork(first_session).repository(FileRepository, tenant_id)
-            second = SqlUnitOfWork(second_session).repository(FileRepository, tenant_id)
-            await first.add(**stored("a.txt"))
-            await second.add(**stored("b.txt"))
-            first_pid = await first_session.scalar(text("select pg_backend_pid()"))
-            second_pid = await second_session.scalar(text("select pg_backend_pid()"))
-            await asyncio.wait_for(first.lock_usage(), timeout=5)
-            queued = asyncio.create_task(second.lock_usage())
-            # The server's own word that the second waits on a lock the first holds.
-            deadline = time.monotonic() + 10
-            while first_pid not in await observer.fetchval(
-                "select pg_blocking_pids($1)", second_pid
-            ):
-                assert not queued.done(), "the second upload must wait for the first"
-                assert time.monotonic() < deadline, "the second upload never queued"
-                await asyncio.sleep(0.01)
-            await first_session.commit()
-            await asyncio.wait_for(queued, timeout=5)
-            assert await second.usage() == (20, 2)  # the first's committed row counted
-            await second_session.rollback()
-    finally:
-        await observer.close()
-        await engine.dispose()
 
 
 async def test_another_tenants_file_is_404(client: Client) -> None:

@@ -425,16 +425,61 @@ class MemoryRepository(Generic[T]):
         )
 
 
+@dataclass
+class FileHold:
+    """What an upload in progress holds of its tenant's quota (the file_reservations row)."""
+
+    tenant_id: UUID
+    bytes: int
+    expires_at: datetime
+
+
 class FakeFileRepository(MemoryRepository[StoredFile]):
     def __init__(self, store: FakeStore, tenant_id: UUID, clock: FakeClock) -> None:
         super().__init__(store, tenant_id, clock, StoredFile)
+        self.holds: dict[UUID, FileHold] = store.tables.setdefault(FileHold, {})
 
     async def usage(self) -> tuple[int, int]:
         live = self._mine(False, {})
         return sum(f.size for f in live), len(live)
 
-    async def lock_usage(self) -> None:
-        return None
+    async def quota_setting(self) -> Any:
+        tenant = self.store.tenants.get(self.tenant_id)
+        return tenant.settings.get("quota_bytes") if tenant else None
+
+    def _held(self) -> int:
+        return sum(h.bytes for h in self.holds.values() if h.tenant_id == self.tenant_id)
+
+    async def reserve(self, file_id: UUID, size: int, *, quota: int, expires_at: datetime) -> bool:
+        used, _ = await self.usage()
+        if used + self._held() + size > quota:
+            return False
+        before = self.holds.get(file_id)
+        self.holds[file_id] = FileHold(
+            self.tenant_id, size + (before.bytes if before else 0), expires_at
+        )
+        return True
+
+    async def add_reserved(self, *, quota: int, **values: Any) -> StoredFile | None:
+        hold = self.holds.pop(values["id"], None)
+        held = hold.bytes if hold else 0
+        used, _ = await self.usage()
+        if values["size"] > held and used + self._held() + values["size"] > quota:
+            return None
+        return await self.add(**values)
+
+    async def release(self, file_id: UUID) -> None:
+        self.holds.pop(file_id, None)
+
+    async def release_expired(self, now: datetime) -> int:
+        expired = {
+            file_id: hold
+            for file_id, hold in self.holds.items()
+            if hold.tenant_id == self.tenant_id and hold.expires_at < now
+        }
+        for file_id in expired:
+            del self.holds[file_id]
+        return sum(hold.bytes for hold in expired.values())
 
     async def deleted_before(self, cutoff: datetime, *, limit: int) -> list[StoredFile]:
         gone = [

@@ -11,7 +11,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tenantry.application.files import Files, GetUsage, ListFiles, ReadFileContent, UploadFile
+from tenantry.application.files import (
+    UNHELD_BYTES,
+    Files,
+    GetUsage,
+    ListFiles,
+    ReadFileContent,
+    UploadFile,
+)
 from tenantry.domain.auth import Actor
 from tenantry.domain.errors import Forbidden, Invalid
 from tenantry.domain.files import (
@@ -32,7 +39,7 @@ from tenantry.domain.ids import new_id
 from tenantry.domain.repository import ListQuery
 from tenantry.domain.users import Role
 
-from .fakes import FakeStorage, World
+from .fakes import FakeStorage, FileHold, World
 
 POLICY = FilePolicy(
     max_bytes=10_000, quota_bytes=10**9, allowed_types=frozenset({PNG, JPEG, WEBP, TEXT})
@@ -172,10 +179,14 @@ async def chunks_of(data: bytes, size: int = 1000) -> AsyncIterator[bytes]:
         yield data[start : start + size]
 
 
-def files_world(quota: int = 10**9) -> tuple[World, FakeStorage, Files]:
+def files_world(
+    quota: int = 10**9, max_bytes: int | None = None
+) -> tuple[World, FakeStorage, Files]:
     world = World()
     storage = FakeStorage()
-    policy = msgspec.structs.replace(POLICY, quota_bytes=quota)
+    policy = msgspec.structs.replace(
+        POLICY, quota_bytes=quota, max_bytes=max_bytes or POLICY.max_bytes
+    )
     return world, storage, Files(world.uow, storage=storage, clock=world.clock, policy=policy)
 
 
@@ -213,6 +224,43 @@ async def test_a_refused_upload_leaves_no_object_and_no_row() -> None:
     assert len(storage.objects) == 1
     assert len(world.uow.committed.files) == 1
     assert (await GetUsage(files)(ACTOR)).bytes == 1_000
+
+
+async def test_a_large_upload_holds_its_quota_while_it_streams() -> None:
+    world, _, files = files_world(quota=10 * UNHELD_BYTES, max_bytes=10**9)
+    data = b"t" * (2 * UNHELD_BYTES)
+    held: list[int] = []
+
+    async def watched() -> AsyncIterator[bytes]:
+        async for chunk in chunks_of(data, 256 * 1024):
+            held.append(sum(h.bytes for h in world.uow.committed.tables[FileHold].values()))
+            yield chunk
+
+    stored = await UploadFile(files)(
+        ACTOR, filename="big.txt", claimed_type=None, chunks=watched(), expected_size=len(data)
+    )
+    assert set(held) == {len(data)}  # the whole declared length, held before the first byte
+    assert world.uow.committed.tables[FileHold] == {}
+    assert (await GetUsage(files)(ACTOR)).bytes == stored.size == len(data)
+
+
+async def test_an_upload_past_the_quota_stops_mid_stream_and_gives_its_hold_back() -> None:
+    world, storage, files = files_world(quota=UNHELD_BYTES + UNHELD_BYTES // 2, max_bytes=10**9)
+    sent = 0
+
+    async def endless() -> AsyncIterator[bytes]:
+        nonlocal sent
+        while True:
+            sent += 64 * 1024
+            yield b"u" * 64 * 1024
+
+    # No declared length: held step by step as the bytes come.
+    with pytest.raises(TooLarge, match="quota"):
+        await UploadFile(files)(ACTOR, filename="u.txt", claimed_type=None, chunks=endless())
+    assert sent <= UNHELD_BYTES + UNHELD_BYTES // 2 + 64 * 1024
+    assert world.uow.committed.tables[FileHold] == {}
+    assert storage.objects == {}
+    assert (await GetUsage(files)(ACTOR)).bytes == 0
 
 
 async def test_members_cannot_list_deleted_files() -> None:

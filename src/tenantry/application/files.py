@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from uuid import UUID
@@ -43,9 +44,85 @@ class Files:
         self.policy = policy
 
     async def quota(self, tenant_id: UUID) -> int:
-        tenant = await self.uow.tenants.get(tenant_id)
-        value = tenant.settings.get(QUOTA_SETTING) if tenant else None
-        return value if isinstance(value, int) and value >= 0 else self.policy.quota_bytes
+        """The tenant's own quota setting (``QUOTA_SETTING``), else the policy's."""
+        value = await self.uow.repository(FileRepository, tenant_id).quota_setting()
+        valid = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+        return value if valid else self.policy.quota_bytes
+
+
+# An upload holds its quota ahead of its bytes: all it declares at once (up to the size limit),
+# or steps of this much when it declares nothing, so a long upload asks once per step.
+HOLD_STEP = 8 * 1024 * 1024
+# How long a hold outlives its last step: an upload whose process died gives its bytes back
+# after this (``release_expired``), and a live one renews its hold with every step.
+HOLD_TTL = timedelta(minutes=15)
+
+
+# An upload that declares at most this much holds nothing ahead: it is charged once, by the
+# statement that writes its row, which checks the quota itself. One transaction instead of
+# two; a refused one has streamed and stored at most this much, then deleted it.
+UNHELD_BYTES = 1024 * 1024
+
+
+class QuotaHold:
+    """The bytes of the tenant's quota one upload holds while it streams, each step taken by
+    one atomic statement in its own short transaction: no lock is held while bytes move."""
+
+    def __init__(self, files: Files, tenant_id: UUID, file_id: UUID) -> None:
+        self.files = files
+        self.tenant_id = tenant_id
+        self.file_id = file_id
+        self.held = 0
+        self._quota: int | None = None
+
+    async def quota(self) -> int:
+        """The tenant's quota, read once per upload, in the caller's unit of work."""
+        if self._quota is None:
+            self._quota = await self.files.quota(self.tenant_id)
+        return self._quota
+
+    async def cover(self, size: int, *, step: int) -> None:
+        """Hold at least ``size`` bytes in all, and ``step`` more than now when that fits (to
+        ask less often); TooLarge when ``size`` does not fit in the quota."""
+        files, uow = self.files, self.files.uow
+        async with uow:
+            quota = await self.quota()
+            repository = uow.repository(FileRepository, self.tenant_id)
+            expires_at = files.clock.now() + HOLD_TTL
+            need = max(size - self.held, 0)
+            for amount in dict.fromkeys((max(step, need), need)):
+                if amount and await repository.reserve(
+                    self.file_id, amount, quota=quota, expires_at=expires_at
+                ):
+                    await uow.commit()
+                    self.held += amount
+                    return
+            if not need:
+                return
+            # Refused: holds of uploads that died come back first, then the bytes needed.
+            if await repository.release_expired(files.clock.now()) and await repository.reserve(
+                self.file_id, need, quota=quota, expires_at=expires_at
+            ):
+                await uow.commit()
+                self.held += need
+                return
+            await uow.commit()
+            used, _ = await repository.usage()
+        raise TooLarge(quota_detail(quota, used))
+
+    async def reclaim(self) -> bool:
+        """Give back the tenant's holds of dead uploads; whether there were any."""
+        async with self.files.uow as uow:
+            released = await uow.repository(FileRepository, self.tenant_id).release_expired(
+                self.files.clock.now()
+            )
+            await uow.commit()
+        return released > 0
+
+    async def release(self) -> None:
+        async with self.files.uow as uow:
+            await uow.repository(FileRepository, self.tenant_id).release(self.file_id)
+            await uow.commit()
 
 
 class UploadFile:
@@ -61,58 +138,82 @@ class UploadFile:
         filename: str | None,
         claimed_type: str | None,
         chunks: AsyncIterator[bytes],
+        expected_size: int | None = None,
     ) -> StoredFile:
-        files, uow = self.files, self.files.uow
-        async with uow:
-            used, _ = await uow.repository(FileRepository, actor.tenant_id).usage()
-            quota = await files.quota(actor.tenant_id)
-        room = quota - used
-        limit = min(self.policy.max_bytes, max(room, 0))
+        """``expected_size``: at least the file's size when known (a request's length): a
+        small upload then holds nothing ahead, a larger one holds it all in one step."""
+        files = self.files
+        limit = self.policy.max_bytes
         inspection = Inspection(self.policy, limit=limit)
         file_id = new_id()
         key = object_key(actor.tenant_id, file_id)
+        hold = QuotaHold(files, actor.tenant_id, file_id)
+        held_ahead = expected_size is None or expected_size > UNHELD_BYTES
 
         async def inspected() -> AsyncIterator[bytes]:
             async for chunk in chunks:
                 inspection.feed(chunk)
+                if held_ahead and inspection.size > hold.held:
+                    await hold.cover(inspection.size, step=min(HOLD_STEP, limit - hold.held))
                 yield chunk
             inspection.finish()
 
+        put = False
         try:
+            if held_ahead and expected_size:
+                await hold.cover(0, step=min(expected_size, limit))
             await files.storage.put(key, inspected())
-        except TooLarge:
-            if inspection.size > self.policy.max_bytes:
-                raise
-            raise TooLarge(quota_detail(quota, used)) from None
-        try:
-            async with uow:
-                repository = uow.repository(FileRepository, actor.tenant_id)
-                stored = await repository.add(
-                    id=file_id,
-                    original_filename=safe_filename(filename),
-                    size=inspection.size,
-                    content_type=inspection.content_type or "application/octet-stream",
-                    claimed_content_type=(claimed_type or None) and claimed_type[:255],
-                    sha256=inspection.sha256,
-                    metadata=inspection.metadata,
-                    storage_key=key,
-                    created_by=creator(actor),
-                    created_at=files.clock.now(),
-                )
-                # The row lock makes the check and the commit one step: of two uploads racing
-                # for the last bytes of the quota, the second counts the first's row. Taken
-                # after the insert, it is held for the check and the commit only, so a
-                # tenant's uploads queue on it as briefly as possible.
-                await repository.lock_usage()
-                used, _ = await repository.usage()  # this file's row included
-                if used > quota:
-                    raise TooLarge(quota_detail(quota, used - inspection.size))
-                await uow.commit()
+            put = True
+            return await self._add(actor, key, hold, inspection, filename, claimed_type)
         except BaseException:
-            # No row, no object: the bytes go when their row does not come.
-            await files.storage.delete(key)
+            # No row, no object, no hold: what a failed upload took is given back. (A failed
+            # put leaves no object.) Should either step fail too, the orphan sweep removes the
+            # object and the hold expires: the upload's own error is the one to report.
+            if put:
+                with contextlib.suppress(Exception):
+                    await files.storage.delete(key)
+            if hold.held:
+                with contextlib.suppress(Exception):
+                    await hold.release()
             raise
-        return stored
+
+    async def _add(
+        self,
+        actor: Actor,
+        key: str,
+        hold: QuotaHold,
+        inspection: Inspection,
+        filename: str | None,
+        claimed_type: str | None,
+    ) -> StoredFile:
+        files, uow = self.files, self.files.uow
+        row = {
+            "id": hold.file_id,
+            "original_filename": safe_filename(filename),
+            "size": inspection.size,
+            "content_type": inspection.content_type or "application/octet-stream",
+            "claimed_content_type": (claimed_type or None) and claimed_type[:255],
+            "sha256": inspection.sha256,
+            "metadata": inspection.metadata,
+            "storage_key": key,
+            "created_by": creator(actor),
+            "created_at": files.clock.now(),
+        }
+        # Refused once, it tries again after the holds of dead uploads came back; each try in
+        # a transaction of its own (a refused one is rolled back whole, its hold kept).
+        for reclaimed in (False, True):
+            async with uow:
+                quota = await hold.quota()
+                repository = uow.repository(FileRepository, actor.tenant_id)
+                stored = await repository.add_reserved(quota=quota, **row)
+                if stored is not None:
+                    await uow.commit()
+                    return stored
+            if reclaimed or not await hold.reclaim():
+                break
+        async with uow:
+            used, _ = await uow.repository(FileRepository, actor.tenant_id).usage()
+        raise TooLarge(quota_detail(quota, used))
 
 
 def quota_detail(quota: int, used: int) -> str:
@@ -220,6 +321,8 @@ class SweepFiles:
                 tenants, total = await uow.tenants.list(limit=batch, offset=offset)
                 for tenant in tenants:
                     repository = uow.repository(FileRepository, tenant.id)
+                    # Holds of uploads that died (kill -9) with no upload since to reclaim them.
+                    await repository.release_expired(now)
                     for stale in await repository.deleted_before(now - retention, limit=batch):
                         await files.storage.delete(stale.storage_key)
                         await repository.delete(stale.id)

@@ -298,8 +298,28 @@ class FileRepository(Repository[StoredFile], Protocol):
         """Bytes and count of the tenant's live files."""
         ...
 
-    async def lock_usage(self) -> None:
-        """Serialise quota decisions of this tenant until the transaction ends."""
+    async def quota_setting(self) -> Any:
+        """The tenant's own ``quota_bytes`` setting as stored; None when it has none."""
+        ...
+
+    async def reserve(self, file_id: UUID, size: int, *, quota: int, expires_at: datetime) -> bool:
+        """Hold ``size`` more bytes of the tenant's quota for the upload of ``file_id``, until
+        ``expires_at``, if they fit beside its live files and every hold: checked and taken in
+        one step, so concurrent uploads never hold more than ``quota`` between them."""
+        ...
+
+    async def add_reserved(self, *, quota: int, **values: Any) -> StoredFile | None:
+        """Add the file's row and turn its upload's hold into usage of exactly its size, in one
+        step. None, and nothing written, when the size is past what the upload still holds
+        and no longer fits in ``quota``."""
+        ...
+
+    async def release(self, file_id: UUID) -> None:
+        """Give back what the upload of ``file_id`` holds."""
+        ...
+
+    async def release_expired(self, now: datetime) -> int:
+        """Give back the holds that expired before ``now`` (their uploads died); the bytes."""
         ...
 
     async def deleted_before(self, cutoff: datetime, *, limit: int) -> Sequence[StoredFile]:

@@ -84,6 +84,9 @@ class FilePart:
         self.content_type: str | None = None
         self._events: list[MultipartSegment | bytes | None] = []
         self._body = request.stream()
+        length = request.headers.get("content-length", "")
+        # The body's length bounds the file's: the quota is held for it in one step.
+        self.length = int(length) if length.isascii() and length.isdigit() else None
 
     async def _next_event(self) -> MultipartSegment | bytes | None:
         while not self._events:
@@ -185,7 +188,11 @@ class FileController(Controller):
         part = FilePart(request)
         await part.open()
         stored = await upload_file(
-            actor, filename=part.filename, claimed_type=part.content_type, chunks=part.chunks()
+            actor,
+            filename=part.filename,
+            claimed_type=part.content_type,
+            chunks=part.chunks(),
+            expected_size=part.length,
         )
         return FileRead.of(stored)
 
