@@ -5,17 +5,19 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
+import msgspec
 from advanced_alchemy.base import UUIDv7AuditBase
 from advanced_alchemy.exceptions import DuplicateKeyError
 from advanced_alchemy.filters import LimitOffset, OrderBy
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
-from sqlalchemy import String, text
+from sqlalchemy import String, bindparam, select, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tenantry.domain.errors import Conflict
 from tenantry.domain.tenants import NewTenant, Tenant, TenantStatus
+from tenantry.infrastructure.db.tenancy import DriverStatement
 
 
 class TenantModel(UUIDv7AuditBase):
@@ -64,6 +66,11 @@ def to_tenant(row: TenantModel) -> Tenant:
     )
 
 
+_BY_SLUG = DriverStatement(
+    select(TenantModel.__table__).where(TenantModel.__table__.c.slug == bindparam("slug"))
+)
+
+
 class SqlTenantRepository:
     """Tenants are not tenant-owned, so this repository spans the platform on purpose."""
 
@@ -86,8 +93,11 @@ class SqlTenantRepository:
         return None if row is None else to_tenant(row)
 
     async def get_by_slug(self, slug: str) -> Tenant | None:
-        row = await self.repository.get_one_or_none(slug=slug)
-        return None if row is None else to_tenant(row)
+        # Every sign-in starts here: compiled once, run on the driver.
+        session = self.repository.session
+        assert isinstance(session, AsyncSession), "the unit of work's own session"
+        record = await _BY_SLUG.fetch_row(session, slug=slug)
+        return None if record is None else msgspec.convert(dict(record), Tenant)
 
     async def list(self, *, limit: int, offset: int) -> tuple[list[Tenant], int]:
         rows, total = await self.repository.get_many_and_count(
