@@ -167,7 +167,10 @@ class TenantSession(AsyncSession):
         if self._has_changes():
             await self.transaction()
         try:
-            await super().commit()
+            # A unit of work that only ran driver statements has nothing for the ORM to flush
+            # or commit: spared, its commit is no greenlet hop.
+            if self.in_transaction() or self._has_changes():
+                await super().commit()
         except BaseException:
             await self._end(commit=False)
             raise
