@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any
 from uuid import UUID
 
@@ -74,8 +75,14 @@ _BY_SLUG = DriverStatement(
 class SqlTenantRepository:
     """Tenants are not tenant-owned, so this repository spans the platform on purpose."""
 
-    def __init__(self, repository: TenantModelRepository) -> None:
-        self.repository = repository
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    @cached_property
+    def repository(self) -> TenantModelRepository:
+        # Built when first used: advanced-alchemy's constructor builds its base statement, a
+        # good part of a sign-in's tenant lookup, which runs without it.
+        return TenantModelRepository(session=self.session)
 
     async def add(self, tenant: NewTenant) -> Tenant:
         try:
@@ -94,9 +101,7 @@ class SqlTenantRepository:
 
     async def get_by_slug(self, slug: str) -> Tenant | None:
         # Every sign-in starts here: compiled once, run on the driver.
-        session = self.repository.session
-        assert isinstance(session, AsyncSession), "the unit of work's own session"
-        record = await _BY_SLUG.fetch_row(session, slug=slug)
+        record = await _BY_SLUG.fetch_row(self.session, slug=slug)
         return None if record is None else msgspec.convert(dict(record), Tenant)
 
     async def list(self, *, limit: int, offset: int) -> tuple[list[Tenant], int]:
