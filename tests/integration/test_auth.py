@@ -5,17 +5,26 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from uuid import UUID, uuid4
 
+import asyncpg
 import httpx
 import jwt
 import msgspec
 import pytest
 import uvicorn
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from tenantry import bootstrap
 from tenantry.application.keys import read_keyring
 from tenantry.cli.run import _uvicorn_options
 from tenantry.config import Settings, SettingsError, load_settings
+from tenantry.domain.auth import Attempt, RefreshTokenRepository
+from tenantry.infrastructure.cache.rate_limit import RedisRateLimiter
+from tenantry.infrastructure.cache.redis import create_redis
+from tenantry.infrastructure.db.tenancy import TenantSession
+from tenantry.infrastructure.db.uow import SqlUnitOfWork
 from tenantry.infrastructure.embedded import free_port
 from tenantry.infrastructure.secrets.environment import EnvironmentSecrets
 
@@ -248,3 +257,78 @@ def test_trusted_proxies_are_addresses_or_networks() -> None:
     assert parsed.trusted_proxies == ["10.0.0.0/8", "192.168.1.7", "::1"]
     with pytest.raises(SettingsError, match="TENANTRY_TRUSTED_PROXIES"):
         load_settings(environ={"TENANTRY_TRUSTED_PROXIES": "10.0.0.0/8,proxy"}, env_file=None)
+
+
+async def test_a_sign_in_session_is_written_only_for_an_active_user_and_tenant(
+    client: Client, app_database_url: str, database_owner: asyncpg.Connection
+) -> None:
+    """The login's one write checks the user and the tenant again (either may have been
+    disabled while argon2 ran): otherwise it neither stores the token nor records the login."""
+    created = await create_tenant(client, "acme")
+    tenant, user = UUID(created["tenant"]["id"]), UUID(created["user"]["id"])
+    engine = create_async_engine(
+        load_settings(environ={}, env_file=None, database_url=app_database_url).async_database_url
+    )
+    sessions = async_sessionmaker(engine, expire_on_commit=False, class_=TenantSession)
+
+    async def start(token_hash: str) -> bool:
+        async with sessions() as session:
+            uow = SqlUnitOfWork(session)
+            started = await uow.repository(RefreshTokenRepository, tenant).start_session(
+                user_id=user,
+                family_id=uuid4(),
+                token_hash=token_hash,
+                expires_at=datetime.now(UTC) + timedelta(days=1),
+                signed_in_at=datetime(2030, 1, 2, tzinfo=UTC),
+            )
+            await uow.commit()
+        return started
+
+    async def state() -> tuple[object, list[str]]:
+        last = await database_owner.fetchval("select last_login_at from users where id = $1", user)
+        hashes = await database_owner.fetch(
+            "select token_hash from refresh_tokens where user_id = $1 order by token_hash", user
+        )
+        return last, [row["token_hash"] for row in hashes]
+
+    try:
+        before, _ = await state()
+        await database_owner.execute("update users set is_active = false where id = $1", user)
+        assert await start("a" * 64) is False
+        assert await state() == (before, [])
+        await database_owner.execute("update users set is_active = true where id = $1", user)
+        await database_owner.execute(
+            "update tenants set status = 'suspended' where id = $1", tenant
+        )
+        assert await start("b" * 64) is False
+        assert await state() == (before, [])
+        await database_owner.execute("update tenants set status = 'active' where id = $1", tenant)
+        assert await start("c" * 64) is True
+        assert await state() == (datetime(2030, 1, 2, tzinfo=UTC), ["c" * 64])
+    finally:
+        await engine.dispose()
+
+
+async def test_the_limiter_counts_every_limit_of_an_attempt_in_one_call(
+    settings: Settings, clean_state: None
+) -> None:
+    """Each key counts once per call, its window starts at its first attempt, and the wait
+    is the longest among the limits exceeded."""
+    redis = create_redis(settings)
+    limiter = RedisRateLimiter(redis, prefix=f"test-rl-{uuid4().hex}:")
+    short, long = Attempt("short", 1, 60), Attempt("long", 2, 600)
+    try:
+        assert await limiter.hit(short, long) is None
+        wait = await limiter.hit(short, long)  # short is over its limit, long is not yet
+        assert 0 < (wait or 0) <= 60
+        wait = await limiter.hit(short, long)  # both over: the longer wait
+        assert 60 < (wait or 0) <= 600
+        assert await limiter.retry_after("long", limit=2) == wait
+        assert await limiter.hit(Attempt("other", 1, 60)) is None
+        # The script survives the server forgetting it (a restart, SCRIPT FLUSH).
+        await redis.script_flush()
+        assert await limiter.hit(Attempt("other", 1, 60)) == await redis.ttl(
+            f"{limiter.prefix}other"
+        )
+    finally:
+        await redis.aclose()

@@ -18,7 +18,13 @@ import msgspec
 
 from tenantry.application.auth import AuthPolicy, Identity
 from tenantry.domain.api_keys import ApiKeyRepository
-from tenantry.domain.auth import AccessClaims, ApiKey, RefreshToken, RefreshTokenRepository
+from tenantry.domain.auth import (
+    AccessClaims,
+    ApiKey,
+    Attempt,
+    RefreshToken,
+    RefreshTokenRepository,
+)
 from tenantry.domain.documents import Document
 from tenantry.domain.errors import Conflict, StaleVersion, Unauthenticated
 from tenantry.domain.files import FileRepository, StoredFile
@@ -237,6 +243,31 @@ class FakeRefreshTokenRepository:
         )
         self.store.refresh_tokens[token.id] = (token, token_hash)
         return token
+
+    async def start_session(
+        self,
+        *,
+        user_id: UUID,
+        family_id: UUID,
+        token_hash: str,
+        expires_at: datetime,
+        signed_in_at: datetime,
+    ) -> bool:
+        user = self.store.users.get(user_id)
+        tenant = self.store.tenants.get(self.tenant_id)
+        if (
+            user is None
+            or user.tenant_id != self.tenant_id
+            or not user.is_active
+            or tenant is None
+            or tenant.status != TenantStatus.ACTIVE
+        ):
+            return False
+        self.store.users[user_id] = msgspec.structs.replace(user, last_login_at=signed_in_at)
+        await self.add(
+            user_id=user_id, family_id=family_id, token_hash=token_hash, expires_at=expires_at
+        )
+        return True
 
     async def get_by_hash(self, token_hash: str) -> RefreshToken | None:
         for token, stored_hash in self.store.refresh_tokens.values():
@@ -794,10 +825,14 @@ class FakeRateLimiter:
         self.counts: dict[str, int] = {}
         self.windows: dict[str, int] = {}
 
-    async def hit(self, key: str, *, limit: int, window_seconds: int) -> int | None:
-        self.counts[key] = self.counts.get(key, 0) + 1
-        self.windows.setdefault(key, window_seconds)
-        return window_seconds if self.counts[key] > limit else None
+    async def hit(self, *attempts: Attempt) -> int | None:
+        waits = []
+        for key, limit, window_seconds in (msgspec.structs.astuple(a) for a in attempts):
+            self.counts[key] = self.counts.get(key, 0) + 1
+            self.windows.setdefault(key, window_seconds)
+            if self.counts[key] > limit:
+                waits.append(self.windows[key])
+        return max(waits, default=None)
 
     async def retry_after(self, key: str, *, limit: int) -> int | None:
         return self.windows[key] if self.counts.get(key, 0) > limit else None

@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
+import threading
+
 import pytest
 
 from tenantry.application.api_keys import CreateApiKey, ListApiKeys, RevokeApiKey
@@ -19,6 +24,7 @@ from tenantry.domain.auth import Actor, refresh_token_tenant
 from tenantry.domain.errors import Forbidden, NotFound, RateLimited, Unauthenticated
 from tenantry.domain.tenants import TenantStatus
 from tenantry.domain.users import Role, UserRepository
+from tenantry.infrastructure.security.passwords import HASH_NICENESS, Argon2PasswordHasher
 
 from .fakes import FakePasswordHasher, World
 
@@ -284,3 +290,42 @@ async def test_api_keys_refuse_tampering_expiry_and_other_users() -> None:
     world.clock.advance(days=2)
     with pytest.raises(Unauthenticated):
         await Authenticate(world.identity).api_key(issued.key, client="10.0.0.1")
+
+
+async def test_a_user_deactivated_while_the_password_is_checked_gets_no_tokens() -> None:
+    """No transaction stays open across the hash, so the write after it checks again."""
+    world = World()
+    owner = await sign_up(world)
+
+    class DeactivatedMeanwhile(FakePasswordHasher):
+        async def verify(self, password_hash: str | None, password: str) -> bool:
+            async with world.uow as uow:
+                users = uow.repository(UserRepository, owner.tenant_id)
+                await users.update(owner.user_id, is_active=False)
+                await uow.commit()
+            return await super().verify(password_hash, password)
+
+    world.passwords = DeactivatedMeanwhile()
+    tokens_before = dict(world.uow.committed.refresh_tokens)
+    with pytest.raises(Unauthenticated):
+        await login(world)
+    assert world.uow.committed.refresh_tokens == tokens_before
+    assert world.uow.committed.users[owner.user_id].last_login_at is None
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread priorities are Linux's")
+async def test_hash_threads_yield_the_cpu_to_the_event_loop() -> None:
+    hasher = Argon2PasswordHasher(
+        time_cost=1, memory_cost_kib=1024, parallelism=1, max_concurrency=2
+    )
+    loop_thread = threading.get_native_id()
+    before = os.getpriority(os.PRIO_PROCESS, loop_thread)
+    try:
+        assert await hasher.verify(await hasher.hash(PASSWORD), PASSWORD)
+        niceness = await asyncio.get_running_loop().run_in_executor(
+            hasher.pool, lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        )
+    finally:
+        hasher.close()
+    assert niceness == max(before, HASH_NICENESS)
+    assert os.getpriority(os.PRIO_PROCESS, loop_thread) == before  # the loop's own is untouched

@@ -12,6 +12,7 @@ from tenantry.domain.auth import (
     AccessClaims,
     AccessTokens,
     Actor,
+    Attempt,
     PasswordHasher,
     RateLimiter,
     RefreshTokenRepository,
@@ -68,7 +69,12 @@ class Identity:
         self.policy = policy
 
     async def limit(self, key: str, *, limit: int, window_seconds: int) -> None:
-        retry_after = await self.limiter.hit(key, limit=limit, window_seconds=window_seconds)
+        await self.limit_all(Attempt(key, limit, window_seconds))
+
+    async def limit_all(self, *attempts: Attempt) -> None:
+        """Count the attempt against every limit at once (one round trip); refuse it when
+        over any."""
+        retry_after = await self.limiter.hit(*attempts)
         if retry_after is not None:
             raise RateLimited(TOO_MANY_ATTEMPTS, retry_after=retry_after)
 
@@ -91,18 +97,22 @@ class Identity:
         )
 
     async def issue_pair(
-        self, user_id: UUID, tenant_id: UUID, roles: tuple[Role, ...], family_id: UUID | None = None
+        self, user_id: UUID, tenant_id: UUID, roles: tuple[Role, ...], family_id: UUID
     ) -> TokenPair:
-        """An access token and a refresh token (of a new family unless one is given); the
-        access token names the family, its session, so that revoking one stops the other."""
+        """An access token and the next refresh token of the family ``family_id``; the access
+        token names the family, its session, so that revoking one stops the other."""
         refresh = new_refresh_token(tenant_id)
-        family_id = family_id or uuid4()
         await self.uow.repository(RefreshTokenRepository, tenant_id).add(
             user_id=user_id,
             family_id=family_id,
             token_hash=digest(refresh),
             expires_at=self.clock.now() + self.policy.refresh_ttl,
         )
+        return await self.pair(user_id, tenant_id, roles, family_id, refresh)
+
+    async def pair(
+        self, user_id: UUID, tenant_id: UUID, roles: tuple[Role, ...], family_id: UUID, refresh: str
+    ) -> TokenPair:
         return TokenPair(
             access_token=await self.tokens.issue(
                 user_id=user_id, tenant_id=tenant_id, roles=roles, session_id=family_id
@@ -153,15 +163,17 @@ class Login:
         login_key = login.strip().lower()
         # Every attempt counts against both limits and a success resets neither: an attacker
         # sharing an address with a real user gains nothing from the user's good logins.
-        await identity.limit(
-            f"login:address:{client}",
-            limit=policy.login_attempts_per_address,
-            window_seconds=policy.login_window_seconds,
-        )
-        await identity.limit(
-            f"login:account:{tenant.strip().lower()}:{digest(login_key)}",
-            limit=policy.login_attempts_per_account,
-            window_seconds=policy.login_window_seconds,
+        await identity.limit_all(
+            Attempt(
+                f"login:address:{client}",
+                policy.login_attempts_per_address,
+                policy.login_window_seconds,
+            ),
+            Attempt(
+                f"login:account:{tenant.strip().lower()}:{digest(login_key)}",
+                policy.login_attempts_per_account,
+                policy.login_window_seconds,
+            ),
         )
         uow = identity.uow
         async with uow:
@@ -171,20 +183,37 @@ class Login:
                 if found
                 else None
             )
-            user, password_hash = match if match else (None, None)
-            # Verify even when there is no user, against a dummy hash: same time either way.
-            valid = await identity.passwords.verify(password_hash, password)
-            if found is None or user is None or password_hash is None or not valid:
+        # The transaction ended with the reads: no pooled connection waits on argon2's queue.
+        user, password_hash = match if match else (None, None)
+        # Verify even when there is no user, against a dummy hash: same time either way.
+        valid = await identity.passwords.verify(password_hash, password)
+        if found is None or user is None or password_hash is None or not valid:
+            raise Unauthenticated(INVALID_LOGIN)
+        if not user.is_active:
+            raise Unauthenticated(INVALID_LOGIN)
+        rehashed = (
+            await identity.passwords.hash(password)
+            if identity.passwords.needs_rehash(password_hash)
+            else None
+        )
+        refresh, family_id = new_refresh_token(found.id), uuid4()
+        now = identity.clock.now()
+        async with uow:
+            if rehashed is not None:
+                await uow.repository(UserRepository, found.id).set_password_hash(user.id, rehashed)
+            # The user and the tenant are checked again as the session is written: one disabled
+            # during the hash gets no tokens.
+            started = await uow.repository(RefreshTokenRepository, found.id).start_session(
+                user_id=user.id,
+                family_id=family_id,
+                token_hash=digest(refresh),
+                expires_at=now + policy.refresh_ttl,
+                signed_in_at=now,
+            )
+            if not started:
                 raise Unauthenticated(INVALID_LOGIN)
-            if not user.is_active:
-                raise Unauthenticated(INVALID_LOGIN)
-            users = uow.repository(UserRepository, found.id)
-            if identity.passwords.needs_rehash(password_hash):
-                await users.set_password_hash(user.id, await identity.passwords.hash(password))
-            await users.record_login(user.id, identity.clock.now())
-            pair = await identity.issue_pair(user.id, found.id, user.roles)
             await uow.commit()
-        return pair
+        return await identity.pair(user.id, found.id, user.roles, family_id, refresh)
 
 
 class Refresh:

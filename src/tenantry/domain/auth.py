@@ -135,10 +135,32 @@ def same_digest(secret: str, stored: str) -> bool:
     return hmac.compare_digest(digest(secret), stored)
 
 
+class Attempt(msgspec.Struct, frozen=True):
+    """One limit an attempt counts against: at most ``limit`` per ``window_seconds`` under
+    ``key``."""
+
+    key: str
+    limit: int
+    window_seconds: int
+
+
 class RefreshTokenRepository(Protocol):
     async def add(
         self, *, user_id: UUID, family_id: UUID, token_hash: str, expires_at: datetime
     ) -> RefreshToken: ...
+
+    async def start_session(
+        self,
+        *,
+        user_id: UUID,
+        family_id: UUID,
+        token_hash: str,
+        expires_at: datetime,
+        signed_in_at: datetime,
+    ) -> bool:
+        """A sign-in's session: its first refresh token stored and the user's last login set to
+        ``signed_in_at``, while the user and the tenant are active; else nothing, and False."""
+        ...
 
     async def get_by_hash(self, token_hash: str) -> RefreshToken | None: ...
 
@@ -177,8 +199,8 @@ class AccessTokens(Protocol):
 
 
 class RateLimiter(Protocol):
-    async def hit(self, key: str, *, limit: int, window_seconds: int) -> int | None:
-        """Count one attempt; the seconds to wait when over the limit, else None."""
+    async def hit(self, *attempts: Attempt) -> int | None:
+        """Count one attempt against each limit; the seconds to wait when over any, else None."""
         ...
 
     async def retry_after(self, key: str, *, limit: int) -> int | None:

@@ -3,15 +3,32 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from advanced_alchemy.types import DateTimeUTC
-from sqlalchemy import ForeignKeyConstraint, Index, String
+from sqlalchemy import (
+    ClauseElement,
+    ColumnElement,
+    ForeignKeyConstraint,
+    Index,
+    Insert,
+    String,
+    Table,
+    bindparam,
+    exists,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tenantry.domain.auth import RefreshToken, RefreshTokenRepository
-from tenantry.infrastructure.db.base import TenantOwned
+from tenantry.domain.tenants import TenantStatus
+from tenantry.infrastructure.db.base import TenantOwned, metadata
 from tenantry.infrastructure.db.repository import TenantRows
+from tenantry.infrastructure.db.tenancy import of_tenant
 
 
 class RefreshTokenModel(TenantOwned):
@@ -40,12 +57,42 @@ class SqlRefreshTokenRepository(TenantRows[RefreshToken]):
     async def add(
         self, *, user_id: UUID, family_id: UUID, token_hash: str, expires_at: datetime
     ) -> RefreshToken:
-        row = await self.orm.add(
-            RefreshTokenModel(
-                user_id=user_id, family_id=family_id, token_hash=token_hash, expires_at=expires_at
-            )
+        record = await self.statement("add", _insert_token).fetch_row(
+            self.session,
+            **self._new_token(user_id, family_id, token_hash, expires_at),
         )
-        return self.of_model(row)
+        assert record is not None, "INSERT ... RETURNING returns the row"
+        return self.to_entity(record)
+
+    async def start_session(
+        self,
+        *,
+        user_id: UUID,
+        family_id: UUID,
+        token_hash: str,
+        expires_at: datetime,
+        signed_in_at: datetime,
+    ) -> bool:
+        # One round trip: the login recorded and the token stored only where the user (and
+        # its tenant) is still active, which the UPDATE's RETURNING says.
+        record = await self.statement("start_session", _start_session).fetch_row(
+            self.session,
+            **self._new_token(user_id, family_id, token_hash, expires_at),
+            signed_in_at=signed_in_at,
+        )
+        return record is not None
+
+    def _new_token(
+        self, user_id: UUID, family_id: UUID, token_hash: str, expires_at: datetime
+    ) -> dict[str, object]:
+        return self.arguments(
+            # The model's own id default, a UUIDv7, as the ORM would fill it.
+            id=_TOKENS.c.id.default.arg(None),  # type: ignore[union-attr]
+            user_id=user_id,
+            family_id=family_id,
+            token_hash=token_hash,
+            expires_at=expires_at,
+        )
 
     async def get_by_hash(self, token_hash: str) -> RefreshToken | None:
         row = await self.orm.get_one_or_none(token_hash=token_hash)
@@ -74,3 +121,50 @@ class SqlRefreshTokenRepository(TenantRows[RefreshToken]):
             .values(revoked_at=at)
         )
         await self.session.execute(statement)
+
+
+_TOKENS: Table = RefreshTokenModel.__table__  # type: ignore[assignment]
+# What a new token's row takes as arguments (the repository's tenant among them); its times
+# are the transaction's.
+_TOKEN_VALUES = ("tenant_id", "id", "user_id", "family_id", "token_hash", "expires_at")
+
+
+def _token_row() -> dict[str, ColumnElement[Any]]:
+    values: dict[str, ColumnElement[Any]] = {
+        name: bindparam(name, type_=_TOKENS.c[name].type) for name in _TOKEN_VALUES
+    }
+    return values | {"created_at": func.now(), "updated_at": func.now()}
+
+
+def _insert_token() -> Insert:
+    return insert(_TOKENS).values(_token_row()).returning(*_TOKENS.c)
+
+
+def _start_session() -> ClauseElement:
+    """``with signed_in as (update users ... returning id) insert into refresh_tokens select
+    ... from signed_in``: no row when the user or its tenant is not active."""
+    users, tenants = metadata.tables["users"], metadata.tables["tenants"]
+    signed_in = (
+        update(users)
+        .where(
+            of_tenant(users),
+            users.c.id == bindparam("user_id"),
+            users.c.is_active.is_(True),
+            exists().where(
+                tenants.c.id == bindparam("tenant_id"),
+                tenants.c.status == TenantStatus.ACTIVE.value,
+            ),
+        )
+        .values(
+            last_login_at=bindparam("signed_in_at", type_=users.c.last_login_at.type),
+            updated_at=func.now(),
+        )
+        .returning(users.c.id)
+        .cte("signed_in")
+    )
+    row = _token_row()
+    return (
+        insert(_TOKENS)
+        .from_select(list(row), select(*row.values()).select_from(signed_in))
+        .returning(_TOKENS.c.id)
+    )

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any
 from uuid import UUID
 
+import msgspec
 from advanced_alchemy.base import UUIDv7AuditBase
 from advanced_alchemy.exceptions import DuplicateKeyError
 from advanced_alchemy.filters import LimitOffset, OrderBy
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
-from sqlalchemy import String, text
+from sqlalchemy import String, bindparam, select, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tenantry.domain.errors import Conflict
 from tenantry.domain.tenants import NewTenant, Tenant, TenantStatus
+from tenantry.infrastructure.db.tenancy import DriverStatement
 
 
 class TenantModel(UUIDv7AuditBase):
@@ -64,11 +67,22 @@ def to_tenant(row: TenantModel) -> Tenant:
     )
 
 
+_BY_SLUG = DriverStatement(
+    select(TenantModel.__table__).where(TenantModel.__table__.c.slug == bindparam("slug"))
+)
+
+
 class SqlTenantRepository:
     """Tenants are not tenant-owned, so this repository spans the platform on purpose."""
 
-    def __init__(self, repository: TenantModelRepository) -> None:
-        self.repository = repository
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    @cached_property
+    def repository(self) -> TenantModelRepository:
+        # Built when first used: advanced-alchemy's constructor builds its base statement, a
+        # good part of a sign-in's tenant lookup, which runs without it.
+        return TenantModelRepository(session=self.session)
 
     async def add(self, tenant: NewTenant) -> Tenant:
         try:
@@ -86,8 +100,9 @@ class SqlTenantRepository:
         return None if row is None else to_tenant(row)
 
     async def get_by_slug(self, slug: str) -> Tenant | None:
-        row = await self.repository.get_one_or_none(slug=slug)
-        return None if row is None else to_tenant(row)
+        # Every sign-in starts here: compiled once, run on the driver.
+        record = await _BY_SLUG.fetch_row(self.session, slug=slug)
+        return None if record is None else msgspec.convert(dict(record), Tenant)
 
     async def list(self, *, limit: int, offset: int) -> tuple[list[Tenant], int]:
         rows, total = await self.repository.get_many_and_count(

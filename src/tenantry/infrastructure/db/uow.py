@@ -15,7 +15,7 @@ from tenantry.domain.tenants import TenantRepository
 # The one list of feature modules: importing each declares which port its repository serves.
 from tenantry.infrastructure.db import features  # noqa: F401
 from tenantry.infrastructure.db.repository import IMPLEMENTATIONS
-from tenantry.infrastructure.db.tenants import SqlTenantRepository, TenantModelRepository
+from tenantry.infrastructure.db.tenants import SqlTenantRepository
 
 R = TypeVar("R")
 
@@ -30,7 +30,7 @@ class SqlUnitOfWork:
     @cached_property
     def tenants(self) -> TenantRepository:
         # Built when first used: most requests never touch the tenants table through it.
-        return SqlTenantRepository(TenantModelRepository(session=self.session))
+        return SqlTenantRepository(self.session)
 
     def repository(self, port: Callable[..., R], tenant_id: UUID) -> R:
         implementation: Any = IMPLEMENTATIONS.get(port)

@@ -62,6 +62,16 @@ _ACTIVE_ROLES = DriverStatement(
     )
 )
 
+_BY_LOGIN = DriverStatement(
+    select(_users).where(
+        of_tenant(_users),
+        or_(
+            func.lower(_users.c.email) == bindparam("login"),
+            func.lower(_users.c.username) == bindparam("login"),
+        ),
+    )
+)
+
 
 def taken_field(error: IntegrityError) -> str:
     """Which per-tenant unique index refused the row (they are indexes on lower(), not
@@ -103,11 +113,12 @@ class SqlUserRepository(TenantRows[User]):
         return None if row is None else self.of_model(row)
 
     async def find_by_login(self, login: str) -> tuple[User, str] | None:
-        login = login.lower()
-        row = await self.orm.get_one_or_none(
-            or_(func.lower(UserModel.email) == login, func.lower(UserModel.username) == login)
+        # Every sign-in runs it: compiled once. Usernames hold no '@' and emails one, so one
+        # login names at most one user of a tenant.
+        record = await _BY_LOGIN.fetch_row(
+            self.session, tenant_id=self.tenant_id, login=login.lower()
         )
-        return None if row is None else (self.of_model(row), row.password_hash)
+        return None if record is None else (self.to_entity(record), record["password_hash"])
 
     async def list(self, *, limit: int, offset: int) -> tuple[list[User], int]:
         rows, total = await self.orm.get_many_and_count(

@@ -3,10 +3,35 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from argon2 import PasswordHasher as Argon2
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+# The niceness of the hash threads (0 is the process's default, 19 the lowest priority). A
+# hash is tens of milliseconds of CPU and a pool as large as the CPU count keeps every core
+# busy under a burst of logins; at equal priority the event loop then waits its turn behind
+# them, and every request, /health included, with it. At 19 the scheduler runs the loop (and
+# PostgreSQL, Redis) first the moment they have work, and the hashes get every cycle left over:
+# logins/s stay as they were on an otherwise idle machine, they slow down, not the API, when
+# the CPUs are busy with other work.
+HASH_NICENESS = 19
+
+
+def lower_priority(niceness: int = HASH_NICENESS) -> None:
+    """Lower the calling thread's scheduling priority to ``niceness``, never raise it.
+
+    Linux schedules threads, and its setpriority() on a thread id applies to that thread alone;
+    elsewhere the call would reach the whole process, so nothing is done there."""
+    if sys.platform != "linux":
+        return
+    thread = threading.get_native_id()
+    current = os.getpriority(os.PRIO_PROCESS, thread)
+    if niceness > current:
+        os.setpriority(os.PRIO_PROCESS, thread, niceness)
 
 
 class Argon2PasswordHasher:
@@ -14,12 +39,23 @@ class Argon2PasswordHasher:
     ``max_concurrency * memory_cost`` and keeps a burst of logins from stalling the loop."""
 
     def __init__(
-        self, *, time_cost: int, memory_cost_kib: int, parallelism: int, max_concurrency: int
+        self,
+        *,
+        time_cost: int,
+        memory_cost_kib: int,
+        parallelism: int,
+        max_concurrency: int,
+        niceness: int = HASH_NICENESS,
     ) -> None:
         self.hasher = Argon2(
             time_cost=time_cost, memory_cost=memory_cost_kib, parallelism=parallelism
         )
-        self.pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="argon2")
+        self.pool = ThreadPoolExecutor(
+            max_workers=max_concurrency,
+            thread_name_prefix="argon2",
+            initializer=lower_priority,
+            initargs=(niceness,),
+        )
         # Checked when the user does not exist, so an unknown login costs the same time.
         self.dummy_hash = self.hasher.hash("not a real password, only a timing decoy")
 
