@@ -519,9 +519,6 @@ def measure_tasks(setup: TaskSetup, args: argparse.Namespace) -> dict[str, Any]:
     result["product_per_baseline"] = ratio(
         result["product"]["per_second"], result["baseline"]["per_second"]
     )
-    result["cpu_product_per_baseline"] = ratio(
-        result["product"]["cpu_us_per_request"], result["baseline"]["cpu_us_per_request"]
-    )
     return result
 
 
@@ -805,7 +802,7 @@ def markdown_table(report: dict[str, Any]) -> str:
             lines.append(
                 f"| tasks, idle: {p['idle_tasks']} single tasks one at a time (latency) | - | - "
                 f"| {cell(ratio(p['idle_p50_ms'], b['idle_p50_ms']), 2)} (p50) | {idle[0]} "
-                f"| {idle[1]} | - | - | - |"
+                f"| {idle[1]} | - | - | - | - |"
             )
     return "\n".join(lines)
 
