@@ -10,26 +10,19 @@ entities, the live-row filter), or from :meth:`statement` for one compiled once.
 The statements of the generic port (get, list's page and total, insert, update, soft delete,
 delete, count) are compiled once per shape and run on the driver connection of the unit of
 work's one transaction; a list's are built from advanced-alchemy's filters (search, order,
-created range, limit/offset) with stand-in values that become arguments. add_many goes through
-SQLAlchemy Core (its batched inserts).
+created range, limit/offset) with stand-in values that become arguments (listing.py). add_many
+goes through SQLAlchemy Core (its batched inserts).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cache, cached_property
 from typing import Any, ClassVar, Generic, TypeVar
 from uuid import UUID
 
 import msgspec
-from advanced_alchemy.filters import (
-    BeforeAfter,
-    LimitOffset,
-    OrderBy,
-    SearchFilter,
-    escape_like_value,
-)
 from sqlalchemy import (
     ColumnElement,
     Delete,
@@ -49,6 +42,7 @@ from sqlalchemy.sql.schema import CallableColumnDefault, ScalarElementColumnDefa
 
 from tenantry.domain.errors import StaleVersion
 from tenantry.domain.repository import ListQuery
+from tenantry.infrastructure.db import listing
 from tenantry.infrastructure.db.base import TenantOwned
 from tenantry.infrastructure.db.tenancy import (
     TENANT_KEY,
@@ -63,21 +57,6 @@ T = TypeVar("T")
 
 # The repository class of each domain port, as each feature's module declares it.
 IMPLEMENTATIONS: dict[Any, type[TenantRows[Any]]] = {}
-
-# A list's filters are advanced-alchemy's, which take values: its statements are compiled once
-# per shape with these stand-ins, each then asked for as an argument (DriverStatement).
-# The search text cannot be a user's (PostgreSQL text holds no NUL).
-_SEARCHED = "\x00q\x00"
-_AFTER = datetime(1, 1, 2, tzinfo=UTC)
-_BEFORE = datetime(1, 1, 3, tzinfo=UTC)
-_LIMIT, _OFFSET = -101, -102
-_PLACEHOLDERS = {
-    f"%{escape_like_value(_SEARCHED)}%": "q",
-    _AFTER: "after",
-    _BEFORE: "before",
-    _LIMIT: "limit",
-    _OFFSET: "offset",
-}
 
 # Compiled statements of every repository class, by class and shape.
 _COMPILED: dict[tuple[type[Any], Hashable], DriverStatement] = {}
@@ -354,23 +333,8 @@ class SqlRepository(TenantRows[T]):
         self, query: ListQuery, /, *, include_deleted: bool = False, **where: Any
     ) -> tuple[list[T], int]:
         keys = tuple(sorted(where))
-        # The query's shape: which filters it has, not their values, which are arguments.
-        shape = (
-            include_deleted,
-            keys,
-            query.order_by,
-            bool(query.q),
-            query.created_after is not None,
-            query.created_before is not None,
-        )
-        narrowed = ListQuery(
-            q=_SEARCHED if query.q else None,
-            order_by=query.order_by,
-            created_after=_AFTER if query.created_after is not None else None,
-            created_before=_BEFORE if query.created_before is not None else None,
-            limit=_LIMIT,
-            offset=_OFFSET,
-        )
+        shape = (include_deleted, keys, *listing.shape(query))
+        narrowed = listing.stand_ins(query)
         search_field = getattr(self.entity, "search_field", None)
 
         # Built only when a shape is first seen: the compiled statement serves every later one.
@@ -378,26 +342,19 @@ class SqlRepository(TenantRows[T]):
             statement = select(self.table()).where(
                 *self.compiled_filters(include_deleted=include_deleted, where=keys)
             )
-            for narrowing in _narrowing(narrowed, search_field):
+            for narrowing in listing.narrowing(narrowed, search_field):
                 statement = narrowing.append_to_statement(statement, self.model)
             return statement
 
-        values = self.arguments(
-            where,
-            q=f"%{escape_like_value(query.q)}%" if query.q else None,
-            after=query.created_after,
-            before=query.created_before,
-            limit=query.limit,
-            offset=query.offset,
-        )
+        values = self.arguments(where, **listing.arguments(query))
 
         def page() -> ClauseElement:
             statement = matching()
-            for paging in _paging(narrowed):
+            for paging in listing.paging(narrowed):
                 statement = paging.append_to_statement(statement, self.model)
             return statement
 
-        rows = await self.statement(("page", *shape), page, _PLACEHOLDERS).fetch(
+        rows = await self.statement(("page", *shape), page, listing.PLACEHOLDERS).fetch(
             self.session, **values
         )
         if 0 < len(rows) < query.limit or (query.offset == 0 and not rows):
@@ -406,7 +363,7 @@ class SqlRepository(TenantRows[T]):
             count = self.statement(
                 ("count", *shape),
                 lambda: select(func.count()).select_from(matching().subquery()),
-                _PLACEHOLDERS,
+                listing.PLACEHOLDERS,
             )
             total = int(await count.fetch_value(self.session, **values))
         return [self.to_entity(row) for row in rows], total
@@ -425,35 +382,3 @@ def _python_defaults(table: Table) -> tuple[tuple[str, Any], ...]:
 @cache
 def _orm_repository(model: type[TenantOwned]) -> type[TenantScopedRepository[Any]]:
     return type(f"{model.__name__}Repository", (TenantScopedRepository,), {"model_type": model})
-
-
-def _paging(query: ListQuery) -> list[OrderBy | LimitOffset]:
-    field = query.order_by.removeprefix("-")
-    found: list[OrderBy | LimitOffset] = [
-        OrderBy(field_name=field, sort_order="desc" if query.order_by.startswith("-") else "asc"),
-    ]
-    if field != "created_at":
-        # A stable order across pages when the sort key repeats.
-        found.append(OrderBy(field_name="created_at", sort_order="asc"))
-    found.append(LimitOffset(limit=query.limit, offset=query.offset))
-    return found
-
-
-def _narrowing(query: ListQuery, search_field: str | None) -> list[SearchFilter | BeforeAfter]:
-    found: list[SearchFilter | BeforeAfter] = []
-    if query.q and search_field is not None:
-        found.append(
-            SearchFilter(
-                field_name=search_field,
-                value=query.q,
-                ignore_case=True,
-                escape_wildcards=True,
-            )
-        )
-    if query.created_after or query.created_before:
-        found.append(
-            BeforeAfter(
-                field_name="created_at", before=query.created_before, after=query.created_after
-            )
-        )
-    return found
