@@ -7,16 +7,30 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-import msgspec
 from advanced_alchemy.types import DateTimeUTC
-from sqlalchemy import BigInteger, CheckConstraint, Index, String, text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    ClauseElement,
+    ColumnElement,
+    Index,
+    String,
+    Table,
+    bindparam,
+    delete,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tenantry.domain.files import FileRepository, StoredFile
-from tenantry.infrastructure.db.base import TenantOwned, creator_key
+from tenantry.infrastructure.db.base import TenantOwned, creator_key, metadata
 from tenantry.infrastructure.db.repository import SqlRepository
-from tenantry.infrastructure.db.tenancy import session_transaction
+from tenantry.infrastructure.db.tenancy import TENANT_KEY, of_tenant, session_transaction
 
 
 class FileModel(TenantOwned):
@@ -68,110 +82,189 @@ class FileReservationModel(TenantOwned):
 
 # The usage row is the tenant's one point of serialisation, and each statement below changes it
 # in one conditional UPDATE: the row lock lasts that statement and its commit, never a transfer.
-# $1 is the tenant everywhere; the tenant policy holds every table here too.
+# Each is compiled once (SqlFileRepository.statement) with the tenant as a parameter; the
+# tenant policy holds every table here too.
+_FILES: Table = FileModel.__table__  # type: ignore[assignment]
+_USAGE: Table = FileUsageModel.__table__  # type: ignore[assignment]
+_HOLDS: Table = FileReservationModel.__table__  # type: ignore[assignment]
 
-# Hold $3 more bytes for upload $2, if the live files, every hold and these fit in quota $4.
-# An UPDATE re-reads its WHERE on the latest version of a row another transaction changed
-# (READ COMMITTED), so two uploads racing for the last bytes cannot both pass.
-_RESERVE = """
-WITH held AS (
-    UPDATE file_usage SET reserved_bytes = reserved_bytes + $3, updated_at = now()
-    WHERE tenant_id = $1 AND id = $1 AND used_bytes + reserved_bytes + $3 <= $4
-    RETURNING tenant_id
-)
-INSERT INTO file_reservations AS r (tenant_id, id, bytes, expires_at, created_at, updated_at)
-SELECT tenant_id, $2::uuid, $3::bigint, $5::timestamptz, now(), now() FROM held
-ON CONFLICT (tenant_id, id) DO UPDATE
-    SET bytes = r.bytes + excluded.bytes, expires_at = excluded.expires_at, updated_at = now()
-RETURNING r.bytes
-"""
+_FILE_ID = bindparam("file_id", type_=_HOLDS.c.id.type)
+_SIZE = bindparam("size", type_=BigInteger())
+_QUOTA = bindparam("quota", type_=BigInteger())
 
-# A tenant's first upload: its row, empty (a tenant with files got one from the backfill).
-_START_USAGE = """
-INSERT INTO file_usage (tenant_id, id, used_bytes, file_count, reserved_bytes,
-                        created_at, updated_at)
-VALUES ($1, $1, 0, 0, 0, now(), now())
-ON CONFLICT (tenant_id, id) DO NOTHING
-"""
 
-# Upload $2 ends: its hold goes, its size counts, its row is written, all or nothing. Past its
-# hold (the hold expired and was given back) the size must still fit beside the rest; within
-# it, it fits already, even should the quota have been lowered since.
-_FINISH = """
-WITH released AS (
-    DELETE FROM file_reservations WHERE tenant_id = $1 AND id = $2 RETURNING bytes
-), held AS (
-    SELECT coalesce((SELECT bytes FROM released), 0) AS bytes
-), charged AS (
-    UPDATE file_usage SET
-        used_bytes = used_bytes + $3,
-        file_count = file_count + 1,
-        reserved_bytes = reserved_bytes - held.bytes,
-        updated_at = now()
-    FROM held
-    WHERE tenant_id = $1 AND id = $1
-      AND ($3 <= held.bytes OR used_bytes + reserved_bytes - held.bytes + $3 <= $4)
-    RETURNING file_usage.tenant_id
-)
-INSERT INTO files (tenant_id, id, size, original_filename, content_type, claimed_content_type,
-                   sha256, metadata, storage_key, created_by, created_at, updated_at)
-SELECT tenant_id, $2::uuid, $3::bigint, $5::text, $6::text, $7::text, $8::text, $9::jsonb, $10::text,
-       $11::uuid, $12::timestamptz, $12::timestamptz
-FROM charged
-RETURNING *
-"""
+def _usage_row() -> tuple[ColumnElement[bool], ...]:
+    """The tenant's usage row: its id is the tenant's."""
+    return of_tenant(_USAGE), _USAGE.c.id == bindparam(TENANT_KEY)
 
-_RELEASE = """
-WITH released AS (
-    DELETE FROM file_reservations WHERE tenant_id = $1 AND id = $2 RETURNING bytes
-)
-UPDATE file_usage SET reserved_bytes = reserved_bytes - released.bytes, updated_at = now()
-FROM released WHERE tenant_id = $1 AND id = $1
-"""
 
-# The holds of uploads whose process died; an upload still alive re-creates its row when it
-# holds more, and its finish checks the quota afresh (see _FINISH).
-_RELEASE_EXPIRED = """
-WITH released AS (
-    DELETE FROM file_reservations WHERE tenant_id = $1 AND expires_at < $2 RETURNING bytes
-), total AS (
-    SELECT coalesce(sum(bytes), 0) AS bytes FROM released
-), given_back AS (
-    UPDATE file_usage SET reserved_bytes = reserved_bytes - total.bytes, updated_at = now()
-    FROM total WHERE tenant_id = $1 AND id = $1 AND total.bytes > 0
-)
-SELECT bytes FROM total
-"""
+def _usage() -> ClauseElement:
+    return select(_USAGE.c.used_bytes, _USAGE.c.file_count).where(*_usage_row())
 
-# A live file goes (soft deleted, or deleted outright): its bytes leave the counters with it.
-_SOFT_DELETE = """
-WITH gone AS (
-    UPDATE files SET deleted_at = $3, updated_at = now()
-    WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL
-    RETURNING size
-), counted AS (
-    UPDATE file_usage SET used_bytes = used_bytes - gone.size, file_count = file_count - 1,
-        updated_at = now()
-    FROM gone WHERE tenant_id = $1 AND id = $1
-)
-SELECT count(*) FROM gone
-"""
-_DELETE = """
-WITH gone AS (
-    DELETE FROM files WHERE tenant_id = $1 AND id = $2 RETURNING size, deleted_at
-), counted AS (
-    UPDATE file_usage SET used_bytes = used_bytes - gone.size, file_count = file_count - 1,
-        updated_at = now()
-    FROM gone WHERE tenant_id = $1 AND id = $1 AND gone.deleted_at IS NULL
-)
-SELECT count(*) FROM gone
-"""
-_QUOTA_SETTING = """
-SELECT settings -> 'quota_bytes' FROM tenants WHERE id = $1
-"""
-_USAGE = """
-SELECT used_bytes, file_count FROM file_usage WHERE tenant_id = $1 AND id = $1
-"""
+
+def _start_usage() -> ClauseElement:
+    """A tenant's first upload: its row, empty (a tenant with files got one from the backfill)."""
+    tenant = bindparam(TENANT_KEY, type_=_USAGE.c.tenant_id.type)
+    return (
+        insert(_USAGE)
+        .values(
+            tenant_id=tenant,
+            id=tenant,
+            used_bytes=0,
+            file_count=0,
+            reserved_bytes=0,
+            created_at=func.now(),
+            updated_at=func.now(),
+        )
+        .on_conflict_do_nothing(index_elements=[_USAGE.c.tenant_id, _USAGE.c.id])
+    )
+
+
+def _reserve() -> ClauseElement:
+    """Hold ``size`` more bytes for upload ``file_id``, if the live files, every hold and these
+    fit in ``quota``. An UPDATE re-reads its WHERE on the latest version of a row another
+    transaction changed (READ COMMITTED), so two uploads racing for the last bytes cannot both
+    pass."""
+    held = (
+        update(_USAGE)
+        .where(*_usage_row(), _USAGE.c.used_bytes + _USAGE.c.reserved_bytes + _SIZE <= _QUOTA)
+        .values(reserved_bytes=_USAGE.c.reserved_bytes + _SIZE, updated_at=func.now())
+        .returning(_USAGE.c.tenant_id)
+        .cte("held")
+    )
+    expires_at = bindparam("expires_at", type_=_HOLDS.c.expires_at.type)
+    statement = insert(_HOLDS).from_select(
+        ["tenant_id", "id", "bytes", "expires_at", "created_at", "updated_at"],
+        select(held.c.tenant_id, _FILE_ID, _SIZE, expires_at, func.now(), func.now()),
+    )
+    return statement.on_conflict_do_update(
+        index_elements=[_HOLDS.c.tenant_id, _HOLDS.c.id],
+        set_={
+            "bytes": _HOLDS.c.bytes + statement.excluded.bytes,
+            "expires_at": statement.excluded.expires_at,
+            "updated_at": func.now(),
+        },
+    ).returning(_HOLDS.c.bytes)
+
+
+def _released() -> Any:
+    """The hold of upload ``file_id``, deleted, its bytes returned."""
+    return (
+        delete(_HOLDS)
+        .where(of_tenant(_HOLDS), _HOLDS.c.id == _FILE_ID)
+        .returning(_HOLDS.c.bytes)
+        .cte("released")
+    )
+
+
+def _finish() -> ClauseElement:
+    """Upload ``file_id`` ends: its hold goes, its size counts, its row is written, all or
+    nothing. Past its hold (the hold expired and was given back) the size must still fit beside
+    the rest; within it, it fits already, even should the quota have been lowered since."""
+    released = _released()
+    held = select(func.coalesce(select(released.c.bytes).scalar_subquery(), 0).label("bytes")).cte(
+        "held"
+    )
+    usage = _USAGE.c
+    charged = (
+        update(_USAGE)
+        .where(
+            *_usage_row(),
+            or_(
+                held.c.bytes >= _SIZE,
+                usage.used_bytes + usage.reserved_bytes - held.c.bytes + _SIZE <= _QUOTA,
+            ),
+        )
+        .values(
+            used_bytes=usage.used_bytes + _SIZE,
+            file_count=usage.file_count + 1,
+            reserved_bytes=usage.reserved_bytes - held.c.bytes,
+            updated_at=func.now(),
+        )
+        .returning(usage.tenant_id)
+        .cte("charged")
+    )
+    created_at = bindparam("created_at", type_=_FILES.c.created_at.type)
+    values = {
+        "id": bindparam("file_id", type_=_FILES.c.id.type),
+        "size": _SIZE,
+        **{
+            name: bindparam(name, type_=_FILES.c[name].type)
+            for name in (
+                "original_filename",
+                "content_type",
+                "claimed_content_type",
+                "sha256",
+                "metadata",
+                "storage_key",
+                "created_by",
+            )
+        },
+        "created_at": created_at,
+        "updated_at": created_at,
+    }
+    return (
+        insert(_FILES)
+        .from_select(["tenant_id", *values], select(charged.c.tenant_id, *values.values()))
+        .returning(*_FILES.c)
+    )
+
+
+def _release() -> ClauseElement:
+    released = _released()
+    return (
+        update(_USAGE)
+        .where(*_usage_row())
+        .values(reserved_bytes=_USAGE.c.reserved_bytes - released.c.bytes, updated_at=func.now())
+    )
+
+
+def _release_expired() -> ClauseElement:
+    """The holds of uploads whose process died, given back; an upload still alive re-creates
+    its hold when it holds more, and its finish checks the quota afresh (see _finish)."""
+    released = (
+        delete(_HOLDS)
+        .where(
+            of_tenant(_HOLDS),
+            _HOLDS.c.expires_at < bindparam("now", type_=_HOLDS.c.expires_at.type),
+        )
+        .returning(_HOLDS.c.bytes)
+        .cte("released")
+    )
+    total = select(func.coalesce(func.sum(released.c.bytes), 0).label("bytes")).cte("total")
+    given_back = (
+        update(_USAGE)
+        .where(*_usage_row(), total.c.bytes > 0)
+        .values(reserved_bytes=_USAGE.c.reserved_bytes - total.c.bytes, updated_at=func.now())
+        .returning(_USAGE.c.tenant_id)
+        .cte("given_back")
+    )
+    return select(total.c.bytes).add_cte(given_back)
+
+
+def _uncounted(gone: Any, *where: ColumnElement[bool]) -> ClauseElement:
+    """A file gone (soft deleted, or deleted outright): its bytes leave the counters with it;
+    how many files went."""
+    counted = (
+        update(_USAGE)
+        .where(*_usage_row(), *where)
+        .values(
+            used_bytes=_USAGE.c.used_bytes - gone.c.size,
+            file_count=_USAGE.c.file_count - 1,
+            updated_at=func.now(),
+        )
+        .returning(_USAGE.c.tenant_id)
+        .cte("counted")
+    )
+    return select(func.count()).select_from(gone).add_cte(counted)
+
+
+def _quota_setting() -> ClauseElement:
+    """The tenant's own quota setting (a platform table: the tenant row by its id)."""
+    tenants = metadata.tables["tenants"]
+    return select(tenants.c.settings["quota_bytes"]).where(
+        tenants.c.id == bindparam(TENANT_KEY, type_=tenants.c.id.type)
+    )
 
 
 class SqlFileRepository(SqlRepository[StoredFile]):
@@ -179,66 +272,95 @@ class SqlFileRepository(SqlRepository[StoredFile]):
     entity = StoredFile
     port = FileRepository
 
-    async def _fetch_row(self, sql: str, *arguments: Any) -> Any:
-        transaction = await session_transaction(self.session)
-        return await transaction.run(transaction.driver.fetchrow(sql, *arguments))
-
-    async def _fetch_value(self, sql: str, *arguments: Any) -> Any:
-        transaction = await session_transaction(self.session)
-        return await transaction.run(transaction.driver.fetchval(sql, *arguments))
-
     async def usage(self) -> tuple[int, int]:
-        row = await self._fetch_row(_USAGE, self.tenant_id)
+        row = await self.statement("usage", _usage).fetch_row(self.session, **self.arguments())
         return (0, 0) if row is None else (int(row[0]), int(row[1]))
 
     async def quota_setting(self) -> Any:
-        return await self._fetch_value(_QUOTA_SETTING, self.tenant_id)
+        return await self.statement("quota_setting", _quota_setting).fetch_value(
+            self.session, **self.arguments()
+        )
 
     async def reserve(self, file_id: UUID, size: int, *, quota: int, expires_at: datetime) -> bool:
-        arguments = (self.tenant_id, file_id, size, quota, expires_at)
-        if await self._fetch_row(_RESERVE, *arguments) is not None:
+        arguments = self.arguments(file_id=file_id, size=size, quota=quota, expires_at=expires_at)
+        reserve = self.statement("reserve", _reserve)
+        if await reserve.fetch_row(self.session, **arguments) is not None:
             return True
         # Refused, or the tenant has no usage row yet (its first upload, maybe concurrent ones).
-        await self._fetch_row(_START_USAGE, self.tenant_id)
-        return await self._fetch_row(_RESERVE, *arguments) is not None
+        await self._start_usage()
+        return await reserve.fetch_row(self.session, **arguments) is not None
 
     async def add_reserved(self, *, quota: int, **values: Any) -> StoredFile | None:
-        arguments = (
-            self.tenant_id,
-            values["id"],
-            values["size"],
-            quota,
-            values["original_filename"],
-            values["content_type"],
-            values.get("claimed_content_type"),
-            values["sha256"],
-            msgspec.json.encode(values.get("metadata") or {}).decode(),
-            values["storage_key"],
-            values.get("created_by"),
-            values["created_at"],
+        arguments = self.arguments(
+            quota=quota,
+            file_id=values["id"],
+            size=values["size"],
+            original_filename=values["original_filename"],
+            content_type=values["content_type"],
+            claimed_content_type=values.get("claimed_content_type"),
+            sha256=values["sha256"],
+            metadata=values.get("metadata") or {},
+            storage_key=values["storage_key"],
+            created_by=values.get("created_by"),
+            created_at=values["created_at"],
         )
-        row = await self._fetch_row(_FINISH, *arguments)
+        finish = self.statement("finish", _finish)
+        row = await finish.fetch_row(self.session, **arguments)
         if row is None:
             # Refused, or a tenant's first upload held nothing ahead and found no usage row.
-            await self._fetch_row(_START_USAGE, self.tenant_id)
-            row = await self._fetch_row(_FINISH, *arguments)
+            await self._start_usage()
+            row = await finish.fetch_row(self.session, **arguments)
         return None if row is None else self.to_entity(row)
 
+    async def _start_usage(self) -> None:
+        await self.statement("start_usage", _start_usage).fetch_row(
+            self.session, **self.arguments()
+        )
+
     async def release(self, file_id: UUID) -> None:
-        await self._fetch_row(_RELEASE, self.tenant_id, file_id)
+        await self.statement("release", _release).fetch_row(
+            self.session, **self.arguments(file_id=file_id)
+        )
 
     async def release_expired(self, now: datetime) -> int:
-        return int(await self._fetch_value(_RELEASE_EXPIRED, self.tenant_id, now))
+        released = self.statement("release_expired", _release_expired)
+        return int(await released.fetch_value(self.session, **self.arguments(now=now)))
 
     async def soft_delete(self, id: UUID, /, at: datetime, **where: Any) -> bool:
         if where:
             raise TypeError("files are soft deleted by id alone")
-        return bool(await self._fetch_value(_SOFT_DELETE, self.tenant_id, id, at))
+
+        def build() -> ClauseElement:
+            gone = (
+                update(_FILES)
+                .where(*self.compiled_filters(), _FILES.c.id == _FILE_ID)
+                .values(
+                    deleted_at=bindparam("at", type_=_FILES.c.deleted_at.type), **self.touched()
+                )
+                .returning(_FILES.c.size)
+                .cte("gone")
+            )
+            return _uncounted(gone)
+
+        deleted = self.statement("soft_delete_counted", build)
+        return bool(await deleted.fetch_value(self.session, **self.arguments(file_id=id, at=at)))
 
     async def delete(self, id: UUID, /, **where: Any) -> bool:
         if where:
             raise TypeError("files are deleted by id alone")
-        return bool(await self._fetch_value(_DELETE, self.tenant_id, id))
+
+        def build() -> ClauseElement:
+            gone = (
+                delete(_FILES)
+                .where(*self.compiled_filters(include_deleted=True), _FILES.c.id == _FILE_ID)
+                .returning(_FILES.c.size, _FILES.c.deleted_at)
+                .cte("gone")
+            )
+            # A soft-deleted file's bytes left the counters already.
+            return _uncounted(gone, gone.c.deleted_at.is_(None))
+
+        deleted = self.statement("delete_counted", build)
+        return bool(await deleted.fetch_value(self.session, **self.arguments(file_id=id)))
 
     async def deleted_before(self, cutoff: datetime, *, limit: int) -> Sequence[StoredFile]:
         table = self.table()
