@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import statistics
 import sys
 import tempfile
@@ -19,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import structlog
 from common import (
     HOST,
     REQUEST_TIMEOUT_S,
@@ -44,6 +42,8 @@ from projects import Scenario, read_script
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from tenantry.config import load_settings
+from tenantry.infrastructure.observability.logging import AccessLines
 from tenantry.infrastructure.observability.metrics import PrometheusRequestMetrics
 from tenantry.presentation.middleware import RequestContextMiddleware
 
@@ -150,10 +150,11 @@ async def _direct_rounds() -> dict[str, list[float]]:
     engine = create_async_engine("postgresql+asyncpg://bench@127.0.0.1:1/none")
     # The request middleware with and without its metrics; its access line is not what is
     # measured, so it is filtered out before it is rendered.
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))
+    quiet = AccessLines(load_settings(environ={"TENANTRY_LOG_LEVEL": "WARNING"}, env_file=None))
     apps = {
         mode: RequestContextMiddleware(
             endpoint,
+            access_log=quiet,
             docs_path="/docs",
             production=False,
             metrics=PrometheusRequestMetrics(engine) if mode == "on" else None,

@@ -168,7 +168,17 @@ async def call(app: Any, scope: dict[str, Any]) -> list[dict[str, Any]]:
 
 def with_metrics(app: Any, *, metrics: RequestMetrics) -> RequestContextMiddleware:
     """The request middleware with metrics, as the app installs it."""
-    return RequestContextMiddleware(app, docs_path="/docs", production=False, metrics=metrics)
+    return RequestContextMiddleware(
+        app, access_log=AccessLinesKept(), docs_path="/docs", production=False, metrics=metrics
+    )
+
+
+class AccessLinesKept:
+    def __init__(self) -> None:
+        self.lines: list[dict[str, Any]] = []
+
+    def write(self, fields: dict[str, Any]) -> None:
+        self.lines.append(fields)
 
 
 def routed(template: str | None, status: int) -> Any:

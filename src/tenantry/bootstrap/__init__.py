@@ -46,7 +46,7 @@ from tenantry.infrastructure.db.uow import SqlUnitOfWork
 from tenantry.infrastructure.jobs.queue import ArqJobQueue
 from tenantry.infrastructure.jobs.worker import build_worker
 from tenantry.infrastructure.observability import metrics
-from tenantry.infrastructure.observability.logging import configure_logging
+from tenantry.infrastructure.observability.logging import AccessLines, configure_logging
 from tenantry.infrastructure.security.passwords import Argon2PasswordHasher
 from tenantry.infrastructure.security.tokens import JwtAccessTokens, SigningKeys
 from tenantry.infrastructure.storage.local import LocalDiskStorage
@@ -310,6 +310,7 @@ def create_app(
             "secrets": container.secrets.ping,
         },
         authenticator=authenticator,
+        access_log=AccessLines(settings),
         metrics=metrics.PrometheusRequestMetrics(engine.get_engine())
         if settings.metrics_enabled
         else None,

@@ -26,7 +26,7 @@ from tenantry.presentation.files import FileController
 from tenantry.presentation.health import HealthController, ReadinessChecks, ServiceInfo
 from tenantry.presentation.keys import AdminKeyController
 from tenantry.presentation.metrics import MetricsController, RequestMetrics
-from tenantry.presentation.middleware import RequestContextMiddleware
+from tenantry.presentation.middleware import AccessLog, RequestContextMiddleware
 from tenantry.presentation.projects import ProjectController
 from tenantry.presentation.security import (
     AuthenticatorFactory,
@@ -61,6 +61,7 @@ def create_app(
     dependencies: Mapping[str, Provide],
     readiness_checks: ReadinessChecks,
     authenticator: AuthenticatorFactory,
+    access_log: AccessLog,
     metrics: RequestMetrics | None = None,
     plugins: Sequence[PluginProtocol] = (),
     on_startup: Sequence[Callable[[], Any]] = (),
@@ -136,6 +137,7 @@ def create_app(
     # request ids, security headers and access lines too, and are counted.
     app.asgi_handler = RequestContextMiddleware(
         app.asgi_handler,
+        access_log=access_log,
         docs_path=DOCS_PATH,
         production=settings.is_production,
         metrics=metrics,

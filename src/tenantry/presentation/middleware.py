@@ -13,11 +13,13 @@ import os
 import re
 import time
 from collections.abc import Mapping
+from typing import Any, Protocol
 
 import structlog
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from tenantry.domain.auth import Actor
 from tenantry.presentation.metrics import (
     KNOWN_METHODS,
     METRICS_PATH,
@@ -30,7 +32,13 @@ REQUEST_ID_HEADER = "x-request-id"
 REQUEST_ID_STATE_KEY = "request_id"
 _WELL_FORMED_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
-access_log = structlog.stdlib.get_logger("tenantry.access")
+
+class AccessLog(Protocol):
+    """Where each request's access line goes: its fields, to be written as logger
+    ``tenantry.access``'s ``request`` line at INFO."""
+
+    def write(self, fields: dict[str, Any]) -> None: ...
+
 
 API_SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"x-content-type-options", b"nosniff"),
@@ -89,6 +97,7 @@ class RequestContextMiddleware:
         self,
         app: ASGIApp,
         *,
+        access_log: AccessLog,
         docs_path: str,
         production: bool,
         metrics: RequestMetrics | None = None,
@@ -103,9 +112,7 @@ class RequestContextMiddleware:
         self.api_headers = security_headers(docs=False, production=production)
         self.docs_headers = security_headers(docs=True, production=production)
         self.added = frozenset(name for name, _ in (*self.api_headers, (b"x-request-id", b"")))
-        # Resolved once (logging is configured before the app is built): the module's lazy
-        # proxy would look the bound logger up again on every request.
-        self.access_log = access_log.bind()
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -163,12 +170,17 @@ class RequestContextMiddleware:
             route = scope.get("path_template")
             if metrics is not None:
                 metrics.finished(metric_method, route or UNMATCHED, status, elapsed)
-            self.access_log.info(
-                "request",
-                method=method,
-                path=path,
-                route=route or None,
-                status=status,
-                duration_ms=round(elapsed * 1000, 2),
-                client=client[0] if (client := scope.get("client")) else None,
-            )
+            line = {
+                "method": method,
+                "path": path,
+                "route": route or None,
+                "status": status,
+                "duration_ms": round(elapsed * 1000, 2),
+                "client": client[0] if (client := scope.get("client")) else None,
+                "request_id": request_id,
+            }
+            # Who asked, as every line of the request has it (see CredentialsMiddleware).
+            if isinstance(actor := scope.get("user"), Actor):
+                line["tenant_id"] = str(actor.tenant_id)
+                line["user_id"] = str(actor.user_id)
+            self.access_log.write(line)

@@ -175,6 +175,16 @@ class _ForeignHandler(logging.Handler):
 _WRITERS: list[LineWriter] = []
 
 
+def _write(event_dict: EventDict) -> None:
+    if len(_WRITERS) == 1:
+        writer = _WRITERS[0]
+        writer.write(writer.render(event_dict))
+        return
+    for writer in _WRITERS:
+        # Each rendering pops what it renders (the exception, the event).
+        writer.write(writer.render(dict(event_dict)))
+
+
 class NamedLogger:
     """structlog's wrapped logger: named (the ``logger`` field), hands each event to the
     writers."""
@@ -185,15 +195,28 @@ class NamedLogger:
         self.name = name or "tenantry"
 
     def msg(self, event_dict: EventDict) -> None:
-        if len(_WRITERS) == 1:
-            writer = _WRITERS[0]
-            writer.write(writer.render(event_dict))
-            return
-        for writer in _WRITERS:
-            # Each rendering pops what it renders (the exception, the event).
-            writer.write(writer.render(dict(event_dict)))
+        _write(event_dict)
 
     debug = info = warning = warn = error = critical = exception = fatal = log = msg
+
+
+class AccessLines:
+    """The access line of each request, a line of logger ``tenantry.access`` with the fields a
+    structlog call would give it, handed straight to the writers. It is the one line every
+    request writes, and structlog's general path around it (bound context copied, processors
+    called, every context variable walked for structlog's) cost more than the line itself."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.enabled = logging.getLevelNamesMapping()[settings.log_level] <= logging.INFO
+
+    def write(self, fields: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        fields["event"] = "request"
+        fields["level"] = "info"
+        fields["logger"] = "tenantry.access"
+        fields["timestamp"] = datetime.now(UTC)
+        _write(fields)
 
 
 def _to_writers(_: WrappedLogger, __: str, event_dict: EventDict) -> Any:
