@@ -143,9 +143,10 @@ NOTES = [
     "baseline runs the product's UPDATE (version = $3, 412 when no row) and its soft delete "
     "(the project, then its documents); the product also reads the project before deleting it "
     "(404 and the owner's check).",
-    "upload: the baseline streams the raw request body to a file while hashing it, then deletes "
+    "upload: the baseline streams the raw request body to a file while hashing it and keeps "
     "it; the product parses the multipart body, sniffs the type, reserves quota, stores the "
-    "object and its row. Its stored objects are deleted after each run (the rows stay).",
+    "object and its row. Both servers' files are deleted after each run (the product's rows "
+    "stay): until then both have written the same bytes to the same disk.",
     "tasks: tasks/s end to end (first submission to last completion) and latency per task; "
     "the product's are POST /api/v1/tasks to `tenantry worker`, the baseline's arq enqueue_job "
     "to a bare arq worker, with as many worker processes as API processes. Its memory is the "
@@ -164,8 +165,8 @@ class Scenario:
     requests: Requests
     # What is wrong with both servers' answers to one request, or None: checked before load.
     check: Callable[[dict[str, httpx.Response]], str | None]
-    # After every wrk run of the product (the stored uploads are removed).
-    after_product_run: Callable[[], None] | None = None
+    # After every wrk run of a server, given its name (the stored uploads are removed).
+    after_run: Callable[[str], None] | None = None
     # update and delete: rows seeded and a script written per wrk run; ``check`` unused.
     writes: WriteLoad | None = None
 
@@ -236,9 +237,18 @@ def check_upload(
     return check
 
 
-def purge_uploads(files_dir: Path) -> None:
-    """The product's stored objects, removed so the disk holds one run's worth at most."""
-    shutil.rmtree(files_dir / "tenants", ignore_errors=True)
+def purge_uploads(files_dir: Path, baseline_dir: Path) -> Callable[[str], None]:
+    """What a server stored in a run, removed after it so the disk holds one run's worth at
+    most: the product's objects, the baseline's files."""
+
+    def purge(server: str) -> None:
+        if server == "product":
+            shutil.rmtree(files_dir / "tenants", ignore_errors=True)
+            return
+        for stored in baseline_dir.iterdir():
+            stored.unlink(missing_ok=True)
+
+    return purge
 
 
 def no_check(_: dict[str, httpx.Response]) -> str | None:
@@ -250,6 +260,7 @@ def http_scenarios(
     ids: list[str],
     source: Generated,
     files_dir: Path,
+    baseline_dir: Path,
     write_load: Callable[[Kind, Requests], WriteLoad],
 ) -> list[Scenario]:
     bearer = {"Authorization": f"Bearer {token}"}
@@ -332,7 +343,7 @@ def http_scenarios(
                 upload,
             ),
             check_upload(source, upload, files_dir),
-            lambda: purge_uploads(files_dir),
+            purge_uploads(files_dir, baseline_dir),
         ),
     ]
 
@@ -413,8 +424,8 @@ def measure_http(
             warm = wrk(urls[server], scripts.script("warmup", args.warmup, None), args.warmup, args)
             scripts.ran("warmup", warm)
             warmup_errors, warmup_rate = errors_of(warm), warm["per_second"]
-            if server == "product" and scenario.after_product_run:
-                scenario.after_product_run()
+            if scenario.after_run:
+                scenario.after_run(server)
         script = scripts.script("measured", args.duration, warmup_rate)
         memory = PeakRss([pids[server]], descendants=True)
         server_cpu = CpuPerRequest(pids[server])
@@ -425,8 +436,8 @@ def measure_http(
             with CpuMeter() as cpu, memory.watching(), server_cpu.measuring():
                 measured = wrk(urls[server], script, args.duration, args)
         scripts.ran("measured", measured)
-        if server == "product" and scenario.after_product_run:
-            scenario.after_product_run()
+        if scenario.after_run:
+            scenario.after_run(server)
         result[server] = measured | {
             "cpu_busy_pct": cpu.busy_pct,
             "warmup_errors": warmup_errors,
@@ -652,7 +663,8 @@ def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
             token, tenant_id, ids = sign_in(client)
             owner_id = get_json(client, "/api/v1/auth/me", "product")["id"]
 
-        (tmp / "baseline-uploads").mkdir()
+        baseline_dir = tmp / "baseline-uploads"
+        baseline_dir.mkdir()
         command = [
             sys.executable,
             str(BASELINE_APP),
@@ -660,7 +672,7 @@ def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
             f"--dsn={engines.url(APP_ROLE)}",
             f"--tenant-id={tenant_id}",
             f"--owner-id={owner_id}",
-            f"--upload-dir={tmp / 'baseline-uploads'}",
+            f"--upload-dir={baseline_dir}",
             f"--hash-concurrency={settings.password_hash_concurrency}",
             f"--workers={args.workers}",
             f"--keyring={keyring_file(settings)}",
@@ -687,7 +699,9 @@ def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
             return WriteLoad(kind, requests, seeder, tmp / "wrk", args)
 
         scenarios = [
-            s for s in http_scenarios(token, ids, source, files_dir, write_load) if s.key in chosen
+            s
+            for s in http_scenarios(token, ids, source, files_dir, baseline_dir, write_load)
+            if s.key in chosen
         ]
         with contextlib.ExitStack() as clients:
             check_scenarios(

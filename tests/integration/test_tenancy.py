@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -475,3 +476,55 @@ async def test_production_refuses_a_role_that_bypasses_rls(
     safe = msgspec.structs.replace(settings, env="production")
     async with AsyncTestClient(app=bootstrap.create_app(safe)) as client:
         assert (await client.get("/health")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type", "head", "tail"),
+    [
+        ("/api/v1/projects", "application/json", b'{"name": "', b'Apollo"}'),
+        (
+            "/api/v1/files",
+            "multipart/form-data; boundary=XyZ",
+            b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="a.txt"\r\n'
+            b"Content-Type: text/plain\r\n\r\nhello, ",
+            b"world\n\r\n--XyZ--\r\n",
+        ),
+    ],
+    ids=["json", "upload"],
+)
+async def test_a_request_waiting_on_its_clients_body_holds_no_connection(
+    settings: Settings, clean_state: None, path: str, content_type: str, head: bytes, tail: bytes
+) -> None:
+    """A client that sends its headers, then its body slowly, must not keep a pooled connection
+    (idle in a transaction) meanwhile: a few such clients would take the whole pool. A JSON body
+    is received before the credentials' read, an upload's after it, its transaction ended."""
+    served = msgspec.structs.replace(settings, host="127.0.0.1", port=free_port())
+    app = bootstrap.create_app(served)
+    engine = app.plugins.get(SQLAlchemyPlugin).config[0].get_engine()
+    sent_head, go_on = asyncio.Event(), asyncio.Event()
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        yield head
+        sent_head.set()
+        await go_on.wait()
+        yield tail
+
+    async with (
+        uvicorn_serving(uvicorn.Config(app, **_uvicorn_options(served))),
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{served.port}") as http,
+    ):
+        owner = await owner_over_http(http, "acme")
+        headers = {
+            **owner,
+            "Content-Type": content_type,
+            "Content-Length": str(len(head) + len(tail)),
+        }
+        answer = asyncio.ensure_future(http.post(path, headers=headers, content=slow_body()))
+        await sent_head.wait()
+        # Long enough for the server to have read the headers and the credentials.
+        await asyncio.sleep(0.3)
+        assert engine.pool.checkedout() == 0
+        go_on.set()
+        response = await answer
+        assert response.status_code == 201, response.text
+    assert engine.pool.checkedout() == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import timedelta
 from uuid import UUID, uuid4
 
@@ -270,14 +271,19 @@ class Authenticate:
     def __init__(self, identity: Identity) -> None:
         self.identity = identity
 
-    async def bearer(self, token: str) -> Actor:
+    async def bearer(self, token: str, *, streamed: bool = False) -> Actor:
+        """``streamed``: the caller receives the request's body only after this, while its use
+        case runs; the read's transaction then ends here, as no pooled connection may wait on a
+        client's bytes. Otherwise the use case that follows ends it, so a request that only
+        reads runs one transaction, not two."""
         claims: AccessClaims = await self.identity.tokens.verify(token)
-        # No unit-of-work block: the use case that follows ends the transaction this read began,
-        # so a request that only reads runs one transaction, not two.
-        # The same read refuses a token whose session was revoked (logout, refresh-token reuse).
-        roles = await self.identity.uow.repository(UserRepository, claims.tenant_id).active_roles(
-            claims.user_id, session_id=claims.session_id
-        )
+        uow = self.identity.uow
+        async with uow if streamed else contextlib.nullcontext():
+            # The same read refuses a token whose session was revoked (logout, refresh-token
+            # reuse).
+            roles = await uow.repository(UserRepository, claims.tenant_id).active_roles(
+                claims.user_id, session_id=claims.session_id
+            )
         if roles is None:
             raise Unauthenticated(INVALID_TOKEN)
         # Roles come from the database, not the token: a demotion takes effect at once.

@@ -27,7 +27,7 @@ MAX_HEADER_BYTES = 32 * 1024
 
 
 class Authenticator(Protocol):
-    async def bearer(self, token: str) -> Actor: ...
+    async def bearer(self, token: str, *, streamed: bool = False) -> Actor: ...
 
     async def api_key(self, key: str, *, client: str) -> Actor: ...
 
@@ -50,10 +50,24 @@ class CredentialsMiddleware(AbstractAuthenticationMiddleware):
         self.authenticator = authenticator
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        size, body, streamed = 0, False, False
+        for name, value in scope["headers"]:
+            size += len(name) + len(value)
+            if name == b"content-length":
+                body = value != b"0"
+            elif name == b"transfer-encoding":
+                body = True
+            elif name == b"content-type":
+                streamed = _is_multipart(value)
         # Refused before any credential in them is parsed; every routed request passes here.
-        size = sum(len(name) + len(value) for name, value in scope.get("headers", ()))
         if size > MAX_HEADER_BYTES:
             raise HTTPException(status_code=431, detail="The request's headers are too large.")
+        # The credentials' read begins the request's transaction, which its use case goes on
+        # with. No pooled connection may wait on a client's bytes in between: a JSON body
+        # (bounded by the route's limit) is received first and kept for the handler; a streamed
+        # one, an upload, comes after a read that ended its transaction (see bearer).
+        if body and not streamed:
+            await Request[Any, Any, Any](scope, receive).body()
         await super().__call__(scope, receive, send)
 
     async def authenticate_request(
@@ -70,7 +84,10 @@ class CredentialsMiddleware(AbstractAuthenticationMiddleware):
                 scheme, _, token = authorization.partition(" ")
                 if scheme.lower() != "bearer" or not token.strip():
                     raise Unauthenticated("Invalid or expired credentials.")
-                actor, kind = await authenticator.bearer(token.strip()), "bearer"
+                content_type = connection.headers.get("content-type", "").encode("latin-1")
+                streamed = _is_multipart(content_type)
+                actor = await authenticator.bearer(token.strip(), streamed=streamed)
+                kind = "bearer"
             elif api_key is not None:
                 actor = await authenticator.api_key(
                     api_key.strip(), client=client_address(connection)
@@ -87,6 +104,11 @@ class CredentialsMiddleware(AbstractAuthenticationMiddleware):
 
 
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="tenantry"'}
+MULTIPART = b"multipart/form-data"
+
+
+def _is_multipart(content_type: bytes) -> bool:
+    return content_type[: len(MULTIPART)].lower() == MULTIPART
 
 
 def provide_actor(request: Request[Actor, Any, Any]) -> Actor:
