@@ -21,6 +21,7 @@ import json
 import secrets
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -126,9 +127,11 @@ TASK_TIMEOUT_S = 300.0
 JSON_HEADERS = {"Content-Type": "application/json"}
 NOTES = [
     "Same load for both servers: wrk on 127.0.0.1, the same requests (the Authorization header "
-    "included), the same connections and seconds, the product first; the baseline runs as "
-    "many uvicorn processes as the product, on the same database as the same role under row "
-    "level security.",
+    "included), the same connections and seconds; with --rounds N each server runs N times, "
+    "the product first in odd rounds and the baseline first in even ones, and the ratio is "
+    "the median of the rounds' ratios (rates, CPU per request: the runs' together; latency "
+    "percentiles: the median of the runs'). The baseline runs as many uvicorn processes as "
+    "the product, on the same database as the same role under row level security.",
     "The baseline does no authentication: its tenant (and a project's owner) is fixed at "
     "start-up. The product checks the bearer token and the user's role on every call. Only in "
     "get_by_id_auth does the baseline do that work too, bare: PyJWT verifies the token with the "
@@ -408,61 +411,127 @@ def measure_http(
     args: argparse.Namespace,
     profile_prefix: Path,
 ) -> dict[str, Any]:
-    """The product, then the baseline: an unrecorded warm-up (pools fill, caches warm), then
-    the measured run, with the server's memory and CPU measured (and with ``--profile`` each
-    server sampled by py-spy). update and delete seed their projects and write their script
-    before each run, outside the measured time."""
+    """Each server's unrecorded warm-up (pools fill, caches warm), then ``args.rounds`` rounds of
+    one measured run of each, the product first in odd rounds and the baseline first in even
+    ones, with the server's memory and CPU measured (and with ``--profile`` each server sampled
+    by py-spy in the first round). update and delete seed their projects and write their script
+    before each run, outside the measured time.
+
+    A round's two runs are minutes apart at most, so their ratio is little moved by the
+    machine's speed, which on a shared machine drifts over minutes: the scenario's ratio is the
+    median of its rounds' ratios."""
     result: dict[str, Any] = {"label": scenario.label}
     static = None
     if scenario.writes is None:
         static = wrk_script(directory / f"{scenario.key}.lua", scenario.requests)
+    scripts = {server: RunScripts(scenario, server, static) for server in SERVERS}
+    warmups: dict[str, dict[str, Any]] = {}
+    last_rate: dict[str, float | None] = dict.fromkeys(SERVERS)
     for server in SERVERS:
-        print(f"== {scenario.label}: {server} ({args.warmup} s warm-up, {args.duration} s)")
-        scripts = RunScripts(scenario, server, static)
-        warmup_errors, warmup_rate = 0, None
         if args.warmup:
-            warm = wrk(urls[server], scripts.script("warmup", args.warmup, None), args.warmup, args)
-            scripts.ran("warmup", warm)
-            warmup_errors, warmup_rate = errors_of(warm), warm["per_second"]
+            print(f"== {scenario.label}: {server} ({args.warmup} s warm-up)")
+            warm = wrk(
+                urls[server], scripts[server].script("warmup", args.warmup, None), args.warmup, args
+            )
+            scripts[server].ran("warmup", warm)
+            warmups[server] = warm
+            last_rate[server] = warm["per_second"]
             if scenario.after_run:
                 scenario.after_run(server)
-        script = scripts.script("measured", args.duration, warmup_rate)
-        memory = PeakRss([pids[server]], descendants=True)
-        server_cpu = CpuPerRequest(pids[server])
-        collapsed = Path(f"{profile_prefix}.{scenario.key}.{server}.collapsed")
-        with contextlib.ExitStack() as profiling:
-            if args.profile:
-                profiling.enter_context(sampled(pids[server], collapsed))
-            with CpuMeter() as cpu, memory.watching(), server_cpu.measuring():
-                measured = wrk(urls[server], script, args.duration, args)
-        scripts.ran("measured", measured)
-        if scenario.after_run:
-            scenario.after_run(server)
-        result[server] = measured | {
-            "cpu_busy_pct": cpu.busy_pct,
+    runs: dict[str, list[dict[str, Any]]] = {server: [] for server in SERVERS}
+    for number in range(1, args.rounds + 1):
+        for server in SERVERS if number % 2 else SERVERS[::-1]:
+            phase = "measured" if args.rounds == 1 else f"measured-{number}"
+            print(f"== {scenario.label}: {server} ({phase}, {args.duration} s)")
+            script = scripts[server].script(phase, args.duration, last_rate[server])
+            memory = PeakRss([pids[server]], descendants=True)
+            server_cpu = CpuPerRequest(pids[server])
+            collapsed = Path(f"{profile_prefix}.{scenario.key}.{server}.collapsed")
+            profiled = args.profile and number == 1
+            with contextlib.ExitStack() as profiling:
+                if profiled:
+                    profiling.enter_context(sampled(pids[server], collapsed))
+                with CpuMeter() as cpu, memory.watching(), server_cpu.measuring():
+                    measured = wrk(urls[server], script, args.duration, args)
+            scripts[server].ran(phase, measured)
+            if scenario.after_run:
+                scenario.after_run(server)
+            last_rate[server] = measured["per_second"]
+            run = measured | {
+                "cpu_busy_pct": cpu.busy_pct,
+                "server_cpu_s": server_cpu.used_s,
+                **memory.summary(),
+            }
+            runs[server].append(run)
+            print(
+                f"   {cell(measured['per_second'])} req/s, p99 {cell(measured['p99_ms'], 2)} ms, "
+                f"{cell(server_cpu.figures(measured['requests'])['cpu_us_per_request'], 0)} us "
+                f"CPU per request, {errors_of(measured)} errors"
+            )
+            if profiled:
+                summary = summarise(collapsed)
+                run["profile"] = summary.as_dict() | {"collapsed": str(collapsed)}
+                collapsed.with_suffix(".txt").write_text(summary.as_text())
+                print(f"   profile: {collapsed.with_suffix('.txt')}")
+    for server in SERVERS:
+        warmup_errors = errors_of(warmups[server]) if server in warmups else 0
+        result[server] = combined(runs[server]) | {
             "warmup_errors": warmup_errors,
-            "errors": warmup_errors + errors_of(measured),
-            **memory.summary(),
-            **server_cpu.figures(measured["requests"]),
-            **({"projects": scripts.pools} if scripts.pools else {}),
+            "errors": warmup_errors + sum(errors_of(run) for run in runs[server]),
+            **({"projects": scripts[server].pools} if scripts[server].pools else {}),
         }
-        print(
-            f"   {cell(measured['per_second'])} req/s, p99 {cell(measured['p99_ms'], 2)} ms, "
-            f"{cell(result[server]['cpu_us_per_request'], 0)} us CPU per request, "
-            f"{result[server]['errors']} errors"
-        )
-        if args.profile:
-            summary = summarise(collapsed)
-            result[server]["profile"] = summary.as_dict() | {"collapsed": str(collapsed)}
-            collapsed.with_suffix(".txt").write_text(summary.as_text())
-            print(f"   profile: {collapsed.with_suffix('.txt')}")
-    result["product_per_baseline"] = ratio(
-        result["product"]["per_second"], result["baseline"]["per_second"]
-    )
+    round_ratios = [
+        ratio(product["per_second"], baseline["per_second"])
+        for product, baseline in zip(runs["product"], runs["baseline"], strict=True)
+    ]
+    result["round_ratios"] = round_ratios
+    result["product_per_baseline"] = median_or_none(round_ratios)
     result["cpu_product_per_baseline"] = ratio(
         result["product"]["cpu_us_per_request"], result["baseline"]["cpu_us_per_request"]
     )
+    if args.rounds > 1:
+        shown = ", ".join(cell(value, 2) for value in round_ratios)
+        print(
+            f"   product ÷ baseline by round: {shown}; median {cell(result['product_per_baseline'], 2)}"
+        )
     return result
+
+
+def median_or_none(values: list[float | None]) -> float | None:
+    known = [value for value in values if value is not None]
+    return statistics.median(known) if known else None
+
+
+def combined(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One server's measured runs as one: requests, time and CPU summed (so the rate and the
+    CPU per request are the runs' together), the highest memory, and each latency percentile
+    the median of the runs' (wrk reports percentiles, not the histogram to merge)."""
+    if len(runs) == 1:
+        run = dict(runs[0])
+        requests = run["requests"]
+        cpu_s = run.pop("server_cpu_s")
+        return run | {
+            "server_cpu_s": round(cpu_s, 3),
+            "cpu_us_per_request": round(cpu_s / requests * 1e6, 1) if requests else None,
+        }
+    requests = sum(run["requests"] for run in runs)
+    elapsed_s = sum(run["elapsed_s"] for run in runs)
+    cpu_s = sum(run["server_cpu_s"] for run in runs)
+    return {
+        "requests": requests,
+        "elapsed_s": round(elapsed_s, 3),
+        "per_second": requests / elapsed_s if elapsed_s else None,
+        **{
+            f"{p}_ms": statistics.median(run[f"{p}_ms"] for run in runs)
+            for p in ("p50", "p90", "p95", "p99", "max")
+        },
+        "cpu_busy_pct": max(run["cpu_busy_pct"] for run in runs),
+        "rss_before_load_mib": max(run["rss_before_load_mib"] for run in runs),
+        "peak_rss_under_load_mib": max(run["peak_rss_under_load_mib"] for run in runs),
+        "server_cpu_s": round(cpu_s, 3),
+        "cpu_us_per_request": round(cpu_s / requests * 1e6, 1) if requests else None,
+        "runs": runs,
+    }
 
 
 @dataclass(frozen=True)
@@ -836,7 +905,12 @@ def context(report: dict[str, Any]) -> str:
             f"({where[engines['embedded_redis']]})",
             f"- Load: {report['load_generator']['tool'].split(' Copyright')[0]}, "
             f"{options['connections']} connections, {options['threads']} thread(s), "
-            f"{options['duration']} s runs after {options['warmup']} s warm-ups",
+            f"{options['duration']} s runs after {options['warmup']} s warm-ups"
+            + (
+                f", {options['rounds']} rounds (the ratio: their median)"
+                if options.get("rounds", 1) > 1
+                else ""
+            ),
             f"- Servers: {report['server_stack']}, {options['workers']} API process(es) each, "
             f"as many task workers",
             f"- Commit {report['commit']}, measured {measured:%Y-%m-%d %H:%M} UTC",
@@ -922,10 +996,17 @@ def parse_args() -> argparse.Namespace:
         help=f"comma-separated, of {','.join(SCENARIOS)} (default all)",
     )
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measured runs of each server per HTTP scenario, alternating which goes first; "
+        "the ratio is the median of the rounds' (default 1)",
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
-        help="sample each server with py-spy during each measured HTTP run and write where its "
-        "CPU went to bench/results/suite-<timestamp>.<scenario>.<server>.txt",
+        help="sample each server with py-spy during its first measured HTTP run and write where "
+        "its CPU went to bench/results/suite-<timestamp>.<scenario>.<server>.txt",
     )
     parser.add_argument(
         "--write-docs",
@@ -938,12 +1019,13 @@ def parse_args() -> argparse.Namespace:
     if (
         bad_wrk_arguments(args)
         or args.workers < 1
+        or args.rounds < 1
         or args.tasks < 1
         or args.idle_tasks < 0
         or not args.scenarios
     ):
         parser.error(
-            "--duration, --workers and --tasks must be at least 1, --warmup and --idle-tasks at "
+            "--duration, --workers, --rounds and --tasks must be at least 1, --warmup and --idle-tasks at "
             "least 0, "
             "a scenario given, and 1 <= threads <= connections"
         )
