@@ -330,8 +330,9 @@ async def owner_over_http(http: httpx.AsyncClient, slug: str) -> dict[str, str]:
 async def test_a_read_then_write_request_runs_in_one_transaction(
     settings: Settings, clean_state: None
 ) -> None:
-    """DELETE reads the project to check who may delete it, then soft-deletes it; PATCH writes,
-    and when stale reads to tell 412 from 404. In each, the bearer check's read of the user and
+    """DELETE reads the project to check who may delete it, then soft-deletes it; PATCH reads
+    the project (the audit trail's "before"), writes, and when stale reads to tell 412 from 404;
+    each change appends its audit event. In each, the bearer check's read of the user and
     the use case's reads and writes (the generic repository's, all compiled once and run on the
     driver) share one transaction; ORM statements, had there been any, would have to as well."""
     served = msgspec.structs.replace(settings, host="127.0.0.1", port=free_port())
@@ -356,21 +357,27 @@ async def test_a_read_then_write_request_runs_in_one_transaction(
         )
         assert patched.status_code == 200, patched.text
         assert one_transaction(sent.take(), end="COMMIT") == (
-            ["SELECT users", "UPDATE projects"],
+            ["SELECT users", "SELECT projects", "UPDATE projects", "INSERT audit_events"],
             [],
         )
 
         stale = await http.patch(path, headers={**owner, "If-Match": first}, json={"name": "X"})
         assert stale.status_code == 412, stale.text
         assert one_transaction(sent.take(), end="ROLLBACK") == (
-            ["SELECT users", "UPDATE projects", "SELECT projects"],
+            ["SELECT users", "SELECT projects", "UPDATE projects", "SELECT projects"],
             [],
         )
 
         deleted = await http.delete(path, headers=owner)
         assert deleted.status_code == 204, deleted.text
         assert one_transaction(sent.take(), end="COMMIT") == (
-            ["SELECT users", "SELECT projects", "UPDATE projects", "UPDATE documents"],
+            [
+                "SELECT users",
+                "SELECT projects",
+                "UPDATE projects",
+                "UPDATE documents",
+                "INSERT audit_events",
+            ],
             [],
         )
 

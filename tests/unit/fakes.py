@@ -7,6 +7,7 @@ back only on commit, so a use case that fails midway leaves the store as it was.
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,7 @@ import msgspec
 
 from tenantry.application.auth import AuthPolicy, Identity
 from tenantry.domain.api_keys import ApiKeyRepository
+from tenantry.domain.audit import AuditEvent, AuditQuery, AuditRepository
 from tenantry.domain.auth import (
     AccessClaims,
     ApiKey,
@@ -661,9 +663,37 @@ class FakeTaskSweeps:
         ]
 
 
+_AUDIT_IDS = itertools.count(1)
+
+
+class FakeAuditRepository(MemoryRepository[AuditEvent]):
+    def __init__(self, store: FakeStore, tenant_id: UUID, clock: FakeClock) -> None:
+        super().__init__(store, tenant_id, clock, AuditEvent)
+
+    async def add(self, **values: Any) -> AuditEvent:
+        # Newer events sort after older ones, as UUIDv7 ids do (within a millisecond too).
+        return await super().add(id=UUID(int=next(_AUDIT_IDS)), **values)
+
+    async def page(self, query: AuditQuery) -> list[AuditEvent]:
+        wanted = {
+            name: value
+            for name in ("actor_id", "action", "target_type", "target_id")
+            if (value := getattr(query, name)) is not None
+        }
+        rows = [
+            row
+            for row in self._mine(False, wanted)
+            if (query.before is None or row.id < query.before)
+            and (query.since is None or row.created_at >= query.since)
+            and (query.until is None or row.created_at < query.until)
+        ]
+        return sorted(rows, key=lambda row: row.id, reverse=True)[: query.limit]
+
+
 # The fakes of ports that add methods of their own to the generic repository (or are not one);
 # every other port gets a MemoryRepository of its entity.
 FAKES: dict[Any, Callable[[FakeStore, UUID, FakeClock], Any]] = {
+    AuditRepository: FakeAuditRepository,
     UserRepository: FakeUserRepository,
     RefreshTokenRepository: FakeRefreshTokenRepository,
     ApiKeyRepository: FakeApiKeyRepository,

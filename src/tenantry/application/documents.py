@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
+from tenantry.application.audit import changed, record
 from tenantry.application.ownership import creator, require_may_destroy
 from tenantry.domain.auth import Actor
 from tenantry.domain.documents import (
@@ -19,6 +20,11 @@ from tenantry.domain.errors import NotFound, found
 from tenantry.domain.ports import Clock, UnitOfWork
 from tenantry.domain.projects import ProjectRepository
 from tenantry.domain.repository import ListQuery, given
+
+# What the audit trail shows of a document's change: its title; its content and metadata, the
+# tenant's data, only as changed.
+SHOWN = ("title",)
+HIDDEN = ("content", "metadata")
 
 
 async def require_project(uow: UnitOfWork, actor: Actor, project_id: UUID) -> None:
@@ -49,6 +55,13 @@ class CreateDocument:
                 title=title,
                 content=content,
                 metadata=metadata,
+            )
+            await record(
+                self.uow,
+                actor,
+                "document.created",
+                ("document", document.id),
+                changes={"after": {"title": document.title}},
             )
             await self.uow.commit()
         return document
@@ -101,14 +114,24 @@ class UpdateDocument:
         content = None if content is None else check_content(content)
         metadata = None if metadata is None else check_metadata(metadata)
         async with self.uow:
+            documents = self.uow.repository(DocumentRepository, actor.tenant_id)
+            # Read first for the trail's "before"; the update's version check still decides.
+            before = await documents.get(document_id, project_id=project_id)
             document = found(
-                await self.uow.repository(DocumentRepository, actor.tenant_id).update(
+                await documents.update(
                     document_id,
                     given(title=title, content=content, metadata=metadata),
                     expected_version=expected_version,
                     project_id=project_id,
                 ),
                 "No such document.",
+            )
+            await record(
+                self.uow,
+                actor,
+                "document.updated",
+                ("document", document.id),
+                changes=changed(before or document, document, shown=SHOWN, hidden=HIDDEN),
             )
             await self.uow.commit()
         return document
@@ -127,4 +150,11 @@ class DeleteDocument:
             )
             require_may_destroy(actor, document.created_by, "this document")
             await documents.soft_delete(document_id, self.clock.now(), project_id=project_id)
+            await record(
+                self.uow,
+                actor,
+                "document.deleted",
+                ("document", document_id),
+                changes={"before": {"title": document.title}},
+            )
             await self.uow.commit()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from uuid import UUID
 
+from tenantry.application.audit import changed, record
 from tenantry.application.ownership import creator, require_may_destroy
 from tenantry.domain.auth import Actor
 from tenantry.domain.documents import DocumentRepository
@@ -18,6 +19,10 @@ from tenantry.domain.projects import (
 )
 from tenantry.domain.repository import ListQuery, given
 
+# What the audit trail shows of a project's change: its name; the description only as changed.
+SHOWN = ("name",)
+HIDDEN = ("description",)
+
 
 class CreateProject:
     def __init__(self, uow: UnitOfWork) -> None:
@@ -28,6 +33,13 @@ class CreateProject:
         async with self.uow:
             project = await self.uow.repository(ProjectRepository, actor.tenant_id).add(
                 owner_id=creator(actor), name=name, description=description
+            )
+            await record(
+                self.uow,
+                actor,
+                "project.created",
+                ("project", project.id),
+                changes={"after": {"name": project.name}},
             )
             await self.uow.commit()
         return project
@@ -70,13 +82,23 @@ class UpdateProject:
         name = None if name is None else clean_name(name)
         description = None if description is None else clean_description(description)
         async with self.uow:
+            projects = self.uow.repository(ProjectRepository, actor.tenant_id)
+            # Read first for the trail's "before"; the update's version check still decides.
+            before = await projects.get(project_id)
             project = found(
-                await self.uow.repository(ProjectRepository, actor.tenant_id).update(
+                await projects.update(
                     project_id,
                     given(name=name, description=description),
                     expected_version=expected_version,
                 ),
                 "No such project.",
+            )
+            await record(
+                self.uow,
+                actor,
+                "project.updated",
+                ("project", project.id),
+                changes=changed(before or project, project, shown=SHOWN, hidden=HIDDEN),
             )
             await self.uow.commit()
         return project
@@ -97,4 +119,11 @@ class DeleteProject:
             # Its documents go with it, in the same transaction.
             documents = self.uow.repository(DocumentRepository, actor.tenant_id)
             await documents.soft_delete_all(now, project_id=project_id)
+            await record(
+                self.uow,
+                actor,
+                "project.deleted",
+                ("project", project_id),
+                changes={"before": {"name": project.name}},
+            )
             await self.uow.commit()

@@ -18,6 +18,7 @@ from litestar.routes import HTTPRoute
 
 from tenantry.config import Settings
 from tenantry.presentation.api_keys import ApiKeyController
+from tenantry.presentation.audit import AuditController
 from tenantry.presentation.auth import AuthController
 from tenantry.presentation.bodies import JSONBodyRequest
 from tenantry.presentation.documents import DocumentController
@@ -52,6 +53,7 @@ CONTROLLERS = [
     DocumentController,
     FileController,
     TaskController,
+    AuditController,
 ]
 
 

@@ -19,6 +19,7 @@ import structlog
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from tenantry.application.audit import ORIGIN, Origin
 from tenantry.domain.auth import Actor
 from tenantry.presentation.metrics import (
     KNOWN_METHODS,
@@ -163,6 +164,10 @@ class RequestContextMiddleware:
         # what the last request bound is cleared here.
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
+        client = scope.get("client")
+        client_host = client[0] if client else None
+        # What the audit trail records of where a change came from.
+        ORIGIN.set(Origin(request_id=request_id, client=client_host))
         try:
             await self.app(scope, receive, send_with_headers)
         finally:
@@ -176,7 +181,7 @@ class RequestContextMiddleware:
                 "route": route or None,
                 "status": status,
                 "duration_ms": round(elapsed * 1000, 2),
-                "client": client[0] if (client := scope.get("client")) else None,
+                "client": client_host,
                 "request_id": request_id,
             }
             # Who asked, as every line of the request has it (see CredentialsMiddleware).

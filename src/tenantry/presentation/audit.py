@@ -1,0 +1,105 @@
+"""The audit trail of the caller's tenant, for its owners and admins."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+import msgspec
+from litestar import Controller, get
+from litestar.di import NamedDependency
+from litestar.params import QueryParameter
+
+from tenantry.application.audit import ListAuditEvents
+from tenantry.domain.audit import AUDIT_PAGE_MAX, AuditQuery
+from tenantry.domain.auth import Actor
+from tenantry.presentation.bodies import NO_NUL
+from tenantry.presentation.errors import PARAMETER_ERRORS, problems
+from tenantry.presentation.pagination import instant
+from tenantry.presentation.reads import Read
+from tenantry.presentation.security import SIGNED_IN_ERRORS, requires_manager
+
+AuditLimit = Annotated[
+    int, QueryParameter(ge=1, le=AUDIT_PAGE_MAX, description=f"Page size (1 to {AUDIT_PAGE_MAX}).")
+]
+Cursor = Annotated[
+    UUID | None,
+    QueryParameter(description="The next_cursor of the previous page: the events before it."),
+]
+ActionFilter = Annotated[
+    str | None,
+    QueryParameter(max_length=100, pattern=NO_NUL, description="An action, as project.deleted."),
+]
+TargetTypeFilter = Annotated[
+    str | None,
+    QueryParameter(max_length=50, pattern=NO_NUL, description="A target type, as project."),
+]
+
+Since = Annotated[
+    str | None,
+    QueryParameter(format="date-time", max_length=64, description="Events at or after this time."),
+]
+Until = Annotated[
+    str | None,
+    QueryParameter(format="date-time", max_length=64, description="Events before this time."),
+]
+
+
+class AuditEventRead(Read):
+    id: UUID
+    actor_type: str
+    actor_id: UUID | None
+    api_key_id: UUID | None
+    action: str
+    target_type: str
+    target_id: UUID | None
+    request_id: str | None
+    client: str | None
+    changes: dict[str, Any]
+    created_at: datetime
+
+
+class AuditPage(msgspec.Struct):
+    items: list[AuditEventRead]
+    # Pass as ``before`` for the next page; null on the last.
+    next_cursor: UUID | None
+
+
+class AuditController(Controller):
+    path = "/api/v1/audit"
+    tags = ["audit"]
+
+    @get(
+        summary="The audit trail of your tenant, newest first (owners and admins)",
+        guards=[requires_manager],
+        responses=problems(*SIGNED_IN_ERRORS, *PARAMETER_ERRORS, 403),
+    )
+    async def list_audit_events(
+        self,
+        actor: NamedDependency[Actor],
+        list_audit_events: NamedDependency[ListAuditEvents],
+        limit: AuditLimit = 50,
+        before: Cursor = None,
+        actor_id: UUID | None = None,
+        action: ActionFilter = None,
+        target_type: TargetTypeFilter = None,
+        target_id: UUID | None = None,
+        since: Since = None,
+        until: Until = None,
+    ) -> AuditPage:
+        query = AuditQuery(
+            limit=limit,
+            before=before,
+            actor_id=actor_id,
+            action=action,
+            target_type=target_type,
+            target_id=target_id,
+            since=instant(since, "since"),
+            until=instant(until, "until"),
+        )
+        events = await list_audit_events(actor, query)
+        return AuditPage(
+            items=AuditEventRead.each(events),
+            next_cursor=events[-1].id if len(events) == limit else None,
+        )
