@@ -12,8 +12,10 @@
   maintenance role (as the task sweeps of 0009_task_sweeps are), executable by the app role
   only. The maintenance role has SELECT and DELETE on the table and no policy of its own: the
   function sets ``app.tenant_id`` to the tenant it was given, so the tenant policy shows it
-  that tenant's rows and no other's. The function's ``SET app.tenant_id`` clause restores the
-  caller's setting when it returns: the caller's transaction stays bound to its own tenant.
+  that tenant's rows and no other's, and sets the caller's value back before it returns: the
+  caller's transaction stays bound to its own tenant (an error aborts the transaction or its
+  savepoint, which undoes the setting too). A ``SET app.tenant_id`` clause on the function would
+  do that by itself, but only a superuser may create a function setting a custom parameter.
 
 Revision ID: 0011_audit_events
 Revises: 0010_file_usage
@@ -47,12 +49,12 @@ CREATE FUNCTION purge_audit_events(tenant uuid, before timestamptz, batch intege
 RETURNS integer
 LANGUAGE plpgsql VOLATILE STRICT SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-SET app.tenant_id = ''
 AS $$
 DECLARE
+    callers text := coalesce(current_setting('app.tenant_id', true), '');
     purged integer;
 BEGIN
-    -- Local to the function (its SET clause above): the tenant policy shows this tenant only.
+    -- The tenant policy shows the given tenant's rows only.
     PERFORM set_config('app.tenant_id', tenant::text, true);
     DELETE FROM public.audit_events AS e
     USING (
@@ -63,6 +65,7 @@ BEGIN
     ) AS aged
     WHERE e.tenant_id = tenant AND e.id = aged.id;
     GET DIAGNOSTICS purged = ROW_COUNT;
+    PERFORM set_config('app.tenant_id', callers, true);
     RETURN purged;
 END
 $$
