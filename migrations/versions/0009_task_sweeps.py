@@ -45,7 +45,12 @@ from collections.abc import Sequence
 
 from alembic import op
 
-from tenantry.infrastructure.db.rls import APP_ROLE, MAINTENANCE_ROLE, create_role
+from tenantry.infrastructure.db.rls import (
+    APP_ROLE,
+    MAINTENANCE_ROLE,
+    create_role,
+    hand_over_to_maintenance,
+)
 
 # revision identifiers, used by Alembic.
 revision: str = "0009_task_sweeps"
@@ -114,29 +119,6 @@ AS $$
 $$
 """
 
-# The owner's SET ROLE right and the role's CREATE on the schema, for ALTER ... OWNER by an
-# owner that is no superuser; taken back once the functions are handed over.
-HAND_OVER = f"""
-DO $$
-BEGIN
-    IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
-        EXECUTE format('GRANT {MAINTENANCE_ROLE} TO %I', current_user);
-        GRANT CREATE ON SCHEMA public TO {MAINTENANCE_ROLE};
-    END IF;
-END
-$$
-"""  # noqa: S608 - constant identifiers, no input
-HANDED_OVER = f"""
-DO $$
-BEGIN
-    IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
-        REVOKE CREATE ON SCHEMA public FROM {MAINTENANCE_ROLE};
-        EXECUTE format('REVOKE {MAINTENANCE_ROLE} FROM %I', current_user);
-    END IF;
-END
-$$
-"""  # noqa: S608 - constant identifiers, no input
-
 
 def upgrade() -> None:
     op.execute(
@@ -159,10 +141,8 @@ def upgrade() -> None:
         # Functions are executable by PUBLIC when created: revoked in the same transaction.
         op.execute(f"REVOKE ALL ON FUNCTION {signature} FROM PUBLIC")
         op.execute(f"GRANT EXECUTE ON FUNCTION {signature} TO {APP_ROLE}")
-    op.execute(HAND_OVER)
-    for signature in (REAP, STALE_PENDING):
-        op.execute(f"ALTER FUNCTION {signature} OWNER TO {MAINTENANCE_ROLE}")
-    op.execute(HANDED_OVER)
+    for statement in hand_over_to_maintenance((REAP, STALE_PENDING)):
+        op.execute(statement)
 
 
 def downgrade() -> None:

@@ -1,6 +1,8 @@
 """Wall 2 on every tenant table, found from the catalog: raw SQL as the app role, with no
 repository filter in front, sees and changes only the rows of the tenant set for the
 transaction. A table added later with a ``tenant_id`` is covered without editing this file.
+Append-only tables (the app role holds no UPDATE or DELETE on them, found from the catalog too)
+are held to what applies: their UPDATE and DELETE are refused by privilege, not by the policy.
 
 Each test collects every problem before it asserts, so a broken build shows all it broke.
 """
@@ -26,6 +28,11 @@ DEPARSED_PREDICATE = (
     "(tenant_id = (NULLIF(current_setting('app.tenant_id'::text, true), ''::text))::uuid)"
 )
 RLS_REFUSAL = "new row violates row-level security policy"
+PRIVILEGE_REFUSAL = "permission denied"
+# What the app role may do on a tenant table: everything a row needs, or (append-only) no
+# UPDATE or DELETE. TRUNCATE, which row level security does not hold, never.
+FULL = {"SELECT", "INSERT", "UPDATE", "DELETE"}
+APPEND_ONLY = {"SELECT", "INSERT"}
 # The one policy besides the tenant's (migration 0009_task_sweeps): the maintenance role, which
 # owns the sweep functions and which nobody logs in as or is a member of, sees the unfinished
 # tasks of every tenant. Pinned as PostgreSQL deparses it: widening it must fail here.
@@ -47,6 +54,14 @@ TENANT_TABLES = """
     join pg_attribute a on a.attrelid = c.oid and a.attname = 'tenant_id' and not a.attisdropped
     where n.nspname = 'public' and c.relkind in ('r', 'p') and c.relname <> 'tenants'
     order by 1
+"""
+PRIVILEGES = """
+    select t.name, array(
+        select p from unnest(array['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE',
+                                   'REFERENCES', 'TRIGGER']) p
+        where has_table_privilege($2, format('public.%I', t.name), p)
+    ) as privileges
+    from unnest($1::text[]) t(name)
 """
 COLUMNS = """
     select table_name, column_name, data_type, udt_name, character_maximum_length
@@ -165,9 +180,23 @@ async def tenant_tables(connection: asyncpg.Connection) -> list[str]:
     return [row["relname"] for row in await connection.fetch(TENANT_TABLES)]
 
 
+async def app_privileges(connection: asyncpg.Connection, tables: list[str]) -> dict[str, set[str]]:
+    rows = await connection.fetch(PRIVILEGES, tables, APP_ROLE)
+    return {row["name"]: set(row["privileges"]) for row in rows}
+
+
+async def append_only_tables(connection: asyncpg.Connection, tables: list[str]) -> set[str]:
+    """The tenant tables the app role may read and add to but neither update nor delete from."""
+    privileges = await app_privileges(connection, tables)
+    return {table for table in tables if not privileges[table] & {"UPDATE", "DELETE"}}
+
+
 async def test_the_catalog_finds_the_tenant_tables(database_owner: asyncpg.Connection) -> None:
+    tables = await tenant_tables(database_owner)
+    assert await append_only_tables(database_owner, tables) >= {"audit_events"}
     # A floor, not the list: the discovery itself must not silently come back short.
-    assert set(await tenant_tables(database_owner)) >= {
+    assert set(tables) >= {
+        "audit_events",
         "users",
         "api_keys",
         "refresh_tokens",
@@ -179,21 +208,30 @@ async def test_the_catalog_finds_the_tenant_tables(database_owner: asyncpg.Conne
     }
 
 
+async def test_the_app_role_may_change_every_tenant_table_or_only_append_to_it(
+    database_owner: asyncpg.Connection,
+) -> None:
+    privileges = await app_privileges(database_owner, await tenant_tables(database_owner))
+    odd = {table: found for table, found in privileges.items() if found not in (FULL, APPEND_ONLY)}
+    assert odd == {}
+
+
 async def test_the_app_role_sees_and_changes_only_the_tenant_set_for_it(
     database_owner: asyncpg.Connection, app_role: asyncpg.Connection
 ) -> None:
     tables = await tenant_tables(database_owner)
+    append_only = await append_only_tables(database_owner, tables)
     seeder = Seeder(database_owner, tables)
     a, b = uuid.uuid4(), uuid.uuid4()
     await seeder.seed([a, b])
     problems: list[str] = []
 
     # No tenant: never set on this connection (NULL), then after a SET LOCAL ended ('').
-    await nothing_visible(app_role, tables, "no tenant set", problems)
+    await nothing_visible(app_role, tables, append_only, "no tenant set", problems)
     async with app_role.transaction():
         await app_role.execute("select set_config('app.tenant_id', $1, true)", str(a))
     assert await app_role.fetchval("select current_setting('app.tenant_id', true)") == ""
-    await nothing_visible(app_role, tables, "after SET LOCAL ended", problems)
+    await nothing_visible(app_role, tables, append_only, "after SET LOCAL ended", problems)
 
     for table in tables:
         transaction = app_role.transaction()
@@ -205,22 +243,33 @@ async def test_the_app_role_sees_and_changes_only_the_tenant_set_for_it(
             )
             if {row["tenant_id"]: row["count"] for row in seen} != {a: 1}:
                 problems.append(f"{table}: tenant A sees {[tuple(row) for row in seen]}")
-            for verb in ("update", "delete"):
-                sql = (
-                    f'update "{table}" set tenant_id = tenant_id where tenant_id = $1'
-                    if verb == "update"
-                    else f'delete from "{table}" where tenant_id = $1'
-                )
-                status = await app_role.execute(sql, b)
-                if not status.endswith(" 0"):
-                    problems.append(f"{table}: tenant A's {verb} of B's rows: {status}")
-            own = await app_role.execute(f'update "{table}" set tenant_id = tenant_id')
-            if own != "UPDATE 1":
-                problems.append(f"{table}: tenant A's update of every row it sees: {own}")
             insert, args = insert_statement(table, seeder.values(table, b))
             await refused(app_role, f"{table}: insert into B", insert, args, problems)
-            move = f'update "{table}" set tenant_id = $1'
-            await refused(app_role, f"{table}: move A's row to B", move, [b], problems)
+            changes = {
+                "update B's rows": (
+                    f'update "{table}" set tenant_id = tenant_id where tenant_id = $1',
+                    [b],
+                ),
+                "delete B's rows": (f'delete from "{table}" where tenant_id = $1', [b]),
+                "update every row it sees": (f'update "{table}" set tenant_id = tenant_id', []),
+                "move A's row to B": (f'update "{table}" set tenant_id = $1', [b]),
+                "delete every row it sees": (f'delete from "{table}"', []),
+            }
+            if table in append_only:
+                for what, (sql, args) in changes.items():
+                    await denied(app_role, f"{table}: tenant A's {what}", sql, args, problems)
+                continue
+            for what in ("update B's rows", "delete B's rows"):
+                sql, args = changes[what]
+                status = await app_role.execute(sql, *args)
+                if not status.endswith(" 0"):
+                    problems.append(f"{table}: tenant A's {what}: {status}")
+            sql, args = changes["update every row it sees"]
+            own = await app_role.execute(sql, *args)
+            if own != "UPDATE 1":
+                problems.append(f"{table}: tenant A's update of every row it sees: {own}")
+            move, args = changes["move A's row to B"]
+            await refused(app_role, f"{table}: move A's row to B", move, args, problems)
         finally:
             await transaction.rollback()
     assert not problems, "\n".join(problems)
@@ -231,15 +280,27 @@ async def test_the_app_role_sees_and_changes_only_the_tenant_set_for_it(
 
 
 async def nothing_visible(
-    connection: asyncpg.Connection, tables: list[str], when: str, problems: list[str]
+    connection: asyncpg.Connection,
+    tables: list[str],
+    append_only: set[str],
+    when: str,
+    problems: list[str],
 ) -> None:
     transaction = connection.transaction()
     await transaction.start()
     try:
         for table in tables:
             count = await connection.fetchval(f'select count(*) from "{table}"')
-            updated = await connection.execute(f'update "{table}" set tenant_id = tenant_id')
-            deleted = await connection.execute(f'delete from "{table}"')
+            update = f'update "{table}" set tenant_id = tenant_id'
+            delete = f'delete from "{table}"'
+            if table in append_only:
+                if count != 0:
+                    problems.append(f"{table}, {when}: sees {count}")
+                for sql in (update, delete):
+                    await denied(connection, f"{table}, {when}: {sql}", sql, [], problems)
+                continue
+            updated = await connection.execute(update)
+            deleted = await connection.execute(delete)
             if (count, updated, deleted) != (0, "UPDATE 0", "DELETE 0"):
                 problems.append(f"{table}, {when}: sees {count}, {updated}, {deleted}")
     finally:
@@ -257,6 +318,20 @@ async def refused(
     except asyncpg.PostgresError as error:
         if error.sqlstate != "42501" or RLS_REFUSAL not in str(error):
             problems.append(f"{what}: failed with {error.sqlstate} {error}, not WITH CHECK")
+    else:
+        problems.append(f"{what}: allowed")
+
+
+async def denied(
+    connection: asyncpg.Connection, what: str, sql: str, args: list[Any], problems: list[str]
+) -> None:
+    """The statement must fail for want of the privilege, not on the policy."""
+    try:
+        async with connection.transaction():
+            await connection.execute(sql, *args)
+    except asyncpg.PostgresError as error:
+        if error.sqlstate != "42501" or PRIVILEGE_REFUSAL not in str(error):
+            problems.append(f"{what}: failed with {error.sqlstate} {error}, not by privilege")
     else:
         problems.append(f"{what}: allowed")
 

@@ -192,10 +192,12 @@ async def test_the_functions_are_the_app_roles_to_run_and_do_nothing_else(
         from pg_proc p where p.pronamespace = 'public'::regnamespace
         """
     )
-    # Times and counts only: no table, column or SQL text a caller could point elsewhere.
+    # Times, counts and a tenant only: no table, column or SQL text a caller could point
+    # elsewhere. (The audit purge is 0011_audit_events'.)
     assert {row["signature"] for row in functions} == {
         "tenantry_reap_tasks(timestamp with time zone,integer,integer)",
         "tenantry_stale_pending_tasks(timestamp with time zone,integer)",
+        "purge_audit_events(uuid,timestamp with time zone,integer)",
     }
     for row in functions:
         assert row["prosecdef"], row
@@ -231,6 +233,7 @@ async def test_the_functions_are_the_app_roles_to_run_and_do_nothing_else(
         role["oid"],
     )
     assert sorted(row["object"] for row in owned) == [
+        "function purge_audit_events",
         "function tenantry_reap_tasks",
         "function tenantry_stale_pending_tasks",
     ]
@@ -249,9 +252,14 @@ async def test_even_as_the_functions_owner_only_unfinished_tasks_are_reached(
             "select tablename from pg_tables where schemaname = 'public'"
         )
     ]
+    # audit_events: SELECT and DELETE under the tenant policy, for the audit purge.
+    readable = ("tasks", "tenants", "audit_events")
     refused = [
-        *(f'select * from "{table}"' for table in tables if table not in ("tasks", "tenants")),
+        *(f'select * from "{table}"' for table in tables if table not in readable),
         "select name from tenants",
+        "update audit_events set action = action",
+        f"insert into audit_events (id, tenant_id, actor_type, action, target_type, created_at, "
+        f"updated_at) values (gen_random_uuid(), '{tenant}', 'system', 'x', 'x', now(), now())",
         "delete from tasks",
         f"insert into tasks (id, tenant_id, type) values (gen_random_uuid(), '{tenant}', 'noop')",
         "update tasks set tenant_id = tenant_id",
@@ -264,6 +272,8 @@ async def test_even_as_the_functions_owner_only_unfinished_tasks_are_reached(
                 async with database_owner.transaction():
                     await database_owner.execute(statement)
         assert await database_owner.fetchval("select count(*) from tenants") == 1
+        # No tenant set, no audit event in sight.
+        assert await database_owner.fetchval("select count(*) from audit_events") == 0
         statuses = await database_owner.fetch("select status from tasks")
         assert [row["status"] for row in statuses] == ["processing"]
         # A sweep may only leave a task pending or failed.

@@ -58,3 +58,8 @@ class AuditRepository(Repository[AuditEvent], Protocol):
     async def page(self, query: AuditQuery) -> list[AuditEvent]:
         """Up to ``query.limit`` events matching the query, newest first."""
         ...
+
+    async def purge(self, before: datetime, batch: int) -> int:
+        """Remove at most ``batch`` of the tenant's events created before ``before`` (the
+        retention purge, the one removal there is); how many were removed."""
+        ...

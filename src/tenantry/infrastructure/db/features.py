@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from tenantry.infrastructure.db import (  # noqa: F401
     api_keys,
+    audit,
     auth,
     documents,
     files,

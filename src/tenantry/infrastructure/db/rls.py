@@ -1,13 +1,17 @@
 """Row level security DDL, shared by the migrations of every tenant-owned table.
 
 Migrations import these on purpose: each new tenant table calls :func:`enable_tenant_rls` and
-:func:`grant_to_app`, and the catalog test fails the suite when one forgets.
+:func:`grant_to_app` (or :func:`grant_append_only_to_app`), and the catalog test fails the suite
+when one forgets.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 APP_ROLE = "tenantry_app"
-# Owns the task sweep functions (migration 0009_task_sweeps): logs in never, one policy on tasks.
+# Owns the SECURITY DEFINER functions (migrations 0009_task_sweeps, 0011_audit_events): logs in
+# never; one policy on tasks, DELETE on audit_events under the tenant policy.
 MAINTENANCE_ROLE = "tenantry_maintenance"
 POLICY = "tenant_isolation"
 # After a transaction-local SET ends the setting reads as '': NULLIF turns that into "no tenant".
@@ -45,6 +49,12 @@ def grant_to_app(table: str) -> str:
     return f"GRANT SELECT, INSERT, UPDATE, DELETE ON {table} TO {APP_ROLE}"
 
 
+def grant_append_only_to_app(table: str) -> str:
+    """Rows the app adds and reads but never changes or removes (the audit trail): refused by
+    privilege, so no policy or statement of the app can weaken it."""
+    return f"GRANT SELECT, INSERT ON {table} TO {APP_ROLE}"
+
+
 def revoke_from_app(table: str) -> str:
     return f"REVOKE ALL ON {table} FROM {APP_ROLE}"
 
@@ -65,3 +75,32 @@ def disable_tenant_rls(table: str) -> list[str]:
         f"ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY",
         f"ALTER TABLE {table} DISABLE ROW LEVEL SECURITY",
     ]
+
+
+def hand_over_to_maintenance(signatures: Iterable[str]) -> list[str]:
+    """Make the maintenance role the owner of these functions. A superuser may do that outright;
+    another owner (one with CREATEROLE, say on a managed server) needs to be able to SET ROLE to
+    the new owner, which must be allowed to create in the schema: both are granted for this
+    transaction and revoked before it ends."""
+    lend = f"""
+        DO $$
+        BEGIN
+            IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+                EXECUTE format('GRANT {MAINTENANCE_ROLE} TO %I', current_user);
+                GRANT CREATE ON SCHEMA public TO {MAINTENANCE_ROLE};
+            END IF;
+        END
+        $$
+    """  # noqa: S608 - constant identifiers, no input
+    take_back = f"""
+        DO $$
+        BEGIN
+            IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+                REVOKE CREATE ON SCHEMA public FROM {MAINTENANCE_ROLE};
+                EXECUTE format('REVOKE {MAINTENANCE_ROLE} FROM %I', current_user);
+            END IF;
+        END
+        $$
+    """  # noqa: S608 - constant identifiers, no input
+    owned = [f"ALTER FUNCTION {signature} OWNER TO {MAINTENANCE_ROLE}" for signature in signatures]
+    return [lend, *owned, take_back]

@@ -1,0 +1,93 @@
+"""Audit event persistence: appended and read by the app, removed only by the retention purge
+(migration 0011_audit_events: the app role has no UPDATE or DELETE on the table)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import Index, String, bindparam, func, select, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.sql.expression import ClauseElement
+
+from tenantry.domain.audit import AUDIT_PAGE_MAX, AuditEvent, AuditQuery, AuditRepository
+from tenantry.infrastructure.db.base import TenantOwned
+from tenantry.infrastructure.db.repository import SqlRepository
+
+# The query's equality filters, by column name.
+_EQUAL = ("actor_id", "action", "target_type", "target_id")
+# The query's bounds: the cursor (an id) and the time range.
+_RANGES = ("before", "since", "until")
+
+
+class AuditModel(TenantOwned):
+    __tablename__ = "audit_events"
+    # No foreign key on the actor or the target: an event outlives what it names. Pages run
+    # newest first by id (UUIDv7), so each filter's index ends in id.
+    __table_args__ = (
+        Index("ix_audit_events_tenant_action", "tenant_id", "action", "id"),
+        Index("ix_audit_events_tenant_target", "tenant_id", "target_type", "target_id", "id"),
+        Index("ix_audit_events_tenant_actor", "tenant_id", "actor_id", "id"),
+        # The retention purge.
+        Index("ix_audit_events_tenant_created", "tenant_id", "created_at"),
+    )
+
+    actor_type: Mapped[str] = mapped_column(String(20))
+    actor_id: Mapped[UUID | None]
+    api_key_id: Mapped[UUID | None]
+    action: Mapped[str] = mapped_column(String(100))
+    target_type: Mapped[str] = mapped_column(String(50))
+    target_id: Mapped[UUID | None]
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    client: Mapped[str | None] = mapped_column(String(255))
+    changes: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, default=dict, server_default=text("'{}'::jsonb")
+    )
+
+
+class SqlAuditRepository(SqlRepository[AuditEvent]):
+    model = AuditModel
+    entity = AuditEvent
+    port = AuditRepository
+
+    async def page(self, query: AuditQuery) -> list[AuditEvent]:
+        where = {name: value for name in _EQUAL if (value := getattr(query, name)) is not None}
+        keys = tuple(sorted(where))
+        bounds = tuple(name for name in _RANGES if getattr(query, name) is not None)
+        table = self.table()
+
+        # Compiled once per shape (which filters are given); the values are its arguments.
+        def build() -> ClauseElement:
+            created = table.c.created_at
+            conditions = []
+            if "before" in bounds:
+                conditions.append(table.c.id < bindparam("before", type_=table.c.id.type))
+            if "since" in bounds:
+                conditions.append(created >= bindparam("since", type_=created.type))
+            if "until" in bounds:
+                conditions.append(created < bindparam("until", type_=created.type))
+            return (
+                select(table)
+                .where(*self.compiled_filters(where=keys), *conditions)
+                .order_by(table.c.id.desc())
+                .limit(bindparam("limit"))
+            )
+
+        values = self.arguments(
+            where,
+            before=query.before,
+            since=query.since,
+            until=query.until,
+            limit=min(query.limit, AUDIT_PAGE_MAX),
+        )
+        rows = await self.statement(("page", keys, bounds), build).fetch(self.session, **values)
+        return [self.to_entity(row) for row in rows]
+
+    async def purge(self, before: datetime, batch: int) -> int:
+        # The function deletes under the tenant policy for the tenant it is given: this one.
+        purged = await self.session.scalar(
+            select(func.purge_audit_events(self.tenant_id, before, batch))
+        )
+        return int(purged or 0)

@@ -1,0 +1,184 @@
+"""The audit trail's rows, as the app role: appended and paged newest first within the tenant,
+never updated or deleted by the app, removed only by the retention purge (migration
+0011_audit_events), which reaches the one tenant it is given."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from tenantry.domain.audit import AUDIT_PAGE_MAX, ActorType, AuditQuery, AuditRepository
+from tenantry.infrastructure.db.audit import SqlAuditRepository
+from tenantry.infrastructure.db.tenancy import TenantSession
+from tenantry.infrastructure.db.uow import SqlUnitOfWork
+
+from .test_tenancy import engine_for
+
+Units = Callable[[uuid.UUID], AbstractAsyncContextManager[tuple[SqlUnitOfWork, AuditRepository]]]
+DAY = timedelta(days=1)
+
+
+@pytest.fixture
+async def units(app_database_url: str) -> AsyncIterator[Units]:
+    """A unit of work as the app role and the audit repository of the tenant asked for."""
+    engine = engine_for(app_database_url)
+    sessions = async_sessionmaker(engine, expire_on_commit=False, class_=TenantSession)
+
+    @asynccontextmanager
+    async def one(tenant: uuid.UUID) -> AsyncIterator[tuple[SqlUnitOfWork, AuditRepository]]:
+        async with sessions() as session:
+            uow = SqlUnitOfWork(session)
+            yield uow, uow.repository(AuditRepository, tenant)
+
+    yield one
+    await engine.dispose()
+
+
+@pytest.fixture
+async def tenants(database_owner: asyncpg.Connection) -> tuple[uuid.UUID, uuid.UUID]:
+    rows = await database_owner.fetch(
+        "insert into tenants (id, name, slug, created_at, updated_at) "
+        "select gen_random_uuid(), 'Tenant ' || i, 'audit-' || i, now(), now() "
+        "from generate_series(1, 2) i returning id"
+    )
+    a, b = (row["id"] for row in rows)
+    return a, b
+
+
+def event(**values: Any) -> dict[str, Any]:
+    return {
+        "actor_type": ActorType.USER.value,
+        "actor_id": uuid.uuid4(),
+        "action": "project.created",
+        "target_type": "project",
+        "target_id": uuid.uuid4(),
+        "request_id": uuid.uuid4().hex,
+        "client": "203.0.113.7",
+        "changes": {"name": [None, "Apollo"]},
+        **values,
+    }
+
+
+async def test_events_are_added_and_paged_newest_first_within_the_tenant(
+    units: Units, tenants: tuple[uuid.UUID, uuid.UUID]
+) -> None:
+    a, b = tenants
+    actor, target = uuid.uuid4(), uuid.uuid4()
+    now = datetime.now(UTC)
+    async with units(a) as (uow, audit):
+        added = [
+            await audit.add(**event(action="project.created", created_at=now - 3 * DAY)),
+            await audit.add(**event(actor_id=actor, created_at=now - 2 * DAY)),
+            await audit.add(
+                **event(action="project.deleted", target_id=target, created_at=now - DAY)
+            ),
+            await audit.add(
+                **event(
+                    actor_type=ActorType.API_KEY.value,
+                    api_key_id=uuid.uuid4(),
+                    target_type="document",
+                    created_at=now,
+                )
+            ),
+        ]
+        await uow.commit()
+    first = added[0]
+    assert first.tenant_id == a
+    assert first.changes == {"name": [None, "Apollo"]}
+    assert first.created_at == now - 3 * DAY
+    newest_first = sorted(added, key=lambda e: e.id, reverse=True)
+
+    async with units(a) as (_, audit):
+        assert await audit.page(AuditQuery()) == newest_first
+        # A cursor: each page starts after the last id of the one before.
+        pages, before = [], None
+        while page := await audit.page(AuditQuery(limit=3, before=before)):
+            pages.append(page)
+            before = page[-1].id
+        assert [len(page) for page in pages] == [3, 1]
+        assert [e for page in pages for e in page] == newest_first
+        for query, expected in (
+            (AuditQuery(actor_id=actor), [added[1]]),
+            (AuditQuery(action="project.deleted"), [added[2]]),
+            (AuditQuery(target_type="document"), [added[3]]),
+            (AuditQuery(target_type="project", target_id=target), [added[2]]),
+            (AuditQuery(since=now - 2 * DAY), [added[3], added[2], added[1]]),
+            (AuditQuery(until=now - DAY), [added[1], added[0]]),
+            (AuditQuery(since=now - 2 * DAY, until=now, action="project.created"), [added[1]]),
+            (AuditQuery(action="project.created", before=added[1].id), [added[0]]),
+        ):
+            assert await audit.page(query) == expected, query
+        assert await audit.get(first.id) == first
+
+    async with units(b) as (_, audit):
+        assert await audit.page(AuditQuery()) == []
+        assert await audit.get(first.id) is None
+        assert await audit.page(AuditQuery(actor_id=actor)) == []
+
+
+async def test_a_page_is_capped(units: Units, tenants: tuple[uuid.UUID, uuid.UUID]) -> None:
+    a, _ = tenants
+    async with units(a) as (uow, audit):
+        await audit.add_many([event() for _ in range(AUDIT_PAGE_MAX + 1)])
+        await uow.commit()
+    async with units(a) as (_, audit):
+        assert len(await audit.page(AuditQuery(limit=AUDIT_PAGE_MAX + 100))) == AUDIT_PAGE_MAX
+        assert len(await audit.page(AuditQuery(limit=5))) == 5
+
+
+async def test_the_app_cannot_update_or_delete_an_event(
+    units: Units, tenants: tuple[uuid.UUID, uuid.UUID], database_owner: asyncpg.Connection
+) -> None:
+    a, _ = tenants
+    async with units(a) as (uow, audit):
+        added = await audit.add(**event())
+        await uow.commit()
+    for change in (
+        lambda audit: audit.update(added.id, {"action": "project.renamed"}),
+        lambda audit: audit.delete(added.id),
+    ):
+        async with units(a) as (_, audit):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
+                await change(audit)
+    row = await database_owner.fetchrow("select action from audit_events where id = $1", added.id)
+    assert row["action"] == "project.created"
+
+
+async def test_the_purge_removes_the_tenants_old_events_in_batches(
+    units: Units, tenants: tuple[uuid.UUID, uuid.UUID], database_owner: asyncpg.Connection
+) -> None:
+    a, b = tenants
+    now = datetime.now(UTC)
+    cutoff = now - 30 * DAY
+    kept: dict[uuid.UUID, set[uuid.UUID]] = {}
+    for tenant in (a, b):
+        async with units(tenant) as (uow, audit):
+            old = [await audit.add(**event(created_at=cutoff - i * DAY)) for i in range(1, 4)]
+            new = [await audit.add(**event(created_at=cutoff + i * DAY)) for i in (0, 1)]
+            await uow.commit()
+        kept[tenant] = {e.id for e in (old if tenant == b else []) + new}
+
+    purged = []
+    async with units(a) as (uow, audit):
+        assert isinstance(audit, SqlAuditRepository)
+        while count := await audit.purge(cutoff, batch=2):
+            purged.append(count)
+        # The function set the tenant for itself alone: the transaction is still A's.
+        assert await uow.session.scalar(text("select current_setting('app.tenant_id')")) == str(a)
+        assert len(await audit.page(AuditQuery())) == 2
+        await uow.commit()
+    assert purged == [2, 1]
+
+    rows = await database_owner.fetch("select tenant_id, id from audit_events")
+    found: dict[uuid.UUID, set[uuid.UUID]] = {a: set(), b: set()}
+    for row in rows:
+        found[row["tenant_id"]].add(row["id"])
+    assert found == kept
