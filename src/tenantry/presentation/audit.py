@@ -31,6 +31,10 @@ ActionFilter = Annotated[
     str | None,
     QueryParameter(max_length=100, pattern=NO_NUL, description="An action, as project.deleted."),
 ]
+ActorFilter = Annotated[
+    UUID | None, QueryParameter(description="The user who acted (an API key's user for a key).")
+]
+TargetIdFilter = Annotated[UUID | None, QueryParameter(description="The target's id.")]
 TargetTypeFilter = Annotated[
     str | None,
     QueryParameter(max_length=50, pattern=NO_NUL, description="A target type, as project."),
@@ -81,10 +85,10 @@ class AuditController(Controller):
         list_audit_events: NamedDependency[ListAuditEvents],
         limit: AuditLimit = 50,
         before: Cursor = None,
-        actor_id: UUID | None = None,
+        actor_id: ActorFilter = None,
         action: ActionFilter = None,
         target_type: TargetTypeFilter = None,
-        target_id: UUID | None = None,
+        target_id: TargetIdFilter = None,
         since: Since = None,
         until: Until = None,
     ) -> AuditPage:
