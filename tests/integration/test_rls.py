@@ -308,16 +308,23 @@ async def nothing_visible(
 
 
 async def refused(
-    connection: asyncpg.Connection, what: str, sql: str, args: list[Any], problems: list[str]
+    connection: asyncpg.Connection,
+    what: str,
+    sql: str,
+    args: list[Any],
+    problems: list[str],
+    *,
+    by: str = RLS_REFUSAL,
 ) -> None:
-    """The statement must fail on the policy's WITH CHECK, not on anything else."""
+    """The statement must fail with ``by`` (the policy's WITH CHECK unless told otherwise, as
+    :func:`denied` tells the missing privilege), not on anything else."""
     try:
         # A savepoint: the refusal leaves the surrounding transaction usable.
         async with connection.transaction():
             await connection.execute(sql, *args)
     except asyncpg.PostgresError as error:
-        if error.sqlstate != "42501" or RLS_REFUSAL not in str(error):
-            problems.append(f"{what}: failed with {error.sqlstate} {error}, not WITH CHECK")
+        if error.sqlstate != "42501" or by not in str(error):
+            problems.append(f"{what}: failed with {error.sqlstate} {error}, not {by!r}")
     else:
         problems.append(f"{what}: allowed")
 
@@ -326,14 +333,7 @@ async def denied(
     connection: asyncpg.Connection, what: str, sql: str, args: list[Any], problems: list[str]
 ) -> None:
     """The statement must fail for want of the privilege, not on the policy."""
-    try:
-        async with connection.transaction():
-            await connection.execute(sql, *args)
-    except asyncpg.PostgresError as error:
-        if error.sqlstate != "42501" or PRIVILEGE_REFUSAL not in str(error):
-            problems.append(f"{what}: failed with {error.sqlstate} {error}, not by privilege")
-    else:
-        problems.append(f"{what}: allowed")
+    await refused(connection, what, sql, args, problems, by=PRIVILEGE_REFUSAL)
 
 
 def policy_problems(
