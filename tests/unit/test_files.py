@@ -337,7 +337,7 @@ def events(world: World) -> list[AuditEvent]:
 
 
 async def test_an_upload_and_a_delete_are_one_event_each_and_refused_uploads_none() -> None:
-    world, storage, files = files_world(quota=1_500)
+    world, _, files = files_world(quota=1_500)
     for refused, chunks, error in (
         ("x.exe", chunks_of(b"MZ\x00" * 10), UnsupportedType),  # 415
         ("big.txt", chunks_of(b"a" * 20_000), TooLarge),  # 413: past the size limit

@@ -552,7 +552,8 @@ async def test_the_worker_records_a_tasks_end_once_as_the_system() -> None:
         (None, ACTOR.tenant_id, None)
     }
     # The handlers' error texts and results are not the trail's.
-    assert "try later" not in repr(ends) and "broken" not in repr(ends)
+    assert "try later" not in repr(ends)
+    assert "broken" not in repr(ends)
 
 
 async def test_tasks_the_worker_stops_or_finds_dead_are_recorded_as_such() -> None:

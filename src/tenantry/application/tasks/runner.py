@@ -161,9 +161,7 @@ class RunTask:
             # the task already finished (by the reaper, say), has no event.
             if ended and retry is None:
                 finished = msgspec.structs.replace(task, status=status)
-                await record_finished(
-                    uow, FINISHED_BY_HANDLER[status], finished, attempts=attempt
-                )
+                await record_finished(uow, FINISHED_BY_HANDLER[status], finished, attempts=attempt)
             await uow.commit()
         return retry
 

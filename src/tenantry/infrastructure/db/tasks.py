@@ -218,9 +218,7 @@ class SqlTaskRepository(SqlRepository[Task]):
             )
             raised = func.greatest(_tasks.c.progress, bindparam("progress"))
             # The id comes back when the task changed: the runner audits only such an end.
-            statement = (
-                self._compiled_update().add_cte(logged.cte("logged")).returning(_tasks.c.id)
-            )
+            statement = self._compiled_update().add_cte(logged.cte("logged")).returning(_tasks.c.id)
             if retry:
                 return statement.where(_tasks.c.status == TaskStatus.PROCESSING.value).values(
                     status=TaskStatus.PENDING.value,
