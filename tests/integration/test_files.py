@@ -25,6 +25,7 @@ from tenantry.config import Settings
 
 from ..conftest import Client, plain_url
 from .identity import add_user, owner_session
+from .test_audit import trail
 from .test_health import assert_problem
 
 
@@ -141,6 +142,7 @@ async def test_a_renamed_binary_is_415_and_leaves_nothing(
     )
     assert stored_objects(settings) == []
     assert (await client.get("/api/v1/files", headers=owner)).json()["total"] == 0
+    assert (await trail(client, owner, target_type="file"))["items"] == []
 
 
 async def test_a_tiny_image_is_422_naming_the_sizes(client: Client) -> None:
@@ -166,6 +168,7 @@ async def test_too_large_is_413_mid_stream_with_nothing_behind(
         assert stored_objects(small) == []
         usage = (await client.get("/api/v1/files/usage", headers=owner)).json()
         assert usage == {"bytes": 0, "files": 0, "quota_bytes": small.tenant_quota_bytes}
+        assert (await trail(client, owner, target_type="file"))["items"] == []
 
 
 async def test_parallel_uploads_cannot_both_slip_under_the_quota(
@@ -189,6 +192,9 @@ async def test_parallel_uploads_cannot_both_slip_under_the_quota(
         usage = (await client.get("/api/v1/files/usage", headers=owner)).json()
         assert usage == {"bytes": 3_000, "files": 3, "quota_bytes": 3_000}
         assert len(stored_objects(tight)) == 3
+        # The refused ones left no event.
+        uploaded = (await trail(client, owner, action="file.uploaded"))["items"]
+        assert len(uploaded) == 3
 
 
 async def test_another_tenants_file_is_404(client: Client) -> None:
@@ -223,6 +229,24 @@ async def test_delete_is_soft_and_only_admins_list_deleted(client: Client) -> No
     ).json()
     assert [f["id"] for f in listed["items"]] == [file_id]
     assert listed["items"][0]["deleted_at"] is not None
+    me = (await client.get("/api/v1/auth/me", headers=member)).json()
+    events = (await trail(client, owner))["items"]
+    files = [e for e in events if e["target_type"] == "file"]
+    assert [(e["action"], e["actor_type"], e["actor_id"], e["target_id"]) for e in files] == [
+        ("file.deleted", "user", me["id"], file_id),
+        ("file.uploaded", "user", me["id"], file_id),
+    ]
+    assert files[1]["changes"] == {
+        "after": {
+            "original_filename": "a.txt",
+            "size": 10,
+            "content_type": "text/plain",
+            "sha256": hashlib.sha256(b"plain text").hexdigest(),
+        }
+    }
+    # Never the bytes, nor where they are stored.
+    assert "plain text" not in str(files)
+    assert "tenants/" not in str(files)
 
 
 @pytest.mark.parametrize(
@@ -352,6 +376,13 @@ async def test_sweep_purges_expired_deletions_and_orphans(
 
     remaining = stored_objects(settings)
     assert len(remaining) == 2  # the kept file and the recently deleted one
+    # One event for the sweep that purged, none for the one that found nothing to purge.
+    [purged] = (await trail(client, owner, action="files.purged"))["items"]
+    assert (purged["actor_type"], purged["actor_id"], purged["changes"]) == (
+        "system",
+        None,
+        {"count": 1},
+    )
     listed = (
         await client.get("/api/v1/files", headers=owner, params={"include_deleted": True})
     ).json()

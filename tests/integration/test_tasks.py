@@ -32,6 +32,7 @@ from tenantry.infrastructure.jobs.worker import run_task
 
 from ..conftest import Client, LogLines, plain_url, superuser_headers
 from .identity import owner_session
+from .test_audit import trail
 from .test_health import assert_problem
 
 
@@ -76,6 +77,14 @@ class Slow:
             await context.progress(step * 100 // steps)
             await asyncio.sleep(0.05)
         return {"steps": steps}
+
+
+async def task_trail(
+    client: Client, headers: dict[str, str], task_id: str
+) -> list[tuple[str, str]]:
+    """A task's events on its tenant's trail, oldest first: (action, actor_type)."""
+    events = (await trail(client, headers, target_type="task", target_id=task_id))["items"]
+    return [(e["action"], e["actor_type"]) for e in reversed(events)]
 
 
 def task_settings(settings: Settings) -> Settings:
@@ -147,6 +156,18 @@ async def test_a_task_runs_to_completion(client: Client, log_lines: LogLines) ->
     assert {
         line["request_id"] for line in worker_lines if line.get("task_id") == created["id"]
     } == {"req-task-1"}
+    # The user's submission, then the worker's end: a system change, with no request.
+    events = (await trail(client, owner, target_id=created["id"]))["items"]
+    assert [(e["action"], e["actor_type"], e["request_id"]) for e in events] == [
+        ("task.succeeded", "system", None),
+        ("task.submitted", "user", "req-task-1"),
+    ]
+    assert events[0]["actor_id"] is None
+    assert events[0]["changes"] == {
+        "after": {"type": "test.noop", "status": "completed"},
+        "attempts": 1,
+    }
+    assert events[1]["changes"] == {"after": {"type": "test.noop", "status": "pending"}}
 
 
 async def test_a_transient_failure_is_retried_then_fails(client: Client) -> None:
@@ -160,6 +181,11 @@ async def test_a_transient_failure_is_retried_then_fails(client: Client) -> None
         (1, False),
         (2, False),
         (3, False),
+    ]
+    # One event for the end, none for the attempts a retry followed.
+    assert await task_trail(client, owner, task["id"]) == [
+        ("task.submitted", "user"),
+        ("task.failed", "system"),
     ]
 
 
@@ -181,6 +207,12 @@ async def test_cancel_a_running_task(client: Client) -> None:
     final = await wait_for(client, owner, task["id"], "cancelled")
     assert final["progress"] < 100
     assert_problem(await client.post(f"/api/v1/tasks/{task['id']}/cancel", headers=owner), 409)
+    # The user's request, then the worker's stop; the refused second cancel left nothing.
+    assert await task_trail(client, owner, task["id"]) == [
+        ("task.submitted", "user"),
+        ("task.cancelled", "user"),
+        ("task.stopped", "system"),
+    ]
 
 
 async def test_cancel_a_pending_task_and_double_submit_runs_once(
@@ -194,6 +226,10 @@ async def test_cancel_a_pending_task_and_double_submit_runs_once(
             await client.post(f"/api/v1/tasks/{pending['id']}/cancel", headers=owner)
         ).json()
         assert cancelled["status"] == "cancelled"
+        assert await task_trail(client, owner, pending["id"]) == [
+            ("task.submitted", "user"),
+            ("task.cancelled", "user"),
+        ]
         twice = await submit(client, owner, "test.noop")
         tenant_id = await _tenant(client, owner)
     # The same task enqueued again (a retried request, a reconciler) is one job.

@@ -535,17 +535,16 @@ class FakeTaskRepository(MemoryRepository[Task]):
             return None
         tenant = self.store.tenants.get(self.tenant_id)
         if tenant is None or tenant.status != TenantStatus.ACTIVE:
-            self._set(
+            return self._set(
                 task, status=TaskStatus.CANCELLED, completed_at=at, error_message=TENANT_SUSPENDED
             )
-            return None
         if task.cancel_requested:
-            self._set(task, status=TaskStatus.CANCELLED, completed_at=at)
-            return None
+            return self._set(task, status=TaskStatus.CANCELLED, completed_at=at)
         first = task_id not in self.store.heartbeats
         if not first and task.retry_count + 1 >= max_attempts:
-            self._set(task, status=TaskStatus.FAILED, completed_at=at, error_message=WORKER_LOST)
-            return None
+            return self._set(
+                task, status=TaskStatus.FAILED, completed_at=at, error_message=WORKER_LOST
+            )
         self.store.heartbeats[task_id] = at
         retry_count = 0 if first else task.retry_count + 1
         return self._set(task, status=TaskStatus.PROCESSING, retry_count=retry_count)
@@ -556,7 +555,7 @@ class FakeTaskRepository(MemoryRepository[Task]):
             self.store.heartbeats[task_id] = self.clock.now()
             self._set(task, progress=percent)
 
-    async def end(self, task_id: UUID, end: AttemptEnd) -> None:
+    async def end(self, task_id: UUID, end: AttemptEnd) -> bool:
         self.store.task_logs.append(
             TaskLog(
                 id=uuid4(),
@@ -571,12 +570,15 @@ class FakeTaskRepository(MemoryRepository[Task]):
         )
         task = await self.get(task_id)
         if task is None:
-            return
+            return False
         progress = max(task.progress, 100 if end.success else end.progress)
         if end.status == TaskStatus.PENDING:
-            if task.status == TaskStatus.PROCESSING:
-                self._set(task, status=end.status, error_message=end.error, progress=progress)
-        elif task.status not in FINISHED:
+            if task.status != TaskStatus.PROCESSING:
+                return False
+            self._set(task, status=end.status, error_message=end.error, progress=progress)
+        elif task.status in FINISHED:
+            return False
+        else:
             self._set(
                 task,
                 status=end.status,
@@ -586,6 +588,7 @@ class FakeTaskRepository(MemoryRepository[Task]):
                 output_files=list(end.output_files),
                 progress=progress,
             )
+        return True
 
     async def heartbeat(self, task_id: UUID) -> None:
         task = await self.get(task_id)

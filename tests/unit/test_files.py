@@ -4,7 +4,8 @@ import hashlib
 import struct
 import zlib
 from collections.abc import AsyncIterator
-from uuid import uuid4
+from datetime import datetime, timedelta
+from uuid import UUID, uuid4
 
 import msgspec
 import pytest
@@ -13,12 +14,15 @@ from hypothesis import strategies as st
 
 from tenantry.application.files import (
     UNHELD_BYTES,
+    DeleteFile,
     Files,
     GetUsage,
     ListFiles,
     ReadFileContent,
+    SweepFiles,
     UploadFile,
 )
+from tenantry.domain.audit import AuditEvent
 from tenantry.domain.auth import Actor
 from tenantry.domain.errors import Forbidden, Invalid
 from tenantry.domain.files import (
@@ -37,6 +41,7 @@ from tenantry.domain.files import (
 )
 from tenantry.domain.ids import new_id
 from tenantry.domain.repository import ListQuery
+from tenantry.domain.tenants import Tenant, TenantStatus
 from tenantry.domain.users import Role
 
 from .fakes import FakeStorage, FileHold, World
@@ -324,3 +329,123 @@ def test_where_the_chunks_split_an_images_end_does_not_matter(chunk: int, cut: i
     assert inspect(WITH_THUMBNAIL, chunk, BIG).metadata == {"width": 300, "height": 200}
     with pytest.raises(Invalid, match="cut short"):
         inspect(WITH_THUMBNAIL[:cut], chunk, BIG)
+
+
+def events(world: World) -> list[AuditEvent]:
+    """The committed trail, oldest first."""
+    return sorted(world.uow.committed.rows_of(AuditEvent).values(), key=lambda e: e.id)
+
+
+async def test_an_upload_and_a_delete_are_one_event_each_and_refused_uploads_none() -> None:
+    world, _, files = files_world(quota=1_500)
+    for refused, chunks, error in (
+        ("x.exe", chunks_of(b"MZ\x00" * 10), UnsupportedType),  # 415
+        ("big.txt", chunks_of(b"a" * 20_000), TooLarge),  # 413: past the size limit
+    ):
+        with pytest.raises(error):
+            await UploadFile(files)(ACTOR, filename=refused, claimed_type=None, chunks=chunks)
+    data = b"secret bytes\n" * 50
+    stored = await UploadFile(files)(
+        ACTOR, filename="notes.txt", claimed_type="text/plain", chunks=chunks_of(data)
+    )
+    with pytest.raises(TooLarge, match="quota"):
+        await UploadFile(files)(
+            ACTOR, filename="over.txt", claimed_type=None, chunks=chunks_of(b"b" * 1_000)
+        )
+    [uploaded] = events(world)
+    assert (uploaded.action, uploaded.actor_type, uploaded.actor_id, uploaded.target_id) == (
+        "file.uploaded",
+        "user",
+        ACTOR.user_id,
+        stored.id,
+    )
+    assert uploaded.changes == {
+        "after": {
+            "original_filename": "notes.txt",
+            "size": len(data),
+            "content_type": TEXT,
+            "sha256": hashlib.sha256(data).hexdigest(),
+        }
+    }
+    # Neither the bytes nor where they are stored.
+    assert "secret" not in repr(uploaded)
+    assert stored.storage_key not in repr(uploaded)
+
+    await DeleteFile(files)(ACTOR, stored.id)
+    deleted = events(world)[-1]
+    assert (deleted.action, deleted.actor_id, deleted.target_id) == (
+        "file.deleted",
+        ACTOR.user_id,
+        stored.id,
+    )
+    assert deleted.changes["before"]["original_filename"] == "notes.txt"
+    assert stored.storage_key not in repr(deleted)
+    assert len(events(world)) == 2
+
+
+async def test_a_file_the_system_writes_is_the_systems_upload() -> None:
+    world, _, files = files_world()
+    await UploadFile(files, system=True)(
+        ACTOR, filename="export.txt", claimed_type=None, chunks=chunks_of(b"rows\n")
+    )
+    [uploaded] = events(world)
+    assert (uploaded.actor_type, uploaded.actor_id, uploaded.tenant_id) == (
+        "system",
+        None,
+        ACTOR.tenant_id,
+    )
+
+
+class Listing:
+    """The fake store as the sweep sees it: what it lists, all of it long written."""
+
+    def __init__(self, storage: FakeStorage) -> None:
+        self.storage = storage
+
+    async def delete(self, key: str) -> None:
+        await self.storage.delete(key)
+
+    async def objects(self, prefix: str) -> AsyncIterator[tuple[str, datetime]]:
+        for key in list(self.storage.objects):
+            yield key, datetime(2000, 1, 1).astimezone()
+
+
+async def test_a_sweep_records_one_event_per_tenant_that_lost_files_and_none_otherwise() -> None:
+    world, storage, files = files_world()
+    other = Actor(user_id=uuid4(), tenant_id=uuid4(), roles=(Role.MEMBER,))
+    for actor in (ACTOR, other):
+        now = world.clock.now()
+        world.uow.committed.tenants[actor.tenant_id] = Tenant(
+            id=actor.tenant_id,
+            name=str(actor.tenant_id),
+            slug=str(actor.tenant_id),
+            status=TenantStatus.ACTIVE,
+            settings={},
+            created_at=now,
+            updated_at=now,
+        )
+    removed: list[UUID] = []
+    for name in ("a.txt", "b.txt", "kept.txt"):
+        stored = await UploadFile(files)(
+            ACTOR, filename=name, claimed_type=None, chunks=chunks_of(b"text\n")
+        )
+        if name != "kept.txt":
+            await DeleteFile(files)(ACTOR, stored.id)
+            removed.append(stored.id)
+    await UploadFile(files)(other, filename="o.txt", claimed_type=None, chunks=chunks_of(b"o\n"))
+    before = len(events(world))
+    world.clock.advance(days=30)
+    sweeping = Files(world.uow, storage=Listing(storage), clock=world.clock, policy=files.policy)  # type: ignore[arg-type]
+    report = await SweepFiles(sweeping)(retention=timedelta(days=7), orphan_age=timedelta(hours=1))
+    assert report.purged == 2
+    [purged] = events(world)[before:]
+    assert (purged.action, purged.actor_type, purged.actor_id, purged.tenant_id) == (
+        "files.purged",
+        "system",
+        None,
+        ACTOR.tenant_id,
+    )
+    assert (purged.target_type, purged.target_id, purged.changes) == ("file", None, {"count": 2})
+    # Nothing left to purge: no event.
+    await SweepFiles(sweeping)(retention=timedelta(days=7), orphan_age=timedelta(hours=1))
+    assert len(events(world)) == before + 1

@@ -21,6 +21,7 @@ from tenantry.application.tasks.handlers.noop import Noop
 from tenantry.application.tasks.handlers.project_export import ProjectExport
 from tenantry.application.tasks.maintenance import ReapTasks
 from tenantry.application.tasks.runner import RunTask
+from tenantry.domain.audit import AuditEvent
 from tenantry.domain.auth import Actor
 from tenantry.domain.documents import Document
 from tenantry.domain.errors import Invalid
@@ -486,3 +487,105 @@ async def test_file_inspect_hashes_a_large_chunk_off_the_event_loop() -> None:
     assert (inspection["intact"], inspection["size"]) == (True, len(data))
     [(handed, asked)] = storage.turns
     assert handed < asked  # the loop ran other work while the chunk was hashed
+
+
+def trail(world: World) -> list[AuditEvent]:
+    """The committed trail, oldest first."""
+    return sorted(world.uow.committed.rows_of(AuditEvent).values(), key=lambda e: e.id)
+
+
+async def test_submit_and_cancel_are_one_event_each_without_the_configs_values() -> None:
+    world, queue = World(), FakeJobQueue()
+    tenant_of(world)
+    submit = SubmitTask(world.uow, queue, Registry([Scripted()]))
+    with pytest.raises(Invalid):
+        await submit(ACTOR, task_type="nope", config={}, input_files=[], request_id=None)
+    task = await submit(
+        ACTOR, task_type="scripted", config={"fail": "hunter2"}, input_files=[], request_id=None
+    )
+    await CancelTask(world.uow, world.clock)(ACTOR, task.id)
+    with pytest.raises(TaskFinished):
+        await CancelTask(world.uow, world.clock)(ACTOR, task.id)
+    submitted_, cancelled = trail(world)
+    assert [(e.action, e.actor_type, e.actor_id, e.target_id) for e in trail(world)] == [
+        ("task.submitted", "user", ACTOR.user_id, task.id),
+        ("task.cancelled", "user", ACTOR.user_id, task.id),
+    ]
+    assert submitted_.changes == {"after": {"type": "scripted", "status": "pending"}}
+    assert cancelled.changes == {
+        "before": {"status": "pending", "cancel_requested": False},
+        "after": {"status": "cancelled", "cancel_requested": True},
+    }
+    assert "hunter2" not in repr(trail(world))
+
+
+async def test_the_worker_records_a_tasks_end_once_as_the_system() -> None:
+    world, queue = World(), FakeJobQueue()
+    done = await submitted(world, queue)
+    flaky = await submitted(world, queue, fail="transient")
+    broken = await submitted(world, queue, fail="permanent")
+    run = runner(world, attempts=3)
+    await run(ACTOR.tenant_id, done.id)
+    await run(ACTOR.tenant_id, done.id)  # redelivered: runs nothing, records nothing
+    for _ in range(3):  # no event for the attempts a retry follows
+        await run(ACTOR.tenant_id, flaky.id)
+    await run(ACTOR.tenant_id, broken.id)
+    ends = [e for e in trail(world) if e.actor_type == "system"]
+    assert [(e.action, e.target_id, e.changes) for e in ends] == [
+        (
+            "task.succeeded",
+            done.id,
+            {"after": {"type": "scripted", "status": "completed"}, "attempts": 1},
+        ),
+        (
+            "task.failed",
+            flaky.id,
+            {"after": {"type": "scripted", "status": "failed"}, "attempts": 3},
+        ),
+        (
+            "task.failed",
+            broken.id,
+            {"after": {"type": "scripted", "status": "failed"}, "attempts": 1},
+        ),
+    ]
+    assert {(e.actor_id, e.tenant_id, e.request_id) for e in ends} == {
+        (None, ACTOR.tenant_id, None)
+    }
+    # The handlers' error texts and results are not the trail's.
+    assert "try later" not in repr(ends)
+    assert "broken" not in repr(ends)
+
+
+async def test_tasks_the_worker_stops_or_finds_dead_are_recorded_as_such() -> None:
+    world, gate = World(), Gated()
+    run = runner(world, attempts=2, registry=Registry([gate]))
+    # Cancelled by its user while it runs: the user's request, then the worker's stop.
+    cancelled = await gated(world, gate)
+    running = asyncio.ensure_future(run(ACTOR.tenant_id, cancelled.id))
+    await asyncio.wait_for(gate.started.wait(), timeout=10)
+    await CancelTask(world.uow, world.clock)(ACTOR, cancelled.id)
+    gate.proceed.set()
+    await running
+    # Its last attempt died with its worker: the redelivery ends it as reaped.
+    dead = await gated(world, gate)
+    gate.proceed.clear()
+    for _ in range(2):
+        await die_while_running(gate, run(ACTOR.tenant_id, dead.id))
+    await run(ACTOR.tenant_id, dead.id)
+    # Queued when its tenant was suspended: ended by its start.
+    queued = await gated(world, gate)
+    tenant_of(world, TenantStatus.SUSPENDED)
+    await run(ACTOR.tenant_id, queued.id)
+    assert [(e.action, e.actor_type, e.target_id) for e in trail(world)] == [
+        ("task.submitted", "user", cancelled.id),
+        ("task.cancelled", "user", cancelled.id),
+        ("task.stopped", "system", cancelled.id),
+        ("task.submitted", "user", dead.id),
+        ("task.reaped", "system", dead.id),
+        ("task.submitted", "user", queued.id),
+        ("task.stopped", "system", queued.id),
+    ]
+    assert trail(world)[2].changes == {
+        "after": {"type": "gated", "status": "cancelled"},
+        "attempts": 1,
+    }

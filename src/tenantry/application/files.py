@@ -1,4 +1,8 @@
-"""File use cases: streaming uploads held to the policy and the quota, and their reads."""
+"""File use cases: streaming uploads held to the policy and the quota, and their reads.
+
+The audit trail shows an upload's name, size, type and checksum, never its bytes or where
+they are stored.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from uuid import UUID
 
 import msgspec
 
+from tenantry.application.audit import record
 from tenantry.application.ownership import creator, require_may_destroy
 from tenantry.domain.auth import Actor
 from tenantry.domain.errors import Forbidden, found
@@ -125,11 +130,19 @@ class QuotaHold:
             await uow.commit()
 
 
+# What the trail shows of a file.
+SHOWN = ("original_filename", "size", "content_type", "sha256")
+
+
 class UploadFile:
-    def __init__(self, files: Files, policy: FilePolicy | None = None) -> None:
-        """``policy`` replaces the tenant-facing one for files the system writes itself."""
+    def __init__(
+        self, files: Files, policy: FilePolicy | None = None, *, system: bool = False
+    ) -> None:
+        """``policy`` replaces the tenant-facing one for files the system writes itself;
+        ``system``: the system writes it (a task's output), so its event names no actor."""
         self.files = files
         self.policy = policy or files.policy
+        self.system = system
 
     async def __call__(
         self,
@@ -207,6 +220,15 @@ class UploadFile:
                 repository = uow.repository(FileRepository, actor.tenant_id)
                 stored = await repository.add_reserved(quota=quota, **row)
                 if stored is not None:
+                    # Only the try that wrote the row: a refused upload leaves no event.
+                    await record(
+                        uow,
+                        None if self.system else actor,
+                        "file.uploaded",
+                        ("file", stored.id),
+                        tenant_id=actor.tenant_id,
+                        changes={"after": shown(stored)},
+                    )
                     await uow.commit()
                     return stored
             if reclaimed or not await hold.reclaim():
@@ -214,6 +236,10 @@ class UploadFile:
         async with uow:
             used, _ = await uow.repository(FileRepository, actor.tenant_id).usage()
         raise TooLarge(quota_detail(quota, used))
+
+
+def shown(file: StoredFile) -> dict[str, object]:
+    return {name: getattr(file, name) for name in SHOWN}
 
 
 def quota_detail(quota: int, used: int) -> str:
@@ -258,6 +284,9 @@ class DeleteFile:
             existing = found(await files.get(file_id), "No such file.")
             require_may_destroy(actor, existing.created_by, "this file")
             await files.soft_delete(file_id, self.files.clock.now())
+            await record(
+                uow, actor, "file.deleted", ("file", file_id), changes={"before": shown(existing)}
+            )
             await uow.commit()
 
 
@@ -323,11 +352,24 @@ class SweepFiles:
                     repository = uow.repository(FileRepository, tenant.id)
                     # Holds of uploads that died (kill -9) with no upload since to reclaim them.
                     await repository.release_expired(now)
+                    purged = 0
                     for stale in await repository.deleted_before(now - retention, limit=batch):
                         await files.storage.delete(stale.storage_key)
                         await repository.delete(stale.id)
-                        report.purged += 1
+                        purged += 1
+                    # One event per tenant and sweep, not one per file: the trail already has
+                    # each file's deletion by its user.
+                    if purged:
+                        await record(
+                            uow,
+                            None,
+                            "files.purged",
+                            ("file", None),
+                            tenant_id=tenant.id,
+                            changes={"count": purged},
+                        )
                     await uow.commit()
+                    report.purged += purged
                 offset += batch
                 if offset >= total:
                     break

@@ -114,20 +114,20 @@ class TaskRepository(Repository[Task], Protocol):
 
     async def start(self, task_id: UUID, *, at: datetime, max_attempts: int) -> Task | None:
         """pending (or processing, after a crash) -> processing, counting the attempt in the
-        row (``retry_count`` + 1 is its number); None when it is not runnable. A task whose
-        tenant is not active ends as cancelled here instead (``TENANT_SUSPENDED``), one whose
-        cancellation was asked for as cancelled, and one whose attempts are spent (its last
-        worker died) as failed."""
+        row (``retry_count`` + 1 is its number); None when it is not runnable (finished or
+        gone). A task whose tenant is not active ends as cancelled here instead
+        (``TENANT_SUSPENDED``), one whose cancellation was asked for as cancelled, and one
+        whose attempts are spent (its last worker died) as failed: returned so ended."""
         ...
 
     async def progress(self, task_id: UUID, percent: int) -> None:
         """Raise the progress; it never goes backwards. A heartbeat too."""
         ...
 
-    async def end(self, task_id: UUID, end: AttemptEnd) -> None:
+    async def end(self, task_id: UUID, end: AttemptEnd) -> bool:
         """Record how an attempt ended, at once: its log row, and the task finished with
         ``end.status`` (unless it already was), or back to pending for a retry (if still
-        processing), its progress raised to ``end.progress``."""
+        processing), its progress raised to ``end.progress``. Whether the task changed so."""
         ...
 
     async def heartbeat(self, task_id: UUID) -> None: ...

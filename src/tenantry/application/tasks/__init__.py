@@ -16,6 +16,7 @@ from uuid import UUID
 
 import msgspec
 
+from tenantry.application.audit import changed, record
 from tenantry.application.files import Files
 from tenantry.application.ownership import require_may_destroy
 from tenantry.domain.auth import Actor
@@ -119,6 +120,14 @@ class Registry:
             ) from None
 
 
+# What the trail shows of a task: its type and status, never its config, result or error.
+CANCEL_SHOWN = ("status", "cancel_requested")
+
+
+def shown(task: Task) -> dict[str, str]:
+    return {"type": task.type, "status": task.status.value}
+
+
 class SubmitTask:
     def __init__(self, uow: UnitOfWork, queue: JobQueue, registry: Registry) -> None:
         self.uow = uow
@@ -147,6 +156,10 @@ class SubmitTask:
                 config=config,
                 input_files=list(input_files),
                 created_by=actor.user_id,
+            )
+            # The type only: a config's values are the user's data, not the trail's.
+            await record(
+                self.uow, actor, "task.submitted", ("task", task.id), changes={"after": shown(task)}
             )
             await self.uow.commit()
         # Enqueued only once the row is committed: a rolled-back request never runs a job.
@@ -192,6 +205,14 @@ class CancelTask:
             task = await tasks.cancel(task_id, self.clock.now())
             if task is None:
                 raise TaskFinished("The task has already finished.")
+            # A pending task ends here; a running one is asked to stop, and ends by its worker.
+            await record(
+                self.uow,
+                actor,
+                "task.cancelled",
+                ("task", task_id),
+                changes=changed(existing, task, shown=CANCEL_SHOWN, hidden=()),
+            )
             await self.uow.commit()
         return task
 

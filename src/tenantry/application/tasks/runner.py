@@ -2,7 +2,9 @@
 
 An attempt costs two transactions of one statement each, start and end; while the handler
 runs, its progress and a heartbeat are written at most every PROGRESS_INTERVAL_S and every
-``heartbeat`` (``Pulse``).
+``heartbeat`` (``Pulse``). The end that finishes the task (and a start that ends it instead
+of running it) also appends the task's audit event, a system change: one statement more
+per task, none per attempt that a retry follows.
 """
 
 from __future__ import annotations
@@ -13,12 +15,16 @@ import time
 from datetime import timedelta
 from uuid import UUID
 
-from tenantry.application.tasks import Registry, TaskContext, UnitOfWorkFactory
+import msgspec
+
+from tenantry.application.audit import record
+from tenantry.application.tasks import Registry, TaskContext, UnitOfWorkFactory, shown
 from tenantry.domain.files import FilePolicy, ObjectStorage
-from tenantry.domain.ports import Clock
+from tenantry.domain.ports import Clock, UnitOfWork
 from tenantry.domain.tasks import (
     AttemptEnd,
     RetryableError,
+    Task,
     TaskCancelled,
     TaskMetrics,
     TaskRepository,
@@ -27,6 +33,28 @@ from tenantry.domain.tasks import (
 
 # Progress reaches the row at most this often (and with the attempt's end).
 PROGRESS_INTERVAL_S = 0.25
+
+# The trail's action for a task its worker finished: by its handler's outcome, or by a start
+# that ended it instead of running it (its tenant suspended, its cancellation asked for, or
+# its attempts spent by workers that died: reaped).
+FINISHED_BY_HANDLER = {
+    TaskStatus.COMPLETED: "task.succeeded",
+    TaskStatus.FAILED: "task.failed",
+    TaskStatus.CANCELLED: "task.stopped",
+}
+FINISHED_AT_START = {TaskStatus.FAILED: "task.reaped", TaskStatus.CANCELLED: "task.stopped"}
+
+
+async def record_finished(uow: UnitOfWork, action: str, task: Task, **more: int) -> None:
+    """The system's event of a task it finished, in ``uow``'s transaction."""
+    await record(
+        uow,
+        None,
+        action,
+        ("task", task.id),
+        tenant_id=task.tenant_id,
+        changes={"after": shown(task), **more},
+    )
 
 
 class NoTaskMetrics:
@@ -81,8 +109,10 @@ class RunTask:
             task = await uow.repository(TaskRepository, tenant_id).start(
                 task_id, at=self.clock.now(), max_attempts=self.max_attempts
             )
+            if task is not None and task.status in FINISHED_AT_START:
+                await record_finished(uow, FINISHED_AT_START[task.status], task)
             await uow.commit()
-        if task is None:
+        if task is None or task.status != TaskStatus.PROCESSING:
             return None  # finished, cancelled or gone: at-least-once delivery, run at most once
         # The row's count, not the queue's: a re-enqueued job starts again at arq's job_try 1.
         attempt = task.retry_count + 1
@@ -126,7 +156,12 @@ class RunTask:
             output_files=context.output_files,
         )
         async with self.units() as uow:
-            await uow.repository(TaskRepository, tenant_id).end(task_id, end)
+            ended = await uow.repository(TaskRepository, tenant_id).end(task_id, end)
+            # Only when this end finished the task: one that a retry follows, or that found
+            # the task already finished (by the reaper, say), has no event.
+            if ended and retry is None:
+                finished = msgspec.structs.replace(task, status=status)
+                await record_finished(uow, FINISHED_BY_HANDLER[status], finished, attempts=attempt)
             await uow.commit()
         return retry
 

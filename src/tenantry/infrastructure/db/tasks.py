@@ -181,9 +181,7 @@ class SqlTaskRepository(SqlRepository[Task]):
         record = await self.statement("start", build).fetch_row(
             self.session, **self.arguments(id=task_id, at=at, max_attempts=max_attempts)
         )
-        if record is None or record["status"] != TaskStatus.PROCESSING.value:
-            return None
-        return self.to_entity(record)
+        return None if record is None else self.to_entity(record)
 
     async def progress(self, task_id: UUID, percent: int) -> None:
         statement = self.statement(
@@ -198,7 +196,7 @@ class SqlTaskRepository(SqlRepository[Task]):
         )
         await statement.fetch_row(self.session, **self.arguments(id=task_id, percent=percent))
 
-    async def end(self, task_id: UUID, end: AttemptEnd) -> None:
+    async def end(self, task_id: UUID, end: AttemptEnd) -> bool:
         retry = end.status == TaskStatus.PENDING
         logs = SqlTaskLogRepository(self.session, self.tenant_id)
         log = logs._new_row(
@@ -219,7 +217,8 @@ class SqlTaskRepository(SqlRepository[Task]):
                 {name: bindparam(f"log_{name}", type_=table.c[name].type) for name in names}
             )
             raised = func.greatest(_tasks.c.progress, bindparam("progress"))
-            statement = self._compiled_update().add_cte(logged.cte("logged"))
+            # The id comes back when the task changed: the runner audits only such an end.
+            statement = self._compiled_update().add_cte(logged.cte("logged")).returning(_tasks.c.id)
             if retry:
                 return statement.where(_tasks.c.status == TaskStatus.PROCESSING.value).values(
                     status=TaskStatus.PENDING.value,
@@ -248,7 +247,10 @@ class SqlTaskRepository(SqlRepository[Task]):
             progress=100 if end.success else end.progress,
         )
         values.update({f"log_{name}": value for name, value in log.items()})
-        await self.statement(("end", retry, names), build).fetch_row(self.session, **values)
+        changed = await self.statement(("end", retry, names), build).fetch_row(
+            self.session, **values
+        )
+        return changed is not None
 
     async def heartbeat(self, task_id: UUID) -> None:
         statement = self.statement(

@@ -76,7 +76,8 @@ class ProjectExport:
             )
             async with context.units() as uow:
                 files = context.files(uow)
-                stored = await UploadFile(files, policy=export_policy(files.policy))(
+                upload = UploadFile(files, policy=export_policy(files.policy), system=True)
+                stored = await upload(
                     actor,
                     filename=f"{project.name}.zip",
                     claimed_type="application/zip",
