@@ -8,6 +8,7 @@ import asyncpg
 
 from ..conftest import Client, plain_url
 from .identity import add_user, owner_session
+from .test_audit import trail
 from .test_health import assert_problem
 
 
@@ -104,3 +105,39 @@ async def test_keys_belong_to_their_user_and_tenant(client: Client) -> None:
     assert (await client.get("/api/v1/auth/api-keys", headers=member)).json()["total"] == 0
     me = (await client.get("/api/v1/auth/me", headers={"X-API-Key": key["key"]})).json()
     assert me["username"] == "olive"
+
+
+async def test_api_keys_and_changes_made_with_them_are_on_the_trail(client: Client) -> None:
+    owner = await owner_session(client, "acme")
+    created = await client.post(
+        "/api/v1/auth/api-keys", headers=owner, json={"name": "ci", "expires_at": None}
+    )
+    assert created.status_code == 201, created.text
+    body = created.json()
+    with_key = {"X-API-Key": body["key"]}
+    # A change made with the key is the key's.
+    added = await client.post(
+        "/api/v1/users",
+        headers=with_key,
+        json={
+            "username": "mia",
+            "email": "mia@acme.example",
+            "password": "correct horse battery 9",
+            "roles": ["member"],
+        },
+    )
+    assert added.status_code == 201, added.text
+    assert (
+        await client.delete(f"/api/v1/auth/api-keys/{body['id']}", headers=with_key)
+    ).status_code == 204
+
+    events = (await trail(client, owner))["items"]
+    assert [(e["action"], e["actor_type"], e["api_key_id"]) for e in events[:3]] == [
+        ("api_key.revoked", "api_key", body["id"]),
+        ("user.created", "api_key", body["id"]),
+        ("api_key.created", "user", None),
+    ]
+    assert events[2]["target_id"] == body["id"]
+    assert events[2]["changes"] == {"after": {"name": "ci", "expires_at": None}}
+    assert body["key"] not in str(events)
+    assert body["prefix"] not in str(events)

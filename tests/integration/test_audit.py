@@ -41,7 +41,7 @@ async def test_a_projects_changes_are_on_its_tenants_trail_newest_first(client: 
     assert stale.status_code == 412
     assert (await client.delete(path, headers=owner)).status_code == 204
 
-    events = (await trail(client, owner))["items"]
+    events = (await trail(client, owner, target_type="project"))["items"]
     assert [(e["action"], e["target_type"], e["target_id"]) for e in events] == [
         ("project.deleted", "project", project["id"]),
         ("project.updated", "project", project["id"]),
@@ -102,7 +102,10 @@ async def test_pages_follow_the_cursor_and_filters_narrow(client: Client) -> Non
         "project.created",
         "project.created",
     ]
-    last = await trail(client, owner, limit=2, before=page2["next_cursor"])
+    # Then the tenant's sign-up, and nothing before it.
+    signup = await trail(client, owner, limit=2, before=page2["next_cursor"])
+    assert [e["action"] for e in signup["items"]] == ["user.created", "tenant.created"]
+    last = await trail(client, owner, limit=2, before=signup["next_cursor"])
     assert last == {"items": [], "next_cursor": None}
     only = await trail(client, owner, action="document.created")
     assert [e["target_id"] for e in only["items"]] == [document.json()["id"]]
@@ -149,4 +152,4 @@ async def test_the_app_role_can_neither_change_nor_remove_an_event(
                     await connection.execute(sql, uuid.UUID(event["id"]))
     finally:
         await connection.close()
-    assert (await trail(client, owner))["items"] == [event]
+    assert (await trail(client, owner))["items"][0] == event

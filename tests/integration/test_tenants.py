@@ -11,6 +11,7 @@ import asyncpg
 import pytest
 
 from ..conftest import Client, plain_url
+from .test_audit import trail
 from .test_health import assert_problem
 
 PASSWORD = "correct horse battery 9"
@@ -169,3 +170,35 @@ async def test_options_on_platform_administration_is_answered_not_a_500(client: 
         assert response.status_code == 204, path
         assert "OPTIONS" in response.headers["allow"]
     assert (await client.options("/api/v1/admin/keys")).status_code == 204
+
+
+async def test_a_tenants_creation_and_a_superusers_change_are_on_its_trail(
+    client: Client, superuser: dict[str, str]
+) -> None:
+    created = (await client.post("/api/v1/tenants", json=tenant_body())).json()
+    tenant_id, owner_id = created["tenant"]["id"], created["user"]["id"]
+    patched = await client.patch(
+        f"/api/v1/admin/tenants/{tenant_id}",
+        headers=superuser,
+        json={"allow_self_signup": True, "settings": {"plan": "gold"}},
+    )
+    assert patched.status_code == 200, patched.text
+    login = await client.post(
+        "/api/v1/auth/login", json={"tenant": "acme", "login": "olive", "password": PASSWORD}
+    )
+    owner = {"Authorization": f"Bearer {login.json()['access_token']}"}
+
+    events = (await trail(client, owner))["items"]
+    assert [(e["action"], e["actor_type"], e["target_id"]) for e in events] == [
+        ("tenant.updated", "superuser", tenant_id),
+        ("user.created", "user", owner_id),
+        ("tenant.created", "user", tenant_id),
+    ]
+    assert {e["actor_id"] for e in events[1:]} == {owner_id}
+    assert events[0]["changes"] == {
+        "before": {},
+        "after": {},
+        "changed": ["settings.allow_self_signup", "settings.plan"],
+    }
+    assert events[2]["changes"] == {"after": {"name": "Acme", "slug": "acme", "status": "active"}}
+    assert PASSWORD not in str(events)

@@ -22,6 +22,7 @@ from tenantry.infrastructure.embedded import free_port
 
 from ..conftest import Client, plain_url, uvicorn_serving
 from .identity import PASSWORD, add_user, owner_session
+from .test_audit import trail
 from .test_health import assert_problem
 
 LAST_OWNER = "A tenant must keep at least one active owner."
@@ -257,3 +258,55 @@ async def test_owner_removals_in_real_transactions_take_turns(
     finally:
         await container.close()
         await container.alchemy.get_engine().dispose()
+
+
+async def test_each_change_of_a_user_is_on_the_trail_and_a_refused_one_is_not(
+    client: Client,
+) -> None:
+    owner = await owner_session(client, "acme")
+    me = (await client.get("/api/v1/auth/me", headers=owner)).json()["id"]
+    created = await client.post(
+        "/api/v1/users",
+        headers=owner,
+        json={
+            "username": "mia",
+            "email": "mia@acme.example",
+            "password": PASSWORD,
+            "roles": ["member"],
+        },
+    )
+    assert created.status_code == 201, created.text
+    mia = created.json()["id"]
+    # A taken username and the last owner's demotion: refused, and not on the trail.
+    taken = await client.post(
+        "/api/v1/users",
+        headers=owner,
+        json={"username": "MIA", "email": "m2@acme.example", "password": PASSWORD, "roles": []},
+    )
+    assert taken.status_code in (409, 422)
+    assert_problem(await remove(client, "demote", owner, me), 409)
+    path = f"/api/v1/users/{mia}"
+    patched = await client.patch(path, headers=owner, json={"roles": ["admin"]})
+    assert patched.status_code == 200, patched.text
+    assert (await client.delete(path, headers=owner)).status_code == 204
+
+    events = (await trail(client, owner, target_type="user"))["items"]
+    assert [(e["action"], e["actor_id"], e["target_id"]) for e in events] == [
+        ("user.deleted", me, mia),
+        ("user.updated", me, mia),
+        ("user.created", me, mia),
+        # The owner's own creation, at the tenant's sign-up.
+        ("user.created", me, me),
+    ]
+    assert events[1]["changes"] == {
+        "before": {"roles": ["member"]},
+        "after": {"roles": ["admin"]},
+    }
+    assert events[2]["changes"]["after"] == {
+        "username": "mia",
+        "email": "mia@acme.example",
+        "roles": ["member"],
+        "is_active": True,
+    }
+    assert PASSWORD not in str(events)
+    assert "argon2" not in str(events)

@@ -884,6 +884,11 @@ class World:
         self.clock = self.uow.clock
         self.tokens = FakeAccessTokens(self.clock)
 
+    def events(self, tenant_id: UUID) -> list[AuditEvent]:
+        """The committed audit events of a tenant, oldest first."""
+        rows = self.uow.committed.rows_of(AuditEvent).values()
+        return sorted((e for e in rows if e.tenant_id == tenant_id), key=lambda e: e.id)
+
     @property
     def identity(self) -> Identity:
         return Identity(

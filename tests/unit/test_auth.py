@@ -4,6 +4,7 @@ import asyncio
 import os
 import sys
 import threading
+from datetime import timedelta
 
 import pytest
 
@@ -21,7 +22,7 @@ from tenantry.application.auth import (
 from tenantry.application.tenants import CreateTenant, OwnerInput
 from tenantry.application.users import UpdateUser
 from tenantry.domain.auth import Actor, refresh_token_tenant
-from tenantry.domain.errors import Forbidden, NotFound, RateLimited, Unauthenticated
+from tenantry.domain.errors import Conflict, Forbidden, NotFound, RateLimited, Unauthenticated
 from tenantry.domain.tenants import TenantStatus
 from tenantry.domain.users import Role, UserRepository
 from tenantry.infrastructure.security.passwords import HASH_NICENESS, Argon2PasswordHasher
@@ -329,3 +330,56 @@ async def test_hash_threads_yield_the_cpu_to_the_event_loop() -> None:
         hasher.close()
     assert niceness == max(before, HASH_NICENESS)
     assert os.getpriority(os.PRIO_PROCESS, loop_thread) == before  # the loop's own is untouched
+
+
+async def test_self_sign_up_is_recorded_as_the_new_users_own_doing() -> None:
+    world = World()
+    owner = await sign_up(world)
+    async with world.uow as uow:
+        await uow.tenants.update(owner.tenant_id, settings={SELF_SIGNUP_SETTING: True})
+        await uow.commit()
+    before = len(world.events(owner.tenant_id))
+    register = Register(world.identity)
+    user = await register(
+        tenant="acme", username="mia", email="mia@x.example", password=PASSWORD, client="c"
+    )
+    with pytest.raises(Conflict):
+        await register(
+            tenant="acme", username="MIA", email="m2@x.example", password=PASSWORD, client="c"
+        )
+    # Signing in, refreshing and signing out change no data: no events.
+    pair = await login(world, "mia")
+    pair = await Refresh(world.identity)(pair.refresh_token)
+    await Logout(world.identity)(pair.refresh_token)
+
+    [event] = world.events(owner.tenant_id)[before:]
+    assert (event.action, event.actor_type, event.actor_id, event.target_id) == (
+        "user.created",
+        "user",
+        user.id,
+        user.id,
+    )
+    assert event.changes["after"]["username"] == "mia"
+    assert PASSWORD not in repr(event)
+
+
+async def test_an_api_key_is_recorded_created_and_revoked_never_its_secret() -> None:
+    world = World()
+    owner = await sign_up(world)
+    before = len(world.events(owner.tenant_id))
+    expires = world.clock.now() + timedelta(days=30)
+    issued = await CreateApiKey(world.uow, world.clock)(owner, name="ci", expires_at=expires)
+    key_actor = await Authenticate(world.identity).api_key(issued.key, client="10.0.0.1")
+    await RevokeApiKey(world.uow, world.clock)(key_actor, issued.api_key.id)
+    with pytest.raises(NotFound):
+        await RevokeApiKey(world.uow, world.clock)(owner, issued.api_key.id)
+
+    events = world.events(owner.tenant_id)[before:]
+    assert [(e.action, e.actor_type, e.api_key_id, e.target_id) for e in events] == [
+        ("api_key.created", "user", None, issued.api_key.id),
+        ("api_key.revoked", "api_key", issued.api_key.id, issued.api_key.id),
+    ]
+    assert events[0].changes == {"after": {"name": "ci", "expires_at": expires.isoformat()}}
+    text = repr(events)
+    assert issued.key not in text
+    assert issued.api_key.key_hash not in text

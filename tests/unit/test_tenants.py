@@ -6,8 +6,9 @@ from hypothesis import strategies as st
 
 from tenantry.application.auth import AuthPolicy
 from tenantry.application.tenants import CreateSuperuser, CreateTenant, OwnerInput, UpdateTenant
+from tenantry.domain.audit import AuditEvent
 from tenantry.domain.auth import Actor
-from tenantry.domain.errors import Conflict, Invalid, RateLimited
+from tenantry.domain.errors import Conflict, Forbidden, Invalid, RateLimited
 from tenantry.domain.tasks import TaskRepository, TaskStatus
 from tenantry.domain.tenants import RESERVED_SLUGS, NewTenant, TenantStatus
 from tenantry.domain.users import Role
@@ -214,3 +215,82 @@ async def test_suspension_cancels_queued_tasks_at_once_and_asks_running_ones_to_
     await update(superuser, acme.id, status=TenantStatus.SUSPENDED)
     await update(superuser, acme.id, status=TenantStatus.ACTIVE)
     assert world.uow.committed.tasks == before
+
+
+async def test_a_sign_up_records_the_tenant_and_its_owner_as_the_owners_doing() -> None:
+    world = World()
+    tenant, owner = await CreateTenant(world.identity)(
+        name="Acme", slug="acme", owner=OWNER, client="10.0.0.1"
+    )
+    events = world.events(tenant.id)
+    assert [(e.action, e.actor_type, e.actor_id, e.target_id) for e in events] == [
+        ("tenant.created", "user", owner.id, tenant.id),
+        ("user.created", "user", owner.id, owner.id),
+    ]
+    assert events[0].changes == {"after": {"name": "Acme", "slug": "acme", "status": "active"}}
+    assert events[1].changes["after"]["roles"] == ("owner",)
+    assert "correct horse" not in repr(events)
+    # The CLI's operator is the system.
+    cli, _ = await CreateTenant(world.identity)(name="Cli", slug="cli", owner=OWNER, client=None)
+    assert {(e.actor_type, e.actor_id) for e in world.events(cli.id)} == {("system", None)}
+
+
+async def test_a_taken_slug_records_nothing() -> None:
+    world = World()
+    create = CreateTenant(world.identity)
+    await create(name="Acme", slug="acme", owner=OWNER, client=None)
+    with pytest.raises(Conflict):
+        await create(name="Other", slug="acme", owner=OWNER, client=None)
+    assert len(world.uow.committed.rows_of(AuditEvent)) == 2
+
+
+async def test_a_superuser_is_created_by_the_system_in_the_platform_trail() -> None:
+    world = World()
+    root = await CreateSuperuser(world.identity)(
+        username="root", email="root@platform.example", password="correct horse 9 staple"
+    )
+    ops = await CreateSuperuser(world.identity)(
+        username="ops", email="ops@platform.example", password="correct horse 9 staple"
+    )
+    events = world.events(root.tenant_id)
+    assert [(e.action, e.actor_type, e.target_id) for e in events] == [
+        ("tenant.created", "system", root.tenant_id),
+        ("user.created", "system", root.id),
+        ("user.created", "system", ops.id),
+    ]
+    assert "correct horse" not in repr(events)
+
+
+async def test_a_superusers_change_of_a_tenant_is_in_that_tenants_trail() -> None:
+    world = World()
+    root = await CreateSuperuser(world.identity)(
+        username="root", email="root@platform.example", password="correct horse 9 staple"
+    )
+    superuser = Actor(user_id=root.id, tenant_id=root.tenant_id, roles=root.roles)
+    acme, _ = await CreateTenant(world.identity)(name="Acme", slug="acme", owner=OWNER, client=None)
+    platform_events = len(world.events(root.tenant_id))
+    update = UpdateTenant(world.uow, world.clock)
+    await update(
+        superuser,
+        acme.id,
+        status=TenantStatus.SUSPENDED,
+        settings={"allow_self_signup": True, "webhook_secret": "s3cret"},
+    )
+    with pytest.raises(Forbidden):
+        await update(superuser, root.tenant_id, status=TenantStatus.SUSPENDED)
+
+    event = world.events(acme.id)[-1]
+    assert (event.action, event.actor_type, event.actor_id, event.target_id) == (
+        "tenant.updated",
+        "superuser",
+        root.id,
+        acme.id,
+    )
+    assert event.changes == {
+        "before": {"status": "active"},
+        "after": {"status": "suspended"},
+        "changed": ["settings.allow_self_signup", "settings.webhook_secret"],
+    }
+    assert "s3cret" not in repr(world.events(acme.id))
+    # Nothing in the superuser's own trail, and nothing for the refused suspension.
+    assert len(world.events(root.tenant_id)) == platform_events

@@ -157,3 +157,64 @@ async def test_unknown_roles_are_invalid() -> None:
     for roles in (["superuser"], ["wizard"], []):
         with pytest.raises(Invalid):
             await add(world, owner, "mia", roles)
+
+
+async def test_each_change_of_a_user_is_one_event_without_secrets() -> None:
+    world = World()
+    owner = await tenant_with_owner(world)
+    before = len(world.events(owner.tenant_id))
+    mia = await add(world, owner, "mia", ["member"])
+    await UpdateUser(world.uow)(
+        owner, mia.user_id, roles=["admin"], email="Mia2@x.example", settings={"theme": "dark"}
+    )
+    await DeleteUser(world.uow)(owner, mia.user_id)
+
+    events = world.events(owner.tenant_id)[before:]
+    assert [(e.action, e.actor_type, e.actor_id, e.target_type, e.target_id) for e in events] == [
+        (action, "user", owner.user_id, "user", mia.user_id)
+        for action in ("user.created", "user.updated", "user.deleted")
+    ]
+    created, updated, deleted = (e.changes for e in events)
+    assert created == {
+        "after": {
+            "username": "mia",
+            "email": "mia@x.example",
+            "roles": ("member",),
+            "is_active": True,
+        }
+    }
+    # The role change with its values; the settings by name only.
+    assert updated == {
+        "before": {"email": "mia@x.example", "roles": ("member",)},
+        "after": {"email": "mia2@x.example", "roles": ("admin",)},
+        "changed": ["settings"],
+    }
+    assert deleted == {
+        "before": {
+            "username": "mia",
+            "email": "mia2@x.example",
+            "roles": ("admin",),
+            "is_active": True,
+        }
+    }
+    text = repr(world.events(owner.tenant_id))
+    assert PASSWORD not in text
+    assert "v1:" not in text
+    assert "dark" not in text
+
+
+async def test_a_refused_change_of_a_user_leaves_no_event() -> None:
+    world = World()
+    owner = await tenant_with_owner(world)
+    admin = await add(world, owner, "adam", ["admin"])
+    before = len(world.events(owner.tenant_id))
+    refused = [
+        # A taken username, the last owner demoted, an admin touching an owner.
+        add(world, owner, "ADAM", ["member"]),
+        UpdateUser(world.uow)(owner, owner.user_id, roles=["member"]),
+        DeleteUser(world.uow)(admin, owner.user_id),
+    ]
+    for attempt in refused:
+        with pytest.raises((Conflict, Forbidden)):
+            await attempt
+    assert len(world.events(owner.tenant_id)) == before

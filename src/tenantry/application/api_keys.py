@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
+from tenantry.application.audit import record
 from tenantry.domain.api_keys import ApiKeyRepository
 from tenantry.domain.auth import Actor, ApiKey, IssuedApiKey, digest, new_api_key
 from tenantry.domain.errors import Invalid, NotFound
@@ -38,6 +39,19 @@ class CreateApiKey:
                 key_hash=digest(key),
                 expires_at=expires_at,
             )
+            # The key and its hash are secrets: the trail names the key by its name only.
+            await record(
+                self.uow,
+                actor,
+                "api_key.created",
+                ("api_key", stored.id),
+                changes={
+                    "after": {
+                        "name": stored.name,
+                        "expires_at": expires_at.isoformat() if expires_at else None,
+                    }
+                },
+            )
             await self.uow.commit()
         return IssuedApiKey(api_key=stored, key=key)
 
@@ -65,4 +79,5 @@ class RevokeApiKey:
             )
             if not revoked:
                 raise NotFound("No such API key.")
+            await record(self.uow, actor, "api_key.revoked", ("api_key", api_key_id))
             await self.uow.commit()

@@ -71,6 +71,12 @@ async def record(
     )
 
 
+def snapshot(entity: msgspec.Struct, shown: Iterable[str]) -> dict[str, Any]:
+    """The ``shown`` fields of an entity as it is (created) or was (deleted)."""
+    values = msgspec.to_builtins(entity)
+    return {name: values[name] for name in shown}
+
+
 def changed(
     before: msgspec.Struct, after: msgspec.Struct, *, shown: Iterable[str], hidden: Iterable[str]
 ) -> dict[str, Any]:

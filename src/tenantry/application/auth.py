@@ -8,6 +8,7 @@ from uuid import UUID, uuid4
 
 import msgspec
 
+from tenantry.application.audit import record, snapshot
 from tenantry.domain.api_keys import ApiKeyRepository
 from tenantry.domain.auth import (
     AccessClaims,
@@ -36,6 +37,9 @@ TOO_MANY_ATTEMPTS = "Too many attempts. Try again later."
 # costs; no key digests to the digest of nothing.
 NO_API_KEY_DIGEST = digest("")
 SELF_SIGNUP_SETTING = "allow_self_signup"
+# What the audit trail shows of a user: who they are and what they may do. A password (or its
+# hash) is never a field of User, so it cannot reach the trail.
+USER_SHOWN = ("username", "email", "roles", "is_active")
 
 
 class AuthPolicy(msgspec.Struct, kw_only=True, frozen=True):
@@ -151,6 +155,17 @@ class Register:
                 found.id, username=username, email=email, password=password, roles=(Role.MEMBER,)
             )
             user = await uow.repository(UserRepository, found.id).add(new)
+            # The new user is the actor: a person asked for this account, signed in as no one
+            # yet; "system" would read as a worker's doing, and the user's id lets the tenant's
+            # owners find everything that person did, starting here.
+            self_signed_up = Actor(user_id=user.id, tenant_id=found.id, roles=user.roles)
+            await record(
+                uow,
+                self_signed_up,
+                "user.created",
+                ("user", user.id),
+                changes={"after": snapshot(user, USER_SHOWN)},
+            )
             await uow.commit()
         return user
 

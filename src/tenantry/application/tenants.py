@@ -7,13 +7,48 @@ from uuid import UUID
 
 import msgspec
 
-from tenantry.application.auth import Identity
+from tenantry.application.audit import changed, record, snapshot
+from tenantry.application.auth import USER_SHOWN, Identity
 from tenantry.domain.auth import Actor
 from tenantry.domain.errors import Conflict, Forbidden, found
 from tenantry.domain.ports import Clock, UnitOfWork
 from tenantry.domain.tasks import TENANT_SUSPENDED, TaskRepository
 from tenantry.domain.tenants import PLATFORM_SLUG, NewTenant, Tenant, TenantStatus
 from tenantry.domain.users import Role, User, UserRepository
+
+# What the audit trail shows of a tenant: its name, slug and status with values; its settings
+# by the names of those that changed (their values are the tenant's configuration).
+TENANT_SHOWN = ("name", "slug", "status")
+
+
+async def record_created(
+    uow: UnitOfWork, actor: Actor | None, tenant: Tenant | None, user: User
+) -> None:
+    """The events of a user made with (or into) a tenant outside the tenant's own use cases,
+    and of the tenant itself when it is new: in that tenant's trail."""
+    if tenant is not None:
+        await record(
+            uow,
+            actor,
+            "tenant.created",
+            ("tenant", tenant.id),
+            tenant_id=tenant.id,
+            changes={"after": snapshot(tenant, TENANT_SHOWN)},
+        )
+    await record(
+        uow,
+        actor,
+        "user.created",
+        ("user", user.id),
+        tenant_id=user.tenant_id,
+        changes={"after": snapshot(user, USER_SHOWN)},
+    )
+
+
+def settings_changed(before: Tenant, after: Tenant) -> list[str]:
+    """The names of the settings that changed, as ``changed`` names its hidden fields."""
+    old, new = before.settings, after.settings
+    return [f"settings.{k}" for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
 
 
 class OwnerInput(msgspec.Struct, kw_only=True, frozen=True):
@@ -62,6 +97,10 @@ class CreateTenant:
                     roles=roles,
                 )
             )
+            # A sign-up is its owner's doing; the CLI's (no client) is an operator's, whom the
+            # platform does not know as a user: the system.
+            owner_actor = Actor(user_id=user.id, tenant_id=tenant.id, roles=user.roles)
+            await record_created(uow, owner_actor if client is not None else None, tenant, user)
             await uow.commit()
         return tenant, user
 
@@ -100,7 +139,10 @@ class UpdateTenant:
             if current.slug == PLATFORM_SLUG and status == TenantStatus.SUSPENDED:
                 raise Forbidden("The platform tenant cannot be suspended.")
             merged = None if settings is None else {**current.settings, **settings}
-            tenant = await self.uow.tenants.update(tenant_id, status=status, settings=merged)
+            tenant = found(
+                await self.uow.tenants.update(tenant_id, status=status, settings=merged),
+                "No such tenant.",
+            )
             if status == TenantStatus.SUSPENDED and current.status != TenantStatus.SUSPENDED:
                 # Queued work ends now, where the tenant's users see it, rather than when a
                 # worker reaches it; running work stops at its next check. Re-activation
@@ -108,8 +150,19 @@ class UpdateTenant:
                 await self.uow.repository(TaskRepository, tenant_id).cancel_unfinished(
                     self.clock.now(), error_message=TENANT_SUSPENDED
                 )
+            changes = changed(current, tenant, shown=TENANT_SHOWN, hidden=())
+            if names := settings_changed(current, tenant):
+                changes["changed"] = names
+            # In the changed tenant's trail, where its owners read it.
+            await record(
+                self.uow,
+                actor,
+                "tenant.updated",
+                ("tenant", tenant_id),
+                tenant_id=tenant_id,
+                changes=changes,
+            )
             await self.uow.commit()
-        assert tenant is not None
         return tenant
 
 
@@ -123,9 +176,10 @@ class CreateSuperuser:
         uow = self.identity.uow
         async with uow:
             platform = await uow.tenants.get_by_slug(PLATFORM_SLUG)
+            made = None
             if platform is None:
                 new = NewTenant.create(name="Platform", slug=PLATFORM_SLUG, platform=True)
-                platform = await uow.tenants.add(new)
+                platform = made = await uow.tenants.add(new)
             user = await uow.repository(UserRepository, platform.id).add(
                 await self.identity.new_user(
                     platform.id,
@@ -135,5 +189,7 @@ class CreateSuperuser:
                     roles=(Role.SUPERUSER, Role.OWNER),
                 )
             )
+            # A CLI command: an operator the platform knows as no user yet, so the system.
+            await record_created(uow, None, made, user)
             await uow.commit()
         return user

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from tenantry.application.auth import Identity
+from tenantry.application.audit import changed, record, snapshot
+from tenantry.application.auth import USER_SHOWN, Identity
 from tenantry.domain.auth import Actor
 from tenantry.domain.errors import Conflict, Forbidden, Invalid, NotFound, found
 from tenantry.domain.ports import UnitOfWork
@@ -17,6 +18,9 @@ from tenantry.domain.users import (
     normalise_email,
     validate_roles,
 )
+
+# A user's settings are the user's own: the trail names them only.
+HIDDEN = ("settings",)
 
 
 def require_manager(actor: Actor) -> None:
@@ -89,6 +93,13 @@ class CreateUser:
                 actor.tenant_id, username=username, email=email, password=password, roles=chosen
             )
             user = await uow.repository(UserRepository, actor.tenant_id).add(new)
+            await record(
+                uow,
+                actor,
+                "user.created",
+                ("user", user.id),
+                changes={"after": snapshot(user, USER_SHOWN)},
+            )
             await uow.commit()
         return user
 
@@ -131,11 +142,20 @@ class UpdateUser:
                     raise Invalid(
                         "The user is not valid.", fields={"email": "must be an email address"}
                     )
-            updated = await users.update(
-                user_id, email=email, roles=chosen, is_active=is_active, settings=settings
+            updated = found(
+                await users.update(
+                    user_id, email=email, roles=chosen, is_active=is_active, settings=settings
+                ),
+                "No such user.",
+            )
+            await record(
+                self.uow,
+                actor,
+                "user.updated",
+                ("user", user_id),
+                changes=changed(target, updated, shown=USER_SHOWN, hidden=HIDDEN),
             )
             await self.uow.commit()
-        assert updated is not None
         return updated
 
 
@@ -153,4 +173,11 @@ class DeleteUser:
             if user_id == actor.user_id:
                 raise Forbidden("You cannot delete yourself.")
             await users.delete(user_id)
+            await record(
+                self.uow,
+                actor,
+                "user.deleted",
+                ("user", user_id),
+                changes={"before": snapshot(target, USER_SHOWN)},
+            )
             await self.uow.commit()
