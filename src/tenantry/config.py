@@ -145,6 +145,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     task_heartbeat_seconds: Seconds = 10.0
     # Days a deleted file stays recoverable before `tenantry files sweep` purges it.
     file_retention_days: NonNegativeInt = 7
+    # Days an audit event is kept before the worker's daily purge (`tenantry audit purge`)
+    # removes it. At least 1: the database refuses to purge events younger than a day.
+    audit_retention_days: PositiveInt = 365
     image_min_width: PositiveInt = 100
     image_min_height: PositiveInt = 100
     # Width x height an image may declare, checked on its header before anything decodes it

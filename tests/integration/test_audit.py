@@ -153,3 +153,44 @@ async def test_the_app_role_can_neither_change_nor_remove_an_event(
     finally:
         await connection.close()
     assert (await trail(client, owner))["items"][0] == event
+
+
+async def test_a_superuser_reads_any_tenants_trail_one_tenant_a_page(
+    client: Client, superuser: dict[str, str]
+) -> None:
+    acme = await owner_session(client, "acme")
+    globex = await owner_session(client, "globex")
+    ids = {}
+    for headers, name in ((acme, "Apollo"), (acme, "Gemini"), (globex, "Mercury")):
+        response = await client.post("/api/v1/projects", headers=headers, json={"name": name})
+        ids[name] = response.json()["id"]
+    tenant = {
+        slug: (await client.get("/api/v1/auth/me", headers=headers)).json()["tenant_id"]
+        for slug, headers in (("acme", acme), ("globex", globex))
+    }
+
+    async def admin_trail(headers: dict[str, str], **params: Any) -> Any:
+        return await client.get("/api/v1/admin/audit", headers=headers, params=params)
+
+    page1 = (await admin_trail(superuser, tenant_id=tenant["acme"], limit=1)).json()
+    page2 = (
+        await admin_trail(superuser, tenant_id=tenant["acme"], limit=1, before=page1["next_cursor"])
+    ).json()
+    assert [e["target_id"] for e in page1["items"] + page2["items"]] == [
+        ids["Gemini"],
+        ids["Apollo"],
+    ]
+    other = await admin_trail(superuser, tenant_id=tenant["globex"], action="project.created")
+    assert other.status_code == 200, other.text
+    assert [e["target_id"] for e in other.json()["items"]] == [ids["Mercury"]]
+    assert other.json()["next_cursor"] is None
+    # The same event as its tenant's owner reads it.
+    assert other.json()["items"] == (await trail(client, globex, action="project.created"))["items"]
+
+    # Tenant owners reach no other tenant's trail, nor their own, this way.
+    for slug in ("acme", "globex"):
+        assert_problem(await admin_trail(acme, tenant_id=tenant[slug]), 403)
+    assert_problem(await admin_trail({}, tenant_id=tenant["acme"]), 401)
+    assert_problem(await admin_trail(superuser, tenant_id=str(uuid.uuid4())), 404)
+    missing = assert_problem(await admin_trail(superuser), 400)
+    assert "tenant_id" in str(missing["detail"])

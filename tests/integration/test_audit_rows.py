@@ -1,6 +1,7 @@
 """The audit trail's rows, as the app role: appended and paged newest first within the tenant,
 never updated or deleted by the app, removed only by the retention purge (migration
-0011_audit_events), which reaches the one tenant it is given."""
+0011_audit_events), which reaches the one tenant it is given and never the last day (migration
+0012_audit_purge_floor)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,18 @@ from typing import Any
 import asyncpg
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from tenantry import bootstrap
+from tenantry.application.audit import PurgeAuditEvents
+from tenantry.config import Settings
 from tenantry.domain.audit import AUDIT_PAGE_MAX, ActorType, AuditQuery, AuditRepository
+from tenantry.infrastructure.clock import SystemClock
 from tenantry.infrastructure.db.audit import SqlAuditRepository
 from tenantry.infrastructure.db.tenancy import TenantSession
 from tenantry.infrastructure.db.uow import SqlUnitOfWork
+from tenantry.infrastructure.jobs.worker import audit_retention
 
 from .test_tenancy import engine_for
 
@@ -182,3 +189,76 @@ async def test_the_purge_removes_the_tenants_old_events_in_batches(
     for row in rows:
         found[row["tenant_id"]].add(row["id"])
     assert found == kept
+
+
+async def test_the_purge_use_case_removes_every_tenants_aged_events_as_the_app_role(
+    units: Units, tenants: tuple[uuid.UUID, uuid.UUID], database_owner: asyncpg.Connection
+) -> None:
+    now = datetime.now(UTC)
+    kept: set[uuid.UUID] = set()
+    for tenant in tenants:
+        async with units(tenant) as (uow, audit):
+            for days in (400, 40, 31):
+                await audit.add(**event(created_at=now - days * DAY))
+            for age in (29 * DAY, 2 * DAY, timedelta(0)):
+                kept.add((await audit.add(**event(created_at=now - age))).id)
+            await uow.commit()
+
+    async with units(tenants[0]) as (uow, _):
+        purge = PurgeAuditEvents(uow, SystemClock())
+        assert await purge(retention=30 * DAY, batch=2) == 6
+        assert await purge(retention=30 * DAY, batch=2) == 0
+
+    rows = await database_owner.fetch("select id from audit_events")
+    assert {row["id"] for row in rows} == kept
+
+
+async def test_the_database_refuses_to_purge_the_last_day(
+    units: Units, tenants: tuple[uuid.UUID, uuid.UUID], database_owner: asyncpg.Connection
+) -> None:
+    a, _ = tenants
+    now = datetime.now(UTC)
+    async with units(a) as (uow, audit):
+        for age in (2 * DAY, timedelta(hours=1)):
+            await audit.add(**event(created_at=now - age))
+        await uow.commit()
+
+    # A cutoff inside the last day, however it is asked for: refused, nothing removed.
+    for cutoff in (now - timedelta(hours=23), now, now + 365 * DAY):
+        async with units(a) as (_, audit):
+            with pytest.raises(DBAPIError, match=r"cutoff .* is less than one day ago") as error:
+                await audit.purge(cutoff, batch=100)
+            assert isinstance(error.value.orig.__cause__, asyncpg.InsufficientPrivilegeError)
+    async with units(a) as (uow, _):
+        with pytest.raises(DBAPIError, match="less than one day ago"):
+            await PurgeAuditEvents(uow, SystemClock())(retention=timedelta(hours=1))
+    assert await database_owner.fetchval("select count(*) from audit_events") == 2
+
+    # The shortest retention the setting allows is still the database's to grant.
+    async with units(a) as (uow, _):
+        assert await PurgeAuditEvents(uow, SystemClock())(retention=DAY) == 1
+    assert await database_owner.fetchval("select count(*) from audit_events") == 1
+
+
+async def test_every_worker_schedules_the_purge_daily_and_one_runs_it(
+    settings: Settings, tenants: tuple[uuid.UUID, uuid.UUID], database_owner: asyncpg.Connection
+) -> None:
+    for tenant in tenants:
+        await database_owner.execute(
+            "insert into audit_events (id, tenant_id, actor_type, action, target_type, "
+            "created_at, updated_at) values (gen_random_uuid(), $1, 'system', 'project.deleted', "
+            "'project', now() - interval '366 days', now())",
+            tenant,
+        )
+    container = bootstrap.Container(settings)
+    try:
+        worker = container.worker(handle_signals=False)
+        [job] = [job for job in worker.cron_jobs if job.coroutine is audit_retention]
+        # Once a day, by one worker of however many (arq's unique job per run time).
+        assert (job.hour, job.minute, job.second, job.unique) == ({3}, {47}, {0}, True)
+        await worker.close()
+        await audit_retention({"purge_audit": container.purge_audit_events})
+    finally:
+        await container.close()
+        await container.alchemy.get_engine().dispose()
+    assert await database_owner.fetchval("select count(*) from audit_events") == 0

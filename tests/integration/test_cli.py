@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+import asyncpg
 import pytest
 from click.testing import CliRunner
 
@@ -168,3 +169,35 @@ async def test_seed_fills_tenants_that_can_sign_in(
     first = projects["items"][0]["id"]
     documents = (await client.get(f"/api/v1/projects/{first}/documents", headers=headers)).json()
     assert documents["total"] == 3
+
+
+async def test_audit_purge_removes_events_past_the_retention(
+    database_owner: asyncpg.Connection, app_database_url: str, redis_url: str, keyring_path: str
+) -> None:
+    tenants = await database_owner.fetch(
+        "insert into tenants (id, name, slug, created_at, updated_at) "
+        "select gen_random_uuid(), 'Tenant ' || i, 'cli-' || i, now(), now() "
+        "from generate_series(1, 2) i returning id"
+    )
+    for row in tenants:
+        for days in (400, 10, 0):
+            await database_owner.execute(
+                "insert into audit_events (id, tenant_id, actor_type, action, target_type, "
+                "created_at, updated_at) values (gen_random_uuid(), $1, 'system', "
+                "'project.deleted', 'project', now() - make_interval(days => $2), now())",
+                row["id"],
+                days,
+            )
+    env = {
+        "TENANTRY_DATABASE_URL": app_database_url,
+        "TENANTRY_REDIS_URL": redis_url,
+        "TENANTRY_KEYRING_PATH": keyring_path,
+        "TENANTRY_AUDIT_RETENTION_DAYS": "30",
+    }
+    code, out, err = await in_process("audit", "purge", **env)
+    assert code == 0, err
+    assert "Purged 2 audit events older than 30 days." in out
+    assert await database_owner.fetchval("select count(*) from audit_events") == 4
+    code, out, err = await in_process("audit", "purge", **env)
+    assert code == 0, err
+    assert "Purged 0 audit events older than 30 days." in out

@@ -692,6 +692,15 @@ class FakeAuditRepository(MemoryRepository[AuditEvent]):
         ]
         return sorted(rows, key=lambda row: row.id, reverse=True)[: query.limit]
 
+    async def purge(self, before: datetime, batch: int) -> int:
+        aged = sorted(
+            (row for row in self._mine(False, {}) if row.created_at < before),
+            key=lambda row: row.created_at,
+        )[:batch]
+        for row in aged:
+            del self.rows[row.id]
+        return len(aged)
+
 
 # The fakes of ports that add methods of their own to the generic repository (or are not one);
 # every other port gets a MemoryRepository of its entity.

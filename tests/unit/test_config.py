@@ -44,6 +44,11 @@ def test_values_are_converted_from_strings() -> None:
         ("TENANTRY_LOG_JSON", "maybe", "TENANTRY_LOG_JSON: Expected `bool | null`"),
         ("TENANTRY_DB_POOL_SIZE", "0", "TENANTRY_DB_POOL_SIZE: Expected `int` >= 1"),
         (
+            "TENANTRY_AUDIT_RETENTION_DAYS",
+            "0",
+            "TENANTRY_AUDIT_RETENTION_DAYS: Expected `int` >= 1",
+        ),
+        (
             "TENANTRY_DATABASE_URL",
             "mysql://x",
             "TENANTRY_DATABASE_URL: expected a postgresql:// URL",

@@ -23,6 +23,7 @@ from litestar.types import Scope
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from tenantry.application.audit import PurgeAuditEvents
 from tenantry.application.auth import Authenticate, AuthPolicy, Identity
 from tenantry.application.files import Files, SweepFiles
 from tenantry.application.tasks import Registry
@@ -149,12 +150,21 @@ class Container:
             reconcile_pending=reconcile,
             reap_stranded=reap,
             sweep_files=sweep,
+            purge_audit=self.purge_audit_events,
             concurrency=settings.worker_concurrency,
             timeout=timedelta(seconds=settings.task_timeout_seconds),
             max_attempts=settings.task_max_attempts,
             handle_signals=handle_signals,
             completion_wait=completion_wait,
         )
+
+    async def purge_audit_events(self) -> int:
+        """Purge audit events older than ``audit_retention_days``: the worker's daily job and
+        `tenantry audit purge`."""
+        async with self.unit_of_work() as uow:
+            return await PurgeAuditEvents(uow, self.clock)(
+                retention=timedelta(days=self.settings.audit_retention_days)
+            )
 
     def identity(self, uow: UnitOfWork) -> Identity:
         return Identity(

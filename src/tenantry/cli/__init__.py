@@ -25,6 +25,7 @@ for command in (
     admin.create_superuser,
     admin.seed,
     admin.files,
+    admin.audit,
     secrets.keys,
     secrets.vault,
     database.db,

@@ -1,4 +1,5 @@
-"""Operate tenants and their data: ``create-tenant``, ``create-superuser``, ``seed``, ``files``."""
+"""Operate tenants and their data: ``create-tenant``, ``create-superuser``, ``seed``, ``files``,
+``audit``."""
 
 from __future__ import annotations
 
@@ -147,5 +148,24 @@ def sweep(orphan_minutes: int) -> None:
                 orphan_age=timedelta(minutes=orphan_minutes),
             )
         return f"Purged {report.purged} deleted files and {report.orphans} orphan objects."
+
+    click.echo(_run_with_container(run))
+
+
+@click.group()
+def audit() -> None:
+    """The audit trail."""
+
+
+@audit.command()
+@settings_errors_exit
+def purge() -> None:
+    """Purge audit events older than TENANTRY_AUDIT_RETENTION_DAYS, every tenant's (the
+    worker does this daily)."""
+
+    async def run(container: Container) -> str:
+        purged = await container.purge_audit_events()
+        days = container.settings.audit_retention_days
+        return f"Purged {purged} audit events older than {days} days."
 
     click.echo(_run_with_container(run))

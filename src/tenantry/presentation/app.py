@@ -18,7 +18,7 @@ from litestar.routes import HTTPRoute
 
 from tenantry.config import Settings
 from tenantry.presentation.api_keys import ApiKeyController
-from tenantry.presentation.audit import AuditController
+from tenantry.presentation.audit import AdminAuditController, AuditController
 from tenantry.presentation.auth import AuthController
 from tenantry.presentation.bodies import JSONBodyRequest
 from tenantry.presentation.documents import DocumentController
@@ -54,6 +54,7 @@ CONTROLLERS = [
     FileController,
     TaskController,
     AuditController,
+    AdminAuditController,
 ]
 
 

@@ -1,4 +1,5 @@
-"""The audit trail of the caller's tenant, for its owners and admins."""
+"""The audit trail: the caller's tenant's, for its owners and admins; any tenant's, for
+platform superusers."""
 
 from __future__ import annotations
 
@@ -8,17 +9,17 @@ from uuid import UUID
 
 import msgspec
 from litestar import Controller, get
-from litestar.di import NamedDependency
+from litestar.di import NamedDependency, Provide
 from litestar.params import QueryParameter
 
-from tenantry.application.audit import ListAuditEvents
-from tenantry.domain.audit import AUDIT_PAGE_MAX, AuditQuery
+from tenantry.application.audit import ListAuditEvents, ListTenantAuditEvents
+from tenantry.domain.audit import AUDIT_PAGE_MAX, AuditEvent, AuditQuery
 from tenantry.domain.auth import Actor
 from tenantry.presentation.bodies import NO_NUL
 from tenantry.presentation.errors import PARAMETER_ERRORS, problems
 from tenantry.presentation.pagination import instant
 from tenantry.presentation.reads import Read
-from tenantry.presentation.security import SIGNED_IN_ERRORS, requires_manager
+from tenantry.presentation.security import SIGNED_IN_ERRORS, requires_manager, requires_superuser
 
 AuditLimit = Annotated[
     int, QueryParameter(ge=1, le=AUDIT_PAGE_MAX, description=f"Page size (1 to {AUDIT_PAGE_MAX}).")
@@ -33,6 +34,10 @@ ActionFilter = Annotated[
 ]
 ActorFilter = Annotated[
     UUID | None, QueryParameter(description="The user who acted (an API key's user for a key).")
+]
+TenantFilter = Annotated[
+    UUID,
+    QueryParameter(description="The tenant whose trail to read (required: one tenant a page)."),
 ]
 TargetIdFilter = Annotated[UUID | None, QueryParameter(description="The target's id.")]
 TargetTypeFilter = Annotated[
@@ -70,9 +75,43 @@ class AuditPage(msgspec.Struct):
     next_cursor: UUID | None
 
 
+def read_audit_query(
+    limit: AuditLimit = 50,
+    before: Cursor = None,
+    actor_id: ActorFilter = None,
+    action: ActionFilter = None,
+    target_type: TargetTypeFilter = None,
+    target_id: TargetIdFilter = None,
+    since: Since = None,
+    until: Until = None,
+) -> AuditQuery:
+    """The filters and page of both trails, read from the query string."""
+    return AuditQuery(
+        limit=limit,
+        before=before,
+        actor_id=actor_id,
+        action=action,
+        target_type=target_type,
+        target_id=target_id,
+        since=instant(since, "since"),
+        until=instant(until, "until"),
+    )
+
+
+def audit_page(events: list[AuditEvent], query: AuditQuery) -> AuditPage:
+    return AuditPage(
+        items=AuditEventRead.each(events),
+        next_cursor=events[-1].id if len(events) == query.limit else None,
+    )
+
+
+QUERY = {"audit_query": Provide(read_audit_query, sync_to_thread=False)}
+
+
 class AuditController(Controller):
     path = "/api/v1/audit"
     tags = ["audit"]
+    dependencies = QUERY
 
     @get(
         summary="The audit trail of your tenant, newest first (owners and admins)",
@@ -83,27 +122,30 @@ class AuditController(Controller):
         self,
         actor: NamedDependency[Actor],
         list_audit_events: NamedDependency[ListAuditEvents],
-        limit: AuditLimit = 50,
-        before: Cursor = None,
-        actor_id: ActorFilter = None,
-        action: ActionFilter = None,
-        target_type: TargetTypeFilter = None,
-        target_id: TargetIdFilter = None,
-        since: Since = None,
-        until: Until = None,
+        audit_query: NamedDependency[AuditQuery],
     ) -> AuditPage:
-        query = AuditQuery(
-            limit=limit,
-            before=before,
-            actor_id=actor_id,
-            action=action,
-            target_type=target_type,
-            target_id=target_id,
-            since=instant(since, "since"),
-            until=instant(until, "until"),
-        )
-        events = await list_audit_events(actor, query)
-        return AuditPage(
-            items=AuditEventRead.each(events),
-            next_cursor=events[-1].id if len(events) == limit else None,
+        return audit_page(await list_audit_events(actor, audit_query), audit_query)
+
+
+class AdminAuditController(Controller):
+    path = "/api/v1/admin/audit"
+    tags = ["platform administration"]
+    guards = [requires_superuser]
+    dependencies = QUERY
+
+    @get(
+        summary="The audit trail of any tenant, newest first (superusers)",
+        description="One tenant a page: tenant_id is required (GET /api/v1/admin/tenants "
+        "lists the tenants). An unknown tenant is 404.",
+        responses=problems(*SIGNED_IN_ERRORS, *PARAMETER_ERRORS, 403, 404),
+    )
+    async def list_tenant_audit_events(
+        self,
+        actor: NamedDependency[Actor],
+        list_tenant_audit_events: NamedDependency[ListTenantAuditEvents],
+        tenant_id: TenantFilter,
+        audit_query: NamedDependency[AuditQuery],
+    ) -> AuditPage:
+        return audit_page(
+            await list_tenant_audit_events(actor, tenant_id, audit_query), audit_query
         )

@@ -78,10 +78,18 @@ def disable_tenant_rls(table: str) -> list[str]:
 
 
 def hand_over_to_maintenance(signatures: Iterable[str]) -> list[str]:
-    """Make the maintenance role the owner of these functions. A superuser may do that outright;
-    another owner (one with CREATEROLE, say on a managed server) needs to be able to SET ROLE to
-    the new owner, which must be allowed to create in the schema: both are granted for this
-    transaction and revoked before it ends."""
+    """Make the maintenance role the owner of these functions."""
+    return as_maintenance_owner(
+        f"ALTER FUNCTION {signature} OWNER TO {MAINTENANCE_ROLE}" for signature in signatures
+    )
+
+
+def as_maintenance_owner(statements: Iterable[str]) -> list[str]:
+    """Run statements only the maintenance role's members may: handing it a function, or
+    replacing one it owns. A superuser may do that outright; another owner (one with
+    CREATEROLE, say on a managed server) needs to be able to SET ROLE to the maintenance role,
+    which must be allowed to create in the schema: both are granted for this transaction and
+    revoked before it ends."""
     lend = f"""
         DO $$
         BEGIN
@@ -102,5 +110,4 @@ def hand_over_to_maintenance(signatures: Iterable[str]) -> list[str]:
         END
         $$
     """  # noqa: S608 - constant identifiers, no input
-    owned = [f"ALTER FUNCTION {signature} OWNER TO {MAINTENANCE_ROLE}" for signature in signatures]
-    return [lend, *owned, take_back]
+    return [lend, *statements, take_back]

@@ -59,6 +59,10 @@ async def retention(ctx: dict[str, Any]) -> None:
     log.info("retention sweep done", **await ctx["sweep"]())
 
 
+async def audit_retention(ctx: dict[str, Any]) -> None:
+    log.info("audit purge done", purged=await ctx["purge_audit"]())
+
+
 class PatientWorker(Worker):
     """arq's worker, except that a Redis outage does not end it, and that it wakes when work
     arrives.
@@ -158,6 +162,7 @@ def build_worker(
     reconcile_pending: Reconcile,
     reap_stranded: Reconcile,
     sweep_files: Callable[[], Awaitable[dict[str, int]]],
+    purge_audit: Reconcile,
     concurrency: int,
     timeout: timedelta,
     max_attempts: int,
@@ -175,6 +180,8 @@ def build_worker(
             cron(reap, second={15, 45}, unique=True),
             # Daily: purge files deleted past their grace period, and orphan objects.
             cron(retention, hour={3}, minute={17}, second={0}, unique=True),
+            # Daily: purge audit events older than their retention.
+            cron(audit_retention, hour={3}, minute={47}, second={0}, unique=True),
         ],
         redis_settings=RedisSettings.from_dsn(redis_url),
         queue_name=queue_name,
@@ -192,6 +199,7 @@ def build_worker(
             "reconcile": reconcile_pending,
             "reap": reap_stranded,
             "sweep": sweep_files,
+            "purge_audit": purge_audit,
         },
         health_check_interval=60,
         on_startup=gauges.start,
