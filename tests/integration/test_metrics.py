@@ -6,6 +6,7 @@ arq worker on real Redis, and `tenantry serve --workers 2` sharing its series ac
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -22,6 +23,7 @@ import pytest
 import uvicorn
 from litestar import Litestar
 from prometheus_client import REGISTRY
+from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
@@ -29,7 +31,12 @@ from tenantry import bootstrap
 from tenantry.application.tasks import Registry
 from tenantry.config import Settings
 from tenantry.infrastructure.embedded import free_port
-from tenantry.infrastructure.observability.metrics import forget_dead_processes, queue_depth
+from tenantry.infrastructure.observability.metrics import (
+    MULTIPROC_DIR_ENV,
+    exposition,
+    forget_dead_processes,
+    queue_depth,
+)
 
 from ..conftest import uvicorn_serving
 from .identity import owner_session
@@ -429,3 +436,19 @@ async def test_serve_with_workers_shares_one_set_of_series(
         assert value(series, "tenantry_http_requests_total", **INFO, status="200") == 40
     assert server.returncode == 0, read(log)
     assert not shared.exists()
+
+
+def test_a_scrape_skips_a_series_file_still_being_created(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process making its first series of a kind leaves its file empty for an instant; a
+    scrape then must show the other files' series, not fail whole (prometheus_client reads the
+    empty file's length and raises)."""
+    written = MmapedDict(str(tmp_path / "counter_101.db"))
+    key = json.dumps(["tenantry_demo_total", "tenantry_demo_total", {"k": "v"}, "A demo."])
+    written.write_value(key, 3.0, 0.0)
+    written.close()
+    (tmp_path / "counter_102.db").touch()
+    monkeypatch.setenv(MULTIPROC_DIR_ENV, str(tmp_path))
+    series = parse(exposition().decode())
+    assert value(series, "tenantry_demo_total", k="v") == 3.0

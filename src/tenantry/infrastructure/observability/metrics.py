@@ -192,8 +192,29 @@ def exposition() -> bytes:
         return generate_latest(REGISTRY)
     forget_dead_processes(Path(path))
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, path)  # type: ignore[no-untyped-call]
+    registry.register(SizedFiles(Path(path)))
     return generate_latest(registry)
+
+
+# A series file starts with its 4-byte length of used bytes (prometheus_client's mmap layout).
+_HEADER_BYTES = 8
+
+
+class SizedFiles:
+    """The processes' series files, as prometheus_client's MultiProcessCollector merges them,
+    but only those their process has sized: a process creating its first series of a kind
+    leaves the file empty for an instant, and reading it then fails the whole scrape."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def collect(self) -> Any:
+        files = []
+        for file in self.path.glob("*.db"):
+            with contextlib.suppress(FileNotFoundError):  # a dead process's live gauge, dropped
+                if file.stat().st_size >= _HEADER_BYTES:
+                    files.append(str(file))
+        return MultiProcessCollector.merge(files, accumulate=True)  # type: ignore[no-untyped-call]
 
 
 _LIVE_GAUGE_FILE = re.compile(r"^gauge_live\w+?_(\d+)\.db$")
@@ -206,7 +227,9 @@ def forget_dead_processes(path: Path) -> None:
     pids = {int(m[1]) for f in path.iterdir() if (m := _LIVE_GAUGE_FILE.match(f.name))}
     for pid in pids:
         if not _alive(pid):
-            mark_process_dead(pid, str(path))  # type: ignore[no-untyped-call]
+            # Another process's scrape may be removing the same files.
+            with contextlib.suppress(FileNotFoundError):
+                mark_process_dead(pid, str(path))  # type: ignore[no-untyped-call]
 
 
 def _alive(pid: int) -> bool:
