@@ -535,3 +535,32 @@ async def test_a_request_waiting_on_its_clients_body_holds_no_connection(
         response = await answer
         assert response.status_code == 201, response.text
     assert engine.pool.checkedout() == 0
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/octet-stream"])
+async def test_a_body_the_route_refuses_is_not_received_first(
+    settings: Settings, clean_state: None, content_type: str
+) -> None:
+    """The upload route has no body limit: a JSON body is received before the credentials'
+    read only where its route bounds it, so a 10 GB body announced to the upload route is
+    answered 415 at once, unread, and holds no connection meanwhile."""
+    served = msgspec.structs.replace(settings, host="127.0.0.1", port=free_port())
+    app = bootstrap.create_app(served)
+    engine = app.plugins.get(SQLAlchemyPlugin).config[0].get_engine()
+    async with (
+        uvicorn_serving(uvicorn.Config(app, **_uvicorn_options(served))),
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{served.port}") as http,
+    ):
+        owner = await owner_over_http(http, "acme")
+        reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+        head = (
+            "POST /api/v1/files HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: {owner['Authorization']}\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {10**10}\r\n\r\n"
+        )
+        writer.write(head.encode() + b"x" * 1024)
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), timeout=10)
+        assert status_line.split()[1] == b"415", status_line
+        assert engine.pool.checkedout() == 0
+        writer.close()

@@ -9,6 +9,7 @@ import structlog
 from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException
+from litestar.handlers import HTTPRouteHandler
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware.authentication import (
     AbstractAuthenticationMiddleware,
@@ -50,7 +51,7 @@ class CredentialsMiddleware(AbstractAuthenticationMiddleware):
         self.authenticator = authenticator
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        size, body, streamed = 0, False, False
+        size, body, content_type = 0, False, b""
         for name, value in scope["headers"]:
             size += len(name) + len(value)
             if name == b"content-length":
@@ -58,16 +59,20 @@ class CredentialsMiddleware(AbstractAuthenticationMiddleware):
             elif name == b"transfer-encoding":
                 body = True
             elif name == b"content-type":
-                streamed = _is_multipart(value)
+                content_type = value
         # Refused before any credential in them is parsed; every routed request passes here.
         if size > MAX_HEADER_BYTES:
             raise HTTPException(status_code=431, detail="The request's headers are too large.")
         # The credentials' read begins the request's transaction, which its use case goes on
-        # with. No pooled connection may wait on a client's bytes in between: a JSON body
-        # (bounded by the route's limit) is received first and kept for the handler; a streamed
-        # one, an upload, comes after a read that ended its transaction (see bearer).
-        if body and not streamed:
-            await Request[Any, Any, Any](scope, receive).body()
+        # with. No pooled connection may wait on a client's bytes in between: a JSON body,
+        # bounded by its route's limit, is received first and kept for the handler. Any other
+        # (an upload's stream, a body the route will refuse unread) comes after a read that
+        # ended its transaction (see bearer).
+        if body:
+            if _is_json(content_type) and _bounded(scope["route_handler"]):
+                await Request[Any, Any, Any](scope, receive).body()
+            else:
+                scope.setdefault("state", {})[BODY_TO_COME] = True
         await super().__call__(scope, receive, send)
 
     async def authenticate_request(
@@ -84,8 +89,7 @@ class CredentialsMiddleware(AbstractAuthenticationMiddleware):
                 scheme, _, token = authorization.partition(" ")
                 if scheme.lower() != "bearer" or not token.strip():
                     raise Unauthenticated("Invalid or expired credentials.")
-                content_type = connection.headers.get("content-type", "").encode("latin-1")
-                streamed = _is_multipart(content_type)
+                streamed = bool(connection.scope.get("state", {}).get(BODY_TO_COME))
                 actor = await authenticator.bearer(token.strip(), streamed=streamed)
                 kind = "bearer"
             elif api_key is not None:
@@ -104,11 +108,19 @@ class CredentialsMiddleware(AbstractAuthenticationMiddleware):
 
 
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="tenantry"'}
-MULTIPART = b"multipart/form-data"
+# Set in the request's state when its body is still to be received once it is authenticated.
+BODY_TO_COME = "tenantry.body_to_come"
 
 
-def _is_multipart(content_type: bytes) -> bool:
-    return content_type[: len(MULTIPART)].lower() == MULTIPART
+def _bounded(handler: object) -> bool:
+    """Whether the route limits its body's size (the upload route does not)."""
+    return isinstance(handler, HTTPRouteHandler) and bool(handler.resolve_request_max_body_size())
+
+
+def _is_json(content_type: bytes) -> bool:
+    """What JSONBodyRequest reads as JSON: no Content-Type, application/json or a +json type."""
+    media_type = content_type.split(b";", 1)[0].strip().lower()
+    return media_type in (b"", b"application/json") or media_type.endswith(b"+json")
 
 
 def provide_actor(request: Request[Actor, Any, Any]) -> Actor:
