@@ -13,7 +13,7 @@ from uuid import UUID
 
 import msgspec
 
-from tenantry.application.audit import record
+from tenantry.application.audit import record, snapshot
 from tenantry.application.ownership import creator, require_may_destroy
 from tenantry.domain.auth import Actor
 from tenantry.domain.errors import Forbidden, found
@@ -227,7 +227,7 @@ class UploadFile:
                         "file.uploaded",
                         ("file", stored.id),
                         tenant_id=actor.tenant_id,
-                        changes={"after": shown(stored)},
+                        changes={"after": snapshot(stored, SHOWN)},
                     )
                     await uow.commit()
                     return stored
@@ -236,10 +236,6 @@ class UploadFile:
         async with uow:
             used, _ = await uow.repository(FileRepository, actor.tenant_id).usage()
         raise TooLarge(quota_detail(quota, used))
-
-
-def shown(file: StoredFile) -> dict[str, object]:
-    return {name: getattr(file, name) for name in SHOWN}
 
 
 def quota_detail(quota: int, used: int) -> str:
@@ -285,7 +281,11 @@ class DeleteFile:
             require_may_destroy(actor, existing.created_by, "this file")
             await files.soft_delete(file_id, self.files.clock.now())
             await record(
-                uow, actor, "file.deleted", ("file", file_id), changes={"before": shown(existing)}
+                uow,
+                actor,
+                "file.deleted",
+                ("file", file_id),
+                changes={"before": snapshot(existing, SHOWN)},
             )
             await uow.commit()
 

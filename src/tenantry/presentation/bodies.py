@@ -22,6 +22,12 @@ JSON = "application/json"
 _ACCEPT_HEADER = {"PATCH": "Accept-Patch", "POST": "Accept-Post"}
 
 
+def read_as_json(media_type: str) -> bool:
+    """Whether a body of this media type (no parameters, lower case; "" when none was sent) is
+    read as JSON: none at all, application/json or a +json type."""
+    return media_type in ("", JSON) or media_type.endswith("+json")
+
+
 class JSONBodyRequest(Request[Any, Any, Any]):
     """Litestar's request, reading a route's JSON body only when it is JSON and UTF-8.
 
@@ -32,7 +38,7 @@ class JSONBodyRequest(Request[Any, Any, Any]):
 
     async def json(self) -> Any:
         media_type, _ = self.content_type
-        if media_type and media_type != JSON and not media_type.endswith("+json"):
+        if not read_as_json(media_type):
             accept = _ACCEPT_HEADER.get(self.method)
             raise ClientException(
                 status_code=415,

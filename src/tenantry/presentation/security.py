@@ -19,6 +19,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 
 from tenantry.domain.auth import Actor
 from tenantry.domain.errors import Unauthenticated
+from tenantry.presentation.bodies import read_as_json
 
 MISSING_CREDENTIALS = "Authentication required: send a bearer token or an X-API-Key header."
 TWO_CREDENTIALS = "Send one credential: a bearer token or an X-API-Key header, not both."
@@ -69,7 +70,8 @@ class CredentialsMiddleware(AbstractAuthenticationMiddleware):
         # (an upload's stream, a body the route will refuse unread) comes after a read that
         # ended its transaction (see bearer).
         if body:
-            if _is_json(content_type) and _bounded(scope["route_handler"]):
+            media_type = content_type.split(b";", 1)[0].strip().lower().decode("latin-1")
+            if read_as_json(media_type) and _bounded(scope["route_handler"]):
                 await Request[Any, Any, Any](scope, receive).body()
             else:
                 scope.setdefault("state", {})[BODY_TO_COME] = True
@@ -115,12 +117,6 @@ BODY_TO_COME = "tenantry.body_to_come"
 def _bounded(handler: object) -> bool:
     """Whether the route limits its body's size (the upload route does not)."""
     return isinstance(handler, HTTPRouteHandler) and bool(handler.resolve_request_max_body_size())
-
-
-def _is_json(content_type: bytes) -> bool:
-    """What JSONBodyRequest reads as JSON: no Content-Type, application/json or a +json type."""
-    media_type = content_type.split(b";", 1)[0].strip().lower()
-    return media_type in (b"", b"application/json") or media_type.endswith(b"+json")
 
 
 def provide_actor(request: Request[Actor, Any, Any]) -> Actor:

@@ -16,7 +16,7 @@ from uuid import UUID
 
 import msgspec
 
-from tenantry.application.audit import changed, record
+from tenantry.application.audit import changed, record, snapshot
 from tenantry.application.files import Files
 from tenantry.application.ownership import require_may_destroy
 from tenantry.domain.auth import Actor
@@ -121,11 +121,8 @@ class Registry:
 
 
 # What the trail shows of a task: its type and status, never its config, result or error.
+SHOWN = ("type", "status")
 CANCEL_SHOWN = ("status", "cancel_requested")
-
-
-def shown(task: Task) -> dict[str, str]:
-    return {"type": task.type, "status": task.status.value}
 
 
 class SubmitTask:
@@ -159,7 +156,11 @@ class SubmitTask:
             )
             # The type only: a config's values are the user's data, not the trail's.
             await record(
-                self.uow, actor, "task.submitted", ("task", task.id), changes={"after": shown(task)}
+                self.uow,
+                actor,
+                "task.submitted",
+                ("task", task.id),
+                changes={"after": snapshot(task, SHOWN)},
             )
             await self.uow.commit()
         # Enqueued only once the row is committed: a rolled-back request never runs a job.

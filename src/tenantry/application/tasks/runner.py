@@ -17,8 +17,8 @@ from uuid import UUID
 
 import msgspec
 
-from tenantry.application.audit import record
-from tenantry.application.tasks import Registry, TaskContext, UnitOfWorkFactory, shown
+from tenantry.application.audit import record, snapshot
+from tenantry.application.tasks import SHOWN, Registry, TaskContext, UnitOfWorkFactory
 from tenantry.domain.files import FilePolicy, ObjectStorage
 from tenantry.domain.ports import Clock, UnitOfWork
 from tenantry.domain.tasks import (
@@ -53,7 +53,7 @@ async def record_finished(uow: UnitOfWork, action: str, task: Task, **more: int)
         action,
         ("task", task.id),
         tenant_id=task.tenant_id,
-        changes={"after": shown(task), **more},
+        changes={"after": snapshot(task, SHOWN), **more},
     )
 
 
