@@ -116,6 +116,10 @@ SCENARIOS = (
     "upload",
     "tasks",
 )
+# --against governance-off: the product measured against itself with what governance adds on
+# the hot path switched off, on the same database; the scenarios where that is the question.
+GOVERNANCE_OFF = {"TENANTRY_AUDIT_TRAIL": "false"}
+GOVERNED_SCENARIOS = ("get_by_id", "get_by_id_auth", "list", "create", "update", "delete")
 CREATE = {"name": "Bench project", "description": "created by the benchmark"}
 UPLOAD_BYTES = 256 * 1024
 # Far above what any run uploads: the quota's check is measured, not its refusal.
@@ -734,28 +738,29 @@ def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
 
         baseline_dir = tmp / "baseline-uploads"
         baseline_dir.mkdir()
-        command = [
-            sys.executable,
-            str(BASELINE_APP),
-            f"--port={baseline_port}",
-            f"--dsn={engines.url(APP_ROLE)}",
-            f"--tenant-id={tenant_id}",
-            f"--owner-id={owner_id}",
-            f"--upload-dir={baseline_dir}",
-            f"--hash-concurrency={settings.password_hash_concurrency}",
-            f"--workers={args.workers}",
-            f"--keyring={keyring_file(settings)}",
-        ]
-        print(f"== starting the baseline on {urls['baseline']} (log: {log('baseline')})")
+        if args.against == "governance-off":
+            command = tenantry("serve", f"--port={baseline_port}", f"--workers={args.workers}")
+            baseline_env = env | GOVERNANCE_OFF
+            name = "tenantry serve, governance off"
+        else:
+            command = [
+                sys.executable,
+                str(BASELINE_APP),
+                f"--port={baseline_port}",
+                f"--dsn={engines.url(APP_ROLE)}",
+                f"--tenant-id={tenant_id}",
+                f"--owner-id={owner_id}",
+                f"--upload-dir={baseline_dir}",
+                f"--hash-concurrency={settings.password_hash_concurrency}",
+                f"--workers={args.workers}",
+                f"--keyring={keyring_file(settings)}",
+            ]
+            # Without TENANTRY_* variables, though it reads none.
+            baseline_env = {k: v for k, v in env.items() if not k.startswith("TENANTRY_")}
+            name = "baseline"
+        print(f"== starting the {name} on {urls['baseline']} (log: {log('baseline')})")
         baseline = stack.enter_context(
-            running(
-                command,
-                name="baseline",
-                # Without TENANTRY_* variables, though it reads none.
-                env={k: v for k, v in env.items() if not k.startswith("TENANTRY_")},
-                cwd=tmp,
-                log_path=log("baseline"),
-            )
+            running(command, name=name, env=baseline_env, cwd=tmp, log_path=log("baseline"))
         )
         ready_s["baseline"] = wait_ready(baseline, urls["baseline"], log("baseline"), "baseline")
         print(f"   ready after {ready_s['baseline']:.1f} s")
@@ -808,6 +813,7 @@ def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
         "timestamp": stamp,
         "command": command_line(),
         "commit": git_commit(),
+        "against": args.against,
         "server_stack": server_stack(),
         "machine": machine,
         "options": {
@@ -860,11 +866,12 @@ def cpu_per_request(result: dict[str, Any]) -> str:
 
 
 def markdown_table(report: dict[str, Any]) -> str:
+    other = "governance off" if report.get("against") == "governance-off" else "baseline"
     lines = [
-        "| Scenario | product req/s | baseline req/s | product ÷ baseline "
-        "| product p50 / p95 / p99 ms | baseline p50 / p95 / p99 ms | product peak MiB "
-        "| baseline peak MiB | CPU µs per request (product / baseline) "
-        "| errors (product / baseline) |",
+        f"| Scenario | product req/s | {other} req/s | product ÷ {other} "
+        f"| product p50 / p95 / p99 ms | {other} p50 / p95 / p99 ms | product peak MiB "
+        f"| {other} peak MiB | CPU µs per request (product / {other}) "
+        f"| errors (product / {other}) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for scenario in report["scenarios"].values():
@@ -1009,6 +1016,14 @@ def parse_args() -> argparse.Namespace:
         "its CPU went to bench/results/suite-<timestamp>.<scenario>.<server>.txt",
     )
     parser.add_argument(
+        "--against",
+        choices=("baseline", "governance-off"),
+        default="baseline",
+        help="what the product is measured against: the bare baseline (default), or itself "
+        f"with {', '.join(GOVERNANCE_OFF)} (the cost of governance on the hot path; scenarios "
+        f"{','.join(GOVERNED_SCENARIOS)})",
+    )
+    parser.add_argument(
         "--write-docs",
         action="store_true",
         help=f"rewrite the table of {DOCS.relative_to(ROOT)} when the run succeeds",
@@ -1016,6 +1031,16 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     if unknown := set(args.scenarios) - set(SCENARIOS):
         parser.error(f"unknown scenarios {sorted(unknown)}; choose from {','.join(SCENARIOS)}")
+    if args.against == "governance-off":
+        if args.write_docs:
+            parser.error("--write-docs records runs against the baseline only")
+        if args.scenarios == list(SCENARIOS):
+            args.scenarios = list(GOVERNED_SCENARIOS)
+        if odd := set(args.scenarios) - set(GOVERNED_SCENARIOS):
+            parser.error(
+                f"--against governance-off measures {','.join(GOVERNED_SCENARIOS)}, "
+                f"not {sorted(odd)}"
+            )
     if (
         bad_wrk_arguments(args)
         or args.workers < 1

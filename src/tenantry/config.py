@@ -148,6 +148,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # Days an audit event is kept before the worker's daily purge (`tenantry audit purge`)
     # removes it. At least 1: the database refuses to purge events younger than a day.
     audit_retention_days: PositiveInt = 365
+    # Off, no change appends an event (the trail's cost measured against none, or a deployment
+    # that keeps its trail elsewhere); events already written stay readable.
+    audit_trail: bool = True
     image_min_width: PositiveInt = 100
     image_min_height: PositiveInt = 100
     # Width x height an image may declare, checked on its header before anything decodes it

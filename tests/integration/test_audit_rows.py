@@ -5,6 +5,7 @@ never updated or deleted by the app, removed only by the retention purge (migrat
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -12,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import msgspec
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
@@ -139,6 +141,68 @@ async def test_a_page_is_capped(units: Units, tenants: tuple[uuid.UUID, uuid.UUI
     async with units(a) as (_, audit):
         assert len(await audit.page(AuditQuery(limit=AUDIT_PAGE_MAX + 100))) == AUDIT_PAGE_MAX
         assert len(await audit.page(AuditQuery(limit=5))) == 5
+
+
+async def test_an_appended_event_is_written_by_the_commit_and_only_by_it(
+    units: Units, tenants: tuple[uuid.UUID, uuid.UUID], database_owner: asyncpg.Connection
+) -> None:
+    a, b = tenants
+    # Every character that could end a quote or escape one, and a dollar-quote of its own.
+    name = "it's $$ $a$ \\ \" \u00e9\U0001f600 $"
+    async with units(a) as (uow, audit):
+        await audit.append(**event(action="project.created", changes={"after": {"name": name}}))
+        # Another tenant's event in the same transaction goes under that tenant's policy.
+        await uow.repository(AuditRepository, b).append(**event(action="user.created"))
+        assert await database_owner.fetchval("select count(*) from audit_events") == 0
+        await uow.commit()
+    rows = await database_owner.fetch("select tenant_id, action, changes from audit_events")
+    assert {(row["tenant_id"], row["action"]) for row in rows} == {
+        (a, "project.created"),
+        (b, "user.created"),
+    }
+    (written,) = [row for row in rows if row["tenant_id"] == a]
+    assert json.loads(written["changes"]) == {"after": {"name": name}}
+
+    async with units(a) as (uow, audit):
+        await audit.append(**event(action="project.deleted"))
+        await uow.rollback()
+    async with units(a) as (_, audit):
+        await audit.append(**event(action="project.deleted"))
+    assert await database_owner.fetchval("select count(*) from audit_events") == 2
+
+
+async def test_an_event_that_cannot_be_written_commits_nothing(
+    units: Units, tenants: tuple[uuid.UUID, uuid.UUID], database_owner: asyncpg.Connection
+) -> None:
+    a, _ = tenants
+    async with units(a) as (uow, audit):
+        await uow.session.execute(
+            text("update tenants set name = 'Renamed' where id = :id"), {"id": a}
+        )
+        await audit.append(**event(action="x" * 101))  # longer than the column takes
+        with pytest.raises(asyncpg.StringDataRightTruncationError):
+            await uow.commit()
+    assert await database_owner.fetchval("select name from tenants where id = $1", a) != "Renamed"
+    assert await database_owner.fetchval("select count(*) from audit_events") == 0
+    # The connection went back to the pool with its transaction ended: the next one works.
+    async with units(a) as (uow, audit):
+        await audit.append(**event())
+        await uow.commit()
+    assert await database_owner.fetchval("select count(*) from audit_events") == 1
+
+
+async def test_a_trail_switched_off_appends_nothing(
+    settings: Settings, tenants: tuple[uuid.UUID, uuid.UUID], database_owner: asyncpg.Connection
+) -> None:
+    a, _ = tenants
+    container = bootstrap.Container(msgspec.structs.replace(settings, audit_trail=False))
+    try:
+        async with container.unit_of_work() as uow:
+            await uow.repository(AuditRepository, a).append(**event())
+            await uow.commit()
+    finally:
+        await container.alchemy.get_engine().dispose()
+    assert await database_owner.fetchval("select count(*) from audit_events") == 0
 
 
 async def test_the_app_cannot_update_or_delete_an_event(

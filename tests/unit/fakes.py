@@ -677,6 +677,10 @@ class FakeAuditRepository(MemoryRepository[AuditEvent]):
         # Newer events sort after older ones, as UUIDv7 ids do (within a millisecond too).
         return await super().add(id=UUID(int=next(_AUDIT_IDS)), **values)
 
+    async def append(self, **values: Any) -> None:
+        # The working copy is what a commit keeps: as the real one, written with the commit.
+        await self.add(**values)
+
     async def page(self, query: AuditQuery) -> list[AuditEvent]:
         wanted = {
             name: value

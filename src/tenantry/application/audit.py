@@ -60,7 +60,7 @@ async def record(
         raise ValueError("a system change names the tenant it changed")
     origin = ORIGIN.get()
     target_type, target_id = target
-    await uow.repository(AuditRepository, tenant).add(
+    await uow.repository(AuditRepository, tenant).append(
         actor_type=actor_type(actor).value,
         actor_id=actor.user_id if actor else None,
         api_key_id=actor.api_key_id if actor else None,

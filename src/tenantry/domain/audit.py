@@ -55,6 +55,11 @@ class AuditQuery(msgspec.Struct, kw_only=True, frozen=True):
 class AuditRepository(Repository[AuditEvent], Protocol):
     """One tenant's audit events."""
 
+    async def append(self, **values: Any) -> None:
+        """Add an event, written by the commit of the transaction (as part of it): none if
+        the transaction is rolled back or its commit fails."""
+        ...
+
     async def page(self, query: AuditQuery) -> list[AuditEvent]:
         """Up to ``query.limit`` events matching the query, newest first."""
         ...

@@ -15,6 +15,10 @@ from sqlalchemy.sql.expression import ClauseElement
 from tenantry.domain.audit import AUDIT_PAGE_MAX, AuditEvent, AuditQuery, AuditRepository
 from tenantry.infrastructure.db.base import TenantOwned
 from tenantry.infrastructure.db.repository import SqlRepository
+from tenantry.infrastructure.db.tenancy import append_at_commit
+
+# In a session's info when the trail is switched off (the setting audit_trail).
+TRAIL_OFF = "audit_trail_off"
 
 # The query's equality filters, by column name.
 _EQUAL = ("actor_id", "action", "target_type", "target_id")
@@ -51,6 +55,10 @@ class SqlAuditRepository(SqlRepository[AuditEvent]):
     model = AuditModel
     entity = AuditEvent
     port = AuditRepository
+
+    async def append(self, **values: Any) -> None:
+        if not self.session.info.get(TRAIL_OFF):
+            append_at_commit(self.session, self.table(), self.tenant_id, self._new_row(values))
 
     async def page(self, query: AuditQuery) -> list[AuditEvent]:
         where = {name: value for name in _EQUAL if (value := getattr(query, name)) is not None}

@@ -20,6 +20,7 @@ from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from tenantry.config import Settings
 from tenantry.domain.errors import Unavailable
+from tenantry.infrastructure.db.audit import TRAIL_OFF
 from tenantry.infrastructure.db.features import metadata
 from tenantry.infrastructure.db.lost import LOST, lost_cause
 from tenantry.infrastructure.db.rls import MAINTENANCE_ROLE
@@ -63,7 +64,10 @@ def alchemy_config(
         # Errors are mapped once, in presentation/errors.py.
         set_default_exception_handler=False,
         session_config=AsyncSessionConfig(
-            expire_on_commit=False, autoflush=False, class_=TenantSession
+            expire_on_commit=False,
+            autoflush=False,
+            class_=TenantSession,
+            info={} if settings.audit_trail else {TRAIL_OFF: True},
         ),
         engine_config=EngineConfig(
             pool_size=settings.db_pool_size,

@@ -19,6 +19,7 @@ from typing import Any, Generic, Literal, TypeVar
 from uuid import UUID
 
 import asyncpg
+import msgspec
 from advanced_alchemy.exceptions import NotFoundError
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from sqlalchemy import ColumnElement, Engine, Select, Table, bindparam, select
@@ -42,6 +43,8 @@ AUTOCOMMIT: Literal["AUTOCOMMIT"] = "AUTOCOMMIT"
 # it once per new connection, which the engine's execution options do not show).
 AUTOCOMMIT_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
 _SET_TENANT_SQL = "select set_config('app.tenant_id', $1, true)"
+# The session's rows written by its commit (see append_at_commit).
+APPENDED = "appended_at_commit"
 
 
 def of_tenant(entity: Any, tenant_id: UUID | None = None) -> ColumnElement[bool]:
@@ -109,16 +112,22 @@ class TenantTransaction:
             await self.connection.invalidate(error)
             raise unavailable(error) from error
 
-    async def end(self, *, commit: bool) -> None:
-        """Commit or roll back, then give the connection back to the pool."""
+    async def end(self, *, commit: bool, appended: Sequence[str] = ()) -> None:
+        """Commit or roll back, then give the connection back to the pool. ``appended``: the
+        statements of :func:`append_at_commit`, sent in the commit's round trip, before it."""
         try:
             if not self.connection.invalidated:
-                await self.run(self.driver.execute("COMMIT" if commit else "ROLLBACK"))
+                ending = "; ".join([*appended, "COMMIT"]) if commit else "ROLLBACK"
+                await self.run(self.driver.execute(ending))
         except Unavailable:
             if commit:  # its outcome is unknown
                 raise
         except asyncpg.PostgresError:
-            # Answered (a deferred constraint, say): the transaction is over, the connection sound.
+            # Answered: by the commit (a deferred constraint, say), which ended the transaction,
+            # or by an appended row, which left it aborted, to be ended before the connection
+            # is pooled again.
+            if self.driver.is_in_transaction():
+                await self.run(self.driver.execute("ROLLBACK"))
             raise
         except BaseException as error:
             # Cancelled mid-answer: what the connection would say next is unknown.
@@ -130,6 +139,40 @@ class TenantTransaction:
 
 def _set_tenant_sql(tenant: UUID) -> str:
     return f"SELECT set_config('app.tenant_id', '{tenant}', true)"
+
+
+def append_at_commit(
+    session: AsyncSession, table: Table, tenant_id: UUID, row: Mapping[str, Any]
+) -> None:
+    """Have ``row`` (every column's value) inserted into ``table`` under ``tenant_id``'s row
+    level security by the commit of ``session``'s transaction, in the commit's own round trip:
+    a row written with the change it records, at the price of none. A transaction rolled
+    back, or whose commit fails, writes none of them; one that fails to write one commits
+    nothing."""
+    session.info.setdefault(APPENDED, []).append((table, tenant_id, row))
+
+
+def _appended_sql(rows: Sequence[tuple[Table, UUID, Mapping[str, Any]]]) -> list[str]:
+    """The statements inserting ``rows``, one per table and tenant, each under its tenant.
+
+    The simple query protocol that carries COMMIT takes no parameters, so the rows travel as
+    one JSON literal per statement, read by ``jsonb_populate_recordset`` into the table's row
+    type. Dollar-quoted: JSON writes "$" only inside strings, where "\\u0024" means the same,
+    so the literal can hold no "$" and nothing in it can end the quote."""
+    batches: dict[tuple[Table, UUID], list[Mapping[str, Any]]] = {}
+    for table, tenant, row in rows:
+        batches.setdefault((table, tenant), []).append(row)
+    statements = []
+    for (table, tenant), batch in batches.items():
+        columns = ", ".join(f'"{name}"' for name in batch[0])
+        values = msgspec.json.encode(batch).decode().replace("$", "\\u0024")
+        statements.append(_set_tenant_sql(UUID(str(tenant))))
+        # Names from the model's table; the values in a quote nothing in them can end.
+        statements.append(
+            f'INSERT INTO "{table.name}" ({columns}) SELECT {columns} '  # noqa: S608
+            f'FROM jsonb_populate_recordset(NULL::"{table.name}", $${values}$$)'
+        )
+    return statements
 
 
 class TenantSession(AsyncSession):
@@ -160,16 +203,17 @@ class TenantSession(AsyncSession):
         return bool(self.new or self.dirty or self.deleted)
 
     async def _end(self, *, commit: bool) -> None:
+        appended = self.info.pop(APPENDED, ())
         current: TenantTransaction | None = self.info.pop(TenantTransaction.KEY, None)
         if current is not None:
             try:
                 self.bind = self.engine
             finally:
-                await current.end(commit=commit)
+                await current.end(commit=commit, appended=_appended_sql(appended) if commit else ())
 
     async def commit(self) -> None:
         changes = self._has_changes()
-        if changes:
+        if changes or self.info.get(APPENDED):
             await self.transaction()
         try:
             # A session that only ran driver statements has nothing for the ORM to flush or
