@@ -22,7 +22,7 @@ from tenantry.domain.auth import Actor
 from tenantry.domain.files import ZIP, FilePolicy, StoredFile
 
 # Read from the temporary file and handed to the store a chunk at a time, each read in a thread.
-CHUNK = 1024 * 1024
+CHUNK = 256 * 1024
 
 
 def export_policy(policy: FilePolicy, *, max_bytes: int | None = None) -> FilePolicy:

@@ -12,6 +12,7 @@ from uuid import UUID
 
 import msgspec
 from sqlalchemy import (
+    BindParameter,
     Column,
     MetaData,
     Select,
@@ -137,6 +138,8 @@ def _page(spec: ExportTable, *, first: bool) -> Select[Any]:
     key = [table.c[name] for name in spec.key]
     statement = select(*(table.c[name] for name in spec.columns)).where(own)
     if not first:
-        bounds = [bindparam(f"after_{index}") for index in range(len(key))]
+        bounds: list[BindParameter[Any]] = [
+            bindparam(f"after_{index}") for index in range(len(key))
+        ]
         statement = statement.where(tuple_(*key) > tuple_(*bounds))
     return statement.order_by(*key).limit(bindparam("limit"))
