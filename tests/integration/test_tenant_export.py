@@ -135,9 +135,12 @@ async def download(client: Client, headers: dict[str, str], file_id: str) -> zip
 
 
 async def test_an_export_holds_every_row_and_live_file_of_its_tenant_and_nothing_else(
-    worker_client: Client, database_owner: asyncpg.Connection
+    worker_client: Client, database_owner: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client = worker_client
+    # Pages of a few rows and one file: every table and the files take several.
+    monkeypatch.setattr(TenantExport, "page", 2)
+    monkeypatch.setattr(TenantExport, "files_page", 1)
     owner = await owner_session(client, "acme")
     other = await owner_session(client, "globex")
     uploads = {}
