@@ -35,6 +35,7 @@ from tenantry.presentation.security import (
     provide_actor,
 )
 from tenantry.presentation.tasks import TaskController
+from tenantry.presentation.tenant_export import TenantExportController
 from tenantry.presentation.tenants import AdminTenantController, TenantController
 from tenantry.presentation.users import UserController
 
@@ -55,6 +56,7 @@ CONTROLLERS = [
     TaskController,
     AuditController,
     AdminAuditController,
+    TenantExportController,
 ]
 
 

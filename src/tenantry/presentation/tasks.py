@@ -10,7 +10,8 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, QueryParameter
@@ -25,7 +26,7 @@ from tenantry.application.tasks import (
     TaskLogs,
 )
 from tenantry.domain.auth import Actor
-from tenantry.domain.tasks import FINISHED, TaskStatus
+from tenantry.domain.tasks import FINISHED, Task, TaskStatus
 from tenantry.presentation.bodies import NO_NUL, StrictJSONBody
 from tenantry.presentation.errors import BODY_ERRORS, PARAMETER_ERRORS, problems
 from tenantry.presentation.middleware import request_id_of
@@ -83,6 +84,22 @@ class TaskStatsRead(Read):
     p95_duration_ms: float | None
 
 
+TASKS_PATH = "/api/v1/tasks"
+# What a 202 that started a task answers besides the task: where to follow it.
+LOCATION = [
+    ResponseHeader(
+        name="Location", description="The task, to follow its progress", documentation_only=True
+    )
+]
+
+
+def accepted(task: Task) -> Response[TaskRead]:
+    """The answer of every request that starts a task: 202, the task, and where to follow it."""
+    return Response(
+        TaskRead.of(task), status_code=202, headers={"Location": f"{TASKS_PATH}/{task.id}"}
+    )
+
+
 # Rows are polled, not pushed: simple, and the row stays the one truth.
 EVENTS_POLL_SECONDS = 0.5
 EVENTS_MAX_SECONDS = 600
@@ -97,11 +114,12 @@ TypeFilter = Annotated[
 
 
 class TaskController(Controller):
-    path = "/api/v1/tasks"
+    path = TASKS_PATH
     tags = ["tasks"]
 
     @post(
         status_code=202,
+        response_headers=LOCATION,
         summary="Submit a task",
         description="An unknown type or a config its handler does not accept is 422.",
         responses=problems(*SIGNED_IN_ERRORS, *BODY_ERRORS, 404),
@@ -112,7 +130,7 @@ class TaskController(Controller):
         data: StrictJSONBody[TaskCreate],
         actor: NamedDependency[Actor],
         submit_task: NamedDependency[SubmitTask],
-    ) -> TaskRead:
+    ) -> Response[TaskRead]:
         task = await submit_task(
             actor,
             task_type=data.type,
@@ -120,7 +138,7 @@ class TaskController(Controller):
             input_files=data.input_files,
             request_id=request_id_of(request.scope) or None,
         )
-        return TaskRead.of(task)
+        return accepted(task)
 
     @get(summary="Tasks of your tenant", responses=problems(*SIGNED_IN_ERRORS, *PARAMETER_ERRORS))
     async def list_tasks(

@@ -111,6 +111,16 @@ class Registry:
             raise Invalid("Unknown task type.", fields={"type": f"must be one of {known}"})
         return handler
 
+    def submittable(self, task_type: str) -> None:
+        """Refuse a type that a use case of its own starts (it checks more than a submit
+        does: who may ask, what else to record): its handler names that use case's endpoint
+        in ``started_by``."""
+        started_by = getattr(self.handler(task_type), "started_by", None)
+        if started_by is not None:
+            raise Invalid(
+                "This task type is not submitted here.", fields={"type": f"use {started_by}"}
+            )
+
     def config(self, task_type: str, config: dict[str, Any]) -> Any:
         try:
             return msgspec.convert(config, self.handler(task_type).config_type)
@@ -140,33 +150,45 @@ class SubmitTask:
         input_files: list[UUID],
         request_id: str | None,
     ) -> Task:
-        self.registry.config(task_type, config)
+        self.registry.submittable(task_type)
         async with self.uow:
-            files = self.uow.repository(FileRepository, actor.tenant_id)
-            for file_id in input_files:
-                if await files.get(file_id) is None:
-                    raise Invalid(
-                        "Unknown input file.", fields={"input_files": f"no file {file_id}"}
-                    )
-            task = await self.uow.repository(TaskRepository, actor.tenant_id).add(
-                type=task_type,
-                config=config,
-                input_files=list(input_files),
-                created_by=actor.user_id,
-            )
-            # The type only: a config's values are the user's data, not the trail's.
-            await record(
-                self.uow,
-                actor,
-                "task.submitted",
-                ("task", task.id),
-                changes={"after": snapshot(task, SHOWN)},
+            task = await self.add(
+                actor, task_type=task_type, config=config, input_files=input_files
             )
             await self.uow.commit()
-        # Enqueued only once the row is committed: a rolled-back request never runs a job.
-        # Should this enqueue be lost, the worker's reconciler finds the pending row.
-        await self.queue.enqueue(task, request_id=request_id)
+        await self.enqueue(task, request_id=request_id)
         return task
+
+    async def add(
+        self, actor: Actor, *, task_type: str, config: dict[str, Any], input_files: list[UUID]
+    ) -> Task:
+        """The task's row and its event, in the open unit of work, for the caller to commit:
+        a use case that starts a task of its own commits them with its own change."""
+        self.registry.config(task_type, config)
+        files = self.uow.repository(FileRepository, actor.tenant_id)
+        for file_id in input_files:
+            if await files.get(file_id) is None:
+                raise Invalid("Unknown input file.", fields={"input_files": f"no file {file_id}"})
+        task = await self.uow.repository(TaskRepository, actor.tenant_id).add(
+            type=task_type,
+            config=config,
+            input_files=list(input_files),
+            created_by=actor.user_id,
+        )
+        # The type only: a config's values are the user's data, not the trail's.
+        await record(
+            self.uow,
+            actor,
+            "task.submitted",
+            ("task", task.id),
+            changes={"after": snapshot(task, SHOWN)},
+        )
+        return task
+
+    async def enqueue(self, task: Task, *, request_id: str | None) -> None:
+        """Once the task's row is committed: a rolled-back request never runs a job. Should
+        this enqueue be lost, the worker's reconciler finds the pending row."""
+        await self.queue.enqueue(task, request_id=request_id)
 
 
 class GetTask:

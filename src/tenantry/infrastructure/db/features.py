@@ -13,6 +13,7 @@ from tenantry.infrastructure.db import (  # noqa: F401
     files,
     projects,
     tasks,
+    tenant_export,
     tenants,
     users,
 )

@@ -6,21 +6,18 @@ import asyncio
 import builtins
 import tempfile
 import zipfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
 import msgspec
 
-from tenantry.application.files import UploadFile
-from tenantry.application.ownership import SYSTEM_USER as SYSTEM
 from tenantry.application.tasks import (
     TaskContext,
 )
-from tenantry.domain.auth import Actor
+from tenantry.application.tasks.archives import export_policy, store_archive
 from tenantry.domain.documents import Document, DocumentRepository
 from tenantry.domain.errors import NotFound
-from tenantry.domain.files import ZIP, FilePolicy
 from tenantry.domain.projects import ProjectRepository
 from tenantry.domain.repository import ListQuery
 
@@ -64,26 +61,12 @@ class ProjectExport:
                     await context.progress(written * 75 // max(total, 1))
                     if not batch or written >= total:
                         break
-            buffer.seek(0)
-
-            async def chunks() -> AsyncIterator[bytes]:
-                while chunk := await asyncio.to_thread(buffer.read, 256 * 1024):
-                    yield chunk
-
-            # The system writes this file on the task's behalf; only the tenant matters to it.
-            actor = Actor(
-                user_id=context.task.created_by or SYSTEM, tenant_id=context.tenant_id, roles=()
+            stored = await store_archive(
+                context,
+                buffer,
+                filename=f"{project.name}.zip",
+                policy=export_policy(context.file_policy),
             )
-            async with context.units() as uow:
-                files = context.files(uow)
-                upload = UploadFile(files, policy=export_policy(files.policy), system=True)
-                stored = await upload(
-                    actor,
-                    filename=f"{project.name}.zip",
-                    claimed_type="application/zip",
-                    chunks=chunks(),
-                )
-        context.output_files.append(stored.id)
         await context.progress(100)
         return {"file_id": str(stored.id), "documents": written, "size": stored.size}
 
@@ -93,7 +76,3 @@ def write_documents(archive: zipfile.ZipFile, documents: Sequence[Document]) -> 
         archive.writestr(
             f"documents/{document.id}.md", f"# {document.title}\n\n{document.content}\n"
         )
-
-
-def export_policy(policy: FilePolicy) -> FilePolicy:
-    return msgspec.structs.replace(policy, allowed_types=policy.allowed_types | {ZIP})
