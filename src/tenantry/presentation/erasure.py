@@ -8,11 +8,11 @@ from typing import Annotated
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, delete, get, post
+from litestar import Controller, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, QueryParameter
 
-from tenantry.application.erasure import EraseOwnTenant, EraseTenant, GetErasure, ListErasures
+from tenantry.application.erasure import EraseOwnTenant, GetErasure, ListErasures
 from tenantry.domain.auth import Actor
 from tenantry.domain.erasure import ERASURE_PAGE_MAX
 from tenantry.presentation.bodies import NO_NUL, StrictJSONBody
@@ -67,25 +67,12 @@ ERASE_DESCRIPTION = (
 
 
 class AdminErasureController(Controller):
+    """The erasure log. The erasure itself is asked for at DELETE /api/v1/admin/tenants/{id}
+    (presentation/tenants.py: one controller per path, or their OPTIONS handlers clash)."""
+
     path = "/api/v1/admin"
     tags = ["platform administration"]
     guards = [requires_superuser]
-
-    @delete(
-        "/tenants/{tenant_id:uuid}",
-        status_code=202,
-        summary="Erase a tenant: every row and object of it (superusers)",
-        description=ERASE_DESCRIPTION + " Follow it at GET /api/v1/admin/erasures/{id}.",
-        responses=problems(*SIGNED_IN_ERRORS, *PARAMETER_ERRORS, 403, 404, 409),
-    )
-    async def erase_tenant(
-        self,
-        tenant_id: FromPath[UUID],
-        confirm: Confirm,
-        actor: NamedDependency[Actor],
-        erase_tenant: NamedDependency[EraseTenant],
-    ) -> ErasureRead:
-        return ErasureRead.of(await erase_tenant(actor, tenant_id, confirm))
 
     @get(
         "/erasures",
