@@ -85,9 +85,7 @@ def upgrade() -> None:
         sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("rows_removed", sa.BigInteger(), server_default=sa.text("0"), nullable=False),
-        sa.Column(
-            "objects_removed", sa.BigInteger(), server_default=sa.text("0"), nullable=False
-        ),
+        sa.Column("objects_removed", sa.BigInteger(), server_default=sa.text("0"), nullable=False),
         sa.Column(
             "removed",
             postgresql.JSONB(astext_type=sa.Text()),
@@ -121,6 +119,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute(f"DROP FUNCTION {ERASE}")
-    op.execute(f"REVOKE SELECT (status) ON tenants FROM {MAINTENANCE_ROLE}")
+    op.execute(f"REVOKE SELECT (status) ON tenants FROM {MAINTENANCE_ROLE}")  # noqa: S608 - constant identifiers, no input
     # The index and the grants go with the table.
     op.drop_table("tenant_erasures")
