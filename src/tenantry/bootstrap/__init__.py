@@ -25,6 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from tenantry.application.audit import PurgeAuditEvents
 from tenantry.application.auth import Authenticate, AuthPolicy, Identity
+from tenantry.application.erasure import ResumeErasures, RunErasure
 from tenantry.application.files import Files, SweepFiles
 from tenantry.application.tasks import Registry
 from tenantry.application.tasks.handlers import builtin_handlers
@@ -44,7 +45,7 @@ from tenantry.infrastructure.db import database
 from tenantry.infrastructure.db.rls import APP_ROLE
 from tenantry.infrastructure.db.task_sweeps import SqlTaskSweeps
 from tenantry.infrastructure.db.uow import SqlUnitOfWork
-from tenantry.infrastructure.jobs.queue import ArqJobQueue
+from tenantry.infrastructure.jobs.queue import ArqErasureQueue, ArqJobQueue
 from tenantry.infrastructure.jobs.worker import build_worker
 from tenantry.infrastructure.observability import metrics
 from tenantry.infrastructure.observability.logging import AccessLines, configure_logging
@@ -55,6 +56,8 @@ from tenantry.infrastructure.storage.s3 import S3Storage
 from tenantry.presentation import app as web
 
 log = structlog.stdlib.get_logger("tenantry.bootstrap")
+# An unfinished erasure with no batch for this long has lost its worker (each batch beats).
+ERASURE_QUIET = timedelta(minutes=2)
 
 
 class Container:
@@ -85,6 +88,7 @@ class Container:
             queue_name=settings.task_queue_name,
             timeout=settings.db_connect_timeout,
         )
+        self.erasure_queue = ArqErasureQueue(self.job_queue)
         self.registry = Registry(builtin_handlers())
         self.task_sweeps = SqlTaskSweeps(self.alchemy.get_engine())
         self.file_policy = FilePolicy(
@@ -151,11 +155,28 @@ class Container:
             reap_stranded=reap,
             sweep_files=sweep,
             purge_audit=self.purge_audit_events,
+            erase=self.run_erasure(),
+            resume_erased=ResumeErasures(
+                units=self.unit_of_work,
+                queue=self.erasure_queue,
+                clock=self.clock,
+                quiet=ERASURE_QUIET,
+            ),
             concurrency=settings.worker_concurrency,
             timeout=timedelta(seconds=settings.task_timeout_seconds),
             max_attempts=settings.task_max_attempts,
             handle_signals=handle_signals,
             completion_wait=completion_wait,
+        )
+
+    def run_erasure(self) -> RunErasure:
+        """The erasure job's use case: running tasks of the tenant get as long to stop as the
+        reaper gives a silent one."""
+        return RunErasure(
+            units=self.unit_of_work,
+            storage=self.storage,
+            clock=self.clock,
+            settle=timedelta(seconds=3 * self.settings.task_heartbeat_seconds),
         )
 
     async def purge_audit_events(self) -> int:

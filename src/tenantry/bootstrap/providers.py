@@ -22,6 +22,7 @@ from tenantry.application.auth import Identity
 from tenantry.application.files import Files
 from tenantry.application.tasks import Registry
 from tenantry.domain.auth import Actor
+from tenantry.domain.erasure import ErasureQueue
 from tenantry.domain.ports import Clock, UnitOfWork
 from tenantry.domain.secrets import SecretStore
 from tenantry.domain.tasks import JobQueue
@@ -39,6 +40,7 @@ PER_REQUEST: dict[Any, Callable[[Container, UnitOfWork], Any]] = {
 }
 SHARED: dict[Any, Callable[[Container], Any]] = {
     Clock: attrgetter("clock"),
+    ErasureQueue: attrgetter("erasure_queue"),
     JobQueue: attrgetter("job_queue"),
     Registry: attrgetter("registry"),
     SecretStore: attrgetter("secrets"),

@@ -26,6 +26,7 @@ for command in (
     admin.seed,
     admin.files,
     admin.audit,
+    admin.tenants,
     secrets.keys,
     secrets.vault,
     database.db,

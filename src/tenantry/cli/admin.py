@@ -1,5 +1,5 @@
 """Operate tenants and their data: ``create-tenant``, ``create-superuser``, ``seed``, ``files``,
-``audit``."""
+``audit``, ``tenants``."""
 
 from __future__ import annotations
 
@@ -167,5 +167,48 @@ def purge() -> None:
         purged = await container.purge_audit_events()
         days = container.settings.audit_retention_days
         return f"Purged {purged} audit events older than {days} days."
+
+    click.echo(_run_with_container(run))
+
+
+@click.group()
+def tenants() -> None:
+    """Tenants as a whole."""
+
+
+@tenants.command()
+@click.argument("slug", required=False)
+@click.option("--confirm", help="The tenant's slug, typed again.")
+@click.option(
+    "--resume", is_flag=True, help="Finish every unfinished erasure instead (no SLUG then)."
+)
+@settings_errors_exit
+def erase(slug: str | None, confirm: str | None, resume: bool) -> None:
+    """Erase the tenant SLUG for good: suspend it, then remove every row and stored object of
+    it, and the tenant, here and now (logged as an operator's erasure)."""
+    from tenantry.application.erasure import EraseTenantAsOperator, FinishErasures
+
+    if resume == (slug is not None):
+        raise click.UsageError("give a SLUG to erase, or --resume")
+
+    async def run(container: Container) -> str:
+        erasures = container.run_erasure()
+        if resume:
+            done = await FinishErasures(
+                units=container.unit_of_work, run=erasures, clock=container.clock
+            )()
+        else:
+            assert slug is not None
+            async with container.unit_of_work() as uow:
+                asked = await EraseTenantAsOperator(uow, container.clock)(slug, confirm)
+            done = [ended for ended in [await erasures(asked.id)] if ended is not None]
+        return (
+            "\n".join(
+                f"Erased tenant {erasure.slug} ({erasure.tenant_id}): {erasure.state}, "
+                f"{erasure.progress.rows} rows and {erasure.progress.objects} objects removed."
+                for erasure in done
+            )
+            or "No unfinished erasure."
+        )
 
     click.echo(_run_with_container(run))

@@ -29,6 +29,11 @@ class UnitOfWork(Protocol):
         repository Protocol, ``ProjectRepository`` say), in this unit of work's transaction."""
         ...
 
+    def platform(self, port: Callable[..., R]) -> R:
+        """The repository of platform rows (no tenant's: the erasure log) that implements
+        ``port``, in this unit of work's transaction."""
+        ...
+
     async def __aenter__(self) -> Self: ...
 
     async def __aexit__(

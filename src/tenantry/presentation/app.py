@@ -22,6 +22,7 @@ from tenantry.presentation.audit import AdminAuditController, AuditController
 from tenantry.presentation.auth import AuthController
 from tenantry.presentation.bodies import JSONBodyRequest
 from tenantry.presentation.documents import DocumentController
+from tenantry.presentation.erasure import AdminErasureController, ErasureController
 from tenantry.presentation.errors import exception_handlers
 from tenantry.presentation.files import FileController
 from tenantry.presentation.health import HealthController, ReadinessChecks, ServiceInfo
@@ -57,6 +58,8 @@ CONTROLLERS = [
     AuditController,
     AdminAuditController,
     TenantExportController,
+    AdminErasureController,
+    ErasureController,
 ]
 
 

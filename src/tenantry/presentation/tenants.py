@@ -7,15 +7,17 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, Request, get, patch, post
+from litestar import Controller, Request, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 
 from tenantry.application.auth import SELF_SIGNUP_SETTING
+from tenantry.application.erasure import EraseTenant
 from tenantry.application.tenants import CreateTenant, ListTenants, OwnerInput, UpdateTenant
 from tenantry.domain.auth import Actor
 from tenantry.domain.tenants import TenantStatus
 from tenantry.presentation.bodies import CLOSED_OBJECT, NO_NUL, NOT_BLANK, StrictJSONBody
+from tenantry.presentation.erasure import ERASE_DESCRIPTION, Confirm, ErasureRead
 from tenantry.presentation.errors import BODY_ERRORS, PARAMETER_ERRORS, problems
 from tenantry.presentation.pagination import Limit, Offset, Page, page
 from tenantry.presentation.reads import Read
@@ -132,3 +134,19 @@ class AdminTenantController(Controller):
             settings=settings or None,
         )
         return TenantRead.of(tenant)
+
+    @delete(
+        "/{tenant_id:uuid}",
+        status_code=202,
+        summary="Erase a tenant: every row and object of it (superusers)",
+        description=ERASE_DESCRIPTION + " Follow it at GET /api/v1/admin/erasures/{id}.",
+        responses=problems(*SIGNED_IN_ERRORS, *PARAMETER_ERRORS, 403, 404, 409),
+    )
+    async def erase_tenant(
+        self,
+        tenant_id: FromPath[UUID],
+        confirm: Confirm,
+        actor: NamedDependency[Actor],
+        erase_tenant: NamedDependency[EraseTenant],
+    ) -> ErasureRead:
+        return ErasureRead.of(await erase_tenant(actor, tenant_id, confirm))

@@ -10,6 +10,7 @@ from tenantry.infrastructure.db import (  # noqa: F401
     audit,
     auth,
     documents,
+    erasure,
     files,
     projects,
     tasks,

@@ -58,6 +58,10 @@ T = TypeVar("T")
 # The repository class of each domain port, as each feature's module declares it.
 IMPLEMENTATIONS: dict[Any, type[TenantRows[Any]]] = {}
 
+# The repository class of each platform-level port (rows of no tenant), as declared by
+# subclassing PlatformRows.
+PLATFORM_IMPLEMENTATIONS: dict[Any, type[PlatformRows]] = {}
+
 # Compiled statements of every repository class, by class and shape.
 _COMPILED: dict[tuple[type[Any], Hashable], DriverStatement] = {}
 
@@ -172,6 +176,21 @@ class TenantRows(Generic[T]):
     def orm(self) -> TenantScopedRepository[Any]:
         """advanced-alchemy's repository over the same rows, for what the ORM does best."""
         return _orm_repository(self.model)(session=self.session, tenant_id=self.tenant_id)
+
+
+class PlatformRows:
+    """Platform rows, no tenant's (the erasure log): a subclass naming its ``port`` is what the
+    unit of work hands out for that port (``uow.platform(port)``)."""
+
+    port: ClassVar[Any]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "port" in cls.__dict__:
+            PLATFORM_IMPLEMENTATIONS[cls.port] = cls
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
 
 
 class SqlRepository(TenantRows[T]):

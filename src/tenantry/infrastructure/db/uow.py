@@ -14,7 +14,7 @@ from tenantry.domain.tenants import TenantRepository
 
 # The one list of feature modules: importing each declares which port its repository serves.
 from tenantry.infrastructure.db import features  # noqa: F401
-from tenantry.infrastructure.db.repository import IMPLEMENTATIONS
+from tenantry.infrastructure.db.repository import IMPLEMENTATIONS, PLATFORM_IMPLEMENTATIONS
 from tenantry.infrastructure.db.tenants import SqlTenantRepository
 
 R = TypeVar("R")
@@ -37,6 +37,12 @@ class SqlUnitOfWork:
         if implementation is None:
             raise LookupError(f"no repository serves {port!r}: is its module in features.py?")
         return cast("R", implementation(self.session, tenant_id))
+
+    def platform(self, port: Callable[..., R]) -> R:
+        implementation: Any = PLATFORM_IMPLEMENTATIONS.get(port)
+        if implementation is None:
+            raise LookupError(f"no repository serves {port!r}: is its module in features.py?")
+        return cast("R", implementation(self.session))
 
     async def __aenter__(self) -> Self:
         return self

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from uuid import UUID
+
 import structlog
 from arq.connections import ArqRedis
 from arq.constants import job_key_prefix, result_key_prefix
@@ -13,6 +15,7 @@ from redis.exceptions import RedisError
 from tenantry.domain.tasks import Task
 
 RUN_TASK = "run_task"
+ERASE_TENANT = "erase_tenant"
 log = structlog.stdlib.get_logger("tenantry.jobs")
 
 # arq's enqueue_job in one round trip instead of three: the same checks (no job and no result
@@ -53,24 +56,47 @@ class ArqJobQueue:
         # The job id is the task id: enqueueing a task twice queues it once.
         job_id = str(task.id)
         created_by = None if task.created_by is None else str(task.created_by)
-        now = timestamp_ms()
-        # As arq's enqueue_job writes it, so that arq's worker reads it as its own.
-        job = serialize_job(
-            RUN_TASK, (str(task.tenant_id), job_id, request_id, created_by), {}, None, now
-        )
         try:
-            await self.enqueue_job(
-                keys=[
-                    job_key_prefix + job_id,
-                    result_key_prefix + job_id,
-                    self.queue_name,
-                    self.wake_channel,
-                ],
-                args=[self.redis.expires_extra_ms, job, now, job_id],
-            )
+            await self.send(RUN_TASK, job_id, (str(task.tenant_id), job_id, request_id, created_by))
         except (RedisError, OSError) as error:
             log.warning(
                 "task not enqueued; the reconciler will",
                 task_id=job_id,
+                error=type(error).__name__,
+            )
+
+    async def send(self, function: str, job_id: str, args: tuple[str | None, ...]) -> None:
+        """Queue a call of the worker's ``function`` under ``job_id``, unless a job of that id
+        is queued or running."""
+        now = timestamp_ms()
+        # As arq's enqueue_job writes it, so that arq's worker reads it as its own.
+        job = serialize_job(function, args, {}, None, now)
+        await self.enqueue_job(
+            keys=[
+                job_key_prefix + job_id,
+                result_key_prefix + job_id,
+                self.queue_name,
+                self.wake_channel,
+            ],
+            args=[self.redis.expires_extra_ms, job, now, job_id],
+        )
+
+
+class ArqErasureQueue:
+    """Erasure jobs on the tasks' queue. The job id names the erasure: it is queued once
+    however often the sweep finds it quiet."""
+
+    def __init__(self, queue: ArqJobQueue) -> None:
+        self.queue = queue
+
+    async def enqueue(self, erasure_id: UUID, *, request_id: str | None) -> None:
+        try:
+            await self.queue.send(
+                ERASE_TENANT, f"erasure:{erasure_id}", (str(erasure_id), request_id)
+            )
+        except (RedisError, OSError) as error:
+            log.warning(
+                "erasure not enqueued; the erasure sweep will",
+                erasure_id=str(erasure_id),
                 error=type(error).__name__,
             )

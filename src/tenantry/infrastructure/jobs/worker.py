@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
@@ -43,6 +43,34 @@ async def run_task(
             log.info("task attempt failed; retrying", retry_in_s=retry.total_seconds())
             raise Retry(defer=retry)
         log.info("task attempt done")
+
+
+async def erase_tenant(ctx: dict[str, Any], erasure_id: str, request_id: str | None) -> None:
+    with structlog.contextvars.bound_contextvars(request_id=request_id, erasure_id=erasure_id):
+        log.info("tenant erasure starting")
+        erasure = await ctx["erase"](UUID(erasure_id))
+        if erasure is None:
+            log.warning("tenant erasure not found")
+            return
+        progress = erasure.progress
+        log.info(
+            "tenant erasure finished",
+            tenant_id=str(erasure.tenant_id),
+            state=erasure.state,
+            rows=progress.rows,
+            objects=progress.objects,
+            tables=progress.tables,
+        )
+
+
+async def resume_erasures(ctx: dict[str, Any]) -> None:
+    for erasure in await ctx["resume_erasures"]():
+        log.warning(
+            "tenant erasure stalled; enqueued again",
+            erasure_id=str(erasure.id),
+            tenant_id=str(erasure.tenant_id),
+            state=erasure.state,
+        )
 
 
 async def reconcile(ctx: dict[str, Any]) -> None:
@@ -163,6 +191,8 @@ def build_worker(
     reap_stranded: Reconcile,
     sweep_files: Callable[[], Awaitable[dict[str, int]]],
     purge_audit: Reconcile,
+    erase: Callable[[UUID], Awaitable[Any]],
+    resume_erased: Callable[[], Awaitable[Sequence[Any]]],
     concurrency: int,
     timeout: timedelta,
     max_attempts: int,
@@ -174,7 +204,7 @@ def build_worker(
     )
     worker = PatientWorker(
         wake_channel=wake_channel(queue_name),
-        functions=[run_task],
+        functions=[run_task, erase_tenant],
         cron_jobs=[
             cron(reconcile, second={0, 30}, run_at_startup=True, unique=True),
             cron(reap, second={15, 45}, unique=True),
@@ -182,6 +212,8 @@ def build_worker(
             cron(retention, hour={3}, minute={17}, second={0}, unique=True),
             # Daily: purge audit events older than their retention.
             cron(audit_retention, hour={3}, minute={47}, second={0}, unique=True),
+            # Erasures no worker is on (it died, or the enqueue was lost) go back to the queue.
+            cron(resume_erasures, second={5}, unique=True),
         ],
         redis_settings=RedisSettings.from_dsn(redis_url),
         queue_name=queue_name,
@@ -200,6 +232,8 @@ def build_worker(
             "reap": reap_stranded,
             "sweep": sweep_files,
             "purge_audit": purge_audit,
+            "erase": erase,
+            "resume_erasures": resume_erased,
         },
         health_check_interval=60,
         on_startup=gauges.start,
