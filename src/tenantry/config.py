@@ -151,6 +151,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # Off, no change appends an event (the trail's cost measured against none, or a deployment
     # that keeps its trail elsewhere); events already written stay readable.
     audit_trail: bool = True
+    # Off, nothing is counted for usage metering (GET /api/v1/usage shows what was counted).
+    usage_metering: bool = True
+    # How often each process adds what it counted to Redis; the worker folds that into the
+    # database every 30 seconds. A crash loses at most this much of the process's counting.
+    usage_flush_seconds: Seconds = 5.0
     image_min_width: PositiveInt = 100
     image_min_height: PositiveInt = 100
     # Width x height an image may declare, checked on its header before anything decodes it

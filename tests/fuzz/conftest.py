@@ -33,7 +33,8 @@ ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "429"]
 # and the username, email and slug rules (422), an expiry in the past (422), task types and
 # their configs (422), a NUL anywhere in free-form JSON (metadata, settings, config), which
 # PostgreSQL cannot store (422), the sniffed file type (415), image size (422) and quota (413),
-# a version that is stale (412) or an If-Match that disagrees with the body's version (400).
+# a version that is stale (412) or an If-Match that disagrees with the body's version (400),
+# a range of days reversed or wider than 400 (422).
 RULES_BEYOND_THE_SCHEMA = {
     "POST /api/v1/tenants": ["422"],
     "POST /api/v1/auth/register": ["422"],
@@ -46,6 +47,8 @@ RULES_BEYOND_THE_SCHEMA = {
     "POST /api/v1/projects/{project_id}/documents": ["422"],
     "PATCH /api/v1/projects/{project_id}": ["400", "412"],
     "PATCH /api/v1/projects/{project_id}/documents/{document_id}": ["400", "412", "422"],
+    "GET /api/v1/usage": ["422"],
+    "GET /api/v1/admin/usage": ["422"],
 }
 # What the check that schema-violating requests are refused accepts as a refusal: its defaults
 # and 413, for a body made too large to read.

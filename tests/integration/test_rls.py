@@ -10,10 +10,11 @@ Each test collects every problem before it asserts, so a broken build shows all 
 from __future__ import annotations
 
 import graphlib
+import itertools
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Mapping
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -85,6 +86,10 @@ FOREIGN_KEYS = """
 """
 
 
+# Distinct days: a day may be part of a unique key (a tenant's usage day).
+DAYS = (date(2000, 1, 1) + timedelta(days=n) for n in itertools.count())
+
+
 def sample(data_type: str, udt_name: str, max_length: int | None) -> Any:
     """A value of the column's type, for the columns a seeded row must fill."""
     if data_type == "ARRAY":
@@ -102,7 +107,7 @@ def sample(data_type: str, udt_name: str, max_length: int | None) -> Any:
         "bool": True,
         "timestamptz": datetime.now(UTC),
         "timestamp": datetime.now(UTC).replace(tzinfo=None),
-        "date": date.today(),
+        "date": next(DAYS),
         "json": "{}",
         "jsonb": "{}",
         "bytea": b"x",

@@ -31,6 +31,7 @@ from tenantry.application.tasks import Registry
 from tenantry.application.tasks.handlers import builtin_handlers
 from tenantry.application.tasks.maintenance import ReapTasks, ReconcileTasks
 from tenantry.application.tasks.runner import RunTask
+from tenantry.application.usage import FoldUsage, NoUsage
 from tenantry.bootstrap import providers
 from tenantry.bootstrap.secrets import create_secrets, load_secrets
 from tenantry.config import Settings, load_settings
@@ -40,6 +41,7 @@ from tenantry.domain.ports import UnitOfWork
 from tenantry.domain.secrets import DATABASE, SecretNotFound
 from tenantry.infrastructure.cache import redis as redis_cache
 from tenantry.infrastructure.cache.rate_limit import RedisRateLimiter
+from tenantry.infrastructure.cache.usage import RedisUsageBuffer, RedisUsageMeter
 from tenantry.infrastructure.clock import SystemClock
 from tenantry.infrastructure.db import database
 from tenantry.infrastructure.db.rls import APP_ROLE
@@ -90,6 +92,13 @@ class Container:
         )
         self.erasure_queue = ArqErasureQueue(self.job_queue)
         self.registry = Registry(builtin_handlers())
+        self.usage: RedisUsageMeter | NoUsage = (
+            RedisUsageMeter(
+                self.redis, self.clock, interval=timedelta(seconds=settings.usage_flush_seconds)
+            )
+            if settings.usage_metering
+            else NoUsage()
+        )
         self.task_sweeps = SqlTaskSweeps(self.alchemy.get_engine())
         self.file_policy = FilePolicy(
             max_bytes=settings.upload_max_bytes,
@@ -124,6 +133,7 @@ class Container:
             backoff=timedelta(seconds=settings.task_retry_backoff_seconds),
             heartbeat=timedelta(seconds=settings.task_heartbeat_seconds),
             metrics=metrics.PrometheusTaskMetrics(),
+            usage=self.usage,
         )
         reap = ReapTasks(
             sweeps=self.task_sweeps,
@@ -162,6 +172,7 @@ class Container:
                 clock=self.clock,
                 quiet=ERASURE_QUIET,
             ),
+            fold_usage=FoldUsage(self.unit_of_work, RedisUsageBuffer(self.redis)),
             concurrency=settings.worker_concurrency,
             timeout=timedelta(seconds=settings.task_timeout_seconds),
             max_attempts=settings.task_max_attempts,
@@ -216,8 +227,13 @@ class Container:
         await load_secrets(self.settings, self.secrets, self.clock, self.storage)
         if isinstance(self.storage, S3Storage):
             await self.storage.start()
+        if isinstance(self.usage, RedisUsageMeter):
+            await self.usage.start()
 
     async def close(self) -> None:
+        # What was counted since the last flush goes to Redis before the client closes.
+        if isinstance(self.usage, RedisUsageMeter):
+            await self.usage.stop()
         await self.secrets.close()
         await self.job_queue.close()
         await self.redis.aclose()
@@ -342,6 +358,7 @@ def create_app(
         },
         authenticator=authenticator,
         access_log=AccessLines(settings),
+        usage=container.usage if settings.usage_metering else None,
         metrics=metrics.PrometheusRequestMetrics(engine.get_engine())
         if settings.metrics_enabled
         else None,

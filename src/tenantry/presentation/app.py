@@ -16,7 +16,9 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins import PluginProtocol
 from litestar.routes import HTTPRoute
 
+from tenantry.application.usage import NoUsage
 from tenantry.config import Settings
+from tenantry.domain.usage import UsageMeter
 from tenantry.presentation.api_keys import ApiKeyController
 from tenantry.presentation.audit import AdminAuditController, AuditController
 from tenantry.presentation.auth import AuthController
@@ -38,6 +40,7 @@ from tenantry.presentation.security import (
 from tenantry.presentation.tasks import TaskController
 from tenantry.presentation.tenant_export import TenantExportController
 from tenantry.presentation.tenants import AdminTenantController, TenantController
+from tenantry.presentation.usage import AdminUsageController, CountedRequests, UsageController
 from tenantry.presentation.users import UserController
 
 DOCS_PATH = "/docs"
@@ -60,6 +63,8 @@ CONTROLLERS = [
     TenantExportController,
     AdminErasureController,
     ErasureController,
+    UsageController,
+    AdminUsageController,
 ]
 
 
@@ -71,6 +76,7 @@ def create_app(
     authenticator: AuthenticatorFactory,
     access_log: AccessLog,
     metrics: RequestMetrics | None = None,
+    usage: UsageMeter | None = None,
     plugins: Sequence[PluginProtocol] = (),
     on_startup: Sequence[Callable[[], Any]] = (),
     on_shutdown: Sequence[Callable[[], Any]] = (),
@@ -88,6 +94,9 @@ def create_app(
                 lambda: readiness_checks, use_cache=True, sync_to_thread=False
             ),
             "request_metrics": Provide(lambda: metrics, use_cache=True, sync_to_thread=False),
+            "usage_meter": Provide(
+                lambda: usage or NoUsage(), use_cache=True, sync_to_thread=False
+            ),
             "service_info": Provide(lambda: service_info, use_cache=True, sync_to_thread=False),
             "actor": Provide(provide_actor, sync_to_thread=False),
             **dependencies,
@@ -149,6 +158,7 @@ def create_app(
         docs_path=DOCS_PATH,
         production=settings.is_production,
         metrics=metrics,
+        usage=CountedRequests(usage) if usage is not None else None,
         allowed_methods=allowed_methods(app),
     )
     return app

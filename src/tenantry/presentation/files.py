@@ -32,6 +32,7 @@ from tenantry.application.files import (
 )
 from tenantry.domain.auth import Actor
 from tenantry.domain.files import TEXT, StoredFile
+from tenantry.domain.usage import Counter, UsageMeter
 from tenantry.presentation.errors import BODY_ERRORS, PARAMETER_ERRORS, problems
 from tenantry.presentation.pagination import (
     CreatedAfter,
@@ -184,6 +185,7 @@ class FileController(Controller):
         request: Request[Any, Any, Any],
         actor: NamedDependency[Actor],
         upload_file: NamedDependency[UploadFile],
+        usage_meter: NamedDependency[UsageMeter],
     ) -> FileRead:
         part = FilePart(request)
         await part.open()
@@ -194,6 +196,7 @@ class FileController(Controller):
             chunks=part.chunks(),
             expected_size=part.length,
         )
+        usage_meter.add(actor.tenant_id, Counter.BYTES_UPLOADED, stored.size)
         return FileRead.of(stored)
 
     @get(
@@ -259,6 +262,7 @@ class FileController(Controller):
         get_file: NamedDependency[GetFile],
         read_file_content: NamedDependency[ReadFileContent],
         download_url: NamedDependency[DownloadUrl],
+        usage_meter: NamedDependency[UsageMeter],
         range_header: Annotated[
             str | None,
             # A header is a string when sent (Litestar would say "or null").
@@ -269,9 +273,12 @@ class FileController(Controller):
     ) -> Stream | Redirect:
         found = await get_file(actor, file_id)
         if range_header is None and (url := await download_url(found)):
+            # Fetched from the store, by the client the link was signed for.
+            usage_meter.add(actor.tenant_id, Counter.BYTES_DOWNLOADED, found.size)
             return Redirect(url, status_code=307)
         wanted = parse_range(range_header, found.size)
         start, end = wanted or (0, found.size - 1)
+        usage_meter.add(actor.tenant_id, Counter.BYTES_DOWNLOADED, end - start + 1)
         headers = content_headers(found, start, end)
         if wanted is not None:
             headers["Content-Range"] = f"bytes {start}-{end}/{found.size}"

@@ -41,6 +41,12 @@ class AccessLog(Protocol):
     def write(self, fields: dict[str, Any]) -> None: ...
 
 
+class RequestUsage(Protocol):
+    """Where each signed-in request is counted for usage metering (presentation/usage.py)."""
+
+    def request(self, actor: Actor, method: str, route: str | None) -> None: ...
+
+
 API_SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
@@ -102,12 +108,14 @@ class RequestContextMiddleware:
         docs_path: str,
         production: bool,
         metrics: RequestMetrics | None = None,
+        usage: RequestUsage | None = None,
         allowed_methods: Mapping[str, bytes] | None = None,
     ) -> None:
         """``allowed_methods`` maps a route's path template to its Allow header value."""
         self.app = app
         self.docs_path = docs_path
         self.metrics = metrics
+        self.usage = usage
         self.allowed_methods = allowed_methods or {}
         # Built once: a response's extra headers are these plus its request id.
         self.api_headers = security_headers(docs=False, production=production)
@@ -188,4 +196,6 @@ class RequestContextMiddleware:
             if isinstance(actor := scope.get("user"), Actor):
                 line["tenant_id"] = str(actor.tenant_id)
                 line["user_id"] = str(actor.user_id)
+                if self.usage is not None:
+                    self.usage.request(actor, method, route)
             self.access_log.write(line)

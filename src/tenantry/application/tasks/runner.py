@@ -19,6 +19,7 @@ import msgspec
 
 from tenantry.application.audit import record, snapshot
 from tenantry.application.tasks import SHOWN, Registry, TaskContext, UnitOfWorkFactory
+from tenantry.application.usage import NoUsage
 from tenantry.domain.files import FilePolicy, ObjectStorage
 from tenantry.domain.ports import Clock, UnitOfWork
 from tenantry.domain.tasks import (
@@ -30,6 +31,7 @@ from tenantry.domain.tasks import (
     TaskRepository,
     TaskStatus,
 )
+from tenantry.domain.usage import UsageMeter
 
 # Progress reaches the row at most this often (and with the attempt's end).
 PROGRESS_INTERVAL_S = 0.25
@@ -91,6 +93,7 @@ class RunTask:
         backoff: timedelta,
         heartbeat: timedelta,
         metrics: TaskMetrics | None = None,
+        usage: UsageMeter | None = None,
     ) -> None:
         self.units = units
         self.registry = registry
@@ -101,6 +104,7 @@ class RunTask:
         self.backoff = backoff
         self.heartbeat = heartbeat
         self.metrics: TaskMetrics = metrics or NoTaskMetrics()
+        self.usage: UsageMeter = usage or NoUsage()
 
     async def __call__(self, tenant_id: UUID, task_id: UUID) -> timedelta | None:
         async with self.units() as uow:
@@ -144,6 +148,7 @@ class RunTask:
             await pulse.stop()
         seconds = time.perf_counter() - started
         self._record(task.type, status, retry, seconds)
+        self.usage.task_ran(tenant_id, task.type, seconds)
         end = AttemptEnd(
             attempt=attempt,
             operation=task.type,

@@ -16,6 +16,7 @@ from tenantry.infrastructure.db import (  # noqa: F401
     tasks,
     tenant_export,
     tenants,
+    usage,
     users,
 )
 from tenantry.infrastructure.db.base import metadata

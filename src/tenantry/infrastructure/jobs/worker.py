@@ -91,6 +91,11 @@ async def audit_retention(ctx: dict[str, Any]) -> None:
     log.info("audit purge done", purged=await ctx["purge_audit"]())
 
 
+async def usage_metering(ctx: dict[str, Any]) -> None:
+    if count := await ctx["fold_usage"]():
+        log.info("usage folded", tallies=count)
+
+
 class PatientWorker(Worker):
     """arq's worker, except that a Redis outage does not end it, and that it wakes when work
     arrives.
@@ -193,6 +198,7 @@ def build_worker(
     purge_audit: Reconcile,
     erase: Callable[[UUID], Awaitable[Any]],
     resume_erased: Callable[[], Awaitable[Sequence[Any]]],
+    fold_usage: Reconcile,
     concurrency: int,
     timeout: timedelta,
     max_attempts: int,
@@ -214,6 +220,8 @@ def build_worker(
             cron(audit_retention, hour={3}, minute={47}, second={0}, unique=True),
             # Erasures no worker is on (it died, or the enqueue was lost) go back to the queue.
             cron(resume_erasures, second={5}, unique=True),
+            # Usage counted by every process, from Redis into the usage days.
+            cron(usage_metering, second={20, 50}, unique=True),
         ],
         redis_settings=RedisSettings.from_dsn(redis_url),
         queue_name=queue_name,
@@ -234,6 +242,7 @@ def build_worker(
             "purge_audit": purge_audit,
             "erase": erase,
             "resume_erasures": resume_erased,
+            "fold_usage": fold_usage,
         },
         health_check_interval=60,
         on_startup=gauges.start,

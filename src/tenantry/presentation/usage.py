@@ -1,0 +1,225 @@
+"""Usage metering over HTTP: how each request is classed for it, the caller's tenant's usage for
+its owners and admins, and every tenant's for platform superusers (JSON or CSV)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import date
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+import msgspec
+from litestar import Controller, Response, get
+from litestar.di import NamedDependency
+from litestar.exceptions import ValidationException
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import QueryParameter
+
+from tenantry.application.usage import ListTenantsUsage, ListUsageDays, TenantUsage, UsageSort
+from tenantry.domain.auth import Actor
+from tenantry.domain.usage import USAGE_DAYS_MAX, RequestClass, TaskUsage, UsageDay, UsageMeter
+from tenantry.presentation.errors import PARAMETER_ERRORS, problems
+from tenantry.presentation.security import SIGNED_IN_ERRORS, requires_manager, requires_superuser
+
+# The routes whose requests are classed apart from read (GET, HEAD, OPTIONS) and write.
+UPLOAD_ROUTES = frozenset({"/api/v1/files"})
+TASK_ROUTES = frozenset({"/api/v1/tasks"})
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+CSV = "text/csv"
+
+
+def request_class(method: str, route: str | None) -> RequestClass:
+    if method in READ_METHODS:
+        return RequestClass.READ
+    if method == "POST" and route in UPLOAD_ROUTES:
+        return RequestClass.UPLOAD
+    if method == "POST" and route in TASK_ROUTES:
+        return RequestClass.TASK
+    return RequestClass.WRITE
+
+
+class CountedRequests:
+    """Each signed-in request counted, by class, for the caller's tenant (the middleware's
+    RequestUsage port)."""
+
+    def __init__(self, meter: UsageMeter) -> None:
+        self.meter = meter
+
+    def request(self, actor: Actor, method: str, route: str | None) -> None:
+        self.meter.request(actor.tenant_id, actor.user_id, request_class(method, route))
+
+
+From = Annotated[
+    str | None,
+    QueryParameter(
+        name="from",
+        format="date",
+        max_length=10,
+        description="First UTC day (YYYY-MM-DD); 29 days before `to` by default.",
+    ),
+]
+To = Annotated[
+    str | None,
+    QueryParameter(
+        name="to",
+        format="date",
+        max_length=10,
+        description="Last UTC day, included (YYYY-MM-DD); today by default.",
+    ),
+]
+Sort = Annotated[UsageSort, QueryParameter(description="The column to sort the tenants by.")]
+Order = Annotated[Literal["desc", "asc"], QueryParameter(description="Sort order.")]
+Format = Annotated[
+    Literal["json", "csv"],
+    QueryParameter(name="format", description="json, or csv (one line per tenant)."),
+]
+
+
+def day_of(value: str | None, name: str) -> date | None:
+    """A query parameter's ISO day; a 422 naming it otherwise."""
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ValidationException(
+            f"Invalid query parameter {name}.",
+            extra=[{"key": name, "message": "must be a date, YYYY-MM-DD", "source": "query"}],
+        ) from None
+
+
+class UsageDayRead(msgspec.Struct, kw_only=True):
+    day: date
+    requests: int
+    requests_read: int
+    requests_write: int
+    requests_upload: int
+    requests_task: int
+    bytes_uploaded: int
+    bytes_downloaded: int
+    active_users: int
+    # By task type: attempts that ended that day and the seconds their handlers ran.
+    tasks: dict[str, TaskUsage]
+
+    @classmethod
+    def of(cls, day: UsageDay) -> UsageDayRead:
+        values = msgspec.structs.asdict(day)
+        del values["tenant_id"]
+        return cls(requests=day.requests, **values)
+
+
+class UsageRead(msgspec.Struct, kw_only=True):
+    from_: date = msgspec.field(name="from")
+    to: date
+    # Days without usage are left out.
+    days: list[UsageDayRead]
+
+
+class TenantUsageRead(msgspec.Struct, kw_only=True):
+    tenant_id: UUID
+    slug: str
+    requests: int
+    requests_read: int
+    requests_write: int
+    requests_upload: int
+    requests_task: int
+    bytes_uploaded: int
+    bytes_downloaded: int
+    peak_active_users: int
+    task_runs: int
+    task_seconds: float
+
+
+class TenantsUsageRead(msgspec.Struct, kw_only=True):
+    from_: date = msgspec.field(name="from")
+    to: date
+    tenants: list[TenantUsageRead]
+
+
+CSV_COLUMNS = [field.encode_name for field in msgspec.structs.fields(TenantUsageRead)]
+
+
+def as_csv(tenants: list[TenantUsage]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for usage in tenants:
+        writer.writerow(getattr(usage, name) for name in CSV_COLUMNS)
+    return out.getvalue()
+
+
+class UsageController(Controller):
+    path = "/api/v1/usage"
+    tags = ["usage"]
+
+    @get(
+        summary="Your tenant's usage, per UTC day (owners and admins)",
+        description="Counted as requests are answered and tasks end, folded into these days "
+        f"by the worker within a minute. At most {USAGE_DAYS_MAX} days at once; `from` after "
+        "`to` is 422.",
+        guards=[requires_manager],
+        responses=problems(*SIGNED_IN_ERRORS, *PARAMETER_ERRORS, 403),
+    )
+    async def get_usage(
+        self,
+        actor: NamedDependency[Actor],
+        list_usage_days: NamedDependency[ListUsageDays],
+        first: From = None,
+        last: To = None,
+    ) -> UsageRead:
+        found = await list_usage_days(actor, day_of(first, "from"), day_of(last, "to"))
+        return UsageRead(
+            from_=found.first, to=found.last, days=[UsageDayRead.of(day) for day in found.days]
+        )
+
+
+class AdminUsageController(Controller):
+    path = "/api/v1/admin/usage"
+    tags = ["platform administration"]
+    guards = [requires_superuser]
+
+    @get(
+        summary="Every tenant's usage over a range of days, sorted (superusers)",
+        description="JSON, or with format=csv one CSV line per tenant (the JSON's fields, "
+        "`tenant_id` first).",
+        responses={
+            200: ResponseSpec(
+                TenantsUsageRead, description="The tenants' usage (CSV with format=csv)"
+            ),
+            **problems(*SIGNED_IN_ERRORS, *PARAMETER_ERRORS, 403),
+        },
+    )
+    async def list_tenants_usage(
+        self,
+        actor: NamedDependency[Actor],
+        list_tenants_usage: NamedDependency[ListTenantsUsage],
+        first: From = None,
+        last: To = None,
+        sort: Sort = "requests",
+        order: Order = "desc",
+        output: Format = "json",
+    ) -> Response[Any]:
+        found = await list_tenants_usage(
+            actor,
+            day_of(first, "from"),
+            day_of(last, "to"),
+            sort=sort,
+            descending=order == "desc",
+        )
+        if output == "csv":
+            name = f"usage-{found.first}-{found.last}.csv"
+            return Response(
+                as_csv(found.tenants),
+                media_type=CSV,
+                headers={"Content-Disposition": f'attachment; filename="{name}"'},
+            )
+        return Response(
+            TenantsUsageRead(
+                from_=found.first,
+                to=found.last,
+                tenants=[
+                    msgspec.convert(t, TenantUsageRead, from_attributes=True) for t in found.tenants
+                ],
+            )
+        )

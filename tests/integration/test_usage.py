@@ -1,0 +1,303 @@
+"""Usage metering on real Redis and PostgreSQL: requests, bytes and task time counted in each
+process, gathered in Redis, folded into the tenant's days by the worker's step, read back over
+HTTP by owners and admins and, across tenants, by superusers."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, cast
+
+import asyncpg
+import httpx
+import msgspec
+import pytest
+import uvicorn
+from redis.asyncio import Redis
+
+from tenantry import bootstrap
+from tenantry.application.usage import FoldUsage
+from tenantry.config import Settings
+from tenantry.domain.usage import Counter, RequestClass, UsageRepository
+from tenantry.infrastructure.cache.usage import RedisUsageBuffer, RedisUsageMeter
+from tenantry.infrastructure.clock import SystemClock
+
+from ..conftest import Client, superuser_headers, uvicorn_serving
+from .identity import add_user, owner_session
+from .test_files import png
+from .test_health import assert_problem
+from .test_tenancy import _uvicorn_options, free_port
+
+
+class Metered:
+    """The API's client and the container whose meter counts its requests."""
+
+    def __init__(self, client: Client, container: bootstrap.Container) -> None:
+        self.client = client
+        self.container = container
+        self.meter = cast("RedisUsageMeter", container.usage)
+        self.buffer = RedisUsageBuffer(container.redis)
+
+    async def fold(self) -> int:
+        """What the processes' flush and the worker's next step would do."""
+        await self.meter.flush()
+        return await FoldUsage(self.container.unit_of_work, self.buffer)()
+
+    async def usage(self, headers: dict[str, str], **params: Any) -> dict[str, Any]:
+        response = await self.client.get("/api/v1/usage", headers=headers, params=params)
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+
+@asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[Metered]:
+    """A real server in this event loop (the test client would run the app in a loop of its
+    own), so that the test can flush its meter and fold with its container."""
+    served = msgspec.structs.replace(settings, host="127.0.0.1", port=free_port())
+    container = bootstrap.Container(served)
+    app = bootstrap.create_app(served, container=container)
+    async with (
+        uvicorn_serving(uvicorn.Config(app, **_uvicorn_options(served))),
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{served.port}") as http,
+    ):
+        yield Metered(cast("Client", http), container)
+
+
+@pytest.fixture
+async def metered(settings: Settings, clean_state: None) -> AsyncIterator[Metered]:
+    async with serving(settings) as found:
+        yield found
+
+
+def today() -> str:
+    return datetime.now(UTC).date().isoformat()
+
+
+async def test_a_tenants_requests_bytes_and_users_are_counted_by_day(metered: Metered) -> None:
+    client = metered.client
+    owner = await owner_session(client, "acme")
+    other = await owner_session(client, "globex")
+    member = await add_user(client, owner, "mia", ["member"], "acme")
+    for _ in range(3):
+        assert (await client.get("/api/v1/projects", headers=owner)).status_code == 200
+    assert (await client.get("/api/v1/projects", headers=member)).status_code == 200
+    created = await client.post("/api/v1/projects", headers=owner, json={"name": "Apollo"})
+    assert created.status_code == 201
+    image = png(200, 200, 32_000)
+    uploaded = await client.post(
+        "/api/v1/files", headers=owner, files={"file": ("a.png", image, "image/png")}
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    content = f"/api/v1/files/{uploaded.json()['id']}/content"
+    assert (await client.get(content, headers=owner)).content == image
+    ranged = await client.get(content, headers={**owner, "Range": "bytes=0-99"})
+    assert ranged.status_code == 206
+    task = await client.post("/api/v1/tasks", headers=owner, json={"type": "noop", "config": {}})
+    assert task.status_code == 202
+    # Refused requests are answered work too; another tenant's count is its own.
+    assert (await client.get(f"/api/v1/projects/{uuid.uuid4()}", headers=owner)).status_code == 404
+    assert (await client.get("/api/v1/projects", headers=other)).status_code == 200
+
+    assert await metered.fold() >= 2
+    (day,) = (await metered.usage(owner))["days"]
+    # Reads: 3 + 1 lists, 2 downloads, the 404; writes: the user added, the project created.
+    assert day["day"] == today()
+    assert {key: day[key] for key in ("requests_read", "requests_write")} == {
+        "requests_read": 7,
+        "requests_write": 2,
+    }
+    assert day["requests_upload"] == day["requests_task"] == 1
+    assert day["requests"] == 11
+    assert day["bytes_uploaded"] == len(image)
+    assert day["bytes_downloaded"] == len(image) + 100
+    assert day["active_users"] == 2
+    # The reading above is counted too, at the next fold.
+    await metered.fold()
+    (again,) = (await metered.usage(owner))["days"]
+    assert again["requests_read"] == 8
+    (theirs,) = (await metered.usage(other))["days"]
+    assert (theirs["requests"], theirs["active_users"]) == (1, 1)
+
+
+async def test_task_runs_and_seconds_are_counted_by_type(metered: Metered) -> None:
+    owner = await owner_session(metered.client, "acme")
+    tenant = uuid.UUID(
+        (await metered.client.get("/api/v1/auth/me", headers=owner)).json()["tenant_id"]
+    )
+    metered.meter.task_ran(tenant, "noop", 0.25)
+    metered.meter.task_ran(tenant, "noop", 0.5)
+    metered.meter.task_ran(tenant, "file.inspect", 2.0)
+    await metered.fold()
+    (day,) = (await metered.usage(owner))["days"]
+    assert day["tasks"] == {
+        "file.inspect": {"runs": 1, "seconds": 2.0},
+        "noop": {"runs": 2, "seconds": 0.75},
+    }
+
+
+async def test_a_tally_folded_twice_is_added_once(metered: Metered) -> None:
+    owner = await owner_session(metered.client, "acme")
+    assert (await metered.client.get("/api/v1/projects", headers=owner)).status_code == 200
+    await metered.meter.flush()
+    (claimed,) = await metered.buffer.claim()
+    async with metered.container.unit_of_work() as uow:
+        assert await uow.repository(UsageRepository, claimed.tenant_id).fold(claimed)
+        await uow.commit()
+    # The worker died here: folded, not forgotten. The next step finds it again, adds nothing.
+    (again,) = await metered.buffer.claim()
+    assert again.flush_id == claimed.flush_id
+    assert await FoldUsage(metered.container.unit_of_work, metered.buffer)() == 0
+    assert await metered.buffer.claim() == []
+    (day,) = (await metered.usage(owner))["days"]
+    assert day["requests_read"] == 1
+
+
+async def test_counts_wait_in_memory_while_redis_is_unreachable(
+    settings: Settings, redis_url: str, clean_state: None
+) -> None:
+    tenant, user = uuid.uuid4(), uuid.uuid4()
+    # A port nothing listens on: every flush fails.
+    down = Redis.from_url("redis://127.0.0.1:9/0", socket_connect_timeout=0.5)
+    meter = RedisUsageMeter(down, SystemClock(), interval=timedelta(seconds=60))
+    for _ in range(3):
+        meter.request(tenant, user, RequestClass.WRITE)
+        meter.add(tenant, Counter.BYTES_UPLOADED, 10)
+        await meter.flush()
+    await down.aclose()
+    # Redis is back: everything counted meanwhile goes with the first flush.
+    up = Redis.from_url(redis_url)
+    meter.redis = up
+    await meter.flush()
+    (tally,) = await RedisUsageBuffer(up).claim()
+    await up.aclose()
+    assert tally.counters == {Counter.REQUESTS_WRITE: 3, Counter.BYTES_UPLOADED: 30}
+    assert tally.active_users == 1
+
+
+async def test_processes_counting_while_the_worker_folds_lose_and_double_nothing(
+    metered: Metered, redis_url: str
+) -> None:
+    owner = await owner_session(metered.client, "acme")
+    me = (await metered.client.get("/api/v1/auth/me", headers=owner)).json()
+    tenant = uuid.UUID(me["tenant_id"])
+    await metered.fold()  # what signing in counted
+    (before,) = (await metered.usage(owner))["days"]
+    await metered.fold()  # the reading just now
+    clients = [Redis.from_url(redis_url) for _ in range(3)]
+    meters = [RedisUsageMeter(c, SystemClock(), interval=timedelta(seconds=60)) for c in clients]
+    folder = FoldUsage(metered.container.unit_of_work, RedisUsageBuffer(clients[0]))
+    rounds, each = 30, 7
+
+    async def count(meter: RedisUsageMeter) -> None:
+        for _ in range(rounds):
+            for _ in range(each):
+                meter.request(tenant, uuid.UUID(me["id"]), RequestClass.WRITE)
+            await meter.flush()
+            await asyncio.sleep(0)
+
+    async def fold_meanwhile() -> None:
+        for _ in range(rounds):
+            await folder()
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(count(meter) for meter in meters[1:]), fold_meanwhile())
+    await folder()
+    for client in clients:
+        await client.aclose()
+    (after,) = (await metered.usage(owner))["days"]
+    assert after["requests_write"] - before["requests_write"] == 2 * rounds * each
+
+
+async def test_owners_and_admins_read_their_usage_members_may_not(metered: Metered) -> None:
+    client = metered.client
+    owner = await owner_session(client, "acme")
+    admin = await add_user(client, owner, "ada", ["admin"], "acme")
+    member = await add_user(client, owner, "mia", ["member"], "acme")
+    await metered.fold()
+    assert (await metered.usage(admin))["days"]
+    assert_problem(await client.get("/api/v1/usage", headers=member), 403)
+    assert_problem(await client.get("/api/v1/usage"), 401)
+    body = await metered.usage(owner, **{"from": "2026-01-01", "to": "2026-01-31"})
+    assert (body["from"], body["to"], body["days"]) == ("2026-01-01", "2026-01-31", [])
+    default = await metered.usage(owner)
+    assert default["to"] == today()
+    assert date.fromisoformat(default["to"]) - date.fromisoformat(default["from"]) == timedelta(29)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"from": "2026-02-30"},
+        {"to": "yesterday"},
+        {"from": "2026-03-02", "to": "2026-03-01"},
+        {"from": "2020-01-01", "to": "2026-01-01"},
+        {"from": "2026-01-01\x00"},
+    ],
+)
+async def test_bad_ranges_are_refused(metered: Metered, params: dict[str, str]) -> None:
+    owner = await owner_session(metered.client, "acme")
+    response = await metered.client.get("/api/v1/usage", headers=owner, params=params)
+    assert_problem(response, 422)
+
+
+async def test_a_superuser_lists_every_tenants_usage_sorted_as_json_or_csv(
+    metered: Metered, settings: Settings
+) -> None:
+    client = metered.client
+    acme = await owner_session(client, "acme")
+    globex = await owner_session(client, "globex")
+    for _ in range(4):
+        await client.get("/api/v1/projects", headers=globex)
+    await client.get("/api/v1/projects", headers=acme)
+    root = await superuser_headers(client, settings)
+    await metered.fold()
+
+    listed = await client.get("/api/v1/admin/usage", headers=root)
+    assert listed.status_code == 200, listed.text
+    tenants = listed.json()["tenants"]
+    assert [t["slug"] for t in tenants][:2] == ["globex", "acme"]
+    assert tenants[0]["requests"] == tenants[0]["requests_read"] == 4
+    ascending = await client.get(
+        "/api/v1/admin/usage", headers=root, params={"sort": "slug", "order": "asc"}
+    )
+    slugs = [t["slug"] for t in ascending.json()["tenants"]]
+    assert slugs == sorted(slugs)
+
+    exported = await client.get("/api/v1/admin/usage", headers=root, params={"format": "csv"})
+    assert exported.status_code == 200
+    assert exported.headers["content-type"].startswith("text/csv")
+    assert "attachment" in exported.headers["content-disposition"]
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    assert (rows[0]["slug"], rows[0]["requests"]) == ("globex", "4")
+
+    assert_problem(await client.get("/api/v1/admin/usage", headers=acme), 403)
+    bad = await client.get("/api/v1/admin/usage", headers=root, params={"sort": "password_hash"})
+    assert_problem(bad, 422)
+
+
+async def test_metering_switched_off_counts_nothing(settings: Settings, clean_state: None) -> None:
+    off = msgspec.structs.replace(settings, usage_metering=False)
+    async with serving(off) as metered:
+        client, container = metered.client, metered.container
+        owner = await owner_session(client, "acme")
+        await client.get("/api/v1/projects", headers=owner)
+        assert await FoldUsage(container.unit_of_work, RedisUsageBuffer(container.redis))() == 0
+        body = (await client.get("/api/v1/usage", headers=owner)).json()
+    assert body["days"] == []
+
+
+async def test_a_tally_of_a_tenant_erased_meanwhile_is_dropped(
+    metered: Metered, database_owner: asyncpg.Connection
+) -> None:
+    owner = await owner_session(metered.client, "acme")
+    me = (await metered.client.get("/api/v1/auth/me", headers=owner)).json()
+    await metered.meter.flush()
+    await database_owner.execute("delete from tenants where id = $1", uuid.UUID(me["tenant_id"]))
+    assert await FoldUsage(metered.container.unit_of_work, metered.buffer)() == 0
+    assert await metered.buffer.claim() == []
