@@ -269,7 +269,7 @@ async def test_a_superuser_lists_every_tenants_usage_sorted_as_json_or_csv(
     slugs = [t["slug"] for t in ascending.json()["tenants"]]
     assert slugs == sorted(slugs)
 
-    exported = await client.get("/api/v1/admin/usage", headers=root, params={"format": "csv"})
+    exported = await client.get("/api/v1/admin/usage/csv", headers=root)
     assert exported.status_code == 200
     assert exported.headers["content-type"].startswith("text/csv")
     assert "attachment" in exported.headers["content-disposition"]

@@ -203,7 +203,10 @@ class TaskController(Controller):
         description="One `task` event (the task as JSON) now and on every change; the stream "
         "ends when the task finishes, or after ten minutes.",
         responses={
-            200: ResponseSpec(str, description="The event stream", media_type="text/event-stream"),
+            # Each event's data: the task, as GET /api/v1/tasks/{task_id} answers it.
+            200: ResponseSpec(
+                TaskRead, description="The event stream", media_type="text/event-stream"
+            ),
             **problems(*SIGNED_IN_ERRORS, *PARAMETER_ERRORS, 404),
         },
     )

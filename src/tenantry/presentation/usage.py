@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import io
 from datetime import date
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 from uuid import UUID
 
 import msgspec
@@ -70,10 +70,6 @@ To = Annotated[
 ]
 Sort = Annotated[UsageSort, QueryParameter(description="The column to sort the tenants by.")]
 Order = Annotated[Literal["desc", "asc"], QueryParameter(description="Sort order.")]
-Format = Annotated[
-    Literal["json", "csv"],
-    QueryParameter(name="format", description="json, or csv (one line per tenant)."),
-]
 
 
 def day_of(value: str | None, name: str) -> date | None:
@@ -181,14 +177,7 @@ class AdminUsageController(Controller):
 
     @get(
         summary="Every tenant's usage over a range of days, sorted (superusers)",
-        description="JSON, or with format=csv one CSV line per tenant (the JSON's fields, "
-        "`tenant_id` first).",
-        responses={
-            200: ResponseSpec(
-                TenantsUsageRead, description="The tenants' usage (CSV with format=csv)"
-            ),
-            **problems(*SIGNED_IN_ERRORS, *PARAMETER_ERRORS, 403),
-        },
+        responses=problems(*SIGNED_IN_ERRORS, *PARAMETER_ERRORS, 403),
     )
     async def list_tenants_usage(
         self,
@@ -198,28 +187,45 @@ class AdminUsageController(Controller):
         last: To = None,
         sort: Sort = "requests",
         order: Order = "desc",
-        output: Format = "json",
-    ) -> Response[Any]:
+    ) -> TenantsUsageRead:
         found = await list_tenants_usage(
-            actor,
-            day_of(first, "from"),
-            day_of(last, "to"),
-            sort=sort,
-            descending=order == "desc",
+            actor, day_of(first, "from"), day_of(last, "to"), sort=sort, descending=order == "desc"
         )
-        if output == "csv":
-            name = f"usage-{found.first}-{found.last}.csv"
-            return Response(
-                as_csv(found.tenants),
-                media_type=CSV,
-                headers={"Content-Disposition": f'attachment; filename="{name}"'},
-            )
+        return TenantsUsageRead(
+            from_=found.first,
+            to=found.last,
+            tenants=[
+                msgspec.convert(usage, TenantUsageRead, from_attributes=True)
+                for usage in found.tenants
+            ],
+        )
+
+    @get(
+        "/csv",
+        summary="Every tenant's usage over a range of days, as CSV (superusers)",
+        description="What GET /api/v1/admin/usage answers, one line per tenant under a header "
+        "line of its field names, as an attachment.",
+        media_type=CSV,
+        responses={
+            200: ResponseSpec(str, description="One line per tenant", media_type=CSV),
+            **problems(*SIGNED_IN_ERRORS, *PARAMETER_ERRORS, 403),
+        },
+    )
+    async def export_tenants_usage(
+        self,
+        actor: NamedDependency[Actor],
+        list_tenants_usage: NamedDependency[ListTenantsUsage],
+        first: From = None,
+        last: To = None,
+        sort: Sort = "requests",
+        order: Order = "desc",
+    ) -> Response[str]:
+        found = await list_tenants_usage(
+            actor, day_of(first, "from"), day_of(last, "to"), sort=sort, descending=order == "desc"
+        )
+        name = f"usage-{found.first}-{found.last}.csv"
         return Response(
-            TenantsUsageRead(
-                from_=found.first,
-                to=found.last,
-                tenants=[
-                    msgspec.convert(t, TenantUsageRead, from_attributes=True) for t in found.tenants
-                ],
-            )
+            as_csv(found.tenants),
+            media_type=CSV,
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
         )
