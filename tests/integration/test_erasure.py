@@ -494,6 +494,11 @@ async def test_the_app_role_cannot_erase_the_trail_of_a_live_tenant_nor_the_log(
             await app_role.fetchval("select erase_tenant_rows('audit_events', $1, 100)", tenant_id)
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await app_role.execute("delete from tenant_erasures")
+        # A tenant's delete cascades to its trail: the app may not, but for an erasure.
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
+            await app_role.execute("delete from tenants where id = $1", tenant_id)
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="no erasure under way"):
+            await app_role.fetchval("select remove_erased_tenant($1)", tenant_id)
     finally:
         await app_role.close()
     owner = bearer(await login(client, "acme", "olive"))

@@ -15,7 +15,6 @@ from sqlalchemy import (
     String,
     Table,
     cast,
-    delete,
     func,
     literal,
     select,
@@ -237,9 +236,10 @@ class SqlTenantData(TenantRows[Any]):
 
     async def remove_tenant(self) -> bool:
         # What a writer added since the tables were emptied goes with it (every tenant table
-        # cascades from its tenant).
-        result = await self.session.execute(delete(_TENANTS).where(_TENANTS.c.id == self.tenant_id))
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        # cascades from its tenant). The app role may not delete a tenant itself: the function
+        # does, for a tenant under erasure only (migration 0015_tenant_removal).
+        removed = await self.session.scalar(select(func.remove_erased_tenant(self.tenant_id)))
+        return bool(removed)
 
 
 def _quoted(name: str) -> str:
