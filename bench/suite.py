@@ -118,7 +118,7 @@ SCENARIOS = (
 )
 # --against governance-off: the product measured against itself with what governance adds on
 # the hot path switched off, on the same database; the scenarios where that is the question.
-GOVERNANCE_OFF = {"TENANTRY_AUDIT_TRAIL": "false"}
+GOVERNANCE_OFF = {"TENANTRY_AUDIT_TRAIL": "false", "TENANTRY_USAGE_METERING": "false"}
 GOVERNED_SCENARIOS = ("get_by_id", "get_by_id_auth", "list", "create", "update", "delete")
 CREATE = {"name": "Bench project", "description": "created by the benchmark"}
 UPLOAD_BYTES = 256 * 1024

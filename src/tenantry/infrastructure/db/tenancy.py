@@ -152,8 +152,11 @@ def append_at_commit(
     session.info.setdefault(APPENDED, []).append((table, tenant_id, row))
 
 
-def _appended_sql(rows: Sequence[tuple[Table, UUID, Mapping[str, Any]]]) -> list[str]:
-    """The statements inserting ``rows``, one per table and tenant, each under its tenant.
+def _appended_sql(
+    rows: Sequence[tuple[Table, UUID, Mapping[str, Any]]], bound: str | None
+) -> list[str]:
+    """The statements inserting ``rows``, one per table and tenant, each under its tenant (set
+    first unless the transaction is ``bound`` to it already, as it mostly is).
 
     The simple query protocol that carries COMMIT takes no parameters, so the rows travel as
     one JSON literal per statement, read by ``jsonb_populate_recordset`` into the table's row
@@ -166,7 +169,9 @@ def _appended_sql(rows: Sequence[tuple[Table, UUID, Mapping[str, Any]]]) -> list
     for (table, tenant), batch in batches.items():
         columns = ", ".join(f'"{name}"' for name in batch[0])
         values = msgspec.json.encode(batch).decode().replace("$", "\\u0024")
-        statements.append(_set_tenant_sql(UUID(str(tenant))))
+        if str(tenant) != bound:
+            statements.append(_set_tenant_sql(UUID(str(tenant))))
+            bound = str(tenant)
         # Names from the model's table; the values in a quote nothing in them can end.
         statements.append(
             f'INSERT INTO "{table.name}" ({columns}) SELECT {columns} '  # noqa: S608
@@ -209,7 +214,8 @@ class TenantSession(AsyncSession):
             try:
                 self.bind = self.engine
             finally:
-                await current.end(commit=commit, appended=_appended_sql(appended) if commit else ())
+                statements = _appended_sql(appended, current.tenant) if commit else ()
+                await current.end(commit=commit, appended=statements)
 
     async def commit(self) -> None:
         changes = self._has_changes()
