@@ -11,7 +11,7 @@ from uuid import UUID
 
 import msgspec
 from litestar import Controller, Response, get
-from litestar.di import NamedDependency
+from litestar.di import NamedDependency, Provide
 from litestar.exceptions import ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import QueryParameter
@@ -170,10 +170,27 @@ class UsageController(Controller):
         )
 
 
+class TenantsUsageQuery(msgspec.Struct, frozen=True):
+    first: date | None
+    last: date | None
+    sort: UsageSort
+    descending: bool
+
+
+def read_tenants_usage_query(
+    first: From = None, last: To = None, sort: Sort = "requests", order: Order = "desc"
+) -> TenantsUsageQuery:
+    """The range and order of both forms of the tenants' usage, read from the query string."""
+    return TenantsUsageQuery(
+        day_of(first, "from"), day_of(last, "to"), sort=sort, descending=order == "desc"
+    )
+
+
 class AdminUsageController(Controller):
     path = "/api/v1/admin/usage"
     tags = ["platform administration"]
     guards = [requires_superuser]
+    dependencies = {"usage_query": Provide(read_tenants_usage_query, sync_to_thread=False)}
 
     @get(
         summary="Every tenant's usage over a range of days, sorted (superusers)",
@@ -183,14 +200,9 @@ class AdminUsageController(Controller):
         self,
         actor: NamedDependency[Actor],
         list_tenants_usage: NamedDependency[ListTenantsUsage],
-        first: From = None,
-        last: To = None,
-        sort: Sort = "requests",
-        order: Order = "desc",
+        usage_query: NamedDependency[TenantsUsageQuery],
     ) -> TenantsUsageRead:
-        found = await list_tenants_usage(
-            actor, day_of(first, "from"), day_of(last, "to"), sort=sort, descending=order == "desc"
-        )
+        found = await list_tenants_usage(actor, **msgspec.structs.asdict(usage_query))
         return TenantsUsageRead(
             from_=found.first,
             to=found.last,
@@ -215,14 +227,9 @@ class AdminUsageController(Controller):
         self,
         actor: NamedDependency[Actor],
         list_tenants_usage: NamedDependency[ListTenantsUsage],
-        first: From = None,
-        last: To = None,
-        sort: Sort = "requests",
-        order: Order = "desc",
+        usage_query: NamedDependency[TenantsUsageQuery],
     ) -> Response[str]:
-        found = await list_tenants_usage(
-            actor, day_of(first, "from"), day_of(last, "to"), sort=sort, descending=order == "desc"
-        )
+        found = await list_tenants_usage(actor, **msgspec.structs.asdict(usage_query))
         name = f"usage-{found.first}-{found.last}.csv"
         return Response(
             as_csv(found.tenants),
