@@ -117,12 +117,21 @@ async def test_a_tenants_requests_bytes_and_users_are_counted_by_day(metered: Me
     assert day["bytes_uploaded"] == len(image)
     assert day["bytes_downloaded"] == len(image) + 100
     assert day["active_users"] == 2
+    assert day["bytes_stored_peak"] == day["bytes_stored_end"] == len(image)
     # The reading above is counted too, at the next fold.
     await metered.fold()
     (again,) = (await metered.usage(owner))["days"]
     assert again["requests_read"] == 8
     (theirs,) = (await metered.usage(other))["days"]
     assert (theirs["requests"], theirs["active_users"]) == (1, 1)
+    assert theirs["bytes_stored_peak"] == 0
+
+    # What the tenant stores falls; the day's peak stays.
+    file_path = f"/api/v1/files/{uploaded.json()['id']}"
+    assert (await client.delete(file_path, headers=owner)).status_code == 204
+    await metered.fold()
+    (after,) = (await metered.usage(owner))["days"]
+    assert (after["bytes_stored_peak"], after["bytes_stored_end"]) == (len(image), 0)
 
 
 async def test_task_runs_and_seconds_are_counted_by_type(metered: Metered) -> None:

@@ -102,6 +102,8 @@ def test_a_tenants_days_sum_to_its_totals() -> None:
             requests_task=1,
             bytes_uploaded=10,
             active_users=4,
+            bytes_stored_peak=100,
+            bytes_stored_end=60,
             tasks={"noop": TaskUsage(runs=2, seconds=0.5)},
         ),
         UsageDay(
@@ -110,6 +112,8 @@ def test_a_tenants_days_sum_to_its_totals() -> None:
             requests_write=2,
             bytes_downloaded=7,
             active_users=2,
+            bytes_stored_peak=80,
+            bytes_stored_end=20,
             tasks={"noop": TaskUsage(runs=1, seconds=0.25), "x": TaskUsage(runs=1, seconds=1)},
         ),
     ]
@@ -117,4 +121,5 @@ def test_a_tenants_days_sum_to_its_totals() -> None:
     assert (total.requests, total.requests_read, total.requests_write) == (6, 3, 2)
     assert (total.bytes_uploaded, total.bytes_downloaded) == (10, 7)
     assert (total.peak_active_users, total.task_runs, total.task_seconds) == (4, 4, 1.75)
+    assert (total.peak_bytes_stored, total.bytes_stored) == (100, 20)
     assert summed(tenant, []).requests == 0

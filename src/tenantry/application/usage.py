@@ -172,6 +172,9 @@ class TenantUsage(msgspec.Struct, kw_only=True, frozen=True):
     bytes_downloaded: int = 0
     # The most users active on one day of the range.
     peak_active_users: int = 0
+    # The most bytes stored on one day of the range, and at the end of its last day with usage.
+    peak_bytes_stored: int = 0
+    bytes_stored: int = 0
     task_runs: int = 0
     task_seconds: float = 0.0
 
@@ -185,6 +188,8 @@ UsageSort = Literal[
     "bytes_uploaded",
     "bytes_downloaded",
     "peak_active_users",
+    "peak_bytes_stored",
+    "bytes_stored",
     "task_runs",
     "task_seconds",
     "slug",
@@ -193,11 +198,12 @@ UsageSort = Literal[
 
 def summed(tenant: Tenant, days: Iterable[UsageDay]) -> TenantUsage:
     totals = dict.fromkeys((counter.value for counter in Counter), 0)
-    peak, runs, seconds = 0, 0, 0.0
-    for day in days:
+    peak, peak_stored, stored, runs, seconds = 0, 0, 0, 0, 0.0
+    for day in days:  # oldest first
         for name in totals:
             totals[name] += getattr(day, name)
         peak = max(peak, day.active_users)
+        peak_stored, stored = max(peak_stored, day.bytes_stored_peak), day.bytes_stored_end
         runs += sum(task.runs for task in day.tasks.values())
         seconds += sum(task.seconds for task in day.tasks.values())
     return TenantUsage(
@@ -205,6 +211,8 @@ def summed(tenant: Tenant, days: Iterable[UsageDay]) -> TenantUsage:
         slug=tenant.slug,
         requests=sum(totals[REQUESTS[kind]] for kind in RequestClass),
         peak_active_users=peak,
+        peak_bytes_stored=peak_stored,
+        bytes_stored=stored,
         task_runs=runs,
         task_seconds=round(seconds, 3),
         **totals,

@@ -64,6 +64,9 @@ class UsageDay(msgspec.Struct, kw_only=True, frozen=True):
     bytes_downloaded: int = 0
     # Distinct users who made at least one request that day.
     active_users: int = 0
+    # Bytes of the tenant's live files: the most seen that day, and the last.
+    bytes_stored_peak: int = 0
+    bytes_stored_end: int = 0
     tasks: dict[str, TaskUsage] = msgspec.field(default_factory=dict)
 
     @property

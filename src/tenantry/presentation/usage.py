@@ -95,6 +95,8 @@ class UsageDayRead(msgspec.Struct, kw_only=True):
     bytes_uploaded: int
     bytes_downloaded: int
     active_users: int
+    bytes_stored_peak: int
+    bytes_stored_end: int
     # By task type: attempts that ended that day and the seconds their handlers ran.
     tasks: dict[str, TaskUsage]
 
@@ -123,6 +125,8 @@ class TenantUsageRead(msgspec.Struct, kw_only=True):
     bytes_uploaded: int
     bytes_downloaded: int
     peak_active_users: int
+    peak_bytes_stored: int
+    bytes_stored: int
     task_runs: int
     task_seconds: float
 

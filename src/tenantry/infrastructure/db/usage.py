@@ -24,6 +24,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from tenantry.domain.ids import new_id
 from tenantry.domain.usage import Counter, Tally, TaskUsage, UsageDay, UsageRepository
 from tenantry.infrastructure.db.base import TenantOwned
+from tenantry.infrastructure.db.files import FileUsageModel
 from tenantry.infrastructure.db.repository import TenantRows
 from tenantry.infrastructure.db.tenancy import of_tenant
 
@@ -48,6 +49,9 @@ class UsageDayModel(TenantOwned):
     bytes_uploaded: Mapped[int] = _count()
     bytes_downloaded: Mapped[int] = _count()
     active_users: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Read from file_usage at each fold (migration 0016_usage_stored).
+    bytes_stored_peak: Mapped[int] = _count()
+    bytes_stored_end: Mapped[int] = _count()
 
 
 class UsageTaskModel(TenantOwned):
@@ -77,6 +81,7 @@ def id_floor(days_ago: timedelta) -> UUID:
 _DAYS: Table = UsageDayModel.__table__  # type: ignore[assignment]
 _TASKS: Table = UsageTaskModel.__table__  # type: ignore[assignment]
 _FLUSHES: Table = UsageFlushModel.__table__  # type: ignore[assignment]
+_FILES: Table = FileUsageModel.__table__  # type: ignore[assignment]
 
 
 class SqlUsageRepository(TenantRows[UsageDay]):
@@ -101,11 +106,19 @@ class SqlUsageRepository(TenantRows[UsageDay]):
             return False
         days = _DAYS
         counted = {name: tally.counters.get(Counter(name), 0) for name in COUNTERS}
+        stored = func.coalesce(
+            select(_FILES.c.used_bytes)
+            .where(of_tenant(_FILES, self.tenant_id), _FILES.c.id == self.tenant_id)
+            .scalar_subquery(),
+            0,
+        )
         row = insert(days).values(
             tenant_id=self.tenant_id,
             id=new_id(),
             day=tally.day,
             active_users=tally.active_users,
+            bytes_stored_peak=stored,
+            bytes_stored_end=stored,
             created_at=func.now(),
             updated_at=func.now(),
             **counted,
@@ -116,6 +129,10 @@ class SqlUsageRepository(TenantRows[UsageDay]):
                 set_={
                     **{name: days.c[name] + row.excluded[name] for name in COUNTERS},
                     "active_users": func.greatest(days.c.active_users, row.excluded.active_users),
+                    "bytes_stored_peak": func.greatest(
+                        days.c.bytes_stored_peak, row.excluded.bytes_stored_end
+                    ),
+                    "bytes_stored_end": row.excluded.bytes_stored_end,
                     "updated_at": func.now(),
                 },
             )
@@ -161,7 +178,13 @@ class SqlUsageRepository(TenantRows[UsageDay]):
         for day, task_type, runs, ms in task_rows:
             by_day[day][task_type] = TaskUsage(runs=runs, seconds=ms / 1000)
         rows = await self.session.execute(
-            select(days.c.day, days.c.active_users, *(days.c[name] for name in COUNTERS))
+            select(
+                days.c.day,
+                days.c.active_users,
+                days.c.bytes_stored_peak,
+                days.c.bytes_stored_end,
+                *(days.c[name] for name in COUNTERS),
+            )
             .where(of_tenant(days, self.tenant_id), days.c.day.between(first, last))
             .order_by(days.c.day)
         )
