@@ -310,3 +310,73 @@ async def test_a_tally_of_a_tenant_erased_meanwhile_is_dropped(
     await database_owner.execute("delete from tenants where id = $1", uuid.UUID(me["tenant_id"]))
     assert await FoldUsage(metered.container.unit_of_work, metered.buffer)() == 0
     assert await metered.buffer.claim() == []
+
+
+async def set_limits(
+    client: Client, root: dict[str, str], tenant_id: str, limits: dict[str, Any] | None
+) -> httpx.Response:
+    return await client.patch(
+        f"/api/v1/admin/tenants/{tenant_id}", headers=root, json={"settings": {"limits": limits}}
+    )
+
+
+async def test_a_tenants_daily_request_limit_answers_429_naming_it(
+    settings: Settings, clean_state: None
+) -> None:
+    # No flush but the test's own: the totals the limit is checked against stay put.
+    async with serving(msgspec.structs.replace(settings, usage_flush_seconds=3600)) as metered:
+        client = metered.client
+        acme = await owner_session(client, "acme")
+        globex = await owner_session(client, "globex")
+        root = await superuser_headers(client, settings)
+        tenant_id = (await client.get("/api/v1/auth/me", headers=acme)).json()["tenant_id"]
+        for bad in ({"requests_per_day": 0}, {"requests_per_day": "many"}, {"per_hour": 5}):
+            assert_problem(await set_limits(client, root, tenant_id, bad), 422)
+        limited = await set_limits(client, root, tenant_id, {"requests_per_day": 5})
+        assert limited.status_code == 200, limited.text
+        await metered.fold()  # the worker publishes the limits
+        await metered.meter.flush()  # the process reads them, and the day's totals
+
+        # One request counted already (GET /auth/me): four more pass, the fifth does not.
+        answers = [(await client.get("/api/v1/projects", headers=acme)) for _ in range(5)]
+        assert [r.status_code for r in answers] == [200, 200, 200, 200, 429]
+        refused = assert_problem(answers[-1], 429)
+        assert "requests_per_day (5)" in refused["detail"]
+        assert refused["errors"] == [{"field": "requests_per_day", "message": "at most 5 a day"}]
+        assert 0 < int(answers[-1].headers["Retry-After"]) <= 86400
+        platform = (await client.get("/api/v1/auth/me", headers=root)).json()["tenant_id"]
+        limit_platform = await set_limits(client, root, platform, {"requests_per_day": 1})
+        assert_problem(limit_platform, 403)
+        # Another tenant, and the platform's superuser, are not held to it.
+        assert (await client.get("/api/v1/projects", headers=globex)).status_code == 200
+        assert (await client.get("/api/v1/admin/tenants", headers=root)).status_code == 200
+
+        # Lifted: the next fold publishes no limit, the next flush reads none.
+        assert (await set_limits(client, root, tenant_id, None)).status_code == 200
+        await metered.fold()
+        await metered.meter.flush()
+        assert (await client.get("/api/v1/projects", headers=acme)).status_code == 200
+
+
+async def test_a_tenants_task_seconds_limit_refuses_new_tasks_only(
+    settings: Settings, clean_state: None
+) -> None:
+    async with serving(msgspec.structs.replace(settings, usage_flush_seconds=3600)) as metered:
+        client = metered.client
+        acme = await owner_session(client, "acme")
+        root = await superuser_headers(client, settings)
+        tenant_id = (await client.get("/api/v1/auth/me", headers=acme)).json()["tenant_id"]
+        limits = {"task_seconds_per_day": 2}
+        assert (await set_limits(client, root, tenant_id, limits)).status_code == 200
+        # What a worker counted: 2.5 s of handlers today.
+        metered.meter.task_ran(uuid.UUID(tenant_id), "noop", 2.5)
+        await metered.fold()
+        await metered.meter.flush()
+        noop = {"type": "noop", "config": {}}
+        refused = await client.post("/api/v1/tasks", headers=acme, json=noop)
+        problem = assert_problem(refused, 429)
+        assert problem["errors"] == [
+            {"field": "task_seconds_per_day", "message": "at most 2 a day"}
+        ]
+        assert (await client.get("/api/v1/tasks", headers=acme)).status_code == 200
+        assert (await client.get("/api/v1/projects", headers=acme)).status_code == 200

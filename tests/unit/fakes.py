@@ -121,6 +121,13 @@ class FakeTenantRepository:
         rows = list(self.store.tenants.values())
         return rows[offset : offset + limit], len(rows)
 
+    async def with_setting(self, name: str) -> dict[UUID, Any]:
+        return {
+            row.id: row.settings[name]
+            for row in self.store.tenants.values()
+            if name in row.settings
+        }
+
     async def update(
         self,
         tenant_id: UUID,

@@ -8,10 +8,17 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from tenantry.application.usage import Counts, UsageTally, summed, usage_range
+from tenantry.application.usage import Counts, Shared, UsageTally, summed, usage_range
 from tenantry.domain.errors import Invalid
 from tenantry.domain.tenants import Tenant, TenantStatus
-from tenantry.domain.usage import Counter, RequestClass, TaskUsage, UsageDay
+from tenantry.domain.usage import (
+    Counter,
+    RequestClass,
+    TaskUsage,
+    UsageDay,
+    UsageLimitReached,
+    UsageLimits,
+)
 from tenantry.presentation.usage import request_class
 
 from .fakes import FakeClock
@@ -123,3 +130,50 @@ def test_a_tenants_days_sum_to_its_totals() -> None:
     assert (total.peak_active_users, total.task_runs, total.task_seconds) == (4, 4, 1.75)
     assert (total.peak_bytes_stored, total.bytes_stored) == (100, 20)
     assert summed(tenant, []).requests == 0
+
+
+def test_a_limit_weighs_the_shared_total_and_what_the_process_counted_since() -> None:
+    clock = FakeClock()
+    clock.advance(hours=23, minutes=59, seconds=30)
+    tally = UsageTally(clock)
+    tally.limits[TENANT] = UsageLimits(requests_per_day=10, task_seconds_per_day=60)
+    tally.shared[TENANT] = Shared(day=clock.now().date(), requests=8, task_ms=59_000)
+    other = uuid.uuid4()
+    for _ in range(20):
+        tally.check(other, RequestClass.READ)  # no limits: never refused
+    tally.check(TENANT, RequestClass.TASK)
+    tally.request(TENANT, USER, RequestClass.READ)
+    tally.task_ran(TENANT, "noop", 1.0)
+    tally.check(TENANT, RequestClass.READ)
+    with pytest.raises(UsageLimitReached, match="task_seconds_per_day") as task_limit:
+        tally.check(TENANT, RequestClass.TASK)
+    assert task_limit.value.retry_after == 30
+    tally.request(TENANT, USER, RequestClass.WRITE)
+    with pytest.raises(UsageLimitReached, match="requests_per_day") as refused:
+        tally.check(TENANT, RequestClass.READ)
+    assert refused.value.fields == {"requests_per_day": "at most 10 a day"}
+    # A new day: yesterday's totals no longer count.
+    clock.advance(minutes=1)
+    tally.check(TENANT, RequestClass.TASK)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"requests_per_day": 0},
+        {"requests_per_day": -1},
+        {"requests": 5},
+        [],
+        "x",
+        {"task_seconds_per_day": 1.5},
+    ],
+)
+def test_limits_are_refused_unless_positive_integers_of_known_names(value: object) -> None:
+    with pytest.raises(Invalid) as error:
+        UsageLimits.of(value)
+    assert list(error.value.fields) == ["settings.limits"]
+
+
+def test_no_limits_setting_is_no_limit() -> None:
+    assert not UsageLimits.of(None).any
+    assert UsageLimits.of({"requests_per_day": 5}).any

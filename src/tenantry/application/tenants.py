@@ -14,6 +14,7 @@ from tenantry.domain.errors import Conflict, Forbidden, found
 from tenantry.domain.ports import Clock, UnitOfWork
 from tenantry.domain.tasks import TENANT_SUSPENDED, TaskRepository
 from tenantry.domain.tenants import PLATFORM_SLUG, NewTenant, Tenant, TenantStatus
+from tenantry.domain.usage import LIMITS_SETTING, UsageLimits
 from tenantry.domain.users import Role, User, UserRepository
 
 # What the audit trail shows of a tenant: its name, slug and status with values; its settings
@@ -134,10 +135,15 @@ class UpdateTenant:
         settings: dict[str, Any] | None = None,
     ) -> Tenant:
         require_superuser(actor)
+        if settings is not None and LIMITS_SETTING in settings:
+            UsageLimits.of(settings[LIMITS_SETTING])  # 422 naming the field, before any write
         async with self.uow:
             current = found(await self.uow.tenants.get(tenant_id), "No such tenant.")
             if current.slug == PLATFORM_SLUG and status == TenantStatus.SUSPENDED:
                 raise Forbidden("The platform tenant cannot be suspended.")
+            if current.slug == PLATFORM_SLUG and settings and LIMITS_SETTING in settings:
+                # Its superusers would lock themselves out of lifting them.
+                raise Forbidden("The platform tenant has no usage limits.")
             merged = None if settings is None else {**current.settings, **settings}
             tenant = found(
                 await self.uow.tenants.update(tenant_id, status=status, settings=merged),

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from contextlib import AbstractAsyncContextManager
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta
+from math import ceil
 from typing import Literal
 from uuid import UUID
 
@@ -17,12 +18,15 @@ from tenantry.domain.errors import Forbidden, Invalid
 from tenantry.domain.ports import Clock, UnitOfWork
 from tenantry.domain.tenants import Tenant
 from tenantry.domain.usage import (
+    LIMITS_SETTING,
     REQUESTS,
     USAGE_DAYS_MAX,
     Counter,
     RequestClass,
     UsageBuffer,
     UsageDay,
+    UsageLimitReached,
+    UsageLimits,
     UsageRepository,
 )
 
@@ -42,13 +46,47 @@ class Counts(msgspec.Struct):
         self.users |= other.users
 
 
+class Shared(msgspec.Struct, frozen=True):
+    """A tenant's totals of one day across every process, as last read from the buffer."""
+
+    day: date
+    requests: int = 0
+    task_ms: int = 0
+
+
 class UsageTally:
     """One process's counts since they were last taken, by tenant and UTC day: what the hot
-    path pays is a dict update (the UsageMeter port)."""
+    path pays is a dict update (the UsageMeter port). It also holds the tenants' limits and
+    their totals of the day, as the adapter last read them, for :meth:`check`."""
 
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
         self.counts: dict[Key, Counts] = {}
+        self.limits: dict[UUID, UsageLimits] = {}
+        self.shared: dict[UUID, Shared] = {}
+
+    def check(self, tenant_id: UUID, kind: RequestClass) -> None:
+        limits = self.limits.get(tenant_id)
+        if limits is None:
+            return
+        now = self.clock.now()
+        today = now.date()
+        shared = self.shared.get(tenant_id)
+        if shared is None or shared.day != today:
+            shared = Shared(day=today)
+        local = self.counts.get((tenant_id, today), Counts()).fields
+        requests = shared.requests + sum(local.get(name, 0) for name in REQUESTS.values())
+        task_ms = shared.task_ms + sum(n for name, n in local.items() if name.startswith(TASK_MS))
+        # Until 00:00 UTC, when the day's counts start again.
+        midnight = datetime.combine(today + timedelta(days=1), time(), now.tzinfo)
+        retry_after = max(1, ceil((midnight - now).total_seconds()))
+        if limits.requests_per_day is not None and requests >= limits.requests_per_day:
+            raise UsageLimitReached(
+                "requests_per_day", limits.requests_per_day, retry_after=retry_after
+            )
+        allowed = limits.task_seconds_per_day
+        if kind is RequestClass.TASK and allowed is not None and task_ms >= allowed * 1000:
+            raise UsageLimitReached("task_seconds_per_day", allowed, retry_after=retry_after)
 
     def _of(self, tenant_id: UUID) -> Counts:
         key = (tenant_id, self.clock.now().date())
@@ -87,7 +125,10 @@ class UsageTally:
 
 
 class NoUsage:
-    """Counts nothing: metering switched off (the setting usage_metering)."""
+    """Counts nothing and limits nothing: metering switched off (the setting usage_metering)."""
+
+    def check(self, tenant_id: UUID, kind: RequestClass) -> None:
+        pass
 
     def request(self, tenant_id: UUID, user_id: UUID, kind: RequestClass) -> None:
         pass
@@ -102,7 +143,8 @@ class NoUsage:
 class FoldUsage:
     """The worker's step: every tally waiting in the buffer added to its tenant's day, each in
     a transaction of its own, then forgotten by the buffer. A tally folded but not yet
-    forgotten (a crash in between) is recognised by its flush id and only forgotten."""
+    forgotten (a crash in between) is recognised by its flush id and only forgotten. Then the
+    tenants' limits, read from their settings, are published for every process to check."""
 
     def __init__(
         self, units: Callable[[], AbstractAsyncContextManager[UnitOfWork]], buffer: UsageBuffer
@@ -119,7 +161,21 @@ class FoldUsage:
                     folded += await uow.repository(UsageRepository, tally.tenant_id).fold(tally)
                     await uow.commit()
             await self.buffer.folded(tally)
+        async with self.units() as uow:
+            settings = await uow.tenants.with_setting(LIMITS_SETTING)
+        await self.buffer.publish_limits(
+            {tenant: limits for tenant, value in settings.items() if (limits := valid(value)).any}
+        )
         return folded
+
+
+def valid(value: object) -> UsageLimits:
+    """A stored setting's limits; none for one no longer valid (settings are checked when
+    written, so only by a hand-made change)."""
+    try:
+        return UsageLimits.of(value)
+    except Invalid:
+        return UsageLimits()
 
 
 def usage_range(first: date | None, last: date | None, today: date) -> tuple[date, date]:

@@ -93,6 +93,10 @@ class TenantRepository(Protocol):
 
     async def list(self, *, limit: int, offset: int) -> tuple[list[Tenant], int]: ...
 
+    async def with_setting(self, name: str) -> dict[UUID, Any]:
+        """The value of the setting ``name`` of every tenant that has it."""
+        ...
+
     async def update(
         self,
         tenant_id: UUID,

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from datetime import date
 from enum import StrEnum
-from typing import Protocol, runtime_checkable
+from typing import Annotated, Protocol, runtime_checkable
 from uuid import UUID
 
 import msgspec
 
+from tenantry.domain.errors import Invalid, RateLimited
 from tenantry.domain.repository import Repository
 
 # The widest range one read of a tenant's usage covers.
@@ -44,6 +45,45 @@ REQUESTS = {
     RequestClass.UPLOAD: Counter.REQUESTS_UPLOAD,
     RequestClass.TASK: Counter.REQUESTS_TASK,
 }
+
+
+# The tenant setting that holds its limits: {"limits": {"requests_per_day": 100000, ...}}.
+LIMITS_SETTING = "limits"
+Positive = Annotated[int, msgspec.Meta(ge=1, le=2**53)]
+
+
+class UsageLimits(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """A tenant's optional daily limits (UTC days); None is no limit."""
+
+    requests_per_day: Positive | None = None
+    task_seconds_per_day: Positive | None = None
+
+    @classmethod
+    def of(cls, value: object) -> UsageLimits:
+        """The limits a tenant setting holds (null: none); Invalid naming the field otherwise."""
+        if value is None:
+            return cls()
+        try:
+            return msgspec.convert(value, cls)
+        except msgspec.ValidationError as error:
+            raise Invalid(
+                "Invalid usage limits.", fields={f"settings.{LIMITS_SETTING}": str(error)}
+            ) from None
+
+    @property
+    def any(self) -> bool:
+        return self.requests_per_day is not None or self.task_seconds_per_day is not None
+
+
+class UsageLimitReached(RateLimited):
+    """The tenant used what one of its daily limits allows; it resets at 00:00 UTC."""
+
+    def __init__(self, limit: str, allowed: int, *, retry_after: int) -> None:
+        super().__init__(
+            f"The tenant's daily limit {limit} ({allowed}) is reached; it resets at 00:00 UTC.",
+            retry_after=retry_after,
+        )
+        self.fields = {limit: f"at most {allowed} a day"}
 
 
 class TaskUsage(msgspec.Struct, kw_only=True, frozen=True):
@@ -99,6 +139,12 @@ class UsageMeter(Protocol):
 
     def task_ran(self, tenant_id: UUID, task_type: str, seconds: float) -> None: ...
 
+    def check(self, tenant_id: UUID, kind: RequestClass) -> None:
+        """Raise UsageLimitReached when a request of ``kind`` would go past one of the
+        tenant's daily limits, as far as this process knows (the shared totals at its last
+        flush, and what it counted since)."""
+        ...
+
 
 class UsageBuffer(Protocol):
     """The shared buffer every process's counts gather in, until the worker folds them."""
@@ -110,6 +156,10 @@ class UsageBuffer(Protocol):
 
     async def folded(self, tally: Tally) -> None:
         """Forget a tally now in the database."""
+        ...
+
+    async def publish_limits(self, limits: dict[UUID, UsageLimits]) -> None:
+        """Make the tenants' limits (only those that have some) known to every process."""
         ...
 
 

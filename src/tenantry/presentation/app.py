@@ -81,6 +81,7 @@ def create_app(
     on_startup: Sequence[Callable[[], Any]] = (),
     on_shutdown: Sequence[Callable[[], Any]] = (),
 ) -> Litestar:
+    counted = CountedRequests(usage) if usage is not None else None
     service_info = ServiceInfo(
         name=SERVICE_NAME,
         version=version("tenantry"),
@@ -104,7 +105,10 @@ def create_app(
         plugins=list(plugins),
         middleware=[
             DefineMiddleware(
-                CredentialsMiddleware, authenticator=authenticator, exclude=[f"^{DOCS_PATH}"]
+                CredentialsMiddleware,
+                authenticator=authenticator,
+                exclude=[f"^{DOCS_PATH}"],
+                usage=counted,
             )
         ],
         exception_handlers=exception_handlers,
@@ -158,7 +162,7 @@ def create_app(
         docs_path=DOCS_PATH,
         production=settings.is_production,
         metrics=metrics,
-        usage=CountedRequests(usage) if usage is not None else None,
+        usage=counted,
         allowed_methods=allowed_methods(app),
     )
     return app

@@ -42,7 +42,12 @@ class AccessLog(Protocol):
 
 
 class RequestUsage(Protocol):
-    """Where each signed-in request is counted for usage metering (presentation/usage.py)."""
+    """Where each signed-in request is held to its tenant's daily limits, and counted, for
+    usage metering (presentation/usage.py)."""
+
+    def check(self, actor: Actor, method: str, route: str | None) -> None:
+        """Raise UsageLimitReached when the request would go past one of the limits."""
+        ...
 
     def request(self, actor: Actor, method: str, route: str | None) -> None: ...
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 from litestar import Request
@@ -20,6 +20,10 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from tenantry.domain.auth import Actor
 from tenantry.domain.errors import Unauthenticated
 from tenantry.presentation.bodies import read_as_json
+
+if TYPE_CHECKING:
+    # The middleware module imports this one's dependents: at run time the name is not needed.
+    from tenantry.presentation.middleware import RequestUsage
 
 MISSING_CREDENTIALS = "Authentication required: send a bearer token or an X-API-Key header."
 TWO_CREDENTIALS = "Send one credential: a bearer token or an X-API-Key header, not both."
@@ -46,10 +50,17 @@ class CredentialsMiddleware(AbstractAuthenticationMiddleware):
     """Resolves the credential into an Actor; handlers marked ``exclude_from_auth`` are public."""
 
     def __init__(
-        self, app: ASGIApp, *, authenticator: AuthenticatorFactory, exclude: list[str]
+        self,
+        app: ASGIApp,
+        *,
+        authenticator: AuthenticatorFactory,
+        exclude: list[str],
+        usage: RequestUsage | None = None,
     ) -> None:
+        """``usage``: where each authenticated request is held to its tenant's daily limits."""
         super().__init__(app, exclude=exclude)
         self.authenticator = authenticator
+        self.usage = usage
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         size, body, content_type = 0, False, b""
@@ -106,6 +117,9 @@ class CredentialsMiddleware(AbstractAuthenticationMiddleware):
         structlog.contextvars.bind_contextvars(
             tenant_id=str(actor.tenant_id), user_id=str(actor.user_id)
         )
+        if self.usage is not None:
+            route = connection.scope.get("path_template")
+            self.usage.check(actor, str(connection.scope.get("method", "GET")), route)
         return AuthenticationResult(user=actor, auth=kind)
 
 

@@ -40,11 +40,14 @@ def request_class(method: str, route: str | None) -> RequestClass:
 
 
 class CountedRequests:
-    """Each signed-in request counted, by class, for the caller's tenant (the middleware's
-    RequestUsage port)."""
+    """Each signed-in request held to its tenant's limits, then counted, by class (the
+    middleware's RequestUsage port)."""
 
     def __init__(self, meter: UsageMeter) -> None:
         self.meter = meter
+
+    def check(self, actor: Actor, method: str, route: str | None) -> None:
+        self.meter.check(actor.tenant_id, request_class(method, route))
 
     def request(self, actor: Actor, method: str, route: str | None) -> None:
         self.meter.request(actor.tenant_id, actor.user_id, request_class(method, route))

@@ -5,6 +5,9 @@ Keys, under the prefix:
 - ``live:<tenant>:<day>``: a hash of the day's counts not yet claimed (HINCRBY from every
   process); ``dirty``: the set of the ``<tenant>:<day>`` whose live hash exists.
 - ``users:<tenant>:<day>``: the day's distinct user ids (a set; kept three days).
+- ``today:<day>``: each tenant's requests and task milliseconds of the day, added with the
+  live hash and never claimed: what the daily limits are checked against.
+- ``limits``: the tenants' limits (JSON by tenant id), published by the worker.
 - ``flush:<id>``: a claimed live hash, renamed, with its ``<tenant>:<day>`` and the day's user
   count; ``flushing``: the ids of the flushes claimed and not yet folded.
 
@@ -22,14 +25,15 @@ from datetime import date, timedelta
 from typing import cast
 from uuid import UUID
 
+import msgspec
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from tenantry.application.usage import TASK_MS, TASK_RUNS, UsageTally
+from tenantry.application.usage import TASK_MS, TASK_RUNS, Counts, Key, Shared, UsageTally
 from tenantry.domain.ids import new_id
 from tenantry.domain.ports import Clock
-from tenantry.domain.usage import Counter, Tally
+from tenantry.domain.usage import REQUESTS, Counter, Tally, UsageLimits
 
 log = structlog.stdlib.get_logger("tenantry.usage")
 USERS_KEPT = timedelta(days=3)
@@ -78,9 +82,24 @@ class RedisUsageMeter(UsageTally):
             await self.flush()
 
     async def flush(self) -> None:
+        """Add what was counted to the buffer, then read the tenants' limits and the limited
+        tenants' totals of the day, which :meth:`check` weighs requests against."""
         taken = self.take()
-        if not taken:
+        try:
+            if taken:
+                await self._gather(taken)
+            await self._read_limits()
+        except (RedisError, OSError) as error:
+            self.give_back(taken)
+            if not self.unreachable:
+                log.warning("usage counts kept in memory: Redis unreachable", error=str(error))
+            self.unreachable = True
             return
+        if self.unreachable:
+            log.info("usage counts reach Redis again")
+            self.unreachable = False
+
+    async def _gather(self, taken: dict[Key, Counts]) -> None:
         pipe = self.redis.pipeline(transaction=True)
         for (tenant, day), counts in taken.items():
             member = f"{tenant}:{day.isoformat()}"
@@ -92,17 +111,40 @@ class RedisUsageMeter(UsageTally):
                 pipe.sadd(users, *(str(user) for user in counts.users))
                 pipe.expire(users, USERS_KEPT)
             pipe.sadd(f"{self.prefix}dirty", member)
-        try:
-            await pipe.execute()
-        except (RedisError, OSError) as error:
-            self.give_back(taken)
-            if not self.unreachable:
-                log.warning("usage counts kept in memory: Redis unreachable", error=str(error))
-            self.unreachable = True
-            return
-        if self.unreachable:
-            log.info("usage counts reach Redis again")
-            self.unreachable = False
+            # The day's totals the limits are checked against, kept apart from what the worker
+            # claims and folds.
+            requests = sum(counts.fields.get(name, 0) for name in REQUESTS.values())
+            task_ms = sum(n for name, n in counts.fields.items() if name.startswith(TASK_MS))
+            totals = f"{self.prefix}today:{day.isoformat()}"
+            if requests:
+                pipe.hincrby(totals, f"{tenant}:requests", requests)
+            if task_ms:
+                pipe.hincrby(totals, f"{tenant}:task_ms", task_ms)
+            pipe.expire(totals, USERS_KEPT)
+        await pipe.execute()
+
+    async def _read_limits(self) -> None:
+        stored = await cast(
+            "Awaitable[dict[bytes, bytes]]", self.redis.hgetall(f"{self.prefix}limits")
+        )
+        limits = {
+            UUID(tenant.decode()): msgspec.json.decode(value, type=UsageLimits)
+            for tenant, value in stored.items()
+        }
+        shared: dict[UUID, Shared] = {}
+        if limits:
+            day = self.clock.now().date()
+            fields = [f"{tenant}:{name}" for tenant in limits for name in ("requests", "task_ms")]
+            values = await cast(
+                "Awaitable[list[bytes | None]]",
+                self.redis.hmget(f"{self.prefix}today:{day.isoformat()}", fields),
+            )
+            for index, tenant in enumerate(limits):
+                requests, task_ms = values[2 * index : 2 * index + 2]
+                shared[tenant] = Shared(
+                    day=day, requests=int(requests or 0), task_ms=int(task_ms or 0)
+                )
+        self.limits, self.shared = limits, shared
 
 
 class RedisUsageBuffer:
@@ -136,6 +178,17 @@ class RedisUsageBuffer:
         pipe = self.redis.pipeline(transaction=True)
         pipe.delete(f"{self.prefix}flush:{tally.flush_id}")
         pipe.srem(f"{self.prefix}flushing", str(tally.flush_id))
+        await pipe.execute()
+
+    async def publish_limits(self, limits: dict[UUID, UsageLimits]) -> None:
+        # Replaced whole, in one transaction: a limit removed from a tenant's settings goes too.
+        key = f"{self.prefix}limits"
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(key)
+        if limits:
+            pipe.hset(
+                key, mapping={str(t): msgspec.json.encode(value) for t, value in limits.items()}
+            )
         await pipe.execute()
 
 

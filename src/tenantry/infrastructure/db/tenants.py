@@ -114,6 +114,13 @@ class SqlTenantRepository:
         )
         return [to_tenant(row) for row in rows], total
 
+    async def with_setting(self, name: str) -> dict[UUID, Any]:
+        settings = TenantModel.settings
+        rows = await self.session.execute(
+            select(TenantModel.id, settings[name]).where(settings.has_key(name))
+        )
+        return {row.id: row[1] for row in rows}
+
     async def update(
         self,
         tenant_id: UUID,
