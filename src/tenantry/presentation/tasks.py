@@ -68,6 +68,15 @@ class TaskRead(Read):
     completed_at: datetime | None
 
 
+class TaskEvent(msgspec.Struct):
+    """One server-sent event of a task's stream."""
+
+    # Always "task".
+    event: str
+    # The task as JSON, as GET /api/v1/tasks/{task_id} answers it.
+    data: str
+
+
 class TaskLogRead(Read):
     attempt: int
     operation: str
@@ -203,9 +212,8 @@ class TaskController(Controller):
         description="One `task` event (the task as JSON) now and on every change; the stream "
         "ends when the task finishes, or after ten minutes.",
         responses={
-            # Each event's data: the task, as GET /api/v1/tasks/{task_id} answers it.
             200: ResponseSpec(
-                TaskRead, description="The event stream", media_type="text/event-stream"
+                TaskEvent, description="The event stream", media_type="text/event-stream"
             ),
             **problems(*SIGNED_IN_ERRORS, *PARAMETER_ERRORS, 404),
         },
