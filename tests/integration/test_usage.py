@@ -21,7 +21,7 @@ import uvicorn
 from redis.asyncio import Redis
 
 from tenantry import bootstrap
-from tenantry.application.usage import FoldUsage
+from tenantry.application.usage import FoldUsage, ReportBusiestTenants
 from tenantry.config import Settings
 from tenantry.domain.usage import Counter, RequestClass, UsageRepository
 from tenantry.infrastructure.cache.usage import RedisUsageBuffer, RedisUsageMeter
@@ -380,3 +380,26 @@ async def test_a_tenants_task_seconds_limit_refuses_new_tasks_only(
         ]
         assert (await client.get("/api/v1/tasks", headers=acme)).status_code == 200
         assert (await client.get("/api/v1/projects", headers=acme)).status_code == 200
+
+
+class RecordedGauges:
+    def __init__(self) -> None:
+        self.shown: list[tuple[str, int]] = []
+
+    def busiest(self, tenants: list[tuple[str, int]]) -> None:
+        self.shown = tenants
+
+
+async def test_the_busiest_tenants_of_the_day_are_reported_by_slug(metered: Metered) -> None:
+    client = metered.client
+    for slug, requests in (("acme", 3), ("globex", 5), ("initech", 1)):
+        owner = await owner_session(client, slug)
+        for _ in range(requests):
+            assert (await client.get("/api/v1/projects", headers=owner)).status_code == 200
+    await metered.fold()
+    gauges = RecordedGauges()
+    report = ReportBusiestTenants(
+        metered.container.unit_of_work, metered.buffer, gauges, SystemClock(), count=2
+    )
+    assert await report() == [("globex", 5), ("acme", 3)]
+    assert gauges.shown == [("globex", 5), ("acme", 3)]

@@ -14,8 +14,10 @@ from tenantry.application.tasks import Registry, SubmitTask, TaskContext
 from tenantry.application.tasks.runner import RunTask
 from tenantry.domain.tasks import TaskRepository, TaskStatus
 from tenantry.infrastructure.observability.metrics import (
+    USAGE_BUSIEST,
     PrometheusRequestMetrics,
     PrometheusTaskMetrics,
+    PrometheusUsageGauges,
 )
 from tenantry.presentation.metrics import UNMATCHED, RequestMetrics
 from tenantry.presentation.middleware import RequestContextMiddleware
@@ -286,3 +288,21 @@ def test_a_scrape_reads_the_pool_and_renders_the_text_format() -> None:
     } <= families.keys()
     # No _created sample beside each counter: they would double every scrape.
     assert b"_created" not in body
+
+
+def test_only_the_busiest_tenants_have_a_series() -> None:
+    gauges = PrometheusUsageGauges()
+
+    def shown() -> dict[str, float]:
+        return {
+            sample.labels["tenant"]: sample.value
+            for family in USAGE_BUSIEST.collect()
+            for sample in family.samples
+        }
+
+    gauges.busiest([("globex", 5), ("acme", 3)])
+    assert shown() == {"globex": 5, "acme": 3}
+    gauges.busiest([("acme", 9), ("initech", 4)])
+    assert shown() == {"acme": 9, "initech": 4}
+    gauges.busiest([])
+    assert shown() == {}

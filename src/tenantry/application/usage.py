@@ -25,6 +25,7 @@ from tenantry.domain.usage import (
     RequestClass,
     UsageBuffer,
     UsageDay,
+    UsageGauges,
     UsageLimitReached,
     UsageLimits,
     UsageRepository,
@@ -167,6 +168,36 @@ class FoldUsage:
             {tenant: limits for tenant, value in settings.items() if (limits := valid(value)).any}
         )
         return folded
+
+
+class ReportBusiestTenants:
+    """The worker's step after each fold: the tenants with the most requests today, by slug,
+    for the dashboards' top tenants."""
+
+    def __init__(
+        self,
+        units: Callable[[], AbstractAsyncContextManager[UnitOfWork]],
+        buffer: UsageBuffer,
+        gauges: UsageGauges,
+        clock: Clock,
+        *,
+        count: int = 10,
+    ) -> None:
+        self.units = units
+        self.buffer = buffer
+        self.gauges = gauges
+        self.clock = clock
+        self.count = count
+
+    async def __call__(self) -> list[tuple[str, int]]:
+        busiest = await self.buffer.busiest(self.clock.now().date(), self.count)
+        named = []
+        async with self.units() as uow:
+            for tenant_id, requests in busiest:
+                if (tenant := await uow.tenants.get(tenant_id)) is not None:
+                    named.append((tenant.slug, requests))
+        self.gauges.busiest(named)
+        return named
 
 
 def valid(value: object) -> UsageLimits:

@@ -31,7 +31,7 @@ from tenantry.application.tasks import Registry
 from tenantry.application.tasks.handlers import builtin_handlers
 from tenantry.application.tasks.maintenance import ReapTasks, ReconcileTasks
 from tenantry.application.tasks.runner import RunTask
-from tenantry.application.usage import FoldUsage, NoUsage
+from tenantry.application.usage import FoldUsage, NoUsage, ReportBusiestTenants
 from tenantry.bootstrap import providers
 from tenantry.bootstrap.secrets import create_secrets, load_secrets
 from tenantry.config import Settings, load_settings
@@ -99,6 +99,7 @@ class Container:
             if settings.usage_metering
             else NoUsage()
         )
+        self.usage_gauges = metrics.PrometheusUsageGauges()
         self.task_sweeps = SqlTaskSweeps(self.alchemy.get_engine())
         self.file_policy = FilePolicy(
             max_bytes=settings.upload_max_bytes,
@@ -172,7 +173,7 @@ class Container:
                 clock=self.clock,
                 quiet=ERASURE_QUIET,
             ),
-            fold_usage=FoldUsage(self.unit_of_work, RedisUsageBuffer(self.redis)),
+            fold_usage=self.fold_usage,
             concurrency=settings.worker_concurrency,
             timeout=timedelta(seconds=settings.task_timeout_seconds),
             max_attempts=settings.task_max_attempts,
@@ -189,6 +190,14 @@ class Container:
             clock=self.clock,
             settle=timedelta(seconds=3 * self.settings.task_heartbeat_seconds),
         )
+
+    async def fold_usage(self) -> int:
+        """The worker's usage step: fold what every process counted, then show the busiest
+        tenants on the dashboards."""
+        buffer = RedisUsageBuffer(self.redis)
+        folded = await FoldUsage(self.unit_of_work, buffer)()
+        await ReportBusiestTenants(self.unit_of_work, buffer, self.usage_gauges, self.clock)()
+        return folded
 
     async def purge_audit_events(self) -> int:
         """Purge audit events older than ``audit_retention_days``: the worker's daily job and

@@ -162,6 +162,20 @@ class UsageBuffer(Protocol):
         """Make the tenants' limits (only those that have some) known to every process."""
         ...
 
+    async def busiest(self, day: date, count: int) -> list[tuple[UUID, int]]:
+        """The ``count`` tenants with the most requests on ``day`` so far, most first."""
+        ...
+
+
+class UsageGauges(Protocol):
+    """What the dashboards show of usage: the busiest tenants only, so that the series stay
+    few however many tenants there are."""
+
+    def busiest(self, tenants: list[tuple[str, int]]) -> None:
+        """The busiest tenants now (slug, requests today), most first; any other tenant's
+        series goes."""
+        ...
+
 
 class UsageRepository(Repository[UsageDay], Protocol):
     """One tenant's usage days."""

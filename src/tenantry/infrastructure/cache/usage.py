@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 from collections.abc import Awaitable
 from datetime import date, timedelta
 from typing import cast
@@ -179,6 +180,18 @@ class RedisUsageBuffer:
         pipe.delete(f"{self.prefix}flush:{tally.flush_id}")
         pipe.srem(f"{self.prefix}flushing", str(tally.flush_id))
         await pipe.execute()
+
+    async def busiest(self, day: date, count: int) -> list[tuple[UUID, int]]:
+        totals = await cast(
+            "Awaitable[dict[bytes, bytes]]",
+            self.redis.hgetall(f"{self.prefix}today:{day.isoformat()}"),
+        )
+        requests = [
+            (UUID(field.decode().removesuffix(":requests")), int(value))
+            for field, value in totals.items()
+            if field.endswith(b":requests")
+        ]
+        return heapq.nlargest(count, requests, key=lambda pair: pair[1])
 
     async def publish_limits(self, limits: dict[UUID, UsageLimits]) -> None:
         # Replaced whole, in one transaction: a limit removed from a tenant's settings goes too.

@@ -282,6 +282,30 @@ async def queue_depth(redis: Redis, queue_name: str) -> tuple[int, int]:
     return max(0, queued - in_progress), in_progress
 
 
+# The busiest tenants only (usage metering's top N): every worker reports the same figures.
+USAGE_BUSIEST = Gauge(
+    "tenantry_usage_busiest_tenant_requests",
+    "Requests today (UTC) of the tenants with the most; only those tenants have a series.",
+    ["tenant"],
+    multiprocess_mode="livemax",
+)
+
+
+class PrometheusUsageGauges:
+    """The UsageGauges port: one series per tenant among the busiest, the others removed."""
+
+    def __init__(self) -> None:
+        self.shown: set[str] = set()
+
+    def busiest(self, tenants: list[tuple[str, int]]) -> None:
+        now = {slug for slug, _ in tenants}
+        for slug in self.shown - now:
+            USAGE_BUSIEST.remove(slug)
+        for slug, requests in tenants:
+            USAGE_BUSIEST.labels(slug).set(requests)
+        self.shown = now
+
+
 class WorkerGauges:
     """Keeps a worker's queue and concurrency gauges current while the worker runs (refreshed
     every few seconds: the depth is read from Redis, not at each job)."""
