@@ -34,6 +34,17 @@ async def test_rotation_signs_new_tokens_and_keeps_old_ones(
     for tokens in (before, after):
         assert (await client.get("/api/v1/auth/me", headers=bearer(tokens))).status_code == 200
 
+    # On the trail of the platform tenant, the superusers': who rotated, and to which key.
+    root = (await client.get("/api/v1/auth/me", headers=superuser)).json()
+    trail = await client.get(
+        "/api/v1/admin/audit",
+        headers=superuser,
+        params={"tenant_id": root["tenant_id"], "action": "signing_key.rotated"},
+    )
+    (event,) = trail.json()["items"]
+    assert (event["actor_type"], event["actor_id"]) == ("superuser", root["id"])
+    assert event["changes"] == {"after": {"kid": body["current"], "keys": len(body["keys"])}}
+
 
 async def test_only_superusers_see_or_rotate_keys(client: Client) -> None:
     owner = await owner_session(client, "acme")

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from tenantry.application.audit import record
 from tenantry.application.tenants import require_superuser
 from tenantry.domain.auth import Actor
 from tenantry.domain.errors import Conflict, StaleVersion
 from tenantry.domain.keys import KeyInfo, Keyring, new_signing_key
-from tenantry.domain.ports import Clock
+from tenantry.domain.ports import Clock, UnitOfWork
 from tenantry.domain.secrets import KEYRING, SecretNotFound, SecretStore
 
 # Check-and-set attempts before a rotation gives up on a keyring that keeps changing.
@@ -25,16 +26,37 @@ async def read_keyring(secrets: SecretStore, *, fresh: bool = False) -> Keyring:
 
 
 class RotateSigningKey:
-    """Add a new current key. Earlier keys keep verifying until pruned."""
+    """Add a new current key. Earlier keys keep verifying until pruned.
 
-    def __init__(self, secrets: SecretStore, clock: Clock) -> None:
+    A superuser's rotation (the API's) is on the audit trail of the superuser's tenant, the
+    platform's, as ``signing_key.rotated`` with the new key's id. The keyring lives in the
+    secret store, so no transaction holds both: the event is written once the keyring is, and
+    a rotation whose event cannot be written raises after the rotation took effect."""
+
+    def __init__(self, secrets: SecretStore, clock: Clock, uow: UnitOfWork | None = None) -> None:
         self.secrets = secrets
         self.clock = clock
+        self.uow = uow
 
     async def __call__(self, actor: Actor | None = None) -> list[KeyInfo]:
         """``actor`` is None only for the operator's console (`tenantry keys rotate`)."""
         if actor is not None:
             require_superuser(actor)
+        described = await self._rotate()
+        if actor is not None and self.uow is not None:
+            async with self.uow:
+                current = described[0]
+                await record(
+                    self.uow,
+                    actor,
+                    "signing_key.rotated",
+                    ("signing_key", None),
+                    changes={"after": {"kid": current.kid, "keys": len(described)}},
+                )
+                await self.uow.commit()
+        return described
+
+    async def _rotate(self) -> list[KeyInfo]:
         for _ in range(WRITE_ATTEMPTS):
             key = new_signing_key(self.clock.now())
             try:

@@ -11,7 +11,17 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterable
 from operator import attrgetter
-from typing import TYPE_CHECKING, Annotated, Any, NamedTuple, get_args, get_origin, get_type_hints
+from types import UnionType
+from typing import (
+    TYPE_CHECKING,
+    Annotated,
+    Any,
+    NamedTuple,
+    Union,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
 
 from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig
 from litestar import Request
@@ -119,6 +129,10 @@ def constructor_ports(use_case: type) -> dict[str, Any]:
     ports = {}
     for name, parameter in inspect.signature(use_case).parameters.items():
         port = hints.get(name)
+        # An optional port (``uow: UnitOfWork | None = None``, for callers without one) is
+        # provided as the port itself.
+        if get_origin(port) in (Union, UnionType):
+            port = next((arg for arg in get_args(port) if arg is not type(None)), port)
         if port in PER_REQUEST or port in SHARED:
             ports[name] = port
         elif parameter.default is inspect.Parameter.empty:
