@@ -8,9 +8,10 @@ import asyncio
 import csv
 import io
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any, cast
 
 import asyncpg
@@ -26,6 +27,7 @@ from tenantry.config import Settings
 from tenantry.domain.usage import Counter, RequestClass, UsageRepository
 from tenantry.infrastructure.cache.usage import RedisUsageBuffer, RedisUsageMeter
 from tenantry.infrastructure.clock import SystemClock
+from tenantry.infrastructure.embedded import EmbeddedRedis
 
 from ..conftest import Client, superuser_headers, uvicorn_serving
 from .identity import add_user, owner_session
@@ -403,3 +405,41 @@ async def test_the_busiest_tenants_of_the_day_are_reported_by_slug(metered: Mete
     )
     assert await report() == [("globex", 5), ("acme", 3)]
     assert gauges.shown == [("globex", 5), ("acme", 3)]
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    """A Redis of this test's own, without persistence: a restart loses what it held."""
+    server = EmbeddedRedis(tmp_path / "redis", persist=False)
+    server.start()
+    yield server
+    server.stop()
+
+
+async def test_a_redis_restart_loses_at_most_what_gathered_since_the_last_fold(
+    settings: Settings, redis_server: EmbeddedRedis, clean_state: None
+) -> None:
+    own = msgspec.structs.replace(
+        settings, redis_url=redis_server.url, usage_flush_seconds=3600, db_connect_timeout=1.0
+    )
+    async with serving(own) as metered:
+        client = metered.client
+        owner = await owner_session(client, "acme")
+
+        async def reads(count: int) -> None:
+            for _ in range(count):
+                assert (await client.get("/api/v1/projects", headers=owner)).status_code == 200
+
+        await reads(3)
+        await metered.fold()  # 3 folded
+        await reads(4)
+        await metered.meter.flush()  # 4 gathered in Redis, not yet folded...
+        redis_server.stop()  # ...and lost with it
+        await reads(2)
+        await metered.meter.flush()  # Redis down: the 2 stay in the process
+        assert metered.meter.unreachable
+        redis_server.start()
+        await reads(1)
+        await metered.fold()  # 2 + 1, and nothing twice
+        (day,) = (await metered.usage(owner))["days"]
+    assert day["requests_read"] == 3 + 2 + 1
