@@ -169,9 +169,9 @@ def _appended_sql(
     for (table, tenant), batch in batches.items():
         columns = ", ".join(f'"{name}"' for name in batch[0])
         values = msgspec.json.encode(batch).decode().replace("$", "\\u0024")
-        if str(tenant) != bound:
-            statements.append(_set_tenant_sql(UUID(str(tenant))))
-            bound = str(tenant)
+        if (tenant_text := str(tenant)) != bound:
+            statements.append(_set_tenant_sql(tenant))
+            bound = tenant_text
         # Names from the model's table; the values in a quote nothing in them can end.
         statements.append(
             f'INSERT INTO "{table.name}" ({columns}) SELECT {columns} '  # noqa: S608
