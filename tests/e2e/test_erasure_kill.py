@@ -5,7 +5,6 @@ and the other tenant's kept."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 import time
@@ -18,6 +17,7 @@ import pytest
 from tenantry.config import Settings
 
 from ..integration.test_erasure import row_counts, slug_of
+from .test_worker_kill import worker_env
 
 pytestmark = pytest.mark.timeout(180)
 EVENTS = 40_000
@@ -40,24 +40,13 @@ async def seed(database_owner: asyncpg.Connection, tenant: uuid.UUID, slug: str)
     )
 
 
-def cli_env(settings: Settings) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("TENANTRY_")}
-    return env | {
-        "TENANTRY_ENV": "test",
-        "TENANTRY_DATABASE_URL": settings.required("database_url"),
-        "TENANTRY_REDIS_URL": settings.required("redis_url"),
-        "TENANTRY_KEYRING_PATH": settings.required("keyring_path"),
-        "TENANTRY_FILES_DIR": settings.required("files_dir"),
-    }
-
-
 async def tenantry(
     settings: Settings, project_root: Path, *args: str
 ) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "tenantry", *args,
         cwd=project_root,
-        env=cli_env(settings),
+        env=worker_env(settings),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip

@@ -6,14 +6,12 @@ way finished by the next run; credentials refused at once; bad requests refused.
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import timedelta
 
 import asyncpg
-import msgspec
 import pytest
 from redis.asyncio import Redis
 
@@ -28,7 +26,7 @@ from tenantry.infrastructure.jobs.worker import erase_tenant
 from ..conftest import Client, LogLines, plain_url
 from .identity import add_user, bearer, create_tenant, login, owner_session
 from .test_cli import in_process
-from .test_files import stored_objects
+from .test_files import on_storage, stored_objects
 from .test_health import assert_problem
 from .test_rls import Seeder, tenant_tables
 from .test_tasks import Gated, actor_of, fresh_job, submit_gated, worker_side
@@ -67,19 +65,6 @@ async def worker_adapters(settings: Settings) -> AsyncIterator[bootstrap.Contain
 async def container(settings: Settings) -> AsyncIterator[bootstrap.Container]:
     async with worker_adapters(settings) as container:
         yield container
-
-
-def on_storage(settings: Settings, backend: str, s3_url: str) -> Settings:
-    if backend == "local":
-        return settings
-    return msgspec.structs.replace(
-        settings,
-        storage_backend="s3",
-        s3_endpoint_url=s3_url,
-        s3_bucket=f"test-{uuid.uuid4().hex[:12]}",
-        s3_access_key_id=os.environ.get("TENANTRY_TEST_S3_ACCESS_KEY_ID", "test"),
-        s3_secret_access_key=os.environ.get("TENANTRY_TEST_S3_SECRET_ACCESS_KEY", "test"),
-    )
 
 
 async def seed_every_table(

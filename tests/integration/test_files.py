@@ -44,10 +44,10 @@ def upload(
     return {"file": (name, data, kind)}
 
 
-@pytest.fixture(params=["local", "s3"])
-def settings(settings: Settings, s3_url: str, request: pytest.FixtureRequest) -> Settings:
-    """Every test here runs on local disk and on S3."""
-    if request.param == "local":
+def on_storage(settings: Settings, backend: str, s3_url: str) -> Settings:
+    """``settings`` storing files on local disk, or on the moto S3 server in a bucket of their
+    own, with small parts so that small files cross part boundaries."""
+    if backend == "local":
         return settings
     return msgspec.structs.replace(
         settings,
@@ -56,9 +56,14 @@ def settings(settings: Settings, s3_url: str, request: pytest.FixtureRequest) ->
         s3_bucket=f"test-{uuid.uuid4().hex[:12]}",
         s3_access_key_id=os.environ.get("TENANTRY_TEST_S3_ACCESS_KEY_ID", "test"),
         s3_secret_access_key=os.environ.get("TENANTRY_TEST_S3_SECRET_ACCESS_KEY", "test"),
-        # Small parts, so the tests cross part boundaries with small files.
         s3_part_size_mib=5,
     )
+
+
+@pytest.fixture(params=["local", "s3"])
+def settings(settings: Settings, s3_url: str, request: pytest.FixtureRequest) -> Settings:
+    """Every test here runs on local disk and on S3."""
+    return on_storage(settings, request.param, s3_url)
 
 
 def stored_objects(settings: Settings) -> list[str]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import tracemalloc
 import uuid
 import zipfile
@@ -42,7 +41,7 @@ from ..conftest import Client
 from .identity import add_user, bearer, create_tenant, login, owner_session
 from .test_audit import trail
 from .test_catalog import app_connection  # noqa: F401 - a fixture
-from .test_files import png, upload
+from .test_files import on_storage, png, upload
 from .test_health import assert_problem
 from .test_rls import Seeder
 from .test_rls import tenant_tables as tenant_table_names
@@ -69,17 +68,7 @@ class SeederOfExistingTenants(Seeder):
 
 @pytest.fixture(params=["local", "s3"])
 def storage_settings(settings: Settings, s3_url: str, request: pytest.FixtureRequest) -> Settings:
-    if request.param == "local":
-        return settings
-    return msgspec.structs.replace(
-        settings,
-        storage_backend="s3",
-        s3_endpoint_url=s3_url,
-        s3_bucket=f"test-{uuid.uuid4().hex[:12]}",
-        s3_access_key_id=os.environ.get("TENANTRY_TEST_S3_ACCESS_KEY_ID", "test"),
-        s3_secret_access_key=os.environ.get("TENANTRY_TEST_S3_SECRET_ACCESS_KEY", "test"),
-        s3_part_size_mib=5,
-    )
+    return on_storage(settings, request.param, s3_url)
 
 
 @pytest.fixture
