@@ -158,7 +158,9 @@ async def test_a_tally_folded_twice_is_added_once(metered: Metered) -> None:
     await metered.meter.flush()
     (claimed,) = await metered.buffer.claim()
     async with metered.container.unit_of_work() as uow:
-        assert await uow.repository(UsageRepository, claimed.tenant_id).fold(claimed)
+        assert await uow.repository(UsageRepository, claimed.tenant_id).fold(
+            claimed, stored_bytes=0
+        )
         await uow.commit()
     # The worker died here: folded, not forgotten. The next step finds it again, adds nothing.
     (again,) = await metered.buffer.claim()

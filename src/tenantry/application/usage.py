@@ -15,6 +15,7 @@ import msgspec
 
 from tenantry.domain.auth import Actor
 from tenantry.domain.errors import Forbidden, Invalid
+from tenantry.domain.files import FileRepository
 from tenantry.domain.ports import Clock, UnitOfWork
 from tenantry.domain.tenants import Tenant
 from tenantry.domain.usage import (
@@ -40,6 +41,14 @@ Key = tuple[UUID, date]
 class Counts(msgspec.Struct):
     fields: dict[str, int] = msgspec.field(default_factory=dict)
     users: set[UUID] = msgspec.field(default_factory=set)
+
+    @property
+    def requests(self) -> int:
+        return sum(self.fields.get(name, 0) for name in REQUESTS.values())
+
+    @property
+    def task_ms(self) -> int:
+        return sum(n for name, n in self.fields.items() if name.startswith(TASK_MS))
 
     def merge(self, other: Counts) -> None:
         for name, amount in other.fields.items():
@@ -75,9 +84,9 @@ class UsageTally:
         shared = self.shared.get(tenant_id)
         if shared is None or shared.day != today:
             shared = Shared(day=today)
-        local = self.counts.get((tenant_id, today), Counts()).fields
-        requests = shared.requests + sum(local.get(name, 0) for name in REQUESTS.values())
-        task_ms = shared.task_ms + sum(n for name, n in local.items() if name.startswith(TASK_MS))
+        local = self.counts.get((tenant_id, today), Counts())
+        requests = shared.requests + local.requests
+        task_ms = shared.task_ms + local.task_ms
         # Until 00:00 UTC, when the day's counts start again.
         midnight = datetime.combine(today + timedelta(days=1), time(), now.tzinfo)
         retry_after = max(1, ceil((midnight - now).total_seconds()))
@@ -159,7 +168,9 @@ class FoldUsage:
             async with self.units() as uow:
                 # A tenant erased since its requests were counted: nothing left to count for.
                 if await uow.tenants.get(tally.tenant_id) is not None:
-                    folded += await uow.repository(UsageRepository, tally.tenant_id).fold(tally)
+                    stored, _ = await uow.repository(FileRepository, tally.tenant_id).usage()
+                    usage = uow.repository(UsageRepository, tally.tenant_id)
+                    folded += await usage.fold(tally, stored_bytes=stored)
                     await uow.commit()
             await self.buffer.folded(tally)
         async with self.units() as uow:

@@ -180,9 +180,10 @@ class UsageGauges(Protocol):
 class UsageRepository(Repository[UsageDay], Protocol):
     """One tenant's usage days."""
 
-    async def fold(self, tally: Tally) -> bool:
-        """Add ``tally`` to its day's row, once: False (and nothing changed) if a tally with
-        its flush id was folded before."""
+    async def fold(self, tally: Tally, *, stored_bytes: int) -> bool:
+        """Add ``tally`` to its day's row, once, with the tenant's ``stored_bytes`` now (the
+        day's last, and its peak if higher): False (and nothing changed) if a tally with its
+        flush id was folded before."""
         ...
 
     async def days(self, first: date, last: date) -> list[UsageDay]:

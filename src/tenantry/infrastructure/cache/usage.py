@@ -34,7 +34,7 @@ from redis.exceptions import RedisError
 from tenantry.application.usage import TASK_MS, TASK_RUNS, Counts, Key, Shared, UsageTally
 from tenantry.domain.ids import new_id
 from tenantry.domain.ports import Clock
-from tenantry.domain.usage import REQUESTS, Counter, Tally, UsageLimits
+from tenantry.domain.usage import Counter, Tally, UsageLimits
 
 log = structlog.stdlib.get_logger("tenantry.usage")
 USERS_KEPT = timedelta(days=3)
@@ -114,12 +114,10 @@ class RedisUsageMeter(UsageTally):
             pipe.sadd(f"{self.prefix}dirty", member)
             # The day's totals the limits are checked against, kept apart from what the worker
             # claims and folds.
-            requests = sum(counts.fields.get(name, 0) for name in REQUESTS.values())
-            task_ms = sum(n for name, n in counts.fields.items() if name.startswith(TASK_MS))
             totals = f"{self.prefix}today:{day.isoformat()}"
-            if requests:
+            if requests := counts.requests:
                 pipe.hincrby(totals, f"{tenant}:requests", requests)
-            if task_ms:
+            if task_ms := counts.task_ms:
                 pipe.hincrby(totals, f"{tenant}:task_ms", task_ms)
             pipe.expire(totals, USERS_KEPT)
         await pipe.execute()

@@ -24,7 +24,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 from tenantry.domain.ids import new_id
 from tenantry.domain.usage import Counter, Tally, TaskUsage, UsageDay, UsageRepository
 from tenantry.infrastructure.db.base import TenantOwned
-from tenantry.infrastructure.db.files import FileUsageModel
 from tenantry.infrastructure.db.repository import TenantRows
 from tenantry.infrastructure.db.tenancy import of_tenant
 
@@ -49,7 +48,7 @@ class UsageDayModel(TenantOwned):
     bytes_uploaded: Mapped[int] = _count()
     bytes_downloaded: Mapped[int] = _count()
     active_users: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    # Read from file_usage at each fold (migration 0016_usage_stored).
+    # The tenant's stored bytes at each fold (migration 0016_usage_stored).
     bytes_stored_peak: Mapped[int] = _count()
     bytes_stored_end: Mapped[int] = _count()
 
@@ -81,7 +80,6 @@ def id_floor(days_ago: timedelta) -> UUID:
 _DAYS: Table = UsageDayModel.__table__  # type: ignore[assignment]
 _TASKS: Table = UsageTaskModel.__table__  # type: ignore[assignment]
 _FLUSHES: Table = UsageFlushModel.__table__  # type: ignore[assignment]
-_FILES: Table = FileUsageModel.__table__  # type: ignore[assignment]
 
 
 class SqlUsageRepository(TenantRows[UsageDay]):
@@ -89,7 +87,7 @@ class SqlUsageRepository(TenantRows[UsageDay]):
     entity = UsageDay
     port = UsageRepository
 
-    async def fold(self, tally: Tally) -> bool:
+    async def fold(self, tally: Tally, *, stored_bytes: int) -> bool:
         flushes = _FLUSHES
         first = await self.session.execute(
             insert(flushes)
@@ -106,19 +104,13 @@ class SqlUsageRepository(TenantRows[UsageDay]):
             return False
         days = _DAYS
         counted = {name: tally.counters.get(Counter(name), 0) for name in COUNTERS}
-        stored = func.coalesce(
-            select(_FILES.c.used_bytes)
-            .where(of_tenant(_FILES, self.tenant_id), _FILES.c.id == self.tenant_id)
-            .scalar_subquery(),
-            0,
-        )
         row = insert(days).values(
             tenant_id=self.tenant_id,
             id=new_id(),
             day=tally.day,
             active_users=tally.active_users,
-            bytes_stored_peak=stored,
-            bytes_stored_end=stored,
+            bytes_stored_peak=stored_bytes,
+            bytes_stored_end=stored_bytes,
             created_at=func.now(),
             updated_at=func.now(),
             **counted,
