@@ -15,6 +15,9 @@ from typing import Any
 import asyncpg
 import msgspec
 import pytest
+from hypothesis import HealthCheck, example, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -29,6 +32,7 @@ from tenantry.infrastructure.db.tenancy import TenantSession
 from tenantry.infrastructure.db.uow import SqlUnitOfWork
 from tenantry.infrastructure.jobs.worker import audit_retention
 
+from ..conftest import plain_url
 from .test_tenancy import engine_for
 
 Units = Callable[[uuid.UUID], AbstractAsyncContextManager[tuple[SqlUnitOfWork, AuditRepository]]]
@@ -149,19 +153,26 @@ async def test_an_appended_event_is_written_by_the_commit_and_only_by_it(
     a, b = tenants
     # Every character that could end a quote or escape one, and a dollar-quote of its own.
     name = "it's $$ $a$ \\ \" \u00e9\U0001f600 $"
+    # asyncpg's own UUID type, as an actor read from a row has it.
+    actor = await database_owner.fetchval("select gen_random_uuid()")
     async with units(a) as (uow, audit):
-        await audit.append(**event(action="project.created", changes={"after": {"name": name}}))
+        await audit.append(
+            **event(action="project.created", actor_id=actor, changes={"after": {"name": name}})
+        )
         # Another tenant's event in the same transaction goes under that tenant's policy.
         await uow.repository(AuditRepository, b).append(**event(action="user.created"))
         assert await database_owner.fetchval("select count(*) from audit_events") == 0
         await uow.commit()
-    rows = await database_owner.fetch("select tenant_id, action, changes from audit_events")
+    rows = await database_owner.fetch(
+        "select tenant_id, action, actor_id, changes from audit_events"
+    )
     assert {(row["tenant_id"], row["action"]) for row in rows} == {
         (a, "project.created"),
         (b, "user.created"),
     }
     (written,) = [row for row in rows if row["tenant_id"] == a]
     assert json.loads(written["changes"]) == {"after": {"name": name}}
+    assert written["actor_id"] == actor
 
     async with units(a) as (uow, audit):
         await audit.append(**event(action="project.deleted"))
@@ -169,6 +180,62 @@ async def test_an_appended_event_is_written_by_the_commit_and_only_by_it(
     async with units(a) as (_, audit):
         await audit.append(**event(action="project.deleted"))
     assert await database_owner.fetchval("select count(*) from audit_events") == 2
+
+
+@hypothesis_settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(value=st.text(max_size=60))
+@example(value="\x00")
+@example(value="E'\\'' \\000 $$")
+async def test_any_text_reaches_the_row_as_it_was_or_commits_nothing(
+    units: Units, tenants: tuple[uuid.UUID, uuid.UUID], value: str
+) -> None:
+    """The appended row's values travel as SQL literals in the commit's round trip: whatever
+    the text, it is written as given or, holding a NUL no PostgreSQL text can, refused with
+    the whole transaction."""
+    a, _ = tenants
+    async with units(a) as (uow, audit):
+        await audit.append(**event(client=value, changes={"after": {value: value}}))
+        if "\x00" in value:
+            with pytest.raises(asyncpg.PostgresError):
+                await uow.commit()
+            return
+        await uow.commit()
+    async with units(a) as (_, audit):
+        (newest,) = await audit.page(AuditQuery(limit=1))
+    assert newest.client == value
+    assert newest.changes == {"after": {value: value}}
+
+
+async def test_events_written_after_the_erasure_emptied_the_trail_go_with_the_tenant(
+    units: Units,
+    tenants: tuple[uuid.UUID, uuid.UUID],
+    database_owner: asyncpg.Connection,
+    app_database_url: str,
+) -> None:
+    """No foreign key ties an event to its tenant (0017_audit_without_tenant_key): removing
+    the erased tenant's row removes its events itself, and only its own."""
+    a, b = tenants
+    for tenant in (a, b):
+        async with units(tenant) as (uow, audit):
+            await audit.append(**event())
+            await uow.commit()
+    await database_owner.execute("update tenants set status = 'suspended' where id = $1", a)
+    await database_owner.execute(
+        "insert into tenant_erasures (id, erased_tenant_id, slug, requested_by_type, state, "
+        "created_at, updated_at) values (gen_random_uuid(), $1, 'audit-1', 'superuser', "
+        "'running', now(), now())",
+        a,
+    )
+    app_role = await asyncpg.connect(plain_url(app_database_url))
+    try:
+        assert await app_role.fetchval("select remove_erased_tenant($1)", a) is True
+    finally:
+        await app_role.close()
+    rows = await database_owner.fetch("select tenant_id from audit_events")
+    assert [row["tenant_id"] for row in rows] == [b]
+    assert await database_owner.fetchval("select count(*) from tenants where id = $1", a) == 0
 
 
 async def test_an_event_that_cannot_be_written_commits_nothing(

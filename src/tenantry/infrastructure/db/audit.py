@@ -38,6 +38,9 @@ class AuditModel(TenantOwned):
         Index("ix_audit_events_tenant_created", "tenant_id", "created_at"),
     )
 
+    # No foreign key to the tenant either: its check locked the tenant's row on every audited
+    # write (0017_audit_without_tenant_key). remove_erased_tenant deletes the events instead.
+    tenant_id: Mapped[UUID] = mapped_column(primary_key=True, sort_order=-110)
     actor_type: Mapped[str] = mapped_column(String(20))
     actor_id: Mapped[UUID | None]
     api_key_id: Mapped[UUID | None]

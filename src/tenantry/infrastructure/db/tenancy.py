@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import date
 from functools import cache, wraps
 from typing import Any, Generic, Literal, TypeVar
 from uuid import UUID
@@ -158,26 +159,52 @@ def _appended_sql(
     """The statements inserting ``rows``, one per table and tenant, each under its tenant (set
     first unless the transaction is ``bound`` to it already, as it mostly is).
 
-    The simple query protocol that carries COMMIT takes no parameters, so the rows travel as
-    one JSON literal per statement, read by ``jsonb_populate_recordset`` into the table's row
-    type. Dollar-quoted: JSON writes "$" only inside strings, where "\\u0024" means the same,
-    so the literal can hold no "$" and nothing in it can end the quote."""
+    The simple query protocol that carries COMMIT takes no parameters, so the values travel as
+    literals, which INSERT's VALUES reads as its columns' types. Measured against reading one
+    JSON literal with ``jsonb_populate_recordset``, this costs the database about a third less
+    per appended row (docs/performance.md)."""
     batches: dict[tuple[Table, UUID], list[Mapping[str, Any]]] = {}
     for table, tenant, row in rows:
         batches.setdefault((table, tenant), []).append(row)
     statements = []
     for (table, tenant), batch in batches.items():
-        columns = ", ".join(f'"{name}"' for name in batch[0])
-        values = msgspec.json.encode(batch).decode().replace("$", "\\u0024")
+        names = tuple(batch[0])
+        values = ", ".join(
+            [
+                "("
+                + ", ".join(["NULL" if (v := row[n]) is None else _literal(v) for n in names])
+                + ")"
+                for row in batch
+            ]
+        )
         if (tenant_text := str(tenant)) != bound:
             statements.append(_set_tenant_sql(tenant))
             bound = tenant_text
-        # Names from the model's table; the values in a quote nothing in them can end.
-        statements.append(
-            f'INSERT INTO "{table.name}" ({columns}) SELECT {columns} '  # noqa: S608
-            f'FROM jsonb_populate_recordset(NULL::"{table.name}", $${values}$$)'
-        )
+        statements.append(f"{_insert_into(table.name, names)} VALUES {values}")
     return statements
+
+
+@cache
+def _insert_into(table: str, columns: tuple[str, ...]) -> str:
+    # Names from the model's table.
+    quoted = ", ".join(f'"{name}"' for name in columns)
+    return f'INSERT INTO "{table}" ({quoted})'
+
+
+def _literal(value: Any) -> str:
+    """``value`` (not None) as an untyped SQL literal: an escape string (``E'...'``), which
+    reads the same whatever ``standard_conforming_strings`` says, with backslashes and quotes
+    doubled, so nothing in it escapes or ends the quote; NUL, which no PostgreSQL text can
+    hold, becomes the escape ``\\000`` that the server refuses, failing the commit."""
+    if isinstance(value, UUID):
+        # Its 32 hex digits, which the uuid type reads (asyncpg's UUIDs are UUIDs too).
+        return f"'{value.hex}'"
+    if isinstance(value, date | int | float):
+        # Their text holds no quote, backslash or NUL.
+        return f"'{value}'"
+    # Any other value as its text (a string enumeration's value), escaped all the same.
+    text = msgspec.json.encode(value).decode() if isinstance(value, dict | list) else str(value)
+    return "E'" + text.replace("\\", "\\\\").replace("'", "''").replace("\x00", "\\000") + "'"
 
 
 class TenantSession(AsyncSession):
@@ -214,7 +241,12 @@ class TenantSession(AsyncSession):
             try:
                 self.bind = self.engine
             finally:
-                statements = _appended_sql(appended, current.tenant) if commit else ()
+                try:
+                    statements = _appended_sql(appended, current.tenant) if commit else ()
+                except BaseException:
+                    # A row that cannot be written: nothing of the transaction commits.
+                    await current.end(commit=False)
+                    raise
                 await current.end(commit=commit, appended=statements)
 
     async def commit(self) -> None:
