@@ -444,7 +444,7 @@ async def test_redis_down(
         await container.start()
         try:
             reconcile = ReconcileTasks(
-                sweeps=container.task_sweeps,
+                units=container.unit_of_work,
                 queue=container.job_queue,
                 clock=container.clock,
                 stale_after=timedelta(0),

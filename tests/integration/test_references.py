@@ -198,13 +198,13 @@ async def test_reconcile_and_reap_move_only_what_they_should_in_every_tenant(
         )
         ids[kind] = {str(row["id"]) for row in rows}
     cutoff = timedelta(minutes=10)
-    sweeps, queue, clock = container.task_sweeps, container.job_queue, container.clock
+    units, queue, clock = container.unit_of_work, container.job_queue, container.clock
 
-    reconcile = ReconcileTasks(sweeps=sweeps, queue=queue, clock=clock, stale_after=cutoff)
+    reconcile = ReconcileTasks(units=units, queue=queue, clock=clock, stale_after=cutoff)
     assert await reconcile(per_tenant=7) == TENANTS
     assert await queued(container) == ids["lost_pending"]
 
-    reap = ReapTasks(sweeps=sweeps, queue=queue, clock=clock, stale_after=cutoff, max_attempts=5)
+    reap = ReapTasks(units=units, queue=queue, clock=clock, stale_after=cutoff, max_attempts=5)
     assert await reap(per_tenant=7) == TENANTS
     assert await queued(container) == ids["lost_pending"] | ids["stale_processing"]
 

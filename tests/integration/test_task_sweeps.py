@@ -4,6 +4,7 @@ role itself still sees one tenant's tasks at most."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -15,11 +16,11 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from tenantry import bootstrap
+from tenantry.application.tasks.maintenance import ReapTasks
 from tenantry.config import Settings
-from tenantry.domain.tasks import WORKER_LOST, TaskStatus
+from tenantry.domain.tasks import WORKER_LOST, Task, TaskStatus, TaskSweeps
 from tenantry.infrastructure.db import database
 from tenantry.infrastructure.db.rls import APP_ROLE, MAINTENANCE_ROLE
-from tenantry.infrastructure.db.task_sweeps import SqlTaskSweeps
 
 from ..conftest import plain_url
 from .test_tenancy import engine_for
@@ -28,20 +29,42 @@ PROBE = "tenantry_probe_"
 HOUR = timedelta(hours=1)
 
 
+class Committed:
+    """Each sweep in a unit of work of its own (as the app role), committed, as the worker's
+    use cases run them."""
+
+    def __init__(self, container: bootstrap.Container) -> None:
+        self.container = container
+
+    async def reap(self, stale_before: datetime, **limits: int) -> list[Task]:
+        async with self.container.unit_of_work() as uow:
+            found = await uow.platform(TaskSweeps).reap(stale_before, **limits)
+            await uow.commit()
+        return list(found)
+
+    async def stale_pending(self, created_before: datetime, **limits: int) -> list[Task]:
+        async with self.container.unit_of_work() as uow:
+            return list(await uow.platform(TaskSweeps).stale_pending(created_before, **limits))
+
+
 @pytest.fixture
-async def sweeps(settings: Settings) -> AsyncIterator[tuple[SqlTaskSweeps, list[str]]]:
-    """The container's sweeps (as the app role), and every statement they send."""
+async def container(settings: Settings) -> AsyncIterator[bootstrap.Container]:
     container = bootstrap.Container(settings)
+    yield container
+    await container.close()
+    await container.alchemy.get_engine().dispose()
+
+
+@pytest.fixture
+def sweeps(container: bootstrap.Container) -> tuple[Committed, list[str]]:
+    """The sweeps, and every statement they send."""
     statements: list[str] = []
 
     def sent(*args: Any) -> None:
         statements.append(args[2])
 
-    engine = container.alchemy.get_engine().sync_engine
-    event.listen(engine, "before_cursor_execute", sent)
-    yield container.task_sweeps, statements
-    await container.close()
-    await container.alchemy.get_engine().dispose()
+    event.listen(container.alchemy.get_engine().sync_engine, "before_cursor_execute", sent)
+    return Committed(container), statements
 
 
 @pytest.fixture
@@ -86,7 +109,7 @@ async def task(
 
 
 async def test_one_reap_takes_back_the_stranded_tasks_of_every_tenant(
-    database_owner: asyncpg.Connection, sweeps: tuple[SqlTaskSweeps, list[str]]
+    database_owner: asyncpg.Connection, sweeps: tuple[Committed, list[str]]
 ) -> None:
     task_sweeps, statements = sweeps
     a, b = await tenants(database_owner, 2)
@@ -127,8 +150,36 @@ async def test_one_reap_takes_back_the_stranded_tasks_of_every_tenant(
     assert await task_sweeps.reap(cutoff, max_attempts=3, per_tenant=100) == []
 
 
+async def test_a_task_the_reap_fails_is_on_its_tenants_trail(
+    database_owner: asyncpg.Connection, container: bootstrap.Container
+) -> None:
+    """The system's change, recorded with it: one ``task.reaped`` event for the task whose
+    attempts were spent, on its own tenant's trail, none for the task sent back to pending."""
+    a, b = await tenants(database_owner, 2)
+    spent = await task(database_owner, a, "processing", heartbeat=HOUR, retry_count=2)
+    await task(database_owner, b, "processing", heartbeat=HOUR)
+    await container.start()
+    reap = ReapTasks(
+        units=container.unit_of_work,
+        queue=container.job_queue,
+        clock=container.clock,
+        stale_after=timedelta(minutes=1),
+        max_attempts=3,
+    )
+    assert await reap() == 2
+    rows = await database_owner.fetch(
+        "select tenant_id, actor_type, actor_id, action, target_type, target_id, changes "
+        "from audit_events"
+    )
+    assert [
+        (row["tenant_id"], row["actor_type"], row["actor_id"], row["action"], row["target_id"])
+        for row in rows
+    ] == [(a, "system", None, "task.reaped", spent)]
+    assert json.loads(rows[0]["changes"]) == {"after": {"type": "noop", "status": "failed"}}
+
+
 async def test_a_sweep_takes_each_tenants_oldest_up_to_its_share(
-    database_owner: asyncpg.Connection, sweeps: tuple[SqlTaskSweeps, list[str]]
+    database_owner: asyncpg.Connection, sweeps: tuple[Committed, list[str]]
 ) -> None:
     task_sweeps, statements = sweeps
     a, b = await tenants(database_owner, 2)

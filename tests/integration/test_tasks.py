@@ -364,7 +364,7 @@ async def test_the_reaper_takes_back_tasks_of_a_dead_worker(
     await container.start()
     try:
         reap = ReapTasks(
-            sweeps=container.task_sweeps,
+            units=container.unit_of_work,
             queue=container.job_queue,
             clock=container.clock,
             stale_after=timedelta(seconds=30),
@@ -515,7 +515,7 @@ async def test_attempts_killed_with_their_worker_count_until_the_task_fails(
         async with worker_side(quiet, gate) as (container, run):
             task = await submit_gated(container, actor)
             reap = ReapTasks(
-                sweeps=container.task_sweeps,
+                units=container.unit_of_work,
                 queue=container.job_queue,
                 clock=Later(),
                 stale_after=timedelta(seconds=30),

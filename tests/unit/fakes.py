@@ -43,6 +43,7 @@ from tenantry.domain.tasks import (
     TaskRepository,
     TaskStats,
     TaskStatus,
+    TaskSweeps,
 )
 from tenantry.domain.tenants import NewTenant, Tenant, TenantStatus
 from tenantry.domain.users import NewUser, Role, User, UserRepository
@@ -638,16 +639,17 @@ class FakeTaskRepository(MemoryRepository[Task]):
 
 
 class FakeTaskSweeps:
-    """Both sweeps over the committed tasks of every tenant, committed at once like the real
-    ones (the per-tenant cap is not modelled)."""
+    """Both sweeps over the tasks of every tenant in the unit of work (the per-tenant cap is
+    not modelled)."""
 
-    def __init__(self, uow: FakeUnitOfWork) -> None:
-        self.uow = uow
+    def __init__(self, store: FakeStore, clock: FakeClock) -> None:
+        self.store = store
+        self.clock = clock
 
     async def reap(
         self, stale_before: datetime, *, max_attempts: int, per_tenant: int
     ) -> list[Task]:
-        store, reaped = self.uow.committed, []
+        store, reaped = self.store, []
         for task in list(store.tasks.values()):
             if task.status != TaskStatus.PROCESSING or store.heartbeats[task.id] >= stale_before:
                 continue
@@ -655,7 +657,7 @@ class FakeTaskSweeps:
                 changes: dict[str, Any] = {
                     "status": TaskStatus.FAILED,
                     "error_message": WORKER_LOST,
-                    "completed_at": self.uow.clock.now(),
+                    "completed_at": self.clock.now(),
                     "result": None,
                     "output_files": [],
                 }
@@ -668,7 +670,7 @@ class FakeTaskSweeps:
     async def stale_pending(self, created_before: datetime, *, per_tenant: int) -> list[Task]:
         return [
             task
-            for task in self.uow.committed.tasks.values()
+            for task in self.store.tasks.values()
             if task.status == TaskStatus.PENDING and task.created_at < created_before
         ]
 
@@ -779,6 +781,11 @@ class FakeUnitOfWork:
         if fake is not None:
             return cast("R", fake(self.working, tenant_id, self.clock))
         return cast("R", MemoryRepository(self.working, tenant_id, self.clock, entity_of(port)))
+
+    def platform(self, port: Callable[..., R]) -> R:
+        if port is TaskSweeps:
+            return cast("R", FakeTaskSweeps(self.working, self.clock))
+        raise LookupError(f"no fake serves {port!r}")
 
     async def __aenter__(self) -> Self:
         self._begin()

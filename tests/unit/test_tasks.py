@@ -37,7 +37,7 @@ from tenantry.domain.tasks import (
 from tenantry.domain.tenants import Tenant, TenantStatus
 from tenantry.domain.users import Role
 
-from .fakes import FakeJobQueue, FakeStorage, FakeTaskSweeps, FakeUnitOfWork, World
+from .fakes import FakeJobQueue, FakeStorage, FakeUnitOfWork, World
 
 ACTOR = Actor(user_id=uuid4(), tenant_id=uuid4(), roles=(Role.MEMBER,))
 POLICY = FilePolicy(max_bytes=10**6, quota_bytes=10**9, allowed_types=frozenset({PNG}))
@@ -286,7 +286,7 @@ async def test_attempts_that_die_with_their_worker_count_until_the_task_fails() 
     task = await gated(world, gate)
     run = runner(world, attempts=3, registry=Registry([gate]))
     reap = ReapTasks(
-        sweeps=FakeTaskSweeps(world.uow),
+        units=units_of(world),
         queue=queue,
         clock=world.clock,
         stale_after=timedelta(seconds=30),
@@ -301,6 +301,10 @@ async def test_attempts_that_die_with_their_worker_count_until_the_task_fails() 
     final = world.uow.committed.tasks[task.id]
     assert final.status == TaskStatus.FAILED, final
     assert final.error_message == "The worker running this task stopped responding."
+    # Failed by the reap: the system's change, on the trail with it.
+    events = world.uow.committed.rows_of(AuditEvent).values()
+    reaped = [e for e in events if e.action == "task.reaped"]
+    assert [(e.actor_type, e.target_id) for e in reaped] == [("system", task.id)]
     assert queue.enqueued == [task.id, task.id]  # two re-runs after the first attempt
     # A re-delivery after the last attempt (arq's own) runs nothing more.
     gate.proceed.set()

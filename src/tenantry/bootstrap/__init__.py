@@ -45,7 +45,6 @@ from tenantry.infrastructure.cache.usage import RedisUsageBuffer, RedisUsageMete
 from tenantry.infrastructure.clock import SystemClock
 from tenantry.infrastructure.db import database
 from tenantry.infrastructure.db.rls import APP_ROLE
-from tenantry.infrastructure.db.task_sweeps import SqlTaskSweeps
 from tenantry.infrastructure.db.uow import SqlUnitOfWork
 from tenantry.infrastructure.jobs.queue import ArqErasureQueue, ArqJobQueue
 from tenantry.infrastructure.jobs.worker import build_worker
@@ -100,7 +99,6 @@ class Container:
             else NoUsage()
         )
         self.usage_gauges = metrics.PrometheusUsageGauges()
-        self.task_sweeps = SqlTaskSweeps(self.alchemy.get_engine())
         self.file_policy = FilePolicy(
             max_bytes=settings.upload_max_bytes,
             quota_bytes=settings.tenant_quota_bytes,
@@ -137,7 +135,7 @@ class Container:
             usage=self.usage,
         )
         reap = ReapTasks(
-            sweeps=self.task_sweeps,
+            units=self.unit_of_work,
             queue=self.job_queue,
             clock=self.clock,
             stale_after=timedelta(seconds=3 * settings.task_heartbeat_seconds),
@@ -153,7 +151,7 @@ class Container:
             return {"purged": report.purged, "orphans": report.orphans}
 
         reconcile = ReconcileTasks(
-            sweeps=self.task_sweeps,
+            units=self.unit_of_work,
             queue=self.job_queue,
             clock=self.clock,
             stale_after=timedelta(seconds=30),

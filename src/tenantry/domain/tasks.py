@@ -156,7 +156,7 @@ class TaskSweeps(Protocol):
     ) -> Sequence[Task]:
         """Tasks in processing whose worker has not beaten since ``stale_before`` go back to
         pending, or fail with ``WORKER_LOST`` when their attempts are spent; returned as they
-        now are, committed."""
+        now are, in the unit of work's transaction."""
         ...
 
     async def stale_pending(self, created_before: datetime, *, per_tenant: int) -> Sequence[Task]:

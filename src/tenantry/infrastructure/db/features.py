@@ -13,6 +13,7 @@ from tenantry.infrastructure.db import (  # noqa: F401
     erasure,
     files,
     projects,
+    task_sweeps,
     tasks,
     tenant_export,
     tenants,

@@ -9,9 +9,9 @@ from datetime import datetime
 
 import msgspec
 from sqlalchemy import FunctionElement, column, func, select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tenantry.domain.tasks import Task
+from tenantry.domain.tasks import Task, TaskSweeps
+from tenantry.infrastructure.db.repository import PlatformRows
 from tenantry.infrastructure.db.tasks import TaskModel
 
 # The functions return whole task rows; these are the columns a Task is made of, typed as the
@@ -21,12 +21,11 @@ _TASK_COLUMNS = [
 ]
 
 
-class SqlTaskSweeps:
-    """Each sweep runs in a transaction of its own, committed before it returns: the caller
-    enqueues what it returned only once the rows say so."""
+class SqlTaskSweeps(PlatformRows):
+    """The sweeps in the unit of work's transaction (no tenant's): what the caller records of
+    them commits with them (``uow.platform(TaskSweeps)``)."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
+    port = TaskSweeps
 
     async def reap(
         self, stale_before: datetime, *, max_attempts: int, per_tenant: int
@@ -37,6 +36,5 @@ class SqlTaskSweeps:
         return await self._tasks(func.tenantry_stale_pending_tasks(created_before, per_tenant))
 
     async def _tasks(self, call: FunctionElement[object]) -> list[Task]:
-        async with self.engine.begin() as connection:
-            rows = await connection.execute(select(call.table_valued(*_TASK_COLUMNS)))
-            return [msgspec.convert(row, Task, from_attributes=True) for row in rows]
+        rows = await self.session.execute(select(call.table_valued(*_TASK_COLUMNS)))
+        return [msgspec.convert(row, Task, from_attributes=True) for row in rows]
