@@ -8,6 +8,9 @@ from typing import Any
 import asyncpg
 import pytest
 
+from tenantry.domain.audit import AUDIT_PAGE_MAX
+from tenantry.presentation.errors import PARAMETER_ERRORS
+
 from ..conftest import Client, plain_url
 from .identity import add_user, owner_session
 from .test_health import assert_problem
@@ -58,8 +61,10 @@ async def test_a_projects_changes_are_on_its_tenants_trail_newest_first(client: 
         "after": {"name": "Artemis"},
         "changed": ["description"],
     }
+    assert first["tenant_id"] == me["tenant_id"]
     assert set(first) == {
         "id",
+        "tenant_id",
         "actor_type",
         "actor_id",
         "api_key_id",
@@ -72,7 +77,7 @@ async def test_a_projects_changes_are_on_its_tenants_trail_newest_first(client: 
         "created_at",
     }
     # Another tenant's trail has none of it; its owner's filter by this id finds nothing.
-    assert (await trail(client, other, target_id=project["id"]))["items"] == []
+    assert (await trail(client, other, target=project["id"]))["items"] == []
 
 
 async def test_members_may_not_read_the_trail(client: Client) -> None:
@@ -110,10 +115,14 @@ async def test_pages_follow_the_cursor_and_filters_narrow(client: Client) -> Non
     only = await trail(client, owner, action="document.created")
     assert [e["target_id"] for e in only["items"]] == [document.json()["id"]]
     assert only["next_cursor"] is None
-    by_target = await trail(client, owner, target_type="project", target_id=ids[1])
+    by_target = await trail(client, owner, target_type="project", target=ids[1])
     assert [e["target_id"] for e in by_target["items"]] == [ids[1]]
     future = await trail(client, owner, since="2999-01-01T00:00:00Z")
     assert future["items"] == []
+    me = (await client.get("/api/v1/auth/me", headers=owner)).json()
+    mine = await trail(client, owner, actor=me["id"], action="project.created")
+    assert {e["target_id"] for e in mine["items"]} == set(ids)
+    assert (await trail(client, owner, actor=str(uuid.uuid4())))["items"] == []
 
 
 @pytest.mark.parametrize(
@@ -155,7 +164,7 @@ async def test_the_app_role_can_neither_change_nor_remove_an_event(
     assert (await trail(client, owner))["items"][0] == event
 
 
-async def test_a_superuser_reads_any_tenants_trail_one_tenant_a_page(
+async def test_a_superuser_reads_any_tenants_trail_or_every_tenants(
     client: Client, superuser: dict[str, str]
 ) -> None:
     acme = await owner_session(client, "acme")
@@ -192,5 +201,48 @@ async def test_a_superuser_reads_any_tenants_trail_one_tenant_a_page(
         assert_problem(await admin_trail(acme, tenant_id=tenant[slug]), 403)
     assert_problem(await admin_trail({}, tenant_id=tenant["acme"]), 401)
     assert_problem(await admin_trail(superuser, tenant_id=str(uuid.uuid4())), 404)
-    missing = assert_problem(await admin_trail(superuser), 400)
-    assert "tenant_id" in str(missing["detail"])
+    malformed = await admin_trail(superuser, tenant_id="not-an-id")
+    assert malformed.status_code in PARAMETER_ERRORS
+    assert_problem(malformed, malformed.status_code)
+
+    # Without tenant_id: every tenant's events, newest first, each naming its tenant.
+    everyone = (await admin_trail(superuser, action="project.created")).json()
+    assert [(e["tenant_id"], e["target_id"]) for e in everyone["items"]] == [
+        (tenant["globex"], ids["Mercury"]),
+        (tenant["acme"], ids["Gemini"]),
+        (tenant["acme"], ids["Apollo"]),
+    ]
+    first = (await admin_trail(superuser, action="project.created", limit=2)).json()
+    rest = (
+        await admin_trail(superuser, action="project.created", limit=2, before=first["next_cursor"])
+    ).json()
+    assert first["items"] + rest["items"] == everyone["items"]
+    assert rest["next_cursor"] is None
+    mercury = (await admin_trail(superuser, target=ids["Mercury"])).json()["items"]
+    assert [e["action"] for e in mercury] == ["project.created"]
+    assert_problem(await admin_trail(acme), 403)
+    too_many = await admin_trail(superuser, limit=AUDIT_PAGE_MAX + 1)
+    assert too_many.status_code in PARAMETER_ERRORS
+
+
+async def test_the_app_role_reads_every_tenants_events_only_through_the_platform_page(
+    client: Client, app_database_url: str
+) -> None:
+    """Its own statements see one tenant's events at most; the page function (0018) gives the
+    platform's trail and nothing else: the maintenance role's policy is for reading."""
+    acme = await owner_session(client, "acme")
+    await owner_session(client, "globex")
+    await client.post("/api/v1/projects", headers=acme, json={"name": "Apollo"})
+    connection = await asyncpg.connect(plain_url(app_database_url))
+    try:
+        assert await connection.fetchval("select count(*) from audit_events") == 0
+        page = await connection.fetch(
+            "select tenant_id, action from tenantry_platform_audit("
+            "null, 1000, null, null, null, null, null, null)"
+        )
+        assert len({row["tenant_id"] for row in page}) == 2
+        assert len(page) <= 200
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await connection.execute("set role tenantry_maintenance")
+    finally:
+        await connection.close()

@@ -48,6 +48,18 @@ SWEEP_POLICY = {
     "with_check": "((status)::text = ANY ((ARRAY['pending'::character varying, "
     "'failed'::character varying])::text[]))",
 }
+# And the platform's trail (migration 0018_platform_audit): the maintenance role, owner of the
+# function that pages every tenant's events for superusers, may read them, and only read them.
+AUDIT_READS_POLICY = {
+    "tablename": "audit_events",
+    "policyname": "audit_platform_reads",
+    "permissive": "PERMISSIVE",
+    "roles": [MAINTENANCE_ROLE],
+    "cmd": "SELECT",
+    "qual": "true",
+    "with_check": None,
+}
+MAINTENANCE_POLICIES = (SWEEP_POLICY, AUDIT_READS_POLICY)
 
 TENANT_TABLES = """
     select c.relname from pg_class c
@@ -346,8 +358,8 @@ def policy_problems(
 ) -> list[str]:
     """Given the catalog's policies in schema public: anything but exactly one tenant policy,
     permissive, for all commands and roles, with the predicate as USING and WITH CHECK, on
-    each tenant table, and no other policy anywhere but ``SWEEP_POLICY`` (an extra permissive
-    policy is OR-ed in and opens the table)."""
+    each tenant table, and no other policy anywhere but ``MAINTENANCE_POLICIES`` (an extra
+    permissive policy is OR-ed in and opens the table)."""
     expected = {
         "policyname": POLICY,
         "permissive": "PERMISSIVE",
@@ -371,7 +383,9 @@ def policy_problems(
             }
             if table in tables and actual == expected:
                 matching += 1
-            elif {"tablename": table, **actual} != normalized_policy(SWEEP_POLICY):
+            elif {"tablename": table, **actual} not in [
+                normalized_policy(policy) for policy in MAINTENANCE_POLICIES
+            ]:
                 problems.append(f"{table}: unexpected policy {actual}")
         if table in tables and matching != 1:
             problems.append(f"{table}: {matching} tenant policies, not 1")
@@ -486,7 +500,10 @@ def test_policy_problems_flag_an_added_permissive_policy() -> None:
     assert "projects: 0 tenant policies, not 1" in problems
 
 
-def test_policy_problems_allow_the_sweep_policy_as_pinned_only() -> None:
+@pytest.mark.parametrize("pinned", MAINTENANCE_POLICIES, ids=lambda p: p["policyname"])
+def test_policy_problems_allow_the_maintenance_policies_as_pinned_only(
+    pinned: dict[str, Any],
+) -> None:
     tenant_policy = {
         "policyname": POLICY,
         "permissive": "PERMISSIVE",
@@ -495,18 +512,17 @@ def test_policy_problems_allow_the_sweep_policy_as_pinned_only() -> None:
         "qual": DEPARSED_PREDICATE,
         "with_check": DEPARSED_PREDICATE,
     }
-    catalog = [{"tablename": t, **tenant_policy} for t in ("projects", "tasks")]
-    assert (
-        policy_problems(["projects", "tasks"], [*catalog, SWEEP_POLICY], DEPARSED_PREDICATE) == []
-    )
+    tables = ["projects", pinned["tablename"]]
+    catalog = [{"tablename": t, **tenant_policy} for t in tables]
+    assert policy_problems(tables, [*catalog, pinned], DEPARSED_PREDICATE) == []
     for changed in (
         {"tablename": "projects"},
         {"roles": ["public"]},
         {"roles": [APP_ROLE]},
-        {"qual": "true"},
+        {"qual": "false" if pinned["qual"] == "true" else "true"},
         {"with_check": "true"},
-        {"cmd": "SELECT"},
+        {"cmd": "UPDATE"},
     ):
-        widened = {**SWEEP_POLICY, **changed}
-        [problem] = policy_problems(["projects", "tasks"], [*catalog, widened], DEPARSED_PREDICATE)
+        widened = {**pinned, **changed}
+        [problem] = policy_problems(tables, [*catalog, widened], DEPARSED_PREDICATE)
         assert "unexpected policy" in problem, changed

@@ -246,8 +246,11 @@ async def test_the_functions_are_the_app_roles_to_run_and_do_nothing_else(
     # Times, counts and a tenant only: no table, column or SQL text a caller could point
     # elsewhere. (The audit purge is 0011_audit_events'. The erasure's, 0013_tenant_erasure's,
     # takes a table, but its owner may delete from audit_events only, and it refuses a tenant
-    # with no erasure under way; so does 0015_tenant_removal's.)
+    # with no erasure under way; so does 0015_tenant_removal's. The platform's audit page,
+    # 0018_platform_audit's, takes ids, names, times and a count, and only reads.)
     assert {row["signature"] for row in functions} == {
+        "tenantry_platform_audit(uuid,integer,uuid,text,text,uuid,"
+        "timestamp with time zone,timestamp with time zone)",
         "tenantry_reap_tasks(timestamp with time zone,integer,integer)",
         "tenantry_stale_pending_tasks(timestamp with time zone,integer)",
         "purge_audit_events(uuid,timestamp with time zone,integer)",
@@ -291,6 +294,7 @@ async def test_the_functions_are_the_app_roles_to_run_and_do_nothing_else(
         "function erase_tenant_rows",
         "function purge_audit_events",
         "function remove_erased_tenant",
+        "function tenantry_platform_audit",
         "function tenantry_reap_tasks",
         "function tenantry_stale_pending_tasks",
     ]

@@ -83,7 +83,7 @@ async def task_trail(
     client: Client, headers: dict[str, str], task_id: str
 ) -> list[tuple[str, str]]:
     """A task's events on its tenant's trail, oldest first: (action, actor_type)."""
-    events = (await trail(client, headers, target_type="task", target_id=task_id))["items"]
+    events = (await trail(client, headers, target_type="task", target=task_id))["items"]
     return [(e["action"], e["actor_type"]) for e in reversed(events)]
 
 
@@ -157,7 +157,7 @@ async def test_a_task_runs_to_completion(client: Client, log_lines: LogLines) ->
         line["request_id"] for line in worker_lines if line.get("task_id") == created["id"]
     } == {"req-task-1"}
     # The user's submission, then the worker's end: a system change, with no request.
-    events = (await trail(client, owner, target_id=created["id"]))["items"]
+    events = (await trail(client, owner, target=created["id"]))["items"]
     assert [(e["action"], e["actor_type"], e["request_id"]) for e in events] == [
         ("task.succeeded", "system", None),
         ("task.submitted", "user", "req-task-1"),

@@ -28,6 +28,7 @@ from tenantry.domain.usage import Counter, RequestClass, UsageRepository
 from tenantry.infrastructure.cache.usage import RedisUsageBuffer, RedisUsageMeter
 from tenantry.infrastructure.clock import SystemClock
 from tenantry.infrastructure.embedded import EmbeddedRedis
+from tenantry.presentation.errors import PARAMETER_ERRORS
 
 from ..conftest import Client, superuser_headers, uvicorn_serving
 from .identity import add_user, owner_session
@@ -282,7 +283,7 @@ async def test_a_superuser_lists_every_tenants_usage_sorted_as_json_or_csv(
     slugs = [t["slug"] for t in ascending.json()["tenants"]]
     assert slugs == sorted(slugs)
 
-    exported = await client.get("/api/v1/admin/usage/csv", headers=root)
+    exported = await client.get("/api/v1/admin/usage", headers=root, params={"format": "csv"})
     assert exported.status_code == 200
     assert exported.headers["content-type"].startswith("text/csv")
     assert "attachment" in exported.headers["content-disposition"]
@@ -290,6 +291,11 @@ async def test_a_superuser_lists_every_tenants_usage_sorted_as_json_or_csv(
     assert (rows[0]["slug"], rows[0]["requests"]) == ("globex", "4")
 
     assert_problem(await client.get("/api/v1/admin/usage", headers=acme), 403)
+    assert_problem(
+        await client.get("/api/v1/admin/usage", headers=acme, params={"format": "csv"}), 403
+    )
+    xml = await client.get("/api/v1/admin/usage", headers=root, params={"format": "xml"})
+    assert xml.status_code in PARAMETER_ERRORS
     bad = await client.get("/api/v1/admin/usage", headers=root, params={"sort": "password_hash"})
     assert_problem(bad, 422)
 

@@ -16,7 +16,13 @@ from uuid import UUID
 
 import msgspec
 
-from tenantry.domain.audit import ActorType, AuditEvent, AuditQuery, AuditRepository
+from tenantry.domain.audit import (
+    ActorType,
+    AuditEvent,
+    AuditQuery,
+    AuditRepository,
+    PlatformAuditTrail,
+)
 from tenantry.domain.auth import Actor
 from tenantry.domain.errors import Forbidden, found
 from tenantry.domain.ports import Clock, UnitOfWork
@@ -109,17 +115,20 @@ class ListAuditEvents:
 
 
 class ListTenantAuditEvents:
-    """A page of any tenant's trail, for platform superusers. One tenant per call: row level
-    security shows one tenant per transaction, and a page merged across every tenant would
-    cost a query per tenant."""
+    """A page of one tenant's trail, or of every tenant's at once (``tenant_id`` None), for
+    platform superusers."""
 
     def __init__(self, uow: UnitOfWork) -> None:
         self.uow = uow
 
-    async def __call__(self, actor: Actor, tenant_id: UUID, query: AuditQuery) -> list[AuditEvent]:
+    async def __call__(
+        self, actor: Actor, tenant_id: UUID | None, query: AuditQuery
+    ) -> list[AuditEvent]:
         if not actor.is_superuser:
             raise Forbidden("Only platform superusers may do this.")
         async with self.uow:
+            if tenant_id is None:
+                return await self.uow.platform(PlatformAuditTrail).page(query)
             found(await self.uow.tenants.get(tenant_id), "No such tenant.")
             return await self.uow.repository(AuditRepository, tenant_id).page(query)
 

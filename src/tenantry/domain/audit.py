@@ -68,3 +68,11 @@ class AuditRepository(Repository[AuditEvent], Protocol):
         """Remove at most ``batch`` of the tenant's events created before ``before`` (the
         retention purge, the one removal there is); how many were removed."""
         ...
+
+
+class PlatformAuditTrail(Protocol):
+    """Every tenant's audit events at once: what platform superusers read."""
+
+    async def page(self, query: AuditQuery) -> list[AuditEvent]:
+        """Up to ``query.limit`` events of any tenant matching the query, newest first."""
+        ...

@@ -32,14 +32,18 @@ ActionFilter = Annotated[
     str | None,
     QueryParameter(max_length=100, pattern=NO_NUL, description="An action, as project.deleted."),
 ]
+# "actor" in the query string; the handlers' actor is the caller.
 ActorFilter = Annotated[
-    UUID | None, QueryParameter(description="The user who acted (an API key's user for a key).")
+    UUID | None,
+    QueryParameter(name="actor", description="The user who acted (an API key's user for a key)."),
 ]
 TenantFilter = Annotated[
-    UUID,
-    QueryParameter(description="The tenant whose trail to read (required: one tenant a page)."),
+    UUID | None,
+    QueryParameter(description="The tenant whose trail to read; every tenant's when left out."),
 ]
-TargetIdFilter = Annotated[UUID | None, QueryParameter(description="The target's id.")]
+TargetIdFilter = Annotated[
+    UUID | None, QueryParameter(name="target", description="The target's id.")
+]
 TargetTypeFilter = Annotated[
     str | None,
     QueryParameter(max_length=50, pattern=NO_NUL, description="A target type, as project."),
@@ -57,6 +61,7 @@ Until = Annotated[
 
 class AuditEventRead(Read):
     id: UUID
+    tenant_id: UUID
     actor_type: str
     actor_id: UUID | None
     api_key_id: UUID | None
@@ -78,10 +83,10 @@ class AuditPage(msgspec.Struct):
 def read_audit_query(
     limit: AuditLimit = 50,
     before: Cursor = None,
-    actor_id: ActorFilter = None,
+    acted_by: ActorFilter = None,
     action: ActionFilter = None,
     target_type: TargetTypeFilter = None,
-    target_id: TargetIdFilter = None,
+    target: TargetIdFilter = None,
     since: Since = None,
     until: Until = None,
 ) -> AuditQuery:
@@ -89,10 +94,10 @@ def read_audit_query(
     return AuditQuery(
         limit=limit,
         before=before,
-        actor_id=actor_id,
+        actor_id=acted_by,
         action=action,
         target_type=target_type,
-        target_id=target_id,
+        target_id=target,
         since=instant(since, "since"),
         until=instant(until, "until"),
     )
@@ -134,17 +139,17 @@ class AdminAuditController(Controller):
     dependencies = QUERY
 
     @get(
-        summary="The audit trail of any tenant, newest first (superusers)",
-        description="One tenant a page: tenant_id is required (GET /api/v1/admin/tenants "
-        "lists the tenants). An unknown tenant is 404.",
+        summary="The audit trail of any tenant, or of all, newest first (superusers)",
+        description="Every tenant's events, or those of the tenant named by tenant_id (GET "
+        "/api/v1/admin/tenants lists the tenants). An unknown tenant is 404.",
         responses=problems(*SIGNED_IN_ERRORS, *PARAMETER_ERRORS, 403, 404),
     )
     async def list_tenant_audit_events(
         self,
         actor: NamedDependency[Actor],
         list_tenant_audit_events: NamedDependency[ListTenantAuditEvents],
-        tenant_id: TenantFilter,
         audit_query: NamedDependency[AuditQuery],
+        tenant_id: TenantFilter = None,
     ) -> AuditPage:
         return audit_page(
             await list_tenant_audit_events(actor, tenant_id, audit_query), audit_query

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import dataclass
 from datetime import date
 from typing import Annotated, Literal
 from uuid import UUID
@@ -13,7 +14,7 @@ import msgspec
 from litestar import Controller, Response, get
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import ValidationException
-from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, Reference, Schema
 from litestar.params import QueryParameter
 
 from tenantry.application.usage import ListTenantsUsage, ListUsageDays, TenantUsage, UsageSort
@@ -73,6 +74,9 @@ To = Annotated[
 ]
 Sort = Annotated[UsageSort, QueryParameter(description="The column to sort the tenants by.")]
 Order = Annotated[Literal["desc", "asc"], QueryParameter(description="Sort order.")]
+AnswerFormat = Annotated[
+    Literal["json", "csv"], QueryParameter(name="format", description="json or csv.")
+]
 
 
 def day_of(value: str | None, name: str) -> date | None:
@@ -193,6 +197,17 @@ def read_tenants_usage_query(
     )
 
 
+@dataclass
+class JsonOrCsv(Operation):
+    """An operation whose 200 is JSON, or CSV when asked with format=csv: Litestar documents
+    the handler's return type only."""
+
+    def __post_init__(self) -> None:
+        ok = (self.responses or {}).get("200")
+        if ok is not None and not isinstance(ok, Reference) and ok.content is not None:
+            ok.content[CSV] = OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING))
+
+
 class AdminUsageController(Controller):
     path = "/api/v1/admin/usage"
     tags = ["platform administration"]
@@ -201,15 +216,27 @@ class AdminUsageController(Controller):
 
     @get(
         summary="Every tenant's usage over a range of days, sorted (superusers)",
+        description="JSON by default; with format=csv the same as CSV, one line per tenant "
+        "under a header line of its field names, as an attachment (text/csv).",
         responses=problems(*SIGNED_IN_ERRORS, *PARAMETER_ERRORS, 403),
+        operation_class=JsonOrCsv,
     )
     async def list_tenants_usage(
         self,
         actor: NamedDependency[Actor],
         list_tenants_usage: NamedDependency[ListTenantsUsage],
         usage_query: NamedDependency[TenantsUsageQuery],
+        answer_format: AnswerFormat = "json",
     ) -> TenantsUsageRead:
         found = await list_tenants_usage(actor, **msgspec.structs.asdict(usage_query))
+        if answer_format == "csv":
+            name = f"usage-{found.first}-{found.last}.csv"
+            # A response of its own: Litestar sends a returned Response as it is.
+            return Response(  # type: ignore[return-value]
+                as_csv(found.tenants),
+                media_type=CSV,
+                headers={"Content-Disposition": f'attachment; filename="{name}"'},
+            )
         return TenantsUsageRead(
             from_=found.first,
             to=found.last,
@@ -217,29 +244,4 @@ class AdminUsageController(Controller):
                 msgspec.convert(usage, TenantUsageRead, from_attributes=True)
                 for usage in found.tenants
             ],
-        )
-
-    @get(
-        "/csv",
-        summary="Every tenant's usage over a range of days, as CSV (superusers)",
-        description="What GET /api/v1/admin/usage answers, one line per tenant under a header "
-        "line of its field names, as an attachment.",
-        media_type=CSV,
-        responses={
-            200: ResponseSpec(str, description="One line per tenant", media_type=CSV),
-            **problems(*SIGNED_IN_ERRORS, *PARAMETER_ERRORS, 403),
-        },
-    )
-    async def export_tenants_usage(
-        self,
-        actor: NamedDependency[Actor],
-        list_tenants_usage: NamedDependency[ListTenantsUsage],
-        usage_query: NamedDependency[TenantsUsageQuery],
-    ) -> Response[str]:
-        found = await list_tenants_usage(actor, **msgspec.structs.asdict(usage_query))
-        name = f"usage-{found.first}-{found.last}.csv"
-        return Response(
-            as_csv(found.tenants),
-            media_type=CSV,
-            headers={"Content-Disposition": f'attachment; filename="{name}"'},
         )

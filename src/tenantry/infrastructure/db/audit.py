@@ -7,14 +7,21 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Index, String, bindparam, func, select, text
+import msgspec
+from sqlalchemy import DateTime, Index, String, Uuid, bindparam, column, func, select, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.sql.expression import ClauseElement
 
-from tenantry.domain.audit import AUDIT_PAGE_MAX, AuditEvent, AuditQuery, AuditRepository
+from tenantry.domain.audit import (
+    AUDIT_PAGE_MAX,
+    AuditEvent,
+    AuditQuery,
+    AuditRepository,
+    PlatformAuditTrail,
+)
 from tenantry.infrastructure.db.base import TenantOwned
-from tenantry.infrastructure.db.repository import SqlRepository
+from tenantry.infrastructure.db.repository import PlatformRows, SqlRepository
 from tenantry.infrastructure.db.tenancy import append_at_commit
 
 # In a session's info when the trail is switched off (the setting audit_trail).
@@ -102,3 +109,31 @@ class SqlAuditRepository(SqlRepository[AuditEvent]):
             select(func.purge_audit_events(self.tenant_id, before, batch))
         )
         return int(purged or 0)
+
+
+# The function returns whole event rows; these are the columns of an AuditEvent, typed as the
+# model types them.
+_EVENT_COLUMNS = [
+    column(c.name, c.type) for c in AuditModel.__table__.c if c.name in AuditEvent.__struct_fields__
+]
+
+
+class SqlPlatformAuditTrail(PlatformRows):
+    """Every tenant's events through ``tenantry_platform_audit``, a function of the maintenance
+    role (migration 0018_platform_audit): the app role's own reads see one tenant at most."""
+
+    port = PlatformAuditTrail
+
+    async def page(self, query: AuditQuery) -> list[AuditEvent]:
+        call = func.tenantry_platform_audit(
+            bindparam("before", query.before, type_=Uuid),
+            min(query.limit, AUDIT_PAGE_MAX),
+            bindparam("actor", query.actor_id, type_=Uuid),
+            bindparam("act", query.action, type_=String),
+            bindparam("target_kind", query.target_type, type_=String),
+            bindparam("target", query.target_id, type_=Uuid),
+            bindparam("since", query.since, type_=DateTime(timezone=True)),
+            bindparam("until", query.until, type_=DateTime(timezone=True)),
+        )
+        rows = await self.session.execute(select(call.table_valued(*_EVENT_COLUMNS)))
+        return [msgspec.convert(row, AuditEvent, from_attributes=True) for row in rows]
