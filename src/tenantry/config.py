@@ -141,6 +141,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     task_max_attempts: Annotated[int, msgspec.Meta(ge=1, le=20)] = 3
     task_retry_backoff_seconds: Seconds = 2.0
     task_queue_name: str = "tenantry:tasks"
+    # Modules whose TASK_HANDLERS list more task handlers, beside the built-in ones and those
+    # installed packages declare as entry points of the group "tenantry.tasks".
+    task_modules: list[str] = msgspec.field(default_factory=list)
     # A running task's heartbeat period; three missed beats and the reaper takes it back.
     task_heartbeat_seconds: Seconds = 10.0
     # Days a deleted file stays recoverable before `tenantry files sweep` purges it.

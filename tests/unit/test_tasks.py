@@ -4,18 +4,26 @@ import asyncio
 import contextlib
 import hashlib
 import io
+import re
 import threading
 import zipfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
 import msgspec
 import pytest
 
-from tenantry.application.tasks import CancelTask, Registry, SubmitTask, TaskContext
+from tenantry.application.tasks import (
+    CancelTask,
+    HandlerError,
+    Registry,
+    SubmitTask,
+    TaskContext,
+)
 from tenantry.application.tasks.handlers.file_inspect import FileInspect
 from tenantry.application.tasks.handlers.noop import Noop
 from tenantry.application.tasks.handlers.project_export import ProjectExport
@@ -593,3 +601,58 @@ async def test_tasks_the_worker_stops_or_finds_dead_are_recorded_as_such() -> No
         "after": {"type": "gated", "status": "cancelled"},
         "attempts": 1,
     }
+
+
+def guide_handlers() -> list[Any]:
+    """The handlers of the Python snippet of docs/tasks.md, "Write a task handler", as a
+    module of TENANTRY_TASK_MODULES would list them."""
+    guide = (Path(__file__).parents[2] / "docs" / "tasks.md").read_text()
+    snippet = re.search(r"```python\n(.*?)```", guide, re.DOTALL)
+    assert snippet is not None
+    namespace: dict[str, Any] = {}
+    exec(compile(snippet[1], "docs/tasks.md", "exec"), namespace)
+    return [handler() for handler in namespace["TASK_HANDLERS"]]
+
+
+async def test_the_guides_handler_is_checked_submitted_and_run() -> None:
+    [greet] = guide_handlers()
+    registry = Registry([greet])
+    with pytest.raises(Invalid) as refused:
+        registry.config("demo.greet", {"times": 2})
+    assert refused.value.fields == {"config.name": "Object missing required field `name`"}
+
+    world, queue = World(), FakeJobQueue()
+    tenant_of(world)
+    task = await SubmitTask(world.uow, queue, registry)(
+        ACTOR,
+        task_type="demo.greet",
+        config={"name": "Ada", "times": 2},
+        input_files=[],
+        request_id=None,
+    )
+    await runner(world, registry=registry)(ACTOR.tenant_id, task.id)
+    done = world.uow.committed.tasks[task.id]
+    assert (done.status, done.result) == (
+        TaskStatus.COMPLETED,
+        {"greeting": "Hello, Ada! Hello, Ada!"},
+    )
+
+
+@pytest.mark.parametrize(
+    ("attributes", "message"),
+    [
+        ({"type": "Bad Type"}, "type must be dotted lower-case words"),
+        ({"type": "x" * 101}, "type must be dotted lower-case words"),
+        ({"config_type": dict}, "config_type must be a msgspec.Struct class"),
+        ({"run": lambda self, context, config: {}}, "run must be an async method"),
+        ({"input_types": "image/png"}, "input_types must be content types"),
+    ],
+)
+def test_a_handler_that_does_not_fit_is_refused_by_name(
+    attributes: dict[str, Any], message: str
+) -> None:
+    [greet] = guide_handlers()
+    broken = type("Broken", (type(greet),), attributes)()
+    with pytest.raises(HandlerError, match=message) as refused:
+        Registry([broken])
+    assert "Broken" in str(refused.value)

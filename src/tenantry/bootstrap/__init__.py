@@ -27,12 +27,11 @@ from tenantry.application.audit import PurgeAuditEvents
 from tenantry.application.auth import Authenticate, AuthPolicy, Identity
 from tenantry.application.erasure import ResumeErasures, RunErasure
 from tenantry.application.files import Files, SweepFiles
-from tenantry.application.tasks import Registry
-from tenantry.application.tasks.handlers import builtin_handlers
 from tenantry.application.tasks.maintenance import ReapTasks, ReconcileTasks
 from tenantry.application.tasks.runner import RunTask
 from tenantry.application.usage import FoldUsage, NoUsage, ReportBusiestTenants
 from tenantry.bootstrap import providers
+from tenantry.bootstrap.handlers import handler_registry
 from tenantry.bootstrap.secrets import create_secrets, load_secrets
 from tenantry.config import Settings, load_settings
 from tenantry.domain.errors import Unavailable
@@ -90,7 +89,7 @@ class Container:
             timeout=settings.db_connect_timeout,
         )
         self.erasure_queue = ArqErasureQueue(self.job_queue)
-        self.registry = Registry(builtin_handlers())
+        self.registry = handler_registry(settings.task_modules)
         self.usage: RedisUsageMeter | NoUsage = (
             RedisUsageMeter(
                 self.redis, self.clock, interval=timedelta(seconds=settings.usage_flush_seconds)

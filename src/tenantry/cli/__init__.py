@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from tenantry.cli import admin, database, run, secrets
+from tenantry.cli import admin, database, run, secrets, tasks
 
 
 @click.group()
@@ -27,6 +27,7 @@ for command in (
     admin.files,
     admin.audit,
     admin.tenants,
+    tasks.tasks,
     secrets.keys,
     secrets.vault,
     database.db,

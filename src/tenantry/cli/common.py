@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import click
 import msgspec
 
+from tenantry.application.tasks import HandlerError
 from tenantry.config import SecretsError, Settings, SettingsError
 
 EMBEDDED_DATABASE = "tenantry"
@@ -19,13 +20,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def settings_errors_exit(func: F) -> F:
-    """A bad setting ends the command with one line naming the variable, not a traceback."""
+    """A bad setting, or a task handler that does not fit, ends the command with one line
+    naming it, not a traceback."""
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (SettingsError, SecretsError) as exc:
+        except (SettingsError, SecretsError, HandlerError) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-from collections.abc import Callable, Sequence
+import inspect
+import re
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 from uuid import UUID
@@ -17,11 +19,11 @@ from uuid import UUID
 import msgspec
 
 from tenantry.application.audit import changed, record, snapshot
-from tenantry.application.files import Files
-from tenantry.application.ownership import require_may_destroy
+from tenantry.application.files import Files, UploadFile
+from tenantry.application.ownership import SYSTEM_USER, require_may_destroy
 from tenantry.domain.auth import Actor
 from tenantry.domain.errors import Invalid, NotFound, found
-from tenantry.domain.files import FilePolicy, FileRepository, ObjectStorage
+from tenantry.domain.files import FilePolicy, FileRepository, ObjectStorage, StoredFile
 from tenantry.domain.ports import Clock, UnitOfWork
 from tenantry.domain.repository import ListQuery, given
 from tenantry.domain.tasks import (
@@ -75,6 +77,41 @@ class TaskContext:
     def files(self, uow: UnitOfWork) -> Files:
         return Files(uow, storage=self.storage, clock=self.clock, policy=self.file_policy)
 
+    async def input_file(self, file_id: UUID) -> StoredFile:
+        """One of the tenant's files (the task's ``input_files``), as stored; NotFound once
+        deleted."""
+        async with self.units() as uow:
+            stored = await uow.repository(FileRepository, self.tenant_id).get(file_id)
+        return found(stored, f"Input file {file_id} is gone.")
+
+    def read(self, file: StoredFile) -> AsyncIterator[bytes]:
+        """The file's bytes from storage, a chunk at a time."""
+        return self.storage.get(file.storage_key)
+
+    async def write_output(
+        self,
+        filename: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        content_type: str,
+        policy: FilePolicy | None = None,
+    ) -> StoredFile:
+        """Store ``chunks`` as a new file of the tenant, written by the system on the task's
+        behalf and held to the tenant's file policy (``policy`` instead, when given) and
+        quota, and list it in the task's ``output_files``. The policy's smallest image size
+        is for uploads: a task may well make small images (thumbnails)."""
+        actor = Actor(
+            user_id=self.task.created_by or SYSTEM_USER, tenant_id=self.tenant_id, roles=()
+        )
+        held_to = msgspec.structs.replace(policy or self.file_policy, min_width=1, min_height=1)
+        async with self.units() as uow:
+            upload = UploadFile(self.files(uow), policy=held_to, system=True)
+            stored = await upload(
+                actor, filename=filename, claimed_type=content_type, chunks=chunks
+            )
+        self.output_files.append(stored.id)
+        return stored
+
     async def check_cancelled(self) -> None:
         """Stop here if the user cancelled or the tenant was suspended: handlers call this
         between steps."""
@@ -92,17 +129,42 @@ def runs_tasks(tenant: Tenant | None) -> bool:
 
 
 class TaskHandler(Protocol):
+    """A task type: its name (``type``), the msgspec Struct its ``config`` must match, and
+    ``run``, which gets the task's context and its config, and returns the task's result (a
+    JSON object). Optional: ``input_types``, the content types its input files may have (any
+    when absent or empty). docs/tasks.md, "Write a task handler"."""
+
     type: str
     config_type: builtins.type[msgspec.Struct]
 
     async def run(self, context: TaskContext, config: Any) -> dict[str, Any]: ...
 
 
+# Dotted lower-case words: "file.inspect", "image.thumbnail".
+TASK_TYPE = re.compile(r"^[a-z][a-z0-9_]*(?:[.-][a-z0-9_]+)*$")
+TASK_TYPE_MAX = 100
+
+
+class HandlerError(Exception):
+    """A handler that cannot be registered: its type is taken or malformed, or it is not a
+    handler at all. Raised when the registry is built, so a worker or API never starts with
+    it."""
+
+
 class Registry:
     """Handlers by task type; each brings the schema its config must match."""
 
-    def __init__(self, handlers: list[TaskHandler]) -> None:
-        self.handlers = {handler.type: handler for handler in handlers}
+    def __init__(self, handlers: Sequence[TaskHandler]) -> None:
+        self.handlers: dict[str, TaskHandler] = {}
+        for handler in handlers:
+            check_handler(handler)
+            taken = self.handlers.get(handler.type)
+            if taken is not None:
+                raise HandlerError(
+                    f"Task type {handler.type!r} is claimed twice: by {describe(taken)} and by "
+                    f"{describe(handler)}."
+                )
+            self.handlers[handler.type] = handler
 
     def handler(self, task_type: str) -> TaskHandler:
         handler = self.handlers.get(task_type)
@@ -122,12 +184,61 @@ class Registry:
             )
 
     def config(self, task_type: str, config: dict[str, Any]) -> Any:
+        """The config as the handler's Struct; Invalid naming the field (``config.width``)
+        when it does not match."""
         try:
             return msgspec.convert(config, self.handler(task_type).config_type)
         except msgspec.ValidationError as error:
             raise Invalid(
-                "The task's config is not valid.", fields={"config": str(error)}
+                "The task's config is not valid.", fields=dict([config_problem(str(error))])
             ) from None
+
+    def input_types(self, task_type: str) -> frozenset[str]:
+        """The content types the type's input files may have; empty for any."""
+        return frozenset(getattr(self.handler(task_type), "input_types", None) or ())
+
+
+# msgspec's wording: "Expected `int`, got `str` - at `$.width`", "Object missing required
+# field `width`", "Object contains unknown field `colour` - at `$.resize`".
+_AT = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+_FIELD = re.compile(r"^Object (?:missing required|contains unknown) field `(?P<name>[^`]+)`")
+
+
+def config_problem(error: str) -> tuple[str, str]:
+    """msgspec's validation error as the config field it names (``config.resize.width``) and
+    what is wrong with it."""
+    found = _AT.match(error)
+    message, path = (found["message"], found["path"] or "") if found else (error, "")
+    if named := _FIELD.match(message):
+        path = f"{path}.{named['name']}"
+    return f"config{path}", message
+
+
+def check_handler(handler: object) -> None:
+    """Raise HandlerError unless ``handler`` has what TaskHandler asks for."""
+    task_type = getattr(handler, "type", None)
+    if (
+        not isinstance(task_type, str)
+        or len(task_type) > TASK_TYPE_MAX
+        or not TASK_TYPE.match(task_type)
+    ):
+        raise HandlerError(
+            f"{describe(handler)}: type must be dotted lower-case words (as image.thumbnail), "
+            f"at most {TASK_TYPE_MAX} characters; got {task_type!r}."
+        )
+    config_type = getattr(handler, "config_type", None)
+    if not (isinstance(config_type, type) and issubclass(config_type, msgspec.Struct)):
+        raise HandlerError(f"{describe(handler)}: config_type must be a msgspec.Struct class.")
+    if not inspect.iscoroutinefunction(getattr(handler, "run", None)):
+        raise HandlerError(f"{describe(handler)}: run must be an async method.")
+    input_types = getattr(handler, "input_types", None) or ()
+    if isinstance(input_types, str) or not all(isinstance(t, str) for t in input_types):
+        raise HandlerError(f"{describe(handler)}: input_types must be content types, as image/png.")
+
+
+def describe(handler: object) -> str:
+    kind = type(handler)
+    return f"{kind.__module__}.{kind.__qualname__}"
 
 
 # What the trail shows of a task: its type and status, never its config, result or error.
@@ -165,10 +276,20 @@ class SubmitTask:
         """The task's row and its event, in the open unit of work, for the caller to commit:
         a use case that starts a task of its own commits them with its own change."""
         self.registry.config(task_type, config)
+        accepted = self.registry.input_types(task_type)
         files = self.uow.repository(FileRepository, actor.tenant_id)
         for file_id in input_files:
-            if await files.get(file_id) is None:
+            stored = await files.get(file_id)
+            if stored is None:
                 raise Invalid("Unknown input file.", fields={"input_files": f"no file {file_id}"})
+            if accepted and stored.content_type not in accepted:
+                raise Invalid(
+                    f"A {task_type} task does not take this file.",
+                    fields={
+                        "input_files": f"file {file_id} is {stored.content_type}; "
+                        f"{task_type} takes {', '.join(sorted(accepted))}"
+                    },
+                )
         task = await self.uow.repository(TaskRepository, actor.tenant_id).add(
             type=task_type,
             config=config,

@@ -15,10 +15,7 @@ from typing import IO
 
 import msgspec
 
-from tenantry.application.files import UploadFile
-from tenantry.application.ownership import SYSTEM_USER
 from tenantry.application.tasks import TaskContext
-from tenantry.domain.auth import Actor
 from tenantry.domain.files import ZIP, FilePolicy, StoredFile
 
 # Read from the temporary file and handed to the store a chunk at a time, each read in a thread.
@@ -46,14 +43,4 @@ async def store_archive(
         while chunk := await asyncio.to_thread(archive.read, CHUNK):
             yield chunk
 
-    # The system writes this file on the task's behalf; only the tenant matters to it.
-    actor = Actor(
-        user_id=context.task.created_by or SYSTEM_USER, tenant_id=context.tenant_id, roles=()
-    )
-    async with context.units() as uow:
-        upload = UploadFile(context.files(uow), policy=policy, system=True)
-        stored = await upload(
-            actor, filename=filename, claimed_type="application/zip", chunks=chunks()
-        )
-    context.output_files.append(stored.id)
-    return stored
+    return await context.write_output(filename, chunks(), content_type=ZIP, policy=policy)

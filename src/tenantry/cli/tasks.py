@@ -1,0 +1,39 @@
+"""``tenantry tasks``: the task types this installation runs."""
+
+from __future__ import annotations
+
+import click
+
+from tenantry.cli.common import settings_errors_exit
+from tenantry.config import load_settings
+
+
+@click.group()
+def tasks() -> None:
+    """Background tasks."""
+
+
+@tasks.command("list")
+@settings_errors_exit
+def list_types() -> None:
+    """Every task type: built in, from installed packages (entry points of the group
+    tenantry.tasks) and from TENANTRY_TASK_MODULES, with its config fields, the input file
+    types it takes and where it comes from."""
+    import msgspec
+
+    from tenantry.bootstrap.handlers import find_handlers, handler_registry
+
+    modules = load_settings().task_modules
+    # Built as the worker builds it: a conflict or a malformed handler fails here too.
+    handler_registry(modules)
+    for found in find_handlers(modules):
+        handler = found.handler
+        fields = ", ".join(
+            field.encode_name + ("" if field.required else "?")
+            for field in msgspec.structs.fields(handler.config_type)
+        )
+        inputs = ", ".join(sorted(getattr(handler, "input_types", None) or ())) or "any"
+        click.echo(f"{handler.type}")
+        click.echo(f"    config: {{{fields}}}")
+        click.echo(f"    input files: {inputs}")
+        click.echo(f"    from: {found.source}")

@@ -1,0 +1,1 @@
+"""Modules named by TENANTRY_TASK_MODULES in the tests of task handlers from outside."""
