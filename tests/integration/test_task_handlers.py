@@ -127,3 +127,23 @@ async def test_the_cli_lists_every_type_and_where_it_comes_from() -> None:
     )
     assert code == 2
     assert "'noop' is claimed twice" in err
+
+
+async def test_openapi_documents_every_submittable_type(client: Client) -> None:
+    spec = (await client.get("/docs/openapi.json")).json()
+    body = spec["paths"]["/api/v1/tasks"]["post"]["requestBody"]["content"]["application/json"]
+    assert body["schema"] == {"$ref": "#/components/schemas/TaskCreate"}
+    schemas = spec["components"]["schemas"]
+    task = schemas["TaskCreate"]
+    # tenant.export is started by POST /api/v1/tenant/export, not here.
+    assert {"noop", "file.inspect", "image.thumbnail", "test.echo"} <= set(
+        task["properties"]["type"]["enum"]
+    )
+    assert "tenant.export" not in task["properties"]["type"]["enum"]
+    config = task["properties"]["config"]
+    assert "image.thumbnail: ThumbnailConfig" in config["description"]
+    assert {"$ref": "#/components/schemas/ThumbnailConfig"} in config["anyOf"]
+    assert set(schemas["ThumbnailConfig"]["properties"]) == {"width", "height", "format"}
+    assert (
+        "image.thumbnail: image/jpeg, image/png" in task["properties"]["input_files"]["description"]
+    )

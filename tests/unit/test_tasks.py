@@ -646,6 +646,10 @@ async def test_the_guides_handler_is_checked_submitted_and_run() -> None:
         ({"config_type": dict}, "config_type must be a msgspec.Struct class"),
         ({"run": lambda self, context, config: {}}, "run must be an async method"),
         ({"input_types": "image/png"}, "input_types must be content types"),
+        ({"timeout_seconds": 0}, "timeout_seconds must be a positive number"),
+        ({"backoff_seconds": "2"}, "backoff_seconds must be a positive number"),
+        ({"max_attempts": 0}, "max_attempts must be a whole number from 1 to 20"),
+        ({"max_attempts": 2.5}, "max_attempts must be a whole number from 1 to 20"),
     ],
 )
 def test_a_handler_that_does_not_fit_is_refused_by_name(
@@ -656,3 +660,57 @@ def test_a_handler_that_does_not_fit_is_refused_by_name(
     with pytest.raises(HandlerError, match=message) as refused:
         Registry([broken])
     assert "Broken" in str(refused.value)
+
+
+class Sleepy(Scripted):
+    """Scripted, and "sleep" sleeps for a second, "own-timeout" raises its own TimeoutError."""
+
+    type = "sleepy"
+    timeout_seconds = 0.05
+    max_attempts = 1
+
+    async def run(self, context: TaskContext, config: Config) -> dict[str, Any]:
+        if config.fail == "sleep":
+            await asyncio.sleep(1)
+        if config.fail == "own-timeout":
+            raise TimeoutError("the upstream service did not answer")
+        return await super().run(context, config)
+
+
+class Patient(Scripted):
+    type = "patient"
+    max_attempts = 5
+    backoff_seconds = 7.5
+
+
+async def run_once(handler: Scripted, fail: str) -> tuple[Any, Any]:
+    """One attempt of a ``handler`` task whose config says ``fail``: what the runner returned
+    (the retry's delay, if any) and the task as the attempt left it."""
+    world, registry = World(), Registry([handler])
+    tenant_of(world)
+    task = await SubmitTask(world.uow, FakeJobQueue(), registry)(
+        ACTOR, task_type=handler.type, config={"fail": fail}, input_files=[], request_id=None
+    )
+    retry = await runner(world, attempts=3, registry=registry)(ACTOR.tenant_id, task.id)
+    return retry, world.uow.committed.tasks[task.id]
+
+
+async def test_a_types_policy_limits_its_attempts_time_and_retries() -> None:
+    retry, task = await run_once(Sleepy(), "sleep")
+    assert (task.status, task.error_message) == (
+        TaskStatus.FAILED,
+        "The task ran longer than its 0.05 seconds.",
+    )
+    assert retry is None
+    # A TimeoutError of the handler's own is its failure, in its words.
+    _, task = await run_once(Sleepy(), "own-timeout")
+    assert task.error_message == "the upstream service did not answer"
+    # One attempt for this type, whatever TENANTRY_TASK_MAX_ATTEMPTS says (3 here).
+    retry, task = await run_once(Sleepy(), "transient")
+    assert (retry, task.status) == (None, TaskStatus.FAILED)
+    retry, task = await run_once(Patient(), "transient")
+    assert (retry, task.status) == (timedelta(seconds=7.5), TaskStatus.PENDING)
+    # Without a policy of its own, the worker's: backoff 1 s (runner's default here).
+    retry, _ = await run_once(Scripted(), "transient")
+    assert retry is not None
+    assert retry != timedelta(seconds=7.5)

@@ -54,6 +54,7 @@ from tenantry.infrastructure.security.tokens import JwtAccessTokens, SigningKeys
 from tenantry.infrastructure.storage.local import LocalDiskStorage
 from tenantry.infrastructure.storage.s3 import S3Storage
 from tenantry.presentation import app as web
+from tenantry.presentation.tasks import TaskTypesSchema
 
 log = structlog.stdlib.get_logger("tenantry.bootstrap")
 # An unfinished erasure with no batch for this long has lost its worker (each batch beats).
@@ -354,7 +355,7 @@ def create_app(
 
     return web.create_app(
         settings,
-        plugins=[SQLAlchemyPlugin(config=engine)],
+        plugins=[SQLAlchemyPlugin(config=engine), TaskTypesSchema(container.registry)],
         dependencies=providers.use_case_providers(container, engine, web.CONTROLLERS),
         readiness_checks={
             "database": lambda: database.ping(engine.get_engine()),

@@ -23,11 +23,19 @@ def list_types() -> None:
 
     from tenantry.bootstrap.handlers import find_handlers, handler_registry
 
-    modules = load_settings().task_modules
+    settings = load_settings()
+    modules = settings.task_modules
     # Built as the worker builds it: a conflict or a malformed handler fails here too.
-    handler_registry(modules)
+    registry = handler_registry(modules)
     for found in find_handlers(modules):
         handler = found.handler
+        policy = registry.policy(handler.type)
+        # The worker stops any attempt at TENANTRY_TASK_TIMEOUT_SECONDS, whatever it asks.
+        timeout = min(
+            policy.timeout_seconds or settings.task_timeout_seconds, settings.task_timeout_seconds
+        )
+        attempts = policy.max_attempts or settings.task_max_attempts
+        backoff = policy.backoff_seconds or settings.task_retry_backoff_seconds
         fields = ", ".join(
             field.encode_name + ("" if field.required else "?")
             for field in msgspec.structs.fields(handler.config_type)
@@ -36,4 +44,5 @@ def list_types() -> None:
         click.echo(f"{handler.type}")
         click.echo(f"    config: {{{fields}}}")
         click.echo(f"    input files: {inputs}")
+        click.echo(f"    attempts: {attempts}, {timeout:g} s each, backoff from {backoff:g} s")
         click.echo(f"    from: {found.source}")

@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from uuid import UUID
 
 import msgspec
@@ -14,14 +14,18 @@ from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
+from litestar.openapi.spec import OpenAPIFormat, OpenAPIType, Schema
 from litestar.params import FromPath, QueryParameter
+from litestar.plugins import OpenAPISchemaPlugin
 from litestar.response import ServerSentEvent, ServerSentEventMessage
+from litestar.typing import FieldDefinition
 
 from tenantry.application.tasks import (
     CancelTask,
     GetTask,
     GetTaskStats,
     ListTasks,
+    Registry,
     SubmitTask,
     TaskLogs,
 )
@@ -42,6 +46,9 @@ from tenantry.presentation.pagination import (
 from tenantry.presentation.reads import Read
 from tenantry.presentation.security import SIGNED_IN_ERRORS
 
+if TYPE_CHECKING:
+    from litestar._openapi.schema_generation import SchemaCreator
+
 
 class TaskCreate(msgspec.Struct, forbid_unknown_fields=True):
     type: Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=NO_NUL)]
@@ -49,6 +56,67 @@ class TaskCreate(msgspec.Struct, forbid_unknown_fields=True):
         default_factory=list
     )
     config: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class TaskTypesSchema(OpenAPISchemaPlugin):
+    """Documents TaskCreate with the task types the app's registry knows: ``type`` one of
+    those submitted here, ``config`` one of their handlers' Structs. Parsing still goes
+    through TaskCreate, so an unknown type or a bad config answers 422 naming the field."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    def is_plugin_supported_field(self, field_definition: FieldDefinition) -> bool:
+        return field_definition.annotation is TaskCreate
+
+    def to_openapi_schema(
+        self, field_definition: FieldDefinition, schema_creator: SchemaCreator
+    ) -> Schema:
+        submitted = {
+            task_type: handler
+            for task_type, handler in sorted(self.registry.handlers.items())
+            if getattr(handler, "started_by", None) is None
+        }
+        configs = [
+            schema_creator.for_field_definition(
+                FieldDefinition.from_annotation(handler.config_type)
+            )
+            for handler in submitted.values()
+        ]
+        accepts = "; ".join(
+            f"{task_type}: {', '.join(sorted(types))}"
+            for task_type in submitted
+            if (types := self.registry.input_types(task_type))
+        )
+        # A component of its own, as every other body is.
+        schema = schema_creator.schema_registry.get_schema_for_field_definition(field_definition)
+        schema.title = "TaskCreate"
+        schema.type = OpenAPIType.OBJECT
+        schema.required = ["type"]
+        schema.additional_properties = False
+        schema.description = "A task of one of the known types (`tenantry tasks list`)."
+        schema.properties = {
+            "type": Schema(type=OpenAPIType.STRING, enum=list(submitted)),
+            "config": Schema(
+                any_of=configs,
+                description="The config of the task's type: "
+                + "; ".join(
+                    f"{task_type}: {handler.config_type.__name__}"
+                    for task_type, handler in submitted.items()
+                ),
+            ),
+            "input_files": Schema(
+                type=OpenAPIType.ARRAY,
+                items=Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.UUID),
+                max_items=100,
+                description="Files of the tenant"
+                + (f"; the types they may have, by task type: {accepts}" if accepts else ""),
+            ),
+        }
+        reference = schema_creator.schema_registry.get_reference_for_field_definition(
+            field_definition
+        )
+        return reference or schema  # type: ignore[return-value]
 
 
 class TaskRead(Read):

@@ -37,6 +37,8 @@ class Thumbnail:
     type = "image.thumbnail"
     config_type = ThumbnailConfig
     input_types = frozenset(CONTENT_TYPES.values())
+    # A minute per attempt is plenty for 20 MiB images.
+    timeout_seconds = 60
 
     async def run(self, context: TaskContext, config: ThumbnailConfig) -> dict[str, Any]:
         made = {}
@@ -61,6 +63,7 @@ class Thumbnail:
                 content_type=CONTENT_TYPES[config.format],
             )
             made[str(file_id)] = {"file_id": str(stored.id), "size": stored.size}
+            context.log.info("thumbnail made", extra={"file_id": str(file_id)})
             await context.progress(int((index + 1) / len(inputs) * 100))
         return {"thumbnails": made}
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import inspect
+import logging
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -61,6 +62,8 @@ class TaskContext:
         self.clock = clock
         self.file_policy = file_policy
         self.output_files: list[UUID] = []
+        # Its lines carry the task's id, tenant and request id (the worker binds them).
+        self.log = logging.getLogger(f"tenantry.tasks.{task.type}")
         # The latest progress the handler reported, and a signal that it rose: the runner
         # writes it to the row (``runner.Pulse``), never the handler's own call.
         self.reported = task.progress
@@ -132,12 +135,29 @@ class TaskHandler(Protocol):
     """A task type: its name (``type``), the msgspec Struct its ``config`` must match, and
     ``run``, which gets the task's context and its config, and returns the task's result (a
     JSON object). Optional: ``input_types``, the content types its input files may have (any
-    when absent or empty). docs/tasks.md, "Write a task handler"."""
+    when absent or empty), and the fields of :class:`TaskPolicy`. docs/tasks.md, "Write a task
+    handler"."""
 
     type: str
     config_type: builtins.type[msgspec.Struct]
 
     async def run(self, context: TaskContext, config: Any) -> dict[str, Any]: ...
+
+
+class TaskPolicy(msgspec.Struct, frozen=True):
+    """How a type's attempts run, from its handler's attributes of the same names; None takes
+    the worker's setting. Each attempt may run ``timeout_seconds`` (then it fails, and is not
+    retried); one that raises RetryableError is retried until ``max_attempts`` attempts, after
+    ``backoff_seconds``, doubled each time. Attempts that die with their worker count against
+    TENANTRY_TASK_MAX_ATTEMPTS whatever the type."""
+
+    timeout_seconds: float | None = None
+    max_attempts: int | None = None
+    backoff_seconds: float | None = None
+
+
+# Bounds of a handler's policy: the settings' own.
+MAX_ATTEMPTS_LIMIT = 20
 
 
 # Dotted lower-case words: "file.inspect", "image.thumbnail".
@@ -197,6 +217,15 @@ class Registry:
         """The content types the type's input files may have; empty for any."""
         return frozenset(getattr(self.handler(task_type), "input_types", None) or ())
 
+    def policy(self, task_type: str) -> TaskPolicy:
+        return policy_of(self.handler(task_type))
+
+
+def policy_of(handler: object) -> TaskPolicy:
+    return TaskPolicy(
+        **{name: getattr(handler, name, None) for name in TaskPolicy.__struct_fields__}
+    )
+
 
 # msgspec's wording: "Expected `int`, got `str` - at `$.width`", "Object missing required
 # field `width`", "Object contains unknown field `colour` - at `$.resize`".
@@ -234,6 +263,23 @@ def check_handler(handler: object) -> None:
     input_types = getattr(handler, "input_types", None) or ()
     if isinstance(input_types, str) or not all(isinstance(t, str) for t in input_types):
         raise HandlerError(f"{describe(handler)}: input_types must be content types, as image/png.")
+    policy = policy_of(handler)
+    for name in ("timeout_seconds", "backoff_seconds"):
+        value = getattr(policy, name)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | float) or not value > 0
+        ):
+            raise HandlerError(f"{describe(handler)}: {name} must be a positive number.")
+    attempts = policy.max_attempts
+    if attempts is not None and (
+        isinstance(attempts, bool)
+        or not isinstance(attempts, int)
+        or not 1 <= attempts <= MAX_ATTEMPTS_LIMIT
+    ):
+        raise HandlerError(
+            f"{describe(handler)}: max_attempts must be a whole number from 1 to "
+            f"{MAX_ATTEMPTS_LIMIT}."
+        )
 
 
 def describe(handler: object) -> str:

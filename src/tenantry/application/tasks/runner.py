@@ -18,7 +18,13 @@ from uuid import UUID
 import msgspec
 
 from tenantry.application.audit import record, snapshot
-from tenantry.application.tasks import SHOWN, Registry, TaskContext, UnitOfWorkFactory
+from tenantry.application.tasks import (
+    SHOWN,
+    Registry,
+    TaskContext,
+    TaskPolicy,
+    UnitOfWorkFactory,
+)
 from tenantry.application.usage import NoUsage
 from tenantry.domain.files import FilePolicy, ObjectStorage
 from tenantry.domain.ports import Clock, UnitOfWork
@@ -132,18 +138,29 @@ class RunTask:
         status, result, error = TaskStatus.COMPLETED, None, None
         retry: timedelta | None = None
         pulse = Pulse(self.units, context, every=self.heartbeat)
+        policy = TaskPolicy()
+        limit: asyncio.Timeout | None = None
         try:
-            handler = self.registry.handler(task.type)
-            result = await handler.run(context, self.registry.config(task.type, task.config))
+            handler, policy = self.registry.handler(task.type), self.registry.policy(task.type)
+            async with asyncio.timeout(policy.timeout_seconds) as limit:
+                result = await handler.run(context, self.registry.config(task.type, task.config))
         except TaskCancelled as cancelled:
             status, error = TaskStatus.CANCELLED, str(cancelled) or None
         except RetryableError as failure:
             error = str(failure) or type(failure).__name__
             status = TaskStatus.FAILED
-            if attempt < self.max_attempts:
-                retry = self.backoff * 2 ** (attempt - 1)
+            if attempt < (policy.max_attempts or self.max_attempts):
+                backoff = (
+                    self.backoff
+                    if policy.backoff_seconds is None
+                    else timedelta(seconds=policy.backoff_seconds)
+                )
+                retry = backoff * 2 ** (attempt - 1)
         except Exception as failure:  # noqa: BLE001 - any other failure is permanent: record it
             status, error = TaskStatus.FAILED, str(failure) or type(failure).__name__
+            # The type's time limit, not a TimeoutError of the handler's own.
+            if isinstance(failure, TimeoutError) and limit is not None and limit.expired():
+                error = f"The task ran longer than its {policy.timeout_seconds:g} seconds."
         finally:
             await pulse.stop()
         seconds = time.perf_counter() - started
