@@ -141,6 +141,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     task_max_attempts: Annotated[int, msgspec.Meta(ge=1, le=20)] = 3
     task_retry_backoff_seconds: Seconds = 2.0
     task_queue_name: str = "tenantry:tasks"
+    # Tasks of one tenant that may wait to run at once; more are refused with 429 (none: no
+    # limit). A tenant's setting {"task_limits": {"pending": N}} overrides it.
+    task_max_pending_per_tenant: Annotated[int, msgspec.Meta(ge=1)] | None = None
     # Modules whose TASK_HANDLERS list more task handlers, beside the built-in ones and those
     # installed packages declare as entry points of the group "tenantry.tasks".
     task_modules: list[str] = msgspec.field(default_factory=list)

@@ -27,7 +27,7 @@ from tenantry.application.tasks.maintenance import ReapTasks
 from tenantry.application.tasks.runner import RunTask
 from tenantry.config import Settings
 from tenantry.domain.auth import Actor
-from tenantry.domain.tasks import RetryableError, Task, TaskRepository, TaskStatus
+from tenantry.domain.tasks import RetryableError, Task, TaskLimits, TaskRepository, TaskStatus
 from tenantry.infrastructure.jobs.worker import run_task
 
 from ..conftest import Client, LogLines, plain_url, superuser_headers
@@ -485,7 +485,7 @@ async def actor_of(client: Client, headers: dict[str, str]) -> Actor:
 
 async def submit_gated(container: bootstrap.Container, actor: Actor) -> Task:
     async with container.unit_of_work() as uow:
-        return await SubmitTask(uow, container.job_queue, container.registry)(
+        return await SubmitTask(uow, container.job_queue, container.registry, TaskLimits())(
             actor, task_type="test.gated", config={}, input_files=[], request_id=None
         )
 
@@ -613,3 +613,30 @@ async def test_an_idle_worker_is_woken_by_an_enqueue(settings: Settings, clean_s
                 await running
             await container.close()
             await container.alchemy.get_engine().dispose()
+
+
+async def test_pending_tasks_past_the_limit_are_refused_even_at_once(
+    settings: Settings, clean_state: None
+) -> None:
+    """Six submissions of one tenant at the same moment against a limit of three: exactly
+    three wait to run, three are told to come back (429, Retry-After); another tenant is not
+    held back by them."""
+    capped = msgspec.structs.replace(task_settings(settings), task_max_pending_per_tenant=3)
+    async with AsyncTestClient(app=app_with(capped, with_worker=False)) as client:
+        acme = await owner_session(client, "acme")
+        globex = await owner_session(client, "globex")
+        answers = await asyncio.gather(
+            *(
+                client.post("/api/v1/tasks", headers=acme, json={"type": "test.noop"})
+                for _ in range(6)
+            )
+        )
+        assert sorted(a.status_code for a in answers) == [202] * 3 + [429] * 3
+        refused = next(a for a in answers if a.status_code == 429)
+        problem = assert_problem(refused, 429)
+        assert int(refused.headers["retry-after"]) > 0
+        assert problem["errors"] == [{"field": "task_limits.pending", "message": "at most 3"}]
+        listed = (await client.get("/api/v1/tasks", headers=acme)).json()
+        assert listed["total"] == 3
+        other = await client.post("/api/v1/tasks", headers=globex, json={"type": "test.noop"})
+        assert other.status_code == 202, other.text

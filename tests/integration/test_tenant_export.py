@@ -325,9 +325,9 @@ async def test_memory_stays_flat_whatever_the_files_weigh(
                     owner, filename=f"big-{number}.txt", claimed_type=None, chunks=content()
                 )
         async with container.unit_of_work() as uow:
-            task = await RequestTenantExport(uow, container.job_queue, container.registry)(
-                owner, request_id=None
-            )
+            task = await RequestTenantExport(
+                uow, container.job_queue, container.registry, container.task_limits
+            )(owner, request_id=None)
         context = await task_context(container, tenant_id, str(task.id))
         tracemalloc.start()
         try:

@@ -537,6 +537,14 @@ class FakeTaskRepository(MemoryRepository[Task]):
         self.store.tasks[task.id] = msgspec.structs.replace(task, **changes)
         return self.store.tasks[task.id]
 
+    async def count_pending(self) -> int:
+        # One unit of work at a time here: nothing to lock.
+        return sum(
+            1
+            for task in self.store.tasks.values()
+            if task.tenant_id == self.tenant_id and task.status == TaskStatus.PENDING
+        )
+
     async def start(self, task_id: UUID, *, at: datetime, max_attempts: int) -> Task | None:
         task = await self.get(task_id)
         if task is None or task.status in FINISHED:

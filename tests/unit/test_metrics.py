@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from tenantry.application.tasks import Registry, SubmitTask, TaskContext
 from tenantry.application.tasks.runner import RunTask
-from tenantry.domain.tasks import TaskRepository, TaskStatus
+from tenantry.domain.tasks import TaskLimits, TaskRepository, TaskStatus
 from tenantry.infrastructure.observability.metrics import (
     USAGE_BUSIEST,
     PrometheusRequestMetrics,
@@ -81,7 +81,7 @@ async def test_every_attempt_is_started_and_ends_in_one_outcome() -> None:
     await run(ACTOR.tenant_id, flaky.id)
     broken = await submitted(world, queue, fail="permanent")
     await run(ACTOR.tenant_id, broken.id)
-    stopped = await SubmitTask(world.uow, queue, run.registry)(
+    stopped = await SubmitTask(world.uow, queue, run.registry, TaskLimits())(
         ACTOR, task_type="cancelled", config={}, input_files=[], request_id=None
     )
     await run(ACTOR.tenant_id, stopped.id)

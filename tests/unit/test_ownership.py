@@ -23,7 +23,7 @@ from tenantry.application.tasks.runner import RunTask
 from tenantry.domain.auth import Actor
 from tenantry.domain.errors import Forbidden, NotFound
 from tenantry.domain.files import TEXT, FilePolicy
-from tenantry.domain.tasks import TaskStatus
+from tenantry.domain.tasks import TaskLimits, TaskStatus
 from tenantry.domain.tenants import Tenant, TenantStatus
 from tenantry.domain.users import Role
 
@@ -109,7 +109,7 @@ class Case:
             )
             self.id = stored.id
             return stored.created_by
-        task = await SubmitTask(uow, FakeJobQueue(), Registry([Noop()]))(
+        task = await SubmitTask(uow, FakeJobQueue(), Registry([Noop()]), TaskLimits())(
             actor, task_type="noop", config={}, input_files=[], request_id=None
         )
         self.id = task.id
@@ -215,7 +215,7 @@ async def test_an_exports_file_belongs_to_the_tasks_submitter(submitter_gone: bo
     )
     project = await CreateProject(world.uow)(MIA, name="Apollo")
     registry = Registry([ProjectExport()])
-    task = await SubmitTask(world.uow, FakeJobQueue(), registry)(
+    task = await SubmitTask(world.uow, FakeJobQueue(), registry, TaskLimits())(
         MIA,
         task_type="project.export",
         config={"project_id": str(project.id)},

@@ -12,7 +12,7 @@ from tenantry.application.files import Files
 from tenantry.application.tasks import Registry, SubmitTask
 from tenantry.bootstrap import providers
 from tenantry.domain.ports import Clock, UnitOfWork
-from tenantry.domain.tasks import JobQueue
+from tenantry.domain.tasks import JobQueue, TaskLimits
 from tenantry.presentation.app import CONTROLLERS
 from tenantry.presentation.projects import ProjectController
 
@@ -52,6 +52,7 @@ def test_the_ports_come_from_the_constructor() -> None:
         "uow": UnitOfWork,
         "queue": JobQueue,
         "registry": Registry,
+        "limits": TaskLimits,
     }
     assert providers.constructor_ports(DeleteDocument) == {"uow": UnitOfWork, "clock": Clock}
 

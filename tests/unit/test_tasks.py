@@ -39,8 +39,10 @@ from tenantry.domain.tasks import (
     RetryableError,
     TaskCancelled,
     TaskFinished,
+    TaskLimits,
     TaskMetrics,
     TaskStatus,
+    TooManyPendingTasks,
 )
 from tenantry.domain.tenants import Tenant, TenantStatus
 from tenantry.domain.users import Role
@@ -117,7 +119,7 @@ def runner(
 async def submitted(world: World, queue: FakeJobQueue, fail: str = "") -> Any:
     if ACTOR.tenant_id not in world.uow.committed.tenants:
         tenant_of(world)
-    submit = SubmitTask(world.uow, queue, Registry([Scripted(), Noop()]))
+    submit = SubmitTask(world.uow, queue, Registry([Scripted(), Noop()]), TaskLimits())
     return await submit(
         ACTOR, task_type="scripted", config={"fail": fail}, input_files=[], request_id="r1"
     )
@@ -130,11 +132,11 @@ async def test_submit_validates_then_commits_then_enqueues() -> None:
     assert world.uow.committed.tasks[task.id].status == TaskStatus.PENDING
     for bad in ({"type": "nope", "config": {}}, {"type": "scripted", "config": {"other": 1}}):
         with pytest.raises(Invalid):
-            await SubmitTask(world.uow, queue, Registry([Scripted()]))(
+            await SubmitTask(world.uow, queue, Registry([Scripted()]), TaskLimits())(
                 ACTOR, task_type=bad["type"], config=bad["config"], input_files=[], request_id=None
             )
     with pytest.raises(Invalid):
-        await SubmitTask(world.uow, queue, Registry([Scripted()]))(
+        await SubmitTask(world.uow, queue, Registry([Scripted()]), TaskLimits())(
             ACTOR, task_type="scripted", config={}, input_files=[uuid4()], request_id=None
         )
     assert queue.enqueued == [task.id]
@@ -219,7 +221,7 @@ async def test_progress_reaches_the_row_while_the_handler_runs_and_with_its_end(
     world, handler = World(), Reporting()
     tenant_of(world)
     registry = Registry([handler])
-    task = await SubmitTask(world.uow, FakeJobQueue(), registry)(
+    task = await SubmitTask(world.uow, FakeJobQueue(), registry, TaskLimits())(
         ACTOR, task_type="reporting", config={}, input_files=[], request_id=None
     )
     attempt = asyncio.create_task(runner(world, registry=registry)(ACTOR.tenant_id, task.id))
@@ -242,7 +244,7 @@ async def test_a_cancelled_attempt_keeps_the_progress_it_reported_last() -> None
     world = World()
     tenant_of(world)
     registry = Registry([CancelledMidway()])
-    task = await SubmitTask(world.uow, FakeJobQueue(), registry)(
+    task = await SubmitTask(world.uow, FakeJobQueue(), registry, TaskLimits())(
         ACTOR, task_type="scripted", config={}, input_files=[], request_id=None
     )
     assert await runner(world, registry=registry)(ACTOR.tenant_id, task.id) is None
@@ -274,7 +276,7 @@ class Gated:
 async def gated(world: World, gate: Gated) -> Any:
     if ACTOR.tenant_id not in world.uow.committed.tenants:
         tenant_of(world)
-    return await SubmitTask(world.uow, FakeJobQueue(), Registry([gate]))(
+    return await SubmitTask(world.uow, FakeJobQueue(), Registry([gate]), TaskLimits())(
         ACTOR, task_type="gated", config={}, input_files=[], request_id=None
     )
 
@@ -424,7 +426,7 @@ async def test_project_export_compresses_off_the_event_loop(
 
     monkeypatch.setattr(zipfile.ZipFile, "writestr", recorded)
     registry = Registry([ProjectExport()])
-    task = await SubmitTask(world.uow, queue, registry)(
+    task = await SubmitTask(world.uow, queue, registry, TaskLimits())(
         ACTOR,
         task_type="project.export",
         config={"project_id": str(project.id)},
@@ -486,7 +488,7 @@ async def test_file_inspect_hashes_a_large_chunk_off_the_event_loop() -> None:
         created_at=world.clock.now(),
     )
     registry = Registry([FileInspect()])
-    task = await SubmitTask(world.uow, queue, registry)(
+    task = await SubmitTask(world.uow, queue, registry, TaskLimits())(
         ACTOR, task_type="file.inspect", config={}, input_files=[file_id], request_id=None
     )
     ticking = asyncio.create_task(ticker.run())
@@ -509,7 +511,7 @@ def trail(world: World) -> list[AuditEvent]:
 async def test_submit_and_cancel_are_one_event_each_without_the_configs_values() -> None:
     world, queue = World(), FakeJobQueue()
     tenant_of(world)
-    submit = SubmitTask(world.uow, queue, Registry([Scripted()]))
+    submit = SubmitTask(world.uow, queue, Registry([Scripted()]), TaskLimits())
     with pytest.raises(Invalid):
         await submit(ACTOR, task_type="nope", config={}, input_files=[], request_id=None)
     task = await submit(
@@ -623,7 +625,7 @@ async def test_the_guides_handler_is_checked_submitted_and_run() -> None:
 
     world, queue = World(), FakeJobQueue()
     tenant_of(world)
-    task = await SubmitTask(world.uow, queue, registry)(
+    task = await SubmitTask(world.uow, queue, registry, TaskLimits())(
         ACTOR,
         task_type="demo.greet",
         config={"name": "Ada", "times": 2},
@@ -688,7 +690,7 @@ async def run_once(handler: Scripted, fail: str) -> tuple[Any, Any]:
     (the retry's delay, if any) and the task as the attempt left it."""
     world, registry = World(), Registry([handler])
     tenant_of(world)
-    task = await SubmitTask(world.uow, FakeJobQueue(), registry)(
+    task = await SubmitTask(world.uow, FakeJobQueue(), registry, TaskLimits())(
         ACTOR, task_type=handler.type, config={"fail": fail}, input_files=[], request_id=None
     )
     retry = await runner(world, attempts=3, registry=registry)(ACTOR.tenant_id, task.id)
@@ -714,3 +716,33 @@ async def test_a_types_policy_limits_its_attempts_time_and_retries() -> None:
     retry, _ = await run_once(Scripted(), "transient")
     assert retry is not None
     assert retry != timedelta(seconds=7.5)
+
+
+async def test_a_tenant_past_its_pending_limit_is_told_to_wait() -> None:
+    world, queue = World(), FakeJobQueue()
+    tenant_of(world)
+    registry = Registry([Noop()])
+
+    async def submit(limits: TaskLimits) -> Any:
+        return await SubmitTask(world.uow, queue, registry, limits)(
+            ACTOR, task_type="noop", config={}, input_files=[], request_id=None
+        )
+
+    for _ in range(2):
+        await submit(TaskLimits(pending=2))
+    with pytest.raises(TooManyPendingTasks) as refused:
+        await submit(TaskLimits(pending=2))
+    assert refused.value.retry_after > 0
+    assert refused.value.fields == {"task_limits.pending": "at most 2"}
+    assert len(queue.enqueued) == 2
+    # The tenant's own setting overrides the platform's default, either way.
+    tenant = world.uow.committed.tenants[ACTOR.tenant_id]
+    world.uow.committed.tenants[ACTOR.tenant_id] = msgspec.structs.replace(
+        tenant, settings={"task_limits": {"pending": 3}}
+    )
+    await submit(TaskLimits(pending=2))
+    with pytest.raises(TooManyPendingTasks):
+        await submit(TaskLimits())
+    with pytest.raises(Invalid) as invalid:
+        TaskLimits.of({"pending": 0})
+    assert "settings.task_limits" in invalid.value.fields

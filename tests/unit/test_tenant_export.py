@@ -12,6 +12,7 @@ from tenantry.application.tasks.handlers.tenant_export import TenantExport
 from tenantry.application.tenant_export import RequestTenantExport
 from tenantry.domain.auth import Actor
 from tenantry.domain.errors import Forbidden, Invalid
+from tenantry.domain.tasks import TaskLimits
 from tenantry.domain.tenant_export import looks_secret
 from tenantry.domain.users import Role
 
@@ -29,7 +30,7 @@ async def test_an_owner_starts_the_export_and_its_request_is_on_the_trail() -> N
     world, queue = World(), FakeJobQueue()
     tenant_of(world)
     owner = actor(Role.OWNER)
-    task = await RequestTenantExport(world.uow, queue, Registry([TenantExport()]))(
+    task = await RequestTenantExport(world.uow, queue, Registry([TenantExport()]), TaskLimits())(
         owner, request_id="r1"
     )
     assert (task.type, task.created_by) == ("tenant.export", owner.user_id)
@@ -47,7 +48,7 @@ async def test_anyone_but_an_owner_is_refused_and_nothing_is_written() -> None:
     tenant_of(world)
     for roles in ((Role.ADMIN,), (Role.MEMBER,), (Role.SUPERUSER,), ()):
         with pytest.raises(Forbidden):
-            await RequestTenantExport(world.uow, queue, Registry([TenantExport()]))(
+            await RequestTenantExport(world.uow, queue, Registry([TenantExport()]), TaskLimits())(
                 actor(*roles), request_id=None
             )
     assert (world.uow.committed.tasks, queue.enqueued, world.events(TENANT)) == ({}, [], [])
@@ -57,7 +58,7 @@ async def test_the_generic_submit_refuses_it_naming_its_endpoint() -> None:
     world, queue = World(), FakeJobQueue()
     tenant_of(world)
     with pytest.raises(Invalid) as refused:
-        await SubmitTask(world.uow, queue, Registry([TenantExport()]))(
+        await SubmitTask(world.uow, queue, Registry([TenantExport()]), TaskLimits())(
             actor(Role.OWNER),
             task_type="tenant.export",
             config={},

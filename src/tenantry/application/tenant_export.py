@@ -11,7 +11,7 @@ from tenantry.application.tasks import Registry, SubmitTask
 from tenantry.domain.auth import Actor
 from tenantry.domain.errors import Forbidden
 from tenantry.domain.ports import UnitOfWork
-from tenantry.domain.tasks import JobQueue, Task
+from tenantry.domain.tasks import JobQueue, Task, TaskLimits
 from tenantry.domain.tenant_export import TASK_TYPE
 from tenantry.domain.users import Role
 
@@ -27,9 +27,11 @@ class RequestTenantExport:
     """Start the export task of the caller's tenant; its request is on the trail with the task
     it started (the task's own events follow from the task feature)."""
 
-    def __init__(self, uow: UnitOfWork, queue: JobQueue, registry: Registry) -> None:
+    def __init__(
+        self, uow: UnitOfWork, queue: JobQueue, registry: Registry, limits: TaskLimits
+    ) -> None:
         self.uow = uow
-        self.tasks = SubmitTask(uow, queue, registry)
+        self.tasks = SubmitTask(uow, queue, registry, limits)
 
     async def __call__(self, actor: Actor, *, request_id: str | None) -> Task:
         require_owner(actor)

@@ -12,7 +12,7 @@ from tenantry.application.auth import USER_SHOWN, Identity
 from tenantry.domain.auth import Actor
 from tenantry.domain.errors import Conflict, Forbidden, found
 from tenantry.domain.ports import Clock, UnitOfWork
-from tenantry.domain.tasks import TENANT_SUSPENDED, TaskRepository
+from tenantry.domain.tasks import TASK_LIMITS_SETTING, TENANT_SUSPENDED, TaskLimits, TaskRepository
 from tenantry.domain.tenants import PLATFORM_SLUG, NewTenant, Tenant, TenantStatus
 from tenantry.domain.usage import LIMITS_SETTING, UsageLimits
 from tenantry.domain.users import Role, User, UserRepository
@@ -137,6 +137,8 @@ class UpdateTenant:
         require_superuser(actor)
         if settings is not None and LIMITS_SETTING in settings:
             UsageLimits.of(settings[LIMITS_SETTING])  # 422 naming the field, before any write
+        if settings is not None and TASK_LIMITS_SETTING in settings:
+            TaskLimits.of(settings[TASK_LIMITS_SETTING])
         async with self.uow:
             current = found(await self.uow.tenants.get(tenant_id), "No such tenant.")
             if current.slug == PLATFORM_SLUG and status == TenantStatus.SUSPENDED:

@@ -38,6 +38,7 @@ from tenantry.domain.errors import Unavailable
 from tenantry.domain.files import FilePolicy
 from tenantry.domain.ports import UnitOfWork
 from tenantry.domain.secrets import DATABASE, SecretNotFound
+from tenantry.domain.tasks import TaskLimits
 from tenantry.infrastructure.cache import redis as redis_cache
 from tenantry.infrastructure.cache.rate_limit import RedisRateLimiter
 from tenantry.infrastructure.cache.usage import RedisUsageBuffer, RedisUsageMeter
@@ -91,6 +92,7 @@ class Container:
         )
         self.erasure_queue = ArqErasureQueue(self.job_queue)
         self.registry = handler_registry(settings.task_modules)
+        self.task_limits = TaskLimits(pending=settings.task_max_pending_per_tenant)
         self.usage: RedisUsageMeter | NoUsage = (
             RedisUsageMeter(
                 self.redis, self.clock, interval=timedelta(seconds=settings.usage_flush_seconds)

@@ -35,7 +35,7 @@ from tenantry.domain.auth import Actor
 from tenantry.domain.erasure import ErasureQueue
 from tenantry.domain.ports import Clock, UnitOfWork
 from tenantry.domain.secrets import SecretStore
-from tenantry.domain.tasks import JobQueue
+from tenantry.domain.tasks import JobQueue, TaskLimits
 from tenantry.infrastructure.db.uow import SqlUnitOfWork
 
 if TYPE_CHECKING:
@@ -53,6 +53,7 @@ SHARED: dict[Any, Callable[[Container], Any]] = {
     ErasureQueue: attrgetter("erasure_queue"),
     JobQueue: attrgetter("job_queue"),
     Registry: attrgetter("registry"),
+    TaskLimits: attrgetter("task_limits"),
     SecretStore: attrgetter("secrets"),
 }
 

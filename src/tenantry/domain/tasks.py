@@ -8,12 +8,12 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, ClassVar, Protocol
+from typing import Annotated, Any, ClassVar, Protocol
 from uuid import UUID
 
 import msgspec
 
-from tenantry.domain.errors import DomainError
+from tenantry.domain.errors import DomainError, Invalid, RateLimited
 from tenantry.domain.repository import Repository
 
 
@@ -29,6 +29,48 @@ FINISHED = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCEL
 # Why a task ended without its handler saying so.
 WORKER_LOST = "The worker running this task stopped responding."
 TENANT_SUSPENDED = "The tenant was suspended."
+
+# The tenant setting that overrides the platform's task limits for one tenant.
+TASK_LIMITS_SETTING = "task_limits"
+# What a submission refused for the pending limit is told to wait before trying again.
+PENDING_RETRY_AFTER_S = 10
+
+
+class TaskLimits(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """How many tasks of one tenant may wait to run (``pending``); None is no limit. The
+    platform's default is TENANTRY_TASK_MAX_PENDING_PER_TENANT; a tenant's setting
+    ``task_limits`` overrides it."""
+
+    pending: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
+
+    @classmethod
+    def of(cls, value: object) -> TaskLimits:
+        """The limits a tenant setting holds (null: none); Invalid naming the field otherwise."""
+        if value is None:
+            return cls()
+        try:
+            return msgspec.convert(value, cls)
+        except msgspec.ValidationError as error:
+            raise Invalid(
+                "Invalid task limits.", fields={f"settings.{TASK_LIMITS_SETTING}": str(error)}
+            ) from None
+
+    def over(self, tenant_settings: dict[str, Any]) -> TaskLimits:
+        """These limits, but for those the tenant's own setting gives."""
+        own = TaskLimits.of(tenant_settings.get(TASK_LIMITS_SETTING))
+        return TaskLimits(pending=own.pending if own.pending is not None else self.pending)
+
+
+class TooManyPendingTasks(RateLimited):
+    """The tenant has as many tasks waiting to run as its limit allows."""
+
+    def __init__(self, allowed: int) -> None:
+        super().__init__(
+            f"The tenant has {allowed} tasks waiting to run, as many as it may; submit more "
+            "once some have started.",
+            retry_after=PENDING_RETRY_AFTER_S,
+        )
+        self.fields = {f"{TASK_LIMITS_SETTING}.pending": f"at most {allowed}"}
 
 
 class Task(msgspec.Struct, kw_only=True, frozen=True):
@@ -111,6 +153,11 @@ class TaskCancelled(Exception):
 
 class TaskRepository(Repository[Task], Protocol):
     """Tasks of one tenant. Status changes are conditional updates: the row decides."""
+
+    async def count_pending(self) -> int:
+        """The tenant's pending tasks, counted under a lock of the tenant's held until the
+        transaction ends: concurrent submissions of one tenant count one after another."""
+        ...
 
     async def start(self, task_id: UUID, *, at: datetime, max_attempts: int) -> Task | None:
         """pending (or processing, after a crash) -> processing, counting the attempt in the

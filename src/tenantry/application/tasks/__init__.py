@@ -33,10 +33,12 @@ from tenantry.domain.tasks import (
     Task,
     TaskCancelled,
     TaskFinished,
+    TaskLimits,
     TaskLog,
     TaskRepository,
     TaskStats,
     TaskStatus,
+    TooManyPendingTasks,
 )
 from tenantry.domain.tenants import Tenant, TenantStatus
 
@@ -293,10 +295,13 @@ CANCEL_SHOWN = ("status", "cancel_requested")
 
 
 class SubmitTask:
-    def __init__(self, uow: UnitOfWork, queue: JobQueue, registry: Registry) -> None:
+    def __init__(
+        self, uow: UnitOfWork, queue: JobQueue, registry: Registry, limits: TaskLimits
+    ) -> None:
         self.uow = uow
         self.queue = queue
         self.registry = registry
+        self.limits = limits
 
     async def __call__(
         self,
@@ -322,6 +327,11 @@ class SubmitTask:
         """The task's row and its event, in the open unit of work, for the caller to commit:
         a use case that starts a task of its own commits them with its own change."""
         self.registry.config(task_type, config)
+        tasks = self.uow.repository(TaskRepository, actor.tenant_id)
+        tenant = await self.uow.tenants.get(actor.tenant_id)
+        allowed = self.limits.over(tenant.settings if tenant else {}).pending
+        if allowed is not None and await tasks.count_pending() >= allowed:
+            raise TooManyPendingTasks(allowed)
         accepted = self.registry.input_types(task_type)
         files = self.uow.repository(FileRepository, actor.tenant_id)
         for file_id in input_files:
@@ -336,7 +346,7 @@ class SubmitTask:
                         f"{task_type} takes {', '.join(sorted(accepted))}"
                     },
                 )
-        task = await self.uow.repository(TaskRepository, actor.tenant_id).add(
+        task = await tasks.add(
             type=task_type,
             config=config,
             input_files=list(input_files),

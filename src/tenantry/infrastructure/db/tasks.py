@@ -127,6 +127,18 @@ class SqlTaskRepository(SqlRepository[Task]):
     def _compiled_update(self) -> Update:
         return update(self.table()).where(*self.compiled_filters(), _tasks.c.id == bindparam("id"))
 
+    async def count_pending(self) -> int:
+        # A transaction-scoped lock of this tenant's submissions: the count, and the insert
+        # that follows it, one submission after another.
+        key = func.hashtextextended(f"tenantry.tasks.pending:{self.tenant_id}", 0)
+        await self.session.execute(select(func.pg_advisory_xact_lock(key)))
+        pending = await self.session.scalar(
+            select(func.count())
+            .select_from(_tasks)
+            .where(*self.filters(), _tasks.c.status == TaskStatus.PENDING.value)
+        )
+        return int(pending or 0)
+
     async def start(self, task_id: UUID, *, at: datetime, max_attempts: int) -> Task | None:
         def build() -> ClauseElement:
             at = bindparam("at", type_=_tasks.c.started_at.type)
