@@ -13,8 +13,9 @@ from uuid import UUID
 
 import msgspec
 
-from tenantry.domain.errors import DomainError, Invalid, RateLimited
+from tenantry.domain.errors import DomainError, RateLimited
 from tenantry.domain.repository import Repository
+from tenantry.domain.tenants import setting_value
 
 
 class TaskStatus(enum.StrEnum):
@@ -46,14 +47,7 @@ class TaskLimits(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_field
     @classmethod
     def of(cls, value: object) -> TaskLimits:
         """The limits a tenant setting holds (null: none); Invalid naming the field otherwise."""
-        if value is None:
-            return cls()
-        try:
-            return msgspec.convert(value, cls)
-        except msgspec.ValidationError as error:
-            raise Invalid(
-                "Invalid task limits.", fields={f"settings.{TASK_LIMITS_SETTING}": str(error)}
-            ) from None
+        return setting_value(value, cls, TASK_LIMITS_SETTING)
 
     def over(self, tenant_settings: dict[str, Any]) -> TaskLimits:
         """These limits, but for those the tenant's own setting gives."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import re
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 import msgspec
@@ -104,3 +104,17 @@ class TenantRepository(Protocol):
         status: TenantStatus | None = None,
         settings: dict[str, Any] | None = None,
     ) -> Tenant | None: ...
+
+
+SettingT = TypeVar("SettingT", bound=msgspec.Struct)
+
+
+def setting_value(value: object, kind: type[SettingT], name: str) -> SettingT:
+    """A tenant setting's value as ``kind`` (its defaults when null); Invalid naming the
+    setting (``settings.<name>``) when it does not fit."""
+    if value is None:
+        return kind()
+    try:
+        return msgspec.convert(value, kind)
+    except msgspec.ValidationError as error:
+        raise Invalid(f"Invalid {name} setting.", fields={f"settings.{name}": str(error)}) from None

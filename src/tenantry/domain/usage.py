@@ -14,8 +14,9 @@ from uuid import UUID
 
 import msgspec
 
-from tenantry.domain.errors import Invalid, RateLimited
+from tenantry.domain.errors import RateLimited
 from tenantry.domain.repository import Repository
+from tenantry.domain.tenants import setting_value
 
 # The widest range one read of a tenant's usage covers.
 USAGE_DAYS_MAX = 400
@@ -61,14 +62,7 @@ class UsageLimits(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
     @classmethod
     def of(cls, value: object) -> UsageLimits:
         """The limits a tenant setting holds (null: none); Invalid naming the field otherwise."""
-        if value is None:
-            return cls()
-        try:
-            return msgspec.convert(value, cls)
-        except msgspec.ValidationError as error:
-            raise Invalid(
-                "Invalid usage limits.", fields={f"settings.{LIMITS_SETTING}": str(error)}
-            ) from None
+        return setting_value(value, cls, LIMITS_SETTING)
 
     @property
     def any(self) -> bool:
