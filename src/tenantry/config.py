@@ -141,6 +141,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     task_max_attempts: Annotated[int, msgspec.Meta(ge=1, le=20)] = 3
     task_retry_backoff_seconds: Seconds = 2.0
     task_queue_name: str = "tenantry:tasks"
+    # Tasks in the queue at once (running ones included); the rest wait in their tenant's
+    # backlog and are dispatched one tenant after the other. About the workers' slots in all
+    # (workers x worker_concurrency): fewer leaves slots idle, more lets one tenant's backlog
+    # get further ahead of another's first task.
+    task_dispatch_window: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 40
     # Tasks of one tenant that may wait to run at once; more are refused with 429 (none: no
     # limit). A tenant's setting {"task_limits": {"pending": N}} overrides it.
     task_max_pending_per_tenant: Annotated[int, msgspec.Meta(ge=1)] | None = None

@@ -169,7 +169,11 @@ async def many_tenants(database_owner: asyncpg.Connection, created: str) -> list
 
 
 async def queued(container: bootstrap.Container) -> set[str]:
-    jobs = await container.job_queue.redis.zrange(container.settings.task_queue_name, 0, -1)
+    """Every job waiting: due in the queue, or in its tenant's backlog (the fair dispatch's)."""
+    redis, name = container.job_queue.redis, container.settings.task_queue_name
+    jobs = set(await redis.zrange(name, 0, -1))
+    async for backlog in redis.scan_iter(match=f"{name}:fair:backlog:*"):
+        jobs |= set(await redis.lrange(backlog, 0, -1))
     return {job.decode() for job in jobs}
 
 

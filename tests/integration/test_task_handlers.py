@@ -20,7 +20,7 @@ from tenantry.application.tasks import HandlerError
 from tenantry.bootstrap.handlers import handler_registry
 from tenantry.config import Settings
 
-from ..conftest import Client
+from ..conftest import Client, captured_logs
 from .identity import owner_session
 from .test_cli import in_process
 from .test_health import assert_problem
@@ -50,14 +50,23 @@ async def test_the_example_packages_handler_makes_thumbnails(client: Client) -> 
     )
     assert uploaded.status_code == 201, uploaded.text
     file_id = uploaded.json()["id"]
-    task = await submit(
-        client,
-        owner,
-        "image.thumbnail",
-        input_files=[file_id],
-        config={"width": 64, "height": 64, "format": "png"},
+    with captured_logs() as lines:
+        task = await submit(
+            client,
+            {**owner, "X-Request-ID": "req-thumbnail"},
+            "image.thumbnail",
+            input_files=[file_id],
+            config={"width": 64, "height": 64, "format": "png"},
+        )
+        done = await wait_for(client, owner, task["id"], "completed", "failed")
+    # The handler's own line (context.log), carrying what the worker's lines carry.
+    [made_line] = lines.of("tenantry.tasks.image.thumbnail")
+    assert made_line["message"] == "thumbnail made"
+    assert (made_line["request_id"], made_line["task_id"], made_line["file_id"]) == (
+        "req-thumbnail",
+        task["id"],
+        file_id,
     )
-    done = await wait_for(client, owner, task["id"], "completed", "failed")
     assert done["status"] == "completed", done["error_message"]
     made = done["result"]["thumbnails"][file_id]
     assert done["output_files"] == [made["file_id"]]

@@ -28,6 +28,7 @@ from tenantry.application.tasks.runner import RunTask
 from tenantry.config import Settings
 from tenantry.domain.auth import Actor
 from tenantry.domain.tasks import RetryableError, Task, TaskLimits, TaskRepository, TaskStatus
+from tenantry.infrastructure.jobs.queue import ArqJobQueue, Dispatcher
 from tenantry.infrastructure.jobs.worker import run_task
 
 from ..conftest import Client, LogLines, plain_url, superuser_headers
@@ -640,3 +641,50 @@ async def test_pending_tasks_past_the_limit_are_refused_even_at_once(
         assert listed["total"] == 3
         other = await client.post("/api/v1/tasks", headers=globex, json={"type": "test.noop"})
         assert other.status_code == 202, other.text
+
+
+async def test_the_dispatch_takes_tenants_in_turn_within_its_window(redis_url: str) -> None:
+    """The queue's fair dispatch on a real Redis: a tenant's tasks wait in its backlog, and
+    the queue takes the tenants in turn, never holding more than its window."""
+    name = f"test:tasks:{uuid.uuid4().hex}"
+    queue = ArqJobQueue(redis_url, queue_name=name, timeout=5, window=4)
+    now = datetime.now(UTC)
+
+    def tasks(tenant: uuid.UUID, count: int) -> list[Task]:
+        return [
+            Task(id=uuid.uuid4(), tenant_id=tenant, type="noop", created_at=now, updated_at=now)
+            for _ in range(count)
+        ]
+
+    a, b = tasks(uuid.uuid4(), 10), tasks(uuid.uuid4(), 3)
+    try:
+        for task in [*a, *b, a[0]]:  # a[0] twice: queued once
+            await queue.enqueue(task, request_id=None)
+
+        async def due() -> set[str]:
+            # One dispatch gives its jobs one score: compared as sets.
+            return {job.decode() for job in await queue.redis.zrange(name, 0, -1)}
+
+        def ids(*chosen: Task) -> set[str]:
+            return {str(task.id) for task in chosen}
+
+        # The window was full with A's first four before B came.
+        assert await due() == ids(*a[:4])
+        dispatch = Dispatcher(name, window=4)
+        assert await dispatch(queue.redis) == 0
+        # Two jobs end (arq takes them out of the queue): B's first, and A's fifth.
+        await queue.redis.zrem(name, str(a[0].id), str(a[1].id))
+        assert await dispatch(queue.redis) == 2
+        assert await due() == ids(a[2], a[3], b[0], a[4])
+        await queue.redis.zrem(name, *(await due()))
+        # Then B and A in turn: not A's next four.
+        assert await dispatch(queue.redis) == 4
+        assert await due() == ids(b[1], a[5], b[2], a[6])
+        # B's backlog is empty: it has left the ring; A's remains.
+        ring = [t.decode() for t in await queue.redis.lrange(f"{name}:fair:ring", 0, -1)]
+        assert ring == [str(a[0].tenant_id)]
+    finally:
+        keys = [key async for key in queue.redis.scan_iter(match=f"{name}*")]
+        keys += [f"arq:job:{t.id}" for t in a + b]
+        await queue.redis.delete(*keys)
+        await queue.close()

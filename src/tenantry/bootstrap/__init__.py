@@ -89,6 +89,7 @@ class Container:
             settings.required("redis_url"),
             queue_name=settings.task_queue_name,
             timeout=settings.db_connect_timeout,
+            window=settings.task_dispatch_window,
         )
         self.erasure_queue = ArqErasureQueue(self.job_queue)
         self.registry = handler_registry(settings.task_modules)
@@ -177,6 +178,7 @@ class Container:
             concurrency=settings.worker_concurrency,
             timeout=timedelta(seconds=settings.task_timeout_seconds),
             max_attempts=settings.task_max_attempts,
+            dispatch_window=settings.task_dispatch_window,
             handle_signals=handle_signals,
             completion_wait=completion_wait,
         )

@@ -16,7 +16,7 @@ from arq.constants import in_progress_key_prefix
 from arq.worker import Worker
 from redis.exceptions import RedisError
 
-from tenantry.infrastructure.jobs.queue import wake_channel
+from tenantry.infrastructure.jobs.queue import Dispatcher, wake_channel
 from tenantry.infrastructure.observability.metrics import WorkerGauges
 
 RunTask = Callable[[UUID, UUID], Awaitable[timedelta | None]]
@@ -114,9 +114,10 @@ class PatientWorker(Worker):
 
     redis_down = False
 
-    def __init__(self, *args: Any, wake_channel: str, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, wake_channel: str, dispatch: Dispatcher, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.wake_channel = wake_channel
+        self.dispatch = dispatch
         # arq's loop sleeps poll_delay after each poll; here the wait is this class's own.
         self.poll_wait, self.poll_delay_s = self.poll_delay_s, 0
         self.woken = asyncio.Event()
@@ -138,6 +139,8 @@ class PatientWorker(Worker):
         self.full = self.job_counter >= self.max_jobs
         self.read_all = False
         try:
+            # Tenants' backlogged tasks into the queue, as far as its window has room.
+            await self.dispatch(self.pool)
             await super()._poll_iteration()
         except RedisError as error:
             if not self.redis_down:
@@ -202,6 +205,7 @@ def build_worker(
     concurrency: int,
     timeout: timedelta,
     max_attempts: int,
+    dispatch_window: int,
     handle_signals: bool,
     completion_wait: timedelta = timedelta(0),
 ) -> Worker:
@@ -210,6 +214,7 @@ def build_worker(
     )
     worker = PatientWorker(
         wake_channel=wake_channel(queue_name),
+        dispatch=Dispatcher(queue_name, window=dispatch_window),
         functions=[run_task, erase_tenant],
         cron_jobs=[
             cron(reconcile, second={0, 30}, run_at_startup=True, unique=True),
