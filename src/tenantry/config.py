@@ -149,6 +149,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # Tasks of one tenant that may wait to run at once; more are refused with 429 (none: no
     # limit). A tenant's setting {"task_limits": {"pending": N}} overrides it.
     task_max_pending_per_tenant: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    # Tasks of one tenant that may run at once, whatever the workers' free slots (none: no
+    # limit); the others wait their turn. {"task_limits": {"running": N}} overrides it.
+    task_max_running_per_tenant: Annotated[int, msgspec.Meta(ge=1)] | None = None
     # Modules whose TASK_HANDLERS list more task handlers, beside the built-in ones and those
     # installed packages declare as entry points of the group "tenantry.tasks".
     task_modules: list[str] = msgspec.field(default_factory=list)

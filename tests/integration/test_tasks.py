@@ -670,7 +670,7 @@ async def test_the_dispatch_takes_tenants_in_turn_within_its_window(redis_url: s
 
         # The window was full with A's first four before B came.
         assert await due() == ids(*a[:4])
-        dispatch = Dispatcher(name, window=4)
+        dispatch = Dispatcher(name, window=4, running_limit=None)
         assert await dispatch(queue.redis) == 0
         # Two jobs end (arq takes them out of the queue): B's first, and A's fifth.
         await queue.redis.zrem(name, str(a[0].id), str(a[1].id))
@@ -683,6 +683,44 @@ async def test_the_dispatch_takes_tenants_in_turn_within_its_window(redis_url: s
         # B's backlog is empty: it has left the ring; A's remains.
         ring = [t.decode() for t in await queue.redis.lrange(f"{name}:fair:ring", 0, -1)]
         assert ring == [str(a[0].tenant_id)]
+    finally:
+        keys = [key async for key in queue.redis.scan_iter(match=f"{name}*")]
+        keys += [f"arq:job:{t.id}" for t in a + b]
+        await queue.redis.delete(*keys)
+        await queue.close()
+
+
+async def test_a_tenant_past_its_running_limit_is_passed_over(redis_url: str) -> None:
+    """A tenant limited to 2 tasks at once has no more than 2 in the queue, however wide the
+    window; the others' tasks take the room, and its next goes in as one of its own ends."""
+    name = f"test:tasks:{uuid.uuid4().hex}"
+    queue = ArqJobQueue(redis_url, queue_name=name, timeout=5, window=10)
+    now = datetime.now(UTC)
+
+    def tasks(tenant: uuid.UUID, count: int) -> list[Task]:
+        return [
+            Task(id=uuid.uuid4(), tenant_id=tenant, type="noop", created_at=now, updated_at=now)
+            for _ in range(count)
+        ]
+
+    a, b = tasks(uuid.uuid4(), 6), tasks(uuid.uuid4(), 3)
+    try:
+        for task in a:
+            await queue.enqueue(task, request_id=None, running_limit=2)
+        for task in b:
+            await queue.enqueue(task, request_id=None, running_limit=0)
+        due = {job.decode() for job in await queue.redis.zrange(name, 0, -1)}
+        assert due == {str(t.id) for t in [*a[:2], *b]}
+        # One of A's ends: its third goes in, and no more.
+        await queue.redis.zrem(name, str(a[0].id))
+        assert await Dispatcher(name, window=10, running_limit=None)(queue.redis) == 1
+        due = {job.decode() for job in await queue.redis.zrange(name, 0, -1)}
+        assert due == {str(t.id) for t in [a[1], a[2], *b]}
+        # A limit lifted by a later submission holds from then on.
+        a += tasks(a[0].tenant_id, 1)
+        await queue.enqueue(a[-1], request_id=None, running_limit=0)
+        due = {job.decode() for job in await queue.redis.zrange(name, 0, -1)}
+        assert due == {str(t.id) for t in [*a[1:], *b]}
     finally:
         keys = [key async for key in queue.redis.scan_iter(match=f"{name}*")]
         keys += [f"arq:job:{t.id}" for t in a + b]

@@ -738,9 +738,13 @@ FAKES: dict[Any, Callable[[FakeStore, UUID, FakeClock], Any]] = {
 class FakeJobQueue:
     def __init__(self) -> None:
         self.enqueued: list[UUID] = []
+        self.running_limits: list[int | None] = []
 
-    async def enqueue(self, task: Task, *, request_id: str | None) -> None:
+    async def enqueue(
+        self, task: Task, *, request_id: str | None, running_limit: int | None = None
+    ) -> None:
         self.enqueued.append(task.id)
+        self.running_limits.append(running_limit)
 
 
 class FakeStorage:

@@ -740,7 +740,9 @@ async def test_a_tenant_past_its_pending_limit_is_told_to_wait() -> None:
     world.uow.committed.tenants[ACTOR.tenant_id] = msgspec.structs.replace(
         tenant, settings={"task_limits": {"pending": 3}}
     )
-    await submit(TaskLimits(pending=2))
+    await submit(TaskLimits(pending=2, running=4))
+    # The queue gets the tenant's running limit with each task: the default here, 0 for none.
+    assert queue.running_limits[-2:] == [0, 4]
     with pytest.raises(TooManyPendingTasks):
         await submit(TaskLimits())
     with pytest.raises(Invalid) as invalid:

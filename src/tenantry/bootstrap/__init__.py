@@ -90,10 +90,14 @@ class Container:
             queue_name=settings.task_queue_name,
             timeout=settings.db_connect_timeout,
             window=settings.task_dispatch_window,
+            running_limit=settings.task_max_running_per_tenant,
         )
         self.erasure_queue = ArqErasureQueue(self.job_queue)
         self.registry = handler_registry(settings.task_modules)
-        self.task_limits = TaskLimits(pending=settings.task_max_pending_per_tenant)
+        self.task_limits = TaskLimits(
+            pending=settings.task_max_pending_per_tenant,
+            running=settings.task_max_running_per_tenant,
+        )
         self.usage: RedisUsageMeter | NoUsage = (
             RedisUsageMeter(
                 self.redis, self.clock, interval=timedelta(seconds=settings.usage_flush_seconds)
@@ -179,6 +183,7 @@ class Container:
             timeout=timedelta(seconds=settings.task_timeout_seconds),
             max_attempts=settings.task_max_attempts,
             dispatch_window=settings.task_dispatch_window,
+            running_limit=settings.task_max_running_per_tenant,
             handle_signals=handle_signals,
             completion_wait=completion_wait,
         )

@@ -38,11 +38,13 @@ PENDING_RETRY_AFTER_S = 10
 
 
 class TaskLimits(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
-    """How many tasks of one tenant may wait to run (``pending``); None is no limit. The
-    platform's default is TENANTRY_TASK_MAX_PENDING_PER_TENANT; a tenant's setting
-    ``task_limits`` overrides it."""
+    """How many tasks of one tenant may wait to run (``pending``) and run at once
+    (``running``); None is no limit. The platform's defaults are
+    TENANTRY_TASK_MAX_PENDING_PER_TENANT and TENANTRY_TASK_MAX_RUNNING_PER_TENANT; a tenant's
+    setting ``task_limits`` overrides either."""
 
     pending: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
+    running: Annotated[int, msgspec.Meta(ge=1, le=10_000)] | None = None
 
     @classmethod
     def of(cls, value: object) -> TaskLimits:
@@ -52,7 +54,10 @@ class TaskLimits(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_field
     def over(self, tenant_settings: dict[str, Any]) -> TaskLimits:
         """These limits, but for those the tenant's own setting gives."""
         own = TaskLimits.of(tenant_settings.get(TASK_LIMITS_SETTING))
-        return TaskLimits(pending=own.pending if own.pending is not None else self.pending)
+        return TaskLimits(
+            pending=own.pending if own.pending is not None else self.pending,
+            running=own.running if own.running is not None else self.running,
+        )
 
 
 class TooManyPendingTasks(RateLimited):
@@ -208,7 +213,13 @@ class TaskSweeps(Protocol):
 class JobQueue(Protocol):
     """Carries task ids to workers. The job id is the task id: a double submit runs once."""
 
-    async def enqueue(self, task: Task, *, request_id: str | None) -> None: ...
+    async def enqueue(
+        self, task: Task, *, request_id: str | None, running_limit: int | None = None
+    ) -> None:
+        """Queue the task's job. ``running_limit``: the tenant's cap on its tasks running at
+        once (0 for none), when the caller knows it; otherwise the last one given for the
+        tenant holds, or the workers' default."""
+        ...
 
 
 class TaskMetrics(Protocol):

@@ -302,6 +302,8 @@ class SubmitTask:
         self.queue = queue
         self.registry = registry
         self.limits = limits
+        # The submitting tenant's own, once add() has read them: the queue holds it to them.
+        self.tenant_limits = limits
 
     async def __call__(
         self,
@@ -329,7 +331,8 @@ class SubmitTask:
         self.registry.config(task_type, config)
         tasks = self.uow.repository(TaskRepository, actor.tenant_id)
         tenant = await self.uow.tenants.get(actor.tenant_id)
-        allowed = self.limits.over(tenant.settings if tenant else {}).pending
+        self.tenant_limits = self.limits.over(tenant.settings if tenant else {})
+        allowed = self.tenant_limits.pending
         if allowed is not None and await tasks.count_pending() >= allowed:
             raise TooManyPendingTasks(allowed)
         accepted = self.registry.input_types(task_type)
@@ -365,7 +368,10 @@ class SubmitTask:
     async def enqueue(self, task: Task, *, request_id: str | None) -> None:
         """Once the task's row is committed: a rolled-back request never runs a job. Should
         this enqueue be lost, the worker's reconciler finds the pending row."""
-        await self.queue.enqueue(task, request_id=request_id)
+        # 0: none, which also lifts one the tenant had.
+        await self.queue.enqueue(
+            task, request_id=request_id, running_limit=self.tenant_limits.running or 0
+        )
 
 
 class GetTask:

@@ -36,34 +36,61 @@ return 1
 # other round the ring, while fewer than ``window`` jobs are due there (running ones included:
 # arq keeps a job in the queue until it ends). So a tenant's thousand tasks wait in its own
 # backlog, and another tenant's first task is at most ``window`` jobs and one round behind.
+#
+# A tenant with a running limit (its own in the ``limits`` hash, written at enqueue, else
+# ``running``; 0 for none) is passed over while that many of its jobs are in the queue: the
+# set of its dispatched ids, each dropped once the queue no longer holds it, counts them.
 _DISPATCH = """
-local queue, ring, active, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local queue, ring, active, wake, limits = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local now, window, prefix = ARGV[1], tonumber(ARGV[2]), ARGV[3]
-local moved = 0
+local running, held_prefix = tonumber(ARGV[4]), ARGV[5]
+local moved, passed = 0, 0
 while redis.call('zcount', queue, '-inf', now) < window do
+    local tenants = redis.call('llen', ring)
+    if tenants == 0 or passed >= tenants then break end
     local tenant = redis.call('lmove', ring, ring, 'LEFT', 'RIGHT')
-    if not tenant then break end
-    local backlog = prefix .. tenant
-    local job_id = redis.call('lpop', backlog)
-    if job_id then
-        redis.call('zadd', queue, now, job_id)
-        moved = moved + 1
+    local limit = tonumber(redis.call('hget', limits, tenant)) or running
+    local held = held_prefix .. tenant
+    local in_queue = 0
+    if limit > 0 then
+        for _, job_id in ipairs(redis.call('smembers', held)) do
+            if redis.call('zscore', queue, job_id) then
+                in_queue = in_queue + 1
+            else
+                redis.call('srem', held, job_id)
+            end
+        end
     end
-    if redis.call('llen', backlog) == 0 then
-        redis.call('lrem', ring, -1, tenant)
-        redis.call('srem', active, tenant)
+    if limit > 0 and in_queue >= limit then
+        passed = passed + 1
+    else
+        passed = 0
+        local backlog = prefix .. tenant
+        local job_id = redis.call('lpop', backlog)
+        if job_id then
+            redis.call('zadd', queue, now, job_id)
+            if limit > 0 then redis.call('sadd', held, job_id) end
+            moved = moved + 1
+        end
+        if redis.call('llen', backlog) == 0 then
+            redis.call('lrem', ring, -1, tenant)
+            redis.call('srem', active, tenant)
+        end
     end
 end
 if moved > 0 then redis.call('publish', wake, '') end
 return moved
 """
-# The task's job into its tenant's backlog (KEYS[5..7]: job, result, backlog), then dispatch.
+# The task's job into its tenant's backlog (KEYS[6..8]: job, result, backlog; ARGV[6..10]:
+# the job's lifetime and data, its id, the tenant, the tenant's running limit or ''), then
+# dispatch.
 _ENQUEUE_FAIR = (
     """
-if redis.call('exists', KEYS[5], KEYS[6]) > 0 then return -1 end
-redis.call('psetex', KEYS[5], ARGV[4], ARGV[5])
-redis.call('rpush', KEYS[7], ARGV[6])
-if redis.call('sadd', KEYS[3], ARGV[7]) == 1 then redis.call('rpush', KEYS[2], ARGV[7]) end
+if redis.call('exists', KEYS[6], KEYS[7]) > 0 then return -1 end
+redis.call('psetex', KEYS[6], ARGV[6], ARGV[7])
+redis.call('rpush', KEYS[8], ARGV[8])
+if redis.call('sadd', KEYS[3], ARGV[9]) == 1 then redis.call('rpush', KEYS[2], ARGV[9]) end
+if ARGV[10] ~= '' then redis.call('hset', KEYS[5], ARGV[9], ARGV[10]) end
 """
     + _DISPATCH
 )
@@ -77,33 +104,39 @@ def wake_channel(queue_name: str) -> str:
 class FairKeys:
     """Where a queue's fair dispatch keeps its state, beside the arq queue of that name."""
 
-    def __init__(self, queue_name: str) -> None:
+    def __init__(self, queue_name: str, *, running_limit: int | None) -> None:
         self.queue = queue_name
         self.ring = f"{queue_name}:fair:ring"
         self.active = f"{queue_name}:fair:active"
+        self.limits = f"{queue_name}:fair:limits"
         self.backlog_prefix = f"{queue_name}:fair:backlog:"
+        self.held_prefix = f"{queue_name}:fair:held:"
         self.wake = wake_channel(queue_name)
+        self.running_limit = running_limit or 0
 
     def dispatch_keys(self) -> list[str]:
-        return [self.queue, self.ring, self.active, self.wake]
+        return [self.queue, self.ring, self.active, self.wake, self.limits]
+
+    def dispatch_args(self, now: int, window: int) -> list[str | int]:
+        return [now, window, self.backlog_prefix, self.running_limit, self.held_prefix]
 
 
 class Dispatcher:
     """Moves backlogged jobs into the queue while its due window has room: each worker calls
     it before every poll, so jobs move as slots free up (``PatientWorker``)."""
 
-    def __init__(self, queue_name: str, *, window: int) -> None:
-        self.keys = FairKeys(queue_name)
+    def __init__(self, queue_name: str, *, window: int, running_limit: int | None) -> None:
+        self.keys = FairKeys(queue_name, running_limit=running_limit)
         self.window = window
         self.script: AsyncScript | None = None
 
     async def __call__(self, redis: Redis) -> int:
-        # EVAL with the script's text: redis-py sends EVALSHA first and the text only once.
+        # Registered once; redis-py sends EVALSHA, and the text when the server lacks it.
         if self.script is None:
             self.script = redis.register_script(_DISPATCH)
         moved = await self.script(
             keys=self.keys.dispatch_keys(),
-            args=[timestamp_ms(), self.window, self.keys.backlog_prefix],
+            args=self.keys.dispatch_args(timestamp_ms(), self.window),
             client=redis,
         )
         return int(moved)
@@ -114,10 +147,18 @@ class ArqJobQueue:
     request; a lost enqueue is the reconciler's to repair. Tasks go through their tenant's
     backlog and the fair dispatch; other jobs (erasures) straight to the queue."""
 
-    def __init__(self, redis_url: str, *, queue_name: str, timeout: float, window: int) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        *,
+        queue_name: str,
+        timeout: float,
+        window: int,
+        running_limit: int | None = None,
+    ) -> None:
         self.queue_name = queue_name
         self.wake_channel = wake_channel(queue_name)
-        self.fair = FairKeys(queue_name)
+        self.fair = FairKeys(queue_name, running_limit=running_limit)
         self.window = window
         self.pool = ConnectionPool.from_url(
             redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
@@ -130,7 +171,9 @@ class ArqJobQueue:
         await self.redis.aclose()
         await self.pool.aclose()
 
-    async def enqueue(self, task: Task, *, request_id: str | None) -> None:
+    async def enqueue(
+        self, task: Task, *, request_id: str | None, running_limit: int | None = None
+    ) -> None:
         # The job id is the task id: enqueueing a task twice queues it once.
         job_id = str(task.id)
         tenant = str(task.tenant_id)
@@ -146,13 +189,13 @@ class ArqJobQueue:
                     self.fair.backlog_prefix + tenant,
                 ],
                 args=[
-                    now,
-                    self.window,
-                    self.fair.backlog_prefix,
+                    *self.fair.dispatch_args(now, self.window),
                     self.redis.expires_extra_ms,
                     job,
                     job_id,
                     tenant,
+                    # '' keeps the limit the tenant has (0: none).
+                    "" if running_limit is None else running_limit,
                 ],
             )
         except (RedisError, OSError) as error:

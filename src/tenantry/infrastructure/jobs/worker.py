@@ -206,6 +206,7 @@ def build_worker(
     timeout: timedelta,
     max_attempts: int,
     dispatch_window: int,
+    running_limit: int | None,
     handle_signals: bool,
     completion_wait: timedelta = timedelta(0),
 ) -> Worker:
@@ -214,7 +215,7 @@ def build_worker(
     )
     worker = PatientWorker(
         wake_channel=wake_channel(queue_name),
-        dispatch=Dispatcher(queue_name, window=dispatch_window),
+        dispatch=Dispatcher(queue_name, window=dispatch_window, running_limit=running_limit),
         functions=[run_task, erase_tenant],
         cron_jobs=[
             cron(reconcile, second={0, 30}, run_at_startup=True, unique=True),
