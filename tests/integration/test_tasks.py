@@ -30,6 +30,7 @@ from tenantry.domain.auth import Actor
 from tenantry.domain.tasks import RetryableError, Task, TaskLimits, TaskRepository, TaskStatus
 from tenantry.infrastructure.jobs.queue import ArqJobQueue, Dispatcher
 from tenantry.infrastructure.jobs.worker import run_task
+from tenantry.infrastructure.observability.metrics import queue_depth
 
 from ..conftest import Client, LogLines, plain_url, superuser_headers
 from .identity import owner_session
@@ -670,6 +671,8 @@ async def test_the_dispatch_takes_tenants_in_turn_within_its_window(redis_url: s
 
         # The window was full with A's first four before B came.
         assert await due() == ids(*a[:4])
+        # What waits, backlogs included, is what the dashboards show as pending.
+        assert await queue_depth(queue.redis, name) == (13, 0)
         dispatch = Dispatcher(name, window=4, running_limit=None)
         assert await dispatch(queue.redis) == 0
         # Two jobs end (arq takes them out of the queue): B's first, and A's fifth.

@@ -12,9 +12,9 @@ import asyncio
 import contextlib
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from prometheus_client import (
@@ -32,6 +32,8 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tenantry.infrastructure.jobs.queue import FairKeys
 
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
@@ -266,20 +268,26 @@ class PrometheusTaskMetrics:
 
 
 async def queue_depth(redis: Redis, queue_name: str) -> tuple[int, int]:
-    """(pending, in progress) jobs of the queue. arq keeps a running job in the queue's sorted
-    set until it ends and marks it with an in-progress key; those keys are found with SCAN
-    (a few per running job in the whole database) and matched to this queue."""
+    """(pending, in progress) jobs of the queue, pending including the tenants' backlogs of
+    the fair dispatch. arq keeps a running job in the queue's sorted set until it ends and
+    marks it with an in-progress key; those keys are found with SCAN (a few per running job
+    in the whole database) and matched to this queue."""
     running = [
         key[len(ARQ_IN_PROGRESS) :]
         async for key in redis.scan_iter(match=ARQ_IN_PROGRESS + "*", count=1000)
     ]
+    fair = FairKeys(queue_name, running_limit=None)
+    tenants = await cast("Awaitable[list[bytes]]", redis.lrange(fair.ring, 0, -1))
     async with redis.pipeline(transaction=False) as pipe:
         pipe.zcard(queue_name)
         for job_id in running:
             pipe.zscore(queue_name, job_id)
-        queued, *scores = await pipe.execute()
+        for tenant in tenants:
+            pipe.llen(fair.backlog_prefix + tenant.decode())
+        queued, *rest = await pipe.execute()
+    scores, backlogs = rest[: len(running)], rest[len(running) :]
     in_progress = sum(score is not None for score in scores)
-    return max(0, queued - in_progress), in_progress
+    return max(0, queued - in_progress) + sum(backlogs), in_progress
 
 
 # The busiest tenants only (usage metering's top N): every worker reports the same figures.
