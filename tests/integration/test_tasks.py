@@ -8,7 +8,7 @@ import io
 import time
 import uuid
 import zipfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -644,88 +644,101 @@ async def test_pending_tasks_past_the_limit_are_refused_even_at_once(
         assert other.status_code == 202, other.text
 
 
-async def test_the_dispatch_takes_tenants_in_turn_within_its_window(redis_url: str) -> None:
+class FairQueue:
+    """An ArqJobQueue of a queue of its own on the test's Redis, and what a test reads of it;
+    its keys, and its tasks' jobs, deleted at the end."""
+
+    def __init__(self, redis_url: str, window: int) -> None:
+        self.name = f"test:tasks:{uuid.uuid4().hex}"
+        self.queue = ArqJobQueue(redis_url, queue_name=self.name, timeout=5, window=window)
+        self.made: list[Task] = []
+
+    def tasks(self, tenant: uuid.UUID, count: int) -> list[Task]:
+        now = datetime.now(UTC)
+        made = [
+            Task(id=uuid.uuid4(), tenant_id=tenant, type="noop", created_at=now, updated_at=now)
+            for _ in range(count)
+        ]
+        self.made += made
+        return made
+
+    async def due(self) -> set[str]:
+        # One dispatch gives its jobs one score: compared as sets.
+        return {job.decode() for job in await self.queue.redis.zrange(self.name, 0, -1)}
+
+    async def end(self, *ended: str) -> None:
+        """Jobs that ended: arq takes them out of the queue."""
+        await self.queue.redis.zrem(self.name, *ended)
+
+    async def close(self) -> None:
+        redis = self.queue.redis
+        keys = [key async for key in redis.scan_iter(match=f"{self.name}*")]
+        await redis.delete(*keys, *(f"arq:job:{task.id}" for task in self.made))
+        await self.queue.close()
+
+
+@pytest.fixture
+async def fair_queues(redis_url: str) -> AsyncIterator[Callable[[int], FairQueue]]:
+    made: list[FairQueue] = []
+
+    def fair_queue(window: int) -> FairQueue:
+        made.append(FairQueue(redis_url, window))
+        return made[-1]
+
+    yield fair_queue
+    for queue in made:
+        await queue.close()
+
+
+def ids(*chosen: Task) -> set[str]:
+    return {str(task.id) for task in chosen}
+
+
+async def test_the_dispatch_takes_tenants_in_turn_within_its_window(
+    fair_queues: Callable[[int], FairQueue],
+) -> None:
     """The queue's fair dispatch on a real Redis: a tenant's tasks wait in its backlog, and
     the queue takes the tenants in turn, never holding more than its window."""
-    name = f"test:tasks:{uuid.uuid4().hex}"
-    queue = ArqJobQueue(redis_url, queue_name=name, timeout=5, window=4)
-    now = datetime.now(UTC)
-
-    def tasks(tenant: uuid.UUID, count: int) -> list[Task]:
-        return [
-            Task(id=uuid.uuid4(), tenant_id=tenant, type="noop", created_at=now, updated_at=now)
-            for _ in range(count)
-        ]
-
-    a, b = tasks(uuid.uuid4(), 10), tasks(uuid.uuid4(), 3)
-    try:
-        for task in [*a, *b, a[0]]:  # a[0] twice: queued once
-            await queue.enqueue(task, request_id=None)
-
-        async def due() -> set[str]:
-            # One dispatch gives its jobs one score: compared as sets.
-            return {job.decode() for job in await queue.redis.zrange(name, 0, -1)}
-
-        def ids(*chosen: Task) -> set[str]:
-            return {str(task.id) for task in chosen}
-
-        # The window was full with A's first four before B came.
-        assert await due() == ids(*a[:4])
-        # What waits, backlogs included, is what the dashboards show as pending.
-        assert await queue_depth(queue.redis, name) == (13, 0)
-        dispatch = Dispatcher(name, window=4, running_limit=None)
-        assert await dispatch(queue.redis) == 0
-        # Two jobs end (arq takes them out of the queue): B's first, and A's fifth.
-        await queue.redis.zrem(name, str(a[0].id), str(a[1].id))
-        assert await dispatch(queue.redis) == 2
-        assert await due() == ids(a[2], a[3], b[0], a[4])
-        await queue.redis.zrem(name, *(await due()))
-        # Then B and A in turn: not A's next four.
-        assert await dispatch(queue.redis) == 4
-        assert await due() == ids(b[1], a[5], b[2], a[6])
-        # B's backlog is empty: it has left the ring; A's remains.
-        ring = [t.decode() for t in await queue.redis.lrange(f"{name}:fair:ring", 0, -1)]
-        assert ring == [str(a[0].tenant_id)]
-    finally:
-        keys = [key async for key in queue.redis.scan_iter(match=f"{name}*")]
-        keys += [f"arq:job:{t.id}" for t in a + b]
-        await queue.redis.delete(*keys)
-        await queue.close()
+    fair = fair_queues(4)
+    a, b = fair.tasks(uuid.uuid4(), 10), fair.tasks(uuid.uuid4(), 3)
+    for task in [*a, *b, a[0]]:  # a[0] twice: queued once
+        await fair.queue.enqueue(task, request_id=None)
+    # The window was full with A's first four before B came.
+    assert await fair.due() == ids(*a[:4])
+    # What waits, backlogs included, is what the dashboards show as pending.
+    assert await queue_depth(fair.queue.redis, fair.name) == (13, 0)
+    dispatch = Dispatcher(fair.name, window=4, running_limit=None)
+    assert await dispatch(fair.queue.redis) == 0
+    # Two jobs end: B's first goes in, and A's fifth.
+    await fair.end(str(a[0].id), str(a[1].id))
+    assert await dispatch(fair.queue.redis) == 2
+    assert await fair.due() == ids(a[2], a[3], b[0], a[4])
+    await fair.end(*(await fair.due()))
+    # Then B and A in turn: not A's next four.
+    assert await dispatch(fair.queue.redis) == 4
+    assert await fair.due() == ids(b[1], a[5], b[2], a[6])
+    # B's backlog is empty: it has left the ring; A's remains.
+    ring = await fair.queue.redis.lrange(f"{fair.name}:fair:ring", 0, -1)
+    assert [tenant.decode() for tenant in ring] == [str(a[0].tenant_id)]
 
 
-async def test_a_tenant_past_its_running_limit_is_passed_over(redis_url: str) -> None:
+async def test_a_tenant_past_its_running_limit_is_passed_over(
+    fair_queues: Callable[[int], FairQueue],
+) -> None:
     """A tenant limited to 2 tasks at once has no more than 2 in the queue, however wide the
     window; the others' tasks take the room, and its next goes in as one of its own ends."""
-    name = f"test:tasks:{uuid.uuid4().hex}"
-    queue = ArqJobQueue(redis_url, queue_name=name, timeout=5, window=10)
-    now = datetime.now(UTC)
-
-    def tasks(tenant: uuid.UUID, count: int) -> list[Task]:
-        return [
-            Task(id=uuid.uuid4(), tenant_id=tenant, type="noop", created_at=now, updated_at=now)
-            for _ in range(count)
-        ]
-
-    a, b = tasks(uuid.uuid4(), 6), tasks(uuid.uuid4(), 3)
-    try:
-        for task in a:
-            await queue.enqueue(task, request_id=None, running_limit=2)
-        for task in b:
-            await queue.enqueue(task, request_id=None, running_limit=0)
-        due = {job.decode() for job in await queue.redis.zrange(name, 0, -1)}
-        assert due == {str(t.id) for t in [*a[:2], *b]}
-        # One of A's ends: its third goes in, and no more.
-        await queue.redis.zrem(name, str(a[0].id))
-        assert await Dispatcher(name, window=10, running_limit=None)(queue.redis) == 1
-        due = {job.decode() for job in await queue.redis.zrange(name, 0, -1)}
-        assert due == {str(t.id) for t in [a[1], a[2], *b]}
-        # A limit lifted by a later submission holds from then on.
-        a += tasks(a[0].tenant_id, 1)
-        await queue.enqueue(a[-1], request_id=None, running_limit=0)
-        due = {job.decode() for job in await queue.redis.zrange(name, 0, -1)}
-        assert due == {str(t.id) for t in [*a[1:], *b]}
-    finally:
-        keys = [key async for key in queue.redis.scan_iter(match=f"{name}*")]
-        keys += [f"arq:job:{t.id}" for t in a + b]
-        await queue.redis.delete(*keys)
-        await queue.close()
+    fair = fair_queues(10)
+    a, b = fair.tasks(uuid.uuid4(), 6), fair.tasks(uuid.uuid4(), 3)
+    for task in a:
+        await fair.queue.enqueue(task, request_id=None, running_limit=2)
+    for task in b:
+        await fair.queue.enqueue(task, request_id=None, running_limit=0)
+    assert await fair.due() == ids(*a[:2], *b)
+    # One of A's ends: its third goes in, and no more.
+    await fair.end(str(a[0].id))
+    assert await Dispatcher(fair.name, window=10, running_limit=None)(fair.queue.redis) == 1
+    assert await fair.due() == ids(a[1], a[2], *b)
+    # A limit lifted by a later submission holds from then on.
+    a += fair.tasks(a[0].tenant_id, 1)
+    await fair.queue.enqueue(a[-1], request_id=None, running_limit=0)
+    assert await fair.due() == ids(*a[1:], *b)
