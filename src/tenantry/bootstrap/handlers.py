@@ -52,7 +52,12 @@ def find_handlers(modules: Sequence[str] = ()) -> list[FoundHandler]:
 
 def handler_registry(modules: Sequence[str] = ()) -> Registry:
     """The registry of every handler found; HandlerError names the one that does not fit."""
-    found = find_handlers(modules)
+    return registry_of(find_handlers(modules))
+
+
+def registry_of(found: Sequence[FoundHandler]) -> Registry:
+    """The registry of these handlers; HandlerError names the one that does not fit, with
+    where every handler came from."""
     try:
         return Registry([item.handler for item in found])
     except HandlerError as error:

@@ -21,13 +21,13 @@ def list_types() -> None:
     types it takes and where it comes from."""
     import msgspec
 
-    from tenantry.bootstrap.handlers import find_handlers, handler_registry
+    from tenantry.bootstrap.handlers import find_handlers, registry_of
 
     settings = load_settings()
-    modules = settings.task_modules
+    handlers = find_handlers(settings.task_modules)
     # Built as the worker builds it: a conflict or a malformed handler fails here too.
-    registry = handler_registry(modules)
-    for found in find_handlers(modules):
+    registry = registry_of(handlers)
+    for found in handlers:
         handler = found.handler
         policy = registry.policy(handler.type)
         # The worker stops any attempt at TENANTRY_TASK_TIMEOUT_SECONDS, whatever it asks.
