@@ -175,6 +175,31 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # Width x height an image may declare, checked on its header before anything decodes it
     # (Pillow's MAX_IMAGE_PIXELS, about 9500 x 9500).
     image_max_pixels: PositiveInt = 89_478_485
+    # Webhooks. Endpoints must be https, and requests reach public addresses only, unless
+    # these say otherwise; outside production both default to allowing plain http and
+    # loopback addresses, so that a receiver on the same machine works.
+    webhook_allow_http: bool | None = None
+    # Networks (addresses or CIDR) requests may reach besides public addresses, checked on
+    # the address each request connects to.
+    webhook_allowed_networks: list[str] | None = None
+    # Each request's whole exchange; its response body is read up to 1 KiB.
+    webhook_timeout_seconds: Seconds = 5.0
+    # The wait after a failed attempt: doubled each time from the first, up to the max.
+    webhook_retry_seconds: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    webhook_retry_max_seconds: Annotated[float, msgspec.Meta(gt=0)] = 7200.0
+    # A delivery still failing this long after its event is failed for good.
+    webhook_give_up_after_seconds: Annotated[float, msgspec.Meta(gt=0)] = 86400.0
+    # An endpoint failing every attempt this long, and at least that many times, is switched
+    # off (PATCH active=true switches it on again).
+    webhook_disable_after_seconds: Annotated[float, msgspec.Meta(ge=0)] = 5 * 86400.0
+    webhook_disable_failures: PositiveInt = 10
+    # How often an idle worker looks for due deliveries.
+    webhook_poll_seconds: Seconds = 1.0
+    # A claimed delivery is the worker's this long (more than the timeout): one whose worker
+    # died is sent again when it ends.
+    webhook_lease_seconds: Seconds = 60.0
+    # Days a finished delivery stays in its endpoint's log.
+    webhook_delivery_retention_days: PositiveInt = 30
     # Prometheus: the API's /metrics and its request metrics; each `tenantry worker` serves its
     # own on this port of `host` (0: none).
     metrics_enabled: bool = True
@@ -220,6 +245,20 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
                     f"got {proxy!r}"
                 ) from None
 
+        if self.webhook_lease_seconds <= self.webhook_timeout_seconds:
+            raise SettingsError(
+                f"{PREFIX}WEBHOOK_LEASE_SECONDS: must be more than "
+                f"{PREFIX}WEBHOOK_TIMEOUT_SECONDS ({self.webhook_timeout_seconds:g})"
+            )
+        for network in self.webhook_allowed_networks or ():
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise SettingsError(
+                    f"{PREFIX}WEBHOOK_ALLOWED_NETWORKS: expected IP addresses or CIDR networks, "
+                    f"got {network!r}"
+                ) from None
+
     def __repr__(self) -> str:
         shown = {name: getattr(self, name) for name in self.__struct_fields__}
         for name in ("database_url", "migration_database_url", "redis_url"):
@@ -235,6 +274,20 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     @property
     def is_production(self) -> bool:
         return self.env == "production"
+
+    @property
+    def webhook_networks(self) -> list[str]:
+        """Where webhook requests may go besides public addresses."""
+        if self.webhook_allowed_networks is not None:
+            return self.webhook_allowed_networks
+        return [] if self.is_production else ["127.0.0.0/8", "::1/128"]
+
+    @property
+    def webhook_http(self) -> bool:
+        """Whether webhook endpoints may be plain http."""
+        return (
+            not self.is_production if self.webhook_allow_http is None else self.webhook_allow_http
+        )
 
     @property
     def json_logs(self) -> bool:

@@ -127,7 +127,7 @@ async def test_an_owner_that_is_no_superuser_migrates_and_hands_the_sweeps_over(
             "select pg_get_userbyid(proowner) as owner from pg_proc "
             "where pronamespace = 'public'::regnamespace"
         )
-        assert [row["owner"] for row in owners] == [MAINTENANCE_ROLE] * 6
+        assert [row["owner"] for row in owners] == [MAINTENANCE_ROLE] * 8
         # What the hand-over lent for a moment is taken back.
         assert not await owned.fetchval(
             "select pg_has_role($1, $2, 'SET') or pg_has_role($1, $2, 'USAGE') "

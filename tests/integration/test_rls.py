@@ -59,7 +59,31 @@ AUDIT_READS_POLICY = {
     "qual": "true",
     "with_check": None,
 }
-MAINTENANCE_POLICIES = (SWEEP_POLICY, AUDIT_READS_POLICY)
+# And the webhook deliveries' claim and purge (migration 0019_webhooks): the maintenance role,
+# owner of those two functions, reads every tenant's endpoints, and reads, leases (leaving
+# them pending) and purges every tenant's deliveries; its column privileges hold what it may
+# change.
+WEBHOOK_DISPATCH_POLICIES = (
+    {
+        "tablename": "webhook_endpoints",
+        "policyname": "webhook_dispatch",
+        "permissive": "PERMISSIVE",
+        "roles": [MAINTENANCE_ROLE],
+        "cmd": "SELECT",
+        "qual": "true",
+        "with_check": None,
+    },
+    {
+        "tablename": "webhook_deliveries",
+        "policyname": "webhook_dispatch",
+        "permissive": "PERMISSIVE",
+        "roles": [MAINTENANCE_ROLE],
+        "cmd": "ALL",
+        "qual": "true",
+        "with_check": "((status)::text = 'pending'::text)",
+    },
+)
+MAINTENANCE_POLICIES = (SWEEP_POLICY, AUDIT_READS_POLICY, *WEBHOOK_DISPATCH_POLICIES)
 
 TENANT_TABLES = """
     select c.relname from pg_class c

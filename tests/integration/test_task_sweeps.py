@@ -247,8 +247,11 @@ async def test_the_functions_are_the_app_roles_to_run_and_do_nothing_else(
     # elsewhere. (The audit purge is 0011_audit_events'. The erasure's, 0013_tenant_erasure's,
     # takes a table, but its owner may delete from audit_events only, and it refuses a tenant
     # with no erasure under way; so does 0015_tenant_removal's. The platform's audit page,
-    # 0018_platform_audit's, takes ids, names, times and a count, and only reads.)
+    # 0018_platform_audit's, takes ids, names, times and a count, and only reads. The webhook
+    # claim and purge, 0019_webhooks', take counts and a time.)
     assert {row["signature"] for row in functions} == {
+        "tenantry_claim_webhook_deliveries(integer,integer,integer)",
+        "tenantry_purge_webhook_deliveries(timestamp with time zone,integer)",
         "tenantry_platform_audit(uuid,integer,uuid,text,text,uuid,"
         "timestamp with time zone,timestamp with time zone)",
         "tenantry_reap_tasks(timestamp with time zone,integer,integer)",
@@ -294,7 +297,9 @@ async def test_the_functions_are_the_app_roles_to_run_and_do_nothing_else(
         "function erase_tenant_rows",
         "function purge_audit_events",
         "function remove_erased_tenant",
+        "function tenantry_claim_webhook_deliveries",
         "function tenantry_platform_audit",
+        "function tenantry_purge_webhook_deliveries",
         "function tenantry_reap_tasks",
         "function tenantry_stale_pending_tasks",
     ]
@@ -313,9 +318,15 @@ async def test_even_as_the_functions_owner_only_unfinished_tasks_are_reached(
             "select tablename from pg_tables where schemaname = 'public'"
         )
     ]
-    # audit_events: SELECT and DELETE under the tenant policy, for the audit purge.
-    readable = ("tasks", "tenants", "audit_events")
+    # audit_events: SELECT and DELETE under the tenant policy, for the audit purge;
+    # webhook_deliveries: the claim's and the purge's.
+    readable = ("tasks", "tenants", "audit_events", "webhook_deliveries")
     refused = [
+        "select secret, url from webhook_endpoints",
+        "update webhook_endpoints set active = true",
+        "update webhook_deliveries set payload = payload",
+        "update webhook_deliveries set status = 'succeeded'",
+        "insert into webhook_deliveries (id) values (gen_random_uuid())",
         *(f'select * from "{table}"' for table in tables if table not in readable),
         "select name from tenants",
         "update audit_events set action = action",

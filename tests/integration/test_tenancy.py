@@ -339,7 +339,8 @@ async def test_a_read_then_write_request_runs_in_one_transaction(
 ) -> None:
     """DELETE reads the project to check who may delete it, then soft-deletes it; PATCH reads
     the project (the audit trail's "before"), writes, and when stale reads to tell 412 from 404;
-    each change appends its audit event, sent with the COMMIT. In each, the bearer check's read of the user and
+    each change appends its audit event and publishes its webhook event (to no endpoint here),
+    both sent with the COMMIT. In each, the bearer check's read of the user and
     the use case's reads and writes (the generic repository's, all compiled once and run on the
     driver) share one transaction; ORM statements, had there been any, would have to as well."""
     served = msgspec.structs.replace(settings, host="127.0.0.1", port=free_port())
@@ -364,7 +365,13 @@ async def test_a_read_then_write_request_runs_in_one_transaction(
         )
         assert patched.status_code == 200, patched.text
         assert one_transaction(sent.take(), end="COMMIT") == (
-            ["SELECT users", "SELECT projects", "UPDATE projects", "INSERT audit_events at commit"],
+            [
+                "SELECT users",
+                "SELECT projects",
+                "UPDATE projects",
+                "INSERT audit_events at commit",
+                "INSERT webhook_deliveries at commit",
+            ],
             [],
         )
 
@@ -384,6 +391,7 @@ async def test_a_read_then_write_request_runs_in_one_transaction(
                 "UPDATE projects",
                 "UPDATE documents",
                 "INSERT audit_events at commit",
+                "INSERT webhook_deliveries at commit",
             ],
             [],
         )

@@ -47,6 +47,16 @@ from tenantry.domain.tasks import (
 )
 from tenantry.domain.tenants import NewTenant, Tenant, TenantStatus
 from tenantry.domain.users import NewUser, Role, User, UserRepository
+from tenantry.domain.webhooks import (
+    DeliveryAttempt,
+    DeliveryStatus,
+    DueDelivery,
+    WebhookDelivery,
+    WebhookDeliveryRepository,
+    WebhookDispatch,
+    WebhookEndpoint,
+    WebhookEndpointRepository,
+)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -723,6 +733,138 @@ class FakeAuditRepository(MemoryRepository[AuditEvent]):
         return len(aged)
 
 
+class FakeWebhookEndpointRepository(MemoryRepository[WebhookEndpoint]):
+    def __init__(self, store: FakeStore, tenant_id: UUID, clock: FakeClock) -> None:
+        super().__init__(store, tenant_id, clock, WebhookEndpoint)
+        self.secrets: dict[UUID, str] = store.tables.setdefault(WebhookSecret, {})
+
+    async def add(self, **values: Any) -> WebhookEndpoint:
+        secret = values.pop("secret")
+        defaults = {"active": True, "disabled_reason": None, "failing_since": None, "failures": 0}
+        endpoint = await super().add(**(defaults | values))
+        self.secrets[endpoint.id] = secret
+        return endpoint
+
+    async def secret(self, endpoint_id: UUID) -> str | None:
+        return self.secrets.get(endpoint_id) if await self.get(endpoint_id) else None
+
+    async def set_secret(self, endpoint_id: UUID, secret: str) -> None:
+        if await self.get(endpoint_id):
+            self.secrets[endpoint_id] = secret
+
+    async def attempted(self, endpoint_id: UUID, *, succeeded: bool, at: datetime) -> None:
+        row = await self.get(endpoint_id)
+        if row is None:
+            return
+        changes: dict[str, Any] = (
+            {"failing_since": None, "failures": 0}
+            if succeeded
+            else {"failing_since": row.failing_since or at, "failures": row.failures + 1}
+        )
+        self.rows[endpoint_id] = msgspec.structs.replace(row, **changes)
+
+
+class WebhookSecret:
+    """The key of the endpoints' secrets in ``FakeStore.tables``."""
+
+
+class FakeWebhookDeliveryRepository(MemoryRepository[WebhookDelivery]):
+    def __init__(self, store: FakeStore, tenant_id: UUID, clock: FakeClock) -> None:
+        super().__init__(store, tenant_id, clock, WebhookDelivery)
+        self.endpoints = store.rows_of(WebhookEndpoint)
+
+    async def add(self, **values: Any) -> WebhookDelivery:
+        defaults = {"status": DeliveryStatus.PENDING, "attempts": 0, "log": []}
+        return await super().add(**(defaults | values))
+
+    async def publish(self, event_id: UUID, event_type: str, payload: Mapping[str, Any]) -> None:
+        # Into the working copy: kept by the commit alone, as the real one.
+        now = self.clock.now()
+        for endpoint in list(self.endpoints.values()):
+            if (
+                endpoint.tenant_id == self.tenant_id
+                and endpoint.active
+                and event_type in endpoint.events
+            ):
+                await self.add(
+                    endpoint_id=endpoint.id,
+                    event_id=event_id,
+                    event_type=event_type,
+                    payload=dict(payload),
+                    next_attempt_at=now,
+                    tries_since=now,
+                )
+
+    async def attempted(
+        self,
+        delivery_id: UUID,
+        attempt: DeliveryAttempt,
+        *,
+        status: DeliveryStatus,
+        next_attempt_at: datetime,
+    ) -> None:
+        row = await self.get(delivery_id)
+        if row is not None:
+            self.rows[delivery_id] = msgspec.structs.replace(
+                row, status=status, next_attempt_at=next_attempt_at, log=[*row.log, attempt]
+            )
+
+    async def page(
+        self, endpoint_id: UUID, *, limit: int, offset: int
+    ) -> tuple[list[WebhookDelivery], int]:
+        mine = sorted(
+            self._mine(False, {"endpoint_id": endpoint_id}),
+            key=lambda row: row.created_at,
+            reverse=True,
+        )
+        return mine[offset : offset + limit], len(mine)
+
+
+class FakeWebhookDispatch:
+    """The claim across tenants: due deliveries of active endpoints, leased by moving their
+    next attempt on, as the database function does."""
+
+    def __init__(self, store: FakeStore, clock: FakeClock) -> None:
+        self.deliveries = store.rows_of(WebhookDelivery)
+        self.endpoints = store.rows_of(WebhookEndpoint)
+        self.clock = clock
+
+    async def claim(self, *, lease: timedelta, batch: int, per_endpoint: int) -> list[DueDelivery]:
+        now = self.clock.now()
+        taken: dict[UUID, int] = {}
+        claimed = []
+        due = sorted(
+            (
+                row
+                for row in self.deliveries.values()
+                if row.status is DeliveryStatus.PENDING
+                and row.next_attempt_at <= now
+                and (endpoint := self.endpoints.get(row.endpoint_id)) is not None
+                and endpoint.active
+            ),
+            key=lambda row: row.next_attempt_at,
+        )
+        for row in due:
+            if len(claimed) == batch or taken.get(row.endpoint_id, 0) == per_endpoint:
+                continue
+            taken[row.endpoint_id] = taken.get(row.endpoint_id, 0) + 1
+            self.deliveries[row.id] = msgspec.structs.replace(
+                row, next_attempt_at=now + lease, attempts=row.attempts + 1
+            )
+            claimed.append(DueDelivery(row.tenant_id, row.endpoint_id, row.id))
+        return claimed
+
+    async def purge(self, before: datetime, *, batch: int) -> int:
+        aged = [
+            row.id
+            for row in self.deliveries.values()
+            if row.created_at < before and row.status is not DeliveryStatus.PENDING
+        ][:batch]
+        for delivery_id in aged:
+            del self.deliveries[delivery_id]
+        return len(aged)
+
+
 # The fakes of ports that add methods of their own to the generic repository (or are not one);
 # every other port gets a MemoryRepository of its entity.
 FAKES: dict[Any, Callable[[FakeStore, UUID, FakeClock], Any]] = {
@@ -732,6 +874,8 @@ FAKES: dict[Any, Callable[[FakeStore, UUID, FakeClock], Any]] = {
     ApiKeyRepository: FakeApiKeyRepository,
     FileRepository: FakeFileRepository,
     TaskRepository: FakeTaskRepository,
+    WebhookEndpointRepository: FakeWebhookEndpointRepository,
+    WebhookDeliveryRepository: FakeWebhookDeliveryRepository,
 }
 
 
@@ -797,6 +941,8 @@ class FakeUnitOfWork:
     def platform(self, port: Callable[..., R]) -> R:
         if port is TaskSweeps:
             return cast("R", FakeTaskSweeps(self.working, self.clock))
+        if port is WebhookDispatch:
+            return cast("R", FakeWebhookDispatch(self.working, self.clock))
         raise LookupError(f"no fake serves {port!r}")
 
     async def __aenter__(self) -> Self:

@@ -25,7 +25,9 @@ from tenantry.domain.audit import (
 )
 from tenantry.domain.auth import Actor
 from tenantry.domain.errors import Forbidden, found
+from tenantry.domain.ids import id_time, new_id
 from tenantry.domain.ports import Clock, UnitOfWork
+from tenantry.domain.webhooks import WebhookDeliveryRepository, event_of, event_payload
 
 
 class Origin(msgspec.Struct, kw_only=True, frozen=True):
@@ -60,7 +62,10 @@ async def record(
 ) -> None:
     """Append the event of ``action`` (``"project.deleted"``) on ``target`` (its type and id)
     to the trail of ``tenant_id`` (the actor's tenant by default), in ``uow``'s transaction.
-    ``actor`` None is the system (a worker's own change)."""
+    ``actor`` None is the system (a worker's own change).
+
+    A change that is a webhook event (``event_of``) is published to the tenant's subscribed
+    endpoints by the same transaction: the outbox, written with the change or not at all."""
     tenant = tenant_id if tenant_id is not None else actor.tenant_id if actor else None
     if tenant is None:
         raise ValueError("a system change names the tenant it changed")
@@ -77,6 +82,14 @@ async def record(
         client=origin.client,
         changes=dict(changes or {}),
     )
+    if (event_type := event_of(action, changes or {})) is not None:
+        event_id = new_id()
+        payload = event_payload(
+            event_type, at=id_time(event_id), tenant_id=tenant, target=target, changes=changes
+        )
+        await uow.repository(WebhookDeliveryRepository, tenant).publish(
+            event_id, event_type, payload
+        )
 
 
 def snapshot(entity: msgspec.Struct, shown: Iterable[str]) -> dict[str, Any]:

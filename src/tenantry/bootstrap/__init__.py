@@ -30,6 +30,7 @@ from tenantry.application.files import Files, SweepFiles
 from tenantry.application.tasks.maintenance import ReapTasks, ReconcileTasks
 from tenantry.application.tasks.runner import RunTask
 from tenantry.application.usage import FoldUsage, NoUsage, ReportBusiestTenants
+from tenantry.application.webhooks import DeliverWebhooks, PurgeWebhookDeliveries
 from tenantry.bootstrap import providers
 from tenantry.bootstrap.handlers import handler_registry
 from tenantry.bootstrap.secrets import create_secrets, load_secrets
@@ -39,6 +40,7 @@ from tenantry.domain.files import FilePolicy
 from tenantry.domain.ports import UnitOfWork
 from tenantry.domain.secrets import DATABASE, SecretNotFound
 from tenantry.domain.tasks import TaskLimits
+from tenantry.domain.webhooks import WebhookPolicy
 from tenantry.infrastructure.cache import redis as redis_cache
 from tenantry.infrastructure.cache.rate_limit import RedisRateLimiter
 from tenantry.infrastructure.cache.usage import RedisUsageBuffer, RedisUsageMeter
@@ -46,7 +48,9 @@ from tenantry.infrastructure.clock import SystemClock
 from tenantry.infrastructure.db import database
 from tenantry.infrastructure.db.rls import APP_ROLE
 from tenantry.infrastructure.db.uow import SqlUnitOfWork
+from tenantry.infrastructure.http.webhooks import HttpWebhookSender
 from tenantry.infrastructure.jobs.queue import ArqErasureQueue, ArqJobQueue
+from tenantry.infrastructure.jobs.webhooks import WebhookLoop
 from tenantry.infrastructure.jobs.worker import build_worker
 from tenantry.infrastructure.observability import metrics
 from tenantry.infrastructure.observability.logging import AccessLines, configure_logging
@@ -106,6 +110,9 @@ class Container:
             else NoUsage()
         )
         self.usage_gauges = metrics.PrometheusUsageGauges()
+        self.webhook_policy = webhook_policy(settings)
+        # Made by the first worker of the process: the API sends no webhook itself.
+        self.webhook_sender: HttpWebhookSender | None = None
         self.file_policy = FilePolicy(
             max_bytes=settings.upload_max_bytes,
             quota_bytes=settings.tenant_quota_bytes,
@@ -157,6 +164,21 @@ class Container:
                 )
             return {"purged": report.purged, "orphans": report.orphans}
 
+        self.webhook_sender = self.webhook_sender or HttpWebhookSender(
+            allowed_networks=settings.webhook_networks,
+            allow_http=settings.webhook_http,
+            timeout=settings.webhook_timeout_seconds,
+        )
+        deliver = DeliverWebhooks(
+            units=self.unit_of_work,
+            sender=self.webhook_sender,
+            clock=self.clock,
+            policy=self.webhook_policy,
+        )
+        purge_deliveries = partial(
+            PurgeWebhookDeliveries(units=self.unit_of_work, clock=self.clock),
+            timedelta(days=settings.webhook_delivery_retention_days),
+        )
         reconcile = ReconcileTasks(
             units=self.unit_of_work,
             queue=self.job_queue,
@@ -179,6 +201,8 @@ class Container:
                 quiet=ERASURE_QUIET,
             ),
             fold_usage=self.fold_usage,
+            webhooks=WebhookLoop(deliver, poll=settings.webhook_poll_seconds),
+            purge_deliveries=purge_deliveries,
             concurrency=settings.worker_concurrency,
             timeout=timedelta(seconds=settings.task_timeout_seconds),
             max_attempts=settings.task_max_attempts,
@@ -251,11 +275,25 @@ class Container:
         if isinstance(self.usage, RedisUsageMeter):
             await self.usage.stop()
         await self.secrets.close()
+        if self.webhook_sender is not None:
+            await self.webhook_sender.close()
         await self.job_queue.close()
         await self.redis.aclose()
         self.passwords.close()
         if isinstance(self.storage, S3Storage):
             await self.storage.close()
+
+
+def webhook_policy(settings: Settings) -> WebhookPolicy:
+    return WebhookPolicy(
+        lease=timedelta(seconds=settings.webhook_lease_seconds),
+        retry_first=timedelta(seconds=settings.webhook_retry_seconds),
+        retry_max=timedelta(seconds=settings.webhook_retry_max_seconds),
+        give_up_after=timedelta(seconds=settings.webhook_give_up_after_seconds),
+        disable_after=timedelta(seconds=settings.webhook_disable_after_seconds),
+        disable_failures=settings.webhook_disable_failures,
+        allow_http=settings.webhook_http,
+    )
 
 
 def create_storage(settings: Settings) -> LocalDiskStorage | S3Storage:

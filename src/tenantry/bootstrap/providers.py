@@ -36,6 +36,7 @@ from tenantry.domain.erasure import ErasureQueue
 from tenantry.domain.ports import Clock, UnitOfWork
 from tenantry.domain.secrets import SecretStore
 from tenantry.domain.tasks import JobQueue, TaskLimits
+from tenantry.domain.webhooks import WebhookPolicy
 from tenantry.infrastructure.db.uow import SqlUnitOfWork
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ SHARED: dict[Any, Callable[[Container], Any]] = {
     Registry: attrgetter("registry"),
     TaskLimits: attrgetter("task_limits"),
     SecretStore: attrgetter("secrets"),
+    WebhookPolicy: attrgetter("webhook_policy"),
 }
 
 

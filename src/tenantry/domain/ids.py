@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import UTC, datetime
 from uuid import UUID
 
 
@@ -13,3 +14,8 @@ def new_id() -> UUID:
     value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
     value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
     return UUID(int=value)
+
+
+def id_time(value: UUID) -> datetime:
+    """When a UUIDv7 was made (to the millisecond)."""
+    return datetime.fromtimestamp((value.int >> 80) / 1000, UTC)

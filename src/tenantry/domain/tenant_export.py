@@ -28,6 +28,7 @@ SECRET_COLUMNS: frozenset[tuple[str, str]] = frozenset(
         ("users", "password_hash"),
         ("api_keys", "key_hash"),
         ("refresh_tokens", "token_hash"),
+        ("webhook_endpoints", "secret"),
     }
 )
 # Columns whose names look secret but are not: exported. A column is here on purpose, after

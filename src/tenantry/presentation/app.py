@@ -42,6 +42,7 @@ from tenantry.presentation.tenant_export import TenantExportController
 from tenantry.presentation.tenants import AdminTenantController, TenantController
 from tenantry.presentation.usage import AdminUsageController, CountedRequests, UsageController
 from tenantry.presentation.users import UserController
+from tenantry.presentation.webhooks import WebhookController
 
 DOCS_PATH = "/docs"
 SERVICE_NAME = "Tenantry"
@@ -65,6 +66,7 @@ CONTROLLERS = [
     ErasureController,
     UsageController,
     AdminUsageController,
+    WebhookController,
 ]
 
 

@@ -19,6 +19,7 @@ from tenantry.infrastructure.db import (  # noqa: F401
     tenants,
     usage,
     users,
+    webhooks,
 )
 from tenantry.infrastructure.db.base import metadata
 

@@ -153,34 +153,46 @@ def append_at_commit(
     session.info.setdefault(APPENDED, []).append((table, tenant_id, row))
 
 
+def run_at_commit(session: AsyncSession, tenant_id: UUID, sql: str, /, **values: Any) -> None:
+    """Have ``sql`` run under ``tenant_id``'s row level security by the commit of ``session``'s
+    transaction, in its round trip, as :func:`append_at_commit` does for a row: for a write
+    that depends on other rows (``INSERT ... SELECT``). Each ``{name}`` in ``sql`` becomes
+    ``values[name]`` as a literal (NULL for None); ``sql`` itself is the caller's constant."""
+    session.info.setdefault(APPENDED, []).append((sql, tenant_id, values))
+
+
 def _appended_sql(
-    rows: Sequence[tuple[Table, UUID, Mapping[str, Any]]], bound: str | None
+    items: Sequence[tuple[Table | str, UUID, Mapping[str, Any]]], bound: str | None
 ) -> list[str]:
-    """The statements inserting ``rows``, one per table and tenant, each under its tenant (set
-    first unless the transaction is ``bound`` to it already, as it mostly is).
+    """The statements inserting the appended rows, one per table and tenant, then those run at
+    commit, each under its tenant (set first unless the transaction is ``bound`` to it
+    already, as it mostly is).
 
     The simple query protocol that carries COMMIT takes no parameters, so the values travel as
     literals, which INSERT's VALUES reads as its columns' types. Measured against reading one
     JSON literal with ``jsonb_populate_recordset``, this costs the database about a third less
     per appended row (docs/performance.md)."""
     batches: dict[tuple[Table, UUID], list[Mapping[str, Any]]] = {}
-    for table, tenant, row in rows:
-        batches.setdefault((table, tenant), []).append(row)
-    statements = []
+    runs: list[tuple[UUID, str]] = []
+    for target, tenant, values in items:
+        if isinstance(target, str):
+            literals = {name: _sql_value(value) for name, value in values.items()}
+            runs.append((tenant, target.format(**literals)))
+        else:
+            batches.setdefault((target, tenant), []).append(values)
+    inserts = []
     for (table, tenant), batch in batches.items():
         names = tuple(batch[0])
-        values = ", ".join(
-            [
-                "("
-                + ", ".join(["NULL" if (v := row[n]) is None else _literal(v) for n in names])
-                + ")"
-                for row in batch
-            ]
+        rows = ", ".join(
+            ["(" + ", ".join([_sql_value(row[n]) for n in names]) + ")" for row in batch]
         )
+        inserts.append((tenant, f"{_insert_into(table.name, names)} VALUES {rows}"))
+    statements = []
+    for tenant, statement in [*inserts, *runs]:
         if (tenant_text := str(tenant)) != bound:
             statements.append(_set_tenant_sql(tenant))
             bound = tenant_text
-        statements.append(f"{_insert_into(table.name, names)} VALUES {values}")
+        statements.append(statement)
     return statements
 
 
@@ -189,6 +201,10 @@ def _insert_into(table: str, columns: tuple[str, ...]) -> str:
     # Names from the model's table.
     quoted = ", ".join(f'"{name}"' for name in columns)
     return f'INSERT INTO "{table}" ({quoted})'
+
+
+def _sql_value(value: Any) -> str:
+    return "NULL" if value is None else _literal(value)
 
 
 def _literal(value: Any) -> str:

@@ -17,6 +17,7 @@ from arq.worker import Worker
 from redis.exceptions import RedisError
 
 from tenantry.infrastructure.jobs.queue import Dispatcher, wake_channel
+from tenantry.infrastructure.jobs.webhooks import WebhookLoop
 from tenantry.infrastructure.observability.metrics import WorkerGauges
 
 RunTask = Callable[[UUID, UUID], Awaitable[timedelta | None]]
@@ -89,6 +90,10 @@ async def retention(ctx: dict[str, Any]) -> None:
 
 async def audit_retention(ctx: dict[str, Any]) -> None:
     log.info("audit purge done", purged=await ctx["purge_audit"]())
+
+
+async def webhook_retention(ctx: dict[str, Any]) -> None:
+    log.info("webhook deliveries purged", purged=await ctx["purge_deliveries"]())
 
 
 async def usage_metering(ctx: dict[str, Any]) -> None:
@@ -202,6 +207,8 @@ def build_worker(
     erase: Callable[[UUID], Awaitable[Any]],
     resume_erased: Callable[[], Awaitable[Sequence[Any]]],
     fold_usage: Reconcile,
+    webhooks: WebhookLoop,
+    purge_deliveries: Reconcile,
     concurrency: int,
     timeout: timedelta,
     max_attempts: int,
@@ -228,6 +235,8 @@ def build_worker(
             cron(resume_erasures, second={5}, unique=True),
             # Usage counted by every process, from Redis into the usage days.
             cron(usage_metering, second={20, 50}, unique=True),
+            # Daily: finished webhook deliveries past their retention.
+            cron(webhook_retention, hour={4}, minute={7}, second={0}, unique=True),
         ],
         redis_settings=RedisSettings.from_dsn(redis_url),
         queue_name=queue_name,
@@ -249,12 +258,24 @@ def build_worker(
             "erase": erase,
             "resume_erasures": resume_erased,
             "fold_usage": fold_usage,
+            "purge_deliveries": purge_deliveries,
         },
         health_check_interval=60,
-        on_startup=gauges.start,
-        on_shutdown=gauges.stop,
+        on_startup=_both(gauges.start, webhooks.start),
+        on_shutdown=_both(webhooks.stop, gauges.stop),
     )
     return worker
+
+
+def _both(
+    first: Callable[[dict[str, Any]], Awaitable[None]],
+    second: Callable[[dict[str, Any]], Awaitable[None]],
+) -> Callable[[dict[str, Any]], Awaitable[None]]:
+    async def run(ctx: dict[str, Any]) -> None:
+        await first(ctx)
+        await second(ctx)
+
+    return run
 
 
 def _running(worker: Worker) -> int:
