@@ -19,6 +19,7 @@ import asyncpg
 import msgspec
 import pytest
 from litestar.testing import AsyncTestClient
+from prometheus_client import REGISTRY
 
 from tenantry import bootstrap
 from tenantry.config import Settings
@@ -238,6 +239,7 @@ async def test_a_failing_receiver_gets_the_event_when_it_recovers(
 ) -> None:
     owner = await owner_session(client, "acme")
     hook = await register(client, owner, receiver, "/flaky", "project.created")
+    before = {outcome: attempts(outcome) for outcome in ("delivered", "retrying")}
     receiver.answers["/flaky"] = [500, 503, 500]
     await client.post("/api/v1/projects", headers=owner, json={"name": "A"})
     (item,) = await deliveries_of(client, owner, hook["id"], "succeeded")
@@ -247,6 +249,18 @@ async def test_a_failing_receiver_gets_the_event_when_it_recovers(
     # The same message at each attempt, each signed anew.
     assert len({r.webhook_id for r in receiver.received}) == 1
     assert all(r.verified for r in receiver.received)
+    # Counted once the worker logs the round, just after it recorded it.
+    deadline = time.monotonic() + 5
+    while attempts("delivered") - before["delivered"] < 1:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    assert attempts("retrying") - before["retrying"] == 3
+    assert attempts("delivered") - before["delivered"] == 1
+
+
+def attempts(outcome: str) -> float:
+    value = REGISTRY.get_sample_value("tenantry_webhook_attempts_total", {"outcome": outcome})
+    return value or 0.0
 
 
 async def test_a_receiver_down_for_a_while_gets_the_event_when_it_is_back(

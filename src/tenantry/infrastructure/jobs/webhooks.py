@@ -10,6 +10,8 @@ from typing import Any
 import structlog
 
 from tenantry.application.webhooks import Delivered
+from tenantry.domain.webhooks import DeliveryStatus
+from tenantry.infrastructure.observability.metrics import WEBHOOK_ATTEMPTS
 
 log = structlog.stdlib.get_logger("tenantry.webhooks")
 
@@ -53,6 +55,14 @@ class WebhookLoop:
                 await asyncio.sleep(self.poll)
 
 
+# An attempt's outcome by the delivery's status after it.
+_OUTCOMES = {
+    DeliveryStatus.SUCCEEDED: "delivered",
+    DeliveryStatus.PENDING: "retrying",
+    DeliveryStatus.FAILED: "failed",
+}
+
+
 def _log(delivered: Delivered) -> None:
     claimed, outcome = delivered.claimed, delivered.outcome
     fields: dict[str, Any] = {
@@ -64,6 +74,7 @@ def _log(delivered: Delivered) -> None:
     if delivered.status is None or outcome is None:
         log.info("webhook delivery skipped", **fields)
         return
+    WEBHOOK_ATTEMPTS.labels(_OUTCOMES[delivered.status]).inc()
     fields |= {
         "status": delivered.status.value,
         "response_status": outcome.status,

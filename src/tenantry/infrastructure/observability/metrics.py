@@ -101,6 +101,12 @@ JOB_DURATION = Histogram(
     ["task_type"],
     buckets=JOB_BUCKETS,
 )
+WEBHOOK_ATTEMPTS = Counter(
+    "tenantry_webhook_attempts",
+    "Webhook delivery attempts, by outcome: delivered, retrying (to be tried again) or failed "
+    "(given up).",
+    ["outcome"],
+)
 # Global figures read from Redis: every worker reports the same, so dashboards take max().
 QUEUE_DEPTH = Gauge(
     "tenantry_queue_depth",
