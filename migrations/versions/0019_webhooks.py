@@ -15,6 +15,10 @@ claim and purge across tenants.
   same one.
 - ``tenantry_purge_webhook_deliveries(before, batch)``: deletes up to ``batch`` finished
   deliveries of each endpoint created before ``before``; how many.
+- ``tenantry_publish_webhook_event(tenant, event_id, event_type, payload)``: the outbox's write,
+  run by the app role as itself (SECURITY INVOKER, under the tenant policy) with the COMMIT of
+  the change: one delivery per active endpoint of the tenant subscribed to the event. A
+  function so that its plan is made once per connection, not at every change.
 
 Both are owned by the maintenance role, executable by the app role only (as the task sweeps
 of 0009_task_sweeps). The maintenance role reads ``(tenant_id, id, active)`` of endpoints and
@@ -48,6 +52,7 @@ depends_on: str | Sequence[str] | None = None
 
 CLAIM = "tenantry_claim_webhook_deliveries(integer, integer, integer)"
 PURGE = "tenantry_purge_webhook_deliveries(timestamptz, integer)"
+PUBLISH = "tenantry_publish_webhook_event(uuid, uuid, text, jsonb)"
 POLICY = "webhook_dispatch"
 
 CLAIM_FUNCTION = """
@@ -106,6 +111,27 @@ AS $$
         RETURNING 1
     )
     SELECT count(*)::integer FROM gone
+$$
+"""
+
+
+PUBLISH_FUNCTION = """
+CREATE FUNCTION tenantry_publish_webhook_event(
+    tenant uuid, event uuid, kind text, body jsonb
+)
+RETURNS void
+LANGUAGE plpgsql VOLATILE STRICT SECURITY INVOKER
+AS $$
+BEGIN
+    INSERT INTO public.webhook_deliveries (
+        tenant_id, id, endpoint_id, event_id, event_type, payload, status, attempts,
+        next_attempt_at, tries_since, log, created_at, updated_at
+    )
+    SELECT e.tenant_id, pg_catalog.gen_random_uuid(), e.id, event, kind, body, 'pending', 0,
+        pg_catalog.now(), pg_catalog.now(), '[]'::jsonb, pg_catalog.now(), pg_catalog.now()
+    FROM public.webhook_endpoints AS e
+    WHERE e.tenant_id = tenant AND e.active AND kind = ANY (e.events);
+END
 $$
 """
 
@@ -222,10 +248,13 @@ def upgrade() -> None:
         op.execute(f"GRANT EXECUTE ON FUNCTION {signature} TO {APP_ROLE}")
     for statement in hand_over_to_maintenance((CLAIM, PURGE)):
         op.execute(statement)
+    op.execute(PUBLISH_FUNCTION)
+    op.execute(f"REVOKE ALL ON FUNCTION {PUBLISH} FROM PUBLIC")
+    op.execute(f"GRANT EXECUTE ON FUNCTION {PUBLISH} TO {APP_ROLE}")
 
 
 def downgrade() -> None:
-    for signature in (CLAIM, PURGE):
+    for signature in (CLAIM, PURGE, PUBLISH):
         op.execute(f"DROP FUNCTION {signature}")
     # The indexes, policies and grants go with the tables.
     op.drop_table("webhook_deliveries")

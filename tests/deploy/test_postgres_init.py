@@ -125,7 +125,7 @@ async def test_an_owner_that_is_no_superuser_migrates_and_hands_the_sweeps_over(
     try:
         owners = await owned.fetch(
             "select pg_get_userbyid(proowner) as owner from pg_proc "
-            "where pronamespace = 'public'::regnamespace"
+            "where pronamespace = 'public'::regnamespace and prosecdef"
         )
         assert [row["owner"] for row in owners] == [MAINTENANCE_ROLE] * 8
         # What the hand-over lent for a moment is taken back.

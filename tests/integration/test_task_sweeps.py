@@ -243,6 +243,14 @@ async def test_the_functions_are_the_app_roles_to_run_and_do_nothing_else(
         from pg_proc p where p.pronamespace = 'public'::regnamespace
         """
     )
+    # The outbox's write (0019_webhooks) runs as its caller, the app role, under the tenant
+    # policy: no privilege of its own.
+    (publish,) = [row for row in functions if not row["prosecdef"]]
+    assert publish["signature"] == "tenantry_publish_webhook_event(uuid,uuid,text,jsonb)"
+    assert publish["owner"] != MAINTENANCE_ROLE
+    assert APP_ROLE in publish["executors"]
+    assert "PUBLIC" not in publish["executors"]
+    functions = [row for row in functions if row["prosecdef"]]
     # Times, counts and a tenant only: no table, column or SQL text a caller could point
     # elsewhere. (The audit purge is 0011_audit_events'. The erasure's, 0013_tenant_erasure's,
     # takes a table, but its owner may delete from audit_events only, and it refuses a tenant

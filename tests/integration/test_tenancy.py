@@ -305,12 +305,13 @@ def one_transaction(sent: SentStatements, *, end: str) -> tuple[list[str], list[
     driver = [sql for _, sql in sent.driver]
     # Begun with the tenant in one round trip, ended once, and nothing between begins another.
     assert driver[0].startswith("BEGIN; SELECT set_config('app.tenant_id'"), driver
-    # The commit may carry rows appended at commit (tenancy.append_at_commit) in its round trip.
+    # The commit may carry rows appended and statements run at commit (tenancy.append_at_commit,
+    # run_at_commit) in its round trip.
     ending = driver[-1]
     assert ending == end or (end == "COMMIT" and ending.endswith("; COMMIT")), driver
     appended = [
         f"INSERT {table} at commit" for table in re.findall(r'(?:^|; )INSERT INTO "(\w+)"', ending)
-    ]
+    ] + [f"{name} at commit" for name in re.findall(r"(?:^|; )SELECT (tenantry_\w+)\(", ending)]
     assert not any(controls_transaction(sql) for sql in driver[1:-1]), driver
     # Each ORM statement ran while that connection was in a transaction, and within this
     # request it was in no other than the one above.
@@ -370,7 +371,7 @@ async def test_a_read_then_write_request_runs_in_one_transaction(
                 "SELECT projects",
                 "UPDATE projects",
                 "INSERT audit_events at commit",
-                "INSERT webhook_deliveries at commit",
+                "tenantry_publish_webhook_event at commit",
             ],
             [],
         )
@@ -391,7 +392,7 @@ async def test_a_read_then_write_request_runs_in_one_transaction(
                 "UPDATE projects",
                 "UPDATE documents",
                 "INSERT audit_events at commit",
-                "INSERT webhook_deliveries at commit",
+                "tenantry_publish_webhook_event at commit",
             ],
             [],
         )

@@ -94,16 +94,10 @@ class WebhookDeliveryModel(TenantOwned):
     )
 
 
-# One delivery per active endpoint of the tenant subscribed to the event; none, at the price
-# of one probe of the tenant's endpoints, when there is no such endpoint.
-_PUBLISH = (
-    'INSERT INTO "webhook_deliveries" (tenant_id, id, endpoint_id, event_id, event_type, '
-    "payload, status, attempts, next_attempt_at, tries_since, log, created_at, updated_at) "
-    "SELECT e.tenant_id, gen_random_uuid(), e.id, {event_id}::uuid, {event_type}, "
-    "{payload}::jsonb, 'pending', 0, now(), now(), '[]'::jsonb, now(), now() "
-    'FROM "webhook_endpoints" AS e '
-    "WHERE e.tenant_id = {tenant}::uuid AND e.active AND {event_type} = ANY(e.events)"
-)
+# One delivery per active endpoint of the tenant subscribed to the event (migration
+# 0019_webhooks); none, at the price of one probe of the tenant's endpoints, when there is no
+# such endpoint.
+_PUBLISH = "SELECT tenantry_publish_webhook_event({tenant}, {event_id}, {event_type}, {payload})"
 
 
 class SqlWebhookEndpointRepository(SqlRepository[WebhookEndpoint]):
