@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable
 from pathlib import Path
 
 import msgspec
@@ -20,41 +19,23 @@ from ..integration.identity import owner_session
 from ..integration.test_tasks import task_settings
 from ..integration.test_webhooks import HOOKS, deliveries_of, register
 from ..webhook_receiver import Receiver
-from .test_worker_kill import worker_env
+from .test_worker_kill import start_worker, workers  # noqa: F401 - workers: a fixture
 
 pytestmark = pytest.mark.timeout(180)
 # The request waits unanswered for less than the timeout; the lease outlasts both.
 TIMEOUT_S, LEASE_S = 10, 12
 
 
-@pytest.fixture
-async def workers() -> AsyncIterator[list[asyncio.subprocess.Process]]:
-    started: list[asyncio.subprocess.Process] = []
-    yield started
-    for process in started:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-
-
-async def tenantry_worker(
+def tenantry_worker(
     settings: Settings, project_root: Path, started: list[asyncio.subprocess.Process]
-) -> asyncio.subprocess.Process:
-    env = worker_env(settings) | {
+) -> Awaitable[asyncio.subprocess.Process]:
+    env = {
         "TENANTRY_WEBHOOK_TIMEOUT_SECONDS": str(TIMEOUT_S),
         "TENANTRY_WEBHOOK_LEASE_SECONDS": str(LEASE_S),
         "TENANTRY_WEBHOOK_POLL_SECONDS": "0.1",
         "TENANTRY_WORKER_METRICS_PORT": "0",
     }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tenantry", "worker",
-        cwd=project_root,
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    started.append(process)
-    return process
+    return start_worker(settings, project_root, started, module=("tenantry", "worker"), env=env)
 
 
 async def test_a_delivery_cut_short_by_sigkill_is_sent_again(

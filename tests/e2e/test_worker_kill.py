@@ -51,12 +51,19 @@ async def workers(project_root: Path) -> AsyncIterator[list[asyncio.subprocess.P
 
 
 async def start_worker(
-    settings: Settings, project_root: Path, started: list[asyncio.subprocess.Process]
+    settings: Settings,
+    project_root: Path,
+    started: list[asyncio.subprocess.Process],
+    *,
+    module: tuple[str, ...] = ("tests.e2e.worker_process",),
+    env: dict[str, str] | None = None,
 ) -> asyncio.subprocess.Process:
+    """A worker process (the test handlers' by default; ``("tenantry", "worker")`` is the
+    product's own command) with ``settings`` and ``env`` besides."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.e2e.worker_process",
+        sys.executable, "-m", *module,
         cwd=project_root,
-        env=worker_env(settings),
+        env=worker_env(settings) | (env or {}),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
