@@ -19,7 +19,7 @@ from ..integration.identity import owner_session
 from ..integration.test_tasks import task_settings
 from ..integration.test_webhooks import HOOKS, deliveries_of, register
 from ..webhook_receiver import Receiver
-from .test_worker_kill import start_worker, workers  # noqa: F401 - workers: a fixture
+from .test_worker_kill import start_worker
 
 pytestmark = pytest.mark.timeout(180)
 # The request waits unanswered for less than the timeout; the lease outlasts both.

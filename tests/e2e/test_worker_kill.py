@@ -8,7 +8,6 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -38,16 +37,6 @@ def worker_env(settings: Settings) -> dict[str, str]:
         "TENANTRY_TASK_HEARTBEAT_SECONDS": str(settings.task_heartbeat_seconds),
         "TENANTRY_LOG_JSON": "true",
     }
-
-
-@pytest.fixture
-async def workers(project_root: Path) -> AsyncIterator[list[asyncio.subprocess.Process]]:
-    started: list[asyncio.subprocess.Process] = []
-    yield started
-    for process in started:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
 
 
 async def start_worker(
