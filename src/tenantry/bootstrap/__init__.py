@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
+import msgspec
 import structlog
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
 from arq.worker import Worker
@@ -27,6 +29,8 @@ from tenantry.application.audit import PurgeAuditEvents
 from tenantry.application.auth import Authenticate, AuthPolicy, Identity
 from tenantry.application.erasure import ResumeErasures, RunErasure
 from tenantry.application.files import Files, SweepFiles
+from tenantry.application.tasks import Registry
+from tenantry.application.tasks.handlers import builtin_handlers
 from tenantry.application.tasks.maintenance import ReapTasks, ReconcileTasks
 from tenantry.application.tasks.runner import RunTask
 from tenantry.application.usage import FoldUsage, NoUsage, ReportBusiestTenants
@@ -430,6 +434,23 @@ def create_app(
             container.close,
         ],
     )
+
+
+def openapi_document() -> bytes:
+    """The HTTP contract as committed in docs/openapi.json (`tenantry openapi` writes it): the
+    app's OpenAPI document, with the built-in task types only (installed packages add their
+    own where they are installed). Built from placeholder settings: nothing is connected."""
+    settings = load_settings(
+        environ={},
+        env_file=None,
+        database_url="postgresql://tenantry@localhost/tenantry",
+        redis_url="redis://localhost:6379/0",
+        log_level="WARNING",
+    )
+    container = Container(settings)
+    container.registry = Registry(builtin_handlers())
+    schema = create_app(settings, container=container).openapi_schema.to_schema()
+    return json.dumps(msgspec.to_builtins(schema), indent=2, ensure_ascii=False).encode() + b"\n"
 
 
 def create_served_app() -> Litestar:

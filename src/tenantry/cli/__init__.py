@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from tenantry.cli import admin, database, run, secrets, tasks
+from tenantry.cli import admin, database, openapi, run, secrets, tasks
 
 
 @click.group()
@@ -31,5 +31,6 @@ for command in (
     secrets.keys,
     secrets.vault,
     database.db,
+    openapi.openapi,
 ):
     main.add_command(command)

@@ -56,6 +56,12 @@ class ApiKeyCreated(msgspec.Struct):
         )
 
 
+class ApiKeyPage(Page[ApiKeyRead]):
+    """A page of API keys."""
+
+    items: list[ApiKeyRead]
+
+
 class ApiKeyController(Controller):
     path = "/api/v1/auth/api-keys"
     tags = ["auth"]
@@ -83,9 +89,9 @@ class ApiKeyController(Controller):
         list_api_keys: NamedDependency[ListApiKeys],
         limit: Limit = 20,
         offset: Offset = 0,
-    ) -> Page[ApiKeyRead]:
+    ) -> ApiKeyPage:
         keys = await list_api_keys(actor)
-        return page(ApiKeyRead, (keys[offset : offset + limit], len(keys)), limit, offset)
+        return page(ApiKeyPage, (keys[offset : offset + limit], len(keys)), limit, offset)
 
     @delete(
         "/{api_key_id:uuid}",

@@ -100,6 +100,7 @@ class AuthController(Controller):
 
     @post(
         "/refresh",
+        operation_id="refreshTokens",
         opt=PUBLIC,
         security=NO_CREDENTIALS,
         status_code=200,
@@ -124,6 +125,11 @@ class AuthController(Controller):
     ) -> None:
         await logout(data.refresh_token)
 
-    @get("/me", summary="The signed-in user", responses=problems(*SIGNED_IN_ERRORS))
+    @get(
+        "/me",
+        operation_id="getMe",
+        summary="The signed-in user",
+        responses=problems(*SIGNED_IN_ERRORS),
+    )
     async def me(self, actor: NamedDependency[Actor], get_me: NamedDependency[GetMe]) -> UserRead:
         return UserRead.of(await get_me(actor))

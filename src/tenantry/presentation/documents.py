@@ -70,6 +70,12 @@ class DocumentRead(Read):
     updated_at: datetime
 
 
+class DocumentPage(Page[DocumentRead]):
+    """A page of documents."""
+
+    items: list[DocumentRead]
+
+
 class DocumentController(Controller):
     path = "/api/v1/projects/{project_id:uuid}/documents"
     tags = ["documents"]
@@ -89,9 +95,9 @@ class DocumentController(Controller):
         order_by: DocumentOrder = "-created_at",
         created_after: CreatedAfter = None,
         created_before: CreatedBefore = None,
-    ) -> Page[DocumentRead]:
+    ) -> DocumentPage:
         query = list_query(limit, offset, q, order_by, created_after, created_before)
-        return page(DocumentRead, await list_documents(actor, project_id, query), limit, offset)
+        return page(DocumentPage, await list_documents(actor, project_id, query), limit, offset)
 
     @post(
         summary="Add a document to a project",

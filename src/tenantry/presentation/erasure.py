@@ -66,6 +66,12 @@ ERASE_DESCRIPTION = (
 )
 
 
+class ErasurePage(Page[ErasureRead]):
+    """A page of erasures."""
+
+    items: list[ErasureRead]
+
+
 class AdminErasureController(Controller):
     """The erasure log. The erasure itself is asked for at DELETE /api/v1/admin/tenants/{id}
     (presentation/tenants.py: one controller per path, or their OPTIONS handlers clash)."""
@@ -85,9 +91,9 @@ class AdminErasureController(Controller):
         list_erasures: NamedDependency[ListErasures],
         limit: ErasureLimit = 20,
         offset: Offset = 0,
-    ) -> Page[ErasureRead]:
+    ) -> ErasurePage:
         found = await list_erasures(actor, limit=limit, offset=offset)
-        return page(ErasureRead, found, limit, offset)
+        return page(ErasurePage, found, limit, offset)
 
     @get(
         "/erasures/{erasure_id:uuid}",

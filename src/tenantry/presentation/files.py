@@ -63,7 +63,10 @@ class FileRead(Read):
     deleted_at: datetime | None = None
 
 
-class UsageRead(Read):
+OCTET_STREAM = "application/octet-stream"
+
+
+class FileUsageRead(Read):
     bytes: int
     files: int
     quota_bytes: int
@@ -167,6 +170,12 @@ def content_headers(found: StoredFile, start: int, end: int) -> dict[str, str]:
     }
 
 
+class FilePage(Page[FileRead]):
+    """A page of files."""
+
+    items: list[FileRead]
+
+
 class FileController(Controller):
     path = "/api/v1/files"
     tags = ["files"]
@@ -213,22 +222,23 @@ class FileController(Controller):
         created_after: CreatedAfter = None,
         created_before: CreatedBefore = None,
         include_deleted: Annotated[bool, QueryParameter(description="Owners and admins.")] = False,
-    ) -> Page[FileRead]:
+    ) -> FilePage:
         query = list_query(
             limit, offset, q, created_after=created_after, created_before=created_before
         )
         found = await list_files(actor, query, include_deleted=include_deleted)
-        return page(FileRead, found, limit, offset)
+        return page(FilePage, found, limit, offset)
 
     @get(
         "/usage",
+        operation_id="getFileUsage",
         summary="Bytes and files stored by your tenant, and its quota",
         responses=problems(*SIGNED_IN_ERRORS),
     )
     async def usage(
         self, actor: NamedDependency[Actor], get_usage: NamedDependency[GetUsage]
-    ) -> UsageRead:
-        return UsageRead.of(await get_usage(actor))
+    ) -> FileUsageRead:
+        return FileUsageRead.of(await get_usage(actor))
 
     @get(
         "/{file_id:uuid}",
@@ -245,12 +255,22 @@ class FileController(Controller):
 
     @get(
         "/{file_id:uuid}/content",
+        operation_id="downloadFile",
         summary="A file's bytes",
         description="Streamed with one byte Range supported, or a 307 to a presigned URL "
         "when the store gives one.",
         responses={
-            200: ResponseSpec(bytes, description="The file", media_type="*/*"),
-            206: ResponseSpec(bytes, description="The byte range asked for", media_type="*/*"),
+            # The bytes as stored (sent with the file's own Content-Type); documented as
+            # octet-stream, a type client generators keep.
+            200: ResponseSpec(
+                bytes, description="The file", media_type=OCTET_STREAM, generate_examples=False
+            ),
+            206: ResponseSpec(
+                bytes,
+                description="The byte range asked for",
+                media_type=OCTET_STREAM,
+                generate_examples=False,
+            ),
             307: ResponseSpec(None, description="The file's presigned URL, in Location"),
             **problems(*SIGNED_IN_ERRORS, *PARAMETER_ERRORS, 404, 416),
         },
@@ -287,6 +307,7 @@ class FileController(Controller):
 
     @head(
         "/{file_id:uuid}/content",
+        operation_id="headFileContent",
         summary="A file's headers, without its bytes",
         description="The headers a GET without Range answers, from the file's record alone: "
         "the bytes are not read, and there is no redirect (a presigned URL is signed for GET "

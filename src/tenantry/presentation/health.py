@@ -79,6 +79,7 @@ class HealthController(Controller):
 
     @get(
         "/health",
+        operation_id="getHealth",
         opt=PUBLIC,
         security=NO_CREDENTIALS,
         summary="Liveness: 200 while the process lives",
@@ -88,6 +89,7 @@ class HealthController(Controller):
 
     @get(
         "/ready",
+        operation_id="getReadiness",
         opt=PUBLIC,
         security=NO_CREDENTIALS,
         summary="Readiness: 200 when every dependency answers, else 503",
@@ -116,6 +118,7 @@ class HealthController(Controller):
 
     @get(
         "/api/v1/info",
+        operation_id="getInfo",
         opt=PUBLIC,
         security=NO_CREDENTIALS,
         summary="Name, version and environment of this deployment",

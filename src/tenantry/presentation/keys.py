@@ -42,6 +42,7 @@ class AdminKeyController(Controller):
     guards = [requires_superuser]
 
     @get(
+        operation_id="listSigningKeys",
         summary="The signing keys: the current one and those still trusted for verification",
         responses=problems(*SIGNED_IN_ERRORS, 403),
     )
@@ -52,6 +53,7 @@ class AdminKeyController(Controller):
 
     @post(
         "/rotate",
+        operation_id="rotateSigningKeys",
         status_code=201,
         summary="Add a new current signing key; tokens signed before keep working until expiry",
         responses=problems(*SIGNED_IN_ERRORS, 403, 409),

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Annotated, Generic, Literal, TypeVar
+from functools import cache
+from typing import Annotated, Any, Generic, Literal, TypeVar, get_args, get_type_hints
 
 import msgspec
 from litestar.exceptions import ValidationException
@@ -15,7 +16,6 @@ from tenantry.presentation.bodies import NO_NUL
 from tenantry.presentation.reads import Read
 
 T = TypeVar("T")
-R = TypeVar("R", bound=Read)
 
 Limit = Annotated[int, QueryParameter(ge=1, le=100, description="Page size (1 to 100).")]
 # Bounded so it always reaches the database as a number it takes (no list is anywhere near).
@@ -23,16 +23,33 @@ Offset = Annotated[int, QueryParameter(ge=0, le=2**31 - 1, description="Items to
 
 
 class Page(msgspec.Struct, Generic[T]):
+    """A list endpoint's body. Each endpoint declares its own page, named for what it holds,
+    with its items' type spelled out (``class ProjectPage(Page[ProjectRead]): items:
+    list[ProjectRead]``): the OpenAPI component is then ``ProjectPage``, not a generic's name
+    with module paths in it, and it says what its items are (Litestar does not resolve a
+    generic parent's type variables)."""
+
     items: list[T]
     total: int
     limit: int
     offset: int
 
 
-def page(read: type[R], found: tuple[Iterable[object], int], limit: int, offset: int) -> Page[R]:
-    """What a list use case found (its items and their total) as a page of ``read`` bodies."""
+P = TypeVar("P", bound=Page[Any])
+
+
+def page(kind: type[P], found: tuple[Iterable[object], int], limit: int, offset: int) -> P:
+    """What a list use case found (its items and their total) as a page of ``kind``."""
     items, total = found
-    return Page(items=read.each(items), total=total, limit=limit, offset=offset)
+    return kind(items=_item_type(kind).each(items), total=total, limit=limit, offset=offset)
+
+
+@cache
+def _item_type(kind: type[Page[Any]]) -> type[Read]:
+    (item,) = get_args(get_type_hints(kind)["items"])
+    if not (isinstance(item, type) and issubclass(item, Read)):
+        raise TypeError(f"{kind.__name__}.items: a list of a Read body, not {item!r}")
+    return item
 
 
 Search = Annotated[

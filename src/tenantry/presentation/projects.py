@@ -62,6 +62,12 @@ class ProjectRead(Read):
     updated_at: datetime
 
 
+class ProjectPage(Page[ProjectRead]):
+    """A page of projects."""
+
+    items: list[ProjectRead]
+
+
 class ProjectController(Controller):
     path = "/api/v1/projects"
     tags = ["projects"]
@@ -79,9 +85,9 @@ class ProjectController(Controller):
         order_by: OrderField = "-created_at",
         created_after: CreatedAfter = None,
         created_before: CreatedBefore = None,
-    ) -> Page[ProjectRead]:
+    ) -> ProjectPage:
         query = list_query(limit, offset, q, order_by, created_after, created_before)
-        return page(ProjectRead, await list_projects(actor, query), limit, offset)
+        return page(ProjectPage, await list_projects(actor, query), limit, offset)
 
     @post(summary="Create a project", responses=problems(*SIGNED_IN_ERRORS, *BODY_ERRORS))
     async def create_project(

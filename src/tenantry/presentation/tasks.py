@@ -190,6 +190,12 @@ TypeFilter = Annotated[
 ]
 
 
+class TaskPage(Page[TaskRead]):
+    """A page of tasks."""
+
+    items: list[TaskRead]
+
+
 class TaskController(Controller):
     path = TASKS_PATH
     tags = ["tasks"]
@@ -228,17 +234,18 @@ class TaskController(Controller):
         type: TypeFilter = None,
         created_after: CreatedAfter = None,
         created_before: CreatedBefore = None,
-    ) -> Page[TaskRead]:
+    ) -> TaskPage:
         query = list_query(
             limit, offset, created_after=created_after, created_before=created_before
         )
         found = await list_tasks(
             actor, query, status=None if status is None else TaskStatus(status), task_type=type
         )
-        return page(TaskRead, found, limit, offset)
+        return page(TaskPage, found, limit, offset)
 
     @get(
         "/stats",
+        operation_id="getTaskStats",
         summary="Counts by status and type, mean and p95 duration of completed tasks",
         responses=problems(*SIGNED_IN_ERRORS),
     )
@@ -276,12 +283,16 @@ class TaskController(Controller):
 
     @get(
         "/{task_id:uuid}/events",
+        operation_id="streamTaskEvents",
         summary="Status and progress as server-sent events",
         description="One `task` event (the task as JSON) now and on every change; the stream "
         "ends when the task finishes, or after ten minutes.",
         responses={
             200: ResponseSpec(
-                TaskEvent, description="The event stream", media_type="text/event-stream"
+                TaskEvent,
+                description="The event stream",
+                media_type="text/event-stream",
+                generate_examples=False,
             ),
             **problems(*SIGNED_IN_ERRORS, *PARAMETER_ERRORS, 404),
         },
@@ -313,6 +324,7 @@ class TaskController(Controller):
 
     @get(
         "/{task_id:uuid}/logs",
+        operation_id="listTaskLogs",
         summary="The operation log of every attempt",
         responses=problems(*SIGNED_IN_ERRORS, *PARAMETER_ERRORS, 404),
     )

@@ -64,6 +64,12 @@ class TenantUpdate(msgspec.Struct, forbid_unknown_fields=True):
     settings: dict[str, Any] | None = None
 
 
+class TenantPage(Page[TenantRead]):
+    """A page of tenants."""
+
+    items: list[TenantRead]
+
+
 class TenantController(Controller):
     path = "/api/v1/tenants"
     tags = ["tenants"]
@@ -105,9 +111,9 @@ class AdminTenantController(Controller):
         list_tenants: NamedDependency[ListTenants],
         limit: Limit = 20,
         offset: Offset = 0,
-    ) -> Page[TenantRead]:
+    ) -> TenantPage:
         found = await list_tenants(actor, limit=limit, offset=offset)
-        return page(TenantRead, found, limit, offset)
+        return page(TenantPage, found, limit, offset)
 
     @patch(
         "/{tenant_id:uuid}",

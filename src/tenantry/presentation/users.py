@@ -53,6 +53,12 @@ class UserUpdate(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
     settings: dict[str, Any] | None = None
 
 
+class UserPage(Page[UserRead]):
+    """A page of users."""
+
+    items: list[UserRead]
+
+
 class UserController(Controller):
     path = "/api/v1/users"
     tags = ["users"]
@@ -67,8 +73,8 @@ class UserController(Controller):
         list_users: NamedDependency[ListUsers],
         limit: Limit = 20,
         offset: Offset = 0,
-    ) -> Page[UserRead]:
-        return page(UserRead, await list_users(actor, limit=limit, offset=offset), limit, offset)
+    ) -> UserPage:
+        return page(UserPage, await list_users(actor, limit=limit, offset=offset), limit, offset)
 
     @post(
         summary="Add a user to your tenant (owners and admins)",

@@ -135,6 +135,18 @@ class DeliveryRead(msgspec.Struct):
         )
 
 
+class WebhookPage(Page[WebhookRead]):
+    """A page of webhook endpoints."""
+
+    items: list[WebhookRead]
+
+
+class DeliveryPage(Page[DeliveryRead]):
+    """A page of deliveries."""
+
+    items: list[DeliveryRead]
+
+
 class WebhookController(Controller):
     path = "/api/v1/webhooks"
     tags = ["webhooks"]
@@ -149,9 +161,9 @@ class WebhookController(Controller):
         list_webhooks: NamedDependency[ListWebhooks],
         limit: Limit = 20,
         offset: Offset = 0,
-    ) -> Page[WebhookRead]:
+    ) -> WebhookPage:
         found = await list_webhooks(actor, list_query(limit, offset))
-        return page(WebhookRead, found, limit, offset)
+        return page(WebhookPage, found, limit, offset)
 
     @post(
         summary="Register a webhook endpoint; its signing secret is in this response only",
@@ -244,9 +256,9 @@ class WebhookController(Controller):
         list_webhook_deliveries: NamedDependency[ListWebhookDeliveries],
         limit: Limit = 20,
         offset: Offset = 0,
-    ) -> Page[DeliveryRead]:
+    ) -> DeliveryPage:
         items, total = await list_webhook_deliveries(actor, webhook_id, limit=limit, offset=offset)
-        return Page(
+        return DeliveryPage(
             items=[DeliveryRead.of(item) for item in items],
             total=total,
             limit=limit,

@@ -1,0 +1,71 @@
+"""The HTTP contract: the committed docs/openapi.json is the one the app serves (built-in task
+types), and its names are ones a client generator turns into good code."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner
+
+from tenantry.bootstrap import openapi_document
+from tenantry.cli import main
+
+CAMEL_CASE = re.compile(r"^[a-z]+(?:[A-Z][a-z0-9]*)*$")
+# A component name a generator keeps as it is: a word or words, no module path or brackets.
+PLAIN_NAME = re.compile(r"^[A-Z][A-Za-z0-9]*$")
+
+
+def served() -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(openapi_document())
+    return document
+
+
+def test_the_committed_contract_is_the_served_one(project_root: Path) -> None:
+    committed = (project_root / "docs" / "openapi.json").read_bytes()
+    assert committed == openapi_document(), (
+        "docs/openapi.json is not the current contract: run `uv run tenantry openapi`, review "
+        "the difference and commit it"
+    )
+
+
+def test_operation_ids_are_unique_camel_case_verbs() -> None:
+    ids = [
+        operation["operationId"]
+        for item in served()["paths"].values()
+        for operation in item.values()
+        if isinstance(operation, dict) and "operationId" in operation
+    ]
+    assert len(ids) == len(set(ids))
+    assert [name for name in ids if not CAMEL_CASE.match(name)] == []
+    for expected in ("listProjects", "getProject", "createApiKey", "getMe", "downloadFile"):
+        assert expected in ids
+
+
+def test_component_names_are_plain_words() -> None:
+    names = list(served()["components"]["schemas"])
+    assert [name for name in names if not PLAIN_NAME.match(name)] == []
+    pages = {name for name in names if name.endswith("Page")}
+    assert {"ProjectPage", "TaskPage", "UserPage", "TenantPage", "WebhookPage"} <= pages
+
+
+def test_every_page_says_what_its_items_are() -> None:
+    schemas = served()["components"]["schemas"]
+    for name, schema in schemas.items():
+        if name.endswith("Page") and "items" in schema.get("properties", {}):
+            items = schema["properties"]["items"]["items"]
+            assert "$ref" in items, (name, items)
+
+
+def test_the_cli_checks_and_writes_the_document(tmp_path: Path) -> None:
+    target = tmp_path / "openapi.json"
+    runner = CliRunner()
+    stale = runner.invoke(main, ["openapi", "--check", "--output", str(target)])
+    assert stale.exit_code == 1
+    assert "tenantry openapi" in stale.output
+    assert runner.invoke(main, ["openapi", "--output", str(target)]).exit_code == 0
+    assert target.read_bytes() == openapi_document()
+    current = runner.invoke(main, ["openapi", "--check", "--output", str(target)])
+    assert current.exit_code == 0, current.output
