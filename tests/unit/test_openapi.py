@@ -69,3 +69,21 @@ def test_the_cli_checks_and_writes_the_document(tmp_path: Path) -> None:
     assert target.read_bytes() == openapi_document()
     current = runner.invoke(main, ["openapi", "--check", "--output", str(target)])
     assert current.exit_code == 0, current.output
+
+
+def test_closed_sets_are_enums() -> None:
+    schemas = served()["components"]["schemas"]
+
+    def enum_of(schema: dict[str, Any]) -> list[str]:
+        if "$ref" in schema:
+            return enum_of(schemas[schema["$ref"].rsplit("/", 1)[1]])
+        return list(schema.get("enum") or schema.get("items", {}).get("enum") or []) or (
+            enum_of(schema["items"]) if "items" in schema else []
+        )
+
+    assert "cancelled" in enum_of(schemas["TaskRead"]["properties"]["status"])
+    assert "suspended" in enum_of(schemas["TenantRead"]["properties"]["status"])
+    assert "owner" in enum_of(schemas["UserRead"]["properties"]["roles"])
+    assert "finished" in enum_of(schemas["ErasureRead"]["properties"]["state"])
+    assert "api_key" in enum_of(schemas["AuditEventRead"]["properties"]["actor_type"])
+    assert "succeeded" in enum_of(schemas["DeliveryRead"]["properties"]["status"])

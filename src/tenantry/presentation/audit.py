@@ -13,7 +13,7 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import QueryParameter
 
 from tenantry.application.audit import ListAuditEvents, ListTenantAuditEvents
-from tenantry.domain.audit import AUDIT_PAGE_MAX, AuditEvent, AuditQuery
+from tenantry.domain.audit import AUDIT_PAGE_MAX, ActorType, AuditEvent, AuditQuery
 from tenantry.domain.auth import Actor
 from tenantry.presentation.bodies import NO_NUL
 from tenantry.presentation.errors import PARAMETER_ERRORS, problems
@@ -62,7 +62,7 @@ Until = Annotated[
 class AuditEventRead(Read):
     id: UUID
     tenant_id: UUID
-    actor_type: str
+    actor_type: ActorType
     actor_id: UUID | None
     api_key_id: UUID | None
     action: str

@@ -14,7 +14,7 @@ from litestar.params import FromPath, QueryParameter
 
 from tenantry.application.erasure import EraseOwnTenant, GetErasure, ListErasures
 from tenantry.domain.auth import Actor
-from tenantry.domain.erasure import ERASURE_PAGE_MAX
+from tenantry.domain.erasure import ERASURE_PAGE_MAX, ErasureState, Requester
 from tenantry.presentation.bodies import NO_NUL, StrictJSONBody
 from tenantry.presentation.errors import BODY_ERRORS, PARAMETER_ERRORS, problems
 from tenantry.presentation.pagination import Offset, Page, page
@@ -49,9 +49,9 @@ class ErasureRead(Read):
     tenant_id: UUID
     slug: str
     requested_by: UUID | None
-    requested_by_type: str
+    requested_by_type: Requester
     requested_at: datetime
-    state: str
+    state: ErasureState
     started_at: datetime | None
     finished_at: datetime | None
     progress: ErasureProgressRead

@@ -122,7 +122,7 @@ class TaskTypesSchema(OpenAPISchemaPlugin):
 class TaskRead(Read):
     id: UUID
     type: str
-    status: str
+    status: TaskStatus
     progress: int
     input_files: list[UUID]
     output_files: list[UUID]
@@ -139,8 +139,7 @@ class TaskRead(Read):
 class TaskEvent(msgspec.Struct):
     """One server-sent event of a task's stream."""
 
-    # Always "task".
-    event: str
+    event: Literal["task"]
     # The task as JSON, as GET /api/v1/tasks/{task_id} answers it.
     data: str
 

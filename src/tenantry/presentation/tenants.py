@@ -47,7 +47,7 @@ class TenantRead(Read):
     id: UUID
     name: str
     slug: str
-    status: str
+    status: TenantStatus
     settings: dict[str, Any]
     created_at: datetime
     updated_at: datetime

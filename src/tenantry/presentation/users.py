@@ -13,7 +13,7 @@ from litestar.params import FromPath
 
 from tenantry.application.users import CreateUser, DeleteUser, GetUser, ListUsers, UpdateUser
 from tenantry.domain.auth import Actor
-from tenantry.domain.users import PASSWORD_MAX_LENGTH
+from tenantry.domain.users import PASSWORD_MAX_LENGTH, Role
 from tenantry.presentation.bodies import NO_NUL, StrictJSONBody
 from tenantry.presentation.errors import BODY_ERRORS, PARAMETER_ERRORS, problems
 from tenantry.presentation.pagination import Limit, Offset, Page, page
@@ -32,7 +32,7 @@ class UserRead(Read):
     tenant_id: UUID
     username: str
     email: str
-    roles: list[str]
+    roles: list[Role]
     settings: dict[str, Any]
     is_active: bool
     created_at: datetime
