@@ -11,7 +11,7 @@ import pytest
 from tenantry.config import Settings
 
 from ..conftest import Client
-from .identity import owner_session
+from .identity import PASSWORD, owner_session
 from .test_files import png, upload
 from .test_health import assert_problem
 
@@ -126,3 +126,29 @@ async def test_metrics_names_one_charset(client: Client) -> None:
     response = await client.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+
+
+async def test_a_created_resource_is_where_location_says(client: Client) -> None:
+    owner = await owner_session(client, "acme")
+    project = await client.post("/api/v1/projects", headers=owner, json={"name": "A"})
+    document = await client.post(
+        f"{project.headers['Location']}/documents",
+        headers=owner,
+        json={"title": "T", "content": "c"},
+    )
+    user = await client.post(
+        "/api/v1/users",
+        headers=owner,
+        json={
+            "username": "mia",
+            "email": "mia@acme.example",
+            "password": PASSWORD,
+            "roles": ["member"],
+        },
+    )
+    for response in (project, document, user):
+        assert response.status_code == 201, response.text
+        found = await client.get(response.headers["Location"], headers=owner)
+        assert found.status_code == 200, response.headers["Location"]
+        assert found.json()["id"] == response.json()["id"]
+    assert project.headers["ETag"] == '"1"'

@@ -87,3 +87,30 @@ def test_closed_sets_are_enums() -> None:
     assert "finished" in enum_of(schemas["ErasureRead"]["properties"]["state"])
     assert "api_key" in enum_of(schemas["AuditEventRead"]["properties"]["actor_type"])
     assert "succeeded" in enum_of(schemas["DeliveryRead"]["properties"]["status"])
+
+
+def test_every_201_says_where_the_new_resource_is() -> None:
+    created = [
+        (path, operation)
+        for path, item in served()["paths"].items()
+        for operation in item.values()
+        if isinstance(operation, dict) and "201" in operation.get("responses", {})
+    ]
+    assert len(created) >= 9
+    for path, operation in created:
+        assert "Location" in operation["responses"]["201"].get("headers", {}), path
+
+
+def test_every_tag_is_described_once() -> None:
+    document = served()
+    described = [tag["name"] for tag in document["tags"]]
+    assert all(tag.get("description") for tag in document["tags"])
+    used = {
+        tag
+        for item in document["paths"].values()
+        for operation in item.values()
+        if isinstance(operation, dict)
+        for tag in operation.get("tags", [])
+    }
+    assert sorted(described) == sorted(used)
+    assert len(described) == len(set(described))

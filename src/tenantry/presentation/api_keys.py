@@ -7,7 +7,7 @@ from typing import Annotated
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, delete, get, post
+from litestar import Controller, Response, delete, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 
@@ -17,6 +17,7 @@ from tenantry.presentation.bodies import NOT_BLANK, StrictJSONBody
 from tenantry.presentation.errors import BODY_ERRORS, PARAMETER_ERRORS, problems
 from tenantry.presentation.pagination import Limit, Offset, Page, page
 from tenantry.presentation.reads import Read
+from tenantry.presentation.responses import NEW_RESOURCE, created
 from tenantry.presentation.security import SIGNED_IN_ERRORS
 
 
@@ -67,6 +68,7 @@ class ApiKeyController(Controller):
     tags = ["auth"]
 
     @post(
+        response_headers=NEW_RESOURCE,
         summary="Create an API key; the key is in this response only",
         responses=problems(*SIGNED_IN_ERRORS, *BODY_ERRORS),
     )
@@ -75,9 +77,9 @@ class ApiKeyController(Controller):
         data: StrictJSONBody[ApiKeyCreate],
         actor: NamedDependency[Actor],
         create_api_key: NamedDependency[CreateApiKey],
-    ) -> ApiKeyCreated:
+    ) -> Response[ApiKeyCreated]:
         issued = await create_api_key(actor, name=data.name, expires_at=data.expires_at)
-        return ApiKeyCreated.of(issued)
+        return created(ApiKeyCreated.of(issued), f"{self.path}/{issued.api_key.id}")
 
     @get(
         summary="Your live API keys, without their secrets",

@@ -13,7 +13,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
-from litestar.openapi.spec import Components, SecurityScheme
+from litestar.openapi.spec import Components, SecurityScheme, Tag
 from litestar.plugins import PluginProtocol
 from litestar.routes import HTTPRoute
 
@@ -149,6 +149,7 @@ def create_app(
             ),
             security=[{"BearerToken": []}, {"ApiKey": []}],
             operation_id_creator=operation_id,
+            tags=TAGS,
         ),
         on_startup=list(on_startup),
         on_shutdown=list(on_shutdown),
@@ -170,6 +171,43 @@ def create_app(
         allowed_methods=allowed_methods(app),
     )
     return app
+
+
+# The API's sections, in the order a reader meets them.
+TAGS = [
+    Tag(name="service", description="Liveness, readiness and what is running."),
+    Tag(name="tenants", description="Creating a tenant with its owner."),
+    Tag(
+        name="auth",
+        description="Sign-in, token refresh, sign-out, self-signup, the signed-in user and "
+        "their API keys.",
+    ),
+    Tag(name="users", description="A tenant's users and their roles (owners and admins)."),
+    Tag(name="projects", description="A tenant's projects: paginated, ETag-versioned."),
+    Tag(name="documents", description="The documents of a project."),
+    Tag(
+        name="files",
+        description="Uploads streamed to storage, ranged downloads, the tenant's quota.",
+    ),
+    Tag(
+        name="tasks",
+        description="Background tasks: submitted, followed (polling or server-sent events), "
+        "cancelled.",
+    ),
+    Tag(
+        name="webhooks",
+        description="Endpoints that receive a tenant's events, signed the Standard Webhooks "
+        "way, and their deliveries.",
+    ),
+    Tag(name="audit", description="Who changed what in a tenant (owners and admins)."),
+    Tag(name="usage", description="What a tenant used, per UTC day, and its daily limits."),
+    Tag(name="governance", description="A tenant's export and its erasure."),
+    Tag(
+        name="platform administration",
+        description="Tenants, signing keys, erasures, audit and usage across tenants "
+        "(platform superusers).",
+    ),
+]
 
 
 def operation_id(handler: HTTPRouteHandler, _method: str, _path: list[Any]) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import msgspec
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 
 from tenantry.application.auth import GetMe, Login, Logout, Refresh, Register
@@ -13,6 +13,7 @@ from tenantry.domain.auth import Actor
 from tenantry.presentation.bodies import NO_NUL, StrictJSONBody
 from tenantry.presentation.errors import BODY_ERRORS, problems
 from tenantry.presentation.reads import Read
+from tenantry.presentation.responses import NEW_RESOURCE, created
 from tenantry.presentation.security import (
     NO_CREDENTIALS,
     PUBLIC,
@@ -56,6 +57,7 @@ class AuthController(Controller):
 
     @post(
         "/register",
+        response_headers=NEW_RESOURCE,
         opt=PUBLIC,
         security=NO_CREDENTIALS,
         summary="Sign up in a tenant that allows self sign-up",
@@ -66,7 +68,7 @@ class AuthController(Controller):
         request: Request[Any, Any, Any],
         data: StrictJSONBody[RegisterRequest],
         register: NamedDependency[Register],
-    ) -> UserRead:
+    ) -> Response[UserRead]:
         user = await register(
             tenant=data.tenant,
             username=data.username,
@@ -74,7 +76,7 @@ class AuthController(Controller):
             password=data.password,
             client=client_address(request),
         )
-        return UserRead.of(user)
+        return created(UserRead.of(user), f"/api/v1/users/{user.id}")
 
     @post(
         "/login",

@@ -34,6 +34,7 @@ from tenantry.presentation.pagination import (
     page,
 )
 from tenantry.presentation.reads import Read
+from tenantry.presentation.responses import NEW_RESOURCE, created
 from tenantry.presentation.security import SIGNED_IN_ERRORS
 
 Title = Annotated[str, msgspec.Meta(max_length=TITLE_MAX_LENGTH, pattern=NOT_BLANK)]
@@ -100,6 +101,7 @@ class DocumentController(Controller):
         return page(DocumentPage, await list_documents(actor, project_id, query), limit, offset)
 
     @post(
+        response_headers=NEW_RESOURCE,
         summary="Add a document to a project",
         responses=problems(*SIGNED_IN_ERRORS, *BODY_ERRORS, 404),
     )
@@ -113,7 +115,8 @@ class DocumentController(Controller):
         document = await create_document(
             actor, project_id, title=data.title, content=data.content, metadata=data.metadata
         )
-        return with_etag(DocumentRead, document, status_code=201)
+        location = f"/api/v1/projects/{project_id}/documents/{document.id}"
+        return created(DocumentRead.of(document), location, version=document.version)
 
     @get(
         "/{document_id:uuid}",

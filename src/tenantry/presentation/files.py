@@ -45,6 +45,7 @@ from tenantry.presentation.pagination import (
     page,
 )
 from tenantry.presentation.reads import Read
+from tenantry.presentation.responses import NEW_RESOURCE, created
 from tenantry.presentation.security import SIGNED_IN_ERRORS
 
 FILE_FIELD = "file"
@@ -181,6 +182,7 @@ class FileController(Controller):
     tags = ["files"]
 
     @post(
+        response_headers=NEW_RESOURCE,
         summary="Upload a file (multipart field 'file')",
         description="Too large: 413. Type not allowed (sniffed from the bytes): 415. "
         "An image below the minimum size: 422. Over the tenant's quota: 413.",
@@ -195,7 +197,7 @@ class FileController(Controller):
         actor: NamedDependency[Actor],
         upload_file: NamedDependency[UploadFile],
         usage_meter: NamedDependency[UsageMeter],
-    ) -> FileRead:
+    ) -> Response[FileRead]:
         part = FilePart(request)
         await part.open()
         stored = await upload_file(
@@ -206,7 +208,7 @@ class FileController(Controller):
             expected_size=part.length,
         )
         usage_meter.add(actor.tenant_id, Counter.BYTES_UPLOADED, stored.size)
-        return FileRead.of(stored)
+        return created(FileRead.of(stored), f"{self.path}/{stored.id}")
 
     @get(
         summary="Files of your tenant",

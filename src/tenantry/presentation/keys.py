@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import msgspec
-from litestar import Controller, get, post
+from litestar import Controller, Response, get, post
 from litestar.di import NamedDependency
 
 from tenantry.application.keys import ListSigningKeys, RotateSigningKey
@@ -13,6 +13,7 @@ from tenantry.domain.auth import Actor
 from tenantry.domain.keys import KeyInfo
 from tenantry.presentation.errors import problems
 from tenantry.presentation.reads import Read
+from tenantry.presentation.responses import NEW_RESOURCE, created
 from tenantry.presentation.security import SIGNED_IN_ERRORS, requires_superuser
 
 
@@ -53,6 +54,7 @@ class AdminKeyController(Controller):
 
     @post(
         "/rotate",
+        response_headers=NEW_RESOURCE,
         operation_id="rotateSigningKeys",
         status_code=201,
         summary="Add a new current signing key; tokens signed before keep working until expiry",
@@ -60,5 +62,5 @@ class AdminKeyController(Controller):
     )
     async def rotate(
         self, actor: NamedDependency[Actor], rotate_signing_key: NamedDependency[RotateSigningKey]
-    ) -> KeyringRead:
-        return KeyringRead.of(await rotate_signing_key(actor))
+    ) -> Response[KeyringRead]:
+        return created(KeyringRead.of(await rotate_signing_key(actor)), self.path)

@@ -35,6 +35,7 @@ from tenantry.presentation.pagination import (
     page,
 )
 from tenantry.presentation.reads import Read
+from tenantry.presentation.responses import NEW_RESOURCE, created
 from tenantry.presentation.security import SIGNED_IN_ERRORS
 
 Name = Annotated[str, msgspec.Meta(max_length=NAME_MAX_LENGTH, pattern=NOT_BLANK)]
@@ -89,7 +90,11 @@ class ProjectController(Controller):
         query = list_query(limit, offset, q, order_by, created_after, created_before)
         return page(ProjectPage, await list_projects(actor, query), limit, offset)
 
-    @post(summary="Create a project", responses=problems(*SIGNED_IN_ERRORS, *BODY_ERRORS))
+    @post(
+        summary="Create a project",
+        response_headers=NEW_RESOURCE,
+        responses=problems(*SIGNED_IN_ERRORS, *BODY_ERRORS),
+    )
     async def create_project(
         self,
         data: StrictJSONBody[ProjectCreate],
@@ -97,7 +102,9 @@ class ProjectController(Controller):
         create_project: NamedDependency[CreateProject],
     ) -> Response[ProjectRead]:
         project = await create_project(actor, name=data.name, description=data.description)
-        return with_etag(ProjectRead, project, status_code=201)
+        return created(
+            ProjectRead.of(project), f"{self.path}/{project.id}", version=project.version
+        )
 
     @get(
         "/{project_id:uuid}",

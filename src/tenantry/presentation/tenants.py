@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, Request, delete, get, patch, post
+from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 
@@ -21,6 +21,7 @@ from tenantry.presentation.erasure import ERASE_DESCRIPTION, Confirm, ErasureRea
 from tenantry.presentation.errors import BODY_ERRORS, PARAMETER_ERRORS, problems
 from tenantry.presentation.pagination import Limit, Offset, Page, page
 from tenantry.presentation.reads import Read
+from tenantry.presentation.responses import NEW_RESOURCE, created
 from tenantry.presentation.security import (
     NO_CREDENTIALS,
     PUBLIC,
@@ -75,6 +76,7 @@ class TenantController(Controller):
     tags = ["tenants"]
 
     @post(
+        response_headers=NEW_RESOURCE,
         opt=PUBLIC,
         security=NO_CREDENTIALS,
         summary="Create a tenant and its owner",
@@ -86,14 +88,15 @@ class TenantController(Controller):
         request: Request[Any, Any, Any],
         data: StrictJSONBody[TenantCreate],
         create_tenant: NamedDependency[CreateTenant],
-    ) -> TenantCreated:
+    ) -> Response[TenantCreated]:
         owner = OwnerInput(
             username=data.owner.username, email=data.owner.email, password=data.owner.password
         )
         tenant, user = await create_tenant(
             name=data.name, slug=data.slug, owner=owner, client=client_address(request)
         )
-        return TenantCreated(tenant=TenantRead.of(tenant), user=UserRead.of(user))
+        body = TenantCreated(tenant=TenantRead.of(tenant), user=UserRead.of(user))
+        return created(body, f"/api/v1/admin/tenants/{tenant.id}")
 
 
 class AdminTenantController(Controller):

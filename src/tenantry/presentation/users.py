@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, delete, get, patch, post
+from litestar import Controller, Response, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 
@@ -18,6 +18,7 @@ from tenantry.presentation.bodies import NO_NUL, StrictJSONBody
 from tenantry.presentation.errors import BODY_ERRORS, PARAMETER_ERRORS, problems
 from tenantry.presentation.pagination import Limit, Offset, Page, page
 from tenantry.presentation.reads import Read
+from tenantry.presentation.responses import NEW_RESOURCE, created
 from tenantry.presentation.security import SIGNED_IN_ERRORS, requires_manager
 
 Password = Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
@@ -77,6 +78,7 @@ class UserController(Controller):
         return page(UserPage, await list_users(actor, limit=limit, offset=offset), limit, offset)
 
     @post(
+        response_headers=NEW_RESOURCE,
         summary="Add a user to your tenant (owners and admins)",
         guards=[requires_manager],
         responses=problems(*SIGNED_IN_ERRORS, *BODY_ERRORS, 403, 409),
@@ -86,7 +88,7 @@ class UserController(Controller):
         data: StrictJSONBody[UserCreate],
         actor: NamedDependency[Actor],
         create_user: NamedDependency[CreateUser],
-    ) -> UserRead:
+    ) -> Response[UserRead]:
         user = await create_user(
             actor,
             username=data.username,
@@ -94,7 +96,7 @@ class UserController(Controller):
             password=data.password,
             roles=list[str](data.roles),
         )
-        return UserRead.of(user)
+        return created(UserRead.of(user), f"{self.path}/{user.id}")
 
     @get(
         "/{user_id:uuid}",

@@ -34,13 +34,13 @@ from tenantry.presentation.bodies import NO_NUL, StrictJSONBody
 from tenantry.presentation.concurrency import (
     IfMatch,
     Version,
-    etag,
     expected_version,
     with_etag,
 )
 from tenantry.presentation.errors import BODY_ERRORS, PARAMETER_ERRORS, problems
 from tenantry.presentation.pagination import Limit, Offset, Page, list_query, page
 from tenantry.presentation.reads import Read
+from tenantry.presentation.responses import NEW_RESOURCE, created
 from tenantry.presentation.security import SIGNED_IN_ERRORS
 
 EventType = Literal[EVENT_TYPES]  # type: ignore[valid-type]
@@ -166,6 +166,7 @@ class WebhookController(Controller):
         return page(WebhookPage, found, limit, offset)
 
     @post(
+        response_headers=NEW_RESOURCE,
         summary="Register a webhook endpoint; its signing secret is in this response only",
         description=(
             "Deliveries are signed the Standard Webhooks way: `webhook-signature` is "
@@ -187,10 +188,10 @@ class WebhookController(Controller):
             description=data.description,
             active=data.active,
         )
-        return Response(
+        return created(
             WebhookCreated.issued(issued),
-            status_code=201,
-            headers={"ETag": etag(issued.endpoint.version)},
+            f"{self.path}/{issued.endpoint.id}",
+            version=issued.endpoint.version,
         )
 
     @get(
