@@ -4,6 +4,7 @@ test_security.py)."""
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 from collections.abc import AsyncIterator
 
@@ -57,7 +58,18 @@ async def test_docs_and_openapi_spec_are_served(client: Client) -> None:
     docs = await client.get("/docs")
     assert docs.status_code == 200
     assert "swagger-ui" in docs.text
-    assert "cdn.jsdelivr.net" in docs.headers["content-security-policy"]
+    # Everything the page loads is the app's own: no CDN in the page or its policy.
+    policy = docs.headers["content-security-policy"]
+    assert "script-src 'self';" in policy
+    assert "http" not in policy
+    for asset in re.findall(r'(?:src|href)="([^"]+)"', docs.text):
+        assert asset.startswith("/docs/static/"), asset
+        loaded = await client.get(asset)
+        assert loaded.status_code == 200, asset
+        assert loaded.headers["content-security-policy"] == policy
+    # Nothing but those files: a path climbing out of them finds nothing.
+    for escape in ("/docs/static/..%2F..%2Fdocs.py", "/docs/static/%2e%2e/docs.py"):
+        assert (await client.get(escape)).status_code == 404, escape
     spec = await client.get("/docs/openapi.json")
     assert spec.status_code == 200
     paths = spec.json()["paths"]

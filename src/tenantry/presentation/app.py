@@ -12,7 +12,6 @@ from litestar.di import Provide
 from litestar.handlers import HTTPRouteHandler
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme, Tag
 from litestar.plugins import PluginProtocol
 from litestar.routes import HTTPRoute
@@ -24,6 +23,7 @@ from tenantry.presentation.api_keys import ApiKeyController
 from tenantry.presentation.audit import AdminAuditController, AuditController
 from tenantry.presentation.auth import AuthController
 from tenantry.presentation.bodies import JSONBodyRequest
+from tenantry.presentation.docs import SwaggerUI, docs_assets
 from tenantry.presentation.documents import DocumentController
 from tenantry.presentation.erasure import AdminErasureController, ErasureController
 from tenantry.presentation.errors import exception_handlers
@@ -92,7 +92,11 @@ def create_app(
         check_timeout=settings.ready_check_timeout,
     )
     app = Litestar(
-        route_handlers=[*CONTROLLERS, *([MetricsController] if metrics else [])],
+        route_handlers=[
+            *CONTROLLERS,
+            *([MetricsController] if metrics else []),
+            docs_assets(DOCS_PATH),
+        ],
         dependencies={
             "readiness_checks": Provide(
                 lambda: readiness_checks, use_cache=True, sync_to_thread=False
@@ -136,7 +140,7 @@ def create_app(
             version=service_info.version,
             description="A multi-tenant SaaS API foundation.",
             path=DOCS_PATH,
-            render_plugins=[SwaggerRenderPlugin(path="/")],
+            render_plugins=[SwaggerUI(DOCS_PATH)],
             components=Components(
                 security_schemes={
                     "BearerToken": SecurityScheme(
