@@ -3,8 +3,11 @@ to a file of the repository (and a heading of it, when it names one)."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
+
+from tenantry.presentation.errors import problem_type
 
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 HEADING = re.compile(r"^#+\s+(.*)$", re.M)
@@ -41,3 +44,21 @@ def test_every_relative_link_leads_somewhere(project_root: Path) -> None:
 def test_no_page_sends_readers_out_of_the_repository(project_root: Path) -> None:
     pages = [project_root / "README.md", *sorted((project_root / "docs").glob("*.md"))]
     assert [str(p.relative_to(project_root)) for p in pages if "../shared" in p.read_text()] == []
+
+
+def test_the_clients_guide_explains_every_problem_type(project_root: Path) -> None:
+    """Each status the contract documents as a problem, and those the request layer answers
+    on its own (405, 431, 500), is in docs/clients.md's table by its type URN."""
+    contract = json.loads((project_root / "docs" / "openapi.json").read_text())
+    documented = {
+        int(status)
+        for item in contract["paths"].values()
+        for operation in item.values()
+        if isinstance(operation, dict)
+        for status in operation.get("responses", {})
+        if status[0] in "45"
+    }
+    guide = (project_root / "docs" / "clients.md").read_text()
+    rows = dict(re.findall(r"^\| `(urn:tenantry:problem:[a-z-]+)` \| (\d{3}) \|", guide, re.M))
+    for status in documented | {405, 431, 500}:
+        assert rows.get(problem_type(status)) == str(status), status
