@@ -26,26 +26,40 @@ class DevServer:
         self.base = f"http://127.0.0.1:{self.port}"
         self.process: asyncio.subprocess.Process | None = None
 
-    async def start(self) -> float:
+    async def start(self, *args: str) -> float:
         env = {key: value for key, value in os.environ.items() if not key.startswith("TENANTRY_")}
         env |= {"TENANTRY_DATA_DIR": str(self.data_dir), "TENANTRY_PORT": str(self.port)}
         started = time.monotonic()
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tenantry", "dev",
+            sys.executable, "-m", "tenantry", "dev", *args,
             env=env,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
+        await self.ready(started)
+        return time.monotonic() - started
+
+    async def ready(self, since: float) -> None:
+        assert self.process is not None
         async with httpx.AsyncClient(base_url=self.base) as client:
-            while time.monotonic() - started < 120:
+            while time.monotonic() - since < 120:
                 assert self.process.returncode is None, "tenantry dev exited early"
                 try:
                     if (await client.get("/ready")).status_code == 200:
-                        return time.monotonic() - started
+                        return
                 except httpx.TransportError:
                     pass
                 await asyncio.sleep(0.2)
         raise AssertionError("tenantry dev never became ready")
+
+    def api_processes(self) -> set[int]:
+        """The processes uvicorn's reloader started to serve the API."""
+        assert self.process is not None
+        return {
+            child.pid
+            for child in psutil.Process(self.process.pid).children()
+            if "spawn_main" in " ".join(child.cmdline())
+        }
 
     async def stop(self) -> int:
         assert self.process is not None
@@ -138,3 +152,38 @@ async def test_killing_postgres_turns_ready_to_503_and_health_stays_up(dev: DevS
     for process in dev.engine_processes():
         # Postgres backends orphaned by the SIGKILL exit on their own once the postmaster is gone.
         process.wait(timeout=10)
+
+
+async def test_reload_restarts_the_api_on_a_change_and_keeps_the_engines(
+    dev: DevServer, tmp_path: Path
+) -> None:
+    watched = tmp_path / "myproduct"
+    watched.mkdir()
+    (watched / "feature.py").write_text("ANSWER = 1\n")
+    await dev.start("--reload", "--reload-dir", str(watched))
+    api, engines = dev.api_processes(), {p.pid for p in dev.engine_processes()}
+    assert len(api) == 1
+    tenant = {
+        "name": "Acme",
+        "slug": "acme",
+        "owner": {
+            "username": "olive",
+            "email": "olive@acme.example",
+            "password": "correct horse battery 9",
+        },
+    }
+    async with httpx.AsyncClient(base_url=dev.base) as client:
+        assert (await client.post("/api/v1/tenants", json=tenant)).status_code == 201
+
+    changed = time.monotonic()
+    (watched / "feature.py").write_text("ANSWER = 2\n")
+    while dev.api_processes() in (api, set()):
+        assert time.monotonic() - changed < 60, "the API was not restarted"
+        await asyncio.sleep(0.2)
+    await dev.ready(changed)
+    # A new API process, the same engines and their data.
+    assert {p.pid for p in dev.engine_processes()} == engines
+    async with httpx.AsyncClient(base_url=dev.base) as client:
+        assert (await client.post("/api/v1/tenants", json=tenant)).status_code == 409
+    assert await dev.stop() == 0
+    assert dev.engine_processes() == []

@@ -453,6 +453,13 @@ def openapi_document() -> bytes:
     return json.dumps(msgspec.to_builtins(schema), indent=2, ensure_ascii=False).encode() + b"\n"
 
 
+def create_dev_app() -> Litestar:
+    """`tenantry dev --reload`'s app, built afresh in each process uvicorn's reloader starts:
+    the API and its worker, on the engines `tenantry dev` keeps running (the environment says
+    where)."""
+    return create_app(load_settings(), with_worker=True)
+
+
 def create_served_app() -> Litestar:
     """The app a `tenantry serve` process runs, from the environment (uvicorn's factory)."""
     return create_app(freeze_heap=True)

@@ -21,8 +21,20 @@ from tenantry.config import Settings, load_settings, redact_url
 @click.command()
 @click.option("--host", default=None, help="Address to bind (default: TENANTRY_HOST).")
 @click.option("--port", type=int, default=None, help="Port to bind (default: TENANTRY_PORT).")
+@click.option(
+    "--reload",
+    is_flag=True,
+    help="Restart the API and its worker when a source file changes (the engines keep running).",
+)
+@click.option(
+    "--reload-dir",
+    "reload_dirs",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="With --reload, watch this directory too (repeatable); the tenantry package always is.",
+)
 @settings_errors_exit
-def dev(host: str | None, port: int | None) -> None:
+def dev(host: str | None, port: int | None, reload: bool, reload_dirs: tuple[Path, ...]) -> None:
     """Run everything on one machine: embedded PostgreSQL and Redis, migrations, the API.
 
     Set TENANTRY_DATABASE_URL or TENANTRY_REDIS_URL to use real servers instead.
@@ -38,7 +50,6 @@ def dev(host: str | None, port: int | None) -> None:
     configure_logging(settings)
     with engines(settings) as settings:
         migrations.upgrade(settings.migration_url)
-        app = bootstrap.create_app(settings, with_worker=True, freeze_heap=True)
         base = f"http://{settings.host}:{settings.port}"
         click.echo(
             "\nTenantry is starting:\n"
@@ -48,13 +59,18 @@ def dev(host: str | None, port: int | None) -> None:
             f"  PostgreSQL   {redact_url(settings.required('database_url'))}\n"
             f"  Redis        {settings.required('redis_url')}\n"
             "  Worker       in this process (tasks run end to end)\n"
-            "Press Ctrl-C to stop.\n"
+            + ("  Reload       when a source file changes\n" if reload else "")
+            + "Press Ctrl-C to stop.\n"
         )
         # uvicorn re-raises SIGTERM after its graceful shutdown; as SystemExit it unwinds through
         # `engines`, which stops PostgreSQL and Redis instead of leaving them orphaned.
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
         try:
-            uvicorn.run(app, **_uvicorn_options(settings))
+            if reload:
+                _serve_reloading(settings, reload_dirs)
+            else:
+                app = bootstrap.create_app(settings, with_worker=True, freeze_heap=True)
+                uvicorn.run(app, **_uvicorn_options(settings))
         except KeyboardInterrupt:
             pass
         finally:
@@ -62,6 +78,30 @@ def dev(host: str | None, port: int | None) -> None:
             # that second SIGINT must not cut the engines' shutdown short.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
     click.echo("Tenantry stopped.")
+
+
+def _serve_reloading(settings: Settings, extra_dirs: tuple[Path, ...]) -> None:
+    """uvicorn's reloader runs the API (and its worker) in a child process that it starts
+    again when a watched file changes. The child builds its app from the environment, pointed
+    here at the engines this process keeps running."""
+    import uvicorn
+
+    import tenantry
+
+    os.environ.update(
+        TENANTRY_ENV=settings.env,
+        TENANTRY_DATABASE_URL=settings.required("database_url"),
+        TENANTRY_MIGRATION_DATABASE_URL=settings.migration_url,
+        TENANTRY_REDIS_URL=settings.required("redis_url"),
+    )
+    watched = [str(Path(tenantry.__file__).parent), *(str(path) for path in extra_dirs)]
+    uvicorn.run(
+        "tenantry.bootstrap:create_dev_app",
+        factory=True,
+        reload=True,
+        reload_dirs=watched,
+        **_uvicorn_options(settings),
+    )
 
 
 def _exit_on_sigterm(signum: int, _frame: object) -> None:
