@@ -55,11 +55,14 @@ class DevServer:
     def api_processes(self) -> set[int]:
         """The processes uvicorn's reloader started to serve the API."""
         assert self.process is not None
-        return {
-            child.pid
-            for child in psutil.Process(self.process.pid).children()
-            if "spawn_main" in " ".join(child.cmdline())
-        }
+        found = set()
+        for child in psutil.Process(self.process.pid).children():
+            try:
+                if "spawn_main" in " ".join(child.cmdline()):
+                    found.add(child.pid)
+            except psutil.Error:
+                pass  # an API process that just ended (a zombie until reaped)
+        return found
 
     async def stop(self) -> int:
         assert self.process is not None
