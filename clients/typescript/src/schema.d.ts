@@ -3899,6 +3899,7 @@ export interface operations {
                 };
                 content: {
                     "application/octet-stream": string;
+                    "*/*": string;
                 };
             };
             /** @description The byte range asked for */
@@ -3908,6 +3909,7 @@ export interface operations {
                 };
                 content: {
                     "application/octet-stream": string;
+                    "*/*": string;
                 };
             };
             /** @description The file's presigned URL, in Location */

@@ -15,7 +15,7 @@ from litestar.di import NamedDependency
 from litestar.enums import MediaType
 from litestar.exceptions import ClientException, HTTPException
 from litestar.openapi import ResponseSpec
-from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
+from litestar.openapi.spec import OpenAPIMediaType, Operation, Reference, RequestBody, Schema
 from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 from litestar.params import FromPath, HeaderParameter, QueryParameter
 from litestar.response import Redirect, Stream
@@ -65,6 +65,19 @@ class FileRead(Read):
 
 
 OCTET_STREAM = "application/octet-stream"
+ANY_TYPE = "*/*"
+
+
+@dataclass
+class FileBytes(Operation):
+    """A file's bytes, sent with the file's own Content-Type: documented as octet-stream, the
+    type client generators keep, and as any type, which is what arrives."""
+
+    def __post_init__(self) -> None:
+        for status in ("200", "206"):
+            answer = (self.responses or {}).get(status)
+            if answer is not None and not isinstance(answer, Reference) and answer.content:
+                answer.content[ANY_TYPE] = answer.content[OCTET_STREAM]
 
 
 class FileUsageRead(Read):
@@ -261,9 +274,8 @@ class FileController(Controller):
         summary="A file's bytes",
         description="Streamed with one byte Range supported, or a 307 to a presigned URL "
         "when the store gives one.",
+        operation_class=FileBytes,
         responses={
-            # The bytes as stored (sent with the file's own Content-Type); documented as
-            # octet-stream, a type client generators keep.
             200: ResponseSpec(
                 bytes, description="The file", media_type=OCTET_STREAM, generate_examples=False
             ),
