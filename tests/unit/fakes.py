@@ -748,10 +748,6 @@ class FakeWebhookEndpointRepository(MemoryRepository[WebhookEndpoint]):
     async def secret(self, endpoint_id: UUID) -> str | None:
         return self.secrets.get(endpoint_id) if await self.get(endpoint_id) else None
 
-    async def set_secret(self, endpoint_id: UUID, secret: str) -> None:
-        if await self.get(endpoint_id):
-            self.secrets[endpoint_id] = secret
-
     async def attempted(self, endpoint_id: UUID, *, succeeded: bool, at: datetime) -> None:
         row = await self.get(endpoint_id)
         if row is None:

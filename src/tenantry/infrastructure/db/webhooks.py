@@ -112,14 +112,6 @@ class SqlWebhookEndpointRepository(SqlRepository[WebhookEndpoint]):
         secret: str | None = (await self.session.execute(statement)).scalar_one_or_none()
         return secret
 
-    async def set_secret(self, endpoint_id: UUID, secret: str) -> None:
-        statement = (
-            self.update_rows()
-            .where(WebhookEndpointModel.id == endpoint_id)
-            .values(secret=secret, updated_at=func.now())
-        )
-        await self.session.execute(statement)
-
     async def attempted(self, endpoint_id: UUID, *, succeeded: bool, at: datetime) -> None:
         model = WebhookEndpointModel
         changes: dict[str, Any] = (
