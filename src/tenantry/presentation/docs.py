@@ -5,7 +5,7 @@ its Content-Security-Policy allows 'self' only (presentation/middleware.py)."""
 from __future__ import annotations
 
 import html
-from importlib.resources import files
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +16,18 @@ from litestar.static_files import create_static_files_router
 from tenantry.presentation.security import NO_CREDENTIALS, PUBLIC
 
 STATIC = "/static"
-# Swagger UI's own files (swagger-ui-bundle.js ...), then ours (docs.js).
-SWAGGER_UI_FILES = Path(str(files("swagger_ui") / "static"))
+
+
+def _package_dir(name: str) -> Path:
+    spec = find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(f"the {name} package is not installed", name=name)
+    return Path(spec.submodule_search_locations[0])
+
+
+# Swagger UI's own files (swagger-ui-bundle.js ...), then ours (docs.js). Found without
+# importing swagger_ui, whose import loads jinja2, yaml and urllib into every process.
+SWAGGER_UI_FILES = _package_dir("swagger_ui") / "static"
 OWN_FILES = Path(__file__).parent / "static"
 
 
