@@ -824,15 +824,34 @@ export interface components {
     schemas: {
         /**
          * ActorType
+         * @description Who acted: a signed-in user, an API key, or a platform superuser.
          * @enum {string}
          */
         ActorType: "user" | "api_key" | "superuser" | "system";
-        /** ApiKeyCreate */
+        /**
+         * ApiKeyCreate
+         * @description A new API key: its name, and when it stops working (never when left out).
+         * @example {
+         *       "name": "CI deploy",
+         *       "expires_at": "2027-06-01T00:00:00Z"
+         *     }
+         */
         ApiKeyCreate: {
             name: string;
             expires_at?: string | null;
         };
-        /** ApiKeyCreated */
+        /**
+         * ApiKeyCreated
+         * @description A new API key with its secret, the only time the secret is shown.
+         * @example {
+         *       "id": "3c9a7e21-4f6b-4d8a-9e2c-5b1d0f7a8c36",
+         *       "name": "CI deploy",
+         *       "prefix": "8c1f0a7e2b3d",
+         *       "key": "tnt_5f0b3c1e8a2d4e6f9b7c1d2e3f4a5b6c8c1f0a7e2b3d_8Zr2Qm5Xw9Lk1Vp7Ty4Hn6Jc0Fs3GdAe5uBv7",
+         *       "created_at": "2026-11-30T09:15:00Z",
+         *       "expires_at": "2027-06-01T00:00:00Z"
+         *     }
+         */
         ApiKeyCreated: {
             /** Format: uuid */
             id: string;
@@ -843,14 +862,43 @@ export interface components {
             created_at: string;
             expires_at: string | null;
         };
-        /** ApiKeyPage */
+        /**
+         * ApiKeyPage
+         * @description A page of API keys.
+         * @example {
+         *       "items": [
+         *         {
+         *           "id": "3c9a7e21-4f6b-4d8a-9e2c-5b1d0f7a8c36",
+         *           "name": "CI deploy",
+         *           "prefix": "8c1f0a7e2b3d",
+         *           "created_at": "2026-11-30T09:15:00Z",
+         *           "expires_at": "2027-06-01T00:00:00Z",
+         *           "last_used_at": "2026-12-01T14:02:11Z"
+         *         }
+         *       ],
+         *       "total": 1,
+         *       "limit": 50,
+         *       "offset": 0
+         *     }
+         */
         ApiKeyPage: {
             items: components["schemas"]["ApiKeyRead"][];
             total: number;
             limit: number;
             offset: number;
         };
-        /** ApiKeyRead */
+        /**
+         * ApiKeyRead
+         * @description An API key as listed: never the key itself, only its first characters.
+         * @example {
+         *       "id": "3c9a7e21-4f6b-4d8a-9e2c-5b1d0f7a8c36",
+         *       "name": "CI deploy",
+         *       "prefix": "8c1f0a7e2b3d",
+         *       "created_at": "2026-11-30T09:15:00Z",
+         *       "expires_at": "2027-06-01T00:00:00Z",
+         *       "last_used_at": "2026-12-01T14:02:11Z"
+         *     }
+         */
         ApiKeyRead: {
             /** Format: uuid */
             id: string;
@@ -861,7 +909,19 @@ export interface components {
             expires_at: string | null;
             last_used_at: string | null;
         };
-        /** AttemptRead */
+        /**
+         * AttemptRead
+         * @description One attempt of a delivery: when, how it ended and what the receiver answered.
+         * @example {
+         *       "attempt": 1,
+         *       "at": "2026-11-30T09:15:00Z",
+         *       "succeeded": false,
+         *       "response_status": 503,
+         *       "duration_ms": 42,
+         *       "error": "connect timeout after 10 s",
+         *       "response_body": "upstream unavailable"
+         *     }
+         */
         AttemptRead: {
             attempt: number;
             /** Format: date-time */
@@ -872,7 +932,29 @@ export interface components {
             error: string | null;
             response_body: string | null;
         };
-        /** AuditEventRead */
+        /**
+         * AuditEventRead
+         * @description One entry of the audit trail: who did what to which resource, from which request, and what changed.
+         * @example {
+         *       "id": "3c9a7e21-4f6b-4d8a-9e2c-5b1d0f7a8c36",
+         *       "tenant_id": "5f0b3c1e-8a2d-4e6f-9b7c-1d2e3f4a5b6c",
+         *       "actor_type": "user",
+         *       "actor_id": "0e4c2b7a-3f1d-4a8e-b5c6-7d8e9f0a1b2c",
+         *       "api_key_id": "6a1f3e5d-7b9c-4d2e-8f0a-3c5e7a9b1d4f",
+         *       "action": "project.updated",
+         *       "target_type": "project",
+         *       "target_id": "a7d3e5f1-2b4c-4d6e-8f0a-1b3c5d7e9f2a",
+         *       "request_id": "0f6e2b9c8d7a4e15b3c2a1d0e9f8a7b6",
+         *       "client": "203.0.113.7",
+         *       "changes": {
+         *         "name": [
+         *           "Website",
+         *           "Website relaunch"
+         *         ]
+         *       },
+         *       "created_at": "2026-11-30T09:15:00Z"
+         *     }
+         */
         AuditEventRead: {
             /** Format: uuid */
             id: string;
@@ -892,26 +974,128 @@ export interface components {
             /** Format: date-time */
             created_at: string;
         };
-        /** AuditPage */
+        /**
+         * AuditPage
+         * @description A page of the audit trail, newest first, with the cursor of the next page.
+         * @example {
+         *       "items": [
+         *         {
+         *           "id": "3c9a7e21-4f6b-4d8a-9e2c-5b1d0f7a8c36",
+         *           "tenant_id": "5f0b3c1e-8a2d-4e6f-9b7c-1d2e3f4a5b6c",
+         *           "actor_type": "user",
+         *           "actor_id": "0e4c2b7a-3f1d-4a8e-b5c6-7d8e9f0a1b2c",
+         *           "api_key_id": "6a1f3e5d-7b9c-4d2e-8f0a-3c5e7a9b1d4f",
+         *           "action": "project.updated",
+         *           "target_type": "project",
+         *           "target_id": "a7d3e5f1-2b4c-4d6e-8f0a-1b3c5d7e9f2a",
+         *           "request_id": "0f6e2b9c8d7a4e15b3c2a1d0e9f8a7b6",
+         *           "client": "203.0.113.7",
+         *           "changes": {
+         *             "name": [
+         *               "Website",
+         *               "Website relaunch"
+         *             ]
+         *           },
+         *           "created_at": "2026-11-30T09:15:00Z"
+         *         }
+         *       ],
+         *       "next_cursor": "1d2e3f4a-5b6c-4d7e-8f9a-0b1c2d3e4f5a"
+         *     }
+         */
         AuditPage: {
             items: components["schemas"]["AuditEventRead"][];
             next_cursor: string | null;
         };
-        /** CheckResult */
+        /**
+         * CheckResult
+         * @description One dependency's readiness: ok or error, and how long the check took.
+         * @example {
+         *       "status": "error",
+         *       "latency_ms": 1.8,
+         *       "error": "connection refused"
+         *     }
+         */
         CheckResult: {
             /** @enum {string} */
             status: "ok" | "error";
             latency_ms: number;
             error?: string | null;
         };
-        /** DeliveryPage */
+        /**
+         * DeliveryPage
+         * @description A page of deliveries.
+         * @example {
+         *       "items": [
+         *         {
+         *           "id": "3c9a7e21-4f6b-4d8a-9e2c-5b1d0f7a8c36",
+         *           "webhook_id": "9e8d7c6b-5a4f-4e3d-a2c1-b0a9f8e7d6c5",
+         *           "event_id": "4b5c6d7e-8f9a-4b0c-9d1e-2f3a4b5c6d7e",
+         *           "event_type": "project.created",
+         *           "status": "pending",
+         *           "next_attempt_at": "2026-11-30T09:16:00Z",
+         *           "attempts": [
+         *             {
+         *               "attempt": 1,
+         *               "at": "2026-11-30T09:15:00Z",
+         *               "succeeded": false,
+         *               "response_status": 503,
+         *               "duration_ms": 42,
+         *               "error": "connect timeout after 10 s",
+         *               "response_body": "upstream unavailable"
+         *             }
+         *           ],
+         *           "payload": {
+         *             "type": "project.created",
+         *             "data": {
+         *               "id": "a7d3e5f1-2b4c-4d6e-8f0a-1b3c5d7e9f2a"
+         *             }
+         *           },
+         *           "created_at": "2026-11-30T09:15:00Z",
+         *           "updated_at": "2026-12-01T14:02:11Z"
+         *         }
+         *       ],
+         *       "total": 1,
+         *       "limit": 50,
+         *       "offset": 0
+         *     }
+         */
         DeliveryPage: {
             items: components["schemas"]["DeliveryRead"][];
             total: number;
             limit: number;
             offset: number;
         };
-        /** DeliveryRead */
+        /**
+         * DeliveryRead
+         * @description One event's delivery to an endpoint, with its attempts.
+         * @example {
+         *       "id": "3c9a7e21-4f6b-4d8a-9e2c-5b1d0f7a8c36",
+         *       "webhook_id": "9e8d7c6b-5a4f-4e3d-a2c1-b0a9f8e7d6c5",
+         *       "event_id": "4b5c6d7e-8f9a-4b0c-9d1e-2f3a4b5c6d7e",
+         *       "event_type": "project.created",
+         *       "status": "pending",
+         *       "next_attempt_at": "2026-11-30T09:16:00Z",
+         *       "attempts": [
+         *         {
+         *           "attempt": 1,
+         *           "at": "2026-11-30T09:15:00Z",
+         *           "succeeded": false,
+         *           "response_status": 503,
+         *           "duration_ms": 42,
+         *           "error": "connect timeout after 10 s",
+         *           "response_body": "upstream unavailable"
+         *         }
+         *       ],
+         *       "payload": {
+         *         "type": "project.created",
+         *         "data": {
+         *           "id": "a7d3e5f1-2b4c-4d6e-8f0a-1b3c5d7e9f2a"
+         *         }
+         *       },
+         *       "created_at": "2026-11-30T09:15:00Z",
+         *       "updated_at": "2026-12-01T14:02:11Z"
+         *     }
+         */
         DeliveryRead: {
             /** Format: uuid */
             id: string;
@@ -933,10 +1117,21 @@ export interface components {
         };
         /**
          * DeliveryStatus
+         * @description Where a delivery stands: pending (attempts left), succeeded, or failed (none left).
          * @enum {string}
          */
         DeliveryStatus: "pending" | "succeeded" | "failed";
-        /** DocumentCreate */
+        /**
+         * DocumentCreate
+         * @description A new document of the project.
+         * @example {
+         *       "title": "Kick-off notes",
+         *       "content": "Goals, owners and the first milestone.",
+         *       "metadata": {
+         *         "source": "import"
+         *       }
+         *     }
+         */
         DocumentCreate: {
             title: string;
             content: string;
@@ -944,14 +1139,53 @@ export interface components {
                 [key: string]: unknown;
             } | null;
         };
-        /** DocumentPage */
+        /**
+         * DocumentPage
+         * @description A page of documents.
+         * @example {
+         *       "items": [
+         *         {
+         *           "id": "3c9a7e21-4f6b-4d8a-9e2c-5b1d0f7a8c36",
+         *           "project_id": "a7d3e5f1-2b4c-4d6e-8f0a-1b3c5d7e9f2a",
+         *           "created_by": "0e4c2b7a-3f1d-4a8e-b5c6-7d8e9f0a1b2c",
+         *           "title": "Kick-off notes",
+         *           "content": "Goals, owners and the first milestone.",
+         *           "metadata": {
+         *             "source": "import"
+         *           },
+         *           "version": 3,
+         *           "created_at": "2026-11-30T09:15:00Z",
+         *           "updated_at": "2026-12-01T14:02:11Z"
+         *         }
+         *       ],
+         *       "total": 1,
+         *       "limit": 50,
+         *       "offset": 0
+         *     }
+         */
         DocumentPage: {
             items: components["schemas"]["DocumentRead"][];
             total: number;
             limit: number;
             offset: number;
         };
-        /** DocumentRead */
+        /**
+         * DocumentRead
+         * @description A document of a project; its version is also its ETag.
+         * @example {
+         *       "id": "3c9a7e21-4f6b-4d8a-9e2c-5b1d0f7a8c36",
+         *       "project_id": "a7d3e5f1-2b4c-4d6e-8f0a-1b3c5d7e9f2a",
+         *       "created_by": "0e4c2b7a-3f1d-4a8e-b5c6-7d8e9f0a1b2c",
+         *       "title": "Kick-off notes",
+         *       "content": "Goals, owners and the first milestone.",
+         *       "metadata": {
+         *         "source": "import"
+         *       },
+         *       "version": 3,
+         *       "created_at": "2026-11-30T09:15:00Z",
+         *       "updated_at": "2026-12-01T14:02:11Z"
+         *     }
+         */
         DocumentRead: {
             /** Format: uuid */
             id: string;
@@ -969,7 +1203,18 @@ export interface components {
             /** Format: date-time */
             updated_at: string;
         };
-        /** DocumentUpdate */
+        /**
+         * DocumentUpdate
+         * @description The changes to a document, and the version they are based on (or If-Match).
+         * @example {
+         *       "title": "Kick-off notes",
+         *       "content": "Goals, owners and the first milestone.",
+         *       "metadata": {
+         *         "source": "import"
+         *       },
+         *       "version": 3
+         *     }
+         */
         DocumentUpdate: {
             title?: string | null;
             content?: string | null;
@@ -978,18 +1223,64 @@ export interface components {
             } | null;
             version?: number | null;
         };
-        /** EraseRequest */
+        /**
+         * EraseRequest
+         * @description The confirmation of a tenant's erasure: the tenant's slug, typed again.
+         * @example {
+         *       "confirm": "acme"
+         *     }
+         */
         EraseRequest: {
             confirm: string;
         };
-        /** ErasurePage */
+        /**
+         * ErasurePage
+         * @description A page of erasures.
+         * @example {
+         *       "items": [
+         *         {
+         *           "id": "3c9a7e21-4f6b-4d8a-9e2c-5b1d0f7a8c36",
+         *           "tenant_id": "5f0b3c1e-8a2d-4e6f-9b7c-1d2e3f4a5b6c",
+         *           "slug": "acme",
+         *           "requested_by": "0e4c2b7a-3f1d-4a8e-b5c6-7d8e9f0a1b2c",
+         *           "requested_by_type": "owner",
+         *           "requested_at": "2026-11-30T09:15:00Z",
+         *           "state": "finished",
+         *           "started_at": "2026-11-30T09:15:02Z",
+         *           "finished_at": "2026-11-30T09:15:41Z",
+         *           "progress": {
+         *             "rows": 1520,
+         *             "objects": 36,
+         *             "tables": {
+         *               "documents": 1200,
+         *               "projects": 20
+         *             }
+         *           }
+         *         }
+         *       ],
+         *       "total": 1,
+         *       "limit": 50,
+         *       "offset": 0
+         *     }
+         */
         ErasurePage: {
             items: components["schemas"]["ErasureRead"][];
             total: number;
             limit: number;
             offset: number;
         };
-        /** ErasureProgressRead */
+        /**
+         * ErasureProgressRead
+         * @description What an erasure has removed so far: rows, stored objects, and rows by table.
+         * @example {
+         *       "rows": 1520,
+         *       "objects": 36,
+         *       "tables": {
+         *         "documents": 1200,
+         *         "projects": 20
+         *       }
+         *     }
+         */
         ErasureProgressRead: {
             rows: number;
             objects: number;
@@ -997,7 +1288,29 @@ export interface components {
                 [key: string]: number;
             };
         };
-        /** ErasureRead */
+        /**
+         * ErasureRead
+         * @description A tenant's erasure: who asked for it, where it stands and what it has removed.
+         * @example {
+         *       "id": "3c9a7e21-4f6b-4d8a-9e2c-5b1d0f7a8c36",
+         *       "tenant_id": "5f0b3c1e-8a2d-4e6f-9b7c-1d2e3f4a5b6c",
+         *       "slug": "acme",
+         *       "requested_by": "0e4c2b7a-3f1d-4a8e-b5c6-7d8e9f0a1b2c",
+         *       "requested_by_type": "owner",
+         *       "requested_at": "2026-11-30T09:15:00Z",
+         *       "state": "finished",
+         *       "started_at": "2026-11-30T09:15:02Z",
+         *       "finished_at": "2026-11-30T09:15:41Z",
+         *       "progress": {
+         *         "rows": 1520,
+         *         "objects": 36,
+         *         "tables": {
+         *           "documents": 1200,
+         *           "projects": 20
+         *         }
+         *       }
+         *     }
+         */
         ErasureRead: {
             /** Format: uuid */
             id: string;
@@ -1015,27 +1328,80 @@ export interface components {
         };
         /**
          * ErasureState
+         * @description Where a tenant's erasure stands: pending, running, or finished.
          * @enum {string}
          */
         ErasureState: "pending" | "running" | "finished";
-        /** ExportConfig */
+        /**
+         * ExportConfig
+         * @description The config of a project.export task: the project to export.
+         * @example {
+         *       "project_id": "a7d3e5f1-2b4c-4d6e-8f0a-1b3c5d7e9f2a"
+         *     }
+         */
         ExportConfig: {
             /** Format: uuid */
             project_id: string;
         };
-        /** FieldError */
+        /**
+         * FieldError
+         * @description What is wrong with one field of the request.
+         * @example {
+         *       "field": "name",
+         *       "message": "must not be blank"
+         *     }
+         */
         FieldError: {
             field: string;
             message: string;
         };
-        /** FilePage */
+        /**
+         * FilePage
+         * @description A page of files.
+         * @example {
+         *       "items": [
+         *         {
+         *           "id": "c1b2a3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d",
+         *           "original_filename": "brief.pdf",
+         *           "size": 248311,
+         *           "content_type": "application/pdf",
+         *           "sha256": "9f2c4e6a8b0d1f3e5a7c9b1d3f5e7a9c1b3d5f7e9a1c3b5d7f9e1a3c5b7d9f1e",
+         *           "metadata": {
+         *             "source": "import"
+         *           },
+         *           "created_by": "0e4c2b7a-3f1d-4a8e-b5c6-7d8e9f0a1b2c",
+         *           "created_at": "2026-11-30T09:15:00Z",
+         *           "deleted_at": "2026-12-03T10:00:00Z"
+         *         }
+         *       ],
+         *       "total": 1,
+         *       "limit": 50,
+         *       "offset": 0
+         *     }
+         */
         FilePage: {
             items: components["schemas"]["FileRead"][];
             total: number;
             limit: number;
             offset: number;
         };
-        /** FileRead */
+        /**
+         * FileRead
+         * @description A stored file: its name, size, type and SHA-256 as uploaded (the bytes are at its content URL).
+         * @example {
+         *       "id": "c1b2a3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d",
+         *       "original_filename": "brief.pdf",
+         *       "size": 248311,
+         *       "content_type": "application/pdf",
+         *       "sha256": "9f2c4e6a8b0d1f3e5a7c9b1d3f5e7a9c1b3d5f7e9a1c3b5d7f9e1a3c5b7d9f1e",
+         *       "metadata": {
+         *         "source": "import"
+         *       },
+         *       "created_by": "0e4c2b7a-3f1d-4a8e-b5c6-7d8e9f0a1b2c",
+         *       "created_at": "2026-11-30T09:15:00Z",
+         *       "deleted_at": "2026-12-03T10:00:00Z"
+         *     }
+         */
         FileRead: {
             /** Format: uuid */
             id: string;
@@ -1051,13 +1417,27 @@ export interface components {
             created_at: string;
             deleted_at?: string | null;
         };
-        /** FileUsageRead */
+        /**
+         * FileUsageRead
+         * @description The tenant's stored bytes and files against its quota.
+         * @example {
+         *       "bytes": 73400320,
+         *       "files": 36,
+         *       "quota_bytes": 1073741824
+         *     }
+         */
         FileUsageRead: {
             bytes: number;
             files: number;
             quota_bytes: number;
         };
-        /** Health */
+        /**
+         * Health
+         * @description The process is up.
+         * @example {
+         *       "status": "ok"
+         *     }
+         */
         Health: {
             /**
              * @default ok
@@ -1065,34 +1445,96 @@ export interface components {
              */
             status?: "ok";
         };
-        /** Info */
+        /**
+         * Info
+         * @description The service's name, version and environment.
+         * @example {
+         *       "name": "Tenantry",
+         *       "version": "0.1.0",
+         *       "environment": "production"
+         *     }
+         */
         Info: {
             name: string;
             version: string;
             environment: string;
         };
-        /** InspectConfig */
+        /**
+         * InspectConfig
+         * @description file.inspect takes its files from the task's input_files; no options yet.
+         * @example {}
+         */
         InspectConfig: Record<string, never>;
-        /** KeyringRead */
+        /**
+         * KeyringRead
+         * @description The keyring newest first; secrets are never part of any response.
+         * @example {
+         *       "current": "3f9a1c7e5b2d8046",
+         *       "keys": [
+         *         {
+         *           "kid": "3f9a1c7e5b2d8046",
+         *           "created_at": "2026-11-30T09:15:00Z",
+         *           "current": true
+         *         }
+         *       ]
+         *     }
+         */
         KeyringRead: {
             current: string;
             keys: components["schemas"]["SigningKeyRead"][];
         };
-        /** LoginRequest */
+        /**
+         * LoginRequest
+         * @description A sign-in: the tenant's slug, a username or email, and the password.
+         * @example {
+         *       "tenant": "acme",
+         *       "login": "ada@example.com",
+         *       "password": "correct horse battery staple"
+         *     }
+         */
         LoginRequest: {
             tenant: string;
             login: string;
             password: string;
         };
-        /** NoopConfig */
+        /**
+         * NoopConfig
+         * @description The config of a noop task.
+         * @example {}
+         */
         NoopConfig: Record<string, never>;
-        /** OwnerCreate */
+        /**
+         * OwnerCreate
+         * @description The tenant's first user, who owns it.
+         * @example {
+         *       "username": "ada",
+         *       "email": "ada@example.com",
+         *       "password": "correct horse battery staple"
+         *     }
+         */
         OwnerCreate: {
             username: string;
             email: string;
             password: string;
         };
-        /** Problem */
+        /**
+         * Problem
+         * @description The body of every error response.
+         * @example {
+         *       "type": "urn:tenantry:problem:unprocessable-entity",
+         *       "title": "Unprocessable Entity",
+         *       "status": 422,
+         *       "detail": "The project is not valid.",
+         *       "instance": "/api/v1/projects",
+         *       "request_id": "6f1c0e8a9b2d4c7e8f0a1b2c3d4e5f60",
+         *       "errors": [
+         *         {
+         *           "field": "name",
+         *           "message": "must not be blank"
+         *         }
+         *       ]
+         *     }
+         */
         Problem: {
             type: string;
             title: string;
@@ -1102,20 +1544,58 @@ export interface components {
             request_id: string;
             errors?: components["schemas"]["FieldError"][];
         };
-        /** ProjectCreate */
+        /**
+         * ProjectCreate
+         * @description A new project of the tenant.
+         * @example {
+         *       "name": "Website relaunch",
+         *       "description": "The new marketing site, live by March."
+         *     }
+         */
         ProjectCreate: {
             name: string;
             /** @default  */
             description?: string;
         };
-        /** ProjectPage */
+        /**
+         * ProjectPage
+         * @description A page of projects.
+         * @example {
+         *       "items": [
+         *         {
+         *           "id": "3c9a7e21-4f6b-4d8a-9e2c-5b1d0f7a8c36",
+         *           "name": "Website relaunch",
+         *           "description": "The new marketing site, live by March.",
+         *           "owner_id": "0e4c2b7a-3f1d-4a8e-b5c6-7d8e9f0a1b2c",
+         *           "version": 3,
+         *           "created_at": "2026-11-30T09:15:00Z",
+         *           "updated_at": "2026-12-01T14:02:11Z"
+         *         }
+         *       ],
+         *       "total": 1,
+         *       "limit": 50,
+         *       "offset": 0
+         *     }
+         */
         ProjectPage: {
             items: components["schemas"]["ProjectRead"][];
             total: number;
             limit: number;
             offset: number;
         };
-        /** ProjectRead */
+        /**
+         * ProjectRead
+         * @description A project of the tenant; its version is also its ETag.
+         * @example {
+         *       "id": "3c9a7e21-4f6b-4d8a-9e2c-5b1d0f7a8c36",
+         *       "name": "Website relaunch",
+         *       "description": "The new marketing site, live by March.",
+         *       "owner_id": "0e4c2b7a-3f1d-4a8e-b5c6-7d8e9f0a1b2c",
+         *       "version": 3,
+         *       "created_at": "2026-11-30T09:15:00Z",
+         *       "updated_at": "2026-12-01T14:02:11Z"
+         *     }
+         */
         ProjectRead: {
             /** Format: uuid */
             id: string;
@@ -1128,13 +1608,37 @@ export interface components {
             /** Format: date-time */
             updated_at: string;
         };
-        /** ProjectUpdate */
+        /**
+         * ProjectUpdate
+         * @description The changes to a project, and the version they are based on (or If-Match).
+         * @example {
+         *       "name": "Website relaunch",
+         *       "description": "The new marketing site, live by March.",
+         *       "version": 3
+         *     }
+         */
         ProjectUpdate: {
             name?: string | null;
             description?: string | null;
             version?: number | null;
         };
-        /** Readiness */
+        /**
+         * Readiness
+         * @description Whether every dependency answers, and each one's check.
+         * @example {
+         *       "status": "error",
+         *       "checks": {
+         *         "database": {
+         *           "status": "ok",
+         *           "latency_ms": 1.8
+         *         },
+         *         "redis": {
+         *           "status": "ok",
+         *           "latency_ms": 0.4
+         *         }
+         *       }
+         *     }
+         */
         Readiness: {
             /** @enum {string} */
             status: "ok" | "error";
@@ -1142,11 +1646,26 @@ export interface components {
                 [key: string]: components["schemas"]["CheckResult"];
             };
         };
-        /** RefreshRequest */
+        /**
+         * RefreshRequest
+         * @description The refresh token to trade for a new pair (it is used up).
+         * @example {
+         *       "refresh_token": "5f0b3c1e8a2d4e6f9b7c1d2e3f4a5b6c.Zq3vN8kP1xW6yT4mB9cH2dF7gJ5sL0aRkE2uYw4oIi8"
+         *     }
+         */
         RefreshRequest: {
             refresh_token: string;
         };
-        /** RegisterRequest */
+        /**
+         * RegisterRequest
+         * @description A sign-up to a tenant that allows self sign-up.
+         * @example {
+         *       "tenant": "acme",
+         *       "username": "ada",
+         *       "email": "ada@example.com",
+         *       "password": "correct horse battery staple"
+         *     }
+         */
         RegisterRequest: {
             tenant: string;
             username: string;
@@ -1161,10 +1680,20 @@ export interface components {
         Requester: "superuser" | "owner" | "operator";
         /**
          * Role
+         * @description What a user may do in their tenant: owner and admin manage it, member works in it;
+         *         superuser is the platform's operator.
          * @enum {string}
          */
         Role: "owner" | "admin" | "member" | "superuser";
-        /** SigningKeyRead */
+        /**
+         * SigningKeyRead
+         * @description A signing key of the keyring, by its key id; the current one signs new tokens.
+         * @example {
+         *       "kid": "3f9a1c7e5b2d8046",
+         *       "created_at": "2026-11-30T09:15:00Z",
+         *       "current": true
+         *     }
+         */
         SigningKeyRead: {
             kid: string;
             /** Format: date-time */
@@ -1174,6 +1703,13 @@ export interface components {
         /**
          * TaskCreate
          * @description A task of one of the known types (`tenantry tasks list`).
+         * @example {
+         *       "type": "file.inspect",
+         *       "input_files": [
+         *         "c1b2a3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d"
+         *       ],
+         *       "config": {}
+         *     }
          */
         TaskCreate: {
             /** @enum {string} */
@@ -1183,13 +1719,31 @@ export interface components {
             /** @description Files of the tenant */
             input_files?: string[];
         };
-        /** TaskEvent */
+        /**
+         * TaskEvent
+         * @description One server-sent event of a task's stream.
+         * @example {
+         *       "event": "task",
+         *       "data": "{\"id\": \"3c9a7e21-4f6b-4d8a-9e2c-5b1d0f7a8c36\", \"status\": \"running\", \"progress\": 40}"
+         *     }
+         */
         TaskEvent: {
             /** @constant */
             event: "task";
             data: string;
         };
-        /** TaskLogRead */
+        /**
+         * TaskLogRead
+         * @description One step of a task's attempt: what it did, whether it succeeded, how long it took.
+         * @example {
+         *       "attempt": 1,
+         *       "operation": "handler",
+         *       "success": false,
+         *       "duration_ms": 30012.5,
+         *       "error": "storage timed out",
+         *       "created_at": "2026-11-30T09:15:00Z"
+         *     }
+         */
         TaskLogRead: {
             attempt: number;
             operation: string;
@@ -1199,14 +1753,63 @@ export interface components {
             /** Format: date-time */
             created_at: string;
         };
-        /** TaskPage */
+        /**
+         * TaskPage
+         * @description A page of tasks.
+         * @example {
+         *       "items": [
+         *         {
+         *           "id": "3c9a7e21-4f6b-4d8a-9e2c-5b1d0f7a8c36",
+         *           "type": "file.inspect",
+         *           "status": "failed",
+         *           "progress": 100,
+         *           "input_files": [
+         *             "c1b2a3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d"
+         *           ],
+         *           "output_files": [],
+         *           "config": {},
+         *           "result": {},
+         *           "error_message": "the file is not a readable PDF",
+         *           "retry_count": 0,
+         *           "cancel_requested": false,
+         *           "created_at": "2026-11-30T09:15:00Z",
+         *           "updated_at": "2026-12-01T14:02:11Z",
+         *           "completed_at": "2026-11-30T09:15:04Z"
+         *         }
+         *       ],
+         *       "total": 1,
+         *       "limit": 50,
+         *       "offset": 0
+         *     }
+         */
         TaskPage: {
             items: components["schemas"]["TaskRead"][];
             total: number;
             limit: number;
             offset: number;
         };
-        /** TaskRead */
+        /**
+         * TaskRead
+         * @description A task: its type, status, progress, files, config, and its result once finished.
+         * @example {
+         *       "id": "3c9a7e21-4f6b-4d8a-9e2c-5b1d0f7a8c36",
+         *       "type": "file.inspect",
+         *       "status": "failed",
+         *       "progress": 100,
+         *       "input_files": [
+         *         "c1b2a3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d"
+         *       ],
+         *       "output_files": [],
+         *       "config": {},
+         *       "result": {},
+         *       "error_message": "the file is not a readable PDF",
+         *       "retry_count": 0,
+         *       "cancel_requested": false,
+         *       "created_at": "2026-11-30T09:15:00Z",
+         *       "updated_at": "2026-12-01T14:02:11Z",
+         *       "completed_at": "2026-11-30T09:15:04Z"
+         *     }
+         */
         TaskRead: {
             /** Format: uuid */
             id: string;
@@ -1230,7 +1833,23 @@ export interface components {
             updated_at: string;
             completed_at: string | null;
         };
-        /** TaskStatsRead */
+        /**
+         * TaskStatsRead
+         * @description The tenant's tasks by status and by type, and how long finished ones took.
+         * @example {
+         *       "by_status": {
+         *         "completed": 120,
+         *         "failed": 3,
+         *         "processing": 1
+         *       },
+         *       "by_type": {
+         *         "file.inspect": 80,
+         *         "project.export": 44
+         *       },
+         *       "mean_duration_ms": 840.5,
+         *       "p95_duration_ms": 2310
+         *     }
+         */
         TaskStatsRead: {
             by_status: {
                 [key: string]: number;
@@ -1243,35 +1862,123 @@ export interface components {
         };
         /**
          * TaskStatus
+         * @description Where a task stands: pending (queued), processing, or finished as completed, failed or
+         *         cancelled.
          * @enum {string}
          */
         TaskStatus: "pending" | "processing" | "completed" | "failed" | "cancelled";
-        /** TaskUsage */
+        /**
+         * TaskUsage
+         * @description Attempts of one task type that ended that day, and the seconds their handlers ran.
+         * @example {
+         *       "runs": 10,
+         *       "seconds": 12.5
+         *     }
+         */
         TaskUsage: {
             /** @default 0 */
             runs?: number;
             /** @default 0 */
             seconds?: number;
         };
-        /** TenantCreate */
+        /**
+         * TenantCreate
+         * @description A new tenant and its owner.
+         * @example {
+         *       "name": "Acme Corp",
+         *       "slug": "acme",
+         *       "owner": {
+         *         "username": "ada",
+         *         "email": "ada@example.com",
+         *         "password": "correct horse battery staple"
+         *       }
+         *     }
+         */
         TenantCreate: {
             name: string;
             slug: string;
             owner: components["schemas"]["OwnerCreate"];
         };
-        /** TenantCreated */
+        /**
+         * TenantCreated
+         * @description The new tenant and its owner.
+         * @example {
+         *       "tenant": {
+         *         "id": "3c9a7e21-4f6b-4d8a-9e2c-5b1d0f7a8c36",
+         *         "name": "Acme Corp",
+         *         "slug": "acme",
+         *         "status": "active",
+         *         "settings": {
+         *           "locale": "en-GB"
+         *         },
+         *         "created_at": "2026-11-30T09:15:00Z",
+         *         "updated_at": "2026-12-01T14:02:11Z"
+         *       },
+         *       "user": {
+         *         "id": "3c9a7e21-4f6b-4d8a-9e2c-5b1d0f7a8c36",
+         *         "tenant_id": "5f0b3c1e-8a2d-4e6f-9b7c-1d2e3f4a5b6c",
+         *         "username": "ada",
+         *         "email": "ada@example.com",
+         *         "roles": [
+         *           "admin",
+         *           "member"
+         *         ],
+         *         "settings": {
+         *           "locale": "en-GB"
+         *         },
+         *         "is_active": true,
+         *         "created_at": "2026-11-30T09:15:00Z",
+         *         "last_login_at": "2026-12-01T14:02:11Z"
+         *       }
+         *     }
+         */
         TenantCreated: {
             tenant: components["schemas"]["TenantRead"];
             user: components["schemas"]["UserRead"];
         };
-        /** TenantPage */
+        /**
+         * TenantPage
+         * @description A page of tenants.
+         * @example {
+         *       "items": [
+         *         {
+         *           "id": "3c9a7e21-4f6b-4d8a-9e2c-5b1d0f7a8c36",
+         *           "name": "Acme Corp",
+         *           "slug": "acme",
+         *           "status": "active",
+         *           "settings": {
+         *             "locale": "en-GB"
+         *           },
+         *           "created_at": "2026-11-30T09:15:00Z",
+         *           "updated_at": "2026-12-01T14:02:11Z"
+         *         }
+         *       ],
+         *       "total": 1,
+         *       "limit": 50,
+         *       "offset": 0
+         *     }
+         */
         TenantPage: {
             items: components["schemas"]["TenantRead"][];
             total: number;
             limit: number;
             offset: number;
         };
-        /** TenantRead */
+        /**
+         * TenantRead
+         * @description A tenant: its name, slug, status and settings.
+         * @example {
+         *       "id": "3c9a7e21-4f6b-4d8a-9e2c-5b1d0f7a8c36",
+         *       "name": "Acme Corp",
+         *       "slug": "acme",
+         *       "status": "active",
+         *       "settings": {
+         *         "locale": "en-GB"
+         *       },
+         *       "created_at": "2026-11-30T09:15:00Z",
+         *       "updated_at": "2026-12-01T14:02:11Z"
+         *     }
+         */
         TenantRead: {
             /** Format: uuid */
             id: string;
@@ -1288,19 +1995,48 @@ export interface components {
         };
         /**
          * TenantStatus
+         * @description A suspended tenant's users, tokens and API keys are refused.
          * @enum {string}
          */
         TenantStatus: "active" | "suspended";
-        /** TenantUpdate */
+        /**
+         * TenantUpdate
+         * @description The changes to a tenant (a superuser's): fields left out stay as they are.
+         * @example {
+         *       "status": "suspended",
+         *       "allow_self_signup": false,
+         *       "settings": {
+         *         "locale": "en-GB"
+         *       }
+         *     }
+         */
         TenantUpdate: {
-            /** @enum {null|string} */
-            status?: "active" | "suspended" | null;
+            status?: components["schemas"]["TenantStatus"] | null;
             allow_self_signup?: boolean | null;
             settings?: {
                 [key: string]: unknown;
             } | null;
         };
-        /** TenantUsageRead */
+        /**
+         * TenantUsageRead
+         * @description One tenant's usage summed over the period.
+         * @example {
+         *       "tenant_id": "5f0b3c1e-8a2d-4e6f-9b7c-1d2e3f4a5b6c",
+         *       "slug": "acme",
+         *       "requests": 1280,
+         *       "requests_read": 1100,
+         *       "requests_write": 150,
+         *       "requests_upload": 20,
+         *       "requests_task": 10,
+         *       "bytes_uploaded": 5242880,
+         *       "bytes_downloaded": 10485760,
+         *       "peak_active_users": 9,
+         *       "peak_bytes_stored": 73400320,
+         *       "bytes_stored": 73400320,
+         *       "task_runs": 10,
+         *       "task_seconds": 12.5
+         *     }
+         */
         TenantUsageRead: {
             /** Format: uuid */
             tenant_id: string;
@@ -1318,7 +2054,32 @@ export interface components {
             task_runs: number;
             task_seconds: number;
         };
-        /** TenantsUsageRead */
+        /**
+         * TenantsUsageRead
+         * @description Every tenant's usage over the period, sorted as asked.
+         * @example {
+         *       "from": "2026-11-01",
+         *       "to": "2026-11-30",
+         *       "tenants": [
+         *         {
+         *           "tenant_id": "5f0b3c1e-8a2d-4e6f-9b7c-1d2e3f4a5b6c",
+         *           "slug": "acme",
+         *           "requests": 1280,
+         *           "requests_read": 1100,
+         *           "requests_write": 150,
+         *           "requests_upload": 20,
+         *           "requests_task": 10,
+         *           "bytes_uploaded": 5242880,
+         *           "bytes_downloaded": 10485760,
+         *           "peak_active_users": 9,
+         *           "peak_bytes_stored": 73400320,
+         *           "bytes_stored": 73400320,
+         *           "task_runs": 10,
+         *           "task_seconds": 12.5
+         *         }
+         *       ]
+         *     }
+         */
         TenantsUsageRead: {
             /** Format: date */
             from: string;
@@ -1326,7 +2087,16 @@ export interface components {
             to: string;
             tenants: components["schemas"]["TenantUsageRead"][];
         };
-        /** TokenResponse */
+        /**
+         * TokenResponse
+         * @description A bearer access token, how many seconds it lasts, and the refresh token that renews it once.
+         * @example {
+         *       "access_token": "eyJhbGciOiJFUzI1NiIsImtpZCI6IjIwMjYtMTEifQ.eyJzdWIiOiIuLi4ifQ.c2lnbmF0dXJl",
+         *       "refresh_token": "5f0b3c1e8a2d4e6f9b7c1d2e3f4a5b6c.Zq3vN8kP1xW6yT4mB9cH2dF7gJ5sL0aRkE2uYw4oIi8",
+         *       "expires_in": 900,
+         *       "token_type": "bearer"
+         *     }
+         */
         TokenResponse: {
             access_token: string;
             refresh_token: string;
@@ -1337,7 +2107,29 @@ export interface components {
              */
             token_type?: "bearer";
         };
-        /** UsageDayRead */
+        /**
+         * UsageDayRead
+         * @description One day of a tenant's usage: requests by class, bytes moved and stored, active users and task time.
+         * @example {
+         *       "day": "2026-11-30",
+         *       "requests": 1280,
+         *       "requests_read": 1100,
+         *       "requests_write": 150,
+         *       "requests_upload": 20,
+         *       "requests_task": 10,
+         *       "bytes_uploaded": 5242880,
+         *       "bytes_downloaded": 10485760,
+         *       "active_users": 7,
+         *       "bytes_stored_peak": 73400320,
+         *       "bytes_stored_end": 73400320,
+         *       "tasks": {
+         *         "file.inspect": {
+         *           "runs": 8,
+         *           "seconds": 9.5
+         *         }
+         *       }
+         *     }
+         */
         UsageDayRead: {
             /** Format: date */
             day: string;
@@ -1355,7 +2147,35 @@ export interface components {
                 [key: string]: components["schemas"]["TaskUsage"];
             };
         };
-        /** UsageRead */
+        /**
+         * UsageRead
+         * @description A tenant's usage by day over the period asked for (days without usage left out).
+         * @example {
+         *       "from": "2026-11-01",
+         *       "to": "2026-11-30",
+         *       "days": [
+         *         {
+         *           "day": "2026-11-30",
+         *           "requests": 1280,
+         *           "requests_read": 1100,
+         *           "requests_write": 150,
+         *           "requests_upload": 20,
+         *           "requests_task": 10,
+         *           "bytes_uploaded": 5242880,
+         *           "bytes_downloaded": 10485760,
+         *           "active_users": 7,
+         *           "bytes_stored_peak": 73400320,
+         *           "bytes_stored_end": 73400320,
+         *           "tasks": {
+         *             "file.inspect": {
+         *               "runs": 8,
+         *               "seconds": 9.5
+         *             }
+         *           }
+         *         }
+         *       ]
+         *     }
+         */
         UsageRead: {
             /** Format: date */
             from: string;
@@ -1363,21 +2183,78 @@ export interface components {
             to: string;
             days: components["schemas"]["UsageDayRead"][];
         };
-        /** UserCreate */
+        /**
+         * UserCreate
+         * @description A new user of the tenant, with the roles they get (member when left out).
+         * @example {
+         *       "username": "ada",
+         *       "email": "ada@example.com",
+         *       "password": "correct horse battery staple",
+         *       "roles": [
+         *         "admin",
+         *         "member"
+         *       ]
+         *     }
+         */
         UserCreate: {
             username: string;
             email: string;
             password: string;
             roles?: ("owner" | "admin" | "member")[];
         };
-        /** UserPage */
+        /**
+         * UserPage
+         * @description A page of users.
+         * @example {
+         *       "items": [
+         *         {
+         *           "id": "3c9a7e21-4f6b-4d8a-9e2c-5b1d0f7a8c36",
+         *           "tenant_id": "5f0b3c1e-8a2d-4e6f-9b7c-1d2e3f4a5b6c",
+         *           "username": "ada",
+         *           "email": "ada@example.com",
+         *           "roles": [
+         *             "admin",
+         *             "member"
+         *           ],
+         *           "settings": {
+         *             "locale": "en-GB"
+         *           },
+         *           "is_active": true,
+         *           "created_at": "2026-11-30T09:15:00Z",
+         *           "last_login_at": "2026-12-01T14:02:11Z"
+         *         }
+         *       ],
+         *       "total": 1,
+         *       "limit": 50,
+         *       "offset": 0
+         *     }
+         */
         UserPage: {
             items: components["schemas"]["UserRead"][];
             total: number;
             limit: number;
             offset: number;
         };
-        /** UserRead */
+        /**
+         * UserRead
+         * @description A user of the tenant: never the password or its hash.
+         * @example {
+         *       "id": "3c9a7e21-4f6b-4d8a-9e2c-5b1d0f7a8c36",
+         *       "tenant_id": "5f0b3c1e-8a2d-4e6f-9b7c-1d2e3f4a5b6c",
+         *       "username": "ada",
+         *       "email": "ada@example.com",
+         *       "roles": [
+         *         "admin",
+         *         "member"
+         *       ],
+         *       "settings": {
+         *         "locale": "en-GB"
+         *       },
+         *       "is_active": true,
+         *       "created_at": "2026-11-30T09:15:00Z",
+         *       "last_login_at": "2026-12-01T14:02:11Z"
+         *     }
+         */
         UserRead: {
             /** Format: uuid */
             id: string;
@@ -1394,7 +2271,20 @@ export interface components {
             created_at: string;
             last_login_at: string | null;
         };
-        /** UserUpdate */
+        /**
+         * UserUpdate
+         * @description The changes to a user: fields left out stay as they are.
+         * @example {
+         *       "email": "ada@example.com",
+         *       "roles": [
+         *         "member"
+         *       ],
+         *       "is_active": false,
+         *       "settings": {
+         *         "locale": "en-GB"
+         *       }
+         *     }
+         */
         UserUpdate: {
             email?: string | null;
             roles?: ("owner" | "admin" | "member")[] | null;
@@ -1403,7 +2293,19 @@ export interface components {
                 [key: string]: unknown;
             } | null;
         };
-        /** WebhookCreate */
+        /**
+         * WebhookCreate
+         * @description A new webhook endpoint: its HTTPS URL and the events it receives.
+         * @example {
+         *       "url": "https://hooks.example.com/tenantry",
+         *       "events": [
+         *         "project.created",
+         *         "project.updated"
+         *       ],
+         *       "description": "The new marketing site, live by March.",
+         *       "active": true
+         *     }
+         */
         WebhookCreate: {
             url: string;
             events: ("task.completed" | "task.failed" | "task.cancelled" | "file.uploaded" | "file.deleted" | "project.created" | "project.updated" | "project.deleted" | "document.created" | "document.updated" | "document.deleted" | "user.added" | "user.updated" | "user.removed")[];
@@ -1412,7 +2314,26 @@ export interface components {
             /** @default true */
             active?: boolean;
         };
-        /** WebhookCreated */
+        /**
+         * WebhookCreated
+         * @description A new webhook endpoint with its signing secret, the only time the secret is shown.
+         * @example {
+         *       "id": "3c9a7e21-4f6b-4d8a-9e2c-5b1d0f7a8c36",
+         *       "url": "https://hooks.example.com/tenantry",
+         *       "events": [
+         *         "project.created",
+         *         "project.updated"
+         *       ],
+         *       "description": "The new marketing site, live by March.",
+         *       "active": true,
+         *       "disabled_reason": "failing for 3 days",
+         *       "failing_since": "2026-11-29T22:40:00Z",
+         *       "version": 3,
+         *       "created_at": "2026-11-30T09:15:00Z",
+         *       "updated_at": "2026-12-01T14:02:11Z",
+         *       "secret": "whsec_MfKQ9r8GgvNcXPr6dkL2fWo0TNwbxYHh"
+         *     }
+         */
         WebhookCreated: {
             /** Format: uuid */
             id: string;
@@ -1429,14 +2350,57 @@ export interface components {
             updated_at: string;
             secret: string;
         };
-        /** WebhookPage */
+        /**
+         * WebhookPage
+         * @description A page of webhook endpoints.
+         * @example {
+         *       "items": [
+         *         {
+         *           "id": "3c9a7e21-4f6b-4d8a-9e2c-5b1d0f7a8c36",
+         *           "url": "https://hooks.example.com/tenantry",
+         *           "events": [
+         *             "project.created",
+         *             "project.updated"
+         *           ],
+         *           "description": "The new marketing site, live by March.",
+         *           "active": true,
+         *           "disabled_reason": "failing for 3 days",
+         *           "failing_since": "2026-11-29T22:40:00Z",
+         *           "version": 3,
+         *           "created_at": "2026-11-30T09:15:00Z",
+         *           "updated_at": "2026-12-01T14:02:11Z"
+         *         }
+         *       ],
+         *       "total": 1,
+         *       "limit": 50,
+         *       "offset": 0
+         *     }
+         */
         WebhookPage: {
             items: components["schemas"]["WebhookRead"][];
             total: number;
             limit: number;
             offset: number;
         };
-        /** WebhookRead */
+        /**
+         * WebhookRead
+         * @description A webhook endpoint: where events go, and whether it is disabled and why.
+         * @example {
+         *       "id": "3c9a7e21-4f6b-4d8a-9e2c-5b1d0f7a8c36",
+         *       "url": "https://hooks.example.com/tenantry",
+         *       "events": [
+         *         "project.created",
+         *         "project.updated"
+         *       ],
+         *       "description": "The new marketing site, live by March.",
+         *       "active": true,
+         *       "disabled_reason": "failing for 3 days",
+         *       "failing_since": "2026-11-29T22:40:00Z",
+         *       "version": 3,
+         *       "created_at": "2026-11-30T09:15:00Z",
+         *       "updated_at": "2026-12-01T14:02:11Z"
+         *     }
+         */
         WebhookRead: {
             /** Format: uuid */
             id: string;
@@ -1452,7 +2416,20 @@ export interface components {
             /** Format: date-time */
             updated_at: string;
         };
-        /** WebhookUpdate */
+        /**
+         * WebhookUpdate
+         * @description The changes to a webhook endpoint, and the version they are based on (or If-Match).
+         * @example {
+         *       "url": "https://hooks.example.com/tenantry",
+         *       "events": [
+         *         "project.created",
+         *         "project.updated"
+         *       ],
+         *       "description": "The new marketing site, live by March.",
+         *       "active": true,
+         *       "version": 3
+         *     }
+         */
         WebhookUpdate: {
             url?: string | null;
             events?: ("task.completed" | "task.failed" | "task.cancelled" | "file.uploaded" | "file.deleted" | "project.created" | "project.updated" | "project.deleted" | "document.created" | "document.updated" | "document.deleted" | "user.added" | "user.updated" | "user.removed")[] | null;
@@ -4399,7 +5376,7 @@ export interface operations {
                 /** @description Items to skip. */
                 offset?: number;
                 /** @description Only tasks in this status. */
-                status?: "pending" | "processing" | "completed" | "failed" | "cancelled" | null;
+                status?: components["schemas"]["TaskStatus"] | null;
                 /** @description Only this type. */
                 type?: string | null;
                 /** @description Created at or after. */

@@ -17,6 +17,8 @@ AUDIT_PAGE_MAX = 200
 
 
 class ActorType(StrEnum):
+    """Who acted: a signed-in user, an API key, or a platform superuser."""
+
     USER = "user"
     API_KEY = "api_key"
     SUPERUSER = "superuser"

@@ -27,6 +27,8 @@ ERASURE_PAGE_MAX = 100
 
 
 class ErasureState(enum.StrEnum):
+    """Where a tenant's erasure stands: pending, running, or finished."""
+
     # Asked for; no worker has begun.
     PENDING = "pending"
     # A worker began; a crash leaves it so, and the sweep picks it up again.

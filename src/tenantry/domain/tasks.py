@@ -19,6 +19,9 @@ from tenantry.domain.tenants import setting_value
 
 
 class TaskStatus(enum.StrEnum):
+    """Where a task stands: pending (queued), processing, or finished as completed, failed or
+    cancelled."""
+
     PENDING = "pending"
     PROCESSING = "processing"
     COMPLETED = "completed"

@@ -37,6 +37,8 @@ PLATFORM_SETTING = "platform"
 
 
 class TenantStatus(enum.StrEnum):
+    """A suspended tenant's users, tokens and API keys are refused."""
+
     ACTIVE = "active"
     SUSPENDED = "suspended"
 

@@ -21,6 +21,9 @@ PASSWORD_MAX_LENGTH = 256
 
 
 class Role(enum.StrEnum):
+    """What a user may do in their tenant: owner and admin manage it, member works in it;
+    superuser is the platform's operator."""
+
     OWNER = "owner"
     ADMIN = "admin"
     MEMBER = "member"

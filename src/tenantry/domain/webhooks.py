@@ -86,6 +86,8 @@ def event_of(action: str, changes: Mapping[str, Any]) -> str | None:
 
 
 class DeliveryStatus(StrEnum):
+    """Where a delivery stands: pending (attempts left), succeeded, or failed (none left)."""
+
     PENDING = "pending"
     SUCCEEDED = "succeeded"
     FAILED = "failed"

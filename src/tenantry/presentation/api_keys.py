@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any, ClassVar
 from uuid import UUID
 
 import msgspec
@@ -22,11 +22,19 @@ from tenantry.presentation.security import SIGNED_IN_ERRORS
 
 
 class ApiKeyCreate(msgspec.Struct, forbid_unknown_fields=True):
+    """A new API key: its name, and when it stops working (never when left out)."""
+
+    example: ClassVar[dict[str, Any]] = {"name": "CI deploy"}
+
     name: Annotated[str, msgspec.Meta(max_length=NAME_MAX_LENGTH, pattern=NOT_BLANK)]
     expires_at: datetime | None = None
 
 
 class ApiKeyRead(Read):
+    """An API key as listed: never the key itself, only its first characters."""
+
+    example: ClassVar[dict[str, Any]] = {"name": "CI deploy"}
+
     id: UUID
     name: str
     prefix: str
@@ -36,6 +44,13 @@ class ApiKeyRead(Read):
 
 
 class ApiKeyCreated(msgspec.Struct):
+    """A new API key with its secret, the only time the secret is shown."""
+
+    example: ClassVar[dict[str, Any]] = {
+        "name": "CI deploy",
+        "key": "tnt_5f0b3c1e8a2d4e6f9b7c1d2e3f4a5b6c8c1f0a7e2b3d_8Zr2Qm5Xw9Lk1Vp7Ty4Hn6Jc0Fs3GdAe5uBv7",
+    }
+
     id: UUID
     name: str
     prefix: str

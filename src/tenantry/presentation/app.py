@@ -32,6 +32,7 @@ from tenantry.presentation.health import HealthController, ReadinessChecks, Serv
 from tenantry.presentation.keys import AdminKeyController
 from tenantry.presentation.metrics import MetricsController, RequestMetrics
 from tenantry.presentation.middleware import AccessLog, RequestContextMiddleware
+from tenantry.presentation.openapi import DescribedStructs
 from tenantry.presentation.projects import ProjectController
 from tenantry.presentation.security import (
     AuthenticatorFactory,
@@ -109,7 +110,7 @@ def create_app(
             "actor": Provide(provide_actor, sync_to_thread=False),
             **dependencies,
         },
-        plugins=list(plugins),
+        plugins=[*plugins, DescribedStructs()],
         middleware=[
             DefineMiddleware(
                 CredentialsMiddleware,

@@ -4,7 +4,7 @@ platform superusers."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 from uuid import UUID
 
 import msgspec
@@ -60,6 +60,16 @@ Until = Annotated[
 
 
 class AuditEventRead(Read):
+    """One entry of the audit trail: who did what to which resource, from which request, and
+    what changed."""
+
+    example: ClassVar[dict[str, Any]] = {
+        "action": "project.updated",
+        "target_type": "project",
+        "client": "203.0.113.7",
+        "changes": {"name": ["Website", "Website relaunch"]},
+    }
+
     id: UUID
     tenant_id: UUID
     actor_type: ActorType
@@ -75,6 +85,10 @@ class AuditEventRead(Read):
 
 
 class AuditPage(msgspec.Struct):
+    """A page of the audit trail, newest first, with the cursor of the next page."""
+
+    example: ClassVar[dict[str, Any]] = {"next_cursor": "1d2e3f4a-5b6c-4d7e-8f9a-0b1c2d3e4f5a"}
+
     items: list[AuditEventRead]
     # Pass as ``before`` for the next page; null on the last.
     next_cursor: UUID | None

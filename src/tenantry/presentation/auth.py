@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
@@ -28,6 +28,10 @@ Token = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
 
 
 class RegisterRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """A sign-up to a tenant that allows self sign-up."""
+
+    example: ClassVar[dict[str, Any]] = {"tenant": "acme"}
+
     tenant: Slug
     username: Annotated[str, msgspec.Meta(max_length=64, pattern=NO_NUL)]
     email: Short
@@ -35,16 +39,25 @@ class RegisterRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class LoginRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """A sign-in: the tenant's slug, a username or email, and the password."""
+
+    example: ClassVar[dict[str, Any]] = {"tenant": "acme"}
+
     tenant: Slug
     login: Short
     password: Password
 
 
 class RefreshRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """The refresh token to trade for a new pair (it is used up)."""
+
     refresh_token: Token
 
 
 class TokenResponse(Read):
+    """A bearer access token, how many seconds it lasts, and the refresh token that renews it
+    once."""
+
     access_token: str
     refresh_token: str
     expires_in: int

@@ -47,12 +47,16 @@ DocumentOrder = Annotated[
 
 
 class DocumentCreate(msgspec.Struct, forbid_unknown_fields=True):
+    """A new document of the project."""
+
     title: Title
     content: Content
     metadata: dict[str, Any] | None = None
 
 
 class DocumentUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    """The changes to a document, and the version they are based on (or If-Match)."""
+
     title: Title | None = None
     content: Content | None = None
     metadata: dict[str, Any] | None = None
@@ -60,6 +64,8 @@ class DocumentUpdate(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class DocumentRead(Read):
+    """A document of a project; its version is also its ETag."""
+
     id: UUID
     project_id: UUID
     created_by: UUID | None

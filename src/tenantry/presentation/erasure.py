@@ -4,7 +4,7 @@ platform's erasure log by superusers."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any, ClassVar
 from uuid import UUID
 
 import msgspec
@@ -34,17 +34,33 @@ ErasureLimit = Annotated[
 
 
 class EraseRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """The confirmation of a tenant's erasure: the tenant's slug, typed again."""
+
+    example: ClassVar[dict[str, Any]] = {"confirm": "acme"}
+
     # The tenant's slug, typed again.
     confirm: Annotated[str, msgspec.Meta(min_length=1, max_length=63, pattern=NO_NUL)]
 
 
 class ErasureProgressRead(Read):
+    """What an erasure has removed so far: rows, stored objects, and rows by table."""
+
+    example: ClassVar[dict[str, Any]] = {"tables": {"documents": 1200, "projects": 20}}
+
     rows: int
     objects: int
     tables: dict[str, int]
 
 
 class ErasureRead(Read):
+    """A tenant's erasure: who asked for it, where it stands and what it has removed."""
+
+    example: ClassVar[dict[str, Any]] = {
+        "requested_by_type": "owner",
+        "state": "finished",
+        "progress": {"rows": 1520, "objects": 36, "tables": {"documents": 1200, "projects": 20}},
+    }
+
     id: UUID
     tenant_id: UUID
     slug: str

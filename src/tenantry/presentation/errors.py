@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from http import HTTPStatus
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 import structlog
@@ -58,12 +58,26 @@ DOMAIN_STATUS: dict[type[DomainError], int] = {
 
 
 class FieldError(msgspec.Struct):
+    """What is wrong with one field of the request."""
+
+    example: ClassVar[dict[str, Any]] = {"field": "name", "message": "must not be blank"}
+
     field: str
     message: str
 
 
 class Problem(msgspec.Struct, omit_defaults=True):
     """The body of every error response."""
+
+    example: ClassVar[dict[str, Any]] = {
+        "type": "urn:tenantry:problem:unprocessable-entity",
+        "title": "Unprocessable Entity",
+        "status": 422,
+        "detail": "The project is not valid.",
+        "instance": "/api/v1/projects",
+        "request_id": "6f1c0e8a9b2d4c7e8f0a1b2c3d4e5f60",
+        "errors": [{"field": "name", "message": "must not be blank"}],
+    }
 
     type: str
     title: str

@@ -6,7 +6,7 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 from urllib.parse import quote
 from uuid import UUID
 
@@ -53,6 +53,18 @@ _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
 class FileRead(Read):
+    """A stored file: its name, size, type and SHA-256 as uploaded (the bytes are at its content
+    URL)."""
+
+    example: ClassVar[dict[str, Any]] = {
+        "id": "c1b2a3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d",
+        "original_filename": "brief.pdf",
+        "size": 248311,
+        "content_type": "application/pdf",
+        "sha256": "9f2c4e6a8b0d1f3e5a7c9b1d3f5e7a9c1b3d5f7e9a1c3b5d7f9e1a3c5b7d9f1e",
+        "deleted_at": "2026-12-03T10:00:00Z",
+    }
+
     id: UUID
     original_filename: str
     size: int
@@ -81,6 +93,10 @@ class FileBytes(Operation):
 
 
 class FileUsageRead(Read):
+    """The tenant's stored bytes and files against its quota."""
+
+    example: ClassVar[dict[str, Any]] = {"bytes": 73400320, "files": 36, "quota_bytes": 1073741824}
+
     bytes: int
     files: int
     quota_bytes: int

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import msgspec
 import structlog
@@ -23,21 +23,44 @@ log = structlog.stdlib.get_logger("tenantry.health")
 
 
 class Health(msgspec.Struct):
+    """The process is up."""
+
     status: Literal["ok"] = "ok"
 
 
 class CheckResult(msgspec.Struct, omit_defaults=True):
+    """One dependency's readiness: ok or error, and how long the check took."""
+
+    example: ClassVar[dict[str, Any]] = {"status": "error", "error": "connection refused"}
+
     status: CheckStatus
     latency_ms: float
     error: str | None = None
 
 
 class Readiness(msgspec.Struct):
+    """Whether every dependency answers, and each one's check."""
+
+    example: ClassVar[dict[str, Any]] = {
+        "checks": {
+            "database": {"status": "ok", "latency_ms": 1.8},
+            "redis": {"status": "ok", "latency_ms": 0.4},
+        }
+    }
+
     status: CheckStatus
     checks: dict[str, CheckResult]
 
 
 class Info(msgspec.Struct):
+    """The service's name, version and environment."""
+
+    example: ClassVar[dict[str, Any]] = {
+        "name": "Tenantry",
+        "version": "0.1.0",
+        "environment": "production",
+    }
+
     name: str
     version: str
     environment: str

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, ClassVar
 
 import msgspec
 from litestar import Controller, Response, get, post
@@ -18,6 +19,10 @@ from tenantry.presentation.security import SIGNED_IN_ERRORS, requires_superuser
 
 
 class SigningKeyRead(Read):
+    """A signing key of the keyring, by its key id; the current one signs new tokens."""
+
+    example: ClassVar[dict[str, Any]] = {"kid": "3f9a1c7e5b2d8046", "current": True}
+
     kid: str
     created_at: datetime
     current: bool
@@ -25,6 +30,8 @@ class SigningKeyRead(Read):
 
 class KeyringRead(msgspec.Struct):
     """The keyring newest first; secrets are never part of any response."""
+
+    example: ClassVar[dict[str, Any]] = {"current": "3f9a1c7e5b2d8046"}
 
     current: str
     keys: list[SigningKeyRead]

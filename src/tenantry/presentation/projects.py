@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any, ClassVar
 from uuid import UUID
 
 import msgspec
@@ -43,17 +43,29 @@ Description = Annotated[str, msgspec.Meta(max_length=DESCRIPTION_MAX_LENGTH, pat
 
 
 class ProjectCreate(msgspec.Struct, forbid_unknown_fields=True):
+    """A new project of the tenant."""
+
+    example: ClassVar[dict[str, Any]] = {"name": "Website relaunch"}
+
     name: Name
     description: Description = ""
 
 
 class ProjectUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    """The changes to a project, and the version they are based on (or If-Match)."""
+
+    example: ClassVar[dict[str, Any]] = {"name": "Website relaunch"}
+
     name: Name | None = None
     description: Description | None = None
     version: Version | None = None
 
 
 class ProjectRead(Read):
+    """A project of the tenant; its version is also its ETag."""
+
+    example: ClassVar[dict[str, Any]] = {"name": "Website relaunch"}
+
     id: UUID
     name: str
     description: str

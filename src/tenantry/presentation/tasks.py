@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 from uuid import UUID
 
 import msgspec
@@ -14,7 +14,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
-from litestar.openapi.spec import OpenAPIFormat, OpenAPIType, Schema
+from litestar.openapi.spec import OpenAPIFormat, OpenAPIType, Reference, Schema
 from litestar.params import FromPath, QueryParameter
 from litestar.plugins import OpenAPISchemaPlugin
 from litestar.response import ServerSentEvent, ServerSentEventMessage
@@ -34,6 +34,7 @@ from tenantry.domain.tasks import FINISHED, Task, TaskStatus
 from tenantry.presentation.bodies import NO_NUL, StrictJSONBody
 from tenantry.presentation.errors import BODY_ERRORS, PARAMETER_ERRORS, problems
 from tenantry.presentation.middleware import request_id_of
+from tenantry.presentation.openapi import example_of
 from tenantry.presentation.pagination import (
     CreatedAfter,
     CreatedBefore,
@@ -51,6 +52,10 @@ if TYPE_CHECKING:
 
 
 class TaskCreate(msgspec.Struct, forbid_unknown_fields=True):
+    """A task to run: its type, the tenant's files it reads, and its type's config."""
+
+    example: ClassVar[dict[str, Any]] = {"type": "file.inspect", "config": {}}
+
     type: Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=NO_NUL)]
     input_files: Annotated[list[UUID], msgspec.Meta(max_length=100)] = msgspec.field(
         default_factory=list
@@ -95,6 +100,7 @@ class TaskTypesSchema(OpenAPISchemaPlugin):
         schema.required = ["type"]
         schema.additional_properties = False
         schema.description = "A task of one of the known types (`tenantry tasks list`)."
+        schema.examples = [example_of(TaskCreate)]
         schema.properties = {
             "type": Schema(type=OpenAPIType.STRING, enum=list(submitted)),
             "config": Schema(
@@ -120,6 +126,16 @@ class TaskTypesSchema(OpenAPISchemaPlugin):
 
 
 class TaskRead(Read):
+    """A task: its type, status, progress, files, config, and its result once finished."""
+
+    example: ClassVar[dict[str, Any]] = {
+        "type": "file.inspect",
+        "config": {},
+        "status": "failed",
+        "error_message": "the file is not a readable PDF",
+        "result": {},
+    }
+
     id: UUID
     type: str
     status: TaskStatus
@@ -139,12 +155,25 @@ class TaskRead(Read):
 class TaskEvent(msgspec.Struct):
     """One server-sent event of a task's stream."""
 
+    example: ClassVar[dict[str, Any]] = {
+        "data": '{"id": "3c9a7e21-4f6b-4d8a-9e2c-5b1d0f7a8c36", "status": "running", "progress": 40}'
+    }
+
     event: Literal["task"]
     # The task as JSON, as GET /api/v1/tasks/{task_id} answers it.
     data: str
 
 
 class TaskLogRead(Read):
+    """One step of a task's attempt: what it did, whether it succeeded, how long it took."""
+
+    example: ClassVar[dict[str, Any]] = {
+        "operation": "handler",
+        "success": False,
+        "error": "storage timed out",
+        "duration_ms": 30012.5,
+    }
+
     attempt: int
     operation: str
     success: bool
@@ -154,6 +183,15 @@ class TaskLogRead(Read):
 
 
 class TaskStatsRead(Read):
+    """The tenant's tasks by status and by type, and how long finished ones took."""
+
+    example: ClassVar[dict[str, Any]] = {
+        "by_status": {"completed": 120, "failed": 3, "processing": 1},
+        "by_type": {"file.inspect": 80, "project.export": 44},
+        "mean_duration_ms": 840.5,
+        "p95_duration_ms": 2310.0,
+    }
+
     by_status: dict[str, int]
     by_type: dict[str, int]
     mean_duration_ms: float | None
@@ -181,8 +219,21 @@ EVENTS_POLL_SECONDS = 0.5
 EVENTS_MAX_SECONDS = 600
 
 StatusFilter = Annotated[
-    Literal["pending", "processing", "completed", "failed", "cancelled"] | None,
-    QueryParameter(description="Only tasks in this status."),
+    TaskStatus | None,
+    QueryParameter(
+        description="Only tasks in this status.",
+        # The TaskStatus component or null, as generators name it; Litestar writes an inline
+        # nullable enum, which they turn into one model per branch (`list_tasks_status_type_1`).
+        schema_extra={
+            "type": None,
+            "enum": None,
+            "one_of": None,
+            "any_of": [
+                Reference(ref="#/components/schemas/TaskStatus"),
+                Schema(type=OpenAPIType.NULL),
+            ],
+        },
+    ),
 ]
 TypeFilter = Annotated[
     str | None, QueryParameter(max_length=100, pattern=NO_NUL, description="Only this type.")
@@ -238,7 +289,7 @@ class TaskController(Controller):
             limit, offset, created_after=created_after, created_before=created_before
         )
         found = await list_tasks(
-            actor, query, status=None if status is None else TaskStatus(status), task_type=type
+            actor, query, status=status, task_type=type
         )
         return page(TaskPage, found, limit, offset)
 

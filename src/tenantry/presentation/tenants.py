@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar
 from uuid import UUID
 
 import msgspec
@@ -33,18 +33,28 @@ from tenantry.presentation.users import NewPassword, UserRead
 
 
 class OwnerCreate(msgspec.Struct, forbid_unknown_fields=True):
+    """The tenant's first user, who owns it."""
+
     username: Annotated[str, msgspec.Meta(max_length=64, pattern=NO_NUL)]
     email: Annotated[str, msgspec.Meta(max_length=254, pattern=NO_NUL)]
     password: NewPassword
 
 
 class TenantCreate(msgspec.Struct, forbid_unknown_fields=True):
+    """A new tenant and its owner."""
+
+    example: ClassVar[dict[str, Any]] = {"name": "Acme Corp"}
+
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NOT_BLANK)]
     slug: Annotated[str, msgspec.Meta(min_length=3, max_length=63, pattern=NO_NUL)]
     owner: Annotated[OwnerCreate, CLOSED_OBJECT]
 
 
 class TenantRead(Read):
+    """A tenant: its name, slug, status and settings."""
+
+    example: ClassVar[dict[str, Any]] = {"name": "Acme Corp", "status": "active"}
+
     id: UUID
     name: str
     slug: str
@@ -55,12 +65,18 @@ class TenantRead(Read):
 
 
 class TenantCreated(msgspec.Struct):
+    """The new tenant and its owner."""
+
     tenant: TenantRead
     user: UserRead
 
 
 class TenantUpdate(msgspec.Struct, forbid_unknown_fields=True):
-    status: Literal["active", "suspended"] | None = None
+    """The changes to a tenant (a superuser's): fields left out stay as they are."""
+
+    example: ClassVar[dict[str, Any]] = {"status": "suspended"}
+
+    status: TenantStatus | None = None
     allow_self_signup: bool | None = None
     settings: dict[str, Any] | None = None
 
@@ -139,7 +155,7 @@ class AdminTenantController(Controller):
         tenant = await update_tenant(
             actor,
             tenant_id,
-            status=None if data.status is None else TenantStatus(data.status),
+            status=data.status,
             settings=settings or None,
         )
         return TenantRead.of(tenant)

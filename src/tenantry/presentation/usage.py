@@ -7,7 +7,7 @@ import csv
 import io
 from dataclasses import dataclass
 from datetime import date
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from uuid import UUID
 
 import msgspec
@@ -93,6 +93,11 @@ def day_of(value: str | None, name: str) -> date | None:
 
 
 class UsageDayRead(msgspec.Struct, kw_only=True):
+    """One day of a tenant's usage: requests by class, bytes moved and stored, active users and
+    task time."""
+
+    example: ClassVar[dict[str, Any]] = {"tasks": {"file.inspect": {"runs": 8, "seconds": 9.5}}}
+
     day: date
     requests: int
     requests_read: int
@@ -115,6 +120,8 @@ class UsageDayRead(msgspec.Struct, kw_only=True):
 
 
 class UsageRead(msgspec.Struct, kw_only=True):
+    """A tenant's usage by day over the period asked for (days without usage left out)."""
+
     from_: date = msgspec.field(name="from")
     to: date
     # Days without usage are left out.
@@ -122,6 +129,8 @@ class UsageRead(msgspec.Struct, kw_only=True):
 
 
 class TenantUsageRead(msgspec.Struct, kw_only=True):
+    """One tenant's usage summed over the period."""
+
     tenant_id: UUID
     slug: str
     requests: int
@@ -139,6 +148,8 @@ class TenantUsageRead(msgspec.Struct, kw_only=True):
 
 
 class TenantsUsageRead(msgspec.Struct, kw_only=True):
+    """Every tenant's usage over the period, sorted as asked."""
+
     from_: date = msgspec.field(name="from")
     to: date
     tenants: list[TenantUsageRead]

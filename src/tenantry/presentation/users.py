@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from uuid import UUID
 
 import msgspec
@@ -29,6 +29,8 @@ Roles = Annotated[list[Literal["owner", "admin", "member"]], msgspec.Meta(min_le
 
 
 class UserRead(Read):
+    """A user of the tenant: never the password or its hash."""
+
     id: UUID
     tenant_id: UUID
     username: str
@@ -41,6 +43,8 @@ class UserRead(Read):
 
 
 class UserCreate(msgspec.Struct, forbid_unknown_fields=True):
+    """A new user of the tenant, with the roles they get (member when left out)."""
+
     username: Annotated[str, msgspec.Meta(max_length=64, pattern=NO_NUL)]
     email: Email
     password: NewPassword
@@ -48,6 +52,10 @@ class UserCreate(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class UserUpdate(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """The changes to a user: fields left out stay as they are."""
+
+    example: ClassVar[dict[str, Any]] = {"roles": ["member"], "is_active": False}
+
     email: Email | None = None
     roles: Roles | None = None
     is_active: bool | None = None

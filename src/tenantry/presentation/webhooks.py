@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from uuid import UUID
 
 import msgspec
@@ -52,6 +52,8 @@ ERRORS = (*SIGNED_IN_ERRORS, 403)
 
 
 class WebhookCreate(msgspec.Struct, forbid_unknown_fields=True):
+    """A new webhook endpoint: its HTTPS URL and the events it receives."""
+
     url: Url
     events: Events
     description: Description = ""
@@ -59,6 +61,8 @@ class WebhookCreate(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class WebhookUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    """The changes to a webhook endpoint, and the version they are based on (or If-Match)."""
+
     url: Url | None = None
     events: Events | None = None
     description: Description | None = None
@@ -67,6 +71,8 @@ class WebhookUpdate(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class WebhookRead(Read):
+    """A webhook endpoint: where events go, and whether it is disabled and why."""
+
     id: UUID
     url: str
     events: list[str]
@@ -81,6 +87,10 @@ class WebhookRead(Read):
 
 
 class WebhookCreated(WebhookRead):
+    """A new webhook endpoint with its signing secret, the only time the secret is shown."""
+
+    example: ClassVar[dict[str, Any]] = {"secret": "whsec_MfKQ9r8GgvNcXPr6dkL2fWo0TNwbxYHh"}
+
     # The signing secret, in this response only.
     secret: str
 
@@ -93,6 +103,8 @@ class WebhookCreated(WebhookRead):
 
 
 class AttemptRead(Read):
+    """One attempt of a delivery: when, how it ended and what the receiver answered."""
+
     attempt: int
     at: datetime
     succeeded: bool
@@ -104,6 +116,8 @@ class AttemptRead(Read):
 
 
 class DeliveryRead(msgspec.Struct):
+    """One event's delivery to an endpoint, with its attempts."""
+
     id: UUID
     webhook_id: UUID
     # The webhook-id header: the same at each attempt.

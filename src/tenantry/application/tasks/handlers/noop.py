@@ -13,7 +13,7 @@ from tenantry.application.tasks import (
 
 
 class NoopConfig(msgspec.Struct, forbid_unknown_fields=True):
-    pass
+    """The config of a noop task."""
 
 
 class Noop:

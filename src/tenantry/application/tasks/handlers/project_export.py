@@ -23,6 +23,8 @@ from tenantry.domain.repository import ListQuery
 
 
 class ExportConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """The config of a project.export task: the project to export."""
+
     project_id: UUID
 
 
