@@ -47,8 +47,14 @@ HOST = "127.0.0.1"
 # The product's SQLAlchemy pool keeps up to 20 connections open (TENANTRY_DB_POOL_SIZE).
 POOL_MIN_SIZE = 10
 POOL_MAX_SIZE = 20
-# The row level security policy shows nothing until the transaction names its tenant.
-SET_TENANT = "select set_config('app.tenant_id', $1, true)"
+
+
+# The row level security policy shows nothing until the transaction names its tenant: with SET
+# LOCAL, as the product does, which a Citus coordinator passes on to the workers.
+def set_tenant(tenant: str) -> str:
+    return f"SET LOCAL app.tenant_id = '{UUID(tenant)}'"
+
+
 COLUMNS = "id, name, description, owner_id, version, created_at, updated_at"
 # Sent by the suite's authenticated get-by-id scenario (the product ignores it): the baseline
 # then does the product's authentication work, bare: verify the JWT, check the user's roles.
@@ -223,7 +229,7 @@ def create_app(args: argparse.Namespace) -> Litestar:
     pool: asyncpg.Pool | None = None
     signing_keys = read_signing_keys(args.keyring)
     tenant_id: UUID = args.tenant_id
-    tenant_setting = str(tenant_id)
+    bind_tenant = set_tenant(str(tenant_id))
     # As the product's hasher: argon2-cffi releases the GIL, a small pool bounds its memory.
     hashes = ThreadPoolExecutor(max_workers=args.hash_concurrency, thread_name_prefix="argon2")
     hasher = PasswordHasher()  # verify reads the parameters from the stored hash
@@ -261,7 +267,7 @@ def create_app(args: argparse.Namespace) -> Litestar:
             found = await connection.fetchval(ACTIVE_TENANT, data.tenant.strip().lower())
             row = None
             if found is not None:
-                await connection.execute(SET_TENANT, str(found))
+                await connection.execute(set_tenant(str(found)))
                 row = await connection.fetchrow(USER_HASH, found, login_key)
         if row is None or not row["is_active"]:
             return Response(UNAUTHORIZED, status_code=401, media_type=MediaType.JSON)
@@ -281,7 +287,7 @@ def create_app(args: argparse.Namespace) -> Litestar:
             if caller is None:
                 return Response(UNAUTHORIZED, status_code=401, media_type=MediaType.JSON)
         async with connections().acquire() as connection, connection.transaction():
-            await connection.execute(SET_TENANT, tenant_setting)
+            await connection.execute(bind_tenant)
             if caller is not None and await connection.fetchval(ACTIVE_ROLES, *caller) is None:
                 return Response(UNAUTHORIZED, status_code=401, media_type=MediaType.JSON)
             row = await connection.fetchrow(GET_PROJECT, tenant_id, project_id)
@@ -298,7 +304,7 @@ def create_app(args: argparse.Namespace) -> Litestar:
         order_by: Literal["-created_at"] = "-created_at",  # noqa: ARG001
     ) -> Response[bytes]:
         async with connections().acquire() as connection, connection.transaction():
-            await connection.execute(SET_TENANT, tenant_setting)
+            await connection.execute(bind_tenant)
             if q:
                 pattern = like_pattern(q)
                 rows = await connection.fetch(PAGE_SEARCH, tenant_id, limit, offset, pattern)
@@ -313,7 +319,7 @@ def create_app(args: argparse.Namespace) -> Litestar:
     async def create_project(data: ProjectCreate) -> Response[bytes]:
         now = datetime.now(UTC)
         async with connections().acquire() as connection, connection.transaction():
-            await connection.execute(SET_TENANT, tenant_setting)
+            await connection.execute(bind_tenant)
             row = await connection.fetchrow(
                 INSERT_PROJECT, uuid7(), tenant_id, args.owner_id, data.name, data.description, now
             )
@@ -328,7 +334,7 @@ def create_app(args: argparse.Namespace) -> Litestar:
             return Response(PRECONDITION_REQUIRED, status_code=428, media_type=MediaType.JSON)
         values = {f: v for f in UPDATABLE if (v := getattr(data, f)) is not None}
         async with connections().acquire() as connection, connection.transaction():
-            await connection.execute(SET_TENANT, tenant_setting)
+            await connection.execute(bind_tenant)
             row = await connection.fetchrow(
                 update_sql(tuple(values)),
                 tenant_id,
@@ -348,7 +354,7 @@ def create_app(args: argparse.Namespace) -> Litestar:
     async def delete_project(project_id: UUID) -> None:
         now = datetime.now(UTC)
         async with connections().acquire() as connection, connection.transaction():
-            await connection.execute(SET_TENANT, tenant_setting)
+            await connection.execute(bind_tenant)
             if await connection.fetchval(SOFT_DELETE_PROJECT, tenant_id, project_id, now) is None:
                 # A 204 handler returns nothing: the rare miss is Litestar's 404.
                 raise NotFoundException

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import asyncpg
 import httpx
 import psutil
 from baseline_app import AUTHENTICATE_HEADER
@@ -78,6 +79,7 @@ from projects import (
 )
 from projects import Scenario as ReadScenario
 from projects import body_problem as read_problem
+from sqlalchemy import make_url
 from tasks import (
     Plan,
     baseline_worker_command,
@@ -637,6 +639,46 @@ def engines_for(args: argparse.Namespace, tmp: Path, run_id: str) -> Iterator[En
         )
 
 
+async def citus_database(engines: Engines, workers: list[str]) -> None:
+    """The run's database on each worker with Citus, and on the coordinator (the server of
+    --database-url) with Citus and the workers added: docs/scaling.md's steps."""
+    for worker in workers:
+        admin = await asyncpg.connect(worker)
+        try:
+            await admin.execute(f'create database "{engines.database}"')
+        finally:
+            await admin.close()
+        await execute_in(with_database(worker, engines.database), "create extension citus")
+    coordinator = await asyncpg.connect(engines.url())
+    try:
+        await coordinator.execute("create extension citus")
+        admin = make_url(engines.admin_url)
+        await coordinator.execute(
+            "select citus_set_coordinator_host($1, $2)", admin.host, admin.port or 5432
+        )
+        for worker in workers:
+            url = make_url(worker)
+            await coordinator.execute("select citus_add_node($1, $2)", url.host, url.port or 5432)
+    finally:
+        await coordinator.close()
+
+
+async def drop_worker_database(worker: str, engines: Engines) -> None:
+    await execute_in(worker, f'drop database if exists "{engines.database}" with (force)')
+
+
+async def execute_in(url: str, sql: str) -> None:
+    connection = await asyncpg.connect(url)
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
+
+
+def with_database(url: str, database: str) -> str:
+    return make_url(url).set(database=database).render_as_string(hide_password=False)
+
+
 async def forget_keys(engines: Engines) -> None:
     """This run's keys (its queues, the baseline's list of done jobs), removed from a Redis
     that outlives the run; the product's login counters expire on their own."""
@@ -706,6 +748,13 @@ def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
                 admin_execute(engines, f'drop database if exists "{engines.database}" with (force)')
             )
         )
+        if args.citus_worker:
+            print(f"== Citus: the database on the coordinator and {len(args.citus_worker)} workers")
+            asyncio.run(citus_database(engines, args.citus_worker))
+            for worker in args.citus_worker:
+                stack.callback(
+                    lambda worker=worker: asyncio.run(drop_worker_database(worker, engines))
+                )
 
         port, baseline_port = free_port(), free_port()
         urls = {"product": f"http://{HOST}:{port}", "baseline": f"http://{HOST}:{baseline_port}"}
@@ -719,6 +768,8 @@ def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
         # Migrations run as the owner; they create the app role the servers use.
         owner_env = env | {"TENANTRY_DATABASE_URL": engines.url()}
         run_setup_command(tenantry("db", "upgrade"), owner_env, tmp, log("setup"))
+        if args.citus_worker:
+            run_setup_command(tenantry("db", "distribute"), owner_env, tmp, log("setup"))
         print(
             f"== seeding {SEED_TENANTS} tenants x {SEED_PROJECTS} projects x {SEED_DOCUMENTS} "
             f"documents (log: {log('seed')})"
@@ -981,6 +1032,14 @@ def parse_args() -> argparse.Namespace:
         "--database-url",
         help="a PostgreSQL superuser's URL to use instead of an embedded server, e.g. "
         "postgresql://postgres@127.0.0.1:5432/postgres (a fresh database is created and dropped)",
+    )
+    parser.add_argument(
+        "--citus-worker",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a Citus worker's superuser URL (repeat for each); --database-url is then the "
+        "coordinator, and the run's database is distributed by tenant (docs/scaling.md)",
     )
     parser.add_argument(
         "--redis-url",

@@ -102,11 +102,11 @@ async def database_url(admin_database_url: str) -> AsyncIterator[str]:
 def app_database_url(database_url: str) -> str:
     """The test database as the app role, which row level security holds (the owner and
     superusers bypass it, so tests connected as them would prove nothing)."""
-    return (
-        make_url(database_url)
-        .set(username=APP_ROLE, password=None)
-        .render_as_string(hide_password=False)
-    )
+    return as_app_role(database_url)
+
+
+def as_app_role(url: str) -> str:
+    return make_url(url).set(username=APP_ROLE, password=None).render_as_string(hide_password=False)
 
 
 @pytest.fixture(scope="session")

@@ -156,7 +156,7 @@ async def test_the_app_role_can_neither_change_nor_remove_an_event(
             "delete from audit_events where id = $1",
         ):
             async with connection.transaction():
-                await connection.execute("select set_config('app.tenant_id', $1, true)", tenant)
+                await connection.execute(f"SET LOCAL app.tenant_id = '{tenant}'")
                 with pytest.raises(asyncpg.InsufficientPrivilegeError):
                     await connection.execute(sql, uuid.UUID(event["id"]))
     finally:

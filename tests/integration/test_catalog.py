@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from tenantry.config import Settings
 from tenantry.infrastructure.db.catalog import tenant_tables
 from tenantry.infrastructure.db.features import metadata
+from tenantry.infrastructure.db.users import MADE_BY
 
 from .test_rls import FOREIGN_KEYS, TENANT_TABLES
 
@@ -43,3 +44,19 @@ async def test_a_table_comes_after_every_tenant_table_it_refers_to(
         if child != parent and {child, parent} <= set(order):
             assert order.index(parent) < order.index(child), (child, parent)
     assert order == [table.name for table in await tenant_tables(app_connection)]
+
+
+async def test_deleting_a_user_clears_every_key_that_names_them(
+    database_owner: asyncpg.Connection,
+) -> None:
+    keys = await database_owner.fetch(
+        """
+        select k.conrelid::regclass::text as child, a.attname as column, k.confdeltype::text as action
+        from pg_constraint k
+        join pg_attribute a on a.attrelid = k.conrelid and a.attnum = k.conkey[2]
+        where k.contype = 'f' and k.confrelid = 'users'::regclass
+        """
+    )
+    # Kept rows name their maker in a column the deletion clears; the others go with the user.
+    kept = {(key["child"], key["column"]) for key in keys if key["action"] != "c"}
+    assert kept == set(MADE_BY.items())

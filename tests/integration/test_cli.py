@@ -86,6 +86,13 @@ async def test_db_current_and_upgrade(database_url: str) -> None:
     assert "(head)" in out
 
 
+async def test_db_distribute_without_citus_says_what_to_do(database_url: str) -> None:
+    code, _, err = await in_process("db", "distribute", TENANTRY_DATABASE_URL=database_url)
+    assert code == 1
+    assert "no Citus extension" in err
+    assert "docs/scaling.md" in err
+
+
 async def test_help_lists_the_commands() -> None:
     code, out, _ = await tenantry("--help")
     assert code == 0

@@ -4,6 +4,7 @@ the tables, where a migration moves data."""
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -183,7 +184,13 @@ async def test_tenant_keys_migrate_with_rows_up_and_down(empty_database: str) ->
     try:
         assert await stored(connection, seeded) == seeded
         assert await catalog_key_problems(connection) == []
-        references = {name: shape for name, shape in before.items() if shape[0] == "f"}
+        # The same keys, but those 0020_citus_forms made plain (Citus refuses SET NULL of one
+        # column): deleting a user clears those columns instead.
+        references = {
+            name: (kind, re.sub(r" ON DELETE SET NULL \(\w+\)$", "", definition))
+            for name, (kind, definition) in before.items()
+            if kind == "f"
+        }
         after = await schema(connection)
         assert {name: after.get(name) for name in references} == references
         assert await key_violations(connection, seeder, a, b) == []

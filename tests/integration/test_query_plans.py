@@ -276,7 +276,7 @@ async def test_the_driver_statements_use_indexes_that_lead_with_tenant_id(
         assert len(sent) == 2, [query.query for query in sent]
         for query in sent:
             async with app.transaction():
-                await app.execute("select set_config('app.tenant_id', $1, true)", str(tenant_id))
+                await app.execute(f"SET LOCAL app.tenant_id = '{tenant_id}'")
                 plan = json.loads(
                     await app.fetchval(f"EXPLAIN (FORMAT JSON) {query.query}", *query.args)
                 )[0]["Plan"]

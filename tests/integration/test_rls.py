@@ -270,7 +270,7 @@ async def test_the_app_role_sees_and_changes_only_the_tenant_set_for_it(
     # No tenant: never set on this connection (NULL), then after a SET LOCAL ended ('').
     await nothing_visible(app_role, tables, append_only, "no tenant set", problems)
     async with app_role.transaction():
-        await app_role.execute("select set_config('app.tenant_id', $1, true)", str(a))
+        await app_role.execute(f"SET LOCAL app.tenant_id = '{a}'")
     assert await app_role.fetchval("select current_setting('app.tenant_id', true)") == ""
     await nothing_visible(app_role, tables, append_only, "after SET LOCAL ended", problems)
 
@@ -278,7 +278,7 @@ async def test_the_app_role_sees_and_changes_only_the_tenant_set_for_it(
         transaction = app_role.transaction()
         await transaction.start()
         try:
-            await app_role.execute("select set_config('app.tenant_id', $1, true)", str(a))
+            await app_role.execute(f"SET LOCAL app.tenant_id = '{a}'")
             seen = await app_role.fetch(
                 f'select tenant_id, count(*) from "{table}" group by tenant_id'
             )

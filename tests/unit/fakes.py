@@ -649,6 +649,32 @@ class FakeTaskRepository(MemoryRepository[Task]):
             touched += 1
         return touched
 
+    async def reap(
+        self, task_ids: Sequence[UUID], *, stale_before: datetime, max_attempts: int, at: datetime
+    ) -> list[Task]:
+        reaped = []
+        for task_id in task_ids:
+            task = self.store.tasks.get(task_id)
+            if (
+                task is None
+                or task.tenant_id != self.tenant_id
+                or task.status != TaskStatus.PROCESSING
+                or self.store.heartbeats[task.id] >= stale_before
+            ):
+                continue
+            if task.retry_count + 1 >= max_attempts:
+                changes: dict[str, Any] = {
+                    "status": TaskStatus.FAILED,
+                    "error_message": WORKER_LOST,
+                    "completed_at": at,
+                    "result": None,
+                    "output_files": [],
+                }
+            else:
+                changes = {"status": TaskStatus.PENDING, "error_message": "worker lost"}
+            reaped.append(self._set(task, **changes))
+        return reaped
+
     async def logs(self, task_id: UUID) -> list[TaskLog]:
         return [log for log in self.store.task_logs if log.task_id == task_id]
 
@@ -664,26 +690,13 @@ class FakeTaskSweeps:
         self.store = store
         self.clock = clock
 
-    async def reap(
-        self, stale_before: datetime, *, max_attempts: int, per_tenant: int
-    ) -> list[Task]:
-        store, reaped = self.store, []
-        for task in list(store.tasks.values()):
-            if task.status != TaskStatus.PROCESSING or store.heartbeats[task.id] >= stale_before:
-                continue
-            if task.retry_count + 1 >= max_attempts:
-                changes: dict[str, Any] = {
-                    "status": TaskStatus.FAILED,
-                    "error_message": WORKER_LOST,
-                    "completed_at": self.clock.now(),
-                    "result": None,
-                    "output_files": [],
-                }
-            else:
-                changes = {"status": TaskStatus.PENDING, "error_message": "worker lost"}
-            store.tasks[task.id] = msgspec.structs.replace(task, **changes)
-            reaped.append(store.tasks[task.id])
-        return reaped
+    async def stranded(self, stale_before: datetime, *, per_tenant: int) -> list[tuple[UUID, UUID]]:
+        return [
+            (task.tenant_id, task.id)
+            for task in self.store.tasks.values()
+            if task.status == TaskStatus.PROCESSING
+            and self.store.heartbeats[task.id] < stale_before
+        ]
 
     async def stale_pending(self, created_before: datetime, *, per_tenant: int) -> list[Task]:
         return [

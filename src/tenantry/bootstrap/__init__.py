@@ -315,17 +315,22 @@ def create_storage(settings: Settings) -> LocalDiskStorage | S3Storage:
 
 
 async def check_database_role(container: Container) -> None:
-    """Refuse to serve in production as a role that row level security does not hold.
+    """Refuse to serve in production as a role that row level security does not hold, and
+    anywhere on a Citus coordinator that would not carry the tenant to the workers' shards.
 
     Outside production an unreachable database only skips the check, so /ready can report it.
     """
     try:
         problems = await database.role_problems(container.alchemy.get_engine())
+        cluster = await database.citus_problems(container.alchemy.get_engine())
     except (Unavailable, SQLAlchemyError) as error:
         if container.settings.is_production:
             raise
         log.warning("database role not checked: database unreachable", error=type(error).__name__)
         return
+    if cluster:
+        # Every tenant's writes would fail and its reads find nothing, in any environment.
+        raise RuntimeError(f"refusing to start: {cluster[0]}")
     if not problems:
         return
     message = "the database role " + " and ".join(problems) + ": row level security is bypassed"

@@ -1,4 +1,5 @@
-"""Database migrations: ``db upgrade``, ``db downgrade``, ``db current``."""
+"""The database: migrations (``db upgrade``, ``db downgrade``, ``db current``) and, on a Citus
+coordinator, ``db distribute``."""
 
 from __future__ import annotations
 
@@ -58,3 +59,30 @@ def current() -> None:
     _with_database(
         lambda url: click.echo(migrations.current(url) or "(no revision: empty database)")
     )
+
+
+@db.command()
+@settings_errors_exit
+def distribute() -> None:
+    """Distribute the schema by tenant on a Citus coordinator (idempotent).
+
+    tenants becomes a reference table and every table with a tenant_id is distributed by it,
+    colocated; run it after `db upgrade`, and again after a migration that adds a table.
+    See docs/scaling.md.
+    """
+    import asyncio
+
+    from tenantry.infrastructure.db import citus
+
+    def run(url: str) -> None:
+        done = asyncio.run(citus.distribute_database(url))
+        click.echo(
+            f"Citus {done.citus}: reference table {', '.join(done.reference) or '(already)'}; "
+            f"distributed by tenant_id: {', '.join(done.distributed) or '(all already)'}; "
+            f"{done.keys_restored} foreign keys re-created."
+        )
+
+    try:
+        _with_database(run)
+    except citus.CitusMissing as error:
+        raise click.ClickException(str(error)) from None

@@ -156,6 +156,14 @@ class TaskCancelled(Exception):
 class TaskRepository(Repository[Task], Protocol):
     """Tasks of one tenant. Status changes are conditional updates: the row decides."""
 
+    async def reap(
+        self, task_ids: Sequence[UUID], *, stale_before: datetime, max_attempts: int, at: datetime
+    ) -> Sequence[Task]:
+        """At ``at``: of these tasks, those still in processing whose worker has not beaten since
+        ``stale_before`` (and does not hold its row at this moment) go back to pending, or fail
+        with ``WORKER_LOST`` when their attempts are spent; returned as they now are."""
+        ...
+
     async def count_pending(self) -> int:
         """The tenant's pending tasks, counted under a lock of the tenant's held until the
         transaction ends: concurrent submissions of one tenant count one after another."""
@@ -200,12 +208,11 @@ class TaskSweeps(Protocol):
     most ``per_tenant`` tasks of each tenant, its oldest first, so that one tenant's backlog
     leaves the others their turn."""
 
-    async def reap(
-        self, stale_before: datetime, *, max_attempts: int, per_tenant: int
-    ) -> Sequence[Task]:
-        """Tasks in processing whose worker has not beaten since ``stale_before`` go back to
-        pending, or fail with ``WORKER_LOST`` when their attempts are spent; returned as they
-        now are, in the unit of work's transaction."""
+    async def stranded(
+        self, stale_before: datetime, *, per_tenant: int
+    ) -> Sequence[tuple[UUID, UUID]]:
+        """The (tenant, task) keys of tasks in processing whose worker has not beaten since
+        ``stale_before``: each tenant's reap then takes them back (``TaskRepository.reap``)."""
         ...
 
     async def stale_pending(self, created_before: datetime, *, per_tenant: int) -> Sequence[Task]:

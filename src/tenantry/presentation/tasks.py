@@ -288,9 +288,7 @@ class TaskController(Controller):
         query = list_query(
             limit, offset, created_after=created_after, created_before=created_before
         )
-        found = await list_tasks(
-            actor, query, status=status, task_type=type
-        )
+        found = await list_tasks(actor, query, status=status, task_type=type)
         return page(TaskPage, found, limit, offset)
 
     @get(

@@ -34,11 +34,7 @@ class TenantOwned(UUIDv7AuditBase):
 
 
 def creator_key() -> ForeignKeyConstraint:
-    """The creator of a row is a user of its own tenant. Deleting that user sets only
-    ``created_by`` to NULL (tenant_id is part of the key and must stay): the row remains, for
-    admins and owners to manage."""
-    return ForeignKeyConstraint(
-        ["tenant_id", "created_by"],
-        ["users.tenant_id", "users.id"],
-        ondelete="SET NULL (created_by)",
-    )
+    """The creator of a row is a user of its own tenant. Deleting that user clears
+    ``created_by`` first (``MADE_BY`` in users.py): the row remains, for admins and owners to
+    manage."""
+    return ForeignKeyConstraint(["tenant_id", "created_by"], ["users.tenant_id", "users.id"])

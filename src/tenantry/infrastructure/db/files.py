@@ -142,7 +142,8 @@ def _reserve() -> ClauseElement:
         set_={
             "bytes": _HOLDS.c.bytes + statement.excluded.bytes,
             "expires_at": statement.excluded.expires_at,
-            "updated_at": func.now(),
+            # The new row's now(): Citus takes no function in DO UPDATE SET.
+            "updated_at": statement.excluded.updated_at,
         },
     ).returning(_HOLDS.c.bytes)
 

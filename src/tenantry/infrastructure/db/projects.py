@@ -17,12 +17,8 @@ from tenantry.infrastructure.db.repository import SqlRepository
 class ProjectModel(TenantOwned):
     __tablename__ = "projects"
     __table_args__ = (
-        # SET NULL on owner_id alone: tenant_id is part of the key and must stay.
-        ForeignKeyConstraint(
-            ["tenant_id", "owner_id"],
-            ["users.tenant_id", "users.id"],
-            ondelete="SET NULL (owner_id)",
-        ),
+        # Deleting the owner clears owner_id first (MADE_BY in users.py).
+        ForeignKeyConstraint(["tenant_id", "owner_id"], ["users.tenant_id", "users.id"]),
         Index("ix_projects_tenant_created", "tenant_id", "created_at"),
         Index("ix_projects_tenant_updated", "tenant_id", "updated_at"),
         Index("ix_projects_tenant_name", "tenant_id", "name"),

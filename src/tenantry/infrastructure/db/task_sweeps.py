@@ -1,14 +1,16 @@
-"""The task sweeps across tenants: each one call of a function that migration 0009_task_sweeps
-made, owned by the maintenance role and executable by the app role alone (docs/operations.md,
-"Tenancy: the database role")."""
+"""The task sweeps across tenants: each one call of a function of migrations 0009_task_sweeps
+and 0021_routed_sweeps, owned by the maintenance role and executable by the app role alone
+(docs/operations.md, "Tenancy: the database role")."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from uuid import UUID
 
 import msgspec
 from sqlalchemy import FunctionElement, column, func, select
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 
 from tenantry.domain.tasks import Task, TaskSweeps
 from tenantry.infrastructure.db.repository import PlatformRows
@@ -27,10 +29,14 @@ class SqlTaskSweeps(PlatformRows):
 
     port = TaskSweeps
 
-    async def reap(
-        self, stale_before: datetime, *, max_attempts: int, per_tenant: int
-    ) -> Sequence[Task]:
-        return await self._tasks(func.tenantry_reap_tasks(stale_before, max_attempts, per_tenant))
+    async def stranded(
+        self, stale_before: datetime, *, per_tenant: int
+    ) -> Sequence[tuple[UUID, UUID]]:
+        call = func.tenantry_stranded_tasks(stale_before, per_tenant).table_valued(
+            column("tenant_id", PG_UUID), column("id", PG_UUID)
+        )
+        rows = await self.session.execute(select(call))
+        return [(row.tenant_id, row.id) for row in rows]
 
     async def stale_pending(self, created_before: datetime, *, per_tenant: int) -> Sequence[Task]:
         return await self._tasks(func.tenantry_stale_pending_tasks(created_before, per_tenant))

@@ -22,6 +22,8 @@ from sqlalchemy import (
     case,
     func,
     insert,
+    literal,
+    null,
     or_,
     select,
     text,
@@ -126,6 +128,47 @@ class SqlTaskRepository(SqlRepository[Task]):
 
     def _compiled_update(self) -> Update:
         return update(self.table()).where(*self.compiled_filters(), _tasks.c.id == bindparam("id"))
+
+    async def reap(
+        self, task_ids: Sequence[UUID], *, stale_before: datetime, max_attempts: int, at: datetime
+    ) -> Sequence[Task]:
+        stranded = (
+            select(_tasks.c.id, (_tasks.c.retry_count + 1 >= max_attempts).label("spent"))
+            .where(
+                *self.filters(),
+                _tasks.c.id.in_(task_ids),
+                _tasks.c.status == TaskStatus.PROCESSING.value,
+                _tasks.c.heartbeat_at < stale_before,
+            )
+            # A worker beating right now holds its row: alive, not stranded. Two reapers at
+            # once take different rows.
+            .with_for_update(skip_locked=True)
+            .cte("stranded")
+        )
+        spent = stranded.c.spent
+
+        def spent_or(value: Any, otherwise: Any) -> Any:
+            return case((spent, value), else_=otherwise)
+
+        # Times are values, not now(): Citus refuses a function call in a CASE.
+        moment = literal(at, _tasks.c.completed_at.type)
+        statement = (
+            self.update_rows()
+            .where(_tasks.c.id == stranded.c.id)
+            .values(
+                status=spent_or(TaskStatus.FAILED.value, TaskStatus.PENDING.value),
+                error_message=spent_or(WORKER_LOST, "worker lost"),
+                result=spent_or(null(), _tasks.c.result),
+                output_files=spent_or(
+                    literal([], _tasks.c.output_files.type), _tasks.c.output_files
+                ),
+                completed_at=spent_or(moment, _tasks.c.completed_at),
+                updated_at=moment,
+            )
+            .returning(*_tasks.c)
+        )
+        rows = (await self.session.execute(statement)).mappings().all()
+        return [self.to_entity(row) for row in rows]
 
     async def count_pending(self) -> int:
         # A transaction-scoped lock of this tenant's submissions: the count, and the insert

@@ -4,8 +4,9 @@ Wall 1: repositories that cannot be built without a tenant; they filter every re
 delete by ``tenant_id`` and stamp it on every insert, bulk paths included.
 
 Wall 2: PostgreSQL row level security. A session bound to a tenant sets ``app.tenant_id`` with
-``set_config(..., true)`` in BEGIN's round trip, and again whenever it is bound to another
-tenant mid-transaction. The setting is transaction-local, so a pooled connection never carries
+``SET LOCAL`` in BEGIN's round trip, and again whenever it is bound to another tenant
+mid-transaction. ``SET LOCAL``, not ``set_config``: on a Citus coordinator with
+``citus.propagate_set_commands = 'local'`` it reaches the workers' shards too. The setting is transaction-local, so a pooled connection never carries
 one request's tenant into the next; the policies read an unset or empty setting as "no tenant"
 and show nothing.
 """
@@ -43,7 +44,6 @@ AUTOCOMMIT: Literal["AUTOCOMMIT"] = "AUTOCOMMIT"
 # Engines whose every connection is made in autocommit mode (alchemy_config's: the dialect sets
 # it once per new connection, which the engine's execution options do not show).
 AUTOCOMMIT_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
-_SET_TENANT_SQL = "select set_config('app.tenant_id', $1, true)"
 # The session's rows written by its commit (see append_at_commit).
 APPENDED = "appended_at_commit"
 
@@ -64,7 +64,7 @@ def bind_tenant(session: AsyncSession, tenant_id: UUID) -> None:
 class TenantTransaction:
     """The one transaction of a unit of work, on one pooled connection.
 
-    BEGIN and the tenant's ``set_config`` go in one round trip (the simple query protocol takes
+    BEGIN and the tenant's ``SET LOCAL`` go in one round trip (the simple query protocol takes
     both); the tenant is set again only when the session is bound to another one. The ORM and
     the statements compiled once (:class:`DriverStatement`) both run in it: the session is
     bound to this connection while it lasts. The connection is checked out in autocommit mode
@@ -96,7 +96,7 @@ class TenantTransaction:
 
     async def bind(self, tenant: str) -> None:
         """Rebound to another tenant mid-transaction."""
-        await self.run(self.driver.execute(_SET_TENANT_SQL, tenant))
+        await self.run(self.driver.execute(_set_tenant_sql(UUID(tenant))))
         self.tenant = tenant
 
     async def run(self, operation: Awaitable[T]) -> T:
@@ -139,7 +139,8 @@ class TenantTransaction:
 
 
 def _set_tenant_sql(tenant: UUID) -> str:
-    return f"SELECT set_config('app.tenant_id', '{tenant}', true)"
+    # SET takes no parameter: the value is a UUID's own text, the one value put in SQL by hand.
+    return f"SET LOCAL app.tenant_id = '{tenant}'"
 
 
 def append_at_commit(

@@ -125,7 +125,8 @@ class SqlUsageRepository(TenantRows[UsageDay]):
                         days.c.bytes_stored_peak, row.excluded.bytes_stored_end
                     ),
                     "bytes_stored_end": row.excluded.bytes_stored_end,
-                    "updated_at": func.now(),
+                    # The new row's now(): Citus takes no function call in DO UPDATE SET.
+                    "updated_at": row.excluded.updated_at,
                 },
             )
         )
@@ -147,7 +148,7 @@ class SqlUsageRepository(TenantRows[UsageDay]):
                     set_={
                         "runs": tasks.c.runs + task.excluded.runs,
                         "ms": tasks.c.ms + task.excluded.ms,
-                        "updated_at": func.now(),
+                        "updated_at": task.excluded.updated_at,
                     },
                 )
             )
