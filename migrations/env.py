@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
-from sqlalchemy import pool
+from sqlalchemy import pool, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -32,6 +32,11 @@ def run_offline() -> None:
 
 
 def migrate(connection: Connection) -> None:
+    # On a Citus coordinator (docs/scaling.md), a migration's transaction may change distributed
+    # tables and then functions, which Citus allows over one connection per worker only.
+    if connection.execute(text("select 1 from pg_extension where extname = 'citus'")).first():
+        connection.execute(text("SET citus.multi_shard_modify_mode TO 'sequential'"))
+    connection.commit()
     context.configure(
         connection=connection,
         target_metadata=metadata,

@@ -22,6 +22,7 @@ from litestar.testing import AsyncTestClient
 from prometheus_client import REGISTRY
 
 from tenantry import bootstrap
+from tenantry.application.webhooks import PurgeWebhookDeliveries
 from tenantry.config import Settings
 from tenantry.domain.webhooks import WebhookDispatch
 
@@ -393,6 +394,33 @@ async def test_workers_claim_disjoint_deliveries_and_a_lapsed_lease_again(
         assert await claim() == set()
         await asyncio.sleep(1.1)
         assert len(await claim() & (first | second)) == 20
+    finally:
+        await container.close()
+        await container.alchemy.get_engine().dispose()
+
+
+async def test_the_purge_takes_finished_deliveries_past_the_retention_of_every_tenant(
+    settings: Settings, database_owner: asyncpg.Connection, receiver: Receiver
+) -> None:
+    async with AsyncTestClient(app=bootstrap.create_app(webhook_settings(settings))) as client:
+        for slug in ("acme", "globex"):
+            owner = await owner_session(client, slug)
+            await register(client, owner, receiver, f"/{slug}", "project.created")
+            for n in range(3):
+                await client.post("/api/v1/projects", headers=owner, json={"name": f"p{n}"})
+    # Two of each tenant's three finished long ago; the third still pending.
+    await database_owner.execute(
+        "update webhook_deliveries set status = 'succeeded', created_at = now() - interval '40 days' "
+        "where id in (select id from webhook_deliveries d where (select count(*) from "
+        "webhook_deliveries o where o.tenant_id = d.tenant_id and o.id < d.id) < 2)"
+    )
+    container = bootstrap.Container(settings)
+    try:
+        purge = PurgeWebhookDeliveries(units=container.unit_of_work, clock=container.clock)
+        assert await purge(timedelta(days=30), batch=1) == 4
+        left = await database_owner.fetch("select tenant_id, status from webhook_deliveries")
+        assert sorted(row["status"] for row in left) == ["pending", "pending"]
+        assert len({row["tenant_id"] for row in left}) == 2
     finally:
         await container.close()
         await container.alchemy.get_engine().dispose()

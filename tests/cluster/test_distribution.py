@@ -1,15 +1,17 @@
-"""On the cluster, one tenant's statements run on one worker: Citus routes a statement that
-names its tenant to the shard of that tenant (EXPLAIN shows a single task), and `tenantry db
-distribute` is idempotent."""
+"""The distributed schema: one tenant's statements run on one worker (Citus routes a statement
+that names its tenant to the shard of that tenant: EXPLAIN shows a single task), `tenantry db
+distribute` is idempotent, and migrations run on it."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import asyncpg
 from click.testing import CliRunner
 
 from tenantry.cli import main
+from tenantry.infrastructure.db import citus, migrations
 from tests.conftest import plain_url
 
 
@@ -48,3 +50,11 @@ def test_distribute_again_changes_nothing(database_url: str) -> None:
     assert done.exit_code == 0, done.output
     assert "distributed by tenant_id: (all already)" in done.output
     assert "0 foreign keys re-created" in done.output
+
+
+async def test_migrations_run_on_the_distributed_schema(database_url: str) -> None:
+    # The last revision's functions and grants, down and up again on distributed tables.
+    await asyncio.to_thread(migrations.downgrade, database_url, "0020_citus_forms")
+    await asyncio.to_thread(migrations.upgrade, database_url, "head")
+    again = await citus.distribute_database(database_url)
+    assert (again.reference, again.distributed, again.keys_restored) == ((), (), 0)
