@@ -48,44 +48,48 @@ depends_on: str | Sequence[str] | None = None
 
 OLD_REAP = "tenantry_reap_tasks(timestamptz, integer, integer)"
 STRANDED = "tenantry_stranded_tasks(timestamptz, integer)"
-# As 0009_task_sweeps left them, for the downgrade.
+# For the downgrade: 0009_task_sweeps' reap, as a loop of one routed statement per tenant.
 SWEPT_COLUMNS = "status, error_message, result, output_files, completed_at, updated_at"
 OLD_REAP_FUNCTION = """
-CREATE FUNCTION tenantry_reap_tasks(stale_before timestamptz, max_attempts integer, per_tenant integer)
-RETURNS SETOF public.tasks
-LANGUAGE sql VOLATILE STRICT SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-    WITH stranded AS (
-        SELECT task.*
-        FROM public.tenants AS tenant
-        CROSS JOIN LATERAL (
-            SELECT t.tenant_id, t.id, t.retry_count + 1 >= max_attempts AS spent
-            FROM public.tasks AS t
-            WHERE t.tenant_id = tenant.id
-              AND t.status = 'processing'
-              AND t.heartbeat_at < stale_before
-            ORDER BY t.heartbeat_at
+CREATE FUNCTION public.tenantry_reap_tasks(
+    stale_before timestamptz, max_attempts integer, per_tenant integer
+)
+ RETURNS SETOF public.tasks
+ LANGUAGE plpgsql
+ STRICT SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    tenant uuid;
+    at timestamptz := now();
+BEGIN
+    FOR tenant IN SELECT t.id FROM public.tenants AS t ORDER BY t.id LOOP
+        RETURN QUERY
+        WITH stranded AS (
+            SELECT s.id, s.retry_count + 1 >= max_attempts AS spent
+            FROM public.tasks AS s
+            WHERE s.tenant_id = tenant AND s.status = 'processing'
+              AND s.heartbeat_at < stale_before
+            ORDER BY s.heartbeat_at
             LIMIT per_tenant
-            -- A worker beating right now holds its row: alive, not stranded. Two reapers at
-            -- once take different rows.
             FOR UPDATE SKIP LOCKED
-        ) AS task
-    )
-    UPDATE public.tasks AS t SET
-        status = CASE WHEN stranded.spent THEN 'failed' ELSE 'pending' END,
-        error_message = CASE
-            WHEN stranded.spent THEN 'The worker running this task stopped responding.'
-            ELSE 'worker lost'
-        END,
-        result = CASE WHEN stranded.spent THEN NULL ELSE t.result END,
-        output_files = CASE WHEN stranded.spent THEN '{}' ELSE t.output_files END,
-        completed_at = CASE WHEN stranded.spent THEN now() ELSE t.completed_at END,
-        updated_at = now()
-    FROM stranded
-    WHERE t.tenant_id = stranded.tenant_id AND t.id = stranded.id
-    RETURNING t.*
-$$
+        )
+        UPDATE public.tasks AS t SET
+            status = CASE WHEN stranded.spent THEN 'failed' ELSE 'pending' END,
+            error_message = CASE
+                WHEN stranded.spent THEN 'The worker running this task stopped responding.'
+                ELSE 'worker lost'
+            END,
+            result = CASE WHEN stranded.spent THEN NULL ELSE t.result END,
+            output_files = CASE WHEN stranded.spent THEN '{}' ELSE t.output_files END,
+            completed_at = CASE WHEN stranded.spent THEN at ELSE t.completed_at END,
+            updated_at = at
+        FROM stranded
+        WHERE t.tenant_id = tenant AND t.id = stranded.id
+        RETURNING t.*;
+    END LOOP;
+END
+$function$
 """
 STRANDED_FUNCTION = """
 CREATE FUNCTION public.tenantry_stranded_tasks(stale_before timestamptz, per_tenant integer)

@@ -20,6 +20,7 @@ import pytest
 from tenantry.infrastructure.db import citus, migrations
 from tests.citus import CitusCluster, missing
 from tests.conftest import as_app_role
+from tests.e2e.conftest import workers  # noqa: F401 - processes a test starts, killed at its end
 
 HERE = Path(__file__).parent
 

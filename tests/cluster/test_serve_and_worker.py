@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -20,16 +19,6 @@ from tests.integration.identity import owner_session
 from tests.integration.test_tasks import submit, wait_for
 
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture
-async def processes() -> AsyncIterator[list[asyncio.subprocess.Process]]:
-    started: list[asyncio.subprocess.Process] = []
-    yield started
-    for process in started:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
 
 
 async def start(
@@ -59,7 +48,7 @@ async def until_ready(client: httpx.AsyncClient, log: Path) -> None:
 async def test_serve_and_worker_run_the_product_on_the_cluster(
     settings: Settings,
     clean_state: None,
-    processes: list[asyncio.subprocess.Process],
+    workers: list[asyncio.subprocess.Process],
     tmp_path: Path,
 ) -> None:
     port = free_port()
@@ -68,8 +57,8 @@ async def test_serve_and_worker_run_the_product_on_the_cluster(
         "TENANTRY_PASSWORD_MEMORY_KIB": "1024",
     }
     api_log = tmp_path / "serve.log"
-    await start(processes, env, api_log, "serve", "--host=127.0.0.1", f"--port={port}")
-    await start(processes, env, tmp_path / "worker.log", "worker")
+    await start(workers, env, api_log, "serve", "--host=127.0.0.1", f"--port={port}")
+    await start(workers, env, tmp_path / "worker.log", "worker")
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
         await until_ready(client, api_log)
         acme = await owner_session(client, "acme")
