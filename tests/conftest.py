@@ -25,6 +25,7 @@ import asyncpg
 import msgspec
 import pytest
 import uvicorn
+from _pytest.nodeid import NodeId
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
@@ -50,6 +51,25 @@ def with_database(url: str, name: str) -> str:
     head, sep, query = url.partition("?")
     base = head.rsplit("/", 1)[0]
     return f"{base}/{name}{sep}{query}"
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """What pytest-xdist's ``--dist loadgroup`` means to do: name each item of an
+    ``xdist_group`` ``<id>@<group>``, so that one worker runs the whole group. xdist 3.8 sets
+    ``item._nodeid``, which pytest 9.2 no longer reads (an item's id is ``item._id``): every
+    group was spread over both workers."""
+    if not getattr(config.option, "loadgroup", False):
+        return
+    for item in items:
+        groups = sorted(
+            {
+                str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+                for mark in item.iter_markers("xdist_group")
+            }
+        )
+        if groups and "@" not in item.nodeid:
+            item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(groups)}")
 
 
 @pytest.fixture(scope="session")

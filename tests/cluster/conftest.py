@@ -61,6 +61,9 @@ def app_database_url(database_url: str) -> str:
     return as_app_role(database_url)
 
 
+# Before the hook that names each item by its group (tests/conftest.py): then the scheduler
+# sends every cluster test to one worker, and one cluster starts.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     kept, dropped = [], []
     for item in items:

@@ -9,9 +9,13 @@ import uuid
 
 import asyncpg
 from click.testing import CliRunner
+from sqlalchemy import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from tenantry.cli import main
 from tenantry.infrastructure.db import citus, migrations
+from tenantry.infrastructure.db.database import citus_problems
+from tests.citus import CitusCluster
 from tests.conftest import plain_url
 
 
@@ -58,3 +62,22 @@ async def test_migrations_run_on_the_distributed_schema(database_url: str) -> No
     await asyncio.to_thread(migrations.upgrade, database_url, "head")
     again = await citus.distribute_database(database_url)
     assert (again.reference, again.distributed, again.keys_restored) == ((), (), 0)
+
+
+async def test_start_is_refused_where_the_tenant_would_not_reach_the_shards(
+    citus_cluster: CitusCluster, database_url: str
+) -> None:
+    bare = await citus_cluster.create_database(f"tenantry_bare_{uuid.uuid4().hex[:8]}")
+    (problem,) = await problems_of(bare)
+    assert "citus.propagate_set_commands = 'local'" in problem
+    assert "tenantry db distribute" in problem
+    # Distributed, the database carries the setting.
+    assert await problems_of(database_url) == []
+
+
+async def problems_of(url: str) -> list[str]:
+    engine = create_async_engine(make_url(url).set(drivername="postgresql+asyncpg"))
+    try:
+        return await citus_problems(engine)
+    finally:
+        await engine.dispose()

@@ -325,7 +325,9 @@ async def test_bad_submissions_and_other_tenants(client: Client) -> None:
 
 async def test_events_stream_progress_up_to_100(client: Client) -> None:
     owner = await owner_session(client, "acme")
-    task = await submit(client, owner, "test.slow", config={"steps": 20})
+    # Two seconds of steps: the stream polls every half second, so it sees several of them
+    # even when the stream starts late (a loaded machine, a cluster's extra hop).
+    task = await submit(client, owner, "test.slow", config={"steps": 40})
     seen: list[dict[str, Any]] = []
     async with client.stream("GET", f"/api/v1/tasks/{task['id']}/events", headers=owner) as events:
         assert events.headers["content-type"].startswith("text/event-stream")
