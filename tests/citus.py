@@ -25,9 +25,9 @@ fsync = off
 synchronous_commit = off
 full_page_writes = off
 log_min_messages = warning
-# 4 shards per table, not 32: a cluster of two workers needs no more, and every TRUNCATE between
-# tests (and the distribution) touches each shard.
-citus.shard_count = 4
+# 2 shards per table, not 32: one on each worker is all the routing needs, and every TRUNCATE
+# between tests (and the distribution) touches each shard.
+citus.shard_count = 2
 """
 
 
