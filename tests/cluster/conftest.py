@@ -10,6 +10,7 @@ runs these tests (they share an xdist group).
 from __future__ import annotations
 
 import asyncio
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -38,6 +39,7 @@ def citus_cluster() -> Iterator[CitusCluster]:
         yield cluster
     finally:
         cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
