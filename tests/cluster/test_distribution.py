@@ -14,7 +14,6 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from tenantry.cli import main
 from tenantry.infrastructure.db import citus, migrations
-from tenantry.infrastructure.db.database import citus_problems
 from tests.citus import CitusCluster
 from tests.conftest import plain_url
 
@@ -78,6 +77,6 @@ async def test_start_is_refused_where_the_tenant_would_not_reach_the_shards(
 async def problems_of(url: str) -> list[str]:
     engine = create_async_engine(make_url(url).set(drivername="postgresql+asyncpg"))
     try:
-        return await citus_problems(engine)
+        return await citus.citus_problems(engine)
     finally:
         await engine.dispose()

@@ -49,7 +49,7 @@ from tenantry.infrastructure.cache import redis as redis_cache
 from tenantry.infrastructure.cache.rate_limit import RedisRateLimiter
 from tenantry.infrastructure.cache.usage import RedisUsageBuffer, RedisUsageMeter
 from tenantry.infrastructure.clock import SystemClock
-from tenantry.infrastructure.db import database
+from tenantry.infrastructure.db import citus, database
 from tenantry.infrastructure.db.rls import APP_ROLE
 from tenantry.infrastructure.db.uow import SqlUnitOfWork
 from tenantry.infrastructure.http.webhooks import HttpWebhookSender
@@ -322,7 +322,7 @@ async def check_database_role(container: Container) -> None:
     """
     try:
         problems = await database.role_problems(container.alchemy.get_engine())
-        cluster = await database.citus_problems(container.alchemy.get_engine())
+        cluster = await citus.citus_problems(container.alchemy.get_engine())
     except (Unavailable, SQLAlchemyError) as error:
         if container.settings.is_production:
             raise

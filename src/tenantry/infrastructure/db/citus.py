@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import msgspec
 from sqlalchemy import make_url, text
-from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from tenantry.infrastructure.db.catalog import tenant_tables
 from tenantry.infrastructure.db.rls import MAINTENANCE_ROLE
@@ -40,6 +40,24 @@ async def citus_version(connection: AsyncConnection) -> str | None:
         text("select extversion from pg_extension where extname = 'citus'")
     )
     return None if version is None else str(version)
+
+
+async def citus_problems(engine: AsyncEngine) -> list[str]:
+    """What keeps row level security from holding on a Citus coordinator, if it is one: the
+    tenant the app sets with SET LOCAL reaches the workers' shards only when Citus propagates
+    it (``tenantry db distribute`` sets that for the database)."""
+    setting, wanted = PROPAGATE_SET
+    async with engine.connect() as connection:
+        version = await citus_version(connection)
+        if version is None:
+            return []
+        propagate = await connection.scalar(text(f"select current_setting('{setting}', true)"))
+    if propagate == wanted:
+        return []
+    return [
+        f"Citus {version} without {setting} = '{wanted}' (it is {propagate!r}): run "
+        f"`tenantry db distribute`, or ALTER DATABASE ... SET {setting} = '{wanted}'"
+    ]
 
 
 _PARTITIONED = text(

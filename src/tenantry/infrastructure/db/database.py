@@ -148,28 +148,6 @@ async def role_problems(engine: AsyncEngine) -> list[str]:
     return problems
 
 
-async def citus_problems(engine: AsyncEngine) -> list[str]:
-    """What keeps row level security from holding on a Citus coordinator, if it is one: the
-    tenant the app sets with SET LOCAL reaches the workers' shards only when Citus propagates
-    it (``tenantry db distribute`` sets that for the database)."""
-    async with engine.connect() as connection:
-        citus, propagate = (
-            await connection.execute(
-                text(
-                    "select (select extversion from pg_extension where extname = 'citus'), "
-                    "current_setting('citus.propagate_set_commands', true)"
-                )
-            )
-        ).one()
-    if citus is None or propagate == "local":
-        return []
-    return [
-        f"Citus {citus} without citus.propagate_set_commands = 'local' (it is {propagate!r}): "
-        "run `tenantry db distribute`, or ALTER DATABASE ... SET citus.propagate_set_commands "
-        "= 'local'"
-    ]
-
-
 async def ping(engine: AsyncEngine) -> float:
     """Run one round trip; return its latency in milliseconds."""
     started = time.perf_counter()
