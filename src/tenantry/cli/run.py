@@ -190,6 +190,8 @@ def _bind(host: str | None, port: int | None) -> dict[str, Any]:
 
 
 def _uvicorn_options(settings: Settings) -> dict[str, Any]:
+    from tenantry.infrastructure.http.server import CoalescingHttpToolsProtocol
+
     return {
         "host": settings.host,
         "port": settings.port,
@@ -201,4 +203,5 @@ def _uvicorn_options(settings: Settings) -> dict[str, Any]:
         "forwarded_allow_ips": settings.trusted_proxies,
         "server_header": False,
         "lifespan": "on",
+        "http": CoalescingHttpToolsProtocol,
     }

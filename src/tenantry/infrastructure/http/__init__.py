@@ -1,1 +1,1 @@
-"""Outbound HTTP."""
+"""HTTP: the API server's connections, and outbound deliveries."""
