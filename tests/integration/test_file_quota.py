@@ -72,7 +72,9 @@ async def repositories(client: Client, app_database_url: str) -> AsyncIterator[U
 
 async def hold(units: Units, file_id: uuid.UUID, size: int, *, quota: int) -> bool:
     async with units() as (uow, files):
-        taken = await files.reserve(file_id, size, quota=quota, expires_at=datetime.now(UTC) + HOUR)
+        taken = await files.reserve(
+            file_id, size, default_quota=quota, expires_at=datetime.now(UTC) + HOUR
+        )
         await uow.commit()
         return taken
 
@@ -112,10 +114,12 @@ async def test_a_finish_past_an_expired_hold_checks_the_quota(
             "storage_key": f"tenants/{tenant_id}/files/{late}",
             "created_at": datetime.now(UTC),
         }
-        assert await files.add_reserved(quota=1_000, **values) is None
+        assert await files.add_reserved(default_quota=1_000, **values) is None
         await uow.rollback()
         # Within what it holds, a finish passes even when the quota was lowered meanwhile.
-        stored = await files.add_reserved(quota=1, **{**values, "id": other, "size": 500})
+        stored = await files.add_reserved(
+            default_quota=1, **{**values, "id": other, "size": 500}
+        )
         assert stored is not None
         assert stored.size == 500
         await uow.commit()
@@ -281,6 +285,14 @@ async def test_a_tenants_own_quota_setting_counts(
     )
     usage = (await client.get("/api/v1/files/usage", headers=owner)).json()
     assert usage["quota_bytes"] == settings.tenant_quota_bytes
+    # The statements that check the quota read the setting alike: the default lets these in.
+    for setting in ('"1"', "1.5", "-1", "true"):
+        await database_owner.execute(
+            f"update tenants set settings = '{{\"quota_bytes\": {setting}}}' where id = $1",
+            tenant_id,
+        )
+        sent = await client.post("/api/v1/files", headers=owner, files=upload(b"c" * 1_000))
+        assert sent.status_code == 201, (setting, sent.text)
 
 
 async def test_an_upload_of_no_declared_length_is_held_as_it_streams(

@@ -501,9 +501,16 @@ class FakeFileRepository(MemoryRepository[StoredFile]):
     def _held(self) -> int:
         return sum(h.bytes for h in self.holds.values() if h.tenant_id == self.tenant_id)
 
-    async def reserve(self, file_id: UUID, size: int, *, quota: int, expires_at: datetime) -> bool:
+    async def _quota(self, default_quota: int) -> int:
+        own = await self.quota_setting()
+        valid = isinstance(own, int) and not isinstance(own, bool) and own >= 0
+        return own if valid else default_quota
+
+    async def reserve(
+        self, file_id: UUID, size: int, *, default_quota: int, expires_at: datetime
+    ) -> bool:
         used, _ = await self.usage()
-        if used + self._held() + size > quota:
+        if used + self._held() + size > await self._quota(default_quota):
             return False
         before = self.holds.get(file_id)
         self.holds[file_id] = FileHold(
@@ -511,10 +518,11 @@ class FakeFileRepository(MemoryRepository[StoredFile]):
         )
         return True
 
-    async def add_reserved(self, *, quota: int, **values: Any) -> StoredFile | None:
+    async def add_reserved(self, *, default_quota: int, **values: Any) -> StoredFile | None:
         hold = self.holds.pop(values["id"], None)
         held = hold.bytes if hold else 0
         used, _ = await self.usage()
+        quota = await self._quota(default_quota)
         if values["size"] > held and used + self._held() + values["size"] > quota:
             return None
         return await self.add(**values)

@@ -78,26 +78,19 @@ class QuotaHold:
         self.tenant_id = tenant_id
         self.file_id = file_id
         self.held = 0
-        self._quota: int | None = None
-
-    async def quota(self) -> int:
-        """The tenant's quota, read once per upload, in the caller's unit of work."""
-        if self._quota is None:
-            self._quota = await self.files.quota(self.tenant_id)
-        return self._quota
 
     async def cover(self, size: int, *, step: int) -> None:
         """Hold at least ``size`` bytes in all, and ``step`` more than now when that fits (to
         ask less often); TooLarge when ``size`` does not fit in the quota."""
         files, uow = self.files, self.files.uow
+        default_quota = files.policy.quota_bytes
         async with uow:
-            quota = await self.quota()
             repository = uow.repository(FileRepository, self.tenant_id)
             expires_at = files.clock.now() + HOLD_TTL
             need = max(size - self.held, 0)
             for amount in dict.fromkeys((max(step, need), need)):
                 if amount and await repository.reserve(
-                    self.file_id, amount, quota=quota, expires_at=expires_at
+                    self.file_id, amount, default_quota=default_quota, expires_at=expires_at
                 ):
                     await uow.commit()
                     self.held += amount
@@ -106,13 +99,15 @@ class QuotaHold:
                 return
             # Refused: holds of uploads that died come back first, then the bytes needed.
             if await repository.release_expired(files.clock.now()) and await repository.reserve(
-                self.file_id, need, quota=quota, expires_at=expires_at
+                self.file_id, need, default_quota=default_quota, expires_at=expires_at
             ):
                 await uow.commit()
                 self.held += need
                 return
             await uow.commit()
             used, _ = await repository.usage()
+            # For the refusal's answer: the statements that check the quota read it themselves.
+            quota = await files.quota(self.tenant_id)
         raise TooLarge(quota_detail(quota, used))
 
     async def reclaim(self) -> bool:
@@ -216,9 +211,10 @@ class UploadFile:
         # a transaction of its own (a refused one is rolled back whole, its hold kept).
         for reclaimed in (False, True):
             async with uow:
-                quota = await hold.quota()
                 repository = uow.repository(FileRepository, actor.tenant_id)
-                stored = await repository.add_reserved(quota=quota, **row)
+                stored = await repository.add_reserved(
+                    default_quota=files.policy.quota_bytes, **row
+                )
                 if stored is not None:
                     # Only the try that wrote the row: a refused upload leaves no event.
                     await record(
@@ -235,6 +231,7 @@ class UploadFile:
                 break
         async with uow:
             used, _ = await uow.repository(FileRepository, actor.tenant_id).usage()
+            quota = await files.quota(actor.tenant_id)
         raise TooLarge(quota_detail(quota, used))
 
 

@@ -302,16 +302,20 @@ class FileRepository(Repository[StoredFile], Protocol):
         """The tenant's own ``quota_bytes`` setting as stored; None when it has none."""
         ...
 
-    async def reserve(self, file_id: UUID, size: int, *, quota: int, expires_at: datetime) -> bool:
+    async def reserve(
+        self, file_id: UUID, size: int, *, default_quota: int, expires_at: datetime
+    ) -> bool:
         """Hold ``size`` more bytes of the tenant's quota for the upload of ``file_id``, until
         ``expires_at``, if they fit beside its live files and every hold: checked and taken in
-        one step, so concurrent uploads never hold more than ``quota`` between them."""
+        one step, so concurrent uploads never hold more than the quota between them. The quota
+        is the tenant's own setting when it is a whole number of bytes, else
+        ``default_quota``."""
         ...
 
-    async def add_reserved(self, *, quota: int, **values: Any) -> StoredFile | None:
+    async def add_reserved(self, *, default_quota: int, **values: Any) -> StoredFile | None:
         """Add the file's row and turn its upload's hold into usage of exactly its size, in one
         step. None, and nothing written, when the size is past what the upload still holds
-        and no longer fits in ``quota``."""
+        and no longer fits in the quota (as for :meth:`reserve`)."""
         ...
 
     async def release(self, file_id: UUID) -> None:

@@ -14,6 +14,7 @@ from sqlalchemy import (
     ClauseElement,
     ColumnElement,
     Index,
+    Numeric,
     String,
     Table,
     bindparam,
@@ -90,7 +91,25 @@ _HOLDS: Table = FileReservationModel.__table__  # type: ignore[assignment]
 
 _FILE_ID = bindparam("file_id", type_=_HOLDS.c.id.type)
 _SIZE = bindparam("size", type_=BigInteger())
-_QUOTA = bindparam("quota", type_=BigInteger())
+_DEFAULT_QUOTA = bindparam("default_quota", type_=BigInteger())
+
+
+def _quota() -> ColumnElement[Any]:
+    """The tenant's quota, read by the statement that checks it (no round trip of its own): its
+    own ``quota_bytes`` setting when that is a whole number of bytes, as the application reads
+    it (``Files.quota``), else ``default_quota``, the policy's."""
+    tenants = metadata.tables["tenants"]
+    setting = tenants.c.settings["quota_bytes"]
+    own = (
+        select(setting.astext.cast(Numeric))
+        .where(
+            tenants.c.id == bindparam(TENANT_KEY, type_=tenants.c.id.type),
+            func.jsonb_typeof(setting) == "number",
+            setting.astext.regexp_match("^[0-9]+$"),
+        )
+        .scalar_subquery()
+    )
+    return func.coalesce(own, _DEFAULT_QUOTA)
 
 
 def _usage_row() -> tuple[ColumnElement[bool], ...]:
@@ -122,12 +141,12 @@ def _start_usage() -> ClauseElement:
 
 def _reserve() -> ClauseElement:
     """Hold ``size`` more bytes for upload ``file_id``, if the live files, every hold and these
-    fit in ``quota``. An UPDATE re-reads its WHERE on the latest version of a row another
+    fit in the tenant's quota. An UPDATE re-reads its WHERE on the latest version of a row another
     transaction changed (READ COMMITTED), so two uploads racing for the last bytes cannot both
     pass."""
     held = (
         update(_USAGE)
-        .where(*_usage_row(), _USAGE.c.used_bytes + _USAGE.c.reserved_bytes + _SIZE <= _QUOTA)
+        .where(*_usage_row(), _USAGE.c.used_bytes + _USAGE.c.reserved_bytes + _SIZE <= _quota())
         .values(reserved_bytes=_USAGE.c.reserved_bytes + _SIZE, updated_at=func.now())
         .returning(_USAGE.c.tenant_id)
         .cte("held")
@@ -173,7 +192,7 @@ def _finish() -> ClauseElement:
             *_usage_row(),
             or_(
                 held.c.bytes >= _SIZE,
-                usage.used_bytes + usage.reserved_bytes - held.c.bytes + _SIZE <= _QUOTA,
+                usage.used_bytes + usage.reserved_bytes - held.c.bytes + _SIZE <= _quota(),
             ),
         )
         .values(
@@ -282,8 +301,12 @@ class SqlFileRepository(SqlRepository[StoredFile]):
             self.session, **self.arguments()
         )
 
-    async def reserve(self, file_id: UUID, size: int, *, quota: int, expires_at: datetime) -> bool:
-        arguments = self.arguments(file_id=file_id, size=size, quota=quota, expires_at=expires_at)
+    async def reserve(
+        self, file_id: UUID, size: int, *, default_quota: int, expires_at: datetime
+    ) -> bool:
+        arguments = self.arguments(
+            file_id=file_id, size=size, default_quota=default_quota, expires_at=expires_at
+        )
         reserve = self.statement("reserve", _reserve)
         if await reserve.fetch_row(self.session, **arguments) is not None:
             return True
@@ -291,9 +314,9 @@ class SqlFileRepository(SqlRepository[StoredFile]):
         await self._start_usage()
         return await reserve.fetch_row(self.session, **arguments) is not None
 
-    async def add_reserved(self, *, quota: int, **values: Any) -> StoredFile | None:
+    async def add_reserved(self, *, default_quota: int, **values: Any) -> StoredFile | None:
         arguments = self.arguments(
-            quota=quota,
+            default_quota=default_quota,
             file_id=values["id"],
             size=values["size"],
             original_filename=values["original_filename"],
