@@ -117,9 +117,7 @@ async def test_a_finish_past_an_expired_hold_checks_the_quota(
         assert await files.add_reserved(default_quota=1_000, **values) is None
         await uow.rollback()
         # Within what it holds, a finish passes even when the quota was lowered meanwhile.
-        stored = await files.add_reserved(
-            default_quota=1, **{**values, "id": other, "size": 500}
-        )
+        stored = await files.add_reserved(default_quota=1, **{**values, "id": other, "size": 500})
         assert stored is not None
         assert stored.size == 500
         await uow.commit()

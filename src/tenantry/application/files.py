@@ -33,6 +33,7 @@ from tenantry.domain.files import (
 from tenantry.domain.ids import new_id
 from tenantry.domain.ports import Clock, UnitOfWork
 from tenantry.domain.repository import ListQuery
+from tenantry.domain.usage import Counter, UsageMeter
 
 QUOTA_SETTING = "quota_bytes"
 
@@ -131,13 +132,20 @@ SHOWN = ("original_filename", "size", "content_type", "sha256")
 
 class UploadFile:
     def __init__(
-        self, files: Files, policy: FilePolicy | None = None, *, system: bool = False
+        self,
+        files: Files,
+        policy: FilePolicy | None = None,
+        *,
+        system: bool = False,
+        usage: UsageMeter | None = None,
     ) -> None:
         """``policy`` replaces the tenant-facing one for files the system writes itself;
-        ``system``: the system writes it (a task's output), so its event names no actor."""
+        ``system``: the system writes it (a task's output), so its event names no actor;
+        ``usage``: where a tenant's uploaded bytes are counted (the API's uploads)."""
         self.files = files
         self.policy = policy or files.policy
         self.system = system
+        self.usage = usage
 
     async def __call__(
         self,
@@ -226,6 +234,8 @@ class UploadFile:
                         changes={"after": snapshot(stored, SHOWN)},
                     )
                     await uow.commit()
+                    if self.usage is not None:
+                        self.usage.add(actor.tenant_id, Counter.BYTES_UPLOADED, stored.size)
                     return stored
             if reclaimed or not await hold.reclaim():
                 break

@@ -36,6 +36,7 @@ from tenantry.domain.erasure import ErasureQueue
 from tenantry.domain.ports import Clock, UnitOfWork
 from tenantry.domain.secrets import SecretStore
 from tenantry.domain.tasks import JobQueue, TaskLimits
+from tenantry.domain.usage import UsageMeter
 from tenantry.domain.webhooks import WebhookPolicy
 from tenantry.infrastructure.db.uow import SqlUnitOfWork
 
@@ -55,6 +56,7 @@ SHARED: dict[Any, Callable[[Container], Any]] = {
     JobQueue: attrgetter("job_queue"),
     Registry: attrgetter("registry"),
     TaskLimits: attrgetter("task_limits"),
+    UsageMeter: attrgetter("usage"),
     SecretStore: attrgetter("secrets"),
     WebhookPolicy: attrgetter("webhook_policy"),
 }
@@ -103,10 +105,10 @@ def provider(container: Container, alchemy: SQLAlchemyAsyncConfig, wanted: Wante
     ports = constructor_ports(use_case)
     shared = {name: SHARED[port](container) for name, port in ports.items() if port in SHARED}
     per_request = {name: PER_REQUEST[port] for name, port in ports.items() if port in PER_REQUEST}
-    if not per_request:
-        return Provide(lambda: use_case(**shared), sync_to_thread=False)
 
     def public(request: Request[Any, Any, Any]) -> Any:
+        if not per_request:
+            return use_case(**shared)
         # The request's own session: the one the bearer check used, so one connection serves both.
         uow = SqlUnitOfWork(alchemy.provide_session(request.app.state, request.scope))
         return use_case(

@@ -225,7 +225,6 @@ class FileController(Controller):
         request: Request[Any, Any, Any],
         actor: NamedDependency[Actor],
         upload_file: NamedDependency[UploadFile],
-        usage_meter: NamedDependency[UsageMeter],
     ) -> Response[FileRead]:
         part = FilePart(request)
         await part.open()
@@ -236,7 +235,6 @@ class FileController(Controller):
             chunks=part.chunks(),
             expected_size=part.length,
         )
-        usage_meter.add(actor.tenant_id, Counter.BYTES_UPLOADED, stored.size)
         return created(FileRead.of(stored), f"{self.path}/{stored.id}")
 
     @get(
