@@ -59,6 +59,18 @@ async def test_migrations_run_on_the_distributed_schema(database_url: str) -> No
     # The last revision's functions and grants, down and up again on distributed tables.
     await asyncio.to_thread(migrations.downgrade, database_url, "0020_citus_forms")
     await asyncio.to_thread(migrations.upgrade, database_url, "head")
+    # Made after the tables were distributed: distributed by its tenant all the same.
+    connection = await asyncpg.connect(plain_url(database_url))
+    try:
+        for function in citus.DELEGATED_FUNCTIONS:
+            by = await connection.fetchval(
+                "select distribution_argument_index from pg_dist_object "
+                "where objid = $1::regprocedure",
+                function,
+            )
+            assert by == 0, function
+    finally:
+        await connection.close()
     again = await citus.distribute_database(database_url)
     assert (again.reference, again.distributed, again.keys_restored) == ((), (), 0)
 

@@ -21,6 +21,7 @@ from tenantry.application.keys import read_keyring
 from tenantry.cli.run import _uvicorn_options
 from tenantry.config import Settings, SettingsError, load_settings
 from tenantry.domain.auth import Attempt, RefreshTokenRepository
+from tenantry.domain.users import Role, UserRepository
 from tenantry.infrastructure.cache.rate_limit import RedisRateLimiter
 from tenantry.infrastructure.cache.redis import create_redis
 from tenantry.infrastructure.db.tenancy import TenantSession
@@ -305,6 +306,69 @@ async def test_a_sign_in_session_is_written_only_for_an_active_user_and_tenant(
         await database_owner.execute("update tenants set status = 'active' where id = $1", tenant)
         assert await start("c" * 64) is True
         assert await state() == (datetime(2030, 1, 2, tzinfo=UTC), ["c" * 64])
+    finally:
+        await engine.dispose()
+
+
+async def test_the_bearer_checks_read_alone_answers_as_the_read_in_a_transaction(
+    client: Client, app_database_url: str, database_owner: asyncpg.Connection
+) -> None:
+    """A streamed request's read (one statement that sets its tenant, migration
+    0022_active_roles) and every other request's read refuse the same users, in one round
+    trip, leaving no tenant set on the connection."""
+    created = await create_tenant(client, "acme")
+    other = await create_tenant(client, "globex")
+    tenant, user = UUID(created["tenant"]["id"]), UUID(created["user"]["id"])
+    session = uuid4()
+    url = load_settings(environ={}, env_file=None, database_url=app_database_url)
+    engine = create_async_engine(url.async_database_url, pool_size=1, max_overflow=0)
+    sessions = async_sessionmaker(engine, expire_on_commit=False, class_=TenantSession)
+    sent: list[str] = []
+
+    async def both(tenant_id: UUID, user_id: UUID) -> tuple[object, object]:
+        async with sessions() as db:
+            users = SqlUnitOfWork(db).repository(UserRepository, tenant_id)
+            alone = await users.active_roles(user_id, session_id=session, alone=True)
+            assert not db.in_transaction()
+            in_transaction = await users.active_roles(user_id, session_id=session)
+        return alone, in_transaction
+
+    try:
+        assert await both(tenant, user) == ((Role.OWNER,), (Role.OWNER,))
+        async with engine.connect() as connection:
+            driver = (await connection.get_raw_connection()).driver_connection
+            driver.add_query_logger(lambda query: sent.append(query.query))
+            assert await driver.fetchval("select current_setting('app.tenant_id', true)") in (
+                None,
+                "",
+            )
+        sent.clear()
+        async with sessions() as db:
+            users = SqlUnitOfWork(db).repository(UserRepository, tenant)
+            await users.active_roles(user, session_id=session, alone=True)
+        assert len(sent) == 1
+        assert "tenantry_active_roles" in sent[0]
+        # Another tenant's user, named under this tenant: nothing.
+        assert await both(tenant, UUID(other["user"]["id"])) == (None, None)
+        await database_owner.execute("update users set is_active = false where id = $1", user)
+        assert await both(tenant, user) == (None, None)
+        await database_owner.execute("update users set is_active = true where id = $1", user)
+        await database_owner.execute(
+            "update tenants set status = 'suspended' where id = $1", tenant
+        )
+        assert await both(tenant, user) == (None, None)
+        await database_owner.execute("update tenants set status = 'active' where id = $1", tenant)
+        await database_owner.execute(
+            "insert into refresh_tokens (tenant_id, id, user_id, family_id, token_hash, "
+            "expires_at, revoked_at, created_at, updated_at) "
+            "values ($1, $2, $3, $4, $5, now() + interval '1 day', now(), now(), now())",
+            tenant,
+            uuid4(),
+            user,
+            session,
+            "d" * 64,
+        )
+        assert await both(tenant, user) == (None, None)
     finally:
         await engine.dispose()
 

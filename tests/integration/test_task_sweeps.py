@@ -257,13 +257,17 @@ async def test_the_functions_are_the_app_roles_to_run_and_do_nothing_else(
         from pg_proc p where p.pronamespace = 'public'::regnamespace
         """
     )
-    # The outbox's write (0019_webhooks) runs as its caller, the app role, under the tenant
-    # policy: no privilege of its own.
-    (publish,) = [row for row in functions if not row["prosecdef"]]
-    assert publish["signature"] == "tenantry_publish_webhook_event(uuid,uuid,text,jsonb)"
-    assert publish["owner"] != MAINTENANCE_ROLE
-    assert APP_ROLE in publish["executors"]
-    assert "PUBLIC" not in publish["executors"]
+    # The outbox's write (0019_webhooks) and the bearer check's read (0022_active_roles) run
+    # as their caller, the app role, under the tenant policy: no privilege of their own.
+    invokers = {row["signature"]: row for row in functions if not row["prosecdef"]}
+    assert set(invokers) == {
+        "tenantry_publish_webhook_event(uuid,uuid,text,jsonb)",
+        "tenantry_active_roles(uuid,uuid,uuid)",
+    }
+    for row in invokers.values():
+        assert row["owner"] != MAINTENANCE_ROLE
+        assert APP_ROLE in row["executors"]
+        assert "PUBLIC" not in row["executors"]
     functions = [row for row in functions if row["prosecdef"]]
     # Times, counts and a tenant only: no table, column or SQL text a caller could point
     # elsewhere. (The audit purge is 0011_audit_events'. The erasure's, 0013_tenant_erasure's,

@@ -225,7 +225,11 @@ class FakeUserRepository:
         return True
 
     async def active_roles(
-        self, user_id: UUID, *, session_id: UUID | None = None
+        self,
+        user_id: UUID,
+        *,
+        session_id: UUID | None = None,
+        alone: bool = False,
     ) -> tuple[Role, ...] | None:
         user = await self.get(user_id)
         tenant = self.store.tenants.get(self.tenant_id)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from datetime import timedelta
 from uuid import UUID, uuid4
 
@@ -288,17 +287,15 @@ class Authenticate:
 
     async def bearer(self, token: str, *, streamed: bool = False) -> Actor:
         """``streamed``: the caller receives the request's body only after this, while its use
-        case runs; the read's transaction then ends here, as no pooled connection may wait on a
-        client's bytes. Otherwise the use case that follows ends it, so a request that only
-        reads runs one transaction, not two."""
+        case runs; the read is then a transaction of its own, ended here, as no pooled
+        connection may wait on a client's bytes. Otherwise the use case that follows goes on
+        with the read's transaction, so a request that only reads runs one, not two."""
         claims: AccessClaims = await self.identity.tokens.verify(token)
-        uow = self.identity.uow
-        async with uow if streamed else contextlib.nullcontext():
-            # The same read refuses a token whose session was revoked (logout, refresh-token
-            # reuse).
-            roles = await uow.repository(UserRepository, claims.tenant_id).active_roles(
-                claims.user_id, session_id=claims.session_id
-            )
+        users = self.identity.uow.repository(UserRepository, claims.tenant_id)
+        # The same read refuses a token whose session was revoked (logout, refresh-token reuse).
+        roles = await users.active_roles(
+            claims.user_id, session_id=claims.session_id, alone=streamed
+        )
         if roles is None:
             raise Unauthenticated(INVALID_TOKEN)
         # Roles come from the database, not the token: a demotion takes effect at once.

@@ -151,10 +151,12 @@ class UserRepository(Protocol):
     async def delete(self, user_id: UUID) -> bool: ...
 
     async def active_roles(
-        self, user_id: UUID, *, session_id: UUID | None = None
+        self, user_id: UUID, *, session_id: UUID | None = None, alone: bool = False
     ) -> tuple[Role, ...] | None:
         """The user's roles while both the user and the tenant are active and, when a session
-        (refresh-token family) is named, it was not revoked; else None."""
+        (refresh-token family) is named, it was not revoked; else None. ``alone``: read in a
+        transaction of its own, ended before this returns, whatever the unit of work does
+        (it begins none)."""
         ...
 
     async def lock_active_owners(self) -> set[UUID]:

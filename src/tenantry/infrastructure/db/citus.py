@@ -19,6 +19,11 @@ from tenantry.infrastructure.db.catalog import tenant_tables
 from tenantry.infrastructure.db.rls import MAINTENANCE_ROLE
 
 TENANTS = "tenants"
+# Functions that name their tenant in their first argument and read that tenant's rows alone,
+# called outside a transaction: distributed, Citus runs each call on the worker holding the
+# tenant's shards, where the tenant they set holds for their statements. (On the coordinator
+# the SET LOCAL of a lone statement's function does not reach the shards.)
+DELEGATED_FUNCTIONS = ("tenantry_active_roles(uuid, uuid, uuid)",)
 # Without it a SET LOCAL on the coordinator stays there, and the shards' row level security,
 # on the workers, sees no tenant.
 PROPAGATE_SET = ("citus.propagate_set_commands", "local")
@@ -122,6 +127,8 @@ async def distribute(connection: AsyncConnection, database: str) -> Distribution
         await connection.execute(
             text(f'ALTER TABLE {key.child} ADD CONSTRAINT "{key.name}" {key.definition}')
         )
+    for function in DELEGATED_FUNCTIONS:
+        await connection.execute(text(delegate(function)))
     setting, value = PROPAGATE_SET
     await connection.execute(text(f"ALTER DATABASE \"{database}\" SET {setting} = '{value}'"))
     # The maintenance functions run as their owner, so Citus reaches the workers as that role.
@@ -131,6 +138,14 @@ async def distribute(connection: AsyncConnection, database: str) -> Distribution
         reference=tuple(reference),
         distributed=tuple(pending),
         keys_restored=len(keys),
+    )
+
+
+def delegate(function: str) -> str:
+    """The statement distributing ``function`` (its first argument a tenant) with the tenant
+    tables (idempotent)."""
+    return (
+        f"SELECT create_distributed_function('{function}', '$1', colocate_with => 'users')"
     )
 
 

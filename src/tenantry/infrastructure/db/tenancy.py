@@ -80,14 +80,19 @@ class TenantTransaction:
         self.tenant: str | None = None
 
     @classmethod
-    async def begin(cls, engine: AsyncEngine, tenant: str | None) -> TenantTransaction:
+    async def checkout(cls, engine: AsyncEngine) -> TenantTransaction:
+        """A pooled connection, no transaction begun on it yet."""
         connection = await engine.connect()
         if connection.sync_engine not in AUTOCOMMIT_ENGINES:
             # An engine not made by alchemy_config() (a test's, say): one more step, same end.
             await connection.execution_options(isolation_level=AUTOCOMMIT)
         # The pooled connection is at hand once checked out: no greenlet hop to reach it.
         pooled = connection.sync_connection.connection  # type: ignore[union-attr]
-        current = cls(connection, pooled.driver_connection)
+        return cls(connection, pooled.driver_connection)
+
+    @classmethod
+    async def begin(cls, engine: AsyncEngine, tenant: str | None) -> TenantTransaction:
+        current = await cls.checkout(engine)
         # A UUID's text, checked again: the one value put in SQL by hand.
         begin = "BEGIN" if tenant is None else f"BEGIN; {_set_tenant_sql(UUID(tenant))}"
         await current.run(current.driver.execute(begin))
@@ -389,6 +394,19 @@ class DriverStatement:
     async def fetch_value(self, session: AsyncSession, **values: Any) -> Any:
         transaction = await session_transaction(session)
         return await transaction.run(transaction.driver.fetchval(self.sql, *self.arguments(values)))
+
+    async def fetch_value_alone(self, session: AsyncSession, **values: Any) -> Any:
+        """The statement run alone, in the implicit transaction of one statement, on a
+        connection of the session's engine held for it only: one round trip, and no connection
+        kept. Only for a statement that sets its tenant itself (a function doing ``SET
+        LOCAL``): no tenant is set for it, and the session's transaction is not used."""
+        assert isinstance(session, TenantSession), "units of work run on TenantSession"
+        assert isinstance(session.engine, AsyncEngine), "sessions are bound to the engine"
+        alone = await TenantTransaction.checkout(session.engine)
+        try:
+            return await alone.run(alone.driver.fetchval(self.sql, *self.arguments(values)))
+        finally:
+            await alone.connection.close()
 
 
 def _hashable(value: Any) -> bool:

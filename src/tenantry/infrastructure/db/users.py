@@ -19,7 +19,7 @@ from tenantry.domain.users import NewUser, Role, User, UserRepository
 from tenantry.infrastructure.db.auth import RefreshTokenModel
 from tenantry.infrastructure.db.base import TenantOwned
 from tenantry.infrastructure.db.repository import TenantRows
-from tenantry.infrastructure.db.tenancy import DriverStatement, of_tenant
+from tenantry.infrastructure.db.tenancy import TENANT_KEY, DriverStatement, of_tenant
 from tenantry.infrastructure.db.tenants import TenantModel, lock_tenant_row
 
 # What a user made outlives them, unattributed: the column naming its maker, by table. The keys
@@ -78,6 +78,17 @@ _ACTIVE_ROLES = DriverStatement(
             _refresh_tokens.c.family_id == bindparam("session_id"),
             _refresh_tokens.c.revoked_at.is_not(None),
         ),
+    )
+)
+
+# The same read as one statement that sets its tenant (migration 0022_active_roles).
+_ACTIVE_ROLES_ALONE = DriverStatement(
+    select(
+        func.tenantry_active_roles(
+            bindparam(TENANT_KEY, type_=_users.c.tenant_id.type),
+            bindparam("user_id", type_=_users.c.id.type),
+            bindparam("session_id", type_=_refresh_tokens.c.family_id.type),
+        )
     )
 )
 
@@ -198,12 +209,15 @@ class SqlUserRepository(TenantRows[User]):
         return True
 
     async def active_roles(
-        self, user_id: UUID, *, session_id: UUID | None = None
+        self, user_id: UUID, *, session_id: UUID | None = None, alone: bool = False
     ) -> tuple[Role, ...] | None:
-        record = await _ACTIVE_ROLES.fetch_row(
-            self.session, tenant_id=self.tenant_id, user_id=user_id, session_id=session_id
-        )
-        return None if record is None else tuple(Role(role) for role in record["roles"])
+        values = {"tenant_id": self.tenant_id, "user_id": user_id, "session_id": session_id}
+        if alone:
+            roles = await _ACTIVE_ROLES_ALONE.fetch_value_alone(self.session, **values)
+        else:
+            record = await _ACTIVE_ROLES.fetch_row(self.session, **values)
+            roles = None if record is None else record["roles"]
+        return None if roles is None else tuple(Role(role) for role in roles)
 
     async def lock_active_owners(self) -> set[UUID]:
         # The tenant's row stands for its owners: changes of owners queue behind each other.
