@@ -24,7 +24,7 @@ from tenantry.domain.auth import Attempt, RefreshTokenRepository
 from tenantry.domain.users import Role, UserRepository
 from tenantry.infrastructure.cache.rate_limit import RedisRateLimiter
 from tenantry.infrastructure.cache.redis import create_redis
-from tenantry.infrastructure.db.tenancy import TenantSession
+from tenantry.infrastructure.db.tenancy import TenantSession, TenantTransaction
 from tenantry.infrastructure.db.uow import SqlUnitOfWork
 from tenantry.infrastructure.embedded import free_port
 from tenantry.infrastructure.secrets.environment import EnvironmentSecrets
@@ -260,11 +260,14 @@ def test_trusted_proxies_are_addresses_or_networks() -> None:
         load_settings(environ={"TENANTRY_TRUSTED_PROXIES": "10.0.0.0/8,proxy"}, env_file=None)
 
 
+@pytest.mark.parametrize("alone", [True, False], ids=["alone", "in_a_transaction"])
 async def test_a_sign_in_session_is_written_only_for_an_active_user_and_tenant(
-    client: Client, app_database_url: str, database_owner: asyncpg.Connection
+    client: Client, app_database_url: str, database_owner: asyncpg.Connection, alone: bool
 ) -> None:
     """The login's one write checks the user and the tenant again (either may have been
-    disabled while argon2 ran): otherwise it neither stores the token nor records the login."""
+    disabled while argon2 ran): otherwise it neither stores the token nor records the login.
+    Alone (a statement that sets its tenant, migration 0023_login_statements) as in a
+    transaction (a rehashed password's)."""
     created = await create_tenant(client, "acme")
     tenant, user = UUID(created["tenant"]["id"]), UUID(created["user"]["id"])
     engine = create_async_engine(
@@ -281,7 +284,9 @@ async def test_a_sign_in_session_is_written_only_for_an_active_user_and_tenant(
                 token_hash=token_hash,
                 expires_at=datetime.now(UTC) + timedelta(days=1),
                 signed_in_at=datetime(2030, 1, 2, tzinfo=UTC),
+                alone=alone,
             )
+            assert (TenantTransaction.KEY in session.info) is not alone
             await uow.commit()
         return started
 
@@ -329,12 +334,24 @@ async def test_the_bearer_checks_read_alone_answers_as_the_read_in_a_transaction
         async with sessions() as db:
             users = SqlUnitOfWork(db).repository(UserRepository, tenant_id)
             alone = await users.active_roles(user_id, session_id=session, alone=True)
-            assert not db.in_transaction()
+            assert TenantTransaction.KEY not in db.info
             in_transaction = await users.active_roles(user_id, session_id=session)
         return alone, in_transaction
 
     try:
         assert await both(tenant, user) == ((Role.OWNER,), (Role.OWNER,))
+        for login in (created["user"]["email"].upper(), created["user"]["username"]):
+            async with sessions() as db:
+                users = SqlUnitOfWork(db).repository(UserRepository, tenant)
+                alone = await users.find_by_login(login, alone=True)
+                assert TenantTransaction.KEY not in db.info
+                assert alone is not None
+                assert alone == await users.find_by_login(login)
+        async with sessions() as db:
+            users = SqlUnitOfWork(db).repository(UserRepository, tenant)
+            assert await users.find_by_login("nobody@example.com", alone=True) is None
+            # Another tenant's user is not found under this tenant.
+            assert await users.find_by_login(other["user"]["email"], alone=True) is None
         async with engine.connect() as connection:
             driver = (await connection.get_raw_connection()).driver_connection
             driver.add_query_logger(lambda query: sent.append(query.query))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -125,7 +125,7 @@ class FakeTenantRepository:
     async def get(self, tenant_id: UUID) -> Tenant | None:
         return self.store.tenants.get(tenant_id)
 
-    async def get_by_slug(self, slug: str) -> Tenant | None:
+    async def get_by_slug(self, slug: str, *, alone: bool = False) -> Tenant | None:
         return next((row for row in self.store.tenants.values() if row.slug == slug), None)
 
     async def list(self, *, limit: int, offset: int) -> tuple[list[Tenant], int]:
@@ -193,7 +193,12 @@ class FakeUserRepository:
         user = self.store.users.get(user_id)
         return user if user is not None and user.tenant_id == self.tenant_id else None
 
-    async def find_by_login(self, login: str) -> tuple[User, str] | None:
+    async def find_by_login(
+        self,
+        login: str,
+        *,
+        alone: bool = False,
+    ) -> tuple[User, str] | None:
         for user in self._mine():
             if login.lower() in (user.email.lower(), user.username.lower()):
                 return user, self.store.password_hashes[user.id]
@@ -252,6 +257,8 @@ class FakeRefreshTokenRepository:
     def __init__(self, store: FakeStore, tenant_id: UUID, clock: FakeClock) -> None:
         self.store = store
         self.tenant_id = tenant_id
+        # Set by the unit of work: a statement alone is committed at once.
+        self.commit_alone: Callable[[], Awaitable[None]] | None = None
 
     async def add(
         self, *, user_id: UUID, family_id: UUID, token_hash: str, expires_at: datetime
@@ -276,6 +283,7 @@ class FakeRefreshTokenRepository:
         token_hash: str,
         expires_at: datetime,
         signed_in_at: datetime,
+        alone: bool = False,
     ) -> bool:
         user = self.store.users.get(user_id)
         tenant = self.store.tenants.get(self.tenant_id)
@@ -291,6 +299,8 @@ class FakeRefreshTokenRepository:
         await self.add(
             user_id=user_id, family_id=family_id, token_hash=token_hash, expires_at=expires_at
         )
+        if alone and self.commit_alone is not None:
+            await self.commit_alone()
         return True
 
     async def get_by_hash(self, token_hash: str) -> RefreshToken | None:
@@ -956,7 +966,10 @@ class FakeUnitOfWork:
     def repository(self, port: Callable[..., R], tenant_id: UUID) -> R:
         fake = FAKES.get(port)
         if fake is not None:
-            return cast("R", fake(self.working, tenant_id, self.clock))
+            built = fake(self.working, tenant_id, self.clock)
+            if hasattr(built, "commit_alone"):
+                built.commit_alone = self.commit_alone
+            return cast("R", built)
         return cast("R", MemoryRepository(self.working, tenant_id, self.clock, entity_of(port)))
 
     def platform(self, port: Callable[..., R]) -> R:
@@ -984,6 +997,11 @@ class FakeUnitOfWork:
 
     async def rollback(self) -> None:
         self._begin()
+
+    async def commit_alone(self) -> None:
+        """A statement run alone commits what it wrote at once; the unit of work committed
+        nothing."""
+        self.committed = copy.deepcopy(self.working)
 
 
 class FakePasswordHasher:

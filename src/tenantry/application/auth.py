@@ -126,8 +126,8 @@ class Identity:
         )
 
 
-async def active_tenant(uow: UnitOfWork, slug: str) -> Tenant | None:
-    tenant = await uow.tenants.get_by_slug(slug.strip().lower())
+async def active_tenant(uow: UnitOfWork, slug: str, *, alone: bool = False) -> Tenant | None:
+    tenant = await uow.tenants.get_by_slug(slug.strip().lower(), alone=alone)
     return tenant if tenant is not None and tenant.status == TenantStatus.ACTIVE else None
 
 
@@ -191,14 +191,14 @@ class Login:
             ),
         )
         uow = identity.uow
-        async with uow:
-            found = await active_tenant(uow, tenant)
-            match = (
-                await uow.repository(UserRepository, found.id).find_by_login(login_key)
-                if found
-                else None
-            )
-        # The transaction ended with the reads: no pooled connection waits on argon2's queue.
+        # Each read a statement alone, one round trip: no transaction is open, and no pooled
+        # connection waits, while argon2 runs.
+        found = await active_tenant(uow, tenant, alone=True)
+        match = (
+            await uow.repository(UserRepository, found.id).find_by_login(login_key, alone=True)
+            if found
+            else None
+        )
         user, password_hash = match if match else (None, None)
         # Verify even when there is no user, against a dummy hash: same time either way.
         valid = await identity.passwords.verify(password_hash, password)
@@ -213,21 +213,30 @@ class Login:
         )
         refresh, family_id = new_refresh_token(found.id), uuid4()
         now = identity.clock.now()
-        async with uow:
-            if rehashed is not None:
-                await uow.repository(UserRepository, found.id).set_password_hash(user.id, rehashed)
+        tokens = uow.repository(RefreshTokenRepository, found.id)
+
+        async def start_session(*, alone: bool) -> bool:
             # The user and the tenant are checked again as the session is written: one disabled
             # during the hash gets no tokens.
-            started = await uow.repository(RefreshTokenRepository, found.id).start_session(
+            return await tokens.start_session(
                 user_id=user.id,
                 family_id=family_id,
                 token_hash=digest(refresh),
                 expires_at=now + policy.refresh_ttl,
                 signed_in_at=now,
+                alone=alone,
             )
-            if not started:
-                raise Unauthenticated(INVALID_LOGIN)
-            await uow.commit()
+
+        if rehashed is None:
+            started = await start_session(alone=True)
+        else:
+            async with uow:
+                await uow.repository(UserRepository, found.id).set_password_hash(user.id, rehashed)
+                started = await start_session(alone=False)
+                if started:
+                    await uow.commit()
+        if not started:
+            raise Unauthenticated(INVALID_LOGIN)
         return await identity.pair(user.id, found.id, user.roles, family_id, refresh)
 
 

@@ -157,9 +157,12 @@ class RefreshTokenRepository(Protocol):
         token_hash: str,
         expires_at: datetime,
         signed_in_at: datetime,
+        alone: bool = False,
     ) -> bool:
         """A sign-in's session: its first refresh token stored and the user's last login set to
-        ``signed_in_at``, while the user and the tenant are active; else nothing, and False."""
+        ``signed_in_at``, while the user and the tenant are active; else nothing, and False.
+        ``alone``: in a transaction of its own, one statement, committed before this returns,
+        whatever the unit of work does (it begins none)."""
         ...
 
     async def get_by_hash(self, token_hash: str) -> RefreshToken | None: ...

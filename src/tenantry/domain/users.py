@@ -128,8 +128,9 @@ class UserRepository(Protocol):
 
     async def get(self, user_id: UUID) -> User | None: ...
 
-    async def find_by_login(self, login: str) -> tuple[User, str] | None:
-        """The user whose email or username is ``login``, with their password hash."""
+    async def find_by_login(self, login: str, *, alone: bool = False) -> tuple[User, str] | None:
+        """The user whose email or username is ``login``, with their password hash. ``alone``: in a transaction of its own, one
+        statement, ended before this returns, whatever the unit of work does (it begins none)."""
         ...
 
     async def list(self, *, limit: int, offset: int) -> tuple[list[User], int]: ...

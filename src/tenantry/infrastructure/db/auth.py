@@ -72,13 +72,16 @@ class SqlRefreshTokenRepository(TenantRows[RefreshToken]):
         token_hash: str,
         expires_at: datetime,
         signed_in_at: datetime,
+        alone: bool = False,
     ) -> bool:
         # One round trip: the login recorded and the token stored only where the user (and
         # its tenant) is still active, which the UPDATE's RETURNING says.
+        values = self._new_token(user_id, family_id, token_hash, expires_at)
+        if alone:
+            started = self.statement("start_session_alone", _start_session_alone)
+            return bool(await started.fetch_value_alone(self.session, **values, at=signed_in_at))
         record = await self.statement("start_session", _start_session).fetch_row(
-            self.session,
-            **self._new_token(user_id, family_id, token_hash, expires_at),
-            signed_in_at=signed_in_at,
+            self.session, **values, signed_in_at=signed_in_at
         )
         return record is not None
 
@@ -138,6 +141,23 @@ def _token_row() -> dict[str, ColumnElement[Any]]:
 
 def _insert_token() -> Insert:
     return insert(_TOKENS).values(_token_row()).returning(*_TOKENS.c)
+
+
+def _start_session_alone() -> ClauseElement:
+    """The same write as one statement that sets its tenant (migration
+    0023_login_statements)."""
+    row = {name: bindparam(name, type_=_TOKENS.c[name].type) for name in _TOKEN_VALUES}
+    return select(
+        func.tenantry_start_session(
+            row["tenant_id"],
+            row["user_id"],
+            row["id"],
+            row["family_id"],
+            row["token_hash"],
+            row["expires_at"],
+            bindparam("at", type_=_TOKENS.c.expires_at.type),
+        )
+    )
 
 
 def _start_session() -> ClauseElement:

@@ -23,7 +23,11 @@ TENANTS = "tenants"
 # called outside a transaction: distributed, Citus runs each call on the worker holding the
 # tenant's shards, where the tenant they set holds for their statements. (On the coordinator
 # the SET LOCAL of a lone statement's function does not reach the shards.)
-DELEGATED_FUNCTIONS = ("tenantry_active_roles(uuid, uuid, uuid)",)
+DELEGATED_FUNCTIONS = (
+    "tenantry_active_roles(uuid, uuid, uuid)",
+    "tenantry_user_by_login(uuid, text)",
+    "tenantry_start_session(uuid, uuid, uuid, uuid, text, timestamptz, timestamptz)",
+)
 # Without it a SET LOCAL on the coordinator stays there, and the shards' row level security,
 # on the workers, sees no tenant.
 PROPAGATE_SET = ("citus.propagate_set_commands", "local")
@@ -144,9 +148,7 @@ async def distribute(connection: AsyncConnection, database: str) -> Distribution
 def delegate(function: str) -> str:
     """The statement distributing ``function`` (its first argument a tenant) with the tenant
     tables (idempotent)."""
-    return (
-        f"SELECT create_distributed_function('{function}', '$1', colocate_with => 'users')"
-    )
+    return f"SELECT create_distributed_function('{function}', '$1', colocate_with => 'users')"
 
 
 async def distribute_database(url: str) -> Distribution:

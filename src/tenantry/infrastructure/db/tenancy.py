@@ -395,18 +395,31 @@ class DriverStatement:
         transaction = await session_transaction(session)
         return await transaction.run(transaction.driver.fetchval(self.sql, *self.arguments(values)))
 
-    async def fetch_value_alone(self, session: AsyncSession, **values: Any) -> Any:
+    async def fetch_row_alone(self, session: AsyncSession, **values: Any) -> asyncpg.Record | None:
         """The statement run alone, in the implicit transaction of one statement, on a
         connection of the session's engine held for it only: one round trip, and no connection
-        kept. Only for a statement that sets its tenant itself (a function doing ``SET
-        LOCAL``): no tenant is set for it, and the session's transaction is not used."""
-        assert isinstance(session, TenantSession), "units of work run on TenantSession"
-        assert isinstance(session.engine, AsyncEngine), "sessions are bound to the engine"
-        alone = await TenantTransaction.checkout(session.engine)
+        kept. Only for a statement that reads no tenant's rows (the platform's tables) or sets
+        its tenant itself (a function doing ``SET LOCAL``): no tenant is set for it, and the
+        session's transaction is not used."""
+        alone = await _alone(session)
+        try:
+            return await alone.run(alone.driver.fetchrow(self.sql, *self.arguments(values)))
+        finally:
+            await alone.connection.close()
+
+    async def fetch_value_alone(self, session: AsyncSession, **values: Any) -> Any:
+        """As :meth:`fetch_row_alone`, the first column's value."""
+        alone = await _alone(session)
         try:
             return await alone.run(alone.driver.fetchval(self.sql, *self.arguments(values)))
         finally:
             await alone.connection.close()
+
+
+async def _alone(session: AsyncSession) -> TenantTransaction:
+    assert isinstance(session, TenantSession), "units of work run on TenantSession"
+    assert isinstance(session.engine, AsyncEngine), "sessions are bound to the engine"
+    return await TenantTransaction.checkout(session.engine)
 
 
 def _hashable(value: Any) -> bool:

@@ -99,9 +99,12 @@ class SqlTenantRepository:
         row = await self.repository.get_one_or_none(id=tenant_id)
         return None if row is None else to_tenant(row)
 
-    async def get_by_slug(self, slug: str) -> Tenant | None:
+    async def get_by_slug(self, slug: str, *, alone: bool = False) -> Tenant | None:
         # Every sign-in starts here: compiled once, run on the driver.
-        record = await _BY_SLUG.fetch_row(self.session, slug=slug)
+        if alone:
+            record = await _BY_SLUG.fetch_row_alone(self.session, slug=slug)
+        else:
+            record = await _BY_SLUG.fetch_row(self.session, slug=slug)
         return None if record is None else msgspec.convert(dict(record), Tenant)
 
     async def list(self, *, limit: int, offset: int) -> tuple[list[Tenant], int]:

@@ -102,6 +102,16 @@ _BY_LOGIN = DriverStatement(
     )
 )
 
+# The same read as one statement that sets its tenant (migration 0023_login_statements).
+_BY_LOGIN_ALONE = DriverStatement(
+    select(
+        func.tenantry_user_by_login(
+            bindparam(TENANT_KEY, type_=_users.c.tenant_id.type),
+            bindparam("login", type_=String()),
+        ).table_valued(*(column.name for column in _users.c))
+    )
+)
+
 
 def taken_field(error: IntegrityError) -> str:
     """Which per-tenant unique index refused the row (they are indexes on lower(), not
@@ -142,12 +152,14 @@ class SqlUserRepository(TenantRows[User]):
         row = await self.orm.get_one_or_none(id=user_id)
         return None if row is None else self.of_model(row)
 
-    async def find_by_login(self, login: str) -> tuple[User, str] | None:
+    async def find_by_login(self, login: str, *, alone: bool = False) -> tuple[User, str] | None:
         # Every sign-in runs it: compiled once. Usernames hold no '@' and emails one, so one
         # login names at most one user of a tenant.
-        record = await _BY_LOGIN.fetch_row(
-            self.session, tenant_id=self.tenant_id, login=login.lower()
-        )
+        values = {"tenant_id": self.tenant_id, "login": login.lower()}
+        if alone:
+            record = await _BY_LOGIN_ALONE.fetch_row_alone(self.session, **values)
+        else:
+            record = await _BY_LOGIN.fetch_row(self.session, **values)
         return None if record is None else (self.to_entity(record), record["password_hash"])
 
     async def list(self, *, limit: int, offset: int) -> tuple[list[User], int]:
