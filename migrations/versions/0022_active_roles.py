@@ -21,10 +21,9 @@ Create Date: 2026-12-05
 
 from collections.abc import Sequence
 
-import sqlalchemy as sa
 from alembic import op
 
-from tenantry.infrastructure.db.citus import delegate
+from tenantry.infrastructure.db.citus import delegate, users_distributed
 from tenantry.infrastructure.db.rls import APP_ROLE
 
 # revision identifiers, used by Alembic.
@@ -34,10 +33,6 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 ACTIVE_ROLES = "tenantry_active_roles(uuid, uuid, uuid)"
-CITUS = sa.text("select 1 from pg_extension where extname = 'citus'")
-DISTRIBUTED_USERS = sa.text(
-    "select 1 from pg_dist_partition where logicalrelid = 'users'::regclass"
-)
 ACTIVE_ROLES_FUNCTION = """
 CREATE FUNCTION public.tenantry_active_roles(tenant uuid, member uuid, session uuid)
 RETURNS character varying[]
@@ -68,8 +63,7 @@ def upgrade() -> None:
     # Functions are executable by PUBLIC when created: revoked in the same transaction.
     op.execute(f"REVOKE ALL ON FUNCTION {ACTIVE_ROLES} FROM PUBLIC")
     op.execute(f"GRANT EXECUTE ON FUNCTION {ACTIVE_ROLES} TO {APP_ROLE}")
-    connection = op.get_bind()
-    if connection.execute(CITUS).first() and connection.execute(DISTRIBUTED_USERS).first():
+    if users_distributed(op.get_bind()):
         op.execute(delegate(ACTIVE_ROLES))
 
 

@@ -18,10 +18,9 @@ Create Date: 2026-12-05
 
 from collections.abc import Sequence
 
-import sqlalchemy as sa
 from alembic import op
 
-from tenantry.infrastructure.db.citus import delegate
+from tenantry.infrastructure.db.citus import delegate, users_distributed
 from tenantry.infrastructure.db.rls import APP_ROLE
 
 # revision identifiers, used by Alembic.
@@ -29,11 +28,6 @@ revision: str = "0023_login_statements"
 down_revision: str | Sequence[str] | None = "0022_active_roles"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
-
-CITUS = sa.text("select 1 from pg_extension where extname = 'citus'")
-DISTRIBUTED_USERS = sa.text(
-    "select 1 from pg_dist_partition where logicalrelid = 'users'::regclass"
-)
 
 USER_BY_LOGIN = "tenantry_user_by_login(uuid, text)"
 START_SESSION = "tenantry_start_session(uuid, uuid, uuid, uuid, text, timestamptz, timestamptz)"
@@ -97,8 +91,7 @@ def upgrade() -> None:
         # Functions are executable by PUBLIC when created: revoked in the same transaction.
         op.execute(f"REVOKE ALL ON FUNCTION {signature} FROM PUBLIC")
         op.execute(f"GRANT EXECUTE ON FUNCTION {signature} TO {APP_ROLE}")
-    connection = op.get_bind()
-    if connection.execute(CITUS).first() and connection.execute(DISTRIBUTED_USERS).first():
+    if users_distributed(op.get_bind()):
         for signature in FUNCTIONS:
             op.execute(delegate(signature))
 

@@ -12,7 +12,7 @@ in one transaction: a failure leaves the schema as it was.
 from __future__ import annotations
 
 import msgspec
-from sqlalchemy import make_url, text
+from sqlalchemy import Connection, make_url, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from tenantry.infrastructure.db.catalog import tenant_tables
@@ -149,6 +149,15 @@ def delegate(function: str) -> str:
     """The statement distributing ``function`` (its first argument a tenant) with the tenant
     tables (idempotent)."""
     return f"SELECT create_distributed_function('{function}', '$1', colocate_with => 'users')"
+
+
+def users_distributed(connection: Connection) -> bool:
+    """Whether ``users`` is distributed already (a Citus coordinator after `tenantry db
+    distribute`): a migration that adds one of ``DELEGATED_FUNCTIONS`` distributes it itself."""
+    if connection.execute(text("select 1 from pg_extension where extname = 'citus'")).first():
+        distributed = text("select 1 from pg_dist_partition where logicalrelid = 'users'::regclass")
+        return connection.execute(distributed).first() is not None
+    return False
 
 
 async def distribute_database(url: str) -> Distribution:
