@@ -146,7 +146,7 @@ def _insert_token() -> Insert:
 def _start_session_alone() -> ClauseElement:
     """The same write as one statement that sets its tenant (migration
     0023_login_statements)."""
-    row = {name: bindparam(name, type_=_TOKENS.c[name].type) for name in _TOKEN_VALUES}
+    row = _token_row()
     return select(
         func.tenantry_start_session(
             row["tenant_id"],

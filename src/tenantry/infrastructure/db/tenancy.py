@@ -401,25 +401,21 @@ class DriverStatement:
         kept. Only for a statement that reads no tenant's rows (the platform's tables) or sets
         its tenant itself (a function doing ``SET LOCAL``): no tenant is set for it, and the
         session's transaction is not used."""
-        alone = await _alone(session)
-        try:
-            return await alone.run(alone.driver.fetchrow(self.sql, *self.arguments(values)))
-        finally:
-            await alone.connection.close()
+        return await self._alone(session, "fetchrow", values)
 
     async def fetch_value_alone(self, session: AsyncSession, **values: Any) -> Any:
         """As :meth:`fetch_row_alone`, the first column's value."""
-        alone = await _alone(session)
+        return await self._alone(session, "fetchval", values)
+
+    async def _alone(self, session: AsyncSession, fetch: str, values: Mapping[str, Any]) -> Any:
+        assert isinstance(session, TenantSession), "units of work run on TenantSession"
+        assert isinstance(session.engine, AsyncEngine), "sessions are bound to the engine"
+        alone = await TenantTransaction.checkout(session.engine)
         try:
-            return await alone.run(alone.driver.fetchval(self.sql, *self.arguments(values)))
+            run = getattr(alone.driver, fetch)
+            return await alone.run(run(self.sql, *self.arguments(values)))
         finally:
             await alone.connection.close()
-
-
-async def _alone(session: AsyncSession) -> TenantTransaction:
-    assert isinstance(session, TenantSession), "units of work run on TenantSession"
-    assert isinstance(session.engine, AsyncEngine), "sessions are bound to the engine"
-    return await TenantTransaction.checkout(session.engine)
 
 
 def _hashable(value: Any) -> bool:
