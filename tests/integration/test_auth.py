@@ -24,6 +24,7 @@ from tenantry.domain.auth import Attempt, RefreshTokenRepository
 from tenantry.domain.users import Role, UserRepository
 from tenantry.infrastructure.cache.rate_limit import RedisRateLimiter
 from tenantry.infrastructure.cache.redis import create_redis
+from tenantry.infrastructure.db.database import connect
 from tenantry.infrastructure.db.tenancy import TenantSession, TenantTransaction
 from tenantry.infrastructure.db.uow import SqlUnitOfWork
 from tenantry.infrastructure.embedded import free_port
@@ -388,6 +389,97 @@ async def test_the_bearer_checks_read_alone_answers_as_the_read_in_a_transaction
         assert await both(tenant, user) == (None, None)
     finally:
         await engine.dispose()
+
+
+async def test_the_bearer_checks_confirmation_answers_as_its_read(
+    client: Client, app_database_url: str, database_owner: asyncpg.Connection
+) -> None:
+    """A token's roles confirmed in BEGIN's round trip (migration 0024_confirm_roles) come back
+    where the read would answer the same roles, in that one round trip, the transaction going
+    on under the tenant; any other answer is the read's, in a transaction begun again."""
+    created = await create_tenant(client, "acme")
+    other = await create_tenant(client, "globex")
+    tenant, user = UUID(created["tenant"]["id"]), UUID(created["user"]["id"])
+    session = uuid4()
+    url = load_settings(environ={}, env_file=None, database_url=app_database_url)
+    # Connections made as the app makes them (they learn their server takes the check).
+    engine = create_async_engine(
+        url.async_database_url,
+        pool_size=1,
+        max_overflow=0,
+        connect_args={"async_creator_fn": connect},
+    )
+    sessions = async_sessionmaker(engine, expire_on_commit=False, class_=TenantSession)
+    plain_engine = create_async_engine(url.async_database_url, pool_size=1, max_overflow=0)
+    plain = async_sessionmaker(plain_engine, expire_on_commit=False, class_=TenantSession)
+    sent: list[str] = []
+
+    async def confirmed(user_id: UUID, claimed: tuple[Role, ...]) -> tuple[object, object]:
+        """The answer given the claimed roles, and the read's."""
+        async with sessions() as db:
+            users = SqlUnitOfWork(db).repository(UserRepository, tenant)
+            answer = await users.active_roles(user_id, session_id=session, claimed=claimed)
+            # The transaction goes on under its tenant, refused or not.
+            assert TenantTransaction.KEY in db.info
+            assert (await users.get(user_id) is not None) is (user_id == user)
+            await db.commit()
+        async with sessions() as db:
+            users = SqlUnitOfWork(db).repository(UserRepository, tenant)
+            return answer, await users.active_roles(user_id, session_id=session)
+
+    owner, admin = (Role.OWNER,), (Role.ADMIN,)
+    try:
+        assert await confirmed(user, owner) == (owner, owner)
+        # A demotion (or promotion) since the token was issued: the roles the user has now.
+        assert await confirmed(user, admin) == (owner, owner)
+        assert await confirmed(user, (Role.OWNER, Role.ADMIN)) == (owner, owner)
+        assert await confirmed(user, ()) == (owner, owner)
+        await database_owner.execute("update users set roles = '{owner,admin}' where id = $1", user)
+        both = await confirmed(user, (Role.ADMIN, Role.OWNER))
+        assert both[0] == (Role.ADMIN, Role.OWNER)
+        assert set(both[1] or ()) == set(both[0])
+        await database_owner.execute("update users set roles = '{owner}' where id = $1", user)
+        # Another tenant's user, named under this tenant: nothing.
+        assert await confirmed(UUID(other["user"]["id"]), owner) == (None, None)
+        async with engine.connect() as connection:
+            driver = (await connection.get_raw_connection()).driver_connection
+            driver.add_query_logger(lambda query: sent.append(query.query))
+        sent.clear()
+        async with sessions() as db:
+            users = SqlUnitOfWork(db).repository(UserRepository, tenant)
+            assert await users.active_roles(user, session_id=session, claimed=owner) == owner
+        # BEGIN, the tenant and the confirmation in one message; then the ROLLBACK.
+        assert len(sent) == 2
+        assert sent[0].startswith("BEGIN; SET LOCAL")
+        assert "tenantry_confirm_roles" in sent[0]
+        # A connection that does not say it takes a check in BEGIN's message (as on Citus)
+        # reads the roles instead.
+        async with plain() as db:
+            users = SqlUnitOfWork(db).repository(UserRepository, tenant)
+            assert await users.active_roles(user, session_id=session, claimed=admin) == owner
+            assert await users.active_roles(user, session_id=session, claimed=owner) == owner
+        await database_owner.execute("update users set is_active = false where id = $1", user)
+        assert await confirmed(user, owner) == (None, None)
+        await database_owner.execute("update users set is_active = true where id = $1", user)
+        await database_owner.execute(
+            "update tenants set status = 'suspended' where id = $1", tenant
+        )
+        assert await confirmed(user, owner) == (None, None)
+        await database_owner.execute("update tenants set status = 'active' where id = $1", tenant)
+        await database_owner.execute(
+            "insert into refresh_tokens (tenant_id, id, user_id, family_id, token_hash, "
+            "expires_at, revoked_at, created_at, updated_at) "
+            "values ($1, $2, $3, $4, $5, now() + interval '1 day', now(), now(), now())",
+            tenant,
+            uuid4(),
+            user,
+            session,
+            "e" * 64,
+        )
+        assert await confirmed(user, owner) == (None, None)
+    finally:
+        await engine.dispose()
+        await plain_engine.dispose()
 
 
 async def test_the_limiter_counts_every_limit_of_an_attempt_in_one_call(

@@ -310,6 +310,8 @@ def one_transaction(sent: SentStatements, *, end: str) -> tuple[list[str], list[
     driver = [sql for _, sql in sent.driver]
     # Begun with the tenant in one round trip, ended once, and nothing between begins another.
     assert driver[0].startswith("BEGIN; SET LOCAL app.tenant_id = '"), driver
+    # BEGIN's round trip may carry a check (tenancy.begin_with_check).
+    checked = [f"{name} with BEGIN" for name in re.findall(r"; SELECT (tenantry_\w+)\(", driver[0])]
     # The commit may carry rows appended and statements run at commit (tenancy.append_at_commit,
     # run_at_commit) in its round trip.
     ending = driver[-1]
@@ -323,7 +325,7 @@ def one_transaction(sent: SentStatements, *, end: str) -> tuple[list[str], list[
     assert all(in_transaction for _, _, in_transaction in sent.orm), sent.orm
     orm = [sql for _, sql, _ in sent.orm]
     assert not any(controls_transaction(sql) for sql in orm), orm
-    return [what_it_does(sql) for sql in driver[1:-1]] + appended, [
+    return checked + [what_it_does(sql) for sql in driver[1:-1]] + appended, [
         what_it_does(sql) for sql in orm
     ]
 
@@ -346,9 +348,10 @@ async def test_a_read_then_write_request_runs_in_one_transaction(
     """DELETE reads the project to check who may delete it, then soft-deletes it; PATCH reads
     the project (the audit trail's "before"), writes, and when stale reads to tell 412 from 404;
     each change appends its audit event and publishes its webhook event (to no endpoint here),
-    both sent with the COMMIT. In each, the bearer check's read of the user and
-    the use case's reads and writes (the generic repository's, all compiled once and run on the
-    driver) share one transaction; ORM statements, had there been any, would have to as well."""
+    both sent with the COMMIT. In each, the bearer check (the token's roles confirmed in BEGIN's
+    round trip) and the use case's reads and writes (the generic repository's, all compiled once
+    and run on the driver) share one transaction; ORM statements, had there been any, would
+    have to as well."""
     served = msgspec.structs.replace(settings, host="127.0.0.1", port=free_port())
     app = bootstrap.create_app(served)
     sent = SentStatements()
@@ -364,7 +367,14 @@ async def test_a_read_then_write_request_runs_in_one_transaction(
         created = await http.post("/api/v1/projects", headers=owner, json={"name": "Apollo"})
         assert created.status_code == 201, created.text
         path, first = f"/api/v1/projects/{created.json()['id']}", created.headers["ETag"]
+        # The token's roles confirmed in BEGIN's message; on Citus, which takes no check there
+        # (tenancy.TenantConnection), read.
+        engine = app.plugins.get(SQLAlchemyPlugin).config[0].get_engine()
+        async with engine.connect() as connection:
+            driver = (await connection.get_raw_connection()).driver_connection
+            on_citus = not driver.checks_in_begin
         sent.take()  # the requests under test start here
+        bearer_check = "SELECT users" if on_citus else "tenantry_confirm_roles with BEGIN"
 
         patched = await http.patch(
             path, headers={**owner, "If-Match": first}, json={"name": "Artemis"}
@@ -372,7 +382,7 @@ async def test_a_read_then_write_request_runs_in_one_transaction(
         assert patched.status_code == 200, patched.text
         assert one_transaction(sent.take(), end="COMMIT") == (
             [
-                "SELECT users",
+                bearer_check,
                 "SELECT projects",
                 "UPDATE projects",
                 "INSERT audit_events at commit",
@@ -384,7 +394,12 @@ async def test_a_read_then_write_request_runs_in_one_transaction(
         stale = await http.patch(path, headers={**owner, "If-Match": first}, json={"name": "X"})
         assert stale.status_code == 412, stale.text
         assert one_transaction(sent.take(), end="ROLLBACK") == (
-            ["SELECT users", "SELECT projects", "UPDATE projects", "SELECT projects"],
+            [
+                bearer_check,
+                "SELECT projects",
+                "UPDATE projects",
+                "SELECT projects",
+            ],
             [],
         )
 
@@ -392,7 +407,7 @@ async def test_a_read_then_write_request_runs_in_one_transaction(
         assert deleted.status_code == 204, deleted.text
         assert one_transaction(sent.take(), end="COMMIT") == (
             [
-                "SELECT users",
+                bearer_check,
                 "SELECT projects",
                 "UPDATE projects",
                 "UPDATE documents",

@@ -235,6 +235,7 @@ class FakeUserRepository:
         *,
         session_id: UUID | None = None,
         alone: bool = False,
+        claimed: tuple[Role, ...] | None = None,
     ) -> tuple[Role, ...] | None:
         user = await self.get(user_id)
         tenant = self.store.tenants.get(self.tenant_id)
@@ -246,7 +247,10 @@ class FakeUserRepository:
             and token.revoked_at is not None
             for token, _ in self.store.refresh_tokens.values()
         )
-        return user.roles if tenant.status == TenantStatus.ACTIVE and not revoked else None
+        if tenant.status != TenantStatus.ACTIVE or revoked:
+            return None
+        # As the database's confirmation: the claimed roles, when they are the user's.
+        return claimed if claimed is not None and set(claimed) == set(user.roles) else user.roles
 
     async def lock_active_owners(self) -> set[UUID]:
         # One fake unit of work runs at a time: nothing to lock.

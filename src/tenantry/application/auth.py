@@ -302,8 +302,12 @@ class Authenticate:
         claims: AccessClaims = await self.identity.tokens.verify(token)
         users = self.identity.uow.repository(UserRepository, claims.tenant_id)
         # The same read refuses a token whose session was revoked (logout, refresh-token reuse).
+        # In a transaction the token's roles are confirmed, in BEGIN's round trip, not read.
         roles = await users.active_roles(
-            claims.user_id, session_id=claims.session_id, alone=streamed
+            claims.user_id,
+            session_id=claims.session_id,
+            alone=streamed,
+            claimed=None if streamed else claims.roles,
         )
         if roles is None:
             raise Unauthenticated(INVALID_TOKEN)

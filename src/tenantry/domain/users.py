@@ -152,12 +152,18 @@ class UserRepository(Protocol):
     async def delete(self, user_id: UUID) -> bool: ...
 
     async def active_roles(
-        self, user_id: UUID, *, session_id: UUID | None = None, alone: bool = False
+        self,
+        user_id: UUID,
+        *,
+        session_id: UUID | None = None,
+        alone: bool = False,
+        claimed: tuple[Role, ...] | None = None,
     ) -> tuple[Role, ...] | None:
         """The user's roles while both the user and the tenant are active and, when a session
         (refresh-token family) is named, it was not revoked; else None. ``alone``: read in a
         transaction of its own, ended before this returns, whatever the unit of work does
-        (it begins none)."""
+        (it begins none). ``claimed``: the roles the caller was told (an access token's); an
+        answer equal to them, as a set, may come back as given, confirmed rather than read."""
         ...
 
     async def lock_active_owners(self) -> set[UUID]:

@@ -24,7 +24,12 @@ from tenantry.infrastructure.db.audit import TRAIL_OFF
 from tenantry.infrastructure.db.features import metadata
 from tenantry.infrastructure.db.lost import LOST, lost_cause
 from tenantry.infrastructure.db.rls import MAINTENANCE_ROLE
-from tenantry.infrastructure.db.tenancy import AUTOCOMMIT, AUTOCOMMIT_ENGINES, TenantSession
+from tenantry.infrastructure.db.tenancy import (
+    AUTOCOMMIT,
+    AUTOCOMMIT_ENGINES,
+    TenantConnection,
+    TenantSession,
+)
 
 # The server's own cancellation (a clear SQLSTATE) gets this long to arrive before the driver
 # stops waiting for an answer.
@@ -32,12 +37,21 @@ STATEMENT_TIMEOUT_GRACE = 2.0
 
 
 async def connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:
-    """asyncpg's connect, with "the server cannot be reached" as one domain error: SQLAlchemy
-    passes connect-time OSErrors through unwrapped, indistinguishable from a disk error."""
+    """asyncpg's connect, with "the server cannot be reached" as one domain error (SQLAlchemy
+    passes connect-time OSErrors through unwrapped, indistinguishable from a disk error); the
+    connection knows what its server takes (TenantConnection)."""
     try:
-        return await asyncpg.connect(*args, **kwargs)
+        connection: TenantConnection = await asyncpg.connect(
+            *args, connection_class=TenantConnection, **kwargs
+        )
+        try:
+            await connection.learn_server()
+        except BaseException:
+            connection.terminate()
+            raise
     except LOST as error:
         raise Unavailable(f"database unreachable ({type(error).__name__})") from error
+    return connection
 
 
 def alchemy_config(

@@ -61,6 +61,25 @@ def bind_tenant(session: AsyncSession, tenant_id: UUID) -> None:
     session.info[TENANT_KEY] = str(tenant_id)
 
 
+class TenantConnection(asyncpg.Connection):  # type: ignore[misc]  # asyncpg is untyped
+    """asyncpg's connection, knowing whether BEGIN's message may carry a statement that reads
+    tenant tables (:meth:`TenantTransaction.begin`'s ``first``). A Citus coordinator refuses a
+    distributed query in the message that began the transaction and set its tenant; connections
+    made otherwise (a test's engine) are not asked and carry none."""
+
+    __slots__ = ("checks_in_begin",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.checks_in_begin = False
+
+    async def learn_server(self) -> None:
+        citus = await self.fetchval(
+            "SELECT exists (SELECT FROM pg_extension WHERE extname = 'citus')"
+        )
+        self.checks_in_begin = not citus
+
+
 class TenantTransaction:
     """The one transaction of a unit of work, on one pooled connection.
 
@@ -78,6 +97,8 @@ class TenantTransaction:
         self.connection = connection
         self.driver = driver
         self.tenant: str | None = None
+        # Whether BEGIN's round trip carried a statement (begin's ``first``) that held.
+        self.checked = False
 
     @classmethod
     async def checkout(cls, engine: AsyncEngine) -> TenantTransaction:
@@ -91,11 +112,23 @@ class TenantTransaction:
         return cls(connection, pooled.driver_connection)
 
     @classmethod
-    async def begin(cls, engine: AsyncEngine, tenant: str | None) -> TenantTransaction:
+    async def begin(
+        cls, engine: AsyncEngine, tenant: str | None, *, first: str | None = None
+    ) -> TenantTransaction:
+        """``first``: a statement of literals run in BEGIN's round trip, after the tenant is
+        set, where the connection allows it (``checked`` says whether it ran); its result is
+        not read: it answers by succeeding or raising. Should it raise, the transaction is
+        rolled back and the connection given back before the error goes on."""
         current = await cls.checkout(engine)
         # A UUID's text, checked again: the one value put in SQL by hand.
         begin = "BEGIN" if tenant is None else f"BEGIN; {_set_tenant_sql(UUID(tenant))}"
-        await current.run(current.driver.execute(begin))
+        if first is not None and getattr(current.driver, "checks_in_begin", False):
+            begin, current.checked = f"{begin}; {first}", True
+        try:
+            await current.run(current.driver.execute(begin))
+        except asyncpg.PostgresError:
+            await current.end(commit=False)
+            raise
         current.tenant = tenant
         return current
 
@@ -182,8 +215,7 @@ def _appended_sql(
     runs: list[tuple[UUID, str]] = []
     for target, tenant, values in items:
         if isinstance(target, str):
-            literals = {name: _sql_value(value) for name, value in values.items()}
-            runs.append((tenant, target.format(**literals)))
+            runs.append((tenant, sql_literals(target, **values)))
         else:
             batches.setdefault((target, tenant), []).append(values)
     inserts = []
@@ -210,7 +242,11 @@ def _insert_into(table: str, columns: tuple[str, ...]) -> str:
 
 
 def _sql_value(value: Any) -> str:
-    return "NULL" if value is None else _literal(value)
+    if value is None:
+        return "NULL"
+    if isinstance(value, tuple):
+        return "ARRAY[" + ", ".join([_sql_value(item) for item in value]) + "]"
+    return _literal(value)
 
 
 def _literal(value: Any) -> str:
@@ -239,13 +275,14 @@ class TenantSession(AsyncSession):
         # current one while it lasts.
         self.engine = self.bind
 
-    async def transaction(self) -> TenantTransaction:
-        """The unit of work's transaction, begun if need be, bound to the session's tenant."""
+    async def transaction(self, *, first: str | None = None) -> TenantTransaction:
+        """The unit of work's transaction, begun if need be, bound to the session's tenant.
+        ``first``: run in BEGIN's round trip when it begins here (see TenantTransaction.begin)."""
         wanted: str | None = self.info.get(TENANT_KEY)
         current: TenantTransaction | None = self.info.get(TenantTransaction.KEY)
         if current is None:
             assert isinstance(self.engine, AsyncEngine), "sessions are bound to the engine"
-            current = await TenantTransaction.begin(self.engine, wanted)
+            current = await TenantTransaction.begin(self.engine, wanted, first=first)
             self.info[TenantTransaction.KEY] = current
             # The ORM joins this connection; its own begin and commit are no-ops in autocommit.
             self.bind = current.connection
@@ -440,6 +477,31 @@ def _processor(kind: TypeEngine[Any]) -> Callable[[Any], Any] | None:
 async def session_transaction(session: AsyncSession) -> TenantTransaction:
     assert isinstance(session, TenantSession), "units of work run on TenantSession"
     return await session.transaction()
+
+
+async def begin_with_check(session: AsyncSession, check: str, /, *, refused: str) -> bool:
+    """Begin ``session``'s transaction with ``check`` (a statement of literals, see
+    :func:`sql_literals`) in BEGIN's round trip: a statement that holds or raises ``refused``
+    (a SQLSTATE), where its holding spares the read that would follow. Whether it held; not
+    when the transaction had begun already or the connection carries no check in BEGIN's
+    message (nothing is run), nor when it was refused (no transaction is left: the next
+    statement begins one)."""
+    assert isinstance(session, TenantSession), "units of work run on TenantSession"
+    if TenantTransaction.KEY in session.info:
+        return False
+    try:
+        return (await session.transaction(first=check)).checked
+    except asyncpg.PostgresError as error:
+        if error.sqlstate != refused:
+            raise
+        return False
+
+
+def sql_literals(sql: str, /, **values: Any) -> str:
+    """``sql`` (the caller's constant) with each ``{name}`` replaced by ``values[name]`` as a
+    literal (NULL for None; a tuple as an ARRAY of its items' literals, for the caller to
+    cast): for the simple query protocol, which takes no parameters."""
+    return sql.format(**{name: _sql_value(value) for name, value in values.items()})
 
 
 class TenantScopedRepository(SQLAlchemyAsyncRepository[ModelT], Generic[ModelT]):

@@ -19,7 +19,13 @@ from tenantry.domain.users import NewUser, Role, User, UserRepository
 from tenantry.infrastructure.db.auth import RefreshTokenModel
 from tenantry.infrastructure.db.base import TenantOwned
 from tenantry.infrastructure.db.repository import TenantRows
-from tenantry.infrastructure.db.tenancy import TENANT_KEY, DriverStatement, of_tenant
+from tenantry.infrastructure.db.tenancy import (
+    TENANT_KEY,
+    DriverStatement,
+    begin_with_check,
+    of_tenant,
+    sql_literals,
+)
 from tenantry.infrastructure.db.tenants import TenantModel, lock_tenant_row
 
 # What a user made outlives them, unattributed: the column naming its maker, by table. The keys
@@ -111,6 +117,14 @@ _BY_LOGIN_ALONE = DriverStatement(
         ).table_valued(*(column.name for column in _users.c))
     )
 )
+
+# The claimed roles confirmed in BEGIN's round trip (migration 0024_confirm_roles): the function
+# raises ROLES_NOT_CONFIRMED where _ACTIVE_ROLES would answer other roles, or none.
+_CONFIRM_ROLES = (
+    "SELECT tenantry_confirm_roles({tenant_id}, {user_id}, {session_id}, "
+    "{roles}::character varying[])"
+)
+ROLES_NOT_CONFIRMED = "TR001"
 
 
 def taken_field(error: IntegrityError) -> str:
@@ -221,12 +235,23 @@ class SqlUserRepository(TenantRows[User]):
         return True
 
     async def active_roles(
-        self, user_id: UUID, *, session_id: UUID | None = None, alone: bool = False
+        self,
+        user_id: UUID,
+        *,
+        session_id: UUID | None = None,
+        alone: bool = False,
+        claimed: tuple[Role, ...] | None = None,
     ) -> tuple[Role, ...] | None:
         values = {"tenant_id": self.tenant_id, "user_id": user_id, "session_id": session_id}
         if alone:
             roles = await _ACTIVE_ROLES_ALONE.fetch_value_alone(self.session, **values)
         else:
+            if claimed is not None:
+                check = sql_literals(
+                    _CONFIRM_ROLES, roles=tuple(role.value for role in claimed), **values
+                )
+                if await begin_with_check(self.session, check, refused=ROLES_NOT_CONFIRMED):
+                    return claimed
             record = await _ACTIVE_ROLES.fetch_row(self.session, **values)
             roles = None if record is None else record["roles"]
         return None if roles is None else tuple(Role(role) for role in roles)
