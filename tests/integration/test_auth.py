@@ -4,8 +4,9 @@ test_security.py)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -316,6 +317,35 @@ async def test_a_sign_in_session_is_written_only_for_an_active_user_and_tenant(
         await engine.dispose()
 
 
+async def refused_while_disabled(
+    database_owner: asyncpg.Connection,
+    tenant: UUID,
+    user: UUID,
+    session: UUID,
+    answers: Callable[[], Awaitable[object]],
+) -> None:
+    """``answers()`` (the bearer check's forms, side by side) is (None, None) while the user is
+    disabled, then while its tenant is suspended, then once its session is revoked (it stays
+    so)."""
+    await database_owner.execute("update users set is_active = false where id = $1", user)
+    assert await answers() == (None, None)
+    await database_owner.execute("update users set is_active = true where id = $1", user)
+    await database_owner.execute("update tenants set status = 'suspended' where id = $1", tenant)
+    assert await answers() == (None, None)
+    await database_owner.execute("update tenants set status = 'active' where id = $1", tenant)
+    await database_owner.execute(
+        "insert into refresh_tokens (tenant_id, id, user_id, family_id, token_hash, "
+        "expires_at, revoked_at, created_at, updated_at) "
+        "values ($1, $2, $3, $4, $5, now() + interval '1 day', now(), now(), now())",
+        tenant,
+        uuid4(),
+        user,
+        session,
+        uuid4().hex * 2,
+    )
+    assert await answers() == (None, None)
+
+
 async def test_the_bearer_checks_read_alone_answers_as_the_read_in_a_transaction(
     client: Client, app_database_url: str, database_owner: asyncpg.Connection
 ) -> None:
@@ -368,25 +398,9 @@ async def test_the_bearer_checks_read_alone_answers_as_the_read_in_a_transaction
         assert "tenantry_active_roles" in sent[0]
         # Another tenant's user, named under this tenant: nothing.
         assert await both(tenant, UUID(other["user"]["id"])) == (None, None)
-        await database_owner.execute("update users set is_active = false where id = $1", user)
-        assert await both(tenant, user) == (None, None)
-        await database_owner.execute("update users set is_active = true where id = $1", user)
-        await database_owner.execute(
-            "update tenants set status = 'suspended' where id = $1", tenant
+        await refused_while_disabled(
+            database_owner, tenant, user, session, partial(both, tenant, user)
         )
-        assert await both(tenant, user) == (None, None)
-        await database_owner.execute("update tenants set status = 'active' where id = $1", tenant)
-        await database_owner.execute(
-            "insert into refresh_tokens (tenant_id, id, user_id, family_id, token_hash, "
-            "expires_at, revoked_at, created_at, updated_at) "
-            "values ($1, $2, $3, $4, $5, now() + interval '1 day', now(), now(), now())",
-            tenant,
-            uuid4(),
-            user,
-            session,
-            "d" * 64,
-        )
-        assert await both(tenant, user) == (None, None)
     finally:
         await engine.dispose()
 
@@ -458,25 +472,9 @@ async def test_the_bearer_checks_confirmation_answers_as_its_read(
             users = SqlUnitOfWork(db).repository(UserRepository, tenant)
             assert await users.active_roles(user, session_id=session, claimed=admin) == owner
             assert await users.active_roles(user, session_id=session, claimed=owner) == owner
-        await database_owner.execute("update users set is_active = false where id = $1", user)
-        assert await confirmed(user, owner) == (None, None)
-        await database_owner.execute("update users set is_active = true where id = $1", user)
-        await database_owner.execute(
-            "update tenants set status = 'suspended' where id = $1", tenant
+        await refused_while_disabled(
+            database_owner, tenant, user, session, partial(confirmed, user, owner)
         )
-        assert await confirmed(user, owner) == (None, None)
-        await database_owner.execute("update tenants set status = 'active' where id = $1", tenant)
-        await database_owner.execute(
-            "insert into refresh_tokens (tenant_id, id, user_id, family_id, token_hash, "
-            "expires_at, revoked_at, created_at, updated_at) "
-            "values ($1, $2, $3, $4, $5, now() + interval '1 day', now(), now(), now())",
-            tenant,
-            uuid4(),
-            user,
-            session,
-            "e" * 64,
-        )
-        assert await confirmed(user, owner) == (None, None)
     finally:
         await engine.dispose()
         await plain_engine.dispose()
