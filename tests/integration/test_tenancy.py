@@ -16,6 +16,9 @@ import msgspec
 import pytest
 import uvicorn
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
+from hypothesis import HealthCheck, example, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy import Connection, event, text
@@ -26,7 +29,7 @@ from tenantry.cli.run import _uvicorn_options
 from tenantry.config import Settings, load_settings
 from tenantry.domain.users import UserRepository
 from tenantry.infrastructure.db import database
-from tenantry.infrastructure.db.tenancy import TenantSession, TenantTransaction
+from tenantry.infrastructure.db.tenancy import TenantSession, TenantTransaction, sql_literals
 from tenantry.infrastructure.db.uow import SqlUnitOfWork
 from tenantry.infrastructure.db.users import SqlUserRepository, UserModel
 from tenantry.infrastructure.embedded import free_port
@@ -600,3 +603,22 @@ async def test_a_body_the_route_refuses_is_not_received_first(
         assert status_line.split()[1] == b"415", status_line
         assert engine.pool.checkedout() == 0
         writer.close()
+
+
+@hypothesis_settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(items=st.lists(st.text(max_size=20), max_size=4))
+@example(items=["E'\\'' \\000 $$", "}{x}", ""])
+async def test_a_tuple_of_any_text_reaches_the_server_as_its_array(
+    database_owner: asyncpg.Connection, items: list[str]
+) -> None:
+    """What a check in BEGIN's message is made of (tenancy.sql_literals): a tuple becomes an
+    ARRAY of its items' literals, which the server reads back as given; an item holding a NUL,
+    which no PostgreSQL text can, is refused."""
+    statement = sql_literals("SELECT {items}::text[]", items=tuple(items))
+    if any("\x00" in item for item in items):
+        with pytest.raises(asyncpg.PostgresError):
+            await database_owner.fetchval(statement)
+        return
+    assert await database_owner.fetchval(statement) == items
