@@ -13,13 +13,15 @@ import asyncpg
 import msgspec
 import pytest
 from litestar.testing import AsyncTestClient
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from tenantry import bootstrap
+from tenantry.application.audit import record
 from tenantry.application.files import SweepFiles
-from tenantry.config import Settings
-from tenantry.domain.files import FileRepository
+from tenantry.config import Settings, load_settings
+from tenantry.domain.files import FileRepository, QuotaRefused
 from tenantry.infrastructure.db import migrations
+from tenantry.infrastructure.db.database import connect
 from tenantry.infrastructure.db.tenancy import TenantSession
 from tenantry.infrastructure.db.uow import SqlUnitOfWork
 
@@ -114,11 +116,14 @@ async def test_a_finish_past_an_expired_hold_checks_the_quota(
             "storage_key": f"tenants/{tenant_id}/files/{late}",
             "created_at": datetime.now(UTC),
         }
-        assert await files.add_reserved(default_quota=1_000, **values) is None
-        await uow.rollback()
+        await files.add_reserved(default_quota=1_000, **values)
+        # Refused by the commit that writes it: nothing of the unit of work is written.
+        with pytest.raises(QuotaRefused):
+            await uow.commit()
+    assert await counters(database_owner, tenant_id) == (0, 0, 800, 1)
+    async with repositories() as (uow, files):
         # Within what it holds, a finish passes even when the quota was lowered meanwhile.
         stored = await files.add_reserved(default_quota=1, **{**values, "id": other, "size": 500})
-        assert stored is not None
         assert stored.size == 500
         await uow.commit()
     assert await counters(database_owner, tenant_id) == (500, 1, 0, 0)
@@ -325,3 +330,82 @@ async def test_an_upload_of_no_declared_length_is_held_as_it_streams(
         kept = await client.post("/api/v1/files", headers=headers, content=chunked(b"y" * 2_000))
         assert kept.status_code == 201, kept.text
         assert await counters(database_owner, tenant_id) == (2_000, 1, 0, 0)
+
+
+async def test_an_uploads_row_its_event_and_its_outbox_row_are_one_round_trip(
+    client: Client, app_database_url: str, database_owner: asyncpg.Connection
+) -> None:
+    """On a connection made as the app makes them, an upload's unit of work (nothing read
+    before its commit) sends BEGIN, the tenant, the row, its audit event, its webhook outbox
+    row and COMMIT as one message (migration 0025_add_file); refused, it writes none of them,
+    keeps the upload's hold, and the connection goes back to the pool out of its transaction."""
+    tenant_id = uuid.UUID((await create_tenant(client, "acme"))["tenant"]["id"])
+    async_url = load_settings(environ={}, env_file=None, database_url=app_database_url)
+    engine = create_async_engine(
+        async_url.async_database_url, pool_size=1, connect_args={"async_creator_fn": connect}
+    )
+    sessions = async_sessionmaker(engine, expire_on_commit=False, class_=TenantSession)
+    sent: list[str] = []
+    async with engine.connect() as connection:
+        driver = (await connection.get_raw_connection()).driver_connection
+        driver.add_query_logger(lambda query: sent.append(query.query))
+
+    async def uploaded(file_id: uuid.UUID, size: int, *, quota: int) -> None:
+        async with sessions() as session:
+            uow = SqlUnitOfWork(session)
+            stored = await uow.repository(FileRepository, tenant_id).add_reserved(
+                default_quota=quota,
+                id=file_id,
+                original_filename="a.txt",
+                size=size,
+                content_type="text/plain",
+                sha256="0" * 64,
+                metadata={"lines": 1},
+                storage_key=f"tenants/{tenant_id}/files/{file_id}",
+                created_at=datetime.now(UTC),
+            )
+            await record(
+                uow,
+                None,
+                "file.uploaded",
+                ("file", stored.id),
+                tenant_id=tenant_id,
+                changes={"after": {"size": size}},
+            )
+            await uow.commit()
+
+    try:
+        first = uuid.uuid4()
+        sent.clear()
+        await uploaded(first, 600, quota=1_000)
+        assert len(sent) == 1
+        assert sent[0].startswith("BEGIN; SET LOCAL app.tenant_id")
+        assert "tenantry_add_file(" in sent[0]
+        assert 'INSERT INTO "audit_events"' in sent[0]
+        assert "tenantry_publish_webhook_event(" in sent[0]
+        assert sent[0].endswith("; COMMIT")
+        row = await database_owner.fetchrow("select size, metadata from files where id = $1", first)
+        assert (row["size"], msgspec.json.decode(row["metadata"])) == (600, {"lines": 1})
+        assert await counters(database_owner, tenant_id) == (600, 1, 0, 0)
+
+        second = uuid.uuid4()
+        async with sessions() as session:
+            uow = SqlUnitOfWork(session)
+            assert await uow.repository(FileRepository, tenant_id).reserve(
+                second, 300, default_quota=1_000, expires_at=datetime.now(UTC) + HOUR
+            )
+            await uow.commit()
+        sent.clear()
+        # Past its hold of 300 and the quota: refused whole.
+        with pytest.raises(QuotaRefused):
+            await uploaded(second, 500, quota=1_000)
+        assert sent[-1] == "ROLLBACK"
+        assert await counters(database_owner, tenant_id) == (600, 1, 300, 1)
+        events = "select count(*) from audit_events where target_id = $1"
+        assert await database_owner.fetchval(events, second) == 0
+        # Within it: written.
+        await uploaded(second, 300, quota=1_000)
+        assert await counters(database_owner, tenant_id) == (900, 2, 0, 0)
+        assert await database_owner.fetchval(events, second) == 1
+    finally:
+        await engine.dispose()

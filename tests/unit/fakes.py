@@ -29,7 +29,7 @@ from tenantry.domain.auth import (
 )
 from tenantry.domain.documents import Document
 from tenantry.domain.errors import Conflict, StaleVersion, Unauthenticated
-from tenantry.domain.files import FileRepository, StoredFile
+from tenantry.domain.files import FileRepository, QuotaRefused, StoredFile
 from tenantry.domain.projects import Project
 from tenantry.domain.repository import ListQuery, Repository
 from tenantry.domain.secrets import Secret, SecretNotFound
@@ -536,13 +536,14 @@ class FakeFileRepository(MemoryRepository[StoredFile]):
         )
         return True
 
-    async def add_reserved(self, *, default_quota: int, **values: Any) -> StoredFile | None:
-        hold = self.holds.pop(values["id"], None)
+    async def add_reserved(self, *, default_quota: int, **values: Any) -> StoredFile:
+        hold = self.holds.get(values["id"])
         held = hold.bytes if hold else 0
         used, _ = await self.usage()
         quota = await self._quota(default_quota)
-        if values["size"] > held and used + self._held() + values["size"] > quota:
-            return None
+        if values["size"] > held and used + self._held() - held + values["size"] > quota:
+            raise QuotaRefused
+        self.holds.pop(values["id"], None)
         return await self.add(**values)
 
     async def release(self, file_id: UUID) -> None:

@@ -23,6 +23,7 @@ from tenantry.domain.files import (
     FileRepository,
     Inspection,
     ObjectStorage,
+    QuotaRefused,
     StoredFile,
     TooLarge,
     Usage,
@@ -216,15 +217,14 @@ class UploadFile:
             "created_at": files.clock.now(),
         }
         # Refused once, it tries again after the holds of dead uploads came back; each try in
-        # a transaction of its own (a refused one is rolled back whole, its hold kept).
+        # a transaction of its own (a refused one writes nothing, its event neither, and keeps
+        # its hold). The row may be written by the commit, with its event, in one round trip.
         for reclaimed in (False, True):
             async with uow:
-                repository = uow.repository(FileRepository, actor.tenant_id)
-                stored = await repository.add_reserved(
-                    default_quota=files.policy.quota_bytes, **row
-                )
-                if stored is not None:
-                    # Only the try that wrote the row: a refused upload leaves no event.
+                try:
+                    stored = await uow.repository(FileRepository, actor.tenant_id).add_reserved(
+                        default_quota=files.policy.quota_bytes, **row
+                    )
                     await record(
                         uow,
                         None if self.system else actor,
@@ -234,6 +234,9 @@ class UploadFile:
                         changes={"after": snapshot(stored, SHOWN)},
                     )
                     await uow.commit()
+                except QuotaRefused:
+                    pass
+                else:
                     if self.usage is not None:
                         self.usage.add(actor.tenant_id, Counter.BYTES_UPLOADED, stored.size)
                     return stored

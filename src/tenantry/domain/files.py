@@ -38,6 +38,14 @@ class TooLarge(DomainError):
     """The upload passed a size limit (the file's or the tenant's quota)."""
 
 
+class QuotaRefused(TooLarge):
+    """The quota had no room for an upload's size when its row was to be written: nothing of
+    that unit of work was. (Its use case answers with the quota's figures.)"""
+
+    def __init__(self) -> None:
+        super().__init__("The tenant's storage quota is exhausted.")
+
+
 class UnsupportedType(DomainError):
     """The sniffed type is not allowed here."""
 
@@ -312,10 +320,12 @@ class FileRepository(Repository[StoredFile], Protocol):
         ``default_quota``."""
         ...
 
-    async def add_reserved(self, *, default_quota: int, **values: Any) -> StoredFile | None:
+    async def add_reserved(self, *, default_quota: int, **values: Any) -> StoredFile:
         """Add the file's row and turn its upload's hold into usage of exactly its size, in one
-        step. None, and nothing written, when the size is past what the upload still holds
-        and no longer fits in the quota (as for :meth:`reserve`)."""
+        step, which the unit of work's commit may take (the row as it is stored is returned
+        now). QuotaRefused, here or from that commit, and nothing written, when the size is
+        past what the upload still holds and no longer fits in the quota (as for
+        :meth:`reserve`)."""
         ...
 
     async def release(self, file_id: UUID) -> None:

@@ -20,7 +20,6 @@ from sqlalchemy import (
     bindparam,
     delete,
     func,
-    or_,
     select,
     text,
     update,
@@ -28,10 +27,15 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.orm import Mapped, mapped_column
 
-from tenantry.domain.files import FileRepository, StoredFile
+from tenantry.domain.files import FileRepository, QuotaRefused, StoredFile
 from tenantry.infrastructure.db.base import TenantOwned, creator_key, metadata
 from tenantry.infrastructure.db.repository import SqlRepository
-from tenantry.infrastructure.db.tenancy import TENANT_KEY, of_tenant, session_transaction
+from tenantry.infrastructure.db.tenancy import (
+    TENANT_KEY,
+    of_tenant,
+    run_at_commit,
+    session_transaction,
+)
 
 
 class FileModel(TenantOwned):
@@ -177,57 +181,14 @@ def _released() -> Any:
     )
 
 
-def _finish() -> ClauseElement:
-    """Upload ``file_id`` ends: its hold goes, its size counts, its row is written, all or
-    nothing. Past its hold (the hold expired and was given back) the size must still fit beside
-    the rest; within it, it fits already, even should the quota have been lowered since."""
-    released = _released()
-    held = select(func.coalesce(select(released.c.bytes).scalar_subquery(), 0).label("bytes")).cte(
-        "held"
-    )
-    usage = _USAGE.c
-    charged = (
-        update(_USAGE)
-        .where(
-            *_usage_row(),
-            or_(
-                held.c.bytes >= _SIZE,
-                usage.used_bytes + usage.reserved_bytes - held.c.bytes + _SIZE <= _quota(),
-            ),
-        )
-        .values(
-            used_bytes=usage.used_bytes + _SIZE,
-            file_count=usage.file_count + 1,
-            reserved_bytes=usage.reserved_bytes - held.c.bytes,
-            updated_at=func.now(),
-        )
-        .returning(usage.tenant_id)
-        .cte("charged")
-    )
-    created_at = bindparam("created_at", type_=_FILES.c.created_at.type)
-    values = {
-        "id": bindparam("file_id", type_=_FILES.c.id.type),
-        "size": _SIZE,
-        **{
-            name: bindparam(name, type_=_FILES.c[name].type)
-            for name in (
-                "original_filename",
-                "content_type",
-                "claimed_content_type",
-                "sha256",
-                "metadata",
-                "storage_key",
-                "created_by",
-            )
-        },
-        "created_at": created_at,
-        "updated_at": created_at,
-    }
-    return (
-        insert(_FILES)
-        .from_select(["tenant_id", *values], select(charged.c.tenant_id, *values.values()))
-        .returning(*_FILES.c)
-    )
+# An upload's row and its usage, written at commit (migration 0025_add_file): the function
+# raises QUOTA_REFUSED when the size is past the upload's hold and the quota has no room.
+_ADD_FILE = (
+    "SELECT tenantry_add_file({tenant}, {default_quota}, {file_id}, {size}, "
+    "{original_filename}, {content_type}, {claimed_content_type}, {sha256}, "
+    "{metadata}::jsonb, {storage_key}, {created_by}, {created_at})"
+)
+QUOTA_REFUSED = "TR002"
 
 
 def _release() -> ClauseElement:
@@ -241,7 +202,7 @@ def _release() -> ClauseElement:
 
 def _release_expired() -> ClauseElement:
     """The holds of uploads whose process died, given back; an upload still alive re-creates
-    its hold when it holds more, and its finish checks the quota afresh (see _finish)."""
+    its hold when it holds more, and the row's write checks the quota afresh (_ADD_FILE)."""
     released = (
         delete(_HOLDS)
         .where(
@@ -314,12 +275,12 @@ class SqlFileRepository(SqlRepository[StoredFile]):
         await self._start_usage()
         return await reserve.fetch_row(self.session, **arguments) is not None
 
-    async def add_reserved(self, *, default_quota: int, **values: Any) -> StoredFile | None:
-        arguments = self.arguments(
-            default_quota=default_quota,
-            file_id=values["id"],
-            size=values["size"],
+    async def add_reserved(self, *, default_quota: int, **values: Any) -> StoredFile:
+        stored = StoredFile(
+            id=values["id"],
+            tenant_id=self.tenant_id,
             original_filename=values["original_filename"],
+            size=values["size"],
             content_type=values["content_type"],
             claimed_content_type=values.get("claimed_content_type"),
             sha256=values["sha256"],
@@ -328,13 +289,26 @@ class SqlFileRepository(SqlRepository[StoredFile]):
             created_by=values.get("created_by"),
             created_at=values["created_at"],
         )
-        finish = self.statement("finish", _finish)
-        row = await finish.fetch_row(self.session, **arguments)
-        if row is None:
-            # Refused, or a tenant's first upload held nothing ahead and found no usage row.
-            await self._start_usage()
-            row = await finish.fetch_row(self.session, **arguments)
-        return None if row is None else self.to_entity(row)
+        # Written by the commit, with what else it writes: the row is what was given.
+        run_at_commit(
+            self.session,
+            self.tenant_id,
+            _ADD_FILE,
+            refused=(QUOTA_REFUSED, QuotaRefused),
+            tenant=self.tenant_id,
+            default_quota=default_quota,
+            file_id=stored.id,
+            size=stored.size,
+            original_filename=stored.original_filename,
+            content_type=stored.content_type,
+            claimed_content_type=stored.claimed_content_type,
+            sha256=stored.sha256,
+            metadata=stored.metadata,
+            storage_key=stored.storage_key,
+            created_by=stored.created_by,
+            created_at=stored.created_at,
+        )
+        return stored
 
     async def _start_usage(self) -> None:
         await self.statement("start_usage", _start_usage).fetch_row(

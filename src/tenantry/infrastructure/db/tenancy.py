@@ -46,6 +46,8 @@ AUTOCOMMIT: Literal["AUTOCOMMIT"] = "AUTOCOMMIT"
 AUTOCOMMIT_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
 # The session's rows written by its commit (see append_at_commit).
 APPENDED = "appended_at_commit"
+# What the commit raises for a statement run at commit that refused (see run_at_commit).
+REFUSALS = "refusals_at_commit"
 
 
 def of_tenant(entity: Any, tenant_id: UUID | None = None) -> ColumnElement[bool]:
@@ -120,9 +122,8 @@ class TenantTransaction:
         not read: it answers by succeeding or raising. Should it raise, the transaction is
         rolled back and the connection given back before the error goes on."""
         current = await cls.checkout(engine)
-        # A UUID's text, checked again: the one value put in SQL by hand.
-        begin = "BEGIN" if tenant is None else f"BEGIN; {_set_tenant_sql(UUID(tenant))}"
-        if first is not None and getattr(current.driver, "checks_in_begin", False):
+        begin = _begin_sql(tenant)
+        if first is not None and current.checks_in_begin:
             begin, current.checked = f"{begin}; {first}", True
         try:
             await current.run(current.driver.execute(begin))
@@ -131,6 +132,28 @@ class TenantTransaction:
             raise
         current.tenant = tenant
         return current
+
+    @classmethod
+    async def commit_alone(
+        cls, engine: AsyncEngine, tenant: str | None, writes: Sequence[str]
+    ) -> None:
+        """A transaction of ``writes`` alone (statements of literals, nothing read before them):
+        begun, written and committed in one round trip where the connection takes statements in
+        BEGIN's message, else in two."""
+        current = await cls.checkout(engine)
+        if current.checks_in_begin:
+            await current.end(commit=True, appended=[_begin_sql(tenant), *writes])
+            return
+        try:
+            await current.run(current.driver.execute(_begin_sql(tenant)))
+        except asyncpg.PostgresError:
+            await current.end(commit=False)
+            raise
+        await current.end(commit=True, appended=writes)
+
+    @property
+    def checks_in_begin(self) -> bool:
+        return bool(getattr(self.driver, "checks_in_begin", False))
 
     async def bind(self, tenant: str) -> None:
         """Rebound to another tenant mid-transaction."""
@@ -176,6 +199,11 @@ class TenantTransaction:
             await self.connection.close()
 
 
+def _begin_sql(tenant: str | None) -> str:
+    # A UUID's text, checked again: the one value put in SQL by hand.
+    return "BEGIN" if tenant is None else f"BEGIN; {_set_tenant_sql(UUID(tenant))}"
+
+
 def _set_tenant_sql(tenant: UUID) -> str:
     # SET takes no parameter: the value is a UUID's own text, the one value put in SQL by hand.
     return f"SET LOCAL app.tenant_id = '{tenant}'"
@@ -192,12 +220,25 @@ def append_at_commit(
     session.info.setdefault(APPENDED, []).append((table, tenant_id, row))
 
 
-def run_at_commit(session: AsyncSession, tenant_id: UUID, sql: str, /, **values: Any) -> None:
+def run_at_commit(
+    session: AsyncSession,
+    tenant_id: UUID,
+    sql: str,
+    /,
+    *,
+    refused: tuple[str, Callable[[], Exception]] | None = None,
+    **values: Any,
+) -> None:
     """Have ``sql`` run under ``tenant_id``'s row level security by the commit of ``session``'s
     transaction, in its round trip, as :func:`append_at_commit` does for a row: for a write
     that depends on other rows (``INSERT ... SELECT``). Each ``{name}`` in ``sql`` becomes
-    ``values[name]`` as a literal (NULL for None); ``sql`` itself is the caller's constant."""
+    ``values[name]`` as a literal (NULL for None); ``sql`` itself is the caller's constant.
+    ``refused``: the SQLSTATE ``sql`` raises to refuse, and the error the commit then raises
+    (nothing of the transaction is written)."""
     session.info.setdefault(APPENDED, []).append((sql, tenant_id, values))
+    if refused is not None:
+        sqlstate, error = refused
+        session.info.setdefault(REFUSALS, {})[sqlstate] = error
 
 
 def _appended_sql(
@@ -295,6 +336,7 @@ class TenantSession(AsyncSession):
 
     async def _end(self, *, commit: bool) -> None:
         appended = self.info.pop(APPENDED, ())
+        self.info.pop(REFUSALS, None)
         current: TenantTransaction | None = self.info.pop(TenantTransaction.KEY, None)
         if current is not None:
             try:
@@ -309,7 +351,23 @@ class TenantSession(AsyncSession):
                 await current.end(commit=commit, appended=statements)
 
     async def commit(self) -> None:
+        refusals: dict[str, Callable[[], Exception]] = self.info.pop(REFUSALS, {})
+        try:
+            await self._commit()
+        except asyncpg.PostgresError as error:
+            if (refusal := refusals.get(error.sqlstate)) is not None:
+                raise refusal() from error
+            raise
+
+    async def _commit(self) -> None:
         changes = self._has_changes()
+        if not changes and TenantTransaction.KEY not in self.info and APPENDED in self.info:
+            # Nothing run before the commit but what it writes: one round trip for it all.
+            assert isinstance(self.engine, AsyncEngine), "sessions are bound to the engine"
+            tenant: str | None = self.info.get(TENANT_KEY)
+            writes = _appended_sql(self.info.pop(APPENDED), tenant)
+            await TenantTransaction.commit_alone(self.engine, tenant, writes)
+            return
         if changes or self.info.get(APPENDED):
             await self.transaction()
         try:
