@@ -122,15 +122,7 @@ class TenantTransaction:
         not read: it answers by succeeding or raising. Should it raise, the transaction is
         rolled back and the connection given back before the error goes on."""
         current = await cls.checkout(engine)
-        begin = _begin_sql(tenant)
-        if first is not None and current.checks_in_begin:
-            begin, current.checked = f"{begin}; {first}", True
-        try:
-            await current.run(current.driver.execute(begin))
-        except asyncpg.PostgresError:
-            await current.end(commit=False)
-            raise
-        current.tenant = tenant
+        await current._start(tenant, first)
         return current
 
     @classmethod
@@ -143,13 +135,20 @@ class TenantTransaction:
         current = await cls.checkout(engine)
         if current.checks_in_begin:
             await current.end(commit=True, appended=[_begin_sql(tenant), *writes])
-            return
+        else:
+            await current._start(tenant)
+            await current.end(commit=True, appended=writes)
+
+    async def _start(self, tenant: str | None, first: str | None = None) -> None:
+        begin = _begin_sql(tenant)
+        if first is not None and self.checks_in_begin:
+            begin, self.checked = f"{begin}; {first}", True
         try:
-            await current.run(current.driver.execute(_begin_sql(tenant)))
+            await self.run(self.driver.execute(begin))
         except asyncpg.PostgresError:
-            await current.end(commit=False)
+            await self.end(commit=False)
             raise
-        await current.end(commit=True, appended=writes)
+        self.tenant = tenant
 
     @property
     def checks_in_begin(self) -> bool:
