@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import msgspec
 from advanced_alchemy.types import DateTimeUTC
 from sqlalchemy import (
     BigInteger,
@@ -184,7 +185,7 @@ def _released() -> Any:
 # An upload's row and its usage, written at commit (migration 0025_add_file): the function
 # raises QUOTA_REFUSED when the size is past the upload's hold and the quota has no room.
 _ADD_FILE = (
-    "SELECT tenantry_add_file({tenant}, {default_quota}, {file_id}, {size}, "
+    "SELECT tenantry_add_file({tenant_id}, {default_quota}, {id}, {size}, "
     "{original_filename}, {content_type}, {claimed_content_type}, {sha256}, "
     "{metadata}::jsonb, {storage_key}, {created_by}, {created_at})"
 )
@@ -276,37 +277,17 @@ class SqlFileRepository(SqlRepository[StoredFile]):
         return await reserve.fetch_row(self.session, **arguments) is not None
 
     async def add_reserved(self, *, default_quota: int, **values: Any) -> StoredFile:
-        stored = StoredFile(
-            id=values["id"],
-            tenant_id=self.tenant_id,
-            original_filename=values["original_filename"],
-            size=values["size"],
-            content_type=values["content_type"],
-            claimed_content_type=values.get("claimed_content_type"),
-            sha256=values["sha256"],
-            metadata=values.get("metadata") or {},
-            storage_key=values["storage_key"],
-            created_by=values.get("created_by"),
-            created_at=values["created_at"],
-        )
+        # As the table's defaults have it, where a value is not given.
+        row = {"claimed_content_type": None, "created_by": None, "metadata": {}} | values
+        stored = StoredFile(tenant_id=self.tenant_id, **row)
         # Written by the commit, with what else it writes: the row is what was given.
         run_at_commit(
             self.session,
             self.tenant_id,
             _ADD_FILE,
             refused=(QUOTA_REFUSED, QuotaRefused),
-            tenant=self.tenant_id,
             default_quota=default_quota,
-            file_id=stored.id,
-            size=stored.size,
-            original_filename=stored.original_filename,
-            content_type=stored.content_type,
-            claimed_content_type=stored.claimed_content_type,
-            sha256=stored.sha256,
-            metadata=stored.metadata,
-            storage_key=stored.storage_key,
-            created_by=stored.created_by,
-            created_at=stored.created_at,
+            **msgspec.structs.asdict(stored),
         )
         return stored
 
