@@ -19,6 +19,8 @@ from tenantry.infrastructure.db.catalog import tenant_tables
 from tenantry.infrastructure.db.rls import MAINTENANCE_ROLE
 
 TENANTS = "tenants"
+# Whether the server is a Citus node: asked by a migration and by each new connection.
+CITUS_INSTALLED = "SELECT exists (SELECT FROM pg_extension WHERE extname = 'citus')"
 # Functions that name their tenant in their first argument and read that tenant's rows alone,
 # called outside a transaction: distributed, Citus runs each call on the worker holding the
 # tenant's shards, where the tenant they set holds for their statements. (On the coordinator
@@ -154,7 +156,7 @@ def delegate(function: str) -> str:
 def users_distributed(connection: Connection) -> bool:
     """Whether ``users`` is distributed already (a Citus coordinator after `tenantry db
     distribute`): a migration that adds one of ``DELEGATED_FUNCTIONS`` distributes it itself."""
-    if connection.execute(text("select 1 from pg_extension where extname = 'citus'")).first():
+    if connection.execute(text(CITUS_INSTALLED)).scalar():
         distributed = text("select 1 from pg_dist_partition where logicalrelid = 'users'::regclass")
         return connection.execute(distributed).first() is not None
     return False

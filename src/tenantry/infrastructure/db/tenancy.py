@@ -33,6 +33,7 @@ from sqlalchemy.types import TypeEngine
 
 from tenantry.domain.errors import Unavailable
 from tenantry.infrastructure.db.base import TenantOwned
+from tenantry.infrastructure.db.citus import CITUS_INSTALLED
 from tenantry.infrastructure.db.lost import lost_cause, unavailable
 
 ModelT = TypeVar("ModelT", bound=TenantOwned)
@@ -76,10 +77,7 @@ class TenantConnection(asyncpg.Connection):  # type: ignore[misc]  # asyncpg is 
         self.checks_in_begin = False
 
     async def learn_server(self) -> None:
-        citus = await self.fetchval(
-            "SELECT exists (SELECT FROM pg_extension WHERE extname = 'citus')"
-        )
-        self.checks_in_begin = not citus
+        self.checks_in_begin = not await self.fetchval(CITUS_INSTALLED)
 
 
 class TenantTransaction:
