@@ -354,7 +354,14 @@ class InProcessWorker:
 
     async def stop(self) -> None:
         if self.worker is not None:
-            await self.worker.close()
+            try:
+                await self.worker.close()
+            except asyncio.CancelledError:
+                if (current := asyncio.current_task()) is not None and current.cancelling():
+                    raise
+                # arq cancels the jobs still running and gathers them: their cancellation
+                # comes back here, before arq closed its pool.
+                await self.worker.pool.close(close_connection_pool=True)
         if self.task is not None:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
