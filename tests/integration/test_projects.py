@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from uuid import uuid4
 
 import asyncpg
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tenantry.infrastructure.db.documents import SqlDocumentRepository
 
 from ..conftest import Client, plain_url
 from .identity import add_user, owner_session
@@ -266,10 +270,29 @@ async def test_input_the_database_cannot_hold_is_422_not_500(client: Client) -> 
     ]
     for response in refused:
         assert_problem(response, 422)
+    # A refused row is refused by the commit that writes it (add_at_commit): nothing of its
+    # transaction is written, its audit event neither.
+    listed = (await client.get("/api/v1/projects", headers=owner)).json()
+    assert [row["name"] for row in listed["items"]] == ["A"]
+    assert (await client.get(f"{base}/documents", headers=owner)).json()["total"] == 0
+    trail = (await client.get("/api/v1/audit", headers=owner)).json()["items"]
+    assert [event["action"] for event in trail].count("project.created") == 1
+    assert "document.created" not in [event["action"] for event in trail]
     # An ETag past any version the column can hold can only be stale.
     stale = {**owner, "If-Match": '"9999999999"'}
     assert_problem(await client.patch(base, headers=stale, json={"name": "B"}), 412)
     assert (await client.get(base, headers=owner)).json()["name"] == "A"
+
+
+async def test_a_row_added_at_commit_is_given_what_the_database_would_fill_or_refuse() -> None:
+    """add_at_commit answers with the row as given, before anything is written: it guesses no
+    value the table would fill in or refuse to leave NULL, and queues nothing for the commit."""
+    session = AsyncSession()
+    documents = SqlDocumentRepository(session, uuid4())
+    with pytest.raises(TypeError, match=r"documents\.title needs a value given"):
+        await documents.add_at_commit(project_id=uuid4(), content="c")
+    added = await documents.add_at_commit(project_id=uuid4(), title="t")
+    assert (added.content, added.created_by, added.metadata, added.version) == ("", None, {}, 1)
 
 
 # (name or title, created_at, updated_at), the times in minutes past SORT_BASE: a tie on the

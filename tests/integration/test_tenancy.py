@@ -367,9 +367,6 @@ async def test_a_read_then_write_request_runs_in_one_transaction(
         httpx.AsyncClient(base_url=f"http://127.0.0.1:{served.port}") as http,
     ):
         owner = await owner_over_http(http, "acme")
-        created = await http.post("/api/v1/projects", headers=owner, json={"name": "Apollo"})
-        assert created.status_code == 201, created.text
-        path, first = f"/api/v1/projects/{created.json()['id']}", created.headers["ETag"]
         # The token's roles confirmed in BEGIN's message; on Citus, which takes no check there
         # (tenancy.TenantConnection), read.
         engine = app.plugins.get(SQLAlchemyPlugin).config[0].get_engine()
@@ -378,6 +375,39 @@ async def test_a_read_then_write_request_runs_in_one_transaction(
             on_citus = not driver.checks_in_begin
         sent.take()  # the requests under test start here
         bearer_check = "SELECT users" if on_citus else "tenantry_confirm_roles with BEGIN"
+
+        # A new row, which nothing reads before the commit, is written by it (add_at_commit).
+        created = await http.post("/api/v1/projects", headers=owner, json={"name": "Apollo"})
+        assert created.status_code == 201, created.text
+        assert one_transaction(sent.take(), end="COMMIT") == (
+            [
+                bearer_check,
+                "INSERT projects at commit",
+                "INSERT audit_events at commit",
+                "tenantry_publish_webhook_event at commit",
+            ],
+            [],
+        )
+        path, first = f"/api/v1/projects/{created.json()['id']}", created.headers["ETag"]
+        document = await http.post(
+            f"{path}/documents", headers=owner, json={"title": "Plan", "content": "c"}
+        )
+        assert document.status_code == 201, document.text
+        assert one_transaction(sent.take(), end="COMMIT") == (
+            [
+                bearer_check,
+                "SELECT projects",
+                "INSERT documents at commit",
+                "INSERT audit_events at commit",
+                "tenantry_publish_webhook_event at commit",
+            ],
+            [],
+        )
+        # What the creates answered, built from what was given, is what was written.
+        shown = await http.get(f"{path}/documents/{document.json()['id']}", headers=owner)
+        assert shown.json() == document.json()
+        assert (await http.get(path, headers=owner)).json() == created.json()
+        sent.take()
 
         patched = await http.patch(
             path, headers={**owner, "If-Match": first}, json={"name": "Artemis"}

@@ -440,6 +440,10 @@ class MemoryRepository(Generic[T]):
         self.rows[row.id] = row  # type: ignore[attr-defined]
         return row
 
+    async def add_at_commit(self, **values: Any) -> T:
+        # The working copy is what a commit keeps: as the real one, written with the commit.
+        return await self.add(**values)
+
     async def add_many(self, rows: Sequence[Mapping[str, Any]]) -> list[T]:
         return [await self.add(**row) for row in rows]
 

@@ -49,7 +49,7 @@ class CreateDocument:
         metadata = check_metadata(metadata or {})
         async with self.uow:
             await require_project(self.uow, actor, project_id)
-            document = await self.uow.repository(DocumentRepository, actor.tenant_id).add(
+            document = await self.uow.repository(DocumentRepository, actor.tenant_id).add_at_commit(
                 project_id=project_id,
                 created_by=creator(actor),
                 title=title,

@@ -31,7 +31,7 @@ class CreateProject:
     async def __call__(self, actor: Actor, *, name: str, description: str = "") -> Project:
         name, description = clean_name(name), clean_description(description)
         async with self.uow:
-            project = await self.uow.repository(ProjectRepository, actor.tenant_id).add(
+            project = await self.uow.repository(ProjectRepository, actor.tenant_id).add_at_commit(
                 owner_id=creator(actor), name=name, description=description
             )
             await record(

@@ -49,6 +49,12 @@ class Repository(Protocol[T]):
         """Insert one row; its id (unless given), tenant, version and times are filled in."""
         ...
 
+    async def add_at_commit(self, **values: Any) -> T:
+        """The row :meth:`add` would insert, inserted by the commit of the transaction, in its
+        round trip: for a new row nothing reads before the commit. Its refusal (a NUL in a
+        text, a reference gone) fails the commit, and none of the transaction is written."""
+        ...
+
     async def add_many(self, rows: Sequence[Mapping[str, Any]]) -> list[T]: ...
 
     async def update(

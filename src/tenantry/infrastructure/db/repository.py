@@ -48,6 +48,7 @@ from tenantry.infrastructure.db.tenancy import (
     TENANT_KEY,
     DriverStatement,
     TenantScopedRepository,
+    append_at_commit,
     bind_tenant,
     of_tenant,
     session_transaction,
@@ -238,6 +239,14 @@ class SqlRepository(TenantRows[T]):
         assert record is not None, "INSERT ... RETURNING returns the row"
         return self.to_entity(record)
 
+    async def add_at_commit(self, **values: Any) -> T:
+        row = self._new_row(values)
+        # The entity is the row as given: a column left out is NULL, its table's default being
+        # none (_unset_columns refuses one whose value only the database would know).
+        entity = self.to_entity(dict.fromkeys(_unset_columns(self.table(), row)) | row)
+        append_at_commit(self.session, self.table(), self.tenant_id, row)
+        return entity
+
     async def add_many(self, rows: Sequence[Mapping[str, Any]]) -> list[T]:
         if not rows:
             return []
@@ -396,6 +405,16 @@ def _python_defaults(table: Table) -> tuple[tuple[str, Any], ...]:
         for column in table.c
         if isinstance(column.default, ScalarElementColumnDefault | CallableColumnDefault)
     )
+
+
+def _unset_columns(table: Table, row: Mapping[str, Any]) -> list[str]:
+    """The columns ``row`` leaves out, NULL once inserted; a TypeError for one the database
+    would fill in (a server default, a computed column) or refuse to leave NULL."""
+    unset = [column for column in table.c if column.name not in row]
+    for column in unset:
+        if column.server_default is not None or column.computed is not None or not column.nullable:
+            raise TypeError(f"{table.name}.{column.name} needs a value given")
+    return [column.name for column in unset]
 
 
 @cache
