@@ -495,6 +495,59 @@ class PeakRss:
 # Report
 
 
+class HealthProbe:
+    """GET /health from a thread of this process, one request at a time, ``gap_s`` apart: the
+    latency a client sees of a server busy with other work (or idle). The pause between
+    requests keeps the probe observing the server's event loop rather than loading it."""
+
+    def __init__(self, base_url: str, *, gap_s: float = 0.01) -> None:
+        self.base_url, self.gap_s = base_url, gap_s
+        self.latencies_ms: list[float] = []
+        self.failures = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._probe, name="health-probe", daemon=True)
+
+    def __enter__(self) -> HealthProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _probe(self) -> None:
+        with httpx.Client(base_url=self.base_url, timeout=REQUEST_TIMEOUT_S) as client:
+            client.get("/health")  # opens the connection, which is not what is measured
+            for _ in until(math.inf):
+                if self._stop.is_set():
+                    return
+                started = time.perf_counter()
+                try:
+                    answered = client.get("/health").status_code == 200
+                except httpx.HTTPError:
+                    answered = False
+                if answered:
+                    self.latencies_ms.append((time.perf_counter() - started) * 1000)
+                else:
+                    self.failures += 1
+                self._stop.wait(self.gap_s)
+
+    def summary(self) -> dict[str, Any]:
+        ordered = sorted(self.latencies_ms)
+        return {
+            "count": len(ordered),
+            "errors": self.failures,
+            **{f"p{p}_ms": percentile(ordered, p) for p in (50, 95, 99)},
+        }
+
+
+def probe_health(base_url: str, seconds: float) -> dict[str, Any]:
+    """:class:`HealthProbe`'s figures of ``seconds`` with nothing else asked of the server."""
+    with HealthProbe(base_url) as probe:
+        time.sleep(seconds)
+    return probe.summary()
+
+
 def percentile(ordered: list[float], pct: float) -> float | None:
     """Nearest-rank percentile of an ascending list (None when empty)."""
     if not ordered:

@@ -45,6 +45,7 @@ from common import (
     BenchError,
     CpuMeter,
     Engines,
+    HealthProbe,
     PeakRss,
     Requests,
     add_wrk_arguments,
@@ -57,6 +58,7 @@ from common import (
     errors_of,
     free_port,
     load_generator,
+    probe_health,
     ratio,
     running,
     tenantry,
@@ -126,6 +128,8 @@ CREATE = {"name": "Bench project", "description": "created by the benchmark"}
 UPLOAD_BYTES = 256 * 1024
 # Far above what any run uploads: the quota's check is measured, not its refusal.
 TENANT_QUOTA_BYTES = 2**50
+# The login scenario's idle /health probe, after each measured run.
+HEALTH_IDLE_S = 4.0
 # As bench/tasks.py's defaults: a few concurrent submitters and a warm-up batch.
 TASK_CLIENTS = 4
 TASK_WARMUP = 20
@@ -160,6 +164,11 @@ NOTES = [
     "the product's are POST /api/v1/tasks to `tenantry worker`, the baseline's arq enqueue_job "
     "to a bare arq worker, with as many worker processes as API processes. Its memory is the "
     "workers' peak.",
+    "health under the login load: after each measured login run, one client of this process "
+    "asks GET /health of the same server for 4 s, one request at a time, 10 ms apart (idle), "
+    "then goes on asking during another login run as long (loaded), whose logins are not the "
+    "scenario's figures. Shown: p99 loaded ÷ p99 idle, the median of the rounds'; the "
+    "latencies, the median of the runs' percentiles.",
     "Peak MiB: the RSS of the server's process tree (uvicorn's parent and its workers), summed, "
     "sampled every 50 ms over the measured run; PostgreSQL and Redis are not counted.",
     "errors: failed requests (status 400 or more, socket errors) of the warm-up and the "
@@ -178,6 +187,8 @@ class Scenario:
     after_run: Callable[[str], None] | None = None
     # update and delete: rows seeded and a script written per wrk run; ``check`` unused.
     writes: WriteLoad | None = None
+    # login: /health's latency probed before each measured run and during it (HealthProbe).
+    probe_health: bool = False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -301,6 +312,7 @@ def http_scenarios(
                 json.dumps(LOGIN).encode(),
             ),
             check_login,
+            probe_health=True,
         ),
         Scenario(
             get_by_id.key,
@@ -468,6 +480,9 @@ def measure_http(
                 "server_cpu_s": server_cpu.used_s,
                 **memory.summary(),
             }
+            if scenario.probe_health:
+                print(f"== {scenario.label}: {server} (/health probed, idle then under the load)")
+                run["health"] = health_under_load(urls[server], script, args)
             runs[server].append(run)
             print(
                 f"   {cell(measured['per_second'])} req/s, p99 {cell(measured['p99_ms'], 2)} ms, "
@@ -481,9 +496,10 @@ def measure_http(
                 print(f"   profile: {collapsed.with_suffix('.txt')}")
     for server in SERVERS:
         warmup_errors = errors_of(warmups[server]) if server in warmups else 0
+        probe_errors = sum(run["health"]["errors"] for run in runs[server] if "health" in run)
         result[server] = combined(runs[server]) | {
             "warmup_errors": warmup_errors,
-            "errors": warmup_errors + sum(errors_of(run) for run in runs[server]),
+            "errors": warmup_errors + probe_errors + sum(errors_of(run) for run in runs[server]),
             **({"projects": scripts[server].pools} if scripts[server].pools else {}),
         }
     round_ratios = [
@@ -491,6 +507,8 @@ def measure_http(
         for product, baseline in zip(runs["product"], runs["baseline"], strict=True)
     ]
     result["round_ratios"] = round_ratios
+    if scenario.probe_health:
+        result["health_under_load"] = {server: health_figures(runs[server]) for server in SERVERS}
     result["product_per_baseline"] = median_or_none(round_ratios)
     result["cpu_product_per_baseline"] = ratio(
         result["product"]["cpu_us_per_request"], result["baseline"]["cpu_us_per_request"]
@@ -501,6 +519,39 @@ def measure_http(
             f"   product ÷ baseline by round: {shown}; median {cell(result['product_per_baseline'], 2)}"
         )
     return result
+
+
+def health_under_load(base_url: str, script: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """/health probed idle, then during a run of the scenario's load of its own: the probe's
+    requests take some of the CPU the load would have, so the scenario's measured run has
+    none."""
+    idle = probe_health(base_url, HEALTH_IDLE_S)
+    with HealthProbe(base_url) as probe:
+        load = wrk(base_url, script, args.duration, args)
+    loaded = probe.summary()
+    return {
+        "idle": idle,
+        "loaded": loaded,
+        "p99_loaded_per_idle": ratio(loaded["p99_ms"], idle["p99_ms"]),
+        "load_per_second": load["per_second"],
+        "errors": idle["errors"] + loaded["errors"] + errors_of(load),
+    }
+
+
+def health_figures(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One server's /health probes over its runs: the median of the runs' loaded ÷ idle p99,
+    and of each percentile."""
+    probes = [run["health"] for run in runs]
+    return {
+        "p99_loaded_per_idle": median_or_none([probe["p99_loaded_per_idle"] for probe in probes]),
+        **{
+            phase: {
+                f"p{p}_ms": median_or_none([probe[phase][f"p{p}_ms"] for probe in probes])
+                for p in (50, 95, 99)
+            }
+            for phase in ("idle", "loaded")
+        },
+    }
 
 
 def median_or_none(values: list[float | None]) -> float | None:
@@ -934,6 +985,21 @@ def markdown_table(report: dict[str, Any]) -> str:
             f"| {cpu_per_request(p)} / {cpu_per_request(b)} "
             f"| {p['errors']} / {b['errors']} |"
         )
+        if health := scenario.get("health_under_load"):
+            shown = [
+                ", ".join(
+                    f"{phase} " + " / ".join(cell(h[phase][f"p{q}_ms"], 1) for q in (50, 95, 99))
+                    for phase in ("idle", "loaded")
+                )
+                for h in (health["product"], health["baseline"])
+            ]
+            lines.append(
+                "| health under the login load: GET /health, one at a time, 10 ms apart "
+                "(p99 loaded ÷ idle, product / baseline) | - | - "
+                f"| {cell(health['product']['p99_loaded_per_idle'], 2)} / "
+                f"{cell(health['baseline']['p99_loaded_per_idle'], 2)} "
+                f"| {shown[0]} | {shown[1]} | - | - | - | - |"
+            )
         if "idle_p50_ms" in p:
             # The task round trip's idle phase: latency alone, one task at a time.
             idle = [
