@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import asyncpg
 import pytest
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from tenantry.domain.projects import ProjectRepository
 from tenantry.infrastructure.db.documents import SqlDocumentRepository
+from tenantry.infrastructure.db.tenancy import TenantSession
+from tenantry.infrastructure.db.uow import SqlUnitOfWork
 
 from ..conftest import Client, plain_url
-from .identity import add_user, owner_session
+from .identity import add_user, create_tenant, owner_session
 from .test_health import assert_problem
+from .test_tenancy import engine_for
 
 
 async def test_project_crud_with_etags(client: Client) -> None:
@@ -293,6 +297,33 @@ async def test_a_row_added_at_commit_is_given_what_the_database_would_fill_or_re
         await documents.add_at_commit(project_id=uuid4(), content="c")
     added = await documents.add_at_commit(project_id=uuid4(), title="t")
     assert (added.content, added.created_by, added.metadata, added.version) == ("", None, {}, 1)
+
+
+async def test_rows_added_at_commit_with_other_columns_given_are_each_written_as_given(
+    client: Client, app_database_url: str, database_owner: asyncpg.Connection
+) -> None:
+    """Rows of one table appended to one commit, the first with a column the second leaves
+    out: each is inserted with its own columns, none borrowing another's."""
+    created = await create_tenant(client, "acme")
+    tenant_id, owner_id = UUID(created["tenant"]["id"]), UUID(created["user"]["id"])
+    engine = engine_for(app_database_url)
+    sessions = async_sessionmaker(engine, expire_on_commit=False, class_=TenantSession)
+    try:
+        async with sessions() as session:
+            uow = SqlUnitOfWork(session)
+            projects = uow.repository(ProjectRepository, tenant_id)
+            owned = await projects.add_at_commit(name="owned", owner_id=owner_id)
+            unowned = await projects.add_at_commit(name="unowned")
+            await uow.commit()
+    finally:
+        await engine.dispose()
+    rows = await database_owner.fetch(
+        "select id, name, owner_id from projects where tenant_id = $1 order by name", tenant_id
+    )
+    assert [tuple(row) for row in rows] == [
+        (owned.id, "owned", owner_id),
+        (unowned.id, "unowned", None),
+    ]
 
 
 # (name or title, created_at, updated_at), the times in minutes past SORT_BASE: a tie on the

@@ -241,24 +241,23 @@ def run_at_commit(
 def _appended_sql(
     items: Sequence[tuple[Table | str, UUID, Mapping[str, Any]]], bound: str | None
 ) -> list[str]:
-    """The statements inserting the appended rows, one per table and tenant, then those run at
-    commit, each under its tenant (set first unless the transaction is ``bound`` to it
-    already, as it mostly is).
+    """The statements inserting the appended rows, one per table, tenant and set of columns,
+    then those run at commit, each under its tenant (set first unless the transaction is
+    ``bound`` to it already, as it mostly is).
 
     The simple query protocol that carries COMMIT takes no parameters, so the values travel as
     literals, which INSERT's VALUES reads as its columns' types. Measured against reading one
     JSON literal with ``jsonb_populate_recordset``, this costs the database about a third less
     per appended row (docs/performance.md)."""
-    batches: dict[tuple[Table, UUID], list[Mapping[str, Any]]] = {}
+    batches: dict[tuple[Table, UUID, tuple[str, ...]], list[Mapping[str, Any]]] = {}
     runs: list[tuple[UUID, str]] = []
     for target, tenant, values in items:
         if isinstance(target, str):
             runs.append((tenant, sql_literals(target, **values)))
         else:
-            batches.setdefault((target, tenant), []).append(values)
+            batches.setdefault((target, tenant, tuple(values)), []).append(values)
     inserts = []
-    for (table, tenant), batch in batches.items():
-        names = tuple(batch[0])
+    for (table, tenant, names), batch in batches.items():
         rows = ", ".join(
             ["(" + ", ".join([_sql_value(row[n]) for n in names]) + ")" for row in batch]
         )
