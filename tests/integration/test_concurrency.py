@@ -166,3 +166,49 @@ async def test_two_concurrent_stale_updates_of_one_row_cannot_both_succeed(
             etag = winner.headers["ETag"]
         stored = await http.get(path, headers=caller.headers)
     assert (stored.json()["version"], stored.json()["name"]) == (ROUNDS + 1, winner.json()["name"])
+
+
+async def test_two_concurrent_deletes_of_one_row_answer_one_204_and_one_404(
+    settings: Settings, clean_state: None
+) -> None:
+    """Two DELETEs of one project (and of one document, one file) sent together, round after
+    round: both may read the row live, but the second soft delete, which waited on the first's
+    row lock, finds it deleted; it answers 404 and records nothing. One 204, one 404 and one
+    event."""
+    served = msgspec.structs.replace(settings, host="127.0.0.1", port=free_port())
+    app = bootstrap.create_app(served)
+    caller = Caller("acme", "globex")
+    async with (
+        uvicorn_serving(uvicorn.Config(app, **_uvicorn_options(served))),
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{served.port}", timeout=60) as http,
+    ):
+        await sign_up(http, caller)
+        for number in range(ROUNDS):
+            created = await http.post(
+                "/api/v1/projects", headers=caller.headers, json={"name": f"p{number}"}
+            )
+            path = f"/api/v1/projects/{created.json()['id']}"
+            document = await http.post(
+                f"{path}/documents", headers=caller.headers, json={"title": "t", "content": "c"}
+            )
+            stored = await http.post(
+                "/api/v1/files",
+                headers=caller.headers,
+                files={"file": ("a.txt", b"round %d" % number, "text/plain")},
+            )
+            assert stored.status_code == 201, stored.text
+            for target in (
+                f"{path}/documents/{document.json()['id']}",
+                path,
+                f"/api/v1/files/{stored.json()['id']}",
+            ):
+                answers = await asyncio.gather(
+                    *(http.delete(target, headers=caller.headers) for _ in range(2))
+                )
+                assert sorted(answer.status_code for answer in answers) == [204, 404], [
+                    answer.text for answer in answers
+                ]
+        trail = await http.get("/api/v1/audit", headers=caller.headers, params={"limit": 200})
+    actions = [event["action"] for event in trail.json()["items"]]
+    deleted = ("project.deleted", "document.deleted", "file.deleted")
+    assert [actions.count(action) for action in deleted] == [ROUNDS] * 3

@@ -149,7 +149,11 @@ class DeleteDocument:
                 await documents.get(document_id, project_id=project_id), "No such document."
             )
             require_may_destroy(actor, document.created_by, "this document")
-            await documents.soft_delete(document_id, self.clock.now(), project_id=project_id)
+            # One deleted meanwhile is gone for this request too (see DeleteProject).
+            if not await documents.soft_delete(
+                document_id, self.clock.now(), project_id=project_id
+            ):
+                raise NotFound("No such document.")
             await record(
                 self.uow,
                 actor,

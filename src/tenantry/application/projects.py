@@ -115,7 +115,10 @@ class DeleteProject:
             project = found(await projects.get(project_id), "No such project.")
             require_may_destroy(actor, project.owner_id, "this project")
             now = self.clock.now()
-            await projects.soft_delete(project_id, now)
+            # A delete that ran meanwhile went first: its row lock held this one until it
+            # committed, and the row is gone for this one as for a later request.
+            if not await projects.soft_delete(project_id, now):
+                raise NotFound("No such project.")
             # Its documents go with it, in the same transaction.
             documents = self.uow.repository(DocumentRepository, actor.tenant_id)
             await documents.soft_delete_all(now, project_id=project_id)
