@@ -171,10 +171,10 @@ async def test_two_concurrent_stale_updates_of_one_row_cannot_both_succeed(
 async def test_two_concurrent_deletes_of_one_row_answer_one_204_and_one_404(
     settings: Settings, clean_state: None
 ) -> None:
-    """Two DELETEs of one project (and of one document, one file) sent together, round after
-    round: both may read the row live, but the second soft delete, which waited on the first's
-    row lock, finds it deleted; it answers 404 and records nothing. One 204, one 404 and one
-    event."""
+    """Two DELETEs of one project (and of one document, one file, one user, one webhook) sent
+    together, round after round: both may read the row live, but the second delete, which
+    waited on the first's row lock, finds it gone; it answers 404 and records nothing. One
+    204, one 404 and one event."""
     served = msgspec.structs.replace(settings, host="127.0.0.1", port=free_port())
     app = bootstrap.create_app(served)
     caller = Caller("acme", "globex")
@@ -197,10 +197,29 @@ async def test_two_concurrent_deletes_of_one_row_answer_one_204_and_one_404(
                 files={"file": ("a.txt", b"round %d" % number, "text/plain")},
             )
             assert stored.status_code == 201, stored.text
+            user = await http.post(
+                "/api/v1/users",
+                headers=caller.headers,
+                json={
+                    "username": f"member{number}",
+                    "email": f"member{number}@acme.example",
+                    "password": PASSWORD,
+                    "roles": ["member"],
+                },
+            )
+            assert user.status_code == 201, user.text
+            hook = await http.post(
+                "/api/v1/webhooks",
+                headers=caller.headers,
+                json={"url": f"http://127.0.0.1:9/{number}", "events": ["project.created"]},
+            )
+            assert hook.status_code == 201, hook.text
             for target in (
                 f"{path}/documents/{document.json()['id']}",
                 path,
                 f"/api/v1/files/{stored.json()['id']}",
+                f"/api/v1/users/{user.json()['id']}",
+                f"/api/v1/webhooks/{hook.json()['id']}",
             ):
                 answers = await asyncio.gather(
                     *(http.delete(target, headers=caller.headers) for _ in range(2))
@@ -210,5 +229,5 @@ async def test_two_concurrent_deletes_of_one_row_answer_one_204_and_one_404(
                 ]
         trail = await http.get("/api/v1/audit", headers=caller.headers, params={"limit": 200})
     actions = [event["action"] for event in trail.json()["items"]]
-    deleted = ("project.deleted", "document.deleted", "file.deleted")
-    assert [actions.count(action) for action in deleted] == [ROUNDS] * 3
+    deleted = ("project", "document", "file", "user", "webhook")
+    assert [actions.count(f"{kind}.deleted") for kind in deleted] == [ROUNDS] * len(deleted)

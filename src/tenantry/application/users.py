@@ -172,7 +172,9 @@ class DeleteUser:
             await keep_an_active_owner(users, user_id, deleted=True)
             if user_id == actor.user_id:
                 raise Forbidden("You cannot delete yourself.")
-            await users.delete(user_id)
+            # One deleted meanwhile is gone for this request too (see DeleteProject).
+            if not await users.delete(user_id):
+                raise NotFound("No such user.")
             await record(
                 self.uow,
                 actor,

@@ -19,7 +19,7 @@ from tenantry.application.audit import record
 from tenantry.application.ownership import creator
 from tenantry.application.tasks import UnitOfWorkFactory
 from tenantry.domain.auth import Actor
-from tenantry.domain.errors import Conflict, Forbidden, Invalid, found
+from tenantry.domain.errors import Conflict, Forbidden, Invalid, NotFound, found
 from tenantry.domain.ids import new_id
 from tenantry.domain.ports import Clock, UnitOfWork
 from tenantry.domain.repository import ListQuery, given
@@ -199,7 +199,9 @@ class DeleteWebhook:
         async with self.uow:
             endpoints = self.uow.repository(WebhookEndpointRepository, actor.tenant_id)
             endpoint = found(await endpoints.get(webhook_id), NO_SUCH_WEBHOOK)
-            await endpoints.delete(webhook_id)
+            # One deleted meanwhile is gone for this request too (see DeleteProject).
+            if not await endpoints.delete(webhook_id):
+                raise NotFound(NO_SUCH_WEBHOOK)
             await record(
                 self.uow,
                 actor,
