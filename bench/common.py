@@ -112,6 +112,19 @@ def describe_machine() -> dict[str, Any]:
     }
 
 
+def describe_filesystem(path: Path) -> dict[str, Any]:
+    """The block device under ``path`` and, for ext4, whether it keeps a journal (Linux's
+    /proc/fs/ext4 and /proc/fs/jbd2 list them). Without one, a new file skips every inode
+    freed in the last minutes, one by one: file-creating figures then depend on what was
+    deleted before them (bench/README.md, "Sixth round")."""
+    device = os.stat(path).st_dev
+    link = Path(f"/sys/dev/block/{os.major(device)}:{os.minor(device)}")
+    name = link.resolve().name if link.exists() else None
+    ext4 = name is not None and Path("/proc/fs/ext4", name).exists()
+    journal = any(Path("/proc/fs/jbd2").glob(f"{name}-*")) if ext4 else None
+    return {"path": str(path), "device": name, "ext4": ext4, "journal": journal}
+
+
 def background_load() -> float | None:
     """How busy the CPUs are before anything starts, printed: other load skews every figure."""
     with CpuMeter() as background:

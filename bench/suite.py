@@ -18,9 +18,9 @@ import contextlib
 import hashlib
 import importlib.util
 import json
+import os
 import secrets
 import shlex
-import shutil
 import statistics
 import subprocess
 import sys
@@ -54,6 +54,7 @@ from common import (
     bench_main,
     cell,
     check_engines,
+    describe_filesystem,
     describe_wrk_run,
     errors_of,
     free_port,
@@ -158,8 +159,10 @@ NOTES = [
     "(404 and the owner's check).",
     "upload: the baseline streams the raw request body to a file while hashing it and keeps "
     "it; the product parses the multipart body, sniffs the type, reserves quota, stores the "
-    "object and its row. Both servers' files are deleted after each run (the product's rows "
-    "stay): until then both have written the same bytes to the same disk.",
+    "object and its row. Both servers' files are truncated to nothing after each run (the "
+    "product's rows stay): until then both have written the same bytes to the same disk. "
+    "Truncated, not deleted: on ext4 without a journal, files created within minutes of many "
+    "deletions pay for each freed inode they skip, a cost of the cleanup, not of serving.",
     "tasks: tasks/s end to end (first submission to last completion) and latency per task; "
     "the product's are POST /api/v1/tasks to `tenantry worker`, the baseline's arq enqueue_job "
     "to a bare arq worker, with as many worker processes as API processes. Its memory is the "
@@ -258,15 +261,21 @@ def check_upload(
 
 
 def purge_uploads(files_dir: Path, baseline_dir: Path) -> Callable[[str], None]:
-    """What a server stored in a run, removed after it so the disk holds one run's worth at
-    most: the product's objects, the baseline's files."""
+    """What a server stored in a run, emptied after it so the disk holds one run's bytes at
+    most: the product's objects, the baseline's files, each truncated to nothing.
+
+    Truncated, not deleted: on ext4 without a journal (as on the machines these figures come
+    from) a new file skips, one by one, the inodes freed in the last minutes
+    (``recently_deleted()`` in fs/ext4/ialloc.c), so every run after the first paid for the
+    files the last one deleted, whichever server's they were (bench/README.md, "Sixth round")."""
 
     def purge(server: str) -> None:
-        if server == "product":
-            shutil.rmtree(files_dir / "tenants", ignore_errors=True)
-            return
-        for stored in baseline_dir.iterdir():
-            stored.unlink(missing_ok=True)
+        stored = (
+            (files_dir / "tenants").rglob("*") if server == "product" else baseline_dir.iterdir()
+        )
+        for path in stored:
+            if path.is_file():
+                os.truncate(path, 0)
 
     return purge
 
@@ -868,6 +877,13 @@ def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
         print(f"   ready after {ready_s['baseline']:.1f} s")
 
         files_dir = tmp / "data" / "files"  # the local storage's default root
+        machine["upload_filesystem"] = describe_filesystem(tmp)
+        if "upload" in chosen and machine["upload_filesystem"]["journal"] is False:
+            print(
+                f"   warning: {tmp} is on ext4 without a journal: upload figures depend on the "
+                "files deleted there in the last minutes (TMPDIR on a journaled filesystem "
+                "avoids it; bench/README.md)"
+            )
         source = generate(tmp / "upload.txt", UPLOAD_BYTES, REQUEST_TIMEOUT_S)
         seeder = Seeder(engines, tenant_id, owner_id)
 
@@ -1024,6 +1040,7 @@ def context(report: dict[str, Any]) -> str:
             f"- Machine: {machine['nproc']} CPUs, {machine['cpu_model']}, {machine['python']}, "
             f"{machine['platform']}",
             f"- Other load before starting: {cell(machine['background_cpu_busy_pct'], 0)}% CPU busy",
+            *filesystem_line(machine.get("upload_filesystem")),
             f"- Engines: PostgreSQL {engines['postgresql']} "
             f"({where[engines['embedded_postgresql']]}), Redis {engines['redis']} "
             f"({where[engines['embedded_redis']]})",
@@ -1041,6 +1058,14 @@ def context(report: dict[str, Any]) -> str:
             f"- Command: `{report['command']}`",
         ]
     )
+
+
+def filesystem_line(filesystem: dict[str, Any] | None) -> list[str]:
+    """Where the run's files went, as the context's line (none for older reports)."""
+    if filesystem is None:
+        return []
+    kind = {True: "ext4 with a journal", False: "ext4 without a journal", None: "not ext4"}
+    return [f"- Files (uploads): {filesystem['device']}, {kind[filesystem['journal']]}"]
 
 
 def write_docs(report: dict[str, Any]) -> None:
