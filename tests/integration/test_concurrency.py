@@ -6,6 +6,8 @@ the same version: exactly one of them may succeed."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -133,20 +135,27 @@ async def test_two_tenants_in_parallel_over_two_connections_never_cross(
         await connection.close()
 
 
+@asynccontextmanager
+async def served_to(settings: Settings, caller: Caller) -> AsyncIterator[httpx.AsyncClient]:
+    """A real server of the app, and a client of it signed up as ``caller``."""
+    served = msgspec.structs.replace(settings, host="127.0.0.1", port=free_port())
+    app = bootstrap.create_app(served)
+    async with (
+        uvicorn_serving(uvicorn.Config(app, **_uvicorn_options(served))),
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{served.port}", timeout=60) as http,
+    ):
+        await sign_up(http, caller)
+        yield http
+
+
 async def test_two_concurrent_stale_updates_of_one_row_cannot_both_succeed(
     settings: Settings, clean_state: None
 ) -> None:
     """Two PATCHes sent together with the same If-Match, round after round: one conditional
     UPDATE wins; the other, whether it waited on the winner's row lock or ran after its commit,
     finds the version moved and is a 412. Never two 200s, and no write lost or doubled."""
-    served = msgspec.structs.replace(settings, host="127.0.0.1", port=free_port())
-    app = bootstrap.create_app(served)
     caller = Caller("acme", "globex")
-    async with (
-        uvicorn_serving(uvicorn.Config(app, **_uvicorn_options(served))),
-        httpx.AsyncClient(base_url=f"http://127.0.0.1:{served.port}", timeout=60) as http,
-    ):
-        await sign_up(http, caller)
+    async with served_to(settings, caller) as http:
         created = await http.post("/api/v1/projects", headers=caller.headers, json={"name": "v1"})
         assert created.status_code == 201, created.text
         path, etag = f"/api/v1/projects/{created.json()['id']}", created.headers["ETag"]
@@ -175,14 +184,8 @@ async def test_two_concurrent_deletes_of_one_row_answer_one_204_and_one_404(
     together, round after round: both may read the row live, but the second delete, which
     waited on the first's row lock, finds it gone; it answers 404 and records nothing. One
     204, one 404 and one event."""
-    served = msgspec.structs.replace(settings, host="127.0.0.1", port=free_port())
-    app = bootstrap.create_app(served)
     caller = Caller("acme", "globex")
-    async with (
-        uvicorn_serving(uvicorn.Config(app, **_uvicorn_options(served))),
-        httpx.AsyncClient(base_url=f"http://127.0.0.1:{served.port}", timeout=60) as http,
-    ):
-        await sign_up(http, caller)
+    async with served_to(settings, caller) as http:
         for number in range(ROUNDS):
             created = await http.post(
                 "/api/v1/projects", headers=caller.headers, json={"name": f"p{number}"}
