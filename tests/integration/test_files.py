@@ -22,6 +22,7 @@ from litestar.testing import AsyncTestClient
 from tenantry import bootstrap
 from tenantry.application.files import SweepFiles
 from tenantry.config import Settings
+from tenantry.infrastructure.storage import local
 
 from ..conftest import Client, plain_url
 from .identity import add_user, owner_session
@@ -293,6 +294,51 @@ async def test_a_multipart_upload_across_parts_round_trips(
     content = await client.get(f"/api/v1/files/{created.json()['id']}/content", headers=owner)
     assert content.content == data
     assert len(stored_objects(settings)) == 1
+
+
+async def test_the_store_keeps_the_bytes_however_they_came(
+    settings: Settings, clean_state: None
+) -> None:
+    """Chunks smaller and larger than local disk's write block and S3's part, cut anywhere,
+    and more of them than one writev takes."""
+    sizes = [1, 70_000, 1024 * 1024 - 1, 3, 5 * 1024 * 1024 + 7, 0, 333, *[7] * 1500, 2]
+    data = os.urandom(sum(sizes))
+    container = bootstrap.Container(settings)
+    await container.start()
+
+    async def cut() -> AsyncIterator[bytes]:
+        start = 0
+        for size in sizes:
+            yield data[start : start + size]
+            start += size
+
+    key = f"tenants/{uuid.uuid4()}/files/{uuid.uuid4()}"
+    try:
+        await container.storage.put(key, cut())
+        assert b"".join([chunk async for chunk in container.storage.get(key)]) == data
+        await container.storage.delete(key)
+    finally:
+        await container.close()
+
+
+def test_a_short_write_goes_on_where_it_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kernel may write less than asked (a disk filling up): the rest follows."""
+    writev = os.writev
+
+    def at_most_five_bytes(descriptor: int, buffers: list[bytes]) -> int:
+        return writev(descriptor, [memoryview(buffers[0])[:5]])
+
+    monkeypatch.setattr(local.os, "writev", at_most_five_bytes)
+    block = [b"first chunk", b"", b"second", b"x" * 23]
+    target = tmp_path / "object"
+    descriptor = os.open(target, os.O_WRONLY | os.O_CREAT)
+    try:
+        local._write(descriptor, block)
+    finally:
+        os.close(descriptor)
+    assert target.read_bytes() == b"".join(block)
 
 
 async def test_presigned_downloads_redirect_to_the_object(
