@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import os
 import struct
+import threading
 import uuid
 import zlib
 from collections.abc import AsyncIterator
@@ -332,13 +333,54 @@ def test_a_short_write_goes_on_where_it_stopped(
 
     monkeypatch.setattr(local.os, "writev", at_most_five_bytes)
     block = [b"first chunk", b"", b"second", b"x" * 23]
-    target = tmp_path / "object"
-    descriptor = os.open(target, os.O_WRONLY | os.O_CREAT)
-    try:
-        local._write(descriptor, block)
-    finally:
-        os.close(descriptor)
+    target, opened = tmp_path / "object", []
+    local._write(target, opened, block)
+    os.close(opened.pop())
     assert target.read_bytes() == b"".join(block)
+
+
+async def test_a_cancelled_upload_waits_for_its_write_then_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its descriptor is closed after the write that uses it returns, not under it."""
+    writing, release, descriptors = threading.Event(), threading.Event(), []
+    writev = os.writev
+
+    def held_writev(descriptor: int, buffers: list[bytes]) -> int:
+        descriptors.append(descriptor)
+        writing.set()
+        release.wait(10)
+        return writev(descriptor, buffers)
+
+    monkeypatch.setattr(local.os, "writev", held_writev)
+    storage = local.LocalDiskStorage(tmp_path)
+
+    async def two_blocks() -> AsyncIterator[bytes]:
+        yield b"x" * local.WRITE_BLOCK
+        yield b"y"
+
+    upload = asyncio.create_task(storage.put("tenants/t/files/f", two_blocks()))
+    await asyncio.to_thread(writing.wait, 10)
+    upload.cancel()
+    await asyncio.sleep(0.05)
+    assert not upload.done()  # still waiting for the write
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await upload
+    assert ".part" not in open_file(descriptors[0])
+    assert files_under(tmp_path) == []
+
+
+def open_file(descriptor: int) -> str:
+    """What this process's descriptor is open on ("" when closed and not reused)."""
+    try:
+        return os.readlink(f"/proc/self/fd/{descriptor}")
+    except FileNotFoundError:
+        return ""
+
+
+def files_under(root: Path) -> list[Path]:
+    return [path for path in root.rglob("*") if path.is_file()]
 
 
 async def test_presigned_downloads_redirect_to_the_object(

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 CHUNK = 256 * 1024
 # Uploads are written in blocks of this much: one thread hop per block, not per chunk the
@@ -37,7 +38,8 @@ class LocalDiskStorage:
     async def put(self, key: str, chunks: AsyncIterator[bytes]) -> None:
         path = self._path(key)
         temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
-        descriptor: int | None = None
+        # The temporary file's descriptor, once a thread has opened it.
+        opened: list[int] = []
         # The chunks as they came, written by one writev: not copied into one buffer first.
         block: list[bytes] = []
         pending = 0
@@ -49,18 +51,12 @@ class LocalDiskStorage:
                     # A body trickled in tiny pieces would otherwise make a long list.
                     block = [b"".join(block)]
                 if pending >= WRITE_BLOCK:
-                    if descriptor is None:
-                        descriptor = await asyncio.to_thread(_create, temporary)
-                    await asyncio.to_thread(_write, descriptor, block)
+                    await _in_thread(_write, temporary, opened, block)
                     block, pending = [], 0
-            if descriptor is None:
-                await asyncio.to_thread(_store, temporary, path, block)
-            else:
-                last, descriptor = descriptor, None
-                await asyncio.to_thread(_finish, last, temporary, path, block)
+            await _in_thread(_finish, temporary, path, opened, block)
         except BaseException:
-            if descriptor is not None:
-                os.close(descriptor)
+            if opened:
+                os.close(opened.pop())
             temporary.unlink(missing_ok=True)
             raise
 
@@ -115,6 +111,39 @@ class LocalDiskStorage:
         await asyncio.to_thread(probe)
 
 
+async def _in_thread(function: Callable[..., None], *arguments: Any) -> None:
+    """``function`` in a thread, waited for even when the caller is cancelled meanwhile: its
+    clean-up must not close a descriptor that a write still running is using."""
+    running = asyncio.get_running_loop().run_in_executor(None, function, *arguments)
+    try:
+        await asyncio.shield(running)
+    except asyncio.CancelledError:
+        await asyncio.wait([running])
+        raise
+
+
+def _write(temporary: Path, opened: list[int], block: list[bytes]) -> None:
+    """All of the block, by one writev unless the kernel writes less (a full disk says so)."""
+    if not opened:
+        opened.append(_create(temporary))
+    views: list[bytes | memoryview] = [chunk for chunk in block if chunk]
+    while views:
+        written = os.writev(opened[0], views)
+        while views and written >= len(views[0]):
+            written -= len(views[0])
+            views.pop(0)
+        if views:
+            views[0] = memoryview(views[0])[written:]
+
+
+def _finish(temporary: Path, path: Path, opened: list[int], rest: list[bytes]) -> None:
+    """Write the last block, close and rename into place: a file of one block, from open to
+    rename in one thread hop."""
+    _write(temporary, opened, rest)
+    os.close(opened.pop())
+    os.replace(temporary, path)
+
+
 def _create(temporary: Path) -> int:
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
     try:
@@ -123,29 +152,3 @@ def _create(temporary: Path) -> int:
         # A tenant's first object: its directory, made once rather than checked every time.
         temporary.parent.mkdir(parents=True, exist_ok=True)
         return os.open(temporary, flags, 0o666)
-
-
-def _write(descriptor: int, block: list[bytes]) -> None:
-    """All of the block, by one writev unless the kernel writes less (a full disk says so)."""
-    views: list[bytes | memoryview] = [chunk for chunk in block if chunk]
-    while views:
-        written = os.writev(descriptor, views)
-        while views and written >= len(views[0]):
-            written -= len(views[0])
-            views.pop(0)
-        if views:
-            views[0] = memoryview(views[0])[written:]
-
-
-def _finish(descriptor: int, temporary: Path, path: Path, rest: list[bytes]) -> None:
-    """Write the last block, close and rename into place."""
-    try:
-        _write(descriptor, rest)
-    finally:
-        os.close(descriptor)
-    os.replace(temporary, path)
-
-
-def _store(temporary: Path, path: Path, block: list[bytes]) -> None:
-    """A file of one block, from open to rename in one thread hop."""
-    _finish(_create(temporary), temporary, path, block)
