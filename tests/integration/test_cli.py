@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
+import uuid
 from pathlib import Path
 
 import asyncpg
@@ -227,3 +229,24 @@ def test_without_the_embedded_engines_dev_says_how_to_get_them(
     assert result.exit_code == 1
     assert "development dependencies" in result.output
     assert "Traceback" not in result.output
+
+
+async def test_files_sweep_removes_what_a_dead_upload_left(
+    app_database_url: str, redis_url: str, keyring_path: str, tmp_path: Path
+) -> None:
+    files = tmp_path / "files"
+    unfinished = files / f"tenants/{uuid.uuid4()}/files/.{uuid.uuid4()}.0a1b.part"
+    unfinished.parent.mkdir(parents=True)
+    unfinished.write_bytes(b"half")
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(unfinished, (two_days_ago, two_days_ago))
+    env = {
+        "TENANTRY_DATABASE_URL": app_database_url,
+        "TENANTRY_REDIS_URL": redis_url,
+        "TENANTRY_KEYRING_PATH": keyring_path,
+        "TENANTRY_FILES_DIR": str(files),
+    }
+    code, out, err = await in_process("files", "sweep", **env)
+    assert code == 0, err
+    assert "Purged 0 deleted files, 0 orphan objects and 1 unfinished uploads." in out
+    assert not unfinished.exists()

@@ -949,6 +949,10 @@ class FakeStorage:
     async def delete(self, key: str) -> None:
         self.objects.pop(key, None)
 
+    async def discard_unfinished(self, before: datetime) -> int:
+        # A put here is whole or absent: nothing is ever left unfinished.
+        return 0
+
     async def ping(self) -> None:
         return None
 

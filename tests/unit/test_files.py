@@ -409,6 +409,9 @@ class Listing:
         for key in list(self.storage.objects):
             yield key, datetime(2000, 1, 1).astimezone()
 
+    async def discard_unfinished(self, before: datetime) -> int:
+        return await self.storage.discard_unfinished(before)
+
 
 async def test_a_sweep_records_one_event_per_tenant_that_lost_files_and_none_otherwise() -> None:
     world, storage, files = files_world()

@@ -339,10 +339,17 @@ class ReadFileContent:
 class SweepReport(msgspec.Struct, kw_only=True):
     purged: int = 0
     orphans: int = 0
+    unfinished: int = 0
+
+
+# An unfinished write this old is one whose process died: no upload lasts a day, and S3 dates
+# a multipart upload from its start, not from its last part.
+UNFINISHED_AGE = timedelta(days=1)
 
 
 class SweepFiles:
-    """Purge soft-deleted files past their grace period, then objects no row speaks for.
+    """Purge soft-deleted files past their grace period, then objects no row speaks for, then
+    what uploads that died mid-write left in the store.
 
     An object younger than ``orphan_age`` is left alone: an upload writes its object before its
     row, so a fresh object without a row may simply be an upload in progress.
@@ -352,7 +359,12 @@ class SweepFiles:
         self.files = files
 
     async def __call__(
-        self, *, retention: timedelta, orphan_age: timedelta, batch: int = 500
+        self,
+        *,
+        retention: timedelta,
+        orphan_age: timedelta,
+        unfinished_age: timedelta = UNFINISHED_AGE,
+        batch: int = 500,
     ) -> SweepReport:
         report = SweepReport()
         files, uow, now = self.files, self.files.uow, self.files.clock.now()
@@ -398,4 +410,5 @@ class SweepFiles:
                 ):
                     await files.storage.delete(key)
                     report.orphans += 1
+        report.unfinished = await files.storage.discard_unfinished(now - unfinished_age)
         return report

@@ -166,7 +166,7 @@ class Container:
                     retention=timedelta(days=settings.file_retention_days),
                     orphan_age=timedelta(hours=1),
                 )
-            return {"purged": report.purged, "orphans": report.orphans}
+            return msgspec.structs.asdict(report)
 
         self.webhook_sender = self.webhook_sender or HttpWebhookSender(
             allowed_networks=settings.webhook_networks,

@@ -147,7 +147,10 @@ def sweep(orphan_minutes: int) -> None:
                 retention=timedelta(days=container.settings.file_retention_days),
                 orphan_age=timedelta(minutes=orphan_minutes),
             )
-        return f"Purged {report.purged} deleted files and {report.orphans} orphan objects."
+        return (
+            f"Purged {report.purged} deleted files, {report.orphans} orphan objects and "
+            f"{report.unfinished} unfinished uploads."
+        )
 
     click.echo(_run_with_container(run))
 

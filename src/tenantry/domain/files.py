@@ -358,6 +358,11 @@ class ObjectStorage(Protocol):
         """Every key under ``prefix`` with its last modification time."""
         ...
 
+    async def discard_unfinished(self, before: datetime) -> int:
+        """Remove what writes that never finished (their process died mid-upload) left behind,
+        if they were last written to before ``before``; how many."""
+        ...
+
     async def download_url(self, key: str, *, filename: str, content_type: str) -> str | None:
         """A short-lived URL the client can fetch the object from directly, if the store has one."""
         ...

@@ -16,6 +16,9 @@ CHUNK = 256 * 1024
 # system call in a hop hands the GIL back and forth with the event loop, which costs the loop
 # more than the call (bench/README.md): a hop makes as few as it can, on a file descriptor.
 WRITE_BLOCK = 1024 * 1024
+# A write in progress goes to a hidden file named with this suffix, renamed into place when it
+# is whole: one left behind is a write whose process died.
+UNFINISHED = ".part"
 # At most this many chunks go to one writev (Linux's IOV_MAX is 1024).
 MAX_CHUNKS = 512
 
@@ -37,7 +40,7 @@ class LocalDiskStorage:
 
     async def put(self, key: str, chunks: AsyncIterator[bytes]) -> None:
         path = self._path(key)
-        temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
+        temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}{UNFINISHED}")
         # The temporary file's descriptor, once a thread has opened it.
         opened: list[int] = []
         # The chunks as they came, written by one writev: not copied into one buffer first.
@@ -97,6 +100,18 @@ class LocalDiskStorage:
 
         for found in await asyncio.to_thread(walk):
             yield found
+
+    async def discard_unfinished(self, before: datetime) -> int:
+        def discard() -> int:
+            discarded = 0
+            for temporary in self.root.rglob(f".*{UNFINISHED}"):
+                modified = datetime.fromtimestamp(temporary.stat().st_mtime, UTC)
+                if modified < before:
+                    temporary.unlink(missing_ok=True)
+                    discarded += 1
+            return discarded
+
+        return await asyncio.to_thread(discard)
 
     async def download_url(self, key: str, *, filename: str, content_type: str) -> str | None:  # noqa: ARG002 - the port's signature
         """Local files have no URL of their own: the API streams them."""

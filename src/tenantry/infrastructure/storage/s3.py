@@ -139,6 +139,21 @@ class S3Storage:
             for item in page.get("Contents", []):
                 yield item["Key"], item["LastModified"]
 
+    async def discard_unfinished(self, before: datetime) -> int:
+        """Abort the multipart uploads begun before ``before`` and never completed (S3 keeps
+        their parts, and bills them, until then)."""
+        discarded = 0
+        paginator = self._client.get_paginator("list_multipart_uploads")
+        async for page in paginator.paginate(Bucket=self.bucket):
+            for upload in page.get("Uploads", []):
+                if upload["Initiated"] < before:
+                    with contextlib.suppress(ClientError):
+                        await self._client.abort_multipart_upload(
+                            Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                        )
+                        discarded += 1
+        return discarded
+
     async def ping(self) -> None:
         await self._client.head_bucket(Bucket=self.bucket)
 
