@@ -14,7 +14,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
-import boto3
 import httpx
 import msgspec
 import pytest
@@ -28,6 +27,7 @@ from tenantry.infrastructure.storage import local
 from ..conftest import Client, plain_url
 from .identity import add_user, owner_session
 from .test_audit import trail
+from .test_faults import s3_client
 from .test_health import assert_problem
 
 
@@ -70,13 +70,7 @@ def settings(settings: Settings, s3_url: str, request: pytest.FixtureRequest) ->
 
 def stored_objects(settings: Settings) -> list[str]:
     if settings.storage_backend == "s3":
-        client = boto3.client(
-            "s3",
-            endpoint_url=settings.s3_endpoint_url,
-            region_name=settings.s3_region,
-            aws_access_key_id=settings.s3_access_key_id,
-            aws_secret_access_key=settings.s3_secret_access_key,
-        )
+        client = s3_client(settings)
         listed = client.list_objects_v2(Bucket=settings.s3_bucket)
         uploads = client.list_multipart_uploads(Bucket=settings.s3_bucket).get("Uploads", [])
         return [o["Key"] for o in listed.get("Contents", [])] + [u["Key"] for u in uploads]
@@ -415,13 +409,7 @@ async def test_presigned_downloads_redirect_to_the_object(
 def leave_unfinished_write(settings: Settings, key: str) -> None:
     """What an upload killed mid-write leaves: a temporary file, or a multipart upload."""
     if settings.storage_backend == "s3":
-        client = boto3.client(
-            "s3",
-            endpoint_url=settings.s3_endpoint_url,
-            region_name=settings.s3_region,
-            aws_access_key_id=settings.s3_access_key_id,
-            aws_secret_access_key=settings.s3_secret_access_key,
-        )
+        client = s3_client(settings)
         started = client.create_multipart_upload(Bucket=settings.s3_bucket, Key=key)
         client.upload_part(
             Bucket=settings.s3_bucket,
