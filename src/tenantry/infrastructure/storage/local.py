@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import stat
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -89,14 +90,18 @@ class LocalDiskStorage:
             base = self.root / prefix
             if not base.exists():
                 return []
-            return [
-                (
-                    path.relative_to(self.root).as_posix(),
-                    datetime.fromtimestamp(path.stat().st_mtime, UTC),
-                )
-                for path in base.rglob("*")
-                if path.is_file() and not path.name.startswith(".")
-            ]
+            listed = []
+            for path in base.rglob("*"):
+                if path.name.startswith("."):
+                    continue
+                try:
+                    status = path.stat()
+                except FileNotFoundError:
+                    continue  # deleted meanwhile (an erasure, another sweep)
+                if stat.S_ISREG(status.st_mode):
+                    modified = datetime.fromtimestamp(status.st_mtime, UTC)
+                    listed.append((path.relative_to(self.root).as_posix(), modified))
+            return listed
 
         for found in await asyncio.to_thread(walk):
             yield found
@@ -105,7 +110,10 @@ class LocalDiskStorage:
         def discard() -> int:
             discarded = 0
             for temporary in self.root.rglob(f".*{UNFINISHED}"):
-                modified = datetime.fromtimestamp(temporary.stat().st_mtime, UTC)
+                try:
+                    modified = datetime.fromtimestamp(temporary.stat().st_mtime, UTC)
+                except FileNotFoundError:
+                    continue  # renamed into place meanwhile: that upload finished
                 if modified < before:
                     temporary.unlink(missing_ok=True)
                     discarded += 1
