@@ -9,8 +9,9 @@ import struct
 import threading
 import uuid
 import zlib
+from collections import Counter
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -375,6 +376,33 @@ def open_file(descriptor: int) -> str:
 
 def files_under(root: Path) -> list[Path]:
     return [path for path in root.rglob("*") if path.is_file()]
+
+
+async def test_a_file_gone_while_the_store_walks_is_passed_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Removed by an erasure, or renamed into place by a finishing upload, between the walk
+    finding it and reading its time."""
+    storage = local.LocalDiskStorage(tmp_path)
+    tenant = f"tenants/{uuid.uuid4()}/files"
+    kept, gone = f"{tenant}/{uuid.uuid4()}", f"{tenant}/{uuid.uuid4()}"
+    for name in (kept, gone, f"{tenant}/.{uuid.uuid4()}.0a1b{local.UNFINISHED}"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    stat, looked_at = Path.stat, Counter[str]()
+
+    def vanishing(path: Path, **options: bool) -> os.stat_result:
+        # The object goes after its first look, the unfinished write before its first.
+        looked_at[path.name] += 1
+        if path.name.endswith(local.UNFINISHED) or (
+            path.name == Path(gone).name and looked_at[path.name] > 1
+        ):
+            path.unlink(missing_ok=True)
+        return stat(path, **options)
+
+    monkeypatch.setattr(Path, "stat", vanishing)
+    assert kept in [key async for key, _ in storage.objects("tenants/")]
+    assert await storage.discard_unfinished(datetime.now(UTC)) == 0
 
 
 async def test_presigned_downloads_redirect_to_the_object(
