@@ -94,11 +94,8 @@ class LocalDiskStorage:
             for path in base.rglob("*"):
                 if path.name.startswith("."):
                     continue
-                try:
-                    status = path.stat()
-                except FileNotFoundError:
-                    continue  # deleted meanwhile (an erasure, another sweep)
-                if stat.S_ISREG(status.st_mode):
+                status = _status(path)
+                if status is not None and stat.S_ISREG(status.st_mode):
                     modified = datetime.fromtimestamp(status.st_mtime, UTC)
                     listed.append((path.relative_to(self.root).as_posix(), modified))
             return listed
@@ -110,11 +107,8 @@ class LocalDiskStorage:
         def discard() -> int:
             discarded = 0
             for temporary in self.root.rglob(f".*{UNFINISHED}"):
-                try:
-                    modified = datetime.fromtimestamp(temporary.stat().st_mtime, UTC)
-                except FileNotFoundError:
-                    continue  # renamed into place meanwhile: that upload finished
-                if modified < before:
+                status = _status(temporary)
+                if status is not None and datetime.fromtimestamp(status.st_mtime, UTC) < before:
                     temporary.unlink(missing_ok=True)
                     discarded += 1
             return discarded
@@ -165,6 +159,15 @@ def _finish(temporary: Path, path: Path, opened: list[int], rest: list[bytes]) -
     _write(temporary, opened, rest)
     os.close(opened.pop())
     os.replace(temporary, path)
+
+
+def _status(path: Path) -> os.stat_result | None:
+    """None for a file removed or renamed since a walk found it (an erasure, another sweep,
+    an upload that finished)."""
+    try:
+        return path.stat()
+    except FileNotFoundError:
+        return None
 
 
 def _create(temporary: Path) -> int:
