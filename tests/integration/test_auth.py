@@ -15,18 +15,19 @@ import jwt
 import msgspec
 import pytest
 import uvicorn
-from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from tenantry import bootstrap
 from tenantry.application.keys import read_keyring
 from tenantry.cli.run import _uvicorn_options
 from tenantry.config import Settings, SettingsError, load_settings
 from tenantry.domain.auth import Attempt, RefreshTokenRepository
+from tenantry.domain.errors import Unauthenticated
 from tenantry.domain.users import Role, UserRepository
 from tenantry.infrastructure.cache.rate_limit import RedisRateLimiter
 from tenantry.infrastructure.cache.redis import create_redis
 from tenantry.infrastructure.db.database import connect
-from tenantry.infrastructure.db.tenancy import TenantSession, TenantTransaction
+from tenantry.infrastructure.db.tenancy import TenantSession, TenantTransaction, run_at_commit
 from tenantry.infrastructure.db.uow import SqlUnitOfWork
 from tenantry.infrastructure.embedded import free_port
 from tenantry.infrastructure.secrets.environment import EnvironmentSecrets
@@ -346,63 +347,88 @@ async def refused_while_disabled(
     assert await answers() == (None, None)
 
 
-async def test_the_bearer_checks_read_alone_answers_as_the_read_in_a_transaction(
+async def test_a_streamed_requests_check_answers_as_the_read_at_its_first_transaction(
     client: Client, app_database_url: str, database_owner: asyncpg.Connection
 ) -> None:
-    """A streamed request's read (one statement that sets its tenant, migration
-    0022_active_roles) and every other request's read refuse the same users, in one round
-    trip, leaving no tenant set on the connection."""
+    """A streamed request's bearer check reads nothing when it is made: its unit of work's
+    first transaction begins with it, whether that transaction runs a statement first or only
+    writes at commit, in that transaction's first round trip, and refuses (Unauthenticated,
+    nothing written) the users the read refuses; on a connection that carries no check in
+    BEGIN's message (as on Citus) it is the transaction's first statement."""
     created = await create_tenant(client, "acme")
     other = await create_tenant(client, "globex")
     tenant, user = UUID(created["tenant"]["id"]), UUID(created["user"]["id"])
     session = uuid4()
     url = load_settings(environ={}, env_file=None, database_url=app_database_url)
-    engine = create_async_engine(url.async_database_url, pool_size=1, max_overflow=0)
-    sessions = async_sessionmaker(engine, expire_on_commit=False, class_=TenantSession)
-    sent: list[str] = []
+    engine = create_async_engine(
+        url.async_database_url,
+        pool_size=1,
+        max_overflow=0,
+        connect_args={"async_creator_fn": connect},
+    )
+    plain_engine = create_async_engine(url.async_database_url, pool_size=1, max_overflow=0)
 
-    async def both(tenant_id: UUID, user_id: UUID) -> tuple[object, object]:
-        async with sessions() as db:
-            users = SqlUnitOfWork(db).repository(UserRepository, tenant_id)
-            alone = await users.active_roles(user_id, session_id=session, alone=True)
-            assert TenantTransaction.KEY not in db.info
-            in_transaction = await users.active_roles(user_id, session_id=session)
-        return alone, in_transaction
-
-    try:
-        assert await both(tenant, user) == ((Role.OWNER,), (Role.OWNER,))
-        for login in (created["user"]["email"].upper(), created["user"]["username"]):
-            async with sessions() as db:
-                users = SqlUnitOfWork(db).repository(UserRepository, tenant)
-                alone = await users.find_by_login(login, alone=True)
-                assert TenantTransaction.KEY not in db.info
-                assert alone is not None
-                assert alone == await users.find_by_login(login)
-        async with sessions() as db:
+    async def checked(
+        engine: AsyncEngine, user_id: UUID, claimed: tuple[Role, ...], *, reads_first: bool
+    ) -> object:
+        """The claimed roles when the first transaction began and committed, else None."""
+        async with async_sessionmaker(engine, class_=TenantSession)() as db:
             users = SqlUnitOfWork(db).repository(UserRepository, tenant)
-            assert await users.find_by_login("nobody@example.com", alone=True) is None
-            # Another tenant's user is not found under this tenant.
-            assert await users.find_by_login(other["user"]["email"], alone=True) is None
+            users.confirm_roles_first(user_id, session_id=session, claimed=claimed)
+            assert TenantTransaction.KEY not in db.info
+            try:
+                if reads_first:
+                    await users.get(user)
+                run_at_commit(db, tenant, "SELECT 1")
+                await db.commit()
+            except Unauthenticated as refused:
+                detail = refused.detail
+            else:
+                return claimed
+        assert detail == "Invalid or expired credentials."
+        return None
+
+    async def answers(user_id: UUID, claimed: tuple[Role, ...]) -> tuple[object, ...]:
+        async with async_sessionmaker(engine, class_=TenantSession)() as db:
+            read = (
+                await SqlUnitOfWork(db)
+                .repository(UserRepository, tenant)
+                .active_roles(user_id, session_id=session)
+            )
+        forms = [
+            await checked(on, user_id, claimed, reads_first=reads_first)
+            for on in (engine, plain_engine)
+            for reads_first in (False, True)
+        ]
+        return (None if set(forms) == {None} else forms[0], read if forms[0] else None)
+
+    owner = (Role.OWNER,)
+    try:
+        assert await answers(user, owner) == (owner, owner)
+        # Roles other than the token's: refused, where a request that is not streamed would
+        # go on with the roles read (the client signs in again, or refreshes).
+        assert await answers(user, (Role.ADMIN,)) == (None, None)
+        assert await answers(UUID(other["user"]["id"]), owner) == (None, None)
+        sent: list[str] = []
         async with engine.connect() as connection:
             driver = (await connection.get_raw_connection()).driver_connection
             driver.add_query_logger(lambda query: sent.append(query.query))
-            assert await driver.fetchval("select current_setting('app.tenant_id', true)") in (
-                None,
-                "",
-            )
-        sent.clear()
-        async with sessions() as db:
-            users = SqlUnitOfWork(db).repository(UserRepository, tenant)
-            await users.active_roles(user, session_id=session, alone=True)
+        assert await checked(engine, user, owner, reads_first=False) == owner
+        # BEGIN, the tenant, the check, the write and COMMIT: one message.
         assert len(sent) == 1
-        assert "tenantry_active_roles" in sent[0]
-        # Another tenant's user, named under this tenant: nothing.
-        assert await both(tenant, UUID(other["user"]["id"])) == (None, None)
+        assert sent[0].startswith("BEGIN; SET LOCAL")
+        assert "tenantry_confirm_roles" in sent[0]
+        assert sent[0].endswith("COMMIT")
+        sent.clear()
+        assert await checked(engine, user, owner, reads_first=True) == owner
+        assert sent[0].startswith("BEGIN; SET LOCAL")
+        assert "tenantry_confirm_roles" in sent[0]
         await refused_while_disabled(
-            database_owner, tenant, user, session, partial(both, tenant, user)
+            database_owner, tenant, user, session, partial(answers, user, owner)
         )
     finally:
         await engine.dispose()
+        await plain_engine.dispose()
 
 
 async def test_the_bearer_checks_confirmation_answers_as_its_read(

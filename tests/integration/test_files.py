@@ -26,7 +26,7 @@ from tenantry.config import Settings
 from tenantry.infrastructure.storage import local
 
 from ..conftest import Client, plain_url
-from .identity import add_user, owner_session
+from .identity import add_user, bearer, login, owner_session
 from .test_audit import trail
 from .test_faults import s3_client
 from .test_health import assert_problem
@@ -171,6 +171,40 @@ async def test_too_large_is_413_mid_stream_with_nothing_behind(
         usage = (await client.get("/api/v1/files/usage", headers=owner)).json()
         assert usage == {"bytes": 0, "files": 0, "quota_bytes": small.tenant_quota_bytes}
         assert (await trail(client, owner, target_type="file"))["items"] == []
+
+
+async def test_an_upload_with_a_revoked_session_or_changed_roles_is_401_leaving_nothing(
+    settings: Settings, clean_state: None, database_owner: asyncpg.Connection
+) -> None:
+    """An upload's credentials are confirmed by its first transaction, not before its body:
+    a small upload (held nothing ahead) after its bytes were stored, a large one before any
+    were. Either way a token whose session ended, or whose roles changed, is 401 and leaves no
+    row, object, hold or event."""
+    async with AsyncTestClient(app=bootstrap.create_app(settings)) as client:
+        owner = await owner_session(client, "acme")
+        tokens = await login(client, "acme", "olive")
+        small, large = b"s" * 5_000, b"l" * (2 * 1024 * 1024)
+        logout = {"refresh_token": tokens["refresh_token"]}
+        assert (await client.post("/api/v1/auth/logout", json=logout)).status_code == 204
+        member = await add_user(client, owner, "mia", ["member"], "acme")
+        await database_owner.execute("update users set roles = '{admin}' where username = 'mia'")
+        for headers in (bearer(tokens), member):
+            for data in (small, large):
+                response = await client.post(
+                    "/api/v1/files", headers=headers, files=upload(data, "a.txt", "text/plain")
+                )
+                assert_problem(response, 401)
+                assert response.headers["www-authenticate"] == 'Bearer realm="tenantry"'
+        assert stored_objects(settings) == []
+        usage = (await client.get("/api/v1/files/usage", headers=owner)).json()
+        assert usage == {"bytes": 0, "files": 0, "quota_bytes": settings.tenant_quota_bytes}
+        assert await database_owner.fetchval("select count(*) from file_reservations") == 0
+        assert (await trail(client, owner, target_type="file"))["items"] == []
+        # The same upload with a live session and its roles as issued is stored.
+        response = await client.post(
+            "/api/v1/files", headers=owner, files=upload(small, "a.txt", "text/plain")
+        )
+        assert response.status_code == 201, response.text
 
 
 async def test_parallel_uploads_cannot_both_slip_under_the_quota(

@@ -257,14 +257,13 @@ async def test_the_functions_are_the_app_roles_to_run_and_do_nothing_else(
         from pg_proc p where p.pronamespace = 'public'::regnamespace
         """
     )
-    # The outbox's write (0019_webhooks), the bearer check's read (0022_active_roles), a
-    # sign-in's read and write (0023_login_statements), the bearer check confirmed in BEGIN's
-    # round trip (0024_confirm_roles) and an upload's row written at commit (0025_add_file)
+    # The outbox's write (0019_webhooks), a sign-in's read and write (0023_login_statements),
+    # the bearer check confirmed in a transaction's round trip (0024_confirm_roles) and an
+    # upload's row written at commit (0025_add_file)
     # run as their caller, the app role, under the tenant policy: no privilege of their own.
     invokers = {row["signature"]: row for row in functions if not row["prosecdef"]}
     assert set(invokers) == {
         "tenantry_publish_webhook_event(uuid,uuid,text,jsonb)",
-        "tenantry_active_roles(uuid,uuid,uuid)",
         "tenantry_user_by_login(uuid,text)",
         "tenantry_start_session(uuid,uuid,uuid,uuid,text,"
         "timestamp with time zone,timestamp with time zone)",

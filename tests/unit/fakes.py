@@ -28,7 +28,7 @@ from tenantry.domain.auth import (
     RefreshTokenRepository,
 )
 from tenantry.domain.documents import Document
-from tenantry.domain.errors import Conflict, StaleVersion, Unauthenticated
+from tenantry.domain.errors import INVALID_CREDENTIALS, Conflict, StaleVersion, Unauthenticated
 from tenantry.domain.files import FileRepository, QuotaRefused, StoredFile
 from tenantry.domain.projects import Project
 from tenantry.domain.repository import ListQuery, Repository
@@ -60,6 +60,8 @@ from tenantry.domain.webhooks import (
 
 T = TypeVar("T")
 R = TypeVar("R")
+# A check the next transaction begins with: whether it holds, read in that transaction.
+Check = Callable[["FakeUserRepository"], Awaitable[bool]]
 
 
 @dataclass
@@ -234,7 +236,6 @@ class FakeUserRepository:
         user_id: UUID,
         *,
         session_id: UUID | None = None,
-        alone: bool = False,
         claimed: tuple[Role, ...] | None = None,
     ) -> tuple[Role, ...] | None:
         user = await self.get(user_id)
@@ -251,6 +252,19 @@ class FakeUserRepository:
             return None
         # As the database's confirmation: the claimed roles, when they are the user's.
         return claimed if claimed is not None and set(claimed) == set(user.roles) else user.roles
+
+    def confirm_roles_first(
+        self, user_id: UUID, *, session_id: UUID | None, claimed: tuple[Role, ...]
+    ) -> None:
+        async def holds(users: FakeUserRepository) -> bool:
+            roles = await users.active_roles(user_id, session_id=session_id)
+            return roles is not None and set(roles) == set(claimed)
+
+        self.check_first(self.tenant_id, holds)
+
+    def check_first(self, tenant_id: UUID, holds: Check) -> None:
+        """Set by the unit of work, which runs the check as its next transaction begins."""
+        raise NotImplementedError
 
     async def lock_active_owners(self) -> set[UUID]:
         # One fake unit of work runs at a time: nothing to lock.
@@ -970,6 +984,7 @@ class FakeUnitOfWork:
         self.committed = store or FakeStore()
         self.clock = clock or FakeClock()
         self.commits = 0
+        self.pending: tuple[UUID, Check] | None = None
         self._begin()
 
     def _begin(self) -> None:
@@ -982,6 +997,8 @@ class FakeUnitOfWork:
             built = fake(self.working, tenant_id, self.clock)
             if hasattr(built, "commit_alone"):
                 built.commit_alone = self.commit_alone
+            if hasattr(built, "check_first"):
+                built.check_first = self.check_first
             return cast("R", built)
         return cast("R", MemoryRepository(self.working, tenant_id, self.clock, entity_of(port)))
 
@@ -992,8 +1009,16 @@ class FakeUnitOfWork:
             return cast("R", FakeWebhookDispatch(self.working, self.clock))
         raise LookupError(f"no fake serves {port!r}")
 
+    def check_first(self, tenant_id: UUID, holds: Check) -> None:
+        self.pending = (tenant_id, holds)
+
     async def __aenter__(self) -> Self:
         self._begin()
+        if self.pending is not None:
+            # As the database's: the check begins the next transaction, which it may refuse.
+            (tenant_id, holds), self.pending = self.pending, None
+            if not await holds(FakeUserRepository(self.working, tenant_id, self.clock)):
+                raise Unauthenticated(INVALID_CREDENTIALS)
         return self
 
     async def __aexit__(

@@ -205,6 +205,34 @@ async def test_roles_come_from_the_database_not_the_token() -> None:
     assert actor.roles == (Role.MEMBER,)
 
 
+async def test_a_streamed_requests_token_is_confirmed_by_its_first_unit_of_work() -> None:
+    """Nothing is read for a streamed request's token: the use case's first unit of work
+    refuses an ended session or roles changed since, and goes on otherwise."""
+    world = World()
+    owner = await sign_up(world)
+    authenticate = Authenticate(world.identity)
+    live, ended = await login(world), await login(world)
+    await Logout(world.identity)(ended.refresh_token)
+    actor = await authenticate.bearer(ended.access_token, streamed=True)
+    assert actor.user_id == owner.user_id
+    with pytest.raises(Unauthenticated):
+        async with world.uow:
+            pass
+    # Confirmed once: the request's later units of work are not checked again.
+    async with world.uow:
+        pass
+    assert (await authenticate.bearer(live.access_token, streamed=True)).roles == (Role.OWNER,)
+    async with world.uow as uow:
+        await uow.repository(UserRepository, owner.tenant_id).update(
+            owner.user_id, roles=(Role.MEMBER,)
+        )
+        await uow.commit()
+    await authenticate.bearer(live.access_token, streamed=True)
+    with pytest.raises(Unauthenticated):
+        async with world.uow:
+            pass
+
+
 async def test_register_only_where_self_sign_up_is_allowed() -> None:
     world = World()
     owner = await sign_up(world)

@@ -24,13 +24,12 @@ from tenantry.domain.auth import (
     refresh_token_tenant,
     same_digest,
 )
-from tenantry.domain.errors import Forbidden, RateLimited, Unauthenticated
+from tenantry.domain.errors import INVALID_CREDENTIALS, Forbidden, RateLimited, Unauthenticated
 from tenantry.domain.ports import Clock, UnitOfWork
 from tenantry.domain.tenants import Tenant, TenantStatus
 from tenantry.domain.users import NewUser, Role, User, UserRepository, validate_new_user
 
 INVALID_LOGIN = "Invalid credentials."
-INVALID_TOKEN = "Invalid or expired credentials."
 TOO_MANY_ATTEMPTS = "Too many attempts. Try again later."
 # Compared against when no key has the presented prefix, so a miss costs what a wrong secret
 # costs; no key digests to the digest of nothing.
@@ -247,24 +246,24 @@ class Refresh:
     async def __call__(self, refresh_token: str) -> TokenPair:
         tenant_id = refresh_token_tenant(refresh_token)
         if tenant_id is None:
-            raise Unauthenticated(INVALID_TOKEN)
+            raise Unauthenticated(INVALID_CREDENTIALS)
         identity, uow = self.identity, self.identity.uow
         now = identity.clock.now()
         async with uow:
             tokens = uow.repository(RefreshTokenRepository, tenant_id)
             stored = await tokens.get_by_hash(digest(refresh_token))
             if stored is None or stored.revoked_at is not None or stored.expires_at <= now:
-                raise Unauthenticated(INVALID_TOKEN)
+                raise Unauthenticated(INVALID_CREDENTIALS)
             if stored.used_at is not None or not await tokens.mark_used(stored.id, now):
                 # A used token came back: whoever holds this family may have stolen it.
                 await tokens.revoke_family(stored.family_id, now)
                 await uow.commit()
-                raise Unauthenticated(INVALID_TOKEN)
+                raise Unauthenticated(INVALID_CREDENTIALS)
             roles = await uow.repository(UserRepository, tenant_id).active_roles(stored.user_id)
             if roles is None:
                 await tokens.revoke_family(stored.family_id, now)
                 await uow.commit()
-                raise Unauthenticated(INVALID_TOKEN)
+                raise Unauthenticated(INVALID_CREDENTIALS)
             pair = await identity.issue_pair(stored.user_id, tenant_id, roles, stored.family_id)
             await uow.commit()
         return pair
@@ -296,21 +295,25 @@ class Authenticate:
 
     async def bearer(self, token: str, *, streamed: bool = False) -> Actor:
         """``streamed``: the caller receives the request's body only after this, while its use
-        case runs; the read is then a transaction of its own, ended here, as no pooled
-        connection may wait on a client's bytes. Otherwise the use case that follows goes on
-        with the read's transaction, so a request that only reads runs one, not two."""
+        case runs, and no pooled connection may wait on a client's bytes: nothing is read
+        here, and the use case's first transaction confirms the token's roles, user, tenant
+        and session before any statement of its own, or refuses with Unauthenticated (401).
+        Otherwise the use case that follows goes on with the read's transaction, so a request
+        that only reads runs one, not two."""
         claims: AccessClaims = await self.identity.tokens.verify(token)
         users = self.identity.uow.repository(UserRepository, claims.tenant_id)
+        if streamed:
+            users.confirm_roles_first(
+                claims.user_id, session_id=claims.session_id, claimed=claims.roles
+            )
+            return Actor(user_id=claims.user_id, tenant_id=claims.tenant_id, roles=claims.roles)
         # The same read refuses a token whose session was revoked (logout, refresh-token reuse).
-        # In a transaction the token's roles are confirmed, in BEGIN's round trip, not read.
+        # The token's roles are confirmed in BEGIN's round trip, not read.
         roles = await users.active_roles(
-            claims.user_id,
-            session_id=claims.session_id,
-            alone=streamed,
-            claimed=None if streamed else claims.roles,
+            claims.user_id, session_id=claims.session_id, claimed=claims.roles
         )
         if roles is None:
-            raise Unauthenticated(INVALID_TOKEN)
+            raise Unauthenticated(INVALID_CREDENTIALS)
         # Roles come from the database, not the token: a demotion takes effect at once.
         return Actor(user_id=claims.user_id, tenant_id=claims.tenant_id, roles=roles)
 
@@ -334,7 +337,7 @@ class Authenticate:
     async def _api_key(self, key: str) -> Actor:
         parsed = parse_api_key(key)
         if parsed is None:
-            raise Unauthenticated(INVALID_TOKEN)
+            raise Unauthenticated(INVALID_CREDENTIALS)
         tenant_id, prefix = parsed
         identity, uow = self.identity, self.identity.uow
         now = identity.clock.now()
@@ -347,12 +350,12 @@ class Authenticate:
                 or stored.revoked_at is not None
                 or (stored.expires_at is not None and stored.expires_at <= now)
             ):
-                raise Unauthenticated(INVALID_TOKEN)
+                raise Unauthenticated(INVALID_CREDENTIALS)
             roles = await uow.repository(UserRepository, stored.tenant_id).active_roles(
                 stored.user_id
             )
             if roles is None:
-                raise Unauthenticated(INVALID_TOKEN)
+                raise Unauthenticated(INVALID_CREDENTIALS)
             last = stored.last_used_at
             if last is None or now - last >= identity.policy.api_key_touch_interval:
                 await uow.repository(ApiKeyRepository, stored.tenant_id).touch(stored.id, now)
@@ -370,5 +373,5 @@ class GetMe:
         async with self.uow:
             user = await self.uow.repository(UserRepository, actor.tenant_id).get(actor.user_id)
         if user is None:
-            raise Unauthenticated(INVALID_TOKEN)
+            raise Unauthenticated(INVALID_CREDENTIALS)
         return user

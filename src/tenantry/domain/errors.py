@@ -36,6 +36,9 @@ class Unauthenticated(DomainError):
     """No valid credential. One message for every cause, so failures reveal nothing."""
 
 
+INVALID_CREDENTIALS = "Invalid or expired credentials."
+
+
 class RateLimited(DomainError):
     """Too many attempts; try again after ``retry_after`` seconds."""
 

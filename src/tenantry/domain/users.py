@@ -156,14 +156,22 @@ class UserRepository(Protocol):
         user_id: UUID,
         *,
         session_id: UUID | None = None,
-        alone: bool = False,
         claimed: tuple[Role, ...] | None = None,
     ) -> tuple[Role, ...] | None:
         """The user's roles while both the user and the tenant are active and, when a session
-        (refresh-token family) is named, it was not revoked; else None. ``alone``: read in a
-        transaction of its own, ended before this returns, whatever the unit of work does
-        (it begins none). ``claimed``: the roles the caller was told (an access token's); an
-        answer equal to them, as a set, may come back as given, confirmed rather than read."""
+        (refresh-token family) is named, it was not revoked; else None. ``claimed``: the roles
+        the caller was told (an access token's); an answer equal to them, as a set, may come
+        back as given, confirmed rather than read."""
+        ...
+
+    def confirm_roles_first(
+        self, user_id: UUID, *, session_id: UUID | None, claimed: tuple[Role, ...]
+    ) -> None:
+        """Have the unit of work's next transaction begin by confirming what ``active_roles``
+        would: ``claimed`` are the user's roles (as a set), the user and the tenant active, the
+        session not revoked. Otherwise that transaction raises Unauthenticated before any
+        statement of its own. Nothing is read now: for a request whose body comes after its
+        credentials, when no connection may wait on the client."""
         ...
 
     async def lock_active_owners(self) -> set[UUID]:

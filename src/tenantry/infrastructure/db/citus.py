@@ -26,7 +26,6 @@ CITUS_INSTALLED = "SELECT exists (SELECT FROM pg_extension WHERE extname = 'citu
 # tenant's shards, where the tenant they set holds for their statements. (On the coordinator
 # the SET LOCAL of a lone statement's function does not reach the shards.)
 DELEGATED_FUNCTIONS = (
-    "tenantry_active_roles(uuid, uuid, uuid)",
     "tenantry_user_by_login(uuid, text)",
     "tenantry_start_session(uuid, uuid, uuid, uuid, text, timestamptz, timestamptz)",
 )

@@ -49,6 +49,10 @@ AUTOCOMMIT_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
 APPENDED = "appended_at_commit"
 # What the commit raises for a statement run at commit that refused (see run_at_commit).
 REFUSALS = "refusals_at_commit"
+# The check the session's next transaction begins with (see check_first).
+FIRST = "checked_first"
+
+Refusal = tuple[str, Callable[[], Exception]]
 
 
 def of_tenant(entity: Any, tenant_id: UUID | None = None) -> ColumnElement[bool]:
@@ -319,7 +323,12 @@ class TenantSession(AsyncSession):
         current: TenantTransaction | None = self.info.get(TenantTransaction.KEY)
         if current is None:
             assert isinstance(self.engine, AsyncEngine), "sessions are bound to the engine"
-            current = await TenantTransaction.begin(self.engine, wanted, first=first)
+            pending: tuple[str, Refusal] | None = self.info.pop(FIRST, None)
+            if pending is None:
+                current = await TenantTransaction.begin(self.engine, wanted, first=first)
+            else:
+                assert first is None, "a transaction begins with one check at most"
+                current = await _begin_checked(self.engine, wanted, *pending)
             self.info[TenantTransaction.KEY] = current
             # The ORM joins this connection; its own begin and commit are no-ops in autocommit.
             self.bind = current.connection
@@ -348,6 +357,9 @@ class TenantSession(AsyncSession):
 
     async def commit(self) -> None:
         refusals: dict[str, Callable[[], Exception]] = self.info.pop(REFUSALS, {})
+        if (pending := self.info.get(FIRST)) is not None:
+            sqlstate, refusal = pending[1]
+            refusals = {**refusals, sqlstate: refusal}
         try:
             await self._commit()
         except asyncpg.PostgresError as error:
@@ -362,6 +374,8 @@ class TenantSession(AsyncSession):
             assert isinstance(self.engine, AsyncEngine), "sessions are bound to the engine"
             tenant: str | None = self.info.get(TENANT_KEY)
             writes = _appended_sql(self.info.pop(APPENDED), tenant)
+            if (pending := self.info.pop(FIRST, None)) is not None:
+                writes = [pending[0], *writes]
             await TenantTransaction.commit_alone(self.engine, tenant, writes)
             return
         if changes or self.info.get(APPENDED):
@@ -500,6 +514,8 @@ class DriverStatement:
 
     async def _alone(self, session: AsyncSession, fetch: str, values: Mapping[str, Any]) -> Any:
         assert isinstance(session, TenantSession), "units of work run on TenantSession"
+        # Its own connection, outside the session's transactions: it would pass that check by.
+        assert FIRST not in session.info, "a check is pending for the session's transaction"
         assert isinstance(session.engine, AsyncEngine), "sessions are bound to the engine"
         alone = await TenantTransaction.checkout(session.engine)
         try:
@@ -531,6 +547,37 @@ def _processor(kind: TypeEngine[Any]) -> Callable[[Any], Any] | None:
 async def session_transaction(session: AsyncSession) -> TenantTransaction:
     assert isinstance(session, TenantSession), "units of work run on TenantSession"
     return await session.transaction()
+
+
+def check_first(session: AsyncSession, check: str, /, *, refused: Refusal) -> None:
+    """Have the next transaction of ``session`` begin with ``check`` (a statement of literals,
+    see :func:`sql_literals`, that holds or raises), before any statement of its own: in
+    BEGIN's round trip, or in the commit's when nothing runs before it, else (Citus) as the
+    transaction's first statement. ``refused``: the SQLSTATE ``check`` raises to refuse, and
+    the error the transaction then raises instead of beginning (nothing of it is written).
+    For a check that must not hold a connection now, as none may wait on a client's body."""
+    assert isinstance(session, TenantSession), "units of work run on TenantSession"
+    assert TenantTransaction.KEY not in session.info, "the transaction has begun already"
+    session.info[FIRST] = (check, refused)
+
+
+async def _begin_checked(
+    engine: AsyncEngine, tenant: str | None, check: str, refused: Refusal
+) -> TenantTransaction:
+    sqlstate, refusal = refused
+    try:
+        current = await TenantTransaction.begin(engine, tenant, first=check)
+        if not current.checked:
+            try:
+                await current.run(current.driver.execute(check))
+            except BaseException:
+                await current.end(commit=False)
+                raise
+    except asyncpg.PostgresError as error:
+        if error.sqlstate == sqlstate:
+            raise refusal() from error
+        raise
+    return current
 
 
 async def begin_with_check(session: AsyncSession, check: str, /, *, refused: str) -> bool:

@@ -13,7 +13,7 @@ from sqlalchemy import Boolean, Index, String, bindparam, exists, func, or_, sel
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from tenantry.domain.errors import Conflict
+from tenantry.domain.errors import INVALID_CREDENTIALS, Conflict, Unauthenticated
 from tenantry.domain.tenants import TenantStatus
 from tenantry.domain.users import NewUser, Role, User, UserRepository
 from tenantry.infrastructure.db.auth import RefreshTokenModel
@@ -23,6 +23,7 @@ from tenantry.infrastructure.db.tenancy import (
     TENANT_KEY,
     DriverStatement,
     begin_with_check,
+    check_first,
     of_tenant,
     sql_literals,
 )
@@ -87,17 +88,6 @@ _ACTIVE_ROLES = DriverStatement(
     )
 )
 
-# The same read as one statement that sets its tenant (migration 0022_active_roles).
-_ACTIVE_ROLES_ALONE = DriverStatement(
-    select(
-        func.tenantry_active_roles(
-            bindparam(TENANT_KEY, type_=_users.c.tenant_id.type),
-            bindparam("user_id", type_=_users.c.id.type),
-            bindparam("session_id", type_=_refresh_tokens.c.family_id.type),
-        )
-    )
-)
-
 _BY_LOGIN = DriverStatement(
     select(_users).where(
         of_tenant(_users),
@@ -125,6 +115,14 @@ _CONFIRM_ROLES = (
     "{roles}::character varying[])"
 )
 ROLES_NOT_CONFIRMED = "TR001"
+
+
+def _confirm_roles(claimed: tuple[Role, ...], **values: Any) -> str:
+    return sql_literals(_CONFIRM_ROLES, roles=tuple(role.value for role in claimed), **values)
+
+
+def _not_confirmed() -> Unauthenticated:
+    return Unauthenticated(INVALID_CREDENTIALS)
 
 
 def taken_field(error: IntegrityError) -> str:
@@ -239,22 +237,23 @@ class SqlUserRepository(TenantRows[User]):
         user_id: UUID,
         *,
         session_id: UUID | None = None,
-        alone: bool = False,
         claimed: tuple[Role, ...] | None = None,
     ) -> tuple[Role, ...] | None:
         values = {"tenant_id": self.tenant_id, "user_id": user_id, "session_id": session_id}
-        if alone:
-            roles = await _ACTIVE_ROLES_ALONE.fetch_value_alone(self.session, **values)
-        else:
-            if claimed is not None:
-                check = sql_literals(
-                    _CONFIRM_ROLES, roles=tuple(role.value for role in claimed), **values
-                )
-                if await begin_with_check(self.session, check, refused=ROLES_NOT_CONFIRMED):
-                    return claimed
-            record = await _ACTIVE_ROLES.fetch_row(self.session, **values)
-            roles = None if record is None else record["roles"]
-        return None if roles is None else tuple(Role(role) for role in roles)
+        if claimed is not None:
+            check = _confirm_roles(claimed, **values)
+            if await begin_with_check(self.session, check, refused=ROLES_NOT_CONFIRMED):
+                return claimed
+        record = await _ACTIVE_ROLES.fetch_row(self.session, **values)
+        return None if record is None else tuple(Role(role) for role in record["roles"])
+
+    def confirm_roles_first(
+        self, user_id: UUID, *, session_id: UUID | None, claimed: tuple[Role, ...]
+    ) -> None:
+        check = _confirm_roles(
+            claimed, tenant_id=self.tenant_id, user_id=user_id, session_id=session_id
+        )
+        check_first(self.session, check, refused=(ROLES_NOT_CONFIRMED, _not_confirmed))
 
     async def lock_active_owners(self) -> set[UUID]:
         # The tenant's row stands for its owners: changes of owners queue behind each other.

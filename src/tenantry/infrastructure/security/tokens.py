@@ -20,14 +20,13 @@ import jwt
 import msgspec
 
 from tenantry.domain.auth import AccessClaims
-from tenantry.domain.errors import Unauthenticated
+from tenantry.domain.errors import INVALID_CREDENTIALS, Unauthenticated
 from tenantry.domain.keys import Keyring, SigningKey
 from tenantry.domain.secrets import KEYRING, SecretStore
 from tenantry.domain.users import Role
 
 ALGORITHM = "HS256"
 ISSUER = "tenantry"
-INVALID_TOKEN = "Invalid or expired credentials."
 REQUIRED_CLAIMS = ["exp", "iat", "sub", "tid", "jti", "iss"]
 # Kids are 16 hex digits; anything else is refused before the keyring is consulted.
 KID = re.compile(r"[0-9a-f]{16}")
@@ -139,7 +138,7 @@ class JwtAccessTokens:
             kid = jwt.get_unverified_header(token).get("kid")
             key = await self.keys.get(kid) if isinstance(kid, str) and KID.fullmatch(kid) else None
             if key is None:
-                raise Unauthenticated(INVALID_TOKEN)
+                raise Unauthenticated(INVALID_CREDENTIALS)
             # The algorithm is pinned: "none", RS256 or anything but HS256 is refused.
             claims = jwt.decode(
                 token,
@@ -151,7 +150,7 @@ class JwtAccessTokens:
             )
             expires = int(claims["exp"])
             if expires <= self._now():
-                raise Unauthenticated(INVALID_TOKEN)
+                raise Unauthenticated(INVALID_CREDENTIALS)
             verified = _Verified(
                 AccessClaims(
                     user_id=UUID(claims["sub"]),
@@ -166,7 +165,7 @@ class JwtAccessTokens:
                 expires=float(expires),
             )
         except (jwt.PyJWTError, ValueError, TypeError, OverflowError, KeyError, AttributeError):
-            raise Unauthenticated(INVALID_TOKEN) from None
+            raise Unauthenticated(INVALID_CREDENTIALS) from None
         if len(self._verified) >= VERIFIED_TOKENS:
             del self._verified[next(iter(self._verified))]  # the oldest entry
         self._verified[token] = verified
