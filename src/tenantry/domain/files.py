@@ -223,7 +223,8 @@ class Inspection:
             if len(self.head) < SNIFF_BYTES:
                 return
             self.judge()
-            chunk = chunk[room:]
+            # The rest, a copy, is needed only by an image whose end is still to be found.
+            chunk = chunk[room:] if self._end_marker and not self.reached_end else b""
         if not self.reached_end and self._end_marker:
             self._look_for_end(chunk)
 
