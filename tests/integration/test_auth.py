@@ -423,6 +423,16 @@ async def test_a_streamed_requests_check_answers_as_the_read_at_its_first_transa
         assert await checked(engine, user, owner, reads_first=True) == owner
         assert sent[0].startswith("BEGIN; SET LOCAL")
         assert "tenantry_confirm_roles" in sent[0]
+        async with async_sessionmaker(engine, class_=TenantSession)() as db:
+            users = SqlUnitOfWork(db).repository(UserRepository, tenant)
+            users.confirm_roles_first(user, session_id=session, claimed=owner)
+            # A statement alone, on a connection of its own, would pass the check by.
+            with pytest.raises(RuntimeError, match="pending"):
+                await users.find_by_login("olive", alone=True)
+            await users.get(user)
+            # Too late once the transaction has begun: nothing would run it.
+            with pytest.raises(RuntimeError, match="has begun"):
+                users.confirm_roles_first(user, session_id=session, claimed=owner)
         await refused_while_disabled(
             database_owner, tenant, user, session, partial(answers, user, owner)
         )

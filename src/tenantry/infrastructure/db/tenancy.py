@@ -327,7 +327,8 @@ class TenantSession(AsyncSession):
             if pending is None:
                 current = await TenantTransaction.begin(self.engine, wanted, first=first)
             else:
-                assert first is None, "a transaction begins with one check at most"
+                if first is not None:
+                    raise RuntimeError("a transaction begins with one check at most")
                 current = await _begin_checked(self.engine, wanted, *pending)
             self.info[TenantTransaction.KEY] = current
             # The ORM joins this connection; its own begin and commit are no-ops in autocommit.
@@ -514,8 +515,9 @@ class DriverStatement:
 
     async def _alone(self, session: AsyncSession, fetch: str, values: Mapping[str, Any]) -> Any:
         assert isinstance(session, TenantSession), "units of work run on TenantSession"
-        # Its own connection, outside the session's transactions: it would pass that check by.
-        assert FIRST not in session.info, "a check is pending for the session's transaction"
+        if FIRST in session.info:
+            # Its own connection, outside the session's transactions, would pass the check by.
+            raise RuntimeError("a check is pending for the session's next transaction")
         assert isinstance(session.engine, AsyncEngine), "sessions are bound to the engine"
         alone = await TenantTransaction.checkout(session.engine)
         try:
@@ -557,7 +559,9 @@ def check_first(session: AsyncSession, check: str, /, *, refused: Refusal) -> No
     the error the transaction then raises instead of beginning (nothing of it is written).
     For a check that must not hold a connection now, as none may wait on a client's body."""
     assert isinstance(session, TenantSession), "units of work run on TenantSession"
-    assert TenantTransaction.KEY not in session.info, "the transaction has begun already"
+    if TenantTransaction.KEY in session.info:
+        # Not asserted: a check that never runs must not pass silently (python -O).
+        raise RuntimeError("the session's transaction has begun: nothing would run the check")
     session.info[FIRST] = (check, refused)
 
 
