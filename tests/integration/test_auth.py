@@ -433,6 +433,18 @@ async def test_a_streamed_requests_check_answers_as_the_read_at_its_first_transa
             # Too late once the transaction has begun: nothing would run it.
             with pytest.raises(RuntimeError, match="has begun"):
                 users.confirm_roles_first(user, session_id=session, claimed=owner)
+        sent.clear()
+        async with async_sessionmaker(engine, class_=TenantSession)() as db:
+            users = SqlUnitOfWork(db).repository(UserRepository, tenant)
+            users.confirm_roles_first(user, session_id=session, claimed=owner)
+            run_at_commit(db, tenant, "SELECT 1 / 0")
+            with pytest.raises(asyncpg.DivisionByZeroError):
+                await db.commit()
+            # A transaction that did not commit leaves the check to the next one.
+            await users.get(user)
+        checks = [message for message in sent if "tenantry_confirm_roles" in message]
+        assert len(checks) == 2
+        assert checks[1].startswith("BEGIN; SET LOCAL")
         await refused_while_disabled(
             database_owner, tenant, user, session, partial(answers, user, owner)
         )

@@ -323,13 +323,15 @@ class TenantSession(AsyncSession):
         current: TenantTransaction | None = self.info.get(TenantTransaction.KEY)
         if current is None:
             assert isinstance(self.engine, AsyncEngine), "sessions are bound to the engine"
-            pending: tuple[str, Refusal] | None = self.info.pop(FIRST, None)
+            pending: tuple[str, Refusal] | None = self.info.get(FIRST)
             if pending is None:
                 current = await TenantTransaction.begin(self.engine, wanted, first=first)
             else:
                 if first is not None:
                     raise RuntimeError("a transaction begins with one check at most")
                 current = await _begin_checked(self.engine, wanted, *pending)
+                # Passed: a transaction that failed to begin leaves it for the next one.
+                del self.info[FIRST]
             self.info[TenantTransaction.KEY] = current
             # The ORM joins this connection; its own begin and commit are no-ops in autocommit.
             self.bind = current.connection
@@ -375,9 +377,10 @@ class TenantSession(AsyncSession):
             assert isinstance(self.engine, AsyncEngine), "sessions are bound to the engine"
             tenant: str | None = self.info.get(TENANT_KEY)
             writes = _appended_sql(self.info.pop(APPENDED), tenant)
-            if (pending := self.info.pop(FIRST, None)) is not None:
+            if (pending := self.info.get(FIRST)) is not None:
                 writes = [pending[0], *writes]
             await TenantTransaction.commit_alone(self.engine, tenant, writes)
+            self.info.pop(FIRST, None)
             return
         if changes or self.info.get(APPENDED):
             await self.transaction()
@@ -556,8 +559,10 @@ def check_first(session: AsyncSession, check: str, /, *, refused: Refusal) -> No
     see :func:`sql_literals`, that holds or raises), before any statement of its own: in
     BEGIN's round trip, or in the commit's when nothing runs before it, else (Citus) as the
     transaction's first statement. ``refused``: the SQLSTATE ``check`` raises to refuse, and
-    the error the transaction then raises instead of beginning (nothing of it is written).
-    For a check that must not hold a connection now, as none may wait on a client's body."""
+    the error the transaction then raises instead of beginning (nothing of it is written). It
+    stays pending until a transaction has begun with it, or committed when it only wrote at
+    its commit. For a check that must not hold a connection now, as none may wait on a
+    client's body."""
     assert isinstance(session, TenantSession), "units of work run on TenantSession"
     if TenantTransaction.KEY in session.info:
         # Not asserted: a check that never runs must not pass silently (python -O).
