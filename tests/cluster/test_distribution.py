@@ -9,12 +9,11 @@ import uuid
 
 import asyncpg
 from click.testing import CliRunner
-from sqlalchemy import make_url, text
+from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from tenantry.cli import main
-from tenantry.config import Settings
-from tenantry.infrastructure.db import citus, database, migrations
+from tenantry.infrastructure.db import citus, migrations
 from tests.citus import CitusCluster
 from tests.conftest import plain_url
 
@@ -42,23 +41,6 @@ async def test_a_tenants_get_by_id_and_create_run_on_one_worker(database_url: st
         assert everyone != ["Task Count: 1"]
     finally:
         await connection.close()
-
-
-async def test_the_apps_connections_are_shown_the_shards(settings: Settings) -> None:
-    """Citus hides shards from pg_class with a filter that makes asyncpg's type introspection,
-    a new connection's first use of a type such as varchar[], take 20-100 times as long: the
-    app's connections, which never list tables, opt out of the hiding."""
-    engine = database.alchemy_config(settings).get_engine()
-    try:
-        async with engine.connect() as connection:
-            shown = await connection.scalar(
-                text("SELECT current_setting('citus.show_shards_for_app_name_prefixes')")
-            )
-            assert shown == "*"
-            # asyncpg's introspection of a type it has no codec for, as the app's role.
-            assert await connection.scalar(text("SELECT ARRAY['a']::varchar[]")) == ["a"]
-    finally:
-        await engine.dispose()
 
 
 def test_distribute_again_changes_nothing(database_url: str) -> None:
