@@ -8,14 +8,16 @@ import asyncio
 import uuid
 
 import asyncpg
+import msgspec
 from click.testing import CliRunner
-from sqlalchemy import make_url
+from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from tenantry.cli import main
-from tenantry.infrastructure.db import citus, migrations
+from tenantry.config import Settings
+from tenantry.infrastructure.db import catalog, citus, database, migrations
 from tests.citus import CitusCluster
-from tests.conftest import plain_url
+from tests.conftest import as_app_role, plain_url
 
 
 async def tasks_of(connection: asyncpg.Connection, sql: str, *args: object) -> list[str]:
@@ -41,6 +43,38 @@ async def test_a_tenants_get_by_id_and_create_run_on_one_worker(database_url: st
         assert everyone != ["Task Count: 1"]
     finally:
         await connection.close()
+
+
+async def test_the_apps_connections_are_shown_the_shards_and_list_none(
+    citus_cluster: CitusCluster, database_url: str, settings: Settings
+) -> None:
+    """Citus hides shards from pg_class by a filter that makes asyncpg's type introspection (a
+    new connection's first use of a type such as varchar[]) take 20-100 times as long, so the
+    app's connections are shown them; where the app lists its tables (an export, an erasure),
+    a node holding shards still lists each table once."""
+    name = make_url(database_url).database or ""
+    on_worker = as_app_role(citus_cluster.workers[0].url(name))
+    listed = {}
+    for url in (settings.database_url, on_worker):
+        engine = database.alchemy_config(
+            msgspec.structs.replace(settings, database_url=url)
+        ).get_engine()
+        try:
+            async with engine.connect() as connection:
+                shown = "SELECT current_setting('citus.show_shards_for_app_name_prefixes')"
+                assert await connection.scalar(text(shown)) == "*"
+                assert await connection.scalar(text("SELECT ARRAY['a']::varchar[]")) == ["a"]
+                shards = await connection.scalar(
+                    text("SELECT count(*) FROM pg_class WHERE relname LIKE 'projects\\_%'")
+                )
+                listed[url] = (shards, await catalog.tenant_tables(connection))
+        finally:
+            await engine.dispose()
+    (_, on_coordinator), (shards, worker_tables) = listed.values()
+    # The worker holds projects' shards and shows them: its list leaves them out all the same.
+    assert shards > 0
+    assert worker_tables == on_coordinator
+    assert "projects" in [table.name for table in on_coordinator]
 
 
 def test_distribute_again_changes_nothing(database_url: str) -> None:

@@ -11,8 +11,7 @@ import msgspec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-_TABLES = text(
-    """
+_TABLES = """
     select c.relname as name,
       array(select a.attname from pg_attribute a
             where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
@@ -23,7 +22,14 @@ _TABLES = text(
       and exists (select from pg_attribute t
                   where t.attrelid = c.oid and t.attname = 'tenant_id' and not t.attisdropped)
     """
+# A Citus node holding shards lists them in pg_class beside their tables, with the same
+# columns. The app's connections are shown them (database.alchemy_config says why), so they
+# are left out by Citus's own test of a shard rather than by its hiding.
+_CITUS = text(
+    "select to_regprocedure('pg_catalog.relation_is_a_known_shard(regclass)') is not null"
 )
+_TABLES_OF_ONE_NODE = text(_TABLES)
+_TABLES_OF_CITUS = text(_TABLES + "  and not pg_catalog.relation_is_a_known_shard(c.oid)\n")
 # Which tenant table refers to which (self-references left out: they order nothing).
 _REFERENCES = text(
     """
@@ -46,9 +52,10 @@ class TenantTable(msgspec.Struct, frozen=True):
 async def tenant_tables(db: AsyncConnection | AsyncSession) -> list[TenantTable]:
     """Every tenant table, each after the tenant tables it refers to: insert in this order,
     delete in the reverse one. ``tenants`` itself has no ``tenant_id`` and is not listed."""
+    listing = _TABLES_OF_CITUS if await db.scalar(_CITUS) else _TABLES_OF_ONE_NODE
     tables = {
         row.name: TenantTable(row.name, tuple(row.columns))
-        for row in (await db.execute(_TABLES)).all()
+        for row in (await db.execute(listing)).all()
     }
     graph: dict[str, set[str]] = {name: set() for name in tables}
     for row in (await db.execute(_REFERENCES)).all():
