@@ -1,0 +1,264 @@
+"""One endpoint of the product in this process, without HTTP: its CPU per request, and where
+it goes.
+
+    uv run python bench/inprocess.py --scenario upload [--store thread|loop|none]
+        [--requests 300] [--rounds 3] [--profile FILE] [--database-url URL] [--redis-url URL]
+
+A database of its own (dropped at the end) on the given PostgreSQL, or on an embedded one,
+migrated by `tenantry db upgrade`; the app built by `bootstrap.create_app` from the settings
+`tenantry serve` would read, its lifespan entered, a tenant and its owner made through the API;
+then the app called as an ASGI app with a scope and a `receive` of our own (an upload: a 256
+KiB text file in a multipart body, in 64 KiB messages). Each round's requests are timed with
+`time.process_time()`: the process's CPU, its storage and hash threads included. Access lines
+go to a file of the run. `--store` changes the local store's write for the run, to tell the
+file's share from the rest: `loop` writes it on the event loop (its thread hop a plain call),
+`none` reads the chunks and stores nothing. `--profile` runs one more round under cProfile,
+saves its stats and prints the functions with the most time of their own. See bench/README.md
+(methods 17 and 18).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import json
+import pstats
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvloop
+from common import BenchError, Engines, admin_execute, bench_main, free_port, tenantry
+from litestar import Litestar
+from suite import engines_for
+from tasks import product_env, run_setup_command
+from upload import LOGIN, TENANT
+
+from tenantry import bootstrap
+from tenantry.config import load_settings
+from tenantry.infrastructure.observability.logging import configure_logging
+from tenantry.infrastructure.storage import local
+
+SCENARIOS = ("upload", "get", "create", "login")
+STORES = ("thread", "loop", "none")
+UPLOAD_BYTES = 256 * 1024
+MESSAGE_BYTES = 64 * 1024
+BOUNDARY = "inprocessboundary"
+WARM_UP = 50
+TOP = 25
+# The tenant's quota: far above all the uploads of a run.
+QUOTA_BYTES = 2**50
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenario", choices=SCENARIOS, default="upload")
+    parser.add_argument(
+        "--store", choices=STORES, default="thread", help="the upload's file (default: thread)"
+    )
+    parser.add_argument("--requests", type=int, default=300, help="per round (default 300)")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds (default 3)")
+    parser.add_argument("--profile", type=Path, help="cProfile stats of one more round, here")
+    parser.add_argument("--database-url", help="a PostgreSQL superuser's URL (else embedded)")
+    parser.add_argument("--redis-url", help="a Redis database's URL (else embedded)")
+    return parser.parse_args()
+
+
+def multipart() -> bytes:
+    text = (b"In process, a line of text for the upload to store.\n" * 6000)[:UPLOAD_BYTES]
+    return (
+        (
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; '
+            f'filename="a.txt"\r\nContent-Type: text/plain\r\n\r\n'
+        ).encode()
+        + text
+        + f"\r\n--{BOUNDARY}--\r\n".encode()
+    )
+
+
+class Request:
+    """One request, called again and again: its scope, its body's messages and its answer."""
+
+    def __init__(
+        self, method: str, path: str, headers: dict[str, str], body: bytes, expected: int
+    ) -> None:
+        self.method, self.path, self.body, self.expected = method, path, body, expected
+        self.headers = [(b"host", b"inprocess")] + [
+            (name.lower().encode(), value.encode()) for name, value in headers.items()
+        ]
+        if body:
+            self.headers.append((b"content-length", str(len(body)).encode()))
+
+    async def __call__(self, app: Litestar) -> None:
+        messages = [
+            {
+                "type": "http.request",
+                "body": self.body[start : start + MESSAGE_BYTES],
+                "more_body": start + MESSAGE_BYTES < len(self.body),
+            }
+            for start in range(0, max(len(self.body), 1), MESSAGE_BYTES)
+        ]
+        statuses: list[int] = []
+
+        async def receive() -> dict[str, Any]:
+            return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": self.method,
+            "scheme": "http",
+            "path": self.path,
+            "raw_path": self.path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": self.headers,
+            "client": ("127.0.0.1", 40000),
+            "server": ("127.0.0.1", 80),
+            "state": {},
+        }
+        await app(scope, receive, send)
+        if statuses != [self.expected]:
+            raise BenchError(f"{self.method} {self.path}: expected {self.expected}, got {statuses}")
+
+
+async def prepared(app: Litestar, scenario: str) -> Request:
+    """The tenant, its owner and what the scenario needs, made through the API."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://inprocess") as client:
+        if (created := await client.post("/api/v1/tenants", json=TENANT)).status_code != 201:
+            raise BenchError(f"POST /api/v1/tenants: {created.status_code}: {created.text}")
+        login = (await client.post("/api/v1/auth/login", json=LOGIN)).json()
+        bearer = {"authorization": f"Bearer {login['access_token']}"}
+        if scenario == "login":
+            body = json.dumps(LOGIN).encode()
+            return Request(
+                "POST", "/api/v1/auth/login", {"content-type": "application/json"}, body, 200
+            )
+        if scenario == "upload":
+            headers = bearer | {"content-type": f"multipart/form-data; boundary={BOUNDARY}"}
+            return Request("POST", "/api/v1/files", headers, multipart(), 201)
+        json_body = bearer | {"content-type": "application/json"}
+        if scenario == "create":
+            return Request("POST", "/api/v1/projects", json_body, b'{"name": "Bench"}', 201)
+        project = await client.post("/api/v1/projects", json={"name": "Bench"}, headers=bearer)
+        return Request("GET", f"/api/v1/projects/{project.json()['id']}", bearer, b"", 200)
+
+
+@contextlib.contextmanager
+def storage_as(store: str) -> Iterator[None]:
+    """The local store's write for the run: as it is, on the event loop, or none at all."""
+    if store == "thread":
+        yield
+        return
+    saved_hop, saved_put = local._in_thread, local.LocalDiskStorage.put
+
+    async def on_the_loop(function: Callable[..., None], *arguments: Any) -> None:
+        function(*arguments)
+
+    async def nothing(_: local.LocalDiskStorage, __: str, chunks: AsyncIterator[bytes]) -> None:
+        async for _chunk in chunks:
+            pass
+
+    if store == "loop":
+        local._in_thread = on_the_loop
+    else:
+        local.LocalDiskStorage.put = nothing
+    try:
+        yield
+    finally:
+        local._in_thread, local.LocalDiskStorage.put = saved_hop, saved_put
+
+
+async def measure(app: Litestar, args: argparse.Namespace) -> list[float]:
+    """µs of the process's CPU per request, one figure per round."""
+    async with app.lifespan():
+        request = await prepared(app, args.scenario)
+        for _ in range(WARM_UP):
+            await request(app)
+        rounds = []
+        for _ in range(args.rounds):
+            started = time.process_time()
+            for _ in range(args.requests):
+                await request(app)
+            rounds.append((time.process_time() - started) / args.requests * 1e6)
+        if args.profile:
+            profiler = cProfile.Profile()
+            profiler.enable()
+            for _ in range(args.requests):
+                await request(app)
+            profiler.disable()
+            profiler.dump_stats(args.profile)
+        return rounds
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix="tenantry-inprocess-"))
+    try:
+        with engines_for(args, tmp, uuid.uuid4().hex[:8]) as engines:
+            asyncio.run(admin_execute(engines, f'create database "{engines.database}"'))
+            try:
+                rounds = measured(args, engines, tmp)
+            finally:
+                drop = f'drop database if exists "{engines.database}" with (force)'
+                asyncio.run(admin_execute(engines, drop))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {
+        "scenario": args.scenario,
+        "store": args.store if args.scenario == "upload" else None,
+        "requests_per_round": args.requests,
+        "cpu_us_per_request": rounds,
+        "median_cpu_us": statistics.median(rounds),
+        "profile": str(args.profile) if args.profile else None,
+    }
+
+
+def measured(args: argparse.Namespace, engines: Engines, tmp: Path) -> list[float]:
+    env = product_env(engines, tmp, free_port()) | {
+        "TENANTRY_STORAGE_BACKEND": "local",
+        "TENANTRY_TENANT_QUOTA_BYTES": str(QUOTA_BYTES),
+    }
+    setup_log = tmp / "setup.log"
+    run_setup_command(tenantry("keys", "rotate"), env, tmp, setup_log)
+    owner_env = env | {"TENANTRY_DATABASE_URL": engines.url()}
+    run_setup_command(tenantry("db", "upgrade"), owner_env, tmp, setup_log)
+    settings = load_settings(environ=env, env_file=None)
+    app = bootstrap.create_app(settings)
+    with (tmp / "access.log").open("wb") as lines:
+        configure_logging(settings, stream=lines)
+        with storage_as(args.store):
+            return uvloop.run(measure(app, args))
+
+
+def report(result: dict[str, Any], _stamp: str) -> bool:
+    store = f", store {result['store']}" if result["store"] else ""
+    rounds = result["cpu_us_per_request"]
+    figures = ", ".join(f"{value:.0f}" for value in rounds)
+    print(
+        f"{result['scenario']}{store}: {result['median_cpu_us']:.0f} µs of CPU per request "
+        f"(median of {len(rounds)} rounds of {result['requests_per_round']}: {figures})"
+    )
+    if result["profile"]:
+        stats = pstats.Stats(result["profile"], stream=sys.stdout)
+        stats.sort_stats("tottime").print_stats(TOP)
+    return True
+
+
+if __name__ == "__main__":
+    arguments = parse_args()
+    sys.exit(bench_main("inprocess", lambda _stamp: run(arguments), report))
