@@ -54,27 +54,31 @@ async def test_the_apps_connections_are_shown_the_shards_and_list_none(
     a node holding shards still lists each table once."""
     name = make_url(database_url).database or ""
     on_worker = as_app_role(citus_cluster.workers[0].url(name))
-    listed = {}
-    for url in (settings.database_url, on_worker):
-        engine = database.alchemy_config(
-            msgspec.structs.replace(settings, database_url=url)
-        ).get_engine()
-        try:
-            async with engine.connect() as connection:
-                shown = "SELECT current_setting('citus.show_shards_for_app_name_prefixes')"
-                assert await connection.scalar(text(shown)) == "*"
-                assert await connection.scalar(text("SELECT ARRAY['a']::varchar[]")) == ["a"]
-                shards = await connection.scalar(
-                    text("SELECT count(*) FROM pg_class WHERE relname LIKE 'projects\\_%'")
-                )
-                listed[url] = (shards, await catalog.tenant_tables(connection))
-        finally:
-            await engine.dispose()
-    (_, on_coordinator), (shards, worker_tables) = listed.values()
+    _, on_coordinator = await seen_by_the_app(settings, settings.required("database_url"))
+    shards, worker_tables = await seen_by_the_app(settings, on_worker)
     # The worker holds projects' shards and shows them: its list leaves them out all the same.
     assert shards > 0
     assert worker_tables == on_coordinator
     assert "projects" in [table.name for table in on_coordinator]
+
+
+async def seen_by_the_app(settings: Settings, url: str) -> tuple[int, list[catalog.TenantTable]]:
+    """Through the app's engine on ``url``: the shards of projects it sees in pg_class, and
+    the tenant tables it lists."""
+    engine = database.alchemy_config(
+        msgspec.structs.replace(settings, database_url=url)
+    ).get_engine()
+    try:
+        async with engine.connect() as connection:
+            shown = "SELECT current_setting('citus.show_shards_for_app_name_prefixes')"
+            assert await connection.scalar(text(shown)) == "*"
+            assert await connection.scalar(text("SELECT ARRAY['a']::varchar[]")) == ["a"]
+            shards = await connection.scalar(
+                text("SELECT count(*) FROM pg_class WHERE relname LIKE 'projects\\_%'")
+            )
+            return int(shards or 0), await catalog.tenant_tables(connection)
+    finally:
+        await engine.dispose()
 
 
 def test_distribute_again_changes_nothing(database_url: str) -> None:
