@@ -485,6 +485,56 @@ async def test_a_pool_of_one_connection_serves_read_then_write_requests(
     assert answers == [(200, 0), (412, 0), (200, 0), (204, 0), (404, 0)]
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+async def test_a_pooled_connection_the_server_ended_is_replaced_at_checkout(
+    settings: Settings, database_url: str
+) -> None:
+    """An idle connection is taken from the app's pool without SQLAlchemy's greenlet; one
+    the server has ended must be replaced, which needs a connect: that checkout is done again
+    in the greenlet, leaving nothing behind (no warning, nothing checked out)."""
+    one = msgspec.structs.replace(settings, db_pool_size=1, db_max_overflow=0)
+    engine = database.alchemy_config(one).get_engine()
+    admin = await asyncpg.connect(plain_url(database_url))
+    try:
+        first = await TenantTransaction.begin(engine, None)
+        ended = first.driver.get_server_pid()
+        await first.end(commit=True)
+        assert await admin.fetchval("select pg_terminate_backend($1)", ended)
+        while not first.driver.is_closed():
+            await asyncio.sleep(0.01)
+
+        again = await TenantTransaction.begin(engine, None)
+        assert again.driver.get_server_pid() != ended
+        assert await again.run(again.driver.fetchval("select 1")) == 1
+        await again.end(commit=True)
+        assert (engine.pool.checkedout(), engine.pool.checkedin()) == (0, 1)
+    finally:
+        await admin.close()
+        await engine.dispose()
+
+
+async def test_a_connection_past_the_pools_size_is_closed_when_given_back(
+    settings: Settings,
+) -> None:
+    """A connection given back to a pool holding more than its size is closed (I/O: in the
+    greenlet), not queued: the pool shrinks back to its size."""
+    config = msgspec.structs.replace(settings, db_pool_size=1, db_max_overflow=1)
+    engine = database.alchemy_config(config).get_engine()
+    try:
+        held = [await TenantTransaction.begin(engine, None) for _ in range(2)]
+        assert engine.pool.overflow() == 1
+        for transaction in held:
+            await transaction.end(commit=True)
+        assert (engine.pool.checkedout(), engine.pool.checkedin(), engine.pool.overflow()) == (
+            0,
+            1,
+            0,
+        )
+        assert [transaction.driver.is_closed() for transaction in held].count(True) == 1
+    finally:
+        await engine.dispose()
+
+
 async def test_a_request_after_another_tenants_request_sees_only_its_own(client: Client) -> None:
     """Through the API, one after the other on a small pool: no bleed between requests."""
     tokens = {}

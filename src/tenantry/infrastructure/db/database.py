@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import asyncpg
@@ -14,9 +14,10 @@ from advanced_alchemy.extensions.litestar import (
 )
 from sqlalchemy import event, text
 from sqlalchemy.engine import ExceptionContext
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DisconnectionError, MissingGreenlet
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
+from sqlalchemy.util.concurrency import in_greenlet
 
 from tenantry.config import Settings
 from tenantry.domain.errors import Unavailable
@@ -36,10 +37,20 @@ from tenantry.infrastructure.db.tenancy import (
 STATEMENT_TIMEOUT_GRACE = 2.0
 
 
-async def connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:
+def connect(*args: Any, **kwargs: Any) -> Coroutine[Any, Any, asyncpg.Connection]:
     """asyncpg's connect, with "the server cannot be reached" as one domain error (SQLAlchemy
     passes connect-time OSErrors through unwrapped, indistinguishable from a disk error); the
-    connection knows what its server takes (TenantConnection)."""
+    connection knows what its server takes (TenantConnection).
+
+    Outside SQLAlchemy's greenlet (a checkout taken at once, see ``tenancy._pooled``) it
+    refuses before any coroutine is made: SQLAlchemy would close that one unawaited, with a
+    RuntimeWarning, and the checkout is done again in the greenlet."""
+    if not in_greenlet():
+        raise MissingGreenlet("a new connection is made in SQLAlchemy's greenlet")
+    return _connect(*args, **kwargs)
+
+
+async def _connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:
     try:
         connection: TenantConnection = await asyncpg.connect(
             *args, connection_class=TenantConnection, **kwargs
