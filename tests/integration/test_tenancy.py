@@ -499,7 +499,7 @@ async def test_a_pooled_connection_the_server_ended_is_replaced_at_checkout(
         first = await TenantTransaction.begin(engine, None)
         ended = first.driver.get_server_pid()
         await first.end(commit=True)
-        assert await admin.fetchval("select pg_terminate_backend($1)", ended)
+        assert await admin.fetchval("select pg_terminate_backend($1::integer)", ended)
         while not first.driver.is_closed():
             await asyncio.sleep(0.01)
 
