@@ -9,12 +9,14 @@ migrated by `tenantry db upgrade`; the app built by `bootstrap.create_app` from 
 `tenantry serve` would read, its lifespan entered, a tenant and its owner made through the API;
 then the app called as an ASGI app with a scope and a `receive` of our own (an upload: a 256
 KiB text file in a multipart body, in 64 KiB messages). Each round's requests are timed with
-`time.process_time()`: the process's CPU, its storage and hash threads included. Access lines
-go to a file of the run. `--store` changes the local store's write for the run, to tell the
+`time.process_time()`: the process's CPU, its storage and hash threads included; and, when
+PostgreSQL runs on this machine, its processes' CPU over the same rounds (from /proc: every
+postgres process, so other databases' work on the server counts too). Access lines go to a
+file of the run. `--store` changes the local store's write for the run, to tell the
 file's share from the rest: `loop` writes it on the event loop (its thread hop a plain call),
 `none` reads the chunks and stores nothing. `--profile` runs one more round under cProfile,
 saves its stats and prints the functions with the most time of their own. See bench/README.md
-(methods 17 and 18).
+(methods 17, 18 and 21).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import asyncio
 import contextlib
 import cProfile
 import json
+import os
 import pstats
 import shutil
 import statistics
@@ -49,6 +52,8 @@ from tenantry.infrastructure.observability.logging import configure_logging
 from tenantry.infrastructure.storage import local
 
 SCENARIOS = ("upload", "get", "create", "login")
+# µs of this process's CPU per request by round, and of PostgreSQL's (none: not on this machine).
+Measured = tuple[list[float], list[float]]
 STORES = ("thread", "loop", "none")
 UPLOAD_BYTES = 256 * 1024
 MESSAGE_BYTES = 64 * 1024
@@ -184,18 +189,35 @@ def storage_as(store: str) -> Iterator[None]:
         local._in_thread, local.LocalDiskStorage.put = saved_hop, saved_put
 
 
-async def measure(app: Litestar, args: argparse.Namespace) -> list[float]:
-    """µs of the process's CPU per request, one figure per round."""
+def postgres_cpu_s() -> float | None:
+    """The CPU every PostgreSQL process of this machine has used, reaped backends included
+    (their parent's cutime and cstime): None when none can be seen (a server elsewhere)."""
+    ticks, seen = 0, False
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            text = stat.read_text()
+            name, fields = text[text.index("(") + 1 : text.rindex(")")], text.rsplit(")", 1)[1]
+            if name == "postgres":
+                # utime, stime, cutime, cstime: fields 14-17 of proc(5), 12-15 after the name.
+                ticks += sum(int(value) for value in fields.split()[11:15])
+                seen = True
+    return ticks / os.sysconf("SC_CLK_TCK") if seen else None
+
+
+async def measure(app: Litestar, args: argparse.Namespace) -> Measured:
+    """µs of the process's CPU per request, and of PostgreSQL's, one figure per round."""
     async with app.lifespan():
         request = await prepared(app, args.scenario)
         for _ in range(WARM_UP):
             await request(app)
-        rounds = []
+        rounds: Measured = ([], [])
         for _ in range(args.rounds):
-            started = time.process_time()
+            started, postgres = time.process_time(), postgres_cpu_s()
             for _ in range(args.requests):
                 await request(app)
-            rounds.append((time.process_time() - started) / args.requests * 1e6)
+            rounds[0].append((time.process_time() - started) / args.requests * 1e6)
+            if postgres is not None and (after := postgres_cpu_s()) is not None:
+                rounds[1].append((after - postgres) / args.requests * 1e6)
         if args.profile:
             profiler = cProfile.Profile()
             profiler.enable()
@@ -212,7 +234,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         with engines_for(args, tmp, uuid.uuid4().hex[:8]) as engines:
             asyncio.run(admin_execute(engines, f'create database "{engines.database}"'))
             try:
-                rounds = measured(args, engines, tmp)
+                rounds, postgres = measured(args, engines, tmp)
             finally:
                 drop = f'drop database if exists "{engines.database}" with (force)'
                 asyncio.run(admin_execute(engines, drop))
@@ -224,11 +246,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "requests_per_round": args.requests,
         "cpu_us_per_request": rounds,
         "median_cpu_us": statistics.median(rounds),
+        "postgres_cpu_us_per_request": postgres,
+        "median_postgres_cpu_us": statistics.median(postgres) if postgres else None,
         "profile": str(args.profile) if args.profile else None,
     }
 
 
-def measured(args: argparse.Namespace, engines: Engines, tmp: Path) -> list[float]:
+def measured(args: argparse.Namespace, engines: Engines, tmp: Path) -> Measured:
     env = product_env(engines, tmp, free_port()) | {
         "TENANTRY_STORAGE_BACKEND": "local",
         "TENANTRY_TENANT_QUOTA_BYTES": str(QUOTA_BYTES),
@@ -253,6 +277,12 @@ def report(result: dict[str, Any], _stamp: str) -> bool:
         f"{result['scenario']}{store}: {result['median_cpu_us']:.0f} µs of CPU per request "
         f"(median of {len(rounds)} rounds of {result['requests_per_round']}: {figures})"
     )
+    if postgres := result["postgres_cpu_us_per_request"]:
+        figures = ", ".join(f"{value:.0f}" for value in postgres)
+        print(
+            f"PostgreSQL (every postgres process of this machine): "
+            f"{result['median_postgres_cpu_us']:.0f} µs of CPU per request ({figures})"
+        )
     if result["profile"]:
         stats = pstats.Stats(result["profile"], stream=sys.stdout)
         stats.sort_stats("tottime").print_stats(TOP)

@@ -497,11 +497,11 @@ async def test_a_pooled_connection_the_server_ended_is_replaced_at_checkout(
     admin = await asyncpg.connect(plain_url(database_url))
     try:
         first = await TenantTransaction.begin(engine, None)
-        ended = first.driver.get_server_pid()
+        ended, closed = first.driver.get_server_pid(), asyncio.Event()
+        first.driver.add_termination_listener(lambda _: closed.set())
         await first.end(commit=True)
         assert await admin.fetchval("select pg_terminate_backend($1::integer)", ended)
-        while not first.driver.is_closed():
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(closed.wait(), 10)
 
         again = await TenantTransaction.begin(engine, None)
         assert again.driver.get_server_pid() != ended
