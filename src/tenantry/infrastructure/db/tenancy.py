@@ -210,13 +210,20 @@ async def _pooled(engine: AsyncEngine) -> AsyncConnection:
     after all (a connection to recycle or replace) is refused by database.connect before any
     I/O, leaving the pool as a failed connect does, and is done again in the greenlet."""
     sync_engine = engine.sync_engine
-    pool = sync_engine.pool
-    if sync_engine in AUTOCOMMIT_ENGINES and isinstance(pool, QueuePool) and pool.checkedin():
+    pool = _own_pool(sync_engine)
+    if pool is not None and pool.checkedin():
         try:
             return AsyncConnection(engine, sync_engine.connect())
         except MissingGreenlet:
             pass
     return await engine.connect()
+
+
+def _own_pool(engine: Engine) -> QueuePool | None:
+    """The pool of an engine made by alchemy_config(), which _pooled and _give_back use without
+    a greenlet where that needs no I/O; None for any other engine's."""
+    pool = engine.pool
+    return pool if engine in AUTOCOMMIT_ENGINES and isinstance(pool, QueuePool) else None
 
 
 async def _give_back(connection: AsyncConnection) -> None:
@@ -226,15 +233,8 @@ async def _give_back(connection: AsyncConnection) -> None:
     and a pool holding no more connections than its size (so the connection goes back to the
     queue rather than being closed)."""
     sync = connection.sync_connection
-    sync_engine = connection.sync_engine
-    pool = sync_engine.pool
-    if (
-        sync is not None
-        and not sync.invalidated
-        and sync_engine in AUTOCOMMIT_ENGINES
-        and isinstance(pool, QueuePool)
-        and pool.overflow() <= 0
-    ):
+    pool = _own_pool(connection.sync_engine)
+    if sync is not None and not sync.invalidated and pool is not None and pool.overflow() <= 0:
         sync.close()
     else:
         await connection.close()
