@@ -6,6 +6,7 @@ the same version: exactly one of them may succeed."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -153,8 +154,10 @@ async def test_two_concurrent_stale_updates_of_one_row_cannot_both_succeed(
 ) -> None:
     """Two PATCHes sent together with the same If-Match, round after round: one conditional
     UPDATE wins; the other, whether it waited on the winner's row lock or ran after its commit,
-    finds the version moved and is a 412. Never two 200s, and no write lost or doubled."""
+    finds the version moved and is a 412. Never two 200s, and no write lost or doubled; the
+    trail's before of each winner (read by its UPDATE) is the name the round began with."""
     caller = Caller("acme", "globex")
+    names = ["v1"]
     async with served_to(settings, caller) as http:
         created = await http.post("/api/v1/projects", headers=caller.headers, json={"name": "v1"})
         assert created.status_code == 201, created.text
@@ -173,8 +176,19 @@ async def test_two_concurrent_stale_updates_of_one_row_cannot_both_succeed(
             winner = next(answer for answer in answers if answer.status_code == 200)
             assert winner.json()["version"] == number + 2
             etag = winner.headers["ETag"]
+            names.append(winner.json()["name"])
         stored = await http.get(path, headers=caller.headers)
+        events = await http.get(
+            "/api/v1/audit",
+            headers=caller.headers,
+            params={"action": "project.updated", "limit": ROUNDS + 1},
+        )
     assert (stored.json()["version"], stored.json()["name"]) == (ROUNDS + 1, winner.json()["name"])
+    assert events.status_code == 200, events.text
+    assert [event["changes"] for event in reversed(events.json()["items"])] == [
+        {"before": {"name": before}, "after": {"name": after}}
+        for before, after in itertools.pairwise(names)
+    ]
 
 
 async def test_two_concurrent_deletes_of_one_row_answer_one_204_and_one_404(

@@ -263,8 +263,8 @@ async def test_document_list_and_gets_use_tenant_indexes(
 async def test_the_driver_statements_use_indexes_that_lead_with_tenant_id(
     big_tables: tuple[uuid.UUID, uuid.UUID], app_database_url: str, database_url: str
 ) -> None:
-    """The hot reads bypass SQLAlchemy's cursor: their SQL and arguments are taken from asyncpg
-    itself as the repositories run them, then explained as sent."""
+    """The hot reads and the audited update bypass SQLAlchemy's cursor: their SQL and arguments
+    are taken from asyncpg itself as the repositories run them, then explained as sent."""
     tenant_id, project_id = big_tables
     owner = await asyncpg.connect(plain_url(database_url))
     app = await asyncpg.connect(plain_url(app_database_url))
@@ -273,7 +273,7 @@ async def test_the_driver_statements_use_indexes_that_lead_with_tenant_id(
             "select id from users where tenant_id = $1 limit 1", tenant_id
         )
         sent = await driver_queries(app_database_url, tenant_id, project_id, user_id)
-        assert len(sent) == 2, [query.query for query in sent]
+        assert len(sent) == 3, [query.query for query in sent]
         for query in sent:
             async with app.transaction():
                 await app.execute(f"SET LOCAL app.tenant_id = '{tenant_id}'")
@@ -291,7 +291,8 @@ async def test_the_driver_statements_use_indexes_that_lead_with_tenant_id(
 async def driver_queries(
     app_database_url: str, tenant_id: uuid.UUID, project_id: uuid.UUID, user_id: uuid.UUID
 ) -> list[asyncpg.connection.LoggedQuery]:
-    """The reads the repositories' hot paths send on the driver, as asyncpg logged them."""
+    """The reads the repositories' hot paths send on the driver, and the update that answers
+    the row as it was (joined to itself), as asyncpg logged them; the update is rolled back."""
     url = load_settings(environ={}, env_file=None, database_url=app_database_url).async_database_url
     engine = create_async_engine(url)
     sent: list[asyncpg.connection.LoggedQuery] = []
@@ -307,6 +308,8 @@ async def driver_queries(
             assert await uow.repository(UserRepository, tenant_id).active_roles(
                 user_id, session_id=uuid.uuid4()
             )
+            projects = uow.repository(ProjectRepository, tenant_id)
+            assert await projects.update_with_before(project_id, {"name": "Explained"})
     finally:
         await engine.dispose()
     # asyncpg calls its query loggers just after each query, from the event loop.
@@ -314,7 +317,8 @@ async def driver_queries(
     return [
         query
         for query in sent
-        if query.query.lstrip().upper().startswith("SELECT") and "set_config" not in query.query
+        if query.query.lstrip().upper().startswith(("SELECT", "UPDATE"))
+        and "set_config" not in query.query
     ]
 
 

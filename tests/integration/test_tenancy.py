@@ -348,8 +348,9 @@ async def owner_over_http(http: httpx.AsyncClient, slug: str) -> dict[str, str]:
 async def test_a_read_then_write_request_runs_in_one_transaction(
     settings: Settings, clean_state: None
 ) -> None:
-    """DELETE reads the project to check who may delete it, then soft-deletes it; PATCH reads
-    the project (the audit trail's "before"), writes, and when stale reads to tell 412 from 404;
+    """DELETE reads the project to check who may delete it, then soft-deletes it; PATCH writes
+    and reads the audit trail's "before" in one statement (the table joined to itself), and when
+    stale reads to tell 412 from 404;
     each change appends its audit event and publishes its webhook event (to no endpoint here),
     both sent with the COMMIT. In each, the bearer check (the token's roles confirmed in BEGIN's
     round trip) and the use case's reads and writes (the generic repository's, all compiled once
@@ -416,7 +417,6 @@ async def test_a_read_then_write_request_runs_in_one_transaction(
         assert one_transaction(sent.take(), end="COMMIT") == (
             [
                 bearer_check,
-                "SELECT projects",
                 "UPDATE projects",
                 "INSERT audit_events at commit",
                 "tenantry_publish_webhook_event at commit",
@@ -429,7 +429,6 @@ async def test_a_read_then_write_request_runs_in_one_transaction(
         assert one_transaction(sent.take(), end="ROLLBACK") == (
             [
                 bearer_check,
-                "SELECT projects",
                 "UPDATE projects",
                 "SELECT projects",
             ],

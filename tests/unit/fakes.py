@@ -483,6 +483,19 @@ class MemoryRepository(Generic[T]):
         self.rows[id] = msgspec.structs.replace(row, **changes, **bump)
         return self.rows[id]
 
+    async def update_with_before(
+        self,
+        id: UUID,
+        changes: Mapping[str, Any],
+        /,
+        *,
+        expected_version: int | None = None,
+        **where: Any,
+    ) -> tuple[T, T] | None:
+        before = await self.get(id, **where)
+        after = await self.update(id, changes, expected_version=expected_version, **where)
+        return None if before is None or after is None else (before, after)
+
     async def soft_delete(self, id: UUID, /, at: datetime, **where: Any) -> bool:
         row: Any = await self.get(id, **where)
         if row is None:

@@ -115,10 +115,8 @@ class UpdateDocument:
         metadata = None if metadata is None else check_metadata(metadata)
         async with self.uow:
             documents = self.uow.repository(DocumentRepository, actor.tenant_id)
-            # Read first for the trail's "before"; the update's version check still decides.
-            before = await documents.get(document_id, project_id=project_id)
-            document = found(
-                await documents.update(
+            before, document = found(
+                await documents.update_with_before(
                     document_id,
                     given(title=title, content=content, metadata=metadata),
                     expected_version=expected_version,
@@ -131,7 +129,7 @@ class UpdateDocument:
                 actor,
                 "document.updated",
                 ("document", document.id),
-                changes=changed(before or document, document, shown=SHOWN, hidden=HIDDEN),
+                changes=changed(before, document, shown=SHOWN, hidden=HIDDEN),
             )
             await self.uow.commit()
         return document

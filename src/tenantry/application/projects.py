@@ -83,10 +83,8 @@ class UpdateProject:
         description = None if description is None else clean_description(description)
         async with self.uow:
             projects = self.uow.repository(ProjectRepository, actor.tenant_id)
-            # Read first for the trail's "before"; the update's version check still decides.
-            before = await projects.get(project_id)
-            project = found(
-                await projects.update(
+            before, project = found(
+                await projects.update_with_before(
                     project_id,
                     given(name=name, description=description),
                     expected_version=expected_version,
@@ -98,7 +96,7 @@ class UpdateProject:
                 actor,
                 "project.updated",
                 ("project", project.id),
-                changes=changed(before or project, project, shown=SHOWN, hidden=HIDDEN),
+                changes=changed(before, project, shown=SHOWN, hidden=HIDDEN),
             )
             await self.uow.commit()
         return project

@@ -167,9 +167,10 @@ class UpdateWebhook:
             changes |= {"disabled_reason": None, "failing_since": None, "failures": 0}
         async with self.uow:
             endpoints = self.uow.repository(WebhookEndpointRepository, actor.tenant_id)
-            before = found(await endpoints.get(webhook_id), NO_SUCH_WEBHOOK)
-            endpoint = found(
-                await endpoints.update(webhook_id, changes, expected_version=expected_version),
+            before, endpoint = found(
+                await endpoints.update_with_before(
+                    webhook_id, changes, expected_version=expected_version
+                ),
                 NO_SUCH_WEBHOOK,
             )
             old, new = _shown(before), _shown(endpoint)

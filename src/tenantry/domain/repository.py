@@ -71,6 +71,19 @@ class Repository(Protocol[T]):
         on: of two writers holding the same version, exactly one wins."""
         ...
 
+    async def update_with_before(
+        self,
+        id: UUID,
+        changes: Mapping[str, Any],
+        /,
+        *,
+        expected_version: int | None = None,
+        **where: Any,
+    ) -> tuple[T, T] | None:
+        """:meth:`update`, answering the row as it was and as it is now, ``(before, after)``:
+        an audit trail's change in the update's own statement, not a read before it."""
+        ...
+
     async def soft_delete(self, id: UUID, /, at: datetime, **where: Any) -> bool: ...
 
     async def soft_delete_all(self, at: datetime, **where: Any) -> int:

@@ -22,6 +22,7 @@ from functools import cache, cached_property
 from typing import Any, ClassVar, Generic, TypeVar
 from uuid import UUID
 
+import asyncpg
 import msgspec
 from sqlalchemy import (
     ColumnElement,
@@ -62,6 +63,9 @@ IMPLEMENTATIONS: dict[Any, type[TenantRows[Any]]] = {}
 # The repository class of each platform-level port (rows of no tenant), as declared by
 # subclassing PlatformRows.
 PLATFORM_IMPLEMENTATIONS: dict[Any, type[PlatformRows]] = {}
+
+# The prefix of the row's columns as they were, in an update's answer (update_with_before).
+BEFORE = "before_"
 
 # Compiled statements of every repository class, by class and shape.
 _COMPILED: dict[tuple[type[Any], Hashable], DriverStatement] = {}
@@ -277,6 +281,41 @@ class SqlRepository(TenantRows[T]):
         expected_version: int | None = None,
         **where: Any,
     ) -> T | None:
+        record = await self._updated(id, changes, expected_version, where, before=False)
+        return None if record is None else self.to_entity(record)
+
+    async def update_with_before(
+        self,
+        id: UUID,
+        changes: Mapping[str, Any],
+        /,
+        *,
+        expected_version: int | None = None,
+        **where: Any,
+    ) -> tuple[T, T] | None:
+        record = await self._updated(id, changes, expected_version, where, before=True)
+        if record is None:
+            return None
+        names = [column.name for column in self.table().c]
+        return (
+            self.to_entity({name: record[BEFORE + name] for name in names}),
+            self.to_entity({name: record[name] for name in names}),
+        )
+
+    async def _updated(
+        self,
+        id: UUID,
+        changes: Mapping[str, Any],
+        expected_version: int | None,
+        where: Mapping[str, Any],
+        *,
+        before: bool,
+    ) -> asyncpg.Record | None:
+        """The updated row; with ``before``, the row as the statement found it too, each column
+        under ``BEFORE`` + its name: the table joined to itself on its key, which PostgreSQL 15
+        answers in one statement (it has no ``RETURNING OLD``). The joined row is the one the
+        statement's snapshot holds: a writer committing meanwhile bumps the version, and an
+        expected version then refuses the update, as it would after a read of its own."""
         names, keys = tuple(sorted(changes)), tuple(sorted(where))
         table = self.table()
         checked = expected_version is not None
@@ -296,19 +335,24 @@ class SqlRepository(TenantRows[T]):
             )
             if checked:
                 statement = statement.where(table.c.version == bindparam("expected_version"))
+            if before:
+                previous = table.alias("previous")
+                statement = statement.where(
+                    previous.c.tenant_id == table.c.tenant_id, previous.c.id == table.c.id
+                )
+                statement = statement.returning(
+                    *(column.label(BEFORE + column.name) for column in previous.c)
+                )
             return statement
 
         values = self.arguments(where, id=id, expected_version=expected_version)
         values.update({f"set_{name}": value for name, value in changes.items()})
-        record = await self.statement(("update", names, checked, keys), build).fetch_row(
-            self.session, **values
-        )
-        if record is not None:
-            return self.to_entity(record)
-        if checked and await self.get(id, **where) is not None:
+        shape = ("update", names, checked, keys, before)
+        record = await self.statement(shape, build).fetch_row(self.session, **values)
+        if record is None and checked and await self.get(id, **where) is not None:
             noun = self.entity.__name__.lower()
             raise StaleVersion(f"The {noun} changed since you read it; fetch it and retry.")
-        return None
+        return record
 
     async def soft_delete(self, id: UUID, /, at: datetime, **where: Any) -> bool:
         keys = tuple(sorted(where))
