@@ -51,7 +51,7 @@ from tenantry.config import load_settings
 from tenantry.infrastructure.observability.logging import configure_logging
 from tenantry.infrastructure.storage import local
 
-SCENARIOS = ("upload", "get", "create", "login")
+SCENARIOS = ("upload", "get", "create", "update", "login")
 # µs of this process's CPU per request by round, and of PostgreSQL's (none: not on this machine).
 Measured = tuple[list[float], list[float]]
 STORES = ("thread", "loop", "none")
@@ -120,6 +120,7 @@ class Request:
         async def send(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 statuses.append(message["status"])
+                self.answered(dict(message.get("headers", [])))
 
         scope = {
             "type": "http",
@@ -139,6 +140,20 @@ class Request:
         await app(scope, receive, send)
         if statuses != [self.expected]:
             raise BenchError(f"{self.method} {self.path}: expected {self.expected}, got {statuses}")
+
+    def answered(self, headers: dict[bytes, bytes]) -> None:
+        """What the next call takes from this one's response headers: nothing."""
+
+
+class Versioned(Request):
+    """A PATCH that sends the ETag of its previous answer as If-Match: each call is the next
+    version's update, as a client holding the row would send it."""
+
+    def answered(self, headers: dict[bytes, bytes]) -> None:
+        self.headers = [
+            (name, headers[b"etag"] if name == b"if-match" else value)
+            for name, value in self.headers
+        ]
 
 
 async def prepared(app: Litestar, scenario: str) -> Request:
@@ -161,7 +176,11 @@ async def prepared(app: Litestar, scenario: str) -> Request:
         if scenario == "create":
             return Request("POST", "/api/v1/projects", json_body, b'{"name": "Bench"}', 201)
         project = await client.post("/api/v1/projects", json={"name": "Bench"}, headers=bearer)
-        return Request("GET", f"/api/v1/projects/{project.json()['id']}", bearer, b"", 200)
+        path = f"/api/v1/projects/{project.json()['id']}"
+        if scenario == "update":
+            versioned = json_body | {"if-match": project.headers["etag"]}
+            return Versioned("PATCH", path, versioned, b'{"name": "Benched"}', 200)
+        return Request("GET", path, bearer, b"", 200)
 
 
 @contextlib.contextmanager
