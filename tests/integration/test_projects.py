@@ -7,11 +7,12 @@ from uuid import UUID, uuid4
 
 import asyncpg
 import pytest
+from sqlalchemy import bindparam, func, literal_column, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tenantry.domain.projects import ProjectRepository
-from tenantry.infrastructure.db.documents import SqlDocumentRepository
-from tenantry.infrastructure.db.tenancy import TenantSession
+from tenantry.infrastructure.db.documents import DocumentModel, SqlDocumentRepository
+from tenantry.infrastructure.db.tenancy import DriverStatement, TenantSession, of_tenant
 from tenantry.infrastructure.db.uow import SqlUnitOfWork
 
 from ..conftest import Client, plain_url
@@ -323,6 +324,66 @@ async def test_rows_added_at_commit_with_other_columns_given_are_each_written_as
     assert [tuple(row) for row in rows] == [
         (owned.id, "owned", owner_id),
         (unowned.id, "unowned", None),
+    ]
+
+
+async def test_documents_deleted_at_commit_are_those_of_their_project_and_only_if_it_commits(
+    client: Client, app_database_url: str, database_owner: asyncpg.Connection
+) -> None:
+    """soft_delete_all_at_commit writes nothing until the commit, which writes it in its own
+    round trip: the project's live documents, not another project's; a rollback, none. Its
+    statement's arguments become literals: twelve of them ($10 and up), braces and a quote
+    among them, come back as given, and so do the statement's own braces."""
+    created = await create_tenant(client, "acme")
+    tenant_id = UUID(created["tenant"]["id"])
+    at = datetime(2026, 12, 6, 15, 0, tzinfo=UTC)
+    engine = engine_for(app_database_url)
+    sessions = async_sessionmaker(engine, expire_on_commit=False, class_=TenantSession)
+    try:
+        async with sessions() as session:
+            uow = SqlUnitOfWork(session)
+            projects = uow.repository(ProjectRepository, tenant_id)
+            gone, kept = await projects.add(name="gone"), await projects.add(name="kept")
+            documents = SqlDocumentRepository(session, tenant_id)
+            for project in (gone, kept):
+                await documents.add(project_id=project.id, title=project.name)
+            await uow.commit()
+        for commit in (False, True):
+            async with sessions() as session:
+                documents = SqlDocumentRepository(session, tenant_id)
+                await documents.soft_delete_all_at_commit(at, project_id=gone.id)
+                await documents.get(uuid4())  # a transaction to end
+                if commit:
+                    await SqlUnitOfWork(session).commit()
+        pieces = {f"a{number}": f"{{p{number}}}" for number in range(9)} | {"a9": "'}{"}
+        retitled = DriverStatement(
+            update(DocumentModel)
+            .where(of_tenant(DocumentModel), DocumentModel.project_id == bindparam("project"))
+            .values(
+                # Braces of the statement's own, beside the arguments'.
+                title=func.concat(
+                    literal_column("'{}'"), *(bindparam(name) for name in sorted(pieces))
+                ),
+                updated_at=func.now(),
+            )
+        )
+        async with sessions() as session:
+            await SqlDocumentRepository(session, tenant_id).get(uuid4())
+            retitled.run_at_commit(
+                session, tenant_id, tenant_id=tenant_id, project=kept.id, **pieces
+            )
+            await SqlUnitOfWork(session).commit()
+    finally:
+        await engine.dispose()
+    rows = await database_owner.fetch(
+        "select d.title, d.deleted_at from documents d"
+        " join projects p on p.tenant_id = d.tenant_id and p.id = d.project_id"
+        " where d.tenant_id = $1 order by p.name",
+        tenant_id,
+    )
+    assert [tuple(row) for row in rows] == [
+        ("gone", at),
+        ("{}" + "".join(pieces[name] for name in sorted(pieces)), None),
     ]
 
 

@@ -316,12 +316,15 @@ def one_transaction(sent: SentStatements, *, end: str) -> tuple[list[str], list[
     # BEGIN's round trip may carry a check (tenancy.begin_with_check).
     checked = [f"{name} with BEGIN" for name in re.findall(r"; SELECT (tenantry_\w+)\(", driver[0])]
     # The commit may carry rows appended and statements run at commit (tenancy.append_at_commit,
-    # run_at_commit) in its round trip.
+    # run_at_commit) in its round trip: named in the order they run.
     ending = driver[-1]
     assert ending == end or (end == "COMMIT" and ending.endswith("; COMMIT")), driver
     appended = [
-        f"INSERT {table} at commit" for table in re.findall(r'(?:^|; )INSERT INTO "(\w+)"', ending)
-    ] + [f"{name} at commit" for name in re.findall(r"(?:^|; )SELECT (tenantry_\w+)\(", ending)]
+        " ".join(name for name in found.groups() if name) + " at commit"
+        for found in re.finditer(
+            r'(?:^|; )(?:(INSERT) INTO "(\w+)"|SELECT (tenantry_\w+)\(|(UPDATE) (\w+) SET)', ending
+        )
+    ]
     assert not any(controls_transaction(sql) for sql in driver[1:-1]), driver
     # Each ORM statement ran while that connection was in a transaction, and within this
     # request it was in no other than the one above.
@@ -348,7 +351,8 @@ async def owner_over_http(http: httpx.AsyncClient, slug: str) -> dict[str, str]:
 async def test_a_read_then_write_request_runs_in_one_transaction(
     settings: Settings, clean_state: None
 ) -> None:
-    """DELETE reads the project to check who may delete it, then soft-deletes it; PATCH writes
+    """DELETE reads the project to check who may delete it, then soft-deletes it, and its
+    documents with the commit; PATCH writes
     and reads the audit trail's "before" in one statement (the table joined to itself), and when
     stale reads to tell 412 from 404;
     each change appends its audit event and publishes its webhook event (to no endpoint here),
@@ -442,8 +446,8 @@ async def test_a_read_then_write_request_runs_in_one_transaction(
                 bearer_check,
                 "SELECT projects",
                 "UPDATE projects",
-                "UPDATE documents",
                 "INSERT audit_events at commit",
+                "UPDATE documents at commit",
                 "tenantry_publish_webhook_event at commit",
             ],
             [],

@@ -506,9 +506,11 @@ class MemoryRepository(Generic[T]):
             self.store.deleted.add(id)
         return True
 
-    async def soft_delete_all(self, at: datetime, **where: Any) -> int:
+    async def soft_delete_all_at_commit(self, at: datetime, **where: Any) -> None:
+        # The working copy is what a commit keeps (as add_at_commit).
         rows: list[Any] = self._mine(False, where)
-        return sum([await self.soft_delete(row.id, at) for row in rows])
+        for row in rows:
+            await self.soft_delete(row.id, at)
 
     async def delete(self, id: UUID, /, **where: Any) -> bool:
         return (

@@ -117,9 +117,9 @@ class DeleteProject:
             # committed, and the row is gone for this one as for a later request.
             if not await projects.soft_delete(project_id, now):
                 raise NotFound("No such project.")
-            # Its documents go with it, in the same transaction.
+            # Its documents go with it, by the same commit.
             documents = self.uow.repository(DocumentRepository, actor.tenant_id)
-            await documents.soft_delete_all(now, project_id=project_id)
+            await documents.soft_delete_all_at_commit(now, project_id=project_id)
             await record(
                 self.uow,
                 actor,

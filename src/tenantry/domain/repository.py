@@ -86,8 +86,10 @@ class Repository(Protocol[T]):
 
     async def soft_delete(self, id: UUID, /, at: datetime, **where: Any) -> bool: ...
 
-    async def soft_delete_all(self, at: datetime, **where: Any) -> int:
-        """Mark every live row matching ``where`` deleted; how many were."""
+    async def soft_delete_all_at_commit(self, at: datetime, **where: Any) -> None:
+        """Mark every live row matching ``where`` deleted, by the commit of the transaction, in
+        its round trip (as :meth:`add_at_commit` adds a row): for rows that go with another
+        whose own delete answered (a project's documents)."""
         ...
 
     async def delete(self, id: UUID, /, **where: Any) -> bool:

@@ -371,7 +371,7 @@ class SqlRepository(TenantRows[T]):
             is not None
         )
 
-    async def soft_delete_all(self, at: datetime, **where: Any) -> int:
+    async def soft_delete_all_at_commit(self, at: datetime, **where: Any) -> None:
         keys = tuple(sorted(where))
         table = self.table()
         statement = self.statement(
@@ -380,10 +380,9 @@ class SqlRepository(TenantRows[T]):
                 update(table)
                 .where(*self.compiled_filters(where=keys))
                 .values(deleted_at=bindparam("at", type_=table.c.deleted_at.type), **self.touched())
-                .returning(table.c.id)
             ),
         )
-        return len(await statement.fetch(self.session, **self.arguments(where, at=at)))
+        statement.run_at_commit(self.session, self.tenant_id, **self.arguments(where, at=at))
 
     async def delete(self, id: UUID, /, **where: Any) -> bool:
         keys = tuple(sorted(where))

@@ -13,10 +13,11 @@ and show nothing.
 
 from __future__ import annotations
 
+import re
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import date
-from functools import cache, wraps
+from functools import cache, cached_property, wraps
 from typing import Any, Generic, Literal, TypeVar
 from uuid import UUID
 
@@ -497,6 +498,8 @@ def _base_statement(model: type[TenantOwned]) -> Select[Any]:
 
 # SQLAlchemy's dialect classes carry no annotations.
 _ASYNCPG = asyncpg_dialect.dialect()  # type: ignore[no-untyped-call]
+# A positional parameter of a statement compiled for asyncpg ($1, $2 ...).
+_POSITIONAL = re.compile(r"\$(\d+)")
 
 
 class DriverStatement:
@@ -543,6 +546,23 @@ class DriverStatement:
     async def fetch_value(self, session: AsyncSession, **values: Any) -> Any:
         transaction = await session_transaction(session)
         return await transaction.run(transaction.driver.fetchval(self.sql, *self.arguments(values)))
+
+    def run_at_commit(self, session: AsyncSession, tenant_id: UUID, /, **values: Any) -> None:
+        """The statement run by the commit of ``session``'s transaction, in its round trip
+        (:func:`run_at_commit`), each argument a literal: for a write whose answer nobody reads,
+        bound to be made with what the transaction commits."""
+        run_at_commit(
+            session,
+            tenant_id,
+            self._at_commit,
+            **{f"p{number}": value for number, value in enumerate(self.arguments(values), 1)},
+        )
+
+    @cached_property
+    def _at_commit(self) -> str:
+        # $n becomes {pn}, which sql_literals fills; the statement's own braces are kept.
+        escaped = self.sql.replace("{", "{{").replace("}", "}}")
+        return _POSITIONAL.sub(lambda found: "{p" + found[1] + "}", escaped)
 
     async def fetch_row_alone(self, session: AsyncSession, **values: Any) -> asyncpg.Record | None:
         """The statement run alone, in the implicit transaction of one statement, on a
