@@ -8,7 +8,9 @@ A database of its own (dropped at the end) on the given PostgreSQL, or on an emb
 migrated by `tenantry db upgrade`; the app built by `bootstrap.create_app` from the settings
 `tenantry serve` would read, its lifespan entered, a tenant and its owner made through the API;
 then the app called as an ASGI app with a scope and a `receive` of our own (an upload: a 256
-KiB text file in a multipart body, in 64 KiB messages). Each round's requests are timed with
+KiB text file in a multipart body, in 64 KiB messages; an update: a PATCH carrying the ETag of
+the previous answer as If-Match; a delete: a project of its own each, made with two documents
+before the rounds). Each round's requests are timed with
 `time.process_time()`: the process's CPU, its storage and hash threads included; and, when
 PostgreSQL runs on this machine, its processes' CPU over the same rounds (from /proc: every
 postgres process, so other databases' work on the server counts too). Access lines go to a
@@ -51,7 +53,7 @@ from tenantry.config import load_settings
 from tenantry.infrastructure.observability.logging import configure_logging
 from tenantry.infrastructure.storage import local
 
-SCENARIOS = ("upload", "get", "create", "update", "login")
+SCENARIOS = ("upload", "get", "create", "update", "delete", "login")
 # µs of this process's CPU per request by round, and of PostgreSQL's (none: not on this machine).
 Measured = tuple[list[float], list[float]]
 STORES = ("thread", "loop", "none")
@@ -145,6 +147,18 @@ class Request:
         """What the next call takes from this one's response headers: nothing."""
 
 
+class Deletes(Request):
+    """A DELETE of the next project of a list at each call, each with its documents."""
+
+    def __init__(self, paths: list[str], headers: dict[str, str]) -> None:
+        super().__init__("DELETE", paths[0], headers, b"", 204)
+        self.paths = paths[1:]
+
+    def answered(self, headers: dict[bytes, bytes]) -> None:  # noqa: ARG002 - the hook's signature
+        if self.paths:
+            self.path = self.paths.pop()
+
+
 class Versioned(Request):
     """A PATCH that sends the ETag of its previous answer as If-Match: each call is the next
     version's update, as a client holding the row would send it."""
@@ -156,8 +170,9 @@ class Versioned(Request):
         ]
 
 
-async def prepared(app: Litestar, scenario: str) -> Request:
-    """The tenant, its owner and what the scenario needs, made through the API."""
+async def prepared(app: Litestar, scenario: str, calls: int) -> Request:
+    """The tenant, its owner and what the scenario needs for ``calls`` requests, made through
+    the API."""
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://inprocess") as client:
         if (created := await client.post("/api/v1/tenants", json=TENANT)).status_code != 201:
@@ -175,6 +190,16 @@ async def prepared(app: Litestar, scenario: str) -> Request:
         json_body = bearer | {"content-type": "application/json"}
         if scenario == "create":
             return Request("POST", "/api/v1/projects", json_body, b'{"name": "Bench"}', 201)
+        if scenario == "delete":
+            # As the suite's: a live project with two documents each.
+            paths = []
+            for _ in range(calls):
+                made = await client.post("/api/v1/projects", json={"name": "Gone"}, headers=bearer)
+                paths.append(f"/api/v1/projects/{made.json()['id']}")
+                for title in ("one", "two"):
+                    document = {"title": title, "content": "c"}
+                    await client.post(f"{paths[-1]}/documents", json=document, headers=bearer)
+            return Deletes(paths, bearer)
         project = await client.post("/api/v1/projects", json={"name": "Bench"}, headers=bearer)
         path = f"/api/v1/projects/{project.json()['id']}"
         if scenario == "update":
@@ -226,7 +251,8 @@ def postgres_cpu_s() -> float | None:
 async def measure(app: Litestar, args: argparse.Namespace) -> Measured:
     """µs of the process's CPU per request, and of PostgreSQL's, one figure per round."""
     async with app.lifespan():
-        request = await prepared(app, args.scenario)
+        calls = WARM_UP + args.requests * (args.rounds + (1 if args.profile else 0))
+        request = await prepared(app, args.scenario, calls)
         for _ in range(WARM_UP):
             await request(app)
         rounds: Measured = ([], [])
