@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
@@ -300,6 +302,16 @@ async def test_a_row_added_at_commit_is_given_what_the_database_would_fill_or_re
     assert (added.content, added.created_by, added.metadata, added.version) == ("", None, {}, 1)
 
 
+@contextlib.asynccontextmanager
+async def app_sessions(app_database_url: str) -> AsyncIterator[async_sessionmaker[TenantSession]]:
+    """Units of work's sessions as the app's role, outside any request."""
+    engine = engine_for(app_database_url)
+    try:
+        yield async_sessionmaker(engine, expire_on_commit=False, class_=TenantSession)
+    finally:
+        await engine.dispose()
+
+
 async def test_rows_added_at_commit_with_other_columns_given_are_each_written_as_given(
     client: Client, app_database_url: str, database_owner: asyncpg.Connection
 ) -> None:
@@ -307,17 +319,12 @@ async def test_rows_added_at_commit_with_other_columns_given_are_each_written_as
     out: each is inserted with its own columns, none borrowing another's."""
     created = await create_tenant(client, "acme")
     tenant_id, owner_id = UUID(created["tenant"]["id"]), UUID(created["user"]["id"])
-    engine = engine_for(app_database_url)
-    sessions = async_sessionmaker(engine, expire_on_commit=False, class_=TenantSession)
-    try:
-        async with sessions() as session:
-            uow = SqlUnitOfWork(session)
-            projects = uow.repository(ProjectRepository, tenant_id)
-            owned = await projects.add_at_commit(name="owned", owner_id=owner_id)
-            unowned = await projects.add_at_commit(name="unowned")
-            await uow.commit()
-    finally:
-        await engine.dispose()
+    async with app_sessions(app_database_url) as sessions, sessions() as session:
+        uow = SqlUnitOfWork(session)
+        projects = uow.repository(ProjectRepository, tenant_id)
+        owned = await projects.add_at_commit(name="owned", owner_id=owner_id)
+        unowned = await projects.add_at_commit(name="unowned")
+        await uow.commit()
     rows = await database_owner.fetch(
         "select id, name, owner_id from projects where tenant_id = $1 order by name", tenant_id
     )
@@ -336,24 +343,23 @@ async def test_documents_deleted_at_commit_are_those_of_their_project_and_only_i
     among them, come back as given, and so do the statement's own braces."""
     created = await create_tenant(client, "acme")
     tenant_id = UUID(created["tenant"]["id"])
-    at = datetime(2026, 12, 6, 15, 0, tzinfo=UTC)
-    engine = engine_for(app_database_url)
-    sessions = async_sessionmaker(engine, expire_on_commit=False, class_=TenantSession)
-    try:
+    rolled_back, at = datetime(2026, 12, 5, tzinfo=UTC), datetime(2026, 12, 6, tzinfo=UTC)
+    async with app_sessions(app_database_url) as sessions:
         async with sessions() as session:
             uow = SqlUnitOfWork(session)
             projects = uow.repository(ProjectRepository, tenant_id)
             gone, kept = await projects.add(name="gone"), await projects.add(name="kept")
             documents = SqlDocumentRepository(session, tenant_id)
-            for project in (gone, kept):
-                await documents.add(project_id=project.id, title=project.name)
+            going = await documents.add(project_id=gone.id, title=gone.name)
+            await documents.add(project_id=kept.id, title=kept.name)
             await uow.commit()
-        for commit in (False, True):
+        for moment in (rolled_back, at):
             async with sessions() as session:
                 documents = SqlDocumentRepository(session, tenant_id)
-                await documents.soft_delete_all_at_commit(at, project_id=gone.id)
-                await documents.get(uuid4())  # a transaction to end
-                if commit:
+                await documents.soft_delete_all_at_commit(moment, project_id=gone.id)
+                # Live until the commit, in the transaction too.
+                assert await documents.get(going.id, project_id=gone.id) is not None
+                if moment == at:
                     await SqlUnitOfWork(session).commit()
         pieces = {f"a{number}": f"{{p{number}}}" for number in range(9)} | {"a9": "'}{"}
         retitled = DriverStatement(
@@ -373,8 +379,6 @@ async def test_documents_deleted_at_commit_are_those_of_their_project_and_only_i
                 session, tenant_id, tenant_id=tenant_id, project=kept.id, **pieces
             )
             await SqlUnitOfWork(session).commit()
-    finally:
-        await engine.dispose()
     rows = await database_owner.fetch(
         "select d.title, d.deleted_at from documents d"
         " join projects p on p.tenant_id = d.tenant_id and p.id = d.project_id"
