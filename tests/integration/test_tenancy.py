@@ -351,8 +351,8 @@ async def owner_over_http(http: httpx.AsyncClient, slug: str) -> dict[str, str]:
 async def test_a_read_then_write_request_runs_in_one_transaction(
     settings: Settings, clean_state: None
 ) -> None:
-    """DELETE reads the project to check who may delete it, then soft-deletes it, and its
-    documents with the commit; PATCH writes
+    """DELETE soft-deletes the project, whose answer says who may (else the transaction undoes
+    it), and its documents with the commit; PATCH writes
     and reads the audit trail's "before" in one statement (the table joined to itself), and when
     stale reads to tell 412 from 404;
     each change appends its audit event and publishes its webhook event (to no endpoint here),
@@ -444,7 +444,6 @@ async def test_a_read_then_write_request_runs_in_one_transaction(
         assert one_transaction(sent.take(), end="COMMIT") == (
             [
                 bearer_check,
-                "SELECT projects",
                 "UPDATE projects",
                 "INSERT audit_events at commit",
                 "UPDATE documents at commit",

@@ -496,15 +496,15 @@ class MemoryRepository(Generic[T]):
         after = await self.update(id, changes, expected_version=expected_version, **where)
         return None if before is None or after is None else (before, after)
 
-    async def soft_delete(self, id: UUID, /, at: datetime, **where: Any) -> bool:
+    async def soft_delete(self, id: UUID, /, at: datetime, **where: Any) -> T | None:
         row: Any = await self.get(id, **where)
         if row is None:
-            return False
+            return None
         if "deleted_at" in self.fields:
-            self.rows[id] = msgspec.structs.replace(row, deleted_at=at)
+            self.rows[id] = row = msgspec.structs.replace(row, deleted_at=at)
         else:
             self.store.deleted.add(id)
-        return True
+        return row  # type: ignore[no-any-return]
 
     async def soft_delete_all_at_commit(self, at: datetime, **where: Any) -> None:
         # The working copy is what a commit keeps (as add_at_commit).

@@ -143,15 +143,12 @@ class DeleteDocument:
     async def __call__(self, actor: Actor, project_id: UUID, document_id: UUID) -> None:
         async with self.uow:
             documents = self.uow.repository(DocumentRepository, actor.tenant_id)
+            # One deleted meanwhile is gone for this request too (see DeleteProject).
             document = found(
-                await documents.get(document_id, project_id=project_id), "No such document."
+                await documents.soft_delete(document_id, self.clock.now(), project_id=project_id),
+                "No such document.",
             )
             require_may_destroy(actor, document.created_by, "this document")
-            # One deleted meanwhile is gone for this request too (see DeleteProject).
-            if not await documents.soft_delete(
-                document_id, self.clock.now(), project_id=project_id
-            ):
-                raise NotFound("No such document.")
             await record(
                 self.uow,
                 actor,

@@ -16,7 +16,7 @@ import msgspec
 from tenantry.application.audit import record, snapshot
 from tenantry.application.ownership import creator, require_may_destroy
 from tenantry.domain.auth import Actor
-from tenantry.domain.errors import Forbidden, NotFound, found
+from tenantry.domain.errors import Forbidden, found
 from tenantry.domain.files import (
     OBJECTS_PREFIX,
     FilePolicy,
@@ -287,11 +287,11 @@ class DeleteFile:
     async def __call__(self, actor: Actor, file_id: UUID) -> None:
         async with self.files.uow as uow:
             files = uow.repository(FileRepository, actor.tenant_id)
-            existing = found(await files.get(file_id), "No such file.")
-            require_may_destroy(actor, existing.created_by, "this file")
             # One deleted meanwhile is gone for this request too (see DeleteProject).
-            if not await files.soft_delete(file_id, self.files.clock.now()):
-                raise NotFound("No such file.")
+            existing = found(
+                await files.soft_delete(file_id, self.files.clock.now()), "No such file."
+            )
+            require_may_destroy(actor, existing.created_by, "this file")
             await record(
                 uow,
                 actor,

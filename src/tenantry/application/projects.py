@@ -110,13 +110,12 @@ class DeleteProject:
     async def __call__(self, actor: Actor, project_id: UUID) -> None:
         async with self.uow:
             projects = self.uow.repository(ProjectRepository, actor.tenant_id)
-            project = found(await projects.get(project_id), "No such project.")
-            require_may_destroy(actor, project.owner_id, "this project")
             now = self.clock.now()
             # A delete that ran meanwhile went first: its row lock held this one until it
-            # committed, and the row is gone for this one as for a later request.
-            if not await projects.soft_delete(project_id, now):
-                raise NotFound("No such project.")
+            # committed, and the row is gone for this one as for a later request. One the actor
+            # may not make is undone with the transaction.
+            project = found(await projects.soft_delete(project_id, now), "No such project.")
+            require_may_destroy(actor, project.owner_id, "this project")
             # Its documents go with it, by the same commit.
             documents = self.uow.repository(DocumentRepository, actor.tenant_id)
             await documents.soft_delete_all_at_commit(now, project_id=project_id)

@@ -84,7 +84,11 @@ class Repository(Protocol[T]):
         an audit trail's change in the update's own statement, not a read before it."""
         ...
 
-    async def soft_delete(self, id: UUID, /, at: datetime, **where: Any) -> bool: ...
+    async def soft_delete(self, id: UUID, /, at: datetime, **where: Any) -> T | None:
+        """Mark the live row deleted; the row as it now is, None when there was none (another
+        delete went first). A use case that may not delete it raises, and its transaction
+        undoes the delete: who may is known from the row the delete answers, not a read first."""
+        ...
 
     async def soft_delete_all_at_commit(self, at: datetime, **where: Any) -> None:
         """Mark every live row matching ``where`` deleted, by the commit of the transaction, in

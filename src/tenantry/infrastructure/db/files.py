@@ -225,9 +225,13 @@ def _release_expired() -> ClauseElement:
 
 
 def _uncounted(gone: Any, *where: ColumnElement[bool]) -> ClauseElement:
-    """A file gone (soft deleted, or deleted outright): its bytes leave the counters with it;
-    how many files went."""
-    counted = (
+    """A file deleted outright: its bytes leave the counters with it; how many files went."""
+    return select(func.count()).select_from(gone).add_cte(_counted(gone, *where))
+
+
+def _counted(gone: Any, *where: ColumnElement[bool]) -> Any:
+    """The counters without the bytes of the file ``gone`` (soft deleted, or deleted outright)."""
+    return (
         update(_USAGE)
         .where(*_usage_row(), *where)
         .values(
@@ -238,7 +242,6 @@ def _uncounted(gone: Any, *where: ColumnElement[bool]) -> ClauseElement:
         .returning(_USAGE.c.tenant_id)
         .cte("counted")
     )
-    return select(func.count()).select_from(gone).add_cte(counted)
 
 
 def _quota_setting() -> ClauseElement:
@@ -305,7 +308,7 @@ class SqlFileRepository(SqlRepository[StoredFile]):
         released = self.statement("release_expired", _release_expired)
         return int(await released.fetch_value(self.session, **self.arguments(now=now)))
 
-    async def soft_delete(self, id: UUID, /, at: datetime, **where: Any) -> bool:
+    async def soft_delete(self, id: UUID, /, at: datetime, **where: Any) -> StoredFile | None:
         if where:
             raise TypeError("files are soft deleted by id alone")
 
@@ -316,13 +319,14 @@ class SqlFileRepository(SqlRepository[StoredFile]):
                 .values(
                     deleted_at=bindparam("at", type_=_FILES.c.deleted_at.type), **self.touched()
                 )
-                .returning(_FILES.c.size)
+                .returning(*_FILES.c)
                 .cte("gone")
             )
-            return _uncounted(gone)
+            return select(*gone.c).add_cte(_counted(gone))
 
         deleted = self.statement("soft_delete_counted", build)
-        return bool(await deleted.fetch_value(self.session, **self.arguments(file_id=id, at=at)))
+        record = await deleted.fetch_row(self.session, **self.arguments(file_id=id, at=at))
+        return None if record is None else self.to_entity(record)
 
     async def delete(self, id: UUID, /, **where: Any) -> bool:
         if where:

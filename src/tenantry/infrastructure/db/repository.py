@@ -354,7 +354,7 @@ class SqlRepository(TenantRows[T]):
             raise StaleVersion(f"The {noun} changed since you read it; fetch it and retry.")
         return record
 
-    async def soft_delete(self, id: UUID, /, at: datetime, **where: Any) -> bool:
+    async def soft_delete(self, id: UUID, /, at: datetime, **where: Any) -> T | None:
         keys = tuple(sorted(where))
         table = self.table()
         statement = self.statement(
@@ -363,13 +363,11 @@ class SqlRepository(TenantRows[T]):
                 update(table)
                 .where(*self.compiled_filters(where=keys), table.c.id == bindparam("id"))
                 .values(deleted_at=bindparam("at", type_=table.c.deleted_at.type), **self.touched())
-                .returning(table.c.id)
+                .returning(*table.c)
             ),
         )
-        return (
-            await statement.fetch_row(self.session, **self.arguments(where, id=id, at=at))
-            is not None
-        )
+        record = await statement.fetch_row(self.session, **self.arguments(where, id=id, at=at))
+        return None if record is None else self.to_entity(record)
 
     async def soft_delete_all_at_commit(self, at: datetime, **where: Any) -> None:
         keys = tuple(sorted(where))
