@@ -337,9 +337,7 @@ class SqlRepository(TenantRows[T]):
                 statement = statement.where(table.c.version == bindparam("expected_version"))
             if before:
                 previous = table.alias("previous")
-                statement = statement.where(
-                    previous.c.tenant_id == table.c.tenant_id, previous.c.id == table.c.id
-                )
+                statement = statement.where(of_tenant(previous), previous.c.id == table.c.id)
                 statement = statement.returning(
                     *(column.label(BEFORE + column.name) for column in previous.c)
                 )

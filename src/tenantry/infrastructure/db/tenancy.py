@@ -31,7 +31,7 @@ from sqlalchemy.exc import MissingGreenlet
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.pool import QueuePool
 from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.expression import ClauseElement
+from sqlalchemy.sql.expression import ClauseElement, FromClause
 from sqlalchemy.types import TypeEngine
 
 from tenantry.domain.errors import Unavailable
@@ -60,9 +60,10 @@ Refusal = tuple[str, Callable[[], Exception]]
 
 def of_tenant(entity: Any, tenant_id: UUID | None = None) -> ColumnElement[bool]:
     """The first wall's predicate, written here and nowhere else: the rows of ``entity`` (a
-    mapped class or a table) that belong to ``tenant_id``; without one, to the tenant passed as
-    the ``tenant_id`` parameter when the statement runs (for statements compiled once)."""
-    column = entity.c.tenant_id if isinstance(entity, Table) else entity.tenant_id
+    mapped class, a table or an alias of one) that belong to ``tenant_id``; without one, to the
+    tenant passed as the ``tenant_id`` parameter when the statement runs (for statements
+    compiled once)."""
+    column = entity.c.tenant_id if isinstance(entity, FromClause) else entity.tenant_id
     return column == (bindparam(TENANT_KEY) if tenant_id is None else tenant_id)  # type: ignore[no-any-return]
 
 
