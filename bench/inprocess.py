@@ -8,9 +8,9 @@ A database of its own (dropped at the end) on the given PostgreSQL, or on an emb
 migrated by `tenantry db upgrade`; the app built by `bootstrap.create_app` from the settings
 `tenantry serve` would read, its lifespan entered, a tenant and its owner made through the API;
 then the app called as an ASGI app with a scope and a `receive` of our own (an upload: a 256
-KiB text file in a multipart body, in 64 KiB messages; an update: a PATCH carrying the ETag of
-the previous answer as If-Match; a delete: a project of its own each, made with two documents
-before the rounds). Each round's requests are timed with
+KiB text file in a multipart body, in 64 KiB messages; a document: a POST of one into a
+project; an update: a PATCH carrying the ETag of the previous answer as If-Match; a delete: a
+project of its own each, made with two documents before the rounds). Each round's requests are timed with
 `time.process_time()`: the process's CPU, its storage and hash threads included; and, when
 PostgreSQL runs on this machine, its processes' CPU over the same rounds (from /proc: every
 postgres process, so other databases' work on the server counts too). Access lines go to a
@@ -53,7 +53,7 @@ from tenantry.config import load_settings
 from tenantry.infrastructure.observability.logging import configure_logging
 from tenantry.infrastructure.storage import local
 
-SCENARIOS = ("upload", "get", "create", "update", "delete", "login")
+SCENARIOS = ("upload", "get", "create", "document", "update", "delete", "login")
 # µs of this process's CPU per request by round, and of PostgreSQL's (none: not on this machine).
 Measured = tuple[list[float], list[float]]
 STORES = ("thread", "loop", "none")
@@ -202,6 +202,9 @@ async def prepared(app: Litestar, scenario: str, calls: int) -> Request:
             return Deletes(paths, bearer)
         project = await client.post("/api/v1/projects", json={"name": "Bench"}, headers=bearer)
         path = f"/api/v1/projects/{project.json()['id']}"
+        if scenario == "document":
+            body = b'{"title": "Bench", "content": "c"}'
+            return Request("POST", f"{path}/documents", json_body, body, 201)
         if scenario == "update":
             versioned = json_body | {"if-match": project.headers["etag"]}
             return Versioned("PATCH", path, versioned, b'{"name": "Benched"}', 200)

@@ -248,3 +248,46 @@ async def test_two_concurrent_deletes_of_one_row_answer_one_204_and_one_404(
     actions = [event["action"] for event in trail.json()["items"]]
     deleted = ("project", "document", "file", "user", "webhook")
     assert [actions.count(f"{kind}.deleted") for kind in deleted] == [ROUNDS] * len(deleted)
+
+
+async def test_a_document_created_while_its_project_is_deleted_is_refused_or_deleted_with_it(
+    settings: Settings, clean_state: None
+) -> None:
+    """Documents created while their project is deleted, round after round: each create either
+    comes first, and the delete takes its document with the rest, or comes after, and is a 404
+    that wrote nothing. No document outlives its project."""
+    caller = Caller("acme", "globex")
+    created_documents = 0
+    async with served_to(settings, caller) as http:
+        for number in range(ROUNDS):
+            created = await http.post(
+                "/api/v1/projects", headers=caller.headers, json={"name": f"p{number}"}
+            )
+            path = f"/api/v1/projects/{created.json()['id']}"
+            deleted, *answers = await asyncio.gather(
+                http.delete(path, headers=caller.headers),
+                *(
+                    http.post(
+                        f"{path}/documents",
+                        headers=caller.headers,
+                        json={"title": f"t{side}", "content": "c"},
+                    )
+                    for side in range(3)
+                ),
+            )
+            assert deleted.status_code == 204, deleted.text
+            assert {answer.status_code for answer in answers} <= {201, 404}, [
+                answer.text for answer in answers
+            ]
+            for answer in answers:
+                if answer.status_code == 201:
+                    created_documents += 1
+                    document = f"{path}/documents/{answer.json()['id']}"
+                    found = await http.get(document, headers=caller.headers)
+                    assert found.status_code == 404, (number, found.text)
+        trail = await http.get(
+            "/api/v1/audit",
+            headers=caller.headers,
+            params={"action": "document.created", "limit": 100},
+        )
+    assert len(trail.json()["items"]) == created_documents

@@ -258,8 +258,8 @@ async def test_the_functions_are_the_app_roles_to_run_and_do_nothing_else(
         """
     )
     # The outbox's write (0019_webhooks), a sign-in's read and write (0023_login_statements),
-    # the bearer check confirmed in a transaction's round trip (0024_confirm_roles) and an
-    # upload's row written at commit (0025_add_file)
+    # the bearer check confirmed in a transaction's round trip (0024_confirm_roles), an
+    # upload's row written at commit (0025_add_file) and a document's (0027_add_document)
     # run as their caller, the app role, under the tenant policy: no privilege of their own.
     invokers = {row["signature"]: row for row in functions if not row["prosecdef"]}
     assert set(invokers) == {
@@ -270,6 +270,8 @@ async def test_the_functions_are_the_app_roles_to_run_and_do_nothing_else(
         "tenantry_confirm_roles(uuid,uuid,uuid,character varying[])",
         "tenantry_add_file(uuid,bigint,uuid,bigint,text,text,text,text,jsonb,text,uuid,"
         "timestamp with time zone)",
+        "tenantry_add_document(uuid,uuid,uuid,uuid,text,text,jsonb,integer,"
+        "timestamp with time zone,timestamp with time zone)",
     }
     for row in invokers.values():
         assert row["owner"] != MAINTENANCE_ROLE

@@ -398,12 +398,12 @@ async def test_a_read_then_write_request_runs_in_one_transaction(
             f"{path}/documents", headers=owner, json={"title": "Plan", "content": "c"}
         )
         assert document.status_code == 201, document.text
+        # A document: its project found live, and held so, by the statement that writes it.
         assert one_transaction(sent.take(), end="COMMIT") == (
             [
                 bearer_check,
-                "SELECT projects",
-                "INSERT documents at commit",
                 "INSERT audit_events at commit",
+                "tenantry_add_document at commit",
                 "tenantry_publish_webhook_event at commit",
             ],
             [],

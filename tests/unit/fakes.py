@@ -27,8 +27,14 @@ from tenantry.domain.auth import (
     RefreshToken,
     RefreshTokenRepository,
 )
-from tenantry.domain.documents import Document
-from tenantry.domain.errors import INVALID_CREDENTIALS, Conflict, StaleVersion, Unauthenticated
+from tenantry.domain.documents import Document, DocumentRepository
+from tenantry.domain.errors import (
+    INVALID_CREDENTIALS,
+    Conflict,
+    NotFound,
+    StaleVersion,
+    Unauthenticated,
+)
 from tenantry.domain.files import FileRepository, QuotaRefused, StoredFile
 from tenantry.domain.projects import Project
 from tenantry.domain.repository import ListQuery, Repository
@@ -527,6 +533,18 @@ class MemoryRepository(Generic[T]):
         )
 
 
+class FakeDocumentRepository(MemoryRepository[Document]):
+    def __init__(self, store: FakeStore, tenant_id: UUID, clock: FakeClock) -> None:
+        super().__init__(store, tenant_id, clock, Document)
+
+    async def add_at_commit(self, **values: Any) -> Document:
+        # As the commit's check: only into a live project of the tenant.
+        projects = MemoryRepository(self.store, self.tenant_id, self.clock, Project)
+        if await projects.get(values["project_id"]) is None:
+            raise NotFound("No such project.")
+        return await super().add_at_commit(**values)
+
+
 @dataclass
 class FileHold:
     """What an upload in progress holds of its tenant's quota (the file_reservations row)."""
@@ -941,6 +959,7 @@ FAKES: dict[Any, Callable[[FakeStore, UUID, FakeClock], Any]] = {
     UserRepository: FakeUserRepository,
     RefreshTokenRepository: FakeRefreshTokenRepository,
     ApiKeyRepository: FakeApiKeyRepository,
+    DocumentRepository: FakeDocumentRepository,
     FileRepository: FakeFileRepository,
     TaskRepository: FakeTaskRepository,
     WebhookEndpointRepository: FakeWebhookEndpointRepository,

@@ -48,7 +48,8 @@ class CreateDocument:
         title, content = clean_title(title), check_content(content)
         metadata = check_metadata(metadata or {})
         async with self.uow:
-            await require_project(self.uow, actor, project_id)
+            # Its project is checked by the commit, which holds it live until the document is
+            # written (DocumentRepository): nothing is read before, one round trip in all.
             document = await self.uow.repository(DocumentRepository, actor.tenant_id).add_at_commit(
                 project_id=project_id,
                 created_by=creator(actor),

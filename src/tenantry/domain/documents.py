@@ -62,4 +62,9 @@ def check_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
 
 
 class DocumentRepository(Repository[Document], Protocol):
-    """Live documents of one tenant; each names its project (``project_id=`` narrows)."""
+    """Live documents of one tenant; each names its project (``project_id=`` narrows).
+
+    ``add_at_commit`` writes a document only into a live project of the tenant, which the
+    commit finds and holds live until the transaction ends (a delete of the project then
+    comes after, and takes the document with the rest); the commit raises ``NotFound`` for
+    any other project, and writes nothing."""

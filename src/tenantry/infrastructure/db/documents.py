@@ -12,8 +12,18 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tenantry.domain.documents import Document, DocumentRepository
+from tenantry.domain.errors import NotFound
 from tenantry.infrastructure.db.base import TenantOwned, creator_key
 from tenantry.infrastructure.db.repository import SqlRepository
+from tenantry.infrastructure.db.tenancy import run_at_commit
+
+# A document and the check of its project, by the commit (migration 0027_add_document): the
+# function raises PROJECT_NOT_LIVE when the project is not a live one of the tenant.
+_ADD_DOCUMENT = (
+    "SELECT tenantry_add_document({tenant_id}, {id}, {project_id}, {created_by}, {title}, "
+    "{content}, {metadata}::jsonb, {version}, {created_at}, {updated_at})"
+)
+PROJECT_NOT_LIVE = "TR003"
 
 
 class DocumentModel(TenantOwned):
@@ -43,3 +53,16 @@ class SqlDocumentRepository(SqlRepository[Document]):
     model = DocumentModel
     entity = Document
     port = DocumentRepository
+
+    def _insert_at_commit(self, row: dict[str, Any]) -> None:
+        run_at_commit(
+            self.session,
+            self.tenant_id,
+            _ADD_DOCUMENT,
+            refused=(PROJECT_NOT_LIVE, _no_project),
+            **row,
+        )
+
+
+def _no_project() -> NotFound:
+    return NotFound("No such project.")

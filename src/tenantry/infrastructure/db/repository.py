@@ -248,8 +248,12 @@ class SqlRepository(TenantRows[T]):
         # The entity is the row as given: a column left out is NULL, its table's default being
         # none (_unset_columns refuses one whose value only the database would know).
         entity = self.to_entity(dict.fromkeys(_unset_columns(self.table(), row)) | row)
-        append_at_commit(self.session, self.table(), self.tenant_id, row)
+        self._insert_at_commit(row)
         return entity
+
+    def _insert_at_commit(self, row: dict[str, Any]) -> None:
+        """Have the commit insert ``row``, whole, as :meth:`add_at_commit` promises."""
+        append_at_commit(self.session, self.table(), self.tenant_id, row)
 
     async def add_many(self, rows: Sequence[Mapping[str, Any]]) -> list[T]:
         if not rows:
