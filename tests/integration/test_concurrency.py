@@ -1,7 +1,8 @@
 """Requests in parallel through a real uvicorn. Two tenants over a pool of two connections: the
 place a tenant could bleed through a pooled connection or a driver-level transaction; every
 response and every row must belong to the tenant that asked. And two writers of one row holding
-the same version: exactly one of them may succeed."""
+the same version: exactly one of them may succeed. And writes racing the delete of the row they
+hang on (a document's project, an event's webhook): none outlives it, none fails for it."""
 
 from __future__ import annotations
 
@@ -291,3 +292,38 @@ async def test_a_document_created_while_its_project_is_deleted_is_refused_or_del
             params={"action": "document.created", "limit": 100},
         )
     assert len(trail.json()["items"]) == created_documents
+
+
+async def test_changes_published_while_their_webhook_is_deleted_all_succeed(
+    settings: Settings, clean_state: None
+) -> None:
+    """Projects created while the endpoint subscribed to their event is deleted, round after
+    round: each creation's outbox write either sees the endpoint go and skips it, or holds it
+    until its commit, the delete then taking the new delivery with the endpoint. Every
+    creation succeeds (a delivery's key to an endpoint being deleted failed them with a 500)."""
+    caller = Caller("acme", "globex")
+    async with served_to(settings, caller) as http:
+        for number in range(ROUNDS):
+            hook = await http.post(
+                "/api/v1/webhooks",
+                headers=caller.headers,
+                json={"url": f"http://127.0.0.1:9/{number}", "events": ["project.created"]},
+            )
+            assert hook.status_code == 201, hook.text
+            path = f"/api/v1/webhooks/{hook.json()['id']}"
+            deleted, *answers = await asyncio.gather(
+                http.delete(path, headers=caller.headers),
+                *(
+                    http.post(
+                        "/api/v1/projects", headers=caller.headers, json={"name": f"p{number}"}
+                    )
+                    for _ in range(4)
+                ),
+            )
+            assert deleted.status_code == 204, deleted.text
+            assert [answer.status_code for answer in answers] == [201] * 4, [
+                answer.text for answer in answers
+            ]
+            assert (await http.get(path, headers=caller.headers)).status_code == 404
+        listed = await http.get("/api/v1/projects", headers=caller.headers, params={"limit": 1})
+    assert listed.json()["total"] == ROUNDS * 4
