@@ -327,3 +327,45 @@ async def test_changes_published_while_their_webhook_is_deleted_all_succeed(
             assert (await http.get(path, headers=caller.headers)).status_code == 404
         listed = await http.get("/api/v1/projects", headers=caller.headers, params={"limit": 1})
     assert listed.json()["total"] == ROUNDS * 4
+
+
+async def test_a_user_deleted_while_writing_is_deleted_and_their_writes_are_kept_or_refused(
+    settings: Settings, clean_state: None
+) -> None:
+    """A member creating projects while an admin deletes them, round after round: the delete
+    always succeeds (it held the member's row first, so a creation under way committed before
+    and was cleared of its owner with the rest); a creation that came after is a 401, the
+    member being gone, not a 500 on the owner's key."""
+    caller = Caller("acme", "globex")
+    async with served_to(settings, caller) as http:
+        for number in range(ROUNDS):
+            login = {"username": f"member{number}", "email": f"member{number}@acme.example"}
+            added = await http.post(
+                "/api/v1/users",
+                headers=caller.headers,
+                json={**login, "password": PASSWORD, "roles": ["member"]},
+            )
+            assert added.status_code == 201, added.text
+            tokens = await http.post(
+                "/api/v1/auth/login",
+                json={"tenant": "acme", "login": login["username"], "password": PASSWORD},
+            )
+            member = {"Authorization": f"Bearer {tokens.json()['access_token']}"}
+            deleted, *answers = await asyncio.gather(
+                http.delete(f"/api/v1/users/{added.json()['id']}", headers=caller.headers),
+                *(
+                    http.post("/api/v1/projects", headers=member, json={"name": f"p{number}"})
+                    for _ in range(4)
+                ),
+            )
+            assert deleted.status_code == 204, deleted.text
+            assert {answer.status_code for answer in answers} <= {201, 401}, [
+                answer.text for answer in answers
+            ]
+            for answer in answers:
+                if answer.status_code == 401:
+                    assert answer.headers["content-type"] == "application/problem+json"
+                    continue
+                project = f"/api/v1/projects/{answer.json()['id']}"
+                kept = await http.get(project, headers=caller.headers)
+                assert kept.json()["owner_id"] is None, kept.text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from http import HTTPStatus
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import msgspec
@@ -17,6 +18,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from tenantry.domain.errors import (
+    INVALID_CREDENTIALS,
     Conflict,
     DomainError,
     Forbidden,
@@ -38,6 +40,11 @@ _NAMED_FIELD = re.compile(r"(?:missing required|unknown) field `([^`]+)`")
 _UNSTORABLE_SQLSTATES = frozenset({"22021", "22P05"})
 # statement_timeout fired (or the query was cancelled otherwise).
 QUERY_CANCELED = "57014"
+FOREIGN_KEY_VIOLATION = "23503"
+# The schema's keys to a user (a row's creator or owner, a session's or an API key's user), as
+# the metadata's naming convention calls them. A Citus coordinator relays a worker's error
+# without its constraint field, the name (with the shard's id after it) only in its message.
+_KEY_TO_A_USER = re.compile(r"\bfk_\w+_users(?:_\d+)?\b")
 UNSTORABLE_INPUT = "The request contains a character that is not accepted (such as NUL)."
 TOO_DEEP = "The request body is nested too deeply."
 
@@ -226,8 +233,10 @@ def handle_database(request: Request[Any, Any, Any], exc: Exception) -> Response
 
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
-    if _unstorable_input(exc):
+    if _in_chain(exc, _unstorable_input):
         return problem_response(request, 422, UNSTORABLE_INPUT)
+    if _in_chain(exc, _caller_deleted):
+        return handle_domain(request, Unauthenticated(INVALID_CREDENTIALS))
     # msgspec gives up on JSON nested deeper than the interpreter's recursion limit: a request
     # body that cannot be read, not a fault of ours.
     if isinstance(exc, RecursionError) and "while deserializing" in str(exc):
@@ -241,12 +250,9 @@ def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Respon
     )
 
 
-def _unstorable_input(exc: BaseException) -> bool:
-    """Whether PostgreSQL refused a character of the client's input (a NUL in text or JSON).
-
-    Found by the SQLSTATE anywhere in the exception's chain, so no driver class is named here;
-    the other data errors (a number out of range, say) are kept out by the request schemas.
-    """
+def _in_chain(exc: BaseException, found: Callable[[BaseException], bool]) -> bool:
+    """Whether ``found`` holds for an exception anywhere in ``exc``'s chain: database errors are
+    told by their SQLSTATE there, so no driver class is named here."""
     pending: list[BaseException] = [exc]
     seen: set[int] = set()
     while pending:
@@ -254,11 +260,28 @@ def _unstorable_input(exc: BaseException) -> bool:
         if id(current) in seen:
             continue
         seen.add(id(current))
-        if getattr(current, "sqlstate", None) in _UNSTORABLE_SQLSTATES:
+        if found(current):
             return True
         linked = (current.__cause__, current.__context__, getattr(current, "orig", None))
         pending.extend(link for link in linked if isinstance(link, BaseException))
     return False
+
+
+def _unstorable_input(error: BaseException) -> bool:
+    """PostgreSQL refused a character of the client's input (a NUL in text or JSON); the other
+    data errors (a number out of range, say) are kept out by the request schemas."""
+    return getattr(error, "sqlstate", None) in _UNSTORABLE_SQLSTATES
+
+
+def _caller_deleted(error: BaseException) -> bool:
+    """A row's key to a user failed: the user was deleted while the request ran (the delete
+    holds the user's row, so a write that names it after waits, then finds it gone). The API
+    writes no user id but the caller's into a row, so the caller was deleted: their
+    credentials no longer hold."""
+    if getattr(error, "sqlstate", None) != FOREIGN_KEY_VIOLATION:
+        return False
+    constraint = getattr(error, "constraint_name", None) or getattr(error, "message", "")
+    return bool(_KEY_TO_A_USER.search(str(constraint)))
 
 
 def _safe_detail(detail: str, status: int) -> str:

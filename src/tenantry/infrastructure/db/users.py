@@ -224,7 +224,10 @@ class SqlUserRepository(TenantRows[User]):
         await self.session.execute(statement)
 
     async def delete(self, user_id: UUID) -> bool:
-        row = await self.orm.get_one_or_none(id=user_id)
+        # Locked first: a write naming the user that is under way (its key's check holds the
+        # row) commits before, and is then cleared with the rest; one that comes after waits,
+        # then finds the user gone.
+        row = await self.orm.get_one_or_none(id=user_id, with_for_update=True)
         if row is None:
             return False
         for statement in _UNATTRIBUTE:
