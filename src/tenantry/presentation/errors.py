@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-from http import HTTPStatus
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any, ClassVar
 
 import msgspec
