@@ -300,6 +300,10 @@ async def test_a_row_added_at_commit_is_given_what_the_database_would_fill_or_re
         await documents.add_at_commit(project_id=uuid4(), content="c")
     added = await documents.add_at_commit(project_id=uuid4(), title="t")
     assert (added.content, added.created_by, added.metadata, added.version) == ("", None, {}, 1)
+    # A document is written new and live by its function (0027_add_document): a value it
+    # would not write is refused rather than left out.
+    with pytest.raises(TypeError, match=r"cannot be given \['deleted_at'\]"):
+        await documents.add_at_commit(project_id=uuid4(), title="t", deleted_at=datetime.now(UTC))
 
 
 @contextlib.asynccontextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from string import Formatter
 from typing import Any
 from uuid import UUID
 
@@ -24,6 +25,7 @@ _ADD_DOCUMENT = (
     "{content}, {metadata}::jsonb, {version}, {created_at}, {updated_at})"
 )
 PROJECT_NOT_LIVE = "TR003"
+_WRITTEN = frozenset(name for _, name, _, _ in Formatter().parse(_ADD_DOCUMENT) if name)
 
 
 class DocumentModel(TenantOwned):
@@ -55,12 +57,16 @@ class SqlDocumentRepository(SqlRepository[Document]):
     port = DocumentRepository
 
     def _insert_at_commit(self, row: dict[str, Any]) -> None:
+        if unwritten := set(row) - _WRITTEN:
+            # The function writes a new, live document: nothing else may be said of it.
+            raise TypeError(f"a new document cannot be given {sorted(unwritten)}")
         run_at_commit(
             self.session,
             self.tenant_id,
             _ADD_DOCUMENT,
             refused=(PROJECT_NOT_LIVE, _no_project),
-            **row,
+            # A column left out is NULL, as add_at_commit's answer says.
+            **dict.fromkeys(_WRITTEN) | row,
         )
 
 
