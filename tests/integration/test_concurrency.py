@@ -369,3 +369,57 @@ async def test_a_user_deleted_while_writing_is_deleted_and_their_writes_are_kept
                 project = f"/api/v1/projects/{answer.json()['id']}"
                 kept = await http.get(project, headers=caller.headers)
                 assert kept.json()["owner_id"] is None, kept.text
+
+
+async def test_sign_ups_of_one_slug_at_once_are_one_201_and_the_rest_409(
+    settings: Settings, clean_state: None
+) -> None:
+    """Three sign-ups of one slug sent together, round after round: all read the slug free,
+    the first insert wins, and the others, which waited on its index entry, are 409s (not the
+    500 of a unique violation nobody named)."""
+    roomy = msgspec.structs.replace(settings, register_attempts_per_address=10 * ROUNDS)
+    caller = Caller("acme", "globex")
+    async with served_to(roomy, caller) as http:
+        for number in range(ROUNDS):
+            owner = {"username": "olive", "email": f"olive@{number}.example", "password": PASSWORD}
+            answers = await asyncio.gather(
+                *(
+                    http.post(
+                        "/api/v1/tenants",
+                        json={"name": f"Same {number}", "slug": f"same-{number}", "owner": owner},
+                    )
+                    for _ in range(3)
+                )
+            )
+            assert sorted(answer.status_code for answer in answers) == [201, 409, 409], [
+                answer.text for answer in answers
+            ]
+            refused = next(answer for answer in answers if answer.status_code == 409)
+            assert refused.json()["errors"] == [{"field": "slug", "message": "is taken"}]
+
+
+async def test_a_webhook_pinged_and_changed_while_deleted_is_deleted_and_the_rest_404(
+    settings: Settings, clean_state: None
+) -> None:
+    """A ping and a change of an endpoint sent with its delete, round after round: the delete
+    always succeeds; the ping came first (and its delivery went with the endpoint) or finds
+    none, and so does the change. Never a 500 on the ping delivery's key."""
+    caller = Caller("acme", "globex")
+    async with served_to(settings, caller) as http:
+        for number in range(ROUNDS):
+            hook = await http.post(
+                "/api/v1/webhooks",
+                headers=caller.headers,
+                json={"url": f"http://127.0.0.1:9/{number}", "events": ["project.created"]},
+            )
+            assert hook.status_code == 201, hook.text
+            path = f"/api/v1/webhooks/{hook.json()['id']}"
+            deleted, pinged, changed = await asyncio.gather(
+                http.delete(path, headers=caller.headers),
+                http.post(f"{path}/ping", headers=caller.headers),
+                http.patch(path, headers=caller.headers, json={"events": ["project.updated"]}),
+            )
+            assert deleted.status_code == 204, deleted.text
+            assert pinged.status_code in {202, 404}, pinged.text
+            assert changed.status_code in {200, 404}, changed.text
+            assert (await http.get(path, headers=caller.headers)).status_code == 404

@@ -839,6 +839,10 @@ class FakeWebhookEndpointRepository(MemoryRepository[WebhookEndpoint]):
     async def secret(self, endpoint_id: UUID) -> str | None:
         return self.secrets.get(endpoint_id) if await self.get(endpoint_id) else None
 
+    async def held(self, endpoint_id: UUID) -> WebhookEndpoint | None:
+        # One unit of work at a time here: nothing to wait for.
+        return await self.get(endpoint_id)
+
     async def attempted(self, endpoint_id: UUID, *, succeeded: bool, at: datetime) -> None:
         row = await self.get(endpoint_id)
         if row is None:

@@ -276,7 +276,8 @@ class PingWebhook:
         now = self.clock.now()
         async with self.uow:
             endpoints = self.uow.repository(WebhookEndpointRepository, actor.tenant_id)
-            endpoint = found(await endpoints.get(webhook_id), NO_SUCH_WEBHOOK)
+            # Held: deleted at the same moment, it takes the ping with it, or is not found.
+            endpoint = found(await endpoints.held(webhook_id), NO_SUCH_WEBHOOK)
             if not endpoint.active:
                 raise Conflict("The webhook is not active: switch it on to ping it.")
             event_id = new_id()

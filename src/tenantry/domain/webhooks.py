@@ -212,6 +212,12 @@ class WebhookEndpointRepository(Repository[WebhookEndpoint], Protocol):
 
     async def secret(self, endpoint_id: UUID) -> str | None: ...
 
+    async def held(self, endpoint_id: UUID) -> WebhookEndpoint | None:
+        """The endpoint, held until the transaction ends (None when there is none): a delete
+        of it then waits, and takes what the transaction added to it, or came first, and this
+        finds none."""
+        ...
+
     async def attempted(self, endpoint_id: UUID, *, succeeded: bool, at: datetime) -> None:
         """Count an attempt's outcome: a success ends the endpoint's failing streak."""
         ...

@@ -8,7 +8,7 @@ from uuid import UUID
 
 import msgspec
 from advanced_alchemy.base import UUIDv7AuditBase
-from advanced_alchemy.exceptions import DuplicateKeyError
+from advanced_alchemy.exceptions import IntegrityError
 from advanced_alchemy.filters import LimitOffset, OrderBy
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from sqlalchemy import String, bindparam, select, text
@@ -89,7 +89,13 @@ class SqlTenantRepository:
             row = await self.repository.add(
                 TenantModel(name=tenant.name, slug=tenant.slug, settings=dict(tenant.settings))
             )
-        except DuplicateKeyError:
+        except IntegrityError as error:
+            # Two sign-ups of one slug at once: the second waits on the first's index entry and
+            # fails on it once that commits, after the slug was read free. advanced-alchemy
+            # reports a unique violation as a DuplicateKeyError only when it can read the
+            # server's (English) message; the constraint's name is always in it.
+            if "uq_tenants_slug" not in str(error.__cause__ or error):
+                raise
             raise Conflict(
                 f"The slug {tenant.slug!r} is taken.", fields={"slug": "is taken"}
             ) from None

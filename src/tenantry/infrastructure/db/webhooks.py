@@ -112,6 +112,17 @@ class SqlWebhookEndpointRepository(SqlRepository[WebhookEndpoint]):
         secret: str | None = (await self.session.execute(statement)).scalar_one_or_none()
         return secret
 
+    async def held(self, endpoint_id: UUID) -> WebhookEndpoint | None:
+        # FOR KEY SHARE: what the deliveries' key to the endpoint takes, and what its delete
+        # waits for; its other changes do not.
+        statement = (
+            self.select()
+            .where(WebhookEndpointModel.id == endpoint_id)
+            .with_for_update(key_share=True)
+        )
+        row = (await self.session.execute(statement)).mappings().one_or_none()
+        return None if row is None else self.to_entity(row)
+
     async def attempted(self, endpoint_id: UUID, *, succeeded: bool, at: datetime) -> None:
         model = WebhookEndpointModel
         changes: dict[str, Any] = (
