@@ -294,6 +294,17 @@ async def test_a_document_created_while_its_project_is_deleted_is_refused_or_del
     assert len(trail.json()["items"]) == created_documents
 
 
+async def new_webhook(http: httpx.AsyncClient, caller: Caller, number: int) -> str:
+    """An endpoint of ``caller``'s tenant subscribed to project.created: its path."""
+    hook = await http.post(
+        "/api/v1/webhooks",
+        headers=caller.headers,
+        json={"url": f"http://127.0.0.1:9/{number}", "events": ["project.created"]},
+    )
+    assert hook.status_code == 201, hook.text
+    return f"/api/v1/webhooks/{hook.json()['id']}"
+
+
 async def test_changes_published_while_their_webhook_is_deleted_all_succeed(
     settings: Settings, clean_state: None
 ) -> None:
@@ -304,13 +315,7 @@ async def test_changes_published_while_their_webhook_is_deleted_all_succeed(
     caller = Caller("acme", "globex")
     async with served_to(settings, caller) as http:
         for number in range(ROUNDS):
-            hook = await http.post(
-                "/api/v1/webhooks",
-                headers=caller.headers,
-                json={"url": f"http://127.0.0.1:9/{number}", "events": ["project.created"]},
-            )
-            assert hook.status_code == 201, hook.text
-            path = f"/api/v1/webhooks/{hook.json()['id']}"
+            path = await new_webhook(http, caller, number)
             deleted, *answers = await asyncio.gather(
                 http.delete(path, headers=caller.headers),
                 *(
@@ -407,13 +412,7 @@ async def test_a_webhook_pinged_and_changed_while_deleted_is_deleted_and_the_res
     caller = Caller("acme", "globex")
     async with served_to(settings, caller) as http:
         for number in range(ROUNDS):
-            hook = await http.post(
-                "/api/v1/webhooks",
-                headers=caller.headers,
-                json={"url": f"http://127.0.0.1:9/{number}", "events": ["project.created"]},
-            )
-            assert hook.status_code == 201, hook.text
-            path = f"/api/v1/webhooks/{hook.json()['id']}"
+            path = await new_webhook(http, caller, number)
             deleted, pinged, changed = await asyncio.gather(
                 http.delete(path, headers=caller.headers),
                 http.post(f"{path}/ping", headers=caller.headers),
