@@ -9,12 +9,14 @@ KEY SHARE`` first: a delete under way is waited for and its endpoint then skippe
 that comes after waits for this commit and takes the new delivery with the endpoint. An
 endpoint's other changes (``FOR NO KEY UPDATE``) do not conflict with the lock.
 
-A delivery's id is now its event's and endpoint's (an MD5 of both, as a UUID), not a random
-one: one delivery per event and endpoint, as before (a redelivery updates the row). On Citus a
-volatile function in the ``SELECT`` (``gen_random_uuid()``) kept the statement from running on
-the tenant's worker: its rows were collected on the coordinator and copied into the shard, and
-``COPY FROM`` is refused on a table under row level security. Without one, the statement runs
-where the tenant's shards are, as one.
+A delivery's id is now made of its event's and endpoint's, not drawn at random: the event's
+id (a UUIDv7) up to its variant, so it is a UUIDv7 of the event's time as the API's ids are,
+then 60 bits of an MD5 of both ids. One delivery per event and endpoint, as before (a
+redelivery updates the row). On Citus a volatile function in the ``SELECT``
+(``gen_random_uuid()``) kept the statement from running on the tenant's worker: its rows were
+collected on the coordinator and copied into the shard, and ``COPY FROM`` is refused on a table
+under row level security. Without one, the statement runs where the tenant's shards are, as
+one.
 
 Revision ID: 0028_publish_holds_endpoints
 Revises: 0027_add_document
@@ -51,8 +53,10 @@ BEGIN
         tenant_id, id, endpoint_id, event_id, event_type, payload, status, attempts,
         next_attempt_at, tries_since, log, created_at, updated_at
     )
-    SELECT e.tenant_id, pg_catalog.md5(event::text || e.id::text)::uuid, e.id, event, kind,
-        body, 'pending', 0,
+    SELECT e.tenant_id,
+        (pg_catalog.left(pg_catalog.replace(event::text, '-', ''), 16) || '8'
+         || pg_catalog.left(pg_catalog.md5(event::text || e.id::text), 15))::uuid,
+        e.id, event, kind, body, 'pending', 0,
         pg_catalog.now(), pg_catalog.now(), '[]'::jsonb, pg_catalog.now(), pg_catalog.now()
     FROM public.webhook_endpoints AS e
     WHERE e.tenant_id = tenant AND e.active AND kind = ANY (e.events);

@@ -293,6 +293,9 @@ async def test_redeliver_and_ping(client: Client, receiver: Receiver) -> None:
     hook = await register(client, owner, receiver, "/acme", "project.created")
     await client.post("/api/v1/projects", headers=owner, json={"name": "A"})
     (item,) = await deliveries_of(client, owner, hook["id"], "succeeded")
+    # A delivery's id: a UUIDv7 of its event's time (its event's id up to the variant).
+    delivery, event = UUID(item["id"]), UUID(item["event_id"])
+    assert (delivery.version, delivery.int >> 64) == (7, event.int >> 64)
     again = await client.post(
         f"{HOOKS}/{hook['id']}/deliveries/{item['id']}/redeliver", headers=owner
     )
