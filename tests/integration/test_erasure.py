@@ -26,6 +26,7 @@ from tenantry.infrastructure.jobs.worker import erase_tenant
 from ..conftest import Client, LogLines, plain_url
 from .identity import add_user, bearer, create_tenant, login, owner_session
 from .test_cli import in_process
+from .test_concurrency import Caller, served_to
 from .test_files import on_storage, stored_objects
 from .test_health import assert_problem
 from .test_rls import Seeder, tenant_tables
@@ -516,3 +517,86 @@ async def test_an_operator_erases_and_resumes_from_the_cli(
     code, out, err = await in_process("tenants", "erase", "--resume", **env)
     assert code == 0, err
     assert "No unfinished erasure." in out
+
+
+def streamed_upload(
+    size: int, halfway: asyncio.Event, go_on: asyncio.Event
+) -> tuple[dict[str, str], AsyncIterator[bytes]]:
+    """A multipart upload of ``size`` bytes that says its length (so it holds its quota ahead,
+    in a transaction before its bytes) and stops half way until ``go_on``: its headers and
+    body."""
+    boundary = "erasedmidway"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.txt"\r\n'
+        "Content-Type: text/plain\r\n\r\n"
+    ).encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield head + b"a" * (size // 2)
+        halfway.set()
+        await go_on.wait()
+        yield b"b" * (size - size // 2) + tail
+
+    headers = {
+        "Content-Type": f"multipart/form-data; boundary={boundary}",
+        "Content-Length": str(len(head) + size + len(tail)),
+    }
+    return headers, body()
+
+
+@pytest.mark.parametrize(
+    ("credential", "erased_midway"),
+    [("bearer", True), ("api_key", False)],
+    ids=["erased", "suspended"],
+)
+async def test_an_upload_under_way_when_its_tenant_is_erased_stores_nothing(
+    settings: Settings, database_owner: asyncpg.Connection, credential: str, erased_midway: bool
+) -> None:
+    """An upload of more than 1 MiB confirms its credentials in its first transaction and
+    writes its row in its last, after its bytes: its tenant suspended for erasure in between,
+    or erased outright, the upload is a 401 (what the tenant's next request gets), not a 500 on
+    the row's key to a tenant that is gone nor a file for a tenant being erased. Its object and
+    its hold are given back, and the erasure leaves nothing of the tenant."""
+    caller = Caller("acme", "globex")
+    async with served_to(settings, caller) as http, worker_adapters(settings) as container:
+        if credential == "api_key":
+            made = await http.post(
+                "/api/v1/auth/api-keys", headers=caller.headers, json={"name": "uploads"}
+            )
+            uploader = {"X-API-Key": made.json()["key"]}
+        else:
+            uploader = caller.headers
+        halfway, go_on = asyncio.Event(), asyncio.Event()
+        headers, body = streamed_upload(3 * 1024 * 1024, halfway, go_on)
+        upload = asyncio.create_task(
+            http.post("/api/v1/files", headers={**uploader, **headers}, content=body)
+        )
+        await halfway.wait()
+        asked = await http.post(
+            "/api/v1/tenant/erase", headers=caller.headers, json={"confirm": caller.slug}
+        )
+        assert asked.status_code == 202, asked.text
+        erase = {"erase": container.run_erasure()}
+        if erased_midway:
+            await erase_tenant(erase, asked.json()["id"], None)
+        go_on.set()
+        answer = await upload
+        assert_problem(answer, 401)
+        tenant_id = uuid.UUID(caller.tenant_id)
+        if not erased_midway:
+            # The hold was given back: nothing reserved, nothing used, no row.
+            usage = await database_owner.fetchrow(
+                "select used_bytes, file_count, reserved_bytes from file_usage where id = $1",
+                tenant_id,
+            )
+            assert tuple(usage) == (0, 0, 0)
+            files = "select count(*) from files where tenant_id = $1"
+            assert await database_owner.fetchval(files, tenant_id) == 0
+            await erase_tenant(erase, asked.json()["id"], None)
+        assert await objects_of(container, tenant_id) == []
+        assert not any(caller.tenant_id in path for path in stored_objects(settings))
+    for table, counts in (await row_counts(database_owner)).items():
+        assert tenant_id not in counts, table
+    tenants = "select count(*) from tenants where id = $1"
+    assert await database_owner.fetchval(tenants, tenant_id) == 0

@@ -326,7 +326,8 @@ class FileRepository(Repository[StoredFile], Protocol):
         step, which the unit of work's commit may take (the row as it is stored is returned
         now). QuotaRefused, here or from that commit, and nothing written, when the size is
         past what the upload still holds and no longer fits in the quota (as for
-        :meth:`reserve`)."""
+        :meth:`reserve`); Unauthenticated, and nothing written, when the tenant is no longer
+        active (suspended or erased while the upload streamed)."""
         ...
 
     async def release(self, file_id: UUID) -> None:

@@ -41,10 +41,11 @@ _UNSTORABLE_SQLSTATES = frozenset({"22021", "22P05"})
 # statement_timeout fired (or the query was cancelled otherwise).
 QUERY_CANCELED = "57014"
 FOREIGN_KEY_VIOLATION = "23503"
-# The schema's keys to a user (a row's creator or owner, a session's or an API key's user), as
-# the metadata's naming convention calls them. A Citus coordinator relays a worker's error
-# without its constraint field, the name (with the shard's id after it) only in its message.
-_KEY_TO_A_USER = re.compile(r"\bfk_\w+_users(?:_\d+)?\b")
+# The schema's keys to a user (a row's creator or owner, a session's or an API key's user) and
+# to a tenant, as the metadata's naming convention calls them. A Citus coordinator relays a
+# worker's error without its constraint field, the name (with the shard's id after it) only in
+# its message.
+_KEY_TO_THE_CALLER = re.compile(r"\bfk_\w+_(?:users|tenants)(?:_\d+)?\b")
 UNSTORABLE_INPUT = "The request contains a character that is not accepted (such as NUL)."
 TOO_DEEP = "The request body is nested too deeply."
 
@@ -274,14 +275,14 @@ def _unstorable_input(error: BaseException) -> bool:
 
 
 def _caller_deleted(error: BaseException) -> bool:
-    """A row's key to a user failed: the user was deleted while the request ran (the delete
-    holds the user's row, so a write that names it after waits, then finds it gone). The API
-    writes no user id but the caller's into a row, so the caller was deleted: their
-    credentials no longer hold."""
+    """A row's key to a user or a tenant failed: the user was deleted, or the tenant erased,
+    while the request ran (the delete holds the user's row, so a write that names it after
+    waits, then finds it gone). The API writes no user or tenant id but the caller's into a
+    row, so the caller is gone: their credentials no longer hold."""
     if getattr(error, "sqlstate", None) != FOREIGN_KEY_VIOLATION:
         return False
     constraint = getattr(error, "constraint_name", None) or getattr(error, "message", "")
-    return bool(_KEY_TO_A_USER.search(str(constraint)))
+    return bool(_KEY_TO_THE_CALLER.search(str(constraint)))
 
 
 def _safe_detail(detail: str, status: int) -> str:

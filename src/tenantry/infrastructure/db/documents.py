@@ -64,7 +64,7 @@ class SqlDocumentRepository(SqlRepository[Document]):
             self.session,
             self.tenant_id,
             _ADD_DOCUMENT,
-            refused=(PROJECT_NOT_LIVE, _no_project),
+            refused={PROJECT_NOT_LIVE: _no_project},
             # A column left out is NULL, as add_at_commit's answer says.
             **dict.fromkeys(_WRITTEN) | row,
         )

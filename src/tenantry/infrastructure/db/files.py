@@ -28,6 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.orm import Mapped, mapped_column
 
+from tenantry.domain.errors import INVALID_CREDENTIALS, Unauthenticated
 from tenantry.domain.files import FileRepository, QuotaRefused, StoredFile
 from tenantry.infrastructure.db.base import TenantOwned, creator_key, metadata
 from tenantry.infrastructure.db.repository import SqlRepository
@@ -182,14 +183,17 @@ def _released() -> Any:
     )
 
 
-# An upload's row and its usage, written at commit (migration 0025_add_file): the function
-# raises QUOTA_REFUSED when the size is past the upload's hold and the quota has no room.
+# An upload's row and its usage, written at commit (migrations 0025_add_file and
+# 0029_add_file_tenant_active): the function raises QUOTA_REFUSED when the size is past the
+# upload's hold and the quota has no room, and TENANT_NOT_ACTIVE when the tenant was suspended
+# or erased while the bytes streamed (the request's credentials were confirmed before them).
 _ADD_FILE = (
     "SELECT tenantry_add_file({tenant_id}, {default_quota}, {id}, {size}, "
     "{original_filename}, {content_type}, {claimed_content_type}, {sha256}, "
     "{metadata}::jsonb, {storage_key}, {created_by}, {created_at})"
 )
 QUOTA_REFUSED = "TR002"
+TENANT_NOT_ACTIVE = "TR004"
 
 
 def _release() -> ClauseElement:
@@ -288,7 +292,7 @@ class SqlFileRepository(SqlRepository[StoredFile]):
             self.session,
             self.tenant_id,
             _ADD_FILE,
-            refused=(QUOTA_REFUSED, QuotaRefused),
+            refused={QUOTA_REFUSED: QuotaRefused, TENANT_NOT_ACTIVE: _tenant_not_active},
             default_quota=default_quota,
             **msgspec.structs.asdict(stored),
         )
@@ -354,3 +358,8 @@ class SqlFileRepository(SqlRepository[StoredFile]):
         )
         connection = (await session_transaction(self.session)).connection
         return [self.to_entity(row) for row in (await connection.execute(statement)).mappings()]
+
+
+def _tenant_not_active() -> Unauthenticated:
+    # What the tenant's next request is answered: its credentials stopped with the suspension.
+    return Unauthenticated(INVALID_CREDENTIALS)

@@ -269,19 +269,18 @@ def run_at_commit(
     sql: str,
     /,
     *,
-    refused: tuple[str, Callable[[], Exception]] | None = None,
+    refused: Mapping[str, Callable[[], Exception]] | None = None,
     **values: Any,
 ) -> None:
     """Have ``sql`` run under ``tenant_id``'s row level security by the commit of ``session``'s
     transaction, in its round trip, as :func:`append_at_commit` does for a row: for a write
     that depends on other rows (``INSERT ... SELECT``). Each ``{name}`` in ``sql`` becomes
     ``values[name]`` as a literal (NULL for None); ``sql`` itself is the caller's constant.
-    ``refused``: the SQLSTATE ``sql`` raises to refuse, and the error the commit then raises
-    (nothing of the transaction is written)."""
+    ``refused``: each SQLSTATE ``sql`` raises to refuse, and the error the commit then raises
+    for it (nothing of the transaction is written)."""
     session.info.setdefault(APPENDED, []).append((sql, tenant_id, values))
-    if refused is not None:
-        sqlstate, error = refused
-        session.info.setdefault(REFUSALS, {})[sqlstate] = error
+    if refused:
+        session.info.setdefault(REFUSALS, {}).update(refused)
 
 
 def _appended_sql(

@@ -1,0 +1,106 @@
+"""An upload's row is written only while its tenant is active.
+
+A request's credentials are confirmed by its first transaction. An upload that holds its quota
+ahead (more than 1 MiB, or of no declared size) writes its row in a later one, after its bytes
+have streamed, which can be minutes on: a tenant suspended meanwhile (its erasure asked for)
+still got the file, and one erased meanwhile failed the upload with a 500 on the usage row's
+key to the tenant. ``tenantry_add_file`` now reads the tenant's status with its quota, in the
+statement it already ran, and raises ``TR004`` when the tenant is not active or is gone: the
+API answers 401, as it answers the tenant's next request, and the upload's object and hold are
+given back.
+
+Revision ID: 0029_add_file_tenant_active
+Revises: 0028_publish_holds_endpoints
+Create Date: 2026-12-06
+"""
+
+from collections.abc import Sequence
+from importlib.util import module_from_spec, spec_from_file_location
+from pathlib import Path
+
+from alembic import op
+
+# revision identifiers, used by Alembic.
+revision: str = "0029_add_file_tenant_active"
+down_revision: str | Sequence[str] | None = "0028_publish_holds_endpoints"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+# Replaced in place: its grants stay as 0025_add_file made them.
+ADD_FILE_FUNCTION = """
+CREATE OR REPLACE FUNCTION public.tenantry_add_file(
+    tenant uuid, default_quota bigint, file_id uuid, file_size bigint, filename text,
+    sniffed_type text, claimed_type text, digest text, meta jsonb, key text, creator uuid,
+    at timestamptz
+)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+AS $$
+DECLARE
+    standing text;
+    own_quota numeric;
+    quota numeric;
+    held bigint;
+    charged boolean := false;
+BEGIN
+    SELECT t.status,
+           CASE WHEN pg_catalog.jsonb_typeof(t.settings -> 'quota_bytes') = 'number'
+                 AND (t.settings ->> 'quota_bytes') ~ '^[0-9]+$'
+                THEN (t.settings ->> 'quota_bytes')::numeric END
+    INTO standing, own_quota
+    FROM public.tenants AS t WHERE t.id = tenant;
+    IF standing IS DISTINCT FROM 'active' THEN
+        RAISE EXCEPTION 'the tenant is not active' USING ERRCODE = 'TR004';
+    END IF;
+    quota := coalesce(own_quota, default_quota);
+    -- The upload's hold goes; its size counts. Past its hold (it expired and was given back)
+    -- the size must still fit beside the rest; within it, it fits already, even should the
+    -- quota have been lowered since. The UPDATE re-reads its WHERE on the latest version of a
+    -- row another transaction changed (READ COMMITTED): racing uploads cannot both pass.
+    DELETE FROM public.file_reservations AS r WHERE r.tenant_id = tenant AND r.id = file_id
+    RETURNING r.bytes INTO held;
+    held := coalesce(held, 0);
+    FOR attempt IN 1..2 LOOP
+        UPDATE public.file_usage AS u
+        SET used_bytes = u.used_bytes + file_size, file_count = u.file_count + 1,
+            reserved_bytes = u.reserved_bytes - held, updated_at = pg_catalog.now()
+        WHERE u.tenant_id = tenant AND u.id = tenant
+          AND (held >= file_size OR u.used_bytes + u.reserved_bytes - held + file_size <= quota);
+        charged := FOUND;
+        EXIT WHEN charged OR attempt = 2;
+        -- Refused, or the tenant's first upload, which held nothing ahead: its usage row.
+        INSERT INTO public.file_usage (
+            tenant_id, id, used_bytes, file_count, reserved_bytes, created_at, updated_at
+        )
+        VALUES (tenant, tenant, 0, 0, 0, pg_catalog.now(), pg_catalog.now())
+        ON CONFLICT (tenant_id, id) DO NOTHING;
+    END LOOP;
+    IF NOT charged THEN
+        RAISE EXCEPTION 'the tenant''s quota has no room for the upload' USING ERRCODE = 'TR002';
+    END IF;
+    INSERT INTO public.files (
+        tenant_id, id, original_filename, size, content_type, claimed_content_type, sha256,
+        metadata, storage_key, created_by, created_at, updated_at
+    )
+    VALUES (
+        tenant, file_id, filename, file_size, sniffed_type, claimed_type, digest, meta, key,
+        creator, at, at
+    );
+END
+$$
+"""
+
+
+def upgrade() -> None:
+    op.execute(ADD_FILE_FUNCTION)
+
+
+def downgrade() -> None:
+    # The function as its own revision made it.
+    made_by = Path(__file__).with_name("0025_add_file.py")
+    spec = spec_from_file_location("add_file", made_by)
+    assert spec is not None
+    assert spec.loader is not None
+    made = module_from_spec(spec)
+    spec.loader.exec_module(made)
+    op.execute(made.ADD_FILE_FUNCTION.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1))
