@@ -278,7 +278,8 @@ def _caller_deleted(error: BaseException) -> bool:
     """A row's key to a user or a tenant failed: the user was deleted, or the tenant erased,
     while the request ran (the delete holds the user's row, so a write that names it after
     waits, then finds it gone). The API writes no user or tenant id but the caller's into a
-    row, so the caller is gone: their credentials no longer hold."""
+    row, so the caller is gone: their credentials no longer hold. (A superuser's action on a
+    tenant whose erasure ends at that moment is answered the same: rare, and no 500.)"""
     if getattr(error, "sqlstate", None) != FOREIGN_KEY_VIOLATION:
         return False
     constraint = getattr(error, "constraint_name", None) or getattr(error, "message", "")
