@@ -334,6 +334,25 @@ async def test_changes_published_while_their_webhook_is_deleted_all_succeed(
     assert listed.json()["total"] == ROUNDS * 4
 
 
+async def signed_in_member(
+    http: httpx.AsyncClient, caller: Caller, number: int
+) -> tuple[dict[str, str], str]:
+    """A member of ``caller``'s tenant, added by its owner and signed in: their bearer header
+    and their id."""
+    login = {"username": f"member{number}", "email": f"member{number}@{caller.slug}.example"}
+    added = await http.post(
+        "/api/v1/users",
+        headers=caller.headers,
+        json={**login, "password": PASSWORD, "roles": ["member"]},
+    )
+    assert added.status_code == 201, added.text
+    tokens = await http.post(
+        "/api/v1/auth/login",
+        json={"tenant": caller.slug, "login": login["username"], "password": PASSWORD},
+    )
+    return {"Authorization": f"Bearer {tokens.json()['access_token']}"}, added.json()["id"]
+
+
 async def test_a_user_deleted_while_writing_is_deleted_and_their_writes_are_kept_or_refused(
     settings: Settings, clean_state: None
 ) -> None:
@@ -344,20 +363,9 @@ async def test_a_user_deleted_while_writing_is_deleted_and_their_writes_are_kept
     caller = Caller("acme", "globex")
     async with served_to(settings, caller) as http:
         for number in range(ROUNDS):
-            login = {"username": f"member{number}", "email": f"member{number}@acme.example"}
-            added = await http.post(
-                "/api/v1/users",
-                headers=caller.headers,
-                json={**login, "password": PASSWORD, "roles": ["member"]},
-            )
-            assert added.status_code == 201, added.text
-            tokens = await http.post(
-                "/api/v1/auth/login",
-                json={"tenant": "acme", "login": login["username"], "password": PASSWORD},
-            )
-            member = {"Authorization": f"Bearer {tokens.json()['access_token']}"}
+            member, user_id = await signed_in_member(http, caller, number)
             deleted, *answers = await asyncio.gather(
-                http.delete(f"/api/v1/users/{added.json()['id']}", headers=caller.headers),
+                http.delete(f"/api/v1/users/{user_id}", headers=caller.headers),
                 *(
                     http.post("/api/v1/projects", headers=member, json={"name": f"p{number}"})
                     for _ in range(4)
@@ -374,6 +382,38 @@ async def test_a_user_deleted_while_writing_is_deleted_and_their_writes_are_kept
                 project = f"/api/v1/projects/{answer.json()['id']}"
                 kept = await http.get(project, headers=caller.headers)
                 assert kept.json()["owner_id"] is None, kept.text
+
+
+async def test_a_user_deleted_while_writing_in_their_own_project_is_never_a_deadlock(
+    settings: Settings, clean_state: None
+) -> None:
+    """A member creating documents in a project of their own while an admin deletes them: the
+    create holds the member, then the project; the delete holds the member, then clears the
+    projects they own. Both take the member first, so one waits for the other: the delete
+    always succeeds, a document that came first is kept unattributed, one that came after is a
+    401, and PostgreSQL never has a deadlock to break with a 500."""
+    caller = Caller("acme", "globex")
+    async with served_to(settings, caller) as http:
+        for number in range(ROUNDS):
+            member, user_id = await signed_in_member(http, caller, number)
+            project = await http.post("/api/v1/projects", headers=member, json={"name": "mine"})
+            documents = f"/api/v1/projects/{project.json()['id']}/documents"
+            deleted, *answers = await asyncio.gather(
+                http.delete(f"/api/v1/users/{user_id}", headers=caller.headers),
+                *(
+                    http.post(documents, headers=member, json={"title": f"d{i}", "content": ""})
+                    for i in range(4)
+                ),
+            )
+            assert deleted.status_code == 204, deleted.text
+            assert {answer.status_code for answer in answers} <= {201, 401}, [
+                answer.text for answer in answers
+            ]
+            kept = await http.get(documents, headers=caller.headers)
+            assert {item["id"] for item in kept.json()["items"]} == {
+                answer.json()["id"] for answer in answers if answer.status_code == 201
+            }
+            assert all(item["created_by"] is None for item in kept.json()["items"])
 
 
 async def test_sign_ups_of_one_slug_at_once_are_one_201_and_the_rest_409(
