@@ -16,11 +16,18 @@ from typing import Any
 import asyncpg
 import httpx
 import msgspec
+import pytest
 import uvicorn
 
 from tenantry import bootstrap
+from tenantry.application.webhooks import DeliverWebhooks
 from tenantry.cli.run import _uvicorn_options
 from tenantry.config import Settings
+from tenantry.domain.webhooks import DeliveryStatus, SendOutcome
+from tenantry.infrastructure.db.webhooks import (
+    SqlWebhookDeliveryRepository,
+    SqlWebhookEndpointRepository,
+)
 from tenantry.infrastructure.embedded import free_port
 
 from ..conftest import plain_url, uvicorn_serving
@@ -135,6 +142,18 @@ async def test_two_tenants_in_parallel_over_two_connections_never_cross(
             }
     finally:
         await connection.close()
+
+
+@asynccontextmanager
+async def worker_adapters(settings: Settings) -> AsyncIterator[bootstrap.Container]:
+    """A worker's adapters, driven by the test instead of arq's poll loop."""
+    container = bootstrap.Container(settings)
+    await container.start()
+    try:
+        yield container
+    finally:
+        await container.close()
+        await container.alchemy.get_engine().dispose()
 
 
 @asynccontextmanager
@@ -462,3 +481,59 @@ async def test_a_webhook_pinged_and_changed_while_deleted_is_deleted_and_the_res
             assert pinged.status_code in {202, 404}, pinged.text
             assert changed.status_code in {200, 404}, changed.text
             assert (await http.get(path, headers=caller.headers)).status_code == 404
+
+
+class Answering:
+    """The webhook sender's port, answering 200 at once: the receiver is not what is raced."""
+
+    async def send(self, url: str, headers: dict[str, str], body: bytes) -> SendOutcome:
+        return SendOutcome(duration_ms=1, status=200)
+
+
+async def test_a_webhook_deleted_while_an_attempt_is_recorded_is_deleted_without_a_deadlock(
+    settings: Settings, clean_state: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker records a delivery's attempt (the delivery's row and its endpoint's counters)
+    while the endpoint is deleted (the endpoint, then its deliveries by the key's cascade). The
+    recording is held between its two statements while the delete starts: taken in opposite
+    orders the two deadlocked, and PostgreSQL failed one after a second. The recording takes
+    the endpoint first, as the delete does: the delete waits for it, then goes through."""
+    first_done, go_on = asyncio.Event(), asyncio.Event()
+    recorded: list[str] = []
+
+    def gated(repository: type[Any]) -> None:
+        attempted = repository.attempted
+
+        async def held(self: Any, *args: Any, **kwargs: Any) -> None:
+            await attempted(self, *args, **kwargs)
+            recorded.append(repository.__name__)
+            if len(recorded) == 1:
+                first_done.set()
+                await go_on.wait()
+
+        monkeypatch.setattr(repository, "attempted", held)
+
+    gated(SqlWebhookDeliveryRepository)
+    gated(SqlWebhookEndpointRepository)
+    caller = Caller("acme", "globex")
+    async with served_to(settings, caller) as http, worker_adapters(settings) as container:
+        path = await new_webhook(http, caller, 0)
+        created = await http.post("/api/v1/projects", headers=caller.headers, json={"name": "A"})
+        assert created.status_code == 201, created.text
+        deliver = DeliverWebhooks(
+            units=container.unit_of_work,
+            sender=Answering(),
+            clock=container.clock,
+            policy=container.webhook_policy,
+        )
+        delivering = asyncio.create_task(deliver())
+        await first_done.wait()
+        deleting = asyncio.create_task(http.delete(path, headers=caller.headers))
+        # Long enough for the delete to reach the row the recording holds.
+        await asyncio.sleep(0.5)
+        go_on.set()
+        (delivered,) = await delivering
+        deleted = await deleting
+    assert deleted.status_code == 204, deleted.text
+    assert delivered.status == DeliveryStatus.SUCCEEDED
+    assert recorded == ["SqlWebhookEndpointRepository", "SqlWebhookDeliveryRepository"]

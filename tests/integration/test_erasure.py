@@ -26,7 +26,7 @@ from tenantry.infrastructure.jobs.worker import erase_tenant
 from ..conftest import Client, LogLines, plain_url
 from .identity import add_user, bearer, create_tenant, login, owner_session
 from .test_cli import in_process
-from .test_concurrency import Caller, served_to
+from .test_concurrency import Caller, served_to, worker_adapters
 from .test_files import on_storage, stored_objects
 from .test_health import assert_problem
 from .test_rls import Seeder, tenant_tables
@@ -48,18 +48,6 @@ class RecordingQueue:
 
     async def enqueue(self, erasure_id: uuid.UUID, *, request_id: str | None) -> None:
         self.enqueued.append(erasure_id)
-
-
-@asynccontextmanager
-async def worker_adapters(settings: Settings) -> AsyncIterator[bootstrap.Container]:
-    """A worker's adapters, driven by the test instead of arq's poll loop."""
-    container = bootstrap.Container(settings)
-    await container.start()
-    try:
-        yield container
-    finally:
-        await container.close()
-        await container.alchemy.get_engine().dispose()
 
 
 @pytest.fixture

@@ -387,13 +387,16 @@ class DeliverWebhooks:
             error=outcome.error,
         )
         async with self.units() as uow:
-            await uow.repository(WebhookDeliveryRepository, claimed.tenant_id).attempted(
-                claimed.id, attempt, status=status, next_attempt_at=retry_at
-            )
+            # The endpoint's row before its delivery's: the order the endpoint's delete takes
+            # them (its deliveries go by the key's cascade); the other way round, a delete
+            # meanwhile deadlocked with this.
             endpoints = uow.repository(WebhookEndpointRepository, claimed.tenant_id)
             await endpoints.attempted(claimed.endpoint_id, succeeded=outcome.succeeded, at=now)
             if not outcome.succeeded and self._worn_out(endpoint, now):
                 await self._disable(uow, endpoint, now)
+            await uow.repository(WebhookDeliveryRepository, claimed.tenant_id).attempted(
+                claimed.id, attempt, status=status, next_attempt_at=retry_at
+            )
             await uow.commit()
         return status
 
