@@ -435,6 +435,47 @@ async def test_a_user_deleted_while_writing_in_their_own_project_is_never_a_dead
             assert all(item["created_by"] is None for item in kept.json()["items"])
 
 
+async def test_a_user_deleted_while_refreshing_their_sessions_is_never_a_deadlock(
+    settings: Settings, clean_state: None
+) -> None:
+    """A member refreshing four sessions while an admin deletes them: a refresh marks its token
+    used and writes the next one, which names the member; the delete locks the member, then
+    removes their tokens by the key's cascade. Both take the member first, so one waits for
+    the other: the delete always succeeds, and each refresh either came first (200, its new
+    token removed with the member) or finds the member gone (401); never the 500 of a
+    deadlock."""
+    roomy = msgspec.structs.replace(
+        settings, login_attempts_per_account=10 * ROUNDS, login_attempts_per_address=10 * ROUNDS
+    )
+    caller = Caller("acme", "globex")
+    async with served_to(roomy, caller) as http:
+        for number in range(ROUNDS):
+            _, user_id = await signed_in_member(http, caller, number)
+            refresh_tokens = []
+            for _ in range(4):
+                signed_in = await http.post(
+                    "/api/v1/auth/login",
+                    json={"tenant": caller.slug, "login": f"member{number}", "password": PASSWORD},
+                )
+                assert signed_in.status_code == 200, signed_in.text
+                refresh_tokens.append(signed_in.json()["refresh_token"])
+            deleted, *answers = await asyncio.gather(
+                http.delete(f"/api/v1/users/{user_id}", headers=caller.headers),
+                *(
+                    http.post("/api/v1/auth/refresh", json={"refresh_token": token})
+                    for token in refresh_tokens
+                ),
+            )
+            assert deleted.status_code == 204, deleted.text
+            assert {answer.status_code for answer in answers} <= {200, 401}, [
+                answer.text for answer in answers
+            ]
+            for answer in answers:
+                if answer.status_code == 200:
+                    again = {"refresh_token": answer.json()["refresh_token"]}
+                    assert (await http.post("/api/v1/auth/refresh", json=again)).status_code == 401
+
+
 async def test_sign_ups_of_one_slug_at_once_are_one_201_and_the_rest_409(
     settings: Settings, clean_state: None
 ) -> None:

@@ -243,6 +243,7 @@ class FakeUserRepository:
         *,
         session_id: UUID | None = None,
         claimed: tuple[Role, ...] | None = None,
+        held: bool = False,
     ) -> tuple[Role, ...] | None:
         user = await self.get(user_id)
         tenant = self.store.tenants.get(self.tenant_id)

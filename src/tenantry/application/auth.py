@@ -254,12 +254,16 @@ class Refresh:
             stored = await tokens.get_by_hash(digest(refresh_token))
             if stored is None or stored.revoked_at is not None or stored.expires_at <= now:
                 raise Unauthenticated(INVALID_CREDENTIALS)
+            # The user before the token: a delete of the user takes them in that order (the
+            # user, then their tokens by the key's cascade), so the two wait for each other
+            # rather than deadlock.
+            users = uow.repository(UserRepository, tenant_id)
+            roles = await users.active_roles(stored.user_id, held=True)
             if stored.used_at is not None or not await tokens.mark_used(stored.id, now):
                 # A used token came back: whoever holds this family may have stolen it.
                 await tokens.revoke_family(stored.family_id, now)
                 await uow.commit()
                 raise Unauthenticated(INVALID_CREDENTIALS)
-            roles = await uow.repository(UserRepository, tenant_id).active_roles(stored.user_id)
             if roles is None:
                 await tokens.revoke_family(stored.family_id, now)
                 await uow.commit()

@@ -157,11 +157,15 @@ class UserRepository(Protocol):
         *,
         session_id: UUID | None = None,
         claimed: tuple[Role, ...] | None = None,
+        held: bool = False,
     ) -> tuple[Role, ...] | None:
         """The user's roles while both the user and the tenant are active and, when a session
         (refresh-token family) is named, it was not revoked; else None. ``claimed``: the roles
         the caller was told (an access token's); an answer equal to them, as a set, may come
-        back as given, confirmed rather than read."""
+        back as given, confirmed rather than read. ``held``: read, and the user kept from being
+        deleted until the transaction ends, as a row naming the user would keep them; for a use
+        case that writes such a row after changing another row the user's delete removes (its
+        delete takes the user first)."""
         ...
 
     def confirm_roles_first(

@@ -71,7 +71,7 @@ _users, _tenants = UserModel.__table__, TenantModel.__table__
 _refresh_tokens = RefreshTokenModel.__table__
 # Every authenticated request runs this check: compiled once, run on the driver. A null
 # session_id (an API key, a token from before sessions were named) matches no family.
-_ACTIVE_ROLES = DriverStatement(
+_ACTIVE = (
     select(_users.c.roles)
     .join(_tenants)  # on the users-to-tenants foreign key
     .where(
@@ -87,6 +87,10 @@ _ACTIVE_ROLES = DriverStatement(
         ),
     )
 )
+_ACTIVE_ROLES = DriverStatement(_ACTIVE)
+# The lock a key to the user takes: a delete of the user (FOR UPDATE) waits for it, or it for
+# the delete, which it then finds done.
+_ACTIVE_ROLES_HELD = DriverStatement(_ACTIVE.with_for_update(read=True, key_share=True, of=_users))
 
 _BY_LOGIN = DriverStatement(
     select(_users).where(
@@ -241,8 +245,12 @@ class SqlUserRepository(TenantRows[User]):
         *,
         session_id: UUID | None = None,
         claimed: tuple[Role, ...] | None = None,
+        held: bool = False,
     ) -> tuple[Role, ...] | None:
         values = {"tenant_id": self.tenant_id, "user_id": user_id, "session_id": session_id}
+        if held:
+            record = await _ACTIVE_ROLES_HELD.fetch_row(self.session, **values)
+            return None if record is None else tuple(Role(role) for role in record["roles"])
         if claimed is not None:
             check = _confirm_roles(claimed, **values)
             if await begin_with_check(self.session, check, refused=ROLES_NOT_CONFIRMED):
