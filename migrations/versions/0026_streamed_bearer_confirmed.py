@@ -14,10 +14,10 @@ Create Date: 2026-12-06
 """
 
 from collections.abc import Sequence
-from importlib.util import module_from_spec, spec_from_file_location
-from pathlib import Path
 
 from alembic import op
+
+from tenantry.infrastructure.db.migrations import earlier_revision
 
 # revision identifiers, used by Alembic.
 revision: str = "0026_streamed_bearer_confirmed"
@@ -34,10 +34,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     # The function as its own revision made it, grants and distribution included.
-    made_by = Path(__file__).with_name("0022_active_roles.py")
-    spec = spec_from_file_location("active_roles", made_by)
-    assert spec is not None
-    assert spec.loader is not None
-    made = module_from_spec(spec)
-    spec.loader.exec_module(made)
+    made = earlier_revision("0022_active_roles")
     made.upgrade()

@@ -24,10 +24,10 @@ Create Date: 2026-12-06
 """
 
 from collections.abc import Sequence
-from importlib.util import module_from_spec, spec_from_file_location
-from pathlib import Path
 
 from alembic import op
+
+from tenantry.infrastructure.db.migrations import earlier_revision
 
 # revision identifiers, used by Alembic.
 revision: str = "0028_publish_holds_endpoints"
@@ -71,10 +71,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     # The function as its own revision made it.
-    made_by = Path(__file__).with_name("0019_webhooks.py")
-    spec = spec_from_file_location("webhooks", made_by)
-    assert spec is not None
-    assert spec.loader is not None
-    made = module_from_spec(spec)
-    spec.loader.exec_module(made)
+    made = earlier_revision("0019_webhooks")
     op.execute(made.PUBLISH_FUNCTION.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1))

@@ -16,10 +16,10 @@ Create Date: 2026-12-06
 """
 
 from collections.abc import Sequence
-from importlib.util import module_from_spec, spec_from_file_location
-from pathlib import Path
 
 from alembic import op
+
+from tenantry.infrastructure.db.migrations import earlier_revision
 
 # revision identifiers, used by Alembic.
 revision: str = "0030_add_document_creator_first"
@@ -69,12 +69,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     # The function as its own revision made it.
-    made_by = Path(__file__).with_name("0027_add_document.py")
-    spec = spec_from_file_location("add_document", made_by)
-    assert spec is not None
-    assert spec.loader is not None
-    made = module_from_spec(spec)
-    spec.loader.exec_module(made)
+    made = earlier_revision("0027_add_document")
     op.execute(
         made.ADD_DOCUMENT_FUNCTION.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
     )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+from importlib.util import module_from_spec, spec_from_file_location
 from pathlib import Path
+from types import ModuleType
 from typing import TextIO
 
 from alembic import command
@@ -33,3 +35,15 @@ def current(database_url: str) -> str:
     out = io.StringIO()
     command.current(alembic_config(database_url, stdout=out))
     return out.getvalue().strip()
+
+
+def earlier_revision(name: str) -> ModuleType:
+    """The module of revision ``name`` (its file's name, without ``.py``): for a downgrade that
+    puts back what that revision made, from its own text."""
+    path = PROJECT_ROOT / "migrations" / "versions" / f"{name}.py"
+    spec = spec_from_file_location(f"tenantry_revision_{name}", path)
+    if spec is None or spec.loader is None:
+        raise FileNotFoundError(path)
+    module = module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
