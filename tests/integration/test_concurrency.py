@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -522,6 +523,35 @@ async def test_a_webhook_pinged_and_changed_while_deleted_is_deleted_and_the_res
             assert pinged.status_code in {202, 404}, pinged.text
             assert changed.status_code in {200, 404}, changed.text
             assert (await http.get(path, headers=caller.headers)).status_code == 404
+
+
+async def test_a_ping_does_not_wait_for_a_change_of_its_endpoint_under_way(
+    settings: Settings, clean_state: None, database_url: str
+) -> None:
+    """A ping holds its endpoint as the delivery's key would (FOR KEY SHARE): only a delete
+    conflicts with it. An update of the endpoint left open (as a PATCH or a worker's record of
+    an attempt holds it) does not keep the ping waiting."""
+    caller = Caller("acme", "globex")
+    async with served_to(settings, caller) as http:
+        path = await new_webhook(http, caller, 0)
+        owner = await asyncpg.connect(plain_url(database_url))
+        try:
+            async with owner.transaction():
+                await owner.execute(
+                    "update webhook_endpoints set failures = failures where id = $1",
+                    uuid.UUID(path.rsplit("/", 1)[1]),
+                )
+                pinging = asyncio.create_task(http.post(f"{path}/ping", headers=caller.headers))
+                while not pinging.done():
+                    waiting = await owner.fetchval(
+                        "select count(*) from pg_stat_activity"
+                        " where datname = current_database() and wait_event_type = 'Lock'"
+                    )
+                    assert waiting == 0, "the ping waits for the endpoint's update"
+                    await asyncio.sleep(0.05)
+            assert (await pinging).status_code == 202, (await pinging).text
+        finally:
+            await owner.close()
 
 
 class Answering:

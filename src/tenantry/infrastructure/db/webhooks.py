@@ -118,7 +118,7 @@ class SqlWebhookEndpointRepository(SqlRepository[WebhookEndpoint]):
         statement = (
             self.select()
             .where(WebhookEndpointModel.id == endpoint_id)
-            .with_for_update(key_share=True)
+            .with_for_update(read=True, key_share=True)
         )
         row = (await self.session.execute(statement)).mappings().one_or_none()
         return None if row is None else self.to_entity(row)
