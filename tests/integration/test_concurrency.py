@@ -436,6 +436,52 @@ async def test_a_user_deleted_while_writing_in_their_own_project_is_never_a_dead
             assert all(item["created_by"] is None for item in kept.json()["items"])
 
 
+def small_upload(number: int) -> tuple[dict[str, str], bytes]:
+    """A text file in a multipart body, small enough to hold no quota ahead: its headers and
+    body."""
+    boundary = f"small{number}"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.txt"\r\n'
+        f"Content-Type: text/plain\r\n\r\nfile {number}\n\r\n--{boundary}--\r\n"
+    ).encode()
+    return {"Content-Type": f"multipart/form-data; boundary={boundary}"}, body
+
+
+async def test_a_user_deleted_while_uploading_and_deleting_files_is_never_a_deadlock(
+    settings: Settings, clean_state: None
+) -> None:
+    """A member uploading files and deleting one of theirs while an admin deletes them. An
+    upload's row charges the tenant's usage row and names the member; a file's delete changes
+    the file, then the usage row; the member's delete locks the member, then clears their
+    files. The upload locks the member first, so the three never wait in a circle: the delete
+    always succeeds, and each upload or file delete came first, or is refused (401, or 403 for
+    a file no longer the member's); never the 500 of a deadlock."""
+    caller = Caller("acme", "globex")
+    async with served_to(settings, caller) as http:
+        for number in range(ROUNDS):
+            member, user_id = await signed_in_member(http, caller, number)
+            headers, body = small_upload(number)
+            files = []
+            for _ in range(3):
+                made = await http.post("/api/v1/files", headers={**member, **headers}, content=body)
+                assert made.status_code == 201, made.text
+                files.append(f"/api/v1/files/{made.json()['id']}")
+            deleted, *answers = await asyncio.gather(
+                http.delete(f"/api/v1/users/{user_id}", headers=caller.headers),
+                *(http.delete(path, headers=member) for path in files),
+                *(
+                    http.post("/api/v1/files", headers={**member, **headers}, content=body)
+                    for _ in range(3)
+                ),
+            )
+            assert deleted.status_code == 204, deleted.text
+            # 403: a file delete that began before the member's delete and found the file
+            # no longer theirs (its creator cleared).
+            assert {answer.status_code for answer in answers} <= {201, 204, 401, 403}, [
+                answer.text for answer in answers
+            ]
+
+
 async def test_a_user_deleted_while_refreshing_their_sessions_is_never_a_deadlock(
     settings: Settings, clean_state: None
 ) -> None:
