@@ -183,10 +183,11 @@ def _released() -> Any:
     )
 
 
-# An upload's row and its usage, written at commit (migrations 0025_add_file and
-# 0029_add_file_tenant_active): the function raises QUOTA_REFUSED when the size is past the
-# upload's hold and the quota has no room, and TENANT_NOT_ACTIVE when the tenant was suspended
-# or erased while the bytes streamed (the request's credentials were confirmed before them).
+# An upload's row and its usage, written at commit (migrations 0025_add_file,
+# 0029_add_file_tenant_active, 0031_add_file_creator_first): the function raises QUOTA_REFUSED
+# when the size is past the upload's hold and the quota has no room, and TENANT_NOT_ACTIVE when
+# the tenant was suspended or erased while the bytes streamed (the request's credentials were
+# confirmed before them).
 _ADD_FILE = (
     "SELECT tenantry_add_file({tenant_id}, {default_quota}, {id}, {size}, "
     "{original_filename}, {content_type}, {claimed_content_type}, {sha256}, "

@@ -248,14 +248,12 @@ class SqlUserRepository(TenantRows[User]):
         held: bool = False,
     ) -> tuple[Role, ...] | None:
         values = {"tenant_id": self.tenant_id, "user_id": user_id, "session_id": session_id}
-        if held:
-            record = await _ACTIVE_ROLES_HELD.fetch_row(self.session, **values)
-            return None if record is None else tuple(Role(role) for role in record["roles"])
-        if claimed is not None:
+        if claimed is not None and not held:
             check = _confirm_roles(claimed, **values)
             if await begin_with_check(self.session, check, refused=ROLES_NOT_CONFIRMED):
                 return claimed
-        record = await _ACTIVE_ROLES.fetch_row(self.session, **values)
+        statement = _ACTIVE_ROLES_HELD if held else _ACTIVE_ROLES
+        record = await statement.fetch_row(self.session, **values)
         return None if record is None else tuple(Role(role) for role in record["roles"])
 
     def confirm_roles_first(
