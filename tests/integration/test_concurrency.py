@@ -2,7 +2,10 @@
 place a tenant could bleed through a pooled connection or a driver-level transaction; every
 response and every row must belong to the tenant that asked. And two writers of one row holding
 the same version: exactly one of them may succeed. And writes racing the delete of the row they
-hang on (a document's project, an event's webhook): none outlives it, none fails for it."""
+hang on (a document's project, an event's webhook): none outlives it, none fails for it. And
+transactions that lock the same rows, a user's delete against that user's documents, uploads
+and refreshes, an endpoint's delete against a worker's record of an attempt: they take the rows
+in one order, so they wait for each other and never deadlock."""
 
 from __future__ import annotations
 
