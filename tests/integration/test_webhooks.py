@@ -392,7 +392,10 @@ async def test_workers_claim_disjoint_deliveries_and_a_lapsed_lease_again(
     try:
         first, second = await asyncio.gather(claim(), claim())
         assert first.isdisjoint(second)
-        assert sorted([len(first), len(second)]) == [10, 20]
+        # Together every due delivery, each at most its batch: how they split depends on how
+        # the two scans interleave (each skips the rows the other has locked so far).
+        assert len(first | second) == 30
+        assert max(len(first), len(second)) <= 20
         # Leased: not due again until the lease ends, when a worker that died would leave it.
         assert await claim() == set()
         await asyncio.sleep(1.1)
