@@ -27,6 +27,7 @@ from ..conftest import Client, LogLines, plain_url
 from .identity import add_user, bearer, create_tenant, login, owner_session
 from .test_cli import in_process
 from .test_concurrency import Caller, served_to, worker_adapters
+from .test_faults import until
 from .test_files import on_storage, stored_objects
 from .test_health import assert_problem
 from .test_rls import Seeder, tenant_tables
@@ -533,6 +534,13 @@ def streamed_upload(
     return headers, body()
 
 
+async def holding_ahead(database_owner: asyncpg.Connection, tenant: uuid.UUID) -> None:
+    """Wait until the upload's first transaction has held its quota: the client having sent
+    half its bytes does not mean the server has read them."""
+    held = "select coalesce(sum(reserved_bytes), 0) > 0 from file_usage where id = $1"
+    await until(lambda: database_owner.fetchval(held, tenant), "the upload's hold")
+
+
 @pytest.mark.parametrize(
     ("credential", "erased_midway"),
     [("bearer", True), ("api_key", False)],
@@ -561,6 +569,8 @@ async def test_an_upload_under_way_when_its_tenant_is_erased_stores_nothing(
             http.post("/api/v1/files", headers={**uploader, **headers}, content=body)
         )
         await halfway.wait()
+        tenant_id = uuid.UUID(caller.tenant_id)
+        await holding_ahead(database_owner, tenant_id)
         asked = await http.post(
             "/api/v1/tenant/erase", headers=caller.headers, json={"confirm": caller.slug}
         )
@@ -571,7 +581,6 @@ async def test_an_upload_under_way_when_its_tenant_is_erased_stores_nothing(
         go_on.set()
         answer = await upload
         assert_problem(answer, 401)
-        tenant_id = uuid.UUID(caller.tenant_id)
         if not erased_midway:
             # The hold was given back: nothing reserved, nothing used, no row.
             usage = await database_owner.fetchrow(
