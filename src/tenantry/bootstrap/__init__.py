@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 import structlog
@@ -61,9 +62,11 @@ from tenantry.infrastructure.observability.logging import AccessLines, configure
 from tenantry.infrastructure.security.passwords import Argon2PasswordHasher
 from tenantry.infrastructure.security.tokens import JwtAccessTokens, SigningKeys
 from tenantry.infrastructure.storage.local import LocalDiskStorage
-from tenantry.infrastructure.storage.s3 import S3Storage
 from tenantry.presentation import app as web
 from tenantry.presentation.tasks import TaskTypesSchema
+
+if TYPE_CHECKING:
+    from tenantry.infrastructure.storage.s3 import S3Storage
 
 log = structlog.stdlib.get_logger("tenantry.bootstrap")
 # An unfinished erasure with no batch for this long has lost its worker (each batch beats).
@@ -269,7 +272,7 @@ class Container:
 
     async def start(self) -> None:
         await load_secrets(self.settings, self.secrets, self.clock, self.storage)
-        if isinstance(self.storage, S3Storage):
+        if not isinstance(self.storage, LocalDiskStorage):
             await self.storage.start()
         if isinstance(self.usage, RedisUsageMeter):
             await self.usage.start()
@@ -284,7 +287,7 @@ class Container:
         await self.job_queue.close()
         await self.redis.aclose()
         self.passwords.close()
-        if isinstance(self.storage, S3Storage):
+        if not isinstance(self.storage, LocalDiskStorage):
             await self.storage.close()
 
 
@@ -302,6 +305,9 @@ def webhook_policy(settings: Settings) -> WebhookPolicy:
 
 def create_storage(settings: Settings) -> LocalDiskStorage | S3Storage:
     if settings.storage_backend == "s3":
+        # Imported only here: boto's and aiohttp's modules are a quarter of a process's start.
+        from tenantry.infrastructure.storage.s3 import S3Storage
+
         return S3Storage(
             bucket=settings.s3_bucket,
             endpoint_url=settings.s3_endpoint_url,

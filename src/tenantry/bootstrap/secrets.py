@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from sqlalchemy.engine import make_url
@@ -16,9 +16,12 @@ from tenantry.domain.secrets import DATABASE, KEYRING, S3, SecretNotFound, Secre
 from tenantry.infrastructure.clock import SystemClock
 from tenantry.infrastructure.secrets.cache import CachedSecrets
 from tenantry.infrastructure.secrets.environment import EnvironmentSecrets
-from tenantry.infrastructure.secrets.vault import VaultSecrets
 from tenantry.infrastructure.storage.local import LocalDiskStorage
-from tenantry.infrastructure.storage.s3 import S3Storage
+
+if TYPE_CHECKING:
+    # Imported where used: a process without Vault or S3 does not load hvac, boto or aiohttp.
+    from tenantry.infrastructure.secrets.vault import VaultSecrets
+    from tenantry.infrastructure.storage.s3 import S3Storage
 
 log = structlog.stdlib.get_logger("tenantry.bootstrap")
 
@@ -26,6 +29,8 @@ log = structlog.stdlib.get_logger("tenantry.bootstrap")
 def secret_source(settings: Settings) -> VaultSecrets | EnvironmentSecrets:
     """Where secrets live: Vault when TENANTRY_VAULT_ADDR is set, else the environment."""
     if settings.vault_addr:
+        from tenantry.infrastructure.secrets.vault import VaultSecrets
+
         return VaultSecrets.from_settings(settings)
     return EnvironmentSecrets(settings)
 
@@ -52,7 +57,7 @@ async def load_secrets(
         if settings.vault_addr and settings.storage_backend == "s3":
             # The environment's keys are in the settings already; Vault's replace them.
             s3 = (await secrets.read(S3)).data
-            if isinstance(storage, S3Storage):
+            if storage is not None and not isinstance(storage, LocalDiskStorage):
                 storage.use_credentials(s3.get("access_key_id"), s3.get("secret_access_key"))
     except (SecretNotFound, SecretsUnavailable, Invalid) as error:
         raise SecretsError(error.detail) from None
@@ -79,7 +84,7 @@ def migration_url(settings: Settings) -> str:
         return url
 
     async def read() -> Mapping[str, Any]:
-        return (await VaultSecrets.from_settings(settings).read(DATABASE)).data
+        return (await secret_source(settings).read(DATABASE)).data
 
     try:
         values = asyncio.run(read())
