@@ -36,6 +36,8 @@ from tenantry.infrastructure.embedded import free_port
 
 from ..conftest import plain_url, uvicorn_serving
 from .identity import PASSWORD
+from .test_faults import until
+from .test_files import stored_objects
 
 CHAINS = 17  # per tenant, of 9 requests each: 153 requests per tenant
 IN_FLIGHT = 16
@@ -450,6 +452,76 @@ def small_upload(number: int) -> tuple[dict[str, str], bytes]:
         f"Content-Type: text/plain\r\n\r\nfile {number}\n\r\n--{boundary}--\r\n"
     ).encode()
     return {"Content-Type": f"multipart/form-data; boundary={boundary}"}, body
+
+
+def streamed_upload(
+    size: int, halfway: asyncio.Event, go_on: asyncio.Event
+) -> tuple[dict[str, str], AsyncIterator[bytes]]:
+    """A multipart upload of ``size`` bytes that says its length (so it holds its quota ahead,
+    in a transaction before its bytes) and stops half way until ``go_on``: its headers and
+    body."""
+    boundary = "erasedmidway"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.txt"\r\n'
+        "Content-Type: text/plain\r\n\r\n"
+    ).encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield head + b"a" * (size // 2)
+        halfway.set()
+        await go_on.wait()
+        yield b"b" * (size - size // 2) + tail
+
+    headers = {
+        "Content-Type": f"multipart/form-data; boundary={boundary}",
+        "Content-Length": str(len(head) + size + len(tail)),
+    }
+    return headers, body()
+
+
+async def holding_ahead(database_owner: asyncpg.Connection, tenant: uuid.UUID) -> None:
+    """Wait until the upload's first transaction has held its quota: the client having sent
+    half its bytes does not mean the server has read them."""
+    held = "select coalesce(sum(reserved_bytes), 0) > 0 from file_usage where id = $1"
+    await until(lambda: database_owner.fetchval(held, tenant), "the upload's hold")
+
+
+@pytest.mark.parametrize("change", ["deactivated", "roles_changed"])
+async def test_an_upload_under_way_whose_credentials_end_stores_nothing(
+    settings: Settings, clean_state: None, database_owner: asyncpg.Connection, change: str
+) -> None:
+    """A large upload's credentials are confirmed by its first transaction, which holds its
+    quota before its bytes, and again by its row's, after them, as a small upload's are: a
+    member deactivated, or whose roles changed, while their bytes stream is refused (401) there,
+    and no row, object, hold or event stays."""
+    caller = Caller("acme", "globex")
+    async with served_to(settings, caller) as http:
+        member, member_id = await signed_in_member(http, caller, 1)
+        halfway, go_on = asyncio.Event(), asyncio.Event()
+        headers, body = streamed_upload(3 * 1024 * 1024, halfway, go_on)
+        upload = asyncio.create_task(
+            http.post("/api/v1/files", headers={**member, **headers}, content=body)
+        )
+        await halfway.wait()
+        tenant_id = uuid.UUID(caller.tenant_id)
+        await holding_ahead(database_owner, tenant_id)
+        changed = {"is_active": False} if change == "deactivated" else {"roles": ["admin"]}
+        answer = await http.patch(
+            f"/api/v1/users/{member_id}", headers=caller.headers, json=changed
+        )
+        assert answer.status_code == 200, answer.text
+        go_on.set()
+        refused = await upload
+        assert refused.status_code == 401, refused.text
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        usage = "select used_bytes, file_count, reserved_bytes from file_usage where id = $1"
+        assert tuple(await database_owner.fetchrow(usage, tenant_id)) == (0, 0, 0)
+        assert await database_owner.fetchval("select count(*) from files") == 0
+        assert await database_owner.fetchval("select count(*) from file_reservations") == 0
+        events = "select count(*) from audit_events where action = 'file.uploaded'"
+        assert await database_owner.fetchval(events) == 0
+        assert stored_objects(settings) == []
 
 
 async def test_a_user_deleted_while_uploading_and_deleting_files_is_never_a_deadlock(

@@ -26,8 +26,7 @@ from tenantry.infrastructure.jobs.worker import erase_tenant
 from ..conftest import Client, LogLines, plain_url
 from .identity import add_user, bearer, create_tenant, login, owner_session
 from .test_cli import in_process
-from .test_concurrency import Caller, served_to, worker_adapters
-from .test_faults import until
+from .test_concurrency import Caller, holding_ahead, served_to, streamed_upload, worker_adapters
 from .test_files import on_storage, stored_objects
 from .test_health import assert_problem
 from .test_rls import Seeder, tenant_tables
@@ -506,39 +505,6 @@ async def test_an_operator_erases_and_resumes_from_the_cli(
     code, out, err = await in_process("tenants", "erase", "--resume", **env)
     assert code == 0, err
     assert "No unfinished erasure." in out
-
-
-def streamed_upload(
-    size: int, halfway: asyncio.Event, go_on: asyncio.Event
-) -> tuple[dict[str, str], AsyncIterator[bytes]]:
-    """A multipart upload of ``size`` bytes that says its length (so it holds its quota ahead,
-    in a transaction before its bytes) and stops half way until ``go_on``: its headers and
-    body."""
-    boundary = "erasedmidway"
-    head = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.txt"\r\n'
-        "Content-Type: text/plain\r\n\r\n"
-    ).encode()
-    tail = f"\r\n--{boundary}--\r\n".encode()
-
-    async def body() -> AsyncIterator[bytes]:
-        yield head + b"a" * (size // 2)
-        halfway.set()
-        await go_on.wait()
-        yield b"b" * (size - size // 2) + tail
-
-    headers = {
-        "Content-Type": f"multipart/form-data; boundary={boundary}",
-        "Content-Length": str(len(head) + size + len(tail)),
-    }
-    return headers, body()
-
-
-async def holding_ahead(database_owner: asyncpg.Connection, tenant: uuid.UUID) -> None:
-    """Wait until the upload's first transaction has held its quota: the client having sent
-    half its bytes does not mean the server has read them."""
-    held = "select coalesce(sum(reserved_bytes), 0) > 0 from file_usage where id = $1"
-    await until(lambda: database_owner.fetchval(held, tenant), "the upload's hold")
 
 
 @pytest.mark.parametrize(

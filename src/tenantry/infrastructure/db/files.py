@@ -34,6 +34,7 @@ from tenantry.infrastructure.db.base import TenantOwned, creator_key, metadata
 from tenantry.infrastructure.db.repository import SqlRepository
 from tenantry.infrastructure.db.tenancy import (
     TENANT_KEY,
+    check_again,
     of_tenant,
     run_at_commit,
     session_transaction,
@@ -288,6 +289,10 @@ class SqlFileRepository(SqlRepository[StoredFile]):
         # As the table's defaults have it, where a value is not given.
         row = {"claimed_content_type": None, "created_by": None, "metadata": {}} | values
         stored = StoredFile(tenant_id=self.tenant_id, **row)
+        # An upload that held its quota ahead had its credentials confirmed by that first
+        # transaction, before its bytes: its row's confirms them again, in the same round trip,
+        # so a session ended or a user deactivated meanwhile stores nothing (401).
+        check_again(self.session)
         # Written by the commit, with what else it writes: the row is what was given.
         run_at_commit(
             self.session,

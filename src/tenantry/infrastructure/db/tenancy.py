@@ -54,6 +54,8 @@ APPENDED = "appended_at_commit"
 REFUSALS = "refusals_at_commit"
 # The check the session's next transaction begins with (see check_first).
 FIRST = "checked_first"
+# The check given to check_first, kept for check_again.
+GIVEN_CHECK = "given_check"
 
 Refusal = tuple[str, Callable[[], Exception]]
 
@@ -408,6 +410,10 @@ class TenantSession(AsyncSession):
             await self._commit()
         except asyncpg.PostgresError as error:
             if (refusal := refusals.get(error.sqlstate)) is not None:
+                if pending is not None and error.sqlstate == pending[1][0]:
+                    # The check has run and refused: what the request does next, giving back
+                    # what it took, runs without it.
+                    self.info.pop(FIRST, None)
                 raise refusal() from error
             raise
 
@@ -627,7 +633,21 @@ def check_first(session: AsyncSession, check: str, /, *, refused: Refusal) -> No
     if TenantTransaction.KEY in session.info:
         # Not asserted: a check that never runs must not pass silently (python -O).
         raise RuntimeError("the session's transaction has begun: nothing would run the check")
-    session.info[FIRST] = (check, refused)
+    session.info[FIRST] = session.info[GIVEN_CHECK] = (check, refused)
+
+
+def check_again(session: AsyncSession) -> None:
+    """Have the next transaction of ``session`` begin with the check :func:`check_first` was
+    given, as the first began: for a write that must not stand on what an earlier transaction
+    confirmed, as an upload's row written after its bytes, minutes after its first
+    transaction. Nothing when no check was given, or one is pending already."""
+    assert isinstance(session, TenantSession), "units of work run on TenantSession"
+    given: tuple[str, Refusal] | None = session.info.get(GIVEN_CHECK)
+    if given is None or FIRST in session.info:
+        return
+    if TenantTransaction.KEY in session.info:
+        raise RuntimeError("the session's transaction has begun: nothing would run the check")
+    session.info[FIRST] = given
 
 
 async def _begin_checked(
