@@ -487,17 +487,23 @@ async def holding_ahead(database_owner: asyncpg.Connection, tenant: uuid.UUID) -
     await until(lambda: database_owner.fetchval(held, tenant), "the upload's hold")
 
 
-@pytest.mark.parametrize("change", ["deactivated", "roles_changed"])
+@pytest.mark.parametrize("change", ["deactivated", "roles_changed", "signed_out"])
 async def test_an_upload_under_way_whose_credentials_end_stores_nothing(
     settings: Settings, clean_state: None, database_owner: asyncpg.Connection, change: str
 ) -> None:
     """A large upload's credentials are confirmed by its first transaction, which holds its
     quota before its bytes, and again by its row's, after them, as a small upload's are: a
-    member deactivated, or whose roles changed, while their bytes stream is refused (401) there,
-    and no row, object, hold or event stays."""
+    member deactivated, given other roles or signed out while their bytes stream is refused
+    (401) there, and no row, object, hold or event stays."""
     caller = Caller("acme", "globex")
     async with served_to(settings, caller) as http:
-        member, member_id = await signed_in_member(http, caller, 1)
+        _, member_id = await signed_in_member(http, caller, 1)
+        signed_in = await http.post(
+            "/api/v1/auth/login",
+            json={"tenant": caller.slug, "login": "member1", "password": PASSWORD},
+        )
+        tokens = signed_in.json()
+        member = {"Authorization": f"Bearer {tokens['access_token']}"}
         halfway, go_on = asyncio.Event(), asyncio.Event()
         headers, body = streamed_upload(3 * 1024 * 1024, halfway, go_on)
         upload = asyncio.create_task(
@@ -506,11 +512,15 @@ async def test_an_upload_under_way_whose_credentials_end_stores_nothing(
         await halfway.wait()
         tenant_id = uuid.UUID(caller.tenant_id)
         await holding_ahead(database_owner, tenant_id)
-        changed = {"is_active": False} if change == "deactivated" else {"roles": ["admin"]}
-        answer = await http.patch(
-            f"/api/v1/users/{member_id}", headers=caller.headers, json=changed
-        )
-        assert answer.status_code == 200, answer.text
+        if change == "signed_out":
+            logout = {"refresh_token": tokens["refresh_token"]}
+            answer = await http.post("/api/v1/auth/logout", json=logout)
+        else:
+            changed = {"is_active": False} if change == "deactivated" else {"roles": ["admin"]}
+            answer = await http.patch(
+                f"/api/v1/users/{member_id}", headers=caller.headers, json=changed
+            )
+        assert answer.is_success, answer.text
         go_on.set()
         refused = await upload
         assert refused.status_code == 401, refused.text
