@@ -487,14 +487,28 @@ async def holding_ahead(database_owner: asyncpg.Connection, tenant: uuid.UUID) -
     await until(lambda: database_owner.fetchval(held, tenant), "the upload's hold")
 
 
-@pytest.mark.parametrize("change", ["deactivated", "roles_changed", "signed_out"])
+@pytest.mark.parametrize(
+    ("credential", "change"),
+    [
+        ("bearer", "deactivated"),
+        ("bearer", "roles_changed"),
+        ("bearer", "signed_out"),
+        ("api_key", "revoked"),
+        ("api_key", "deactivated"),
+    ],
+)
 async def test_an_upload_under_way_whose_credentials_end_stores_nothing(
-    settings: Settings, clean_state: None, database_owner: asyncpg.Connection, change: str
+    settings: Settings,
+    clean_state: None,
+    database_owner: asyncpg.Connection,
+    credential: str,
+    change: str,
 ) -> None:
-    """A large upload's credentials are confirmed by its first transaction, which holds its
-    quota before its bytes, and again by its row's, after them, as a small upload's are: a
-    member deactivated, given other roles or signed out while their bytes stream is refused
-    (401) there, and no row, object, hold or event stays."""
+    """A large upload's credentials are confirmed before its bytes (an access token by its
+    first transaction, which holds its quota; an API key by its own read) and again by its
+    row's transaction, after them, as a small upload's are: a member deactivated, given other
+    roles or signed out, or a key revoked, while the bytes stream is refused (401) there, and
+    no row, object, hold or event stays."""
     caller = Caller("acme", "globex")
     async with served_to(settings, caller) as http:
         _, member_id = await signed_in_member(http, caller, 1)
@@ -504,6 +518,11 @@ async def test_an_upload_under_way_whose_credentials_end_stores_nothing(
         )
         tokens = signed_in.json()
         member = {"Authorization": f"Bearer {tokens['access_token']}"}
+        if credential == "api_key":
+            made = await http.post("/api/v1/auth/api-keys", headers=member, json={"name": "up"})
+            assert made.status_code == 201, made.text
+            key = made.json()
+            member = {"X-API-Key": key["key"]}
         halfway, go_on = asyncio.Event(), asyncio.Event()
         headers, body = streamed_upload(3 * 1024 * 1024, halfway, go_on)
         upload = asyncio.create_task(
@@ -515,6 +534,9 @@ async def test_an_upload_under_way_whose_credentials_end_stores_nothing(
         if change == "signed_out":
             logout = {"refresh_token": tokens["refresh_token"]}
             answer = await http.post("/api/v1/auth/logout", json=logout)
+        elif change == "revoked":
+            owner_of_key = {"Authorization": f"Bearer {tokens['access_token']}"}
+            answer = await http.delete(f"/api/v1/auth/api-keys/{key['id']}", headers=owner_of_key)
         else:
             changed = {"is_active": False} if change == "deactivated" else {"roles": ["admin"]}
             answer = await http.patch(

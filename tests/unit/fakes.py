@@ -392,6 +392,25 @@ class FakeApiKeyRepository:
             if k.tenant_id == self.tenant_id and k.user_id == user_id and k.revoked_at is None
         ]
 
+    def confirm_again_at_write(
+        self, api_key_id: UUID, *, user_id: UUID, roles: tuple[Role, ...]
+    ) -> None:
+        async def holds(users: FakeUserRepository) -> bool:
+            key = users.store.api_keys.get(api_key_id)
+            now = users.clock.now()
+            if key is None or key.user_id != user_id or key.revoked_at is not None:
+                return False
+            if key.expires_at is not None and key.expires_at <= now:
+                return False
+            active = await users.active_roles(user_id)
+            return active is not None and set(active) == set(roles)
+
+        self.check_later(self.tenant_id, holds)
+
+    def check_later(self, tenant_id: UUID, holds: Check) -> None:
+        """Set by the unit of work, which keeps the check for a write that asks for it."""
+        raise NotImplementedError
+
     async def revoke(self, api_key_id: UUID, *, user_id: UUID, at: datetime) -> bool:
         key = self.store.api_keys.get(api_key_id)
         if key is None or key.tenant_id != self.tenant_id or key.user_id != user_id:
@@ -1024,6 +1043,7 @@ class FakeUnitOfWork:
         self.clock = clock or FakeClock()
         self.commits = 0
         self.pending: tuple[UUID, Check] | None = None
+        self.later: tuple[UUID, Check] | None = None
         self._begin()
 
     def _begin(self) -> None:
@@ -1038,6 +1058,8 @@ class FakeUnitOfWork:
                 built.commit_alone = self.commit_alone
             if hasattr(built, "check_first"):
                 built.check_first = self.check_first
+            if hasattr(built, "check_later"):
+                built.check_later = self.check_later
             return cast("R", built)
         return cast("R", MemoryRepository(self.working, tenant_id, self.clock, entity_of(port)))
 
@@ -1050,6 +1072,16 @@ class FakeUnitOfWork:
 
     def check_first(self, tenant_id: UUID, holds: Check) -> None:
         self.pending = (tenant_id, holds)
+
+    def check_later(self, tenant_id: UUID, holds: Check) -> None:
+        self.later = (tenant_id, holds)
+
+    async def later_check_holds(self) -> bool | None:
+        """What the check kept for a later write answers now; None when none was kept."""
+        if self.later is None:
+            return None
+        tenant_id, holds = self.later
+        return await holds(FakeUserRepository(self.committed, tenant_id, self.clock))
 
     async def __aenter__(self) -> Self:
         self._begin()

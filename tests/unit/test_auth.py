@@ -285,6 +285,22 @@ async def test_api_key_round_trip() -> None:
         await RevokeApiKey(world.uow, world.clock)(owner, issued.api_key.id)
 
 
+async def test_a_streamed_api_key_request_has_its_key_confirmed_again_at_its_write() -> None:
+    """An upload's body comes after its key was read: its row, written after the bytes, must
+    not stand on that read. The key is kept to be confirmed again, and the confirmation fails
+    once the key is revoked; a request whose body came first keeps nothing."""
+    world = World()
+    owner = await sign_up(world)
+    issued = await CreateApiKey(world.uow, world.clock)(owner, name="k", expires_at=None)
+    authenticate = Authenticate(world.identity)
+    await authenticate.api_key(issued.key, client="10.0.0.1")
+    assert await world.uow.later_check_holds() is None
+    await authenticate.api_key(issued.key, client="10.0.0.1", streamed=True)
+    assert await world.uow.later_check_holds() is True
+    await RevokeApiKey(world.uow, world.clock)(owner, issued.api_key.id)
+    assert await world.uow.later_check_holds() is False
+
+
 async def test_api_key_failures_are_limited_per_address_and_only_failures_count() -> None:
     world = World(policy=AuthPolicy(login_attempts_per_address=2))
     owner = await sign_up(world)

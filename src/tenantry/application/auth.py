@@ -321,15 +321,17 @@ class Authenticate:
         # Roles come from the database, not the token: a demotion takes effect at once.
         return Actor(user_id=claims.user_id, tenant_id=claims.tenant_id, roles=roles)
 
-    async def api_key(self, key: str, *, client: str) -> Actor:
+    async def api_key(self, key: str, *, client: str, streamed: bool = False) -> Actor:
         """The key's Actor. Failed attempts count against the client's address (failures only:
         a busy client with a good key is never slowed), and an address over the limit is
-        refused before any lookup, so guessing keys is slowed as guessing passwords is."""
+        refused before any lookup, so guessing keys is slowed as guessing passwords is.
+        ``streamed``: the request's body comes after this, while its use case runs: a write
+        made after it (an upload's row) confirms the key again."""
         identity, policy = self.identity, self.identity.policy
         failures = f"api_key:address:{client}"
         await identity.refuse_if_limited(failures, limit=policy.login_attempts_per_address)
         try:
-            return await self._api_key(key)
+            return await self._api_key(key, streamed=streamed)
         except Unauthenticated:
             await identity.limit(
                 failures,
@@ -338,7 +340,7 @@ class Authenticate:
             )
             raise
 
-    async def _api_key(self, key: str) -> Actor:
+    async def _api_key(self, key: str, *, streamed: bool) -> Actor:
         parsed = parse_api_key(key)
         if parsed is None:
             raise Unauthenticated(INVALID_CREDENTIALS)
@@ -360,10 +362,13 @@ class Authenticate:
             )
             if roles is None:
                 raise Unauthenticated(INVALID_CREDENTIALS)
+            keys = uow.repository(ApiKeyRepository, stored.tenant_id)
             last = stored.last_used_at
             if last is None or now - last >= identity.policy.api_key_touch_interval:
-                await uow.repository(ApiKeyRepository, stored.tenant_id).touch(stored.id, now)
+                await keys.touch(stored.id, now)
                 await uow.commit()
+            if streamed:
+                keys.confirm_again_at_write(stored.id, user_id=stored.user_id, roles=roles)
         return Actor(
             user_id=stored.user_id, tenant_id=stored.tenant_id, roles=roles, api_key_id=stored.id
         )

@@ -7,6 +7,7 @@ from typing import Protocol
 from uuid import UUID
 
 from tenantry.domain.auth import ApiKey
+from tenantry.domain.users import Role
 
 
 class ApiKeyRepository(Protocol):
@@ -27,3 +28,12 @@ class ApiKeyRepository(Protocol):
     async def revoke(self, api_key_id: UUID, *, user_id: UUID, at: datetime) -> bool: ...
 
     async def touch(self, api_key_id: UUID, at: datetime) -> None: ...
+
+    def confirm_again_at_write(
+        self, api_key_id: UUID, *, user_id: UUID, roles: tuple[Role, ...]
+    ) -> None:
+        """Have a write that must not stand on the key's earlier read (an upload's row,
+        written after its bytes) begin by confirming the key unrevoked and unexpired, ``roles``
+        its user's, and the user and the tenant active; otherwise that write's transaction
+        raises Unauthenticated before any statement of its own. Nothing is read now."""
+        ...

@@ -35,7 +35,7 @@ MAX_HEADER_BYTES = 32 * 1024
 class Authenticator(Protocol):
     async def bearer(self, token: str, *, streamed: bool = False) -> Actor: ...
 
-    async def api_key(self, key: str, *, client: str) -> Actor: ...
+    async def api_key(self, key: str, *, client: str, streamed: bool = False) -> Actor: ...
 
 
 AuthenticatorFactory = Callable[[Scope], Authenticator]
@@ -94,6 +94,7 @@ class CredentialsMiddleware(AbstractAuthenticationMiddleware):
         authorization = connection.headers.get("authorization")
         api_key = connection.headers.get("x-api-key")
         authenticator = self.authenticator(connection.scope)
+        streamed = bool(connection.scope.get("state", {}).get(BODY_TO_COME))
         try:
             if authorization is not None and api_key is not None:
                 # One credential per request: an invalid one must not hide behind a valid one.
@@ -102,12 +103,11 @@ class CredentialsMiddleware(AbstractAuthenticationMiddleware):
                 scheme, _, token = authorization.partition(" ")
                 if scheme.lower() != "bearer" or not token.strip():
                     raise Unauthenticated("Invalid or expired credentials.")
-                streamed = bool(connection.scope.get("state", {}).get(BODY_TO_COME))
                 actor = await authenticator.bearer(token.strip(), streamed=streamed)
                 kind = "bearer"
             elif api_key is not None:
                 actor = await authenticator.api_key(
-                    api_key.strip(), client=client_address(connection)
+                    api_key.strip(), client=client_address(connection), streamed=streamed
                 )
                 kind = "api_key"
             else:

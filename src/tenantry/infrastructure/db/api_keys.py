@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from advanced_alchemy.filters import OrderBy
@@ -12,8 +13,12 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from tenantry.domain.api_keys import ApiKeyRepository
 from tenantry.domain.auth import ApiKey
+from tenantry.domain.errors import INVALID_CREDENTIALS, Unauthenticated
+from tenantry.domain.users import Role
 from tenantry.infrastructure.db.base import TenantOwned
 from tenantry.infrastructure.db.repository import TenantRows
+from tenantry.infrastructure.db.tenancy import check_later, sql_literals
+from tenantry.infrastructure.db.users import ROLES_NOT_CONFIRMED
 
 
 class ApiKeyModel(TenantOwned):
@@ -33,6 +38,17 @@ class ApiKeyModel(TenantOwned):
     expires_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
     last_used_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
+
+
+# The key, its user's roles and its tenant confirmed again (migration 0032_confirm_api_key).
+_CONFIRM_API_KEY = (
+    "SELECT tenantry_confirm_api_key({tenant_id}, {api_key_id}, {user_id}, "
+    "{roles}::character varying[])"
+)
+
+
+def _not_confirmed() -> Unauthenticated:
+    return Unauthenticated(INVALID_CREDENTIALS)
 
 
 class SqlApiKeyRepository(TenantRows[ApiKey]):
@@ -82,3 +98,15 @@ class SqlApiKeyRepository(TenantRows[ApiKey]):
     async def touch(self, api_key_id: UUID, at: datetime) -> None:
         statement = self.update_rows().where(ApiKeyModel.id == api_key_id).values(last_used_at=at)
         await self.session.execute(statement)
+
+    def confirm_again_at_write(
+        self, api_key_id: UUID, *, user_id: UUID, roles: tuple[Role, ...]
+    ) -> None:
+        values: dict[str, Any] = {
+            "tenant_id": self.tenant_id,
+            "api_key_id": api_key_id,
+            "user_id": user_id,
+            "roles": tuple(role.value for role in roles),
+        }
+        check = sql_literals(_CONFIRM_API_KEY, **values)
+        check_later(self.session, check, refused=(ROLES_NOT_CONFIRMED, _not_confirmed))

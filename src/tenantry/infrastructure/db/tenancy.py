@@ -54,7 +54,7 @@ APPENDED = "appended_at_commit"
 REFUSALS = "refusals_at_commit"
 # The check the session's next transaction begins with (see check_first).
 FIRST = "checked_first"
-# The check given to check_first, kept for check_again.
+# The check given to check_first or check_later, kept for check_again.
 GIVEN_CHECK = "given_check"
 
 Refusal = tuple[str, Callable[[], Exception]]
@@ -636,9 +636,17 @@ def check_first(session: AsyncSession, check: str, /, *, refused: Refusal) -> No
     session.info[FIRST] = session.info[GIVEN_CHECK] = (check, refused)
 
 
+def check_later(session: AsyncSession, check: str, /, *, refused: Refusal) -> None:
+    """Give ``session`` the check :func:`check_again` runs, for a request whose credentials a
+    transaction of its own confirmed already (an API key's read): no transaction begins with it
+    until a write asks for it again."""
+    assert isinstance(session, TenantSession), "units of work run on TenantSession"
+    session.info[GIVEN_CHECK] = (check, refused)
+
+
 def check_again(session: AsyncSession) -> None:
-    """Have the next transaction of ``session`` begin with the check :func:`check_first` was
-    given, as the first began: for a write that must not stand on what an earlier transaction
+    """Have the next transaction of ``session`` begin with the check :func:`check_first` (or
+    :func:`check_later`) was given: for a write that must not stand on what an earlier transaction
     confirmed, as an upload's row written after its bytes, minutes after its first
     transaction. Nothing when no check was given, or one is pending already."""
     assert isinstance(session, TenantSession), "units of work run on TenantSession"
