@@ -9,6 +9,7 @@ import asyncpg
 from ..conftest import Client, plain_url
 from .identity import add_user, owner_session
 from .test_audit import trail
+from .test_files import upload
 from .test_health import assert_problem
 
 
@@ -42,6 +43,22 @@ async def test_api_key_round_trip(client: Client, database_url: str) -> None:
     ).status_code == 204
     assert_problem(await client.get("/api/v1/auth/me", headers={"X-API-Key": key}), 401)
     assert_problem(await client.delete(f"/api/v1/auth/api-keys/{body['id']}", headers=owner), 404)
+
+
+async def test_a_key_uploads_files_small_and_held_ahead(client: Client) -> None:
+    """An upload by a key is confirmed again when its row is written, after its bytes (migration
+    0032_confirm_api_key): a live key's uploads, one held ahead (over 1 MiB) and one not, are
+    stored, and the key's user is their creator."""
+    owner = await owner_session(client, "acme")
+    made = await client.post("/api/v1/auth/api-keys", headers=owner, json={"name": "uploads"})
+    key = {"X-API-Key": made.json()["key"]}
+    me = (await client.get("/api/v1/auth/me", headers=owner)).json()
+    for size in (5_000, 2 * 1024 * 1024):
+        stored = await client.post(
+            "/api/v1/files", headers=key, files=upload(b"k" * size, "k.txt", "text/plain")
+        )
+        assert stored.status_code == 201, stored.text
+        assert (stored.json()["size"], stored.json()["created_by"]) == (size, me["id"])
 
 
 async def test_bad_keys_are_401(client: Client) -> None:
