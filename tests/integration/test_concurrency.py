@@ -10,9 +10,10 @@ in one order, so they wait for each other and never deadlock."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -454,22 +455,27 @@ def small_upload(number: int) -> tuple[dict[str, str], bytes]:
     return {"Content-Type": f"multipart/form-data; boundary={boundary}"}, body
 
 
-def streamed_upload(
-    size: int, halfway: asyncio.Event, go_on: asyncio.Event
-) -> tuple[dict[str, str], AsyncIterator[bytes]]:
-    """A multipart upload of ``size`` bytes that says its length (so it holds its quota ahead,
-    in a transaction before its bytes) and stops half way until ``go_on``: its headers and
-    body."""
-    boundary = "erasedmidway"
+@asynccontextmanager
+async def upload_held_half_way(
+    http: httpx.AsyncClient,
+    database_owner: asyncpg.Connection,
+    tenant: uuid.UUID,
+    credentials: dict[str, str],
+) -> AsyncIterator[Callable[[], Awaitable[httpx.Response]]]:
+    """A 3 MiB multipart upload that says its length, so its first transaction holds its quota
+    before its bytes, sent with ``credentials`` and stopped half way once that hold is taken
+    (the client having sent half its bytes does not mean the server has read them). Inside, the
+    caller changes what it likes; what it is given lets the upload go on and answers it."""
+    boundary, size = "heldhalfway", 3 * 1024 * 1024
     head = (
         f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.txt"\r\n'
         "Content-Type: text/plain\r\n\r\n"
     ).encode()
     tail = f"\r\n--{boundary}--\r\n".encode()
+    go_on = asyncio.Event()
 
     async def body() -> AsyncIterator[bytes]:
         yield head + b"a" * (size // 2)
-        halfway.set()
         await go_on.wait()
         yield b"b" * (size - size // 2) + tail
 
@@ -477,14 +483,23 @@ def streamed_upload(
         "Content-Type": f"multipart/form-data; boundary={boundary}",
         "Content-Length": str(len(head) + size + len(tail)),
     }
-    return headers, body()
+    upload = asyncio.create_task(
+        http.post("/api/v1/files", headers={**credentials, **headers}, content=body())
+    )
 
+    async def finish() -> httpx.Response:
+        go_on.set()
+        return await upload
 
-async def holding_ahead(database_owner: asyncpg.Connection, tenant: uuid.UUID) -> None:
-    """Wait until the upload's first transaction has held its quota: the client having sent
-    half its bytes does not mean the server has read them."""
     held = "select coalesce(sum(reserved_bytes), 0) > 0 from file_usage where id = $1"
-    await until(lambda: database_owner.fetchval(held, tenant), "the upload's hold")
+    try:
+        await until(lambda: database_owner.fetchval(held, tenant), "the upload's hold")
+        yield finish
+    finally:
+        # Ended early (a failed assertion): the upload goes with the test, whatever it answers.
+        upload.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await upload
 
 
 @pytest.mark.parametrize(
@@ -523,28 +538,23 @@ async def test_an_upload_under_way_whose_credentials_end_stores_nothing(
             assert made.status_code == 201, made.text
             key = made.json()
             member = {"X-API-Key": key["key"]}
-        halfway, go_on = asyncio.Event(), asyncio.Event()
-        headers, body = streamed_upload(3 * 1024 * 1024, halfway, go_on)
-        upload = asyncio.create_task(
-            http.post("/api/v1/files", headers={**member, **headers}, content=body)
-        )
-        await halfway.wait()
         tenant_id = uuid.UUID(caller.tenant_id)
-        await holding_ahead(database_owner, tenant_id)
-        if change == "signed_out":
-            logout = {"refresh_token": tokens["refresh_token"]}
-            answer = await http.post("/api/v1/auth/logout", json=logout)
-        elif change == "revoked":
-            owner_of_key = {"Authorization": f"Bearer {tokens['access_token']}"}
-            answer = await http.delete(f"/api/v1/auth/api-keys/{key['id']}", headers=owner_of_key)
-        else:
-            changed = {"is_active": False} if change == "deactivated" else {"roles": ["admin"]}
-            answer = await http.patch(
-                f"/api/v1/users/{member_id}", headers=caller.headers, json=changed
-            )
-        assert answer.is_success, answer.text
-        go_on.set()
-        refused = await upload
+        async with upload_held_half_way(http, database_owner, tenant_id, member) as finish:
+            if change == "signed_out":
+                logout = {"refresh_token": tokens["refresh_token"]}
+                answer = await http.post("/api/v1/auth/logout", json=logout)
+            elif change == "revoked":
+                owner_of_key = {"Authorization": f"Bearer {tokens['access_token']}"}
+                answer = await http.delete(
+                    f"/api/v1/auth/api-keys/{key['id']}", headers=owner_of_key
+                )
+            else:
+                changed = {"is_active": False} if change == "deactivated" else {"roles": ["admin"]}
+                answer = await http.patch(
+                    f"/api/v1/users/{member_id}", headers=caller.headers, json=changed
+                )
+            assert answer.is_success, answer.text
+            refused = await finish()
         assert refused.status_code == 401, refused.text
         assert refused.headers["content-type"].startswith("application/problem+json")
         usage = "select used_bytes, file_count, reserved_bytes from file_usage where id = $1"

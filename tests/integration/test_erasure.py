@@ -26,7 +26,7 @@ from tenantry.infrastructure.jobs.worker import erase_tenant
 from ..conftest import Client, LogLines, plain_url
 from .identity import add_user, bearer, create_tenant, login, owner_session
 from .test_cli import in_process
-from .test_concurrency import Caller, holding_ahead, served_to, streamed_upload, worker_adapters
+from .test_concurrency import Caller, served_to, upload_held_half_way, worker_adapters
 from .test_files import on_storage, stored_objects
 from .test_health import assert_problem
 from .test_rls import Seeder, tenant_tables
@@ -529,23 +529,16 @@ async def test_an_upload_under_way_when_its_tenant_is_erased_stores_nothing(
             uploader = {"X-API-Key": made.json()["key"]}
         else:
             uploader = caller.headers
-        halfway, go_on = asyncio.Event(), asyncio.Event()
-        headers, body = streamed_upload(3 * 1024 * 1024, halfway, go_on)
-        upload = asyncio.create_task(
-            http.post("/api/v1/files", headers={**uploader, **headers}, content=body)
-        )
-        await halfway.wait()
         tenant_id = uuid.UUID(caller.tenant_id)
-        await holding_ahead(database_owner, tenant_id)
-        asked = await http.post(
-            "/api/v1/tenant/erase", headers=caller.headers, json={"confirm": caller.slug}
-        )
-        assert asked.status_code == 202, asked.text
-        erase = {"erase": container.run_erasure()}
-        if erased_midway:
-            await erase_tenant(erase, asked.json()["id"], None)
-        go_on.set()
-        answer = await upload
+        async with upload_held_half_way(http, database_owner, tenant_id, uploader) as finish:
+            asked = await http.post(
+                "/api/v1/tenant/erase", headers=caller.headers, json={"confirm": caller.slug}
+            )
+            assert asked.status_code == 202, asked.text
+            erase = {"erase": container.run_erasure()}
+            if erased_midway:
+                await erase_tenant(erase, asked.json()["id"], None)
+            answer = await finish()
         assert_problem(answer, 401)
         if not erased_midway:
             # The hold was given back: nothing reserved, nothing used, no row.
