@@ -259,8 +259,9 @@ async def test_the_functions_are_the_app_roles_to_run_and_do_nothing_else(
     )
     # The outbox's write (0019_webhooks), a sign-in's read and write (0023_login_statements),
     # the bearer check confirmed in a transaction's round trip (0024_confirm_roles), an
-    # upload's row written at commit (0025_add_file) and a document's (0027_add_document)
-    # run as their caller, the app role, under the tenant policy: no privilege of their own.
+    # upload's row written at commit (0025_add_file), a document's (0027_add_document) and an
+    # API key confirmed again at an upload's row (0032_confirm_api_key) run as their caller,
+    # the app role, under the tenant policy: no privilege of their own.
     invokers = {row["signature"]: row for row in functions if not row["prosecdef"]}
     assert set(invokers) == {
         "tenantry_publish_webhook_event(uuid,uuid,text,jsonb)",
@@ -268,6 +269,7 @@ async def test_the_functions_are_the_app_roles_to_run_and_do_nothing_else(
         "tenantry_start_session(uuid,uuid,uuid,uuid,text,"
         "timestamp with time zone,timestamp with time zone)",
         "tenantry_confirm_roles(uuid,uuid,uuid,character varying[])",
+        "tenantry_confirm_api_key(uuid,uuid,uuid,character varying[])",
         "tenantry_add_file(uuid,bigint,uuid,bigint,text,text,text,text,jsonb,text,uuid,"
         "timestamp with time zone)",
         "tenantry_add_document(uuid,uuid,uuid,uuid,text,text,jsonb,integer,"
