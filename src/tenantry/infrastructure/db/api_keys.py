@@ -13,12 +13,11 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from tenantry.domain.api_keys import ApiKeyRepository
 from tenantry.domain.auth import ApiKey
-from tenantry.domain.errors import INVALID_CREDENTIALS, Unauthenticated
 from tenantry.domain.users import Role
 from tenantry.infrastructure.db.base import TenantOwned
 from tenantry.infrastructure.db.repository import TenantRows
 from tenantry.infrastructure.db.tenancy import check_later, sql_literals
-from tenantry.infrastructure.db.users import ROLES_NOT_CONFIRMED
+from tenantry.infrastructure.db.users import NOT_CONFIRMED
 
 
 class ApiKeyModel(TenantOwned):
@@ -45,10 +44,6 @@ _CONFIRM_API_KEY = (
     "SELECT tenantry_confirm_api_key({tenant_id}, {api_key_id}, {user_id}, "
     "{roles}::character varying[])"
 )
-
-
-def _not_confirmed() -> Unauthenticated:
-    return Unauthenticated(INVALID_CREDENTIALS)
 
 
 class SqlApiKeyRepository(TenantRows[ApiKey]):
@@ -109,4 +104,4 @@ class SqlApiKeyRepository(TenantRows[ApiKey]):
             "roles": tuple(role.value for role in roles),
         }
         check = sql_literals(_CONFIRM_API_KEY, **values)
-        check_later(self.session, check, refused=(ROLES_NOT_CONFIRMED, _not_confirmed))
+        check_later(self.session, check, refused=NOT_CONFIRMED)

@@ -289,9 +289,10 @@ class SqlFileRepository(SqlRepository[StoredFile]):
         # As the table's defaults have it, where a value is not given.
         row = {"claimed_content_type": None, "created_by": None, "metadata": {}} | values
         stored = StoredFile(tenant_id=self.tenant_id, **row)
-        # An upload that held its quota ahead had its credentials confirmed by that first
-        # transaction, before its bytes: its row's confirms them again, in the same round trip,
-        # so a session ended or a user deactivated meanwhile stores nothing (401).
+        # An upload's credentials were confirmed before its bytes (a token's by its first
+        # transaction, a key's by its own read): its row's transaction confirms them again, in
+        # the same round trip, so a session ended, a key revoked or a user deactivated
+        # meanwhile stores nothing (401).
         check_again(self.session)
         # Written by the commit, with what else it writes: the row is what was given.
         run_at_commit(

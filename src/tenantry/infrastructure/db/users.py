@@ -22,6 +22,7 @@ from tenantry.infrastructure.db.repository import TenantRows
 from tenantry.infrastructure.db.tenancy import (
     TENANT_KEY,
     DriverStatement,
+    Refusal,
     begin_with_check,
     check_first,
     of_tenant,
@@ -127,6 +128,10 @@ def _confirm_roles(claimed: tuple[Role, ...], **values: Any) -> str:
 
 def _not_confirmed() -> Unauthenticated:
     return Unauthenticated(INVALID_CREDENTIALS)
+
+
+# A confirmation of credentials refused, by this function or tenantry_confirm_api_key.
+NOT_CONFIRMED: Refusal = (ROLES_NOT_CONFIRMED, _not_confirmed)
 
 
 def taken_field(error: IntegrityError) -> str:
@@ -262,7 +267,7 @@ class SqlUserRepository(TenantRows[User]):
         check = _confirm_roles(
             claimed, tenant_id=self.tenant_id, user_id=user_id, session_id=session_id
         )
-        check_first(self.session, check, refused=(ROLES_NOT_CONFIRMED, _not_confirmed))
+        check_first(self.session, check, refused=NOT_CONFIRMED)
 
     async def lock_active_owners(self) -> set[UUID]:
         # The tenant's row stands for its owners: changes of owners queue behind each other.
