@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable
+from functools import cache
 from operator import attrgetter
 from types import UnionType
 from typing import (
@@ -72,30 +73,45 @@ def use_cases_asked_for(controllers: Iterable[type]) -> dict[str, Wanted]:
     use case is a class of the application layer."""
     wanted: dict[str, Wanted] = {}
     for controller in controllers:
-        for handler in vars(controller).values():
-            if not isinstance(handler, HTTPRouteHandler):
+        for name, asked in _asked_by(controller).items():
+            earlier = wanted.get(name)
+            with_actor = asked.with_actor or bool(earlier and earlier.with_actor)
+            wanted[name] = Wanted(asked.use_case, with_actor)
+    return wanted
+
+
+@cache
+def _asked_by(controller: type) -> dict[str, Wanted]:
+    # Read once per process: the type hints of every handler are a tenth of an app's creation.
+    wanted: dict[str, Wanted] = {}
+    for handler in vars(controller).values():
+        if not isinstance(handler, HTTPRouteHandler):
+            continue
+        hints = get_type_hints(handler.fn, include_extras=True)
+        with_actor = any(Actor in get_args(hint) for hint in hints.values())
+        for name, hint in hints.items():
+            if get_origin(hint) is not Annotated:
                 continue
-            hints = get_type_hints(handler.fn, include_extras=True)
-            with_actor = any(Actor in get_args(hint) for hint in hints.values())
-            for name, hint in hints.items():
-                if get_origin(hint) is not Annotated:
-                    continue
-                kind, *extras = get_args(hint)
-                named = any(
-                    isinstance(extra, Dependency) and extra.kind == "named" for extra in extras
-                )
-                if named and isinstance(kind, type) and kind.__module__.startswith(APPLICATION):
-                    earlier = wanted.get(name)
-                    wanted[name] = Wanted(kind, with_actor or bool(earlier and earlier.with_actor))
+            kind, *extras = get_args(hint)
+            named = any(isinstance(extra, Dependency) and extra.kind == "named" for extra in extras)
+            if named and isinstance(kind, type) and kind.__module__.startswith(APPLICATION):
+                earlier = wanted.get(name)
+                wanted[name] = Wanted(kind, with_actor or bool(earlier and earlier.with_actor))
     return wanted
 
 
 def use_case_providers(
     container: Container, alchemy: SQLAlchemyAsyncConfig, controllers: Iterable[type]
-) -> dict[str, Provide]:
+) -> dict[type, dict[str, Provide]]:
+    """Each controller's providers, to be given to it alone: Litestar checks every dependency
+    a handler can see against every other once per handler, so use cases given to the whole
+    app made its creation grow with their number squared (a third of it at 58 use cases)."""
+    controllers = list(controllers)
+    wanted = use_cases_asked_for(controllers)
+    built = {name: provider(container, alchemy, asked) for name, asked in wanted.items()}
     return {
-        name: provider(container, alchemy, wanted)
-        for name, wanted in use_cases_asked_for(controllers).items()
+        controller: {name: built[name] for name in _asked_by(controller)}
+        for controller in controllers
     }
 
 
@@ -127,6 +143,7 @@ def provider(container: Container, alchemy: SQLAlchemyAsyncConfig, wanted: Wante
     return Provide(signed_in if wanted.with_actor else public, sync_to_thread=False)
 
 
+@cache
 def constructor_ports(use_case: type) -> dict[str, Any]:
     """The constructor's parameters and the ports they are, every required one known."""
     constructor = next(vars(cls)["__init__"] for cls in use_case.__mro__ if "__init__" in vars(cls))

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import version
 from typing import Any
 
-from litestar import Litestar
+from litestar import Litestar, Router
 from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.handlers import HTTPRouteHandler
@@ -75,7 +75,7 @@ CONTROLLERS = [
 def create_app(
     settings: Settings,
     *,
-    dependencies: Mapping[str, Provide],
+    dependencies: Mapping[type, Mapping[str, Provide]],
     readiness_checks: ReadinessChecks,
     authenticator: AuthenticatorFactory,
     access_log: AccessLog,
@@ -94,7 +94,15 @@ def create_app(
     )
     app = Litestar(
         route_handlers=[
-            *CONTROLLERS,
+            # Each controller with its own use cases' providers, in a router of this app's.
+            *(
+                Router(
+                    path="/",
+                    route_handlers=[controller],
+                    dependencies=dict(dependencies.get(controller, {})),
+                )
+                for controller in CONTROLLERS
+            ),
             *([MetricsController] if metrics else []),
             docs_assets(DOCS_PATH),
         ],
@@ -108,7 +116,6 @@ def create_app(
             ),
             "service_info": Provide(lambda: service_info, use_cache=True, sync_to_thread=False),
             "actor": Provide(provide_actor, sync_to_thread=False),
-            **dependencies,
         },
         plugins=[*plugins, DescribedStructs()],
         middleware=[
