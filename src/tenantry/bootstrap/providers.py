@@ -105,7 +105,7 @@ def use_case_providers(
 ) -> dict[type, dict[str, Provide]]:
     """Each controller's providers, to be given to it alone: Litestar checks every dependency
     a handler can see against every other once per handler, so use cases given to the whole
-    app made its creation grow with their number squared (a third of it at 58 use cases)."""
+    app made its creation grow with their number squared (a sixth of it at 58 use cases)."""
     controllers = list(controllers)
     wanted = use_cases_asked_for(controllers)
     built = {name: provider(container, alchemy, asked) for name, asked in wanted.items()}
