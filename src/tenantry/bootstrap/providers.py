@@ -74,10 +74,14 @@ def use_cases_asked_for(controllers: Iterable[type]) -> dict[str, Wanted]:
     wanted: dict[str, Wanted] = {}
     for controller in controllers:
         for name, asked in _asked_by(controller).items():
-            earlier = wanted.get(name)
-            with_actor = asked.with_actor or bool(earlier and earlier.with_actor)
-            wanted[name] = Wanted(asked.use_case, with_actor)
+            _ask(wanted, name, asked)
     return wanted
+
+
+def _ask(wanted: dict[str, Wanted], name: str, asked: Wanted) -> None:
+    # One provider serves every handler asking for the name: it takes the actor if any does.
+    earlier = wanted.get(name)
+    wanted[name] = Wanted(asked.use_case, asked.with_actor or bool(earlier and earlier.with_actor))
 
 
 @cache
@@ -95,8 +99,7 @@ def _asked_by(controller: type) -> dict[str, Wanted]:
             kind, *extras = get_args(hint)
             named = any(isinstance(extra, Dependency) and extra.kind == "named" for extra in extras)
             if named and isinstance(kind, type) and kind.__module__.startswith(APPLICATION):
-                earlier = wanted.get(name)
-                wanted[name] = Wanted(kind, with_actor or bool(earlier and earlier.with_actor))
+                _ask(wanted, name, Wanted(kind, with_actor))
     return wanted
 
 
