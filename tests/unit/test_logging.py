@@ -35,6 +35,8 @@ def test_a_console_traceback_shows_no_frame_locals() -> None:
     assert "ValueError: refused" in written
     assert "sign_in" in written  # the traceback is there, its frames' variables are not
     assert password not in written
+    # Not a terminal: Python's own traceback, not rich's (which highlights whole files).
+    assert re.search(r'^  File ".*test_logging\.py", line \d+, in sign_in$', written, re.M)
 
 
 def json_lines(stream: io.BytesIO) -> list[dict[str, Any]]:

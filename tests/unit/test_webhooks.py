@@ -4,6 +4,7 @@ delivery's retries, giving up and switching off."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,6 +12,7 @@ from uuid import uuid4
 
 import msgspec
 import pytest
+import structlog
 from hypothesis import given
 from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook
@@ -19,6 +21,7 @@ from tenantry.application.projects import CreateProject, UpdateProject
 from tenantry.application.webhooks import (
     CreateWebhook,
     DeleteWebhook,
+    Delivered,
     DeliverWebhooks,
     ListWebhookDeliveries,
     PingWebhook,
@@ -26,7 +29,14 @@ from tenantry.application.webhooks import (
     UpdateWebhook,
 )
 from tenantry.domain.auth import Actor
-from tenantry.domain.errors import Conflict, Forbidden, Invalid, NotFound, StaleVersion
+from tenantry.domain.errors import (
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    StaleVersion,
+    Unavailable,
+)
 from tenantry.domain.users import Role
 from tenantry.domain.webhooks import (
     ENDPOINTS_MAX,
@@ -40,6 +50,7 @@ from tenantry.domain.webhooks import (
     new_secret,
     signed_headers,
 )
+from tenantry.infrastructure.jobs.webhooks import WebhookLoop
 
 from .fakes import World
 
@@ -370,3 +381,32 @@ async def test_the_claim_takes_a_few_of_each_endpoint() -> None:
     assert sorted(str(d.claimed.endpoint_id) for d in first) == sorted(
         [str(busy)] * 5 + [str(quiet)]
     )
+
+
+async def test_the_loop_logs_a_failing_round_once_and_the_database_away_without_traceback() -> None:
+    rounds: list[BaseException | None] = [
+        Unavailable("database unreachable (ConnectionRefusedError)"),
+        Unavailable("database unreachable (ConnectionRefusedError)"),
+        None,
+        RuntimeError("a bug"),
+    ]
+    finished = asyncio.Event()
+
+    async def deliver() -> list[Delivered]:
+        if not rounds:
+            finished.set()
+            await asyncio.Event().wait()
+        if (error := rounds.pop(0)) is not None:
+            raise error
+        return []
+
+    loop = WebhookLoop(deliver, poll=0)
+    with structlog.testing.capture_logs() as logs:
+        await loop.start()
+        await asyncio.wait_for(finished.wait(), timeout=10)
+        await loop.stop()
+    assert [(line["event"], line.get("error"), line.get("exc_info")) for line in logs] == [
+        ("webhook delivery round failed", "database unreachable (ConnectionRefusedError)", None),
+        ("webhook delivery works again", None, None),
+        ("webhook delivery round failed", "RuntimeError", True),
+    ]

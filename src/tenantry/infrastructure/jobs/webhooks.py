@@ -10,6 +10,7 @@ from typing import Any
 import structlog
 
 from tenantry.application.webhooks import Delivered
+from tenantry.domain.errors import Unavailable
 from tenantry.domain.webhooks import DeliveryStatus
 from tenantry.infrastructure.observability.metrics import WEBHOOK_ATTEMPTS
 
@@ -42,7 +43,12 @@ class WebhookLoop:
                 delivered = await self.deliver()
             except Exception as error:
                 if not self.failing:
-                    log.exception("webhook delivery round failed", error=type(error).__name__)
+                    # The database away is expected and its message says all: a traceback
+                    # would only cost the loop (a console's rich one blocks it for seconds).
+                    if isinstance(error, Unavailable):
+                        log.error("webhook delivery round failed", error=str(error))
+                    else:
+                        log.exception("webhook delivery round failed", error=type(error).__name__)
                 self.failing = True
                 delivered = []
             else:

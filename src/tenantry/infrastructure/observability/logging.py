@@ -111,10 +111,15 @@ def _renderers(stream: BinaryIO, *, json: bool) -> list[Processor]:
         _timestamp_text,
         structlog.dev.ConsoleRenderer(
             colors=colors,
-            # Rich tracebacks show every frame's locals by default: the same rule.
+            # Rich highlights each frame's whole source file: a second or more of CPU per
+            # traceback, on the event loop. Worth it for a person at a terminal only; a pipe
+            # (CI, a container's log) gets Python's plain traceback. Neither shows frames'
+            # locals (rich would by default): they can hold secrets.
             exception_formatter=structlog.dev.RichTracebackFormatter(
-                color_system="truecolor" if colors else None, show_locals=False
-            ),
+                color_system="truecolor", show_locals=False
+            )
+            if colors
+            else structlog.dev.plain_traceback,
         ),
         _encode,
     ]
