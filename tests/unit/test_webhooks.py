@@ -5,6 +5,8 @@ delivery's retries, giving up and switching off."""
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,7 +14,6 @@ from uuid import uuid4
 
 import msgspec
 import pytest
-import structlog
 from hypothesis import given
 from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook
@@ -28,6 +29,7 @@ from tenantry.application.webhooks import (
     RedeliverWebhook,
     UpdateWebhook,
 )
+from tenantry.config import load_settings
 from tenantry.domain.auth import Actor
 from tenantry.domain.errors import (
     Conflict,
@@ -51,6 +53,7 @@ from tenantry.domain.webhooks import (
     signed_headers,
 )
 from tenantry.infrastructure.jobs.webhooks import WebhookLoop
+from tenantry.infrastructure.observability.logging import configure_logging
 
 from .fakes import World
 
@@ -401,12 +404,17 @@ async def test_the_loop_logs_a_failing_round_once_and_the_database_away_without_
         return []
 
     loop = WebhookLoop(deliver, poll=0)
-    with structlog.testing.capture_logs() as logs:
+    stream = io.BytesIO()
+    configure_logging(load_settings(environ={"TENANTRY_LOG_JSON": "true"}, env_file=None), stream)
+    try:
         await loop.start()
         await asyncio.wait_for(finished.wait(), timeout=10)
         await loop.stop()
-    assert [(line["event"], line.get("error"), line.get("exc_info")) for line in logs] == [
-        ("webhook delivery round failed", "database unreachable (ConnectionRefusedError)", None),
-        ("webhook delivery works again", None, None),
+    finally:
+        configure_logging(load_settings(environ={}, env_file=None))
+    logs = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [(line["message"], line.get("error"), "exception" in line) for line in logs] == [
+        ("webhook delivery round failed", "database unreachable (ConnectionRefusedError)", False),
+        ("webhook delivery works again", None, False),
         ("webhook delivery round failed", "RuntimeError", True),
     ]
