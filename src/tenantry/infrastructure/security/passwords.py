@@ -7,6 +7,7 @@ import os
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from functools import cache
 
 from argon2 import PasswordHasher as Argon2
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -34,6 +35,15 @@ def lower_priority(niceness: int = HASH_NICENESS) -> None:
         os.setpriority(os.PRIO_PROCESS, thread, niceness)
 
 
+@cache
+def decoy_hash(time_cost: int, memory_cost_kib: int, parallelism: int) -> str:
+    """Checked when the user does not exist, so an unknown login costs the same time. Made
+    once per process and parameters: a hash is tens of milliseconds, and every app (each
+    test's) makes a hasher."""
+    decoy = Argon2(time_cost=time_cost, memory_cost=memory_cost_kib, parallelism=parallelism)
+    return decoy.hash("not a real password, only a timing decoy")
+
+
 class Argon2PasswordHasher:
     """argon2-cffi releases the GIL while hashing; a small pool caps memory at
     ``max_concurrency * memory_cost`` and keeps a burst of logins from stalling the loop."""
@@ -56,8 +66,7 @@ class Argon2PasswordHasher:
             initializer=lower_priority,
             initargs=(niceness,),
         )
-        # Checked when the user does not exist, so an unknown login costs the same time.
-        self.dummy_hash = self.hasher.hash("not a real password, only a timing decoy")
+        self.dummy_hash = decoy_hash(time_cost, memory_cost_kib, parallelism)
 
     async def hash(self, password: str) -> str:
         return await asyncio.get_running_loop().run_in_executor(
