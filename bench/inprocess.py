@@ -11,7 +11,8 @@ then the app called as an ASGI app with a scope and a `receive` of our own (an u
 KiB text file in a multipart body, in 64 KiB messages; a document: a POST of one into a
 project; an update: a PATCH carrying the ETag of the previous answer as If-Match; a delete: a
 project of its own each, made with two documents before the rounds). Each round's requests are timed with
-`time.process_time()`: the process's CPU, its storage and hash threads included; and, when
+`time.process_time()`: the process's CPU, its storage and hash threads included; with
+`time.thread_time()`: the event loop's thread alone (what bounds one process's rate); and, when
 PostgreSQL runs on this machine, its processes' CPU over the same rounds (from /proc: every
 postgres process, so other databases' work on the server counts too). Access lines go to a
 file of the run. `--store` changes the local store's write for the run, to tell the
@@ -54,8 +55,9 @@ from tenantry.infrastructure.observability.logging import configure_logging
 from tenantry.infrastructure.storage import local
 
 SCENARIOS = ("upload", "get", "create", "document", "update", "delete", "login")
-# µs of this process's CPU per request by round, and of PostgreSQL's (none: not on this machine).
-Measured = tuple[list[float], list[float]]
+# µs of CPU per request by round: this process's, its event loop's (the thread that calls the
+# app), and PostgreSQL's (none: not on this machine).
+Measured = tuple[list[float], list[float], list[float]]
 STORES = ("thread", "loop", "none")
 UPLOAD_BYTES = 256 * 1024
 MESSAGE_BYTES = 64 * 1024
@@ -258,14 +260,16 @@ async def measure(app: Litestar, args: argparse.Namespace) -> Measured:
         request = await prepared(app, args.scenario, calls)
         for _ in range(WARM_UP):
             await request(app)
-        rounds: Measured = ([], [])
+        rounds: Measured = ([], [], [])
         for _ in range(args.rounds):
             started, postgres = time.process_time(), postgres_cpu_s()
+            loop_started = time.thread_time()
             for _ in range(args.requests):
                 await request(app)
             rounds[0].append((time.process_time() - started) / args.requests * 1e6)
+            rounds[1].append((time.thread_time() - loop_started) / args.requests * 1e6)
             if postgres is not None and (after := postgres_cpu_s()) is not None:
-                rounds[1].append((after - postgres) / args.requests * 1e6)
+                rounds[2].append((after - postgres) / args.requests * 1e6)
         if args.profile:
             profiler = cProfile.Profile()
             profiler.enable()
@@ -282,7 +286,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         with engines_for(args, tmp, uuid.uuid4().hex[:8]) as engines:
             asyncio.run(admin_execute(engines, f'create database "{engines.database}"'))
             try:
-                rounds, postgres = measured(args, engines, tmp)
+                rounds, loop, postgres = measured(args, engines, tmp)
             finally:
                 drop = f'drop database if exists "{engines.database}" with (force)'
                 asyncio.run(admin_execute(engines, drop))
@@ -294,6 +298,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "requests_per_round": args.requests,
         "cpu_us_per_request": rounds,
         "median_cpu_us": statistics.median(rounds),
+        "loop_cpu_us_per_request": loop,
+        "median_loop_cpu_us": statistics.median(loop),
         "postgres_cpu_us_per_request": postgres,
         "median_postgres_cpu_us": statistics.median(postgres) if postgres else None,
         "profile": str(args.profile) if args.profile else None,
@@ -325,6 +331,12 @@ def report(result: dict[str, Any], _stamp: str) -> bool:
         f"{result['scenario']}{store}: {result['median_cpu_us']:.0f} µs of CPU per request "
         f"(median of {len(rounds)} rounds of {result['requests_per_round']}: {figures})"
     )
+    if loop := result["loop_cpu_us_per_request"]:
+        figures = ", ".join(f"{value:.0f}" for value in loop)
+        print(
+            f"the event loop's thread: {result['median_loop_cpu_us']:.0f} µs of CPU per request "
+            f"({figures})"
+        )
     if postgres := result["postgres_cpu_us_per_request"]:
         figures = ", ".join(f"{value:.0f}" for value in postgres)
         print(
