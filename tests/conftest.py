@@ -76,8 +76,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """The garbage collector's full collections took a quarter of the test processes' CPU:
-    every app a test makes is a few hundred thousand objects in cycles, and a full collection
-    came every other test, walking everything alive each time. What collection made (the
+    each test leaves its app and client in cycles, and a full collection came every other
+    test, walking the 100,000-200,000 objects alive each time. What collection made (the
     modules, their constants, hypothesis' strategies) lives until the end: frozen, no full
     collection walks it again (bootstrap.freeze_startup_heap does the same for a server).
     And a full collection comes after ten times as many younger ones as by default."""
