@@ -77,14 +77,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_collection_finish(session: pytest.Session) -> None:
     """The garbage collector's full collections took a quarter of the test processes' CPU:
     each test leaves its app and client in cycles, and a full collection came every other
-    test, walking the 100,000-200,000 objects alive each time. What collection made (the
-    modules, their constants, hypothesis' strategies) lives until the end: frozen, no full
-    collection walks it again (bootstrap.freeze_startup_heap does the same for a server).
-    And a full collection comes after ten times as many younger ones as by default."""
+    test, walking everything alive each time. What collection made (the modules, their
+    constants, hypothesis' strategies) lives until the end: frozen, no full collection walks
+    it again (bootstrap.freeze_startup_heap does the same for a server). Full collections are
+    not made rarer: some tests' database connections close only when collected, and ten
+    times rarer ran a shared server out of connections."""
     gc.collect()
     gc.freeze()
-    young, middle, _ = gc.get_threshold()
-    gc.set_threshold(young, middle, 100)
 
 
 @pytest.fixture(scope="session")
