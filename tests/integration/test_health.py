@@ -4,10 +4,12 @@ test_security.py)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import re
 import socket
 from collections.abc import AsyncIterator
 
+import asyncpg
 import msgspec
 import pytest
 from litestar import Litestar, get
@@ -15,8 +17,9 @@ from litestar.testing import AsyncTestClient
 
 from tenantry import bootstrap
 from tenantry.config import Settings
+from tenantry.infrastructure.db.rls import APP_ROLE
 
-from ..conftest import Client, LogLines
+from ..conftest import Client, LogLines, plain_url
 
 PROBLEM_FIELDS = {"type", "title", "status", "detail", "instance", "request_id"}
 
@@ -176,6 +179,37 @@ async def silent_server() -> AsyncIterator[int]:
     for writer in held:
         writer.close()
     server.close()
+
+
+async def test_an_app_stopped_leaves_no_connection_open(
+    settings: Settings, database_url: str, clean_state: None
+) -> None:
+    """Each app of a process closes its database connections when it stops, not only the first
+    (advanced-alchemy's lifespan disposes the first one's engine alone), and not when collected:
+    a test process makes hundreds of apps, on a server shared with others."""
+
+    async def open_connections() -> int:
+        connection = await asyncpg.connect(plain_url(database_url))
+        try:
+            return int(
+                await connection.fetchval(
+                    "select count(*) from pg_stat_activity "
+                    "where datname = current_database() and usename = $1",
+                    APP_ROLE,
+                )
+            )
+        finally:
+            await connection.close()
+
+    gc.disable()  # the collector would close what the app left
+    try:
+        for _ in range(3):
+            async with AsyncTestClient(app=bootstrap.create_app(settings)) as client:
+                assert (await client.get("/ready")).status_code == 200
+                assert await open_connections() > 0
+            assert await open_connections() == 0
+    finally:
+        gc.enable()
 
 
 def closed_port() -> int:

@@ -450,6 +450,10 @@ def create_app(
             *([pool_watcher.stop] if pool_watcher else []),
             *([worker.stop] if worker else []),
             container.close,
+            # advanced-alchemy's lifespan disposes the engine of the first config made in a
+            # process only (it looks for its default state key, which later configs may not
+            # take): another app's connections would stay open until garbage collected.
+            engine.get_engine().dispose,
         ],
     )
 
