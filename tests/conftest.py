@@ -302,12 +302,19 @@ async def empty_tables(connection: asyncpg.Connection) -> None:
 
 
 @pytest.fixture
-async def database_owner(database_url: str, clean_state: None) -> AsyncIterator[asyncpg.Connection]:
+async def database_owner(
+    database_url: str, clean_state: None, owner_connections: dict[str, asyncpg.Connection]
+) -> AsyncIterator[asyncpg.Connection]:
     """A connection as the migration role, which row level security does not hold: to set up
-    and read back what is stored, past both walls."""
-    connection = await asyncpg.connect(plain_url(database_url))
+    and read back what is stored, past both walls. The one the clean-up keeps."""
+    connection = owner_connections.get(database_url)
+    if connection is None or connection.is_closed():
+        connection = await asyncpg.connect(plain_url(database_url))
+        owner_connections[database_url] = connection
     yield connection
-    await connection.close()
+    if connection.is_in_transaction():
+        # A test that failed inside a transaction of its own: the clean-up takes a new one.
+        connection.terminate()
 
 
 @pytest.fixture
