@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterable, Sequence
-from importlib.metadata import entry_points
+from functools import cache
+from importlib.metadata import EntryPoint, entry_points
 from typing import cast
 
 import msgspec
@@ -29,7 +30,7 @@ class FoundHandler(msgspec.Struct, frozen=True):
 def find_handlers(modules: Sequence[str] = ()) -> list[FoundHandler]:
     """Every handler: built in, then from entry points (by name), then from ``modules``."""
     found = [FoundHandler(handler, "built in") for handler in builtin_handlers()]
-    for point in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda p: p.name):
+    for point in _declared():
         package = f"{point.dist.name} {point.dist.version}" if point.dist else "unknown package"
         source = f"entry point {point.name} = {point.value} ({package})"
         try:
@@ -48,6 +49,14 @@ def find_handlers(modules: Sequence[str] = ()) -> list[FoundHandler]:
             raise HandlerError(f"{source} has no {MODULE_ATTRIBUTE} list of handlers.")
         found += [FoundHandler(handler, source) for handler in _handlers(listed, source)]
     return found
+
+
+@cache
+def _declared() -> tuple[EntryPoint, ...]:
+    """The group's entry points, by name. Finding them reads every installed package's metadata
+    (about 20 ms, each time an app or a worker is made); what is installed stays put while a
+    process runs."""
+    return tuple(sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda point: point.name))
 
 
 def handler_registry(modules: Sequence[str] = ()) -> Registry:
