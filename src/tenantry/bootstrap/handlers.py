@@ -54,7 +54,7 @@ def find_handlers(modules: Sequence[str] = ()) -> list[FoundHandler]:
 @cache
 def _declared() -> tuple[EntryPoint, ...]:
     """The group's entry points, by name. Finding them reads every installed package's metadata
-    (about 20 ms, each time an app or a worker is made); what is installed stays put while a
+    (about 10 ms, each time an app or a worker is made); what is installed stays put while a
     process runs."""
     return tuple(sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda point: point.name))
 
