@@ -249,22 +249,28 @@ async def clean_state(
 ) -> AsyncIterator[None]:
     """Each test starts from empty tables and an empty Redis database."""
     yield
-    kept = owner_connections.get(database_url)
+    kept = await owner_connection(owner_connections, database_url)
     if not await emptied_on(kept):
-        if kept is not None:
-            kept.terminate()
-        owner_connections[database_url] = kept = await asyncpg.connect(plain_url(database_url))
-        await empty_tables(kept)
+        kept.terminate()
+        await empty_tables(await owner_connection(owner_connections, database_url))
     client = Redis.from_url(redis_url)
     await client.flushdb()
     await client.aclose()
 
 
-async def emptied_on(connection: asyncpg.Connection | None) -> bool:
-    """Whether ``connection`` emptied every table: not when there is none yet, or its server
-    restarted or ended it since the last test."""
+async def owner_connection(
+    connections: dict[str, asyncpg.Connection], database_url: str
+) -> asyncpg.Connection:
+    """The kept connection as the database's owner; a new one when there is none or it closed."""
+    connection = connections.get(database_url)
     if connection is None or connection.is_closed():
-        return False
+        connection = connections[database_url] = await asyncpg.connect(plain_url(database_url))
+    return connection
+
+
+async def emptied_on(connection: asyncpg.Connection) -> bool:
+    """Whether ``connection`` emptied every table: not when its server restarted or ended it
+    since the last test."""
     try:
         await empty_tables(connection)
     except (asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError, ConnectionError):
@@ -307,10 +313,7 @@ async def database_owner(
 ) -> AsyncIterator[asyncpg.Connection]:
     """A connection as the migration role, which row level security does not hold: to set up
     and read back what is stored, past both walls. The one the clean-up keeps."""
-    connection = owner_connections.get(database_url)
-    if connection is None or connection.is_closed():
-        connection = await asyncpg.connect(plain_url(database_url))
-        owner_connections[database_url] = connection
+    connection = await owner_connection(owner_connections, database_url)
     yield connection
     if connection.is_in_transaction():
         # A test that failed inside a transaction of its own: the clean-up takes a new one.
