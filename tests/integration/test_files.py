@@ -173,6 +173,29 @@ async def test_too_large_is_413_mid_stream_with_nothing_behind(
         assert (await trail(client, owner, target_type="file"))["items"] == []
 
 
+async def test_each_app_builds_its_use_cases_from_its_own_container(
+    settings: Settings, clean_state: None, tmp_path: Path
+) -> None:
+    """Every app of a process shares the use cases' providers (bootstrap/providers.py); a
+    request still gets its own app's ports: two apps at once, each storing where its settings
+    say."""
+    other = msgspec.structs.replace(
+        settings, files_dir=str(tmp_path / "other"), s3_bucket=f"test-{uuid.uuid4().hex[:12]}"
+    )
+    async with (
+        AsyncTestClient(app=bootstrap.create_app(settings)) as first,
+        AsyncTestClient(app=bootstrap.create_app(other)) as second,
+    ):
+        owner = await owner_session(first, "acme")
+        for client, name in ((first, "a.txt"), (second, "b.txt"), (first, "c.txt")):
+            created = await client.post(
+                "/api/v1/files", headers=owner, files=upload(b"hello\n", name, "text/plain")
+            )
+            assert created.status_code == 201, created.text
+    assert len(stored_objects(settings)) == 2
+    assert len(stored_objects(other)) == 1
+
+
 async def test_an_upload_with_a_revoked_session_or_changed_roles_is_401_leaving_nothing(
     settings: Settings, clean_state: None, database_owner: asyncpg.Connection
 ) -> None:

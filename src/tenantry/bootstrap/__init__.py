@@ -422,10 +422,10 @@ def create_app(
         session = engine.provide_session(scope["app"].state, scope)
         return Authenticate(container.identity(SqlUnitOfWork(session)))
 
-    return web.create_app(
+    app = web.create_app(
         settings,
         plugins=[SQLAlchemyPlugin(config=engine), TaskTypesSchema(container.registry)],
-        dependencies=providers.use_case_providers(container, engine, web.CONTROLLERS),
+        dependencies=providers.use_case_providers(web.CONTROLLERS),
         readiness_checks={
             "database": lambda: database.ping(engine.get_engine()),
             "redis": lambda: redis_cache.ping(container.redis),
@@ -456,6 +456,8 @@ def create_app(
             engine.get_engine().dispose,
         ],
     )
+    app.state[providers.CONTAINER] = container
+    return app
 
 
 def openapi_document() -> bytes:

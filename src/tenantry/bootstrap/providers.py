@@ -24,7 +24,6 @@ from typing import (
     get_type_hints,
 )
 
-from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig
 from litestar import Request
 from litestar.di import Dependency, NamedDependency, Provide
 from litestar.handlers import HTTPRouteHandler
@@ -103,36 +102,49 @@ def _asked_by(controller: type) -> dict[str, Wanted]:
     return wanted
 
 
-def use_case_providers(
-    container: Container, alchemy: SQLAlchemyAsyncConfig, controllers: Iterable[type]
-) -> dict[type, dict[str, Provide]]:
+# The app state's key of the Container its requests' use cases are built from.
+CONTAINER = "container"
+
+
+def use_case_providers(controllers: Iterable[type]) -> dict[type, dict[str, Provide]]:
     """Each controller's providers, to be given to it alone: Litestar checks every dependency
     a handler can see against every other once per handler, so use cases given to the whole
-    app made its creation grow with their number squared (a sixth of it at 58 use cases)."""
-    controllers = list(controllers)
+    app made its creation grow with their number squared (a sixth of it at 58 use cases).
+
+    Built once per process and shared by its apps: a provider finds the container in the
+    state of the app serving the request, and Litestar keeps what it parsed of a provider's
+    signature on the provider, so only the first app (of a test process, say) parses them."""
+    return _providers(tuple(controllers))
+
+
+@cache
+def _providers(controllers: tuple[type, ...]) -> dict[type, dict[str, Provide]]:
     wanted = use_cases_asked_for(controllers)
-    built = {name: provider(container, alchemy, asked) for name, asked in wanted.items()}
+    built = {name: provider(asked) for name, asked in wanted.items()}
     return {
         controller: {name: built[name] for name in _asked_by(controller)}
         for controller in controllers
     }
 
 
-def provider(container: Container, alchemy: SQLAlchemyAsyncConfig, wanted: Wanted) -> Provide:
-    """Builds the use case per request from the ports its constructor asks for."""
+def provider(wanted: Wanted) -> Provide:
+    """Builds the use case per request from the ports its constructor asks for, taken from the
+    container in the app's state (under :data:`CONTAINER`)."""
     use_case = wanted.use_case
     ports = constructor_ports(use_case)
-    shared = {name: SHARED[port](container) for name, port in ports.items() if port in SHARED}
+    shared = {name: SHARED[port] for name, port in ports.items() if port in SHARED}
     per_request = {name: PER_REQUEST[port] for name, port in ports.items() if port in PER_REQUEST}
 
     def public(request: Request[Any, Any, Any]) -> Any:
-        if not per_request:
-            return use_case(**shared)
-        # The request's own session: the one the bearer check used, so one connection serves both.
-        uow = SqlUnitOfWork(alchemy.provide_session(request.app.state, request.scope))
-        return use_case(
-            **shared, **{name: port(container, uow) for name, port in per_request.items()}
-        )
+        state = request.app.state
+        container: Container = state[CONTAINER]
+        arguments = {name: port(container) for name, port in shared.items()}
+        if per_request:
+            # The request's own session: the one the bearer check used, so one connection
+            # serves both.
+            uow = SqlUnitOfWork(container.alchemy.provide_session(state, request.scope))
+            arguments.update({name: port(container, uow) for name, port in per_request.items()})
+        return use_case(**arguments)
 
     def signed_in(
         request: Request[Actor, Any, Any],
