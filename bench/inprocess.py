@@ -6,8 +6,8 @@ it goes.
 
 A database of its own (dropped at the end) on the given PostgreSQL, or on an embedded one,
 migrated by `tenantry db upgrade`; the app built by `bootstrap.create_app` from the settings
-`tenantry serve` would read, as it builds it (the start-up heap frozen), its lifespan entered, a tenant and its owner made through the API;
-then the app called as an ASGI app with a scope and a `receive` of our own (an upload: a 256
+`tenantry serve` would read, as it builds it (the start-up heap frozen), its lifespan entered,
+a tenant and its owner made through the API; then the app called as an ASGI app with a scope and a `receive` of our own (an upload: a 256
 KiB text file in a multipart body, in 64 KiB messages; a document: a POST of one into a
 project; an update: a PATCH carrying the ETag of the previous answer as If-Match; a delete: a
 project of its own each, made with two documents before the rounds). Each round's requests are timed with
