@@ -7,19 +7,19 @@ it goes.
 A database of its own (dropped at the end) on the given PostgreSQL, or on an embedded one,
 migrated by `tenantry db upgrade`; the app built by `bootstrap.create_app` from the settings
 `tenantry serve` would read, as it builds it (the start-up heap frozen), its lifespan entered,
-a tenant and its owner made through the API; then the app called as an ASGI app with a scope and a `receive` of our own (an upload: a 256
-KiB text file in a multipart body, in 64 KiB messages; a document: a POST of one into a
-project; an update: a PATCH carrying the ETag of the previous answer as If-Match; a delete: a
-project of its own each, made with two documents before the rounds). Each round's requests are timed with
-`time.process_time()`: the process's CPU, its storage and hash threads included; with
-`time.thread_time()`: the event loop's thread alone (what bounds one process's rate); and, when
-PostgreSQL runs on this machine, its processes' CPU over the same rounds (from /proc: every
-postgres process, so other databases' work on the server counts too). Access lines go to a
-file of the run. `--store` changes the local store's write for the run, to tell the
-file's share from the rest: `loop` writes it on the event loop (its thread hop a plain call),
-`none` reads the chunks and stores nothing. `--profile` runs one more round under cProfile,
-saves its stats and prints the functions with the most time of their own. See bench/README.md
-(methods 17, 18 and 21).
+a tenant and its owner made through the API; then the app called as an ASGI app with a scope
+and a `receive` of our own (an upload: a 256 KiB text file in a multipart body, in 64 KiB
+messages; a document: a POST of one into a project; an update: a PATCH carrying the ETag of the
+previous answer as If-Match; a delete: a project of its own each, made with two documents
+before the rounds). Each round's requests are timed with `time.process_time()`: the process's
+CPU, its storage and hash threads included; with `time.thread_time()`: the event loop's thread
+alone (what bounds one process's rate); and, when PostgreSQL runs on this machine, its
+processes' CPU over the same rounds (from /proc: every postgres process, so other databases'
+work on the server counts too). Access lines go to a file of the run. `--store` changes the
+local store's write for the run, to tell the file's share from the rest: `loop` writes it on
+the event loop (its thread hop a plain call), `none` reads the chunks and stores nothing.
+`--profile` runs one more round under cProfile, saves its stats and prints the functions with
+the most time of their own. See bench/README.md (methods 17, 18 and 21).
 """
 
 from __future__ import annotations
