@@ -30,39 +30,50 @@ _SITE_PACKAGES = re.compile(r"(?:site|dist)-packages/(?P<package>[A-Za-z0-9_]+)"
 _STANDARD_LIBRARY = re.compile(r"/lib/python3\.\d+/(?P<module>[A-Za-z0-9_]+)")
 
 
-def cpu_seconds(pids: list[int]) -> float:
+def cpu_seconds(pids: list[int]) -> tuple[float, float]:
     """User and system CPU the processes and their descendants have used so far."""
-    total = 0.0
+    user = system = 0.0
     for pid in pids:
         with contextlib.suppress(psutil.NoSuchProcess):
             root = psutil.Process(pid)
             for process in (root, *root.children(recursive=True)):
                 with contextlib.suppress(psutil.NoSuchProcess):
                     times = process.cpu_times()
-                    total += times.user + times.system
-    return total
+                    user += times.user
+                    system += times.system
+    return user, system
 
 
 @dataclass
 class CpuPerRequest:
-    """The server's CPU over a block, for ``per_request`` once the block's requests are known."""
+    """The server's CPU over a block, for ``per_request`` once the block's requests are known;
+    ``system_s`` is the kernel's part of it (an upload's write into the page cache is most of
+    it, and its cost depends on the machine's memory: bench/README.md, "Eighteenth round")."""
 
     pid: int
     used_s: float = 0.0
+    system_s: float = 0.0
 
     @contextlib.contextmanager
     def measuring(self) -> Iterator[None]:
-        before = cpu_seconds([self.pid])
+        user, system = cpu_seconds([self.pid])
         try:
             yield
         finally:
-            self.used_s = cpu_seconds([self.pid]) - before
+            user_after, system_after = cpu_seconds([self.pid])
+            self.system_s = system_after - system
+            self.used_s = user_after - user + self.system_s
 
     def figures(self, requests: int) -> dict[str, float | None]:
         return {
             "server_cpu_s": round(self.used_s, 3),
-            "cpu_us_per_request": round(self.used_s / requests * 1e6, 1) if requests else None,
+            "cpu_us_per_request": per_request(self.used_s, requests),
+            "system_cpu_us_per_request": per_request(self.system_s, requests),
         }
+
+
+def per_request(seconds: float, requests: int) -> float | None:
+    return round(seconds / requests * 1e6, 1) if requests else None
 
 
 def owner(file: str) -> str:

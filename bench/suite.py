@@ -67,7 +67,7 @@ from common import (
     wrk,
     wrk_script,
 )
-from profiling import CpuPerRequest, sampled, summarise
+from profiling import CpuPerRequest, per_request, sampled, summarise
 from projects import (
     LIST_QUERY,
     LOGIN,
@@ -487,16 +487,19 @@ def measure_http(
             run = measured | {
                 "cpu_busy_pct": cpu.busy_pct,
                 "server_cpu_s": server_cpu.used_s,
+                "server_system_cpu_s": server_cpu.system_s,
                 **memory.summary(),
             }
             if scenario.probe_health:
                 print(f"== {scenario.label}: {server} (/health probed, idle then under the load)")
                 run["health"] = health_under_load(urls[server], script, args)
             runs[server].append(run)
+            figures = server_cpu.figures(measured["requests"])
             print(
                 f"   {cell(measured['per_second'])} req/s, p99 {cell(measured['p99_ms'], 2)} ms, "
-                f"{cell(server_cpu.figures(measured['requests'])['cpu_us_per_request'], 0)} us "
-                f"CPU per request, {errors_of(measured)} errors"
+                f"{cell(figures['cpu_us_per_request'], 0)} us CPU per request "
+                f"({cell(figures['system_cpu_us_per_request'], 0)} in the kernel), "
+                f"{errors_of(measured)} errors"
             )
             if profiled:
                 summary = summarise(collapsed)
@@ -575,14 +578,16 @@ def combined(runs: list[dict[str, Any]]) -> dict[str, Any]:
     if len(runs) == 1:
         run = dict(runs[0])
         requests = run["requests"]
-        cpu_s = run.pop("server_cpu_s")
+        cpu_s, system_s = run.pop("server_cpu_s"), run.pop("server_system_cpu_s")
         return run | {
             "server_cpu_s": round(cpu_s, 3),
-            "cpu_us_per_request": round(cpu_s / requests * 1e6, 1) if requests else None,
+            "cpu_us_per_request": per_request(cpu_s, requests),
+            "system_cpu_us_per_request": per_request(system_s, requests),
         }
     requests = sum(run["requests"] for run in runs)
     elapsed_s = sum(run["elapsed_s"] for run in runs)
     cpu_s = sum(run["server_cpu_s"] for run in runs)
+    system_s = sum(run["server_system_cpu_s"] for run in runs)
     return {
         "requests": requests,
         "elapsed_s": round(elapsed_s, 3),
@@ -595,7 +600,8 @@ def combined(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "rss_before_load_mib": max(run["rss_before_load_mib"] for run in runs),
         "peak_rss_under_load_mib": max(run["peak_rss_under_load_mib"] for run in runs),
         "server_cpu_s": round(cpu_s, 3),
-        "cpu_us_per_request": round(cpu_s / requests * 1e6, 1) if requests else None,
+        "cpu_us_per_request": per_request(cpu_s, requests),
+        "system_cpu_us_per_request": per_request(system_s, requests),
         "runs": runs,
     }
 
