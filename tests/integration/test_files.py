@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import os
 import struct
@@ -23,9 +24,10 @@ from litestar.testing import AsyncTestClient
 from tenantry import bootstrap
 from tenantry.application.files import SweepFiles
 from tenantry.config import Settings
+from tenantry.domain.files import StorageFull
 from tenantry.infrastructure.storage import local
 
-from ..conftest import Client, plain_url
+from ..conftest import Client, captured_logs, plain_url
 from .identity import add_user, bearer, login, owner_session
 from .test_audit import trail
 from .test_faults import s3_client
@@ -389,6 +391,50 @@ def test_a_short_write_goes_on_where_it_stopped(
     local._write(target, opened, block)
     os.close(opened.pop())
     assert target.read_bytes() == b"".join(block)
+
+
+@pytest.mark.parametrize("settings", ["local"], indirect=True)
+async def test_a_full_disk_is_507_leaving_nothing(
+    settings: Settings, clean_state: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store's disk fills up while an upload is written (as the kernel says it, ENOSPC):
+    the client learns so, the operator's log says so, and nothing of it is kept or charged;
+    once there is room again the same upload succeeds."""
+    writev, full = os.writev, threading.Event()
+
+    def on_a_disk(descriptor: int, buffers: list[bytes]) -> int:
+        if full.is_set():
+            # What the kernel does once a write has written what room there was.
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return writev(descriptor, buffers)
+
+    monkeypatch.setattr(local.os, "writev", on_a_disk)
+    app = bootstrap.create_app(settings)
+    async with AsyncTestClient(app=app) as client:
+        owner = await owner_session(client, "acme")
+        full.set()
+        with captured_logs() as lines:
+            refused = await client.post(
+                "/api/v1/files", headers=owner, files=upload(b"x" * 300_000, "a.txt", "text/plain")
+            )
+        problem = assert_problem(refused, 507)
+        assert problem["detail"] == StorageFull().detail
+        assert settings.data_dir not in refused.text
+        assert "Errno" not in refused.text
+        [logged] = [line for line in lines.all() if line.get("message") == "file store full"]
+        assert "No space left on device" in logged["error"]
+        assert logged["level"] == "error"
+        assert stored_objects(settings) == []
+        usage = (await client.get("/api/v1/files/usage", headers=owner)).json()
+        assert usage == {"bytes": 0, "files": 0, "quota_bytes": settings.tenant_quota_bytes}
+        assert (await trail(client, owner, target_type="file"))["items"] == []
+
+        full.clear()
+        again = await client.post(
+            "/api/v1/files", headers=owner, files=upload(b"x" * 300_000, "a.txt", "text/plain")
+        )
+        assert again.status_code == 201, again.text
+        assert len(stored_objects(settings)) == 1
 
 
 async def test_a_cancelled_upload_waits_for_its_write_then_leaves_nothing(

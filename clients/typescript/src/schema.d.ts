@@ -438,7 +438,7 @@ export interface paths {
         put?: never;
         /**
          * Upload a file (multipart field 'file')
-         * @description Too large: 413. Type not allowed (sniffed from the bytes): 415. An image below the minimum size: 422. Over the tenant's quota: 413.
+         * @description Too large: 413. Type not allowed (sniffed from the bytes): 415. An image below the minimum size: 422. Over the tenant's quota: 413. The file store full (its disk): 507, nothing kept.
          */
         post: operations["uploadFile"];
         delete?: never;
@@ -5169,6 +5169,15 @@ export interface operations {
             };
             /** @description Too Many Requests */
             429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Insufficient Storage */
+            507: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -50,6 +50,14 @@ class UnsupportedType(DomainError):
     """The sniffed type is not allowed here."""
 
 
+class StorageFull(DomainError):
+    """The object store has no room for the bytes (its disk is full): nothing of them is
+    kept. The operator's to fix; the upload may be sent again once they have."""
+
+    def __init__(self) -> None:
+        super().__init__("The file store is full: the upload was not kept. Try again later.")
+
+
 class StoredFile(msgspec.Struct, kw_only=True, frozen=True):
     # What a list's ``q`` searches.
     search_field: ClassVar[str] = "original_filename"
@@ -347,7 +355,8 @@ class ObjectStorage(Protocol):
     """Where file bytes live. Keys are ``tenants/{tenant_id}/files/{file_id}``."""
 
     async def put(self, key: str, chunks: AsyncIterator[bytes]) -> None:
-        """Store the stream under ``key``; on any error nothing is left under it."""
+        """Store the stream under ``key``; on any error nothing is left under it, and
+        StorageFull when the store has no room for it."""
         ...
 
     def get(self, key: str, *, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:

@@ -29,7 +29,7 @@ from tenantry.domain.errors import (
     Unauthenticated,
     Unavailable,
 )
-from tenantry.domain.files import TooLarge, UnsupportedType
+from tenantry.domain.files import StorageFull, TooLarge, UnsupportedType
 from tenantry.domain.secrets import SecretNotFound, SecretsUnavailable
 from tenantry.domain.tasks import TaskFinished
 from tenantry.presentation.middleware import request_id_of
@@ -61,6 +61,7 @@ DOMAIN_STATUS: dict[type[DomainError], int] = {
     StaleVersion: 412,
     TooLarge: 413,
     UnsupportedType: 415,
+    StorageFull: 507,
     TaskFinished: 409,
 }
 
@@ -208,6 +209,13 @@ def handle_unavailable(request: Request[Any, Any, Any], exc: Unavailable) -> Res
     return _unavailable(request, "dependency unavailable", exc.detail)
 
 
+def handle_storage_full(request: Request[Any, Any, Any], exc: StorageFull) -> Response[Problem]:
+    # The operator's to act on, so logged as an error; the cause names the store's path, which
+    # the client does not learn.
+    log.error("file store full", error=str(exc.__cause__ or exc))
+    return handle_domain(request, exc)
+
+
 def _unavailable(request: Request[Any, Any, Any], event: str, cause: str) -> Response[Problem]:
     # The cause may name a server's address: it goes to the log, the client learns only 503.
     log.warning(event, error=cause)
@@ -307,6 +315,7 @@ exception_handlers: ExceptionHandlersMap = {
     SecretNotFound: handle_secrets,
     SecretsUnavailable: handle_secrets,
     Unavailable: handle_unavailable,
+    StorageFull: handle_storage_full,
     SQLAlchemyError: handle_database,
     # The driver's own timeout reaches us unwrapped.
     TimeoutError: handle_database,

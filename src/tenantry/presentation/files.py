@@ -214,11 +214,12 @@ class FileController(Controller):
         response_headers=NEW_RESOURCE,
         summary="Upload a file (multipart field 'file')",
         description="Too large: 413. Type not allowed (sniffed from the bytes): 415. "
-        "An image below the minimum size: 422. Over the tenant's quota: 413.",
+        "An image below the minimum size: 422. Over the tenant's quota: 413. The file store "
+        "full (its disk): 507, nothing kept.",
         # The size limit is the upload policy's, enforced while streaming.
         request_max_body_size=None,
         operation_class=UploadOperation,
-        responses=problems(*SIGNED_IN_ERRORS, *BODY_ERRORS, 415),
+        responses=problems(*SIGNED_IN_ERRORS, *BODY_ERRORS, 415, 507),
     )
     async def upload_file(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import stat
 import uuid
@@ -10,6 +11,8 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from tenantry.domain.files import StorageFull
 
 CHUNK = 256 * 1024
 # Uploads are written in blocks of this much: one thread hop per block, not per chunk the
@@ -22,6 +25,8 @@ WRITE_BLOCK = 1024 * 1024
 UNFINISHED = ".part"
 # At most this many chunks go to one writev (Linux's IOV_MAX is 1024).
 MAX_CHUNKS = 512
+# A full disk, or the store's user out of its disk quota.
+NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 class LocalDiskStorage:
@@ -58,10 +63,12 @@ class LocalDiskStorage:
                     await _in_thread(_write, temporary, opened, block)
                     block, pending = [], 0
             await _in_thread(_finish, temporary, path, opened, block)
-        except BaseException:
+        except BaseException as error:
             if opened:
                 os.close(opened.pop())
             temporary.unlink(missing_ok=True)
+            if isinstance(error, OSError) and error.errno in NO_ROOM:
+                raise StorageFull from error
             raise
 
     async def get(
