@@ -17,7 +17,7 @@ from tenantry.infrastructure.db.documents import DocumentModel, SqlDocumentRepos
 from tenantry.infrastructure.db.tenancy import DriverStatement, TenantSession, of_tenant
 from tenantry.infrastructure.db.uow import SqlUnitOfWork
 
-from ..conftest import Client, plain_url
+from ..conftest import Client, captured_logs, plain_url
 from .identity import add_user, create_tenant, owner_session
 from .test_health import assert_problem
 from .test_tenancy import engine_for
@@ -289,6 +289,65 @@ async def test_input_the_database_cannot_hold_is_422_not_500(client: Client) -> 
     stale = {**owner, "If-Match": '"9999999999"'}
     assert_problem(await client.patch(base, headers=stale, json={"name": "B"}), 412)
     assert (await client.get(base, headers=owner)).json()["name"] == "A"
+
+
+# How PostgreSQL fails a write when it cannot extend a table's file: the disk is full.
+NO_ROOM_TRIGGER = """
+CREATE FUNCTION test_no_room() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.name = 'no room' THEN
+        RAISE EXCEPTION 'could not extend file "base/1/2": No space left on device'
+            USING ERRCODE = 'disk_full';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER test_no_room BEFORE INSERT OR UPDATE ON projects
+    FOR EACH ROW EXECUTE FUNCTION test_no_room();
+"""
+
+
+async def test_a_database_out_of_room_is_a_503_to_retry_not_a_500(
+    client: Client, database_owner: asyncpg.Connection
+) -> None:
+    """A write PostgreSQL cannot store for want of resources (SQLSTATE class 53, here its disk
+    full) is the server's to recover: a 503 with Retry-After, the cause in the log alone,
+    nothing of the transaction written, on the commit's path (a create) and the ORM's (an
+    update); the same request succeeds once there is room."""
+    owner = await owner_session(client, "acme")
+    project = (await client.post("/api/v1/projects", headers=owner, json={"name": "A"})).json()
+    base = f"/api/v1/projects/{project['id']}"
+    current = {**owner, "If-Match": (await client.get(base, headers=owner)).headers["etag"]}
+    await database_owner.execute(NO_ROOM_TRIGGER)
+    try:
+        with captured_logs() as lines:
+            refused = [
+                await client.post("/api/v1/projects", headers=owner, json={"name": "no room"}),
+                await client.patch(base, headers=current, json={"name": "no room"}),
+            ]
+        for response in refused:
+            assert_problem(response, 503)
+            assert response.headers["retry-after"] == "5"
+            assert "No space" not in response.text
+        causes = [
+            line["error"] for line in lines.all() if line.get("message") == "dependency unavailable"
+        ]
+        assert len(causes) == len(refused)
+        for cause in causes:
+            assert cause.startswith("database out of resources (53100: ")
+            assert "No space left on device" in cause
+        listed = (await client.get("/api/v1/projects", headers=owner)).json()
+        assert [row["name"] for row in listed["items"]] == ["A"]
+        trail = (await client.get("/api/v1/audit", headers=owner)).json()["items"]
+        assert [event["action"] for event in trail].count("project.created") == 1
+        assert "project.updated" not in [event["action"] for event in trail]
+    finally:
+        await database_owner.execute(
+            "DROP TRIGGER test_no_room ON projects; DROP FUNCTION test_no_room()"
+        )
+    renamed = await client.patch(base, headers=current, json={"name": "no room"})
+    assert renamed.status_code == 200, renamed.text
+    created = await client.post("/api/v1/projects", headers=owner, json={"name": "no room"})
+    assert created.status_code == 201, created.text
 
 
 async def test_a_row_added_at_commit_is_given_what_the_database_would_fill_or_refuse() -> None:

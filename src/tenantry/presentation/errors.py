@@ -41,6 +41,8 @@ _UNSTORABLE_SQLSTATES = frozenset({"22021", "22P05"})
 # statement_timeout fired (or the query was cancelled otherwise).
 QUERY_CANCELED = "57014"
 FOREIGN_KEY_VIOLATION = "23503"
+# The SQLSTATE class of disk_full, out_of_memory, too_many_connections and the like.
+INSUFFICIENT_RESOURCES = "53"
 # The schema's keys to a user (a row's creator or owner, a session's or an API key's user) and
 # to a tenant, as the metadata's naming convention calls them. A Citus coordinator relays a
 # worker's error without its constraint field, the name (with the shard's id after it) only in
@@ -255,6 +257,10 @@ def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Respon
         return problem_response(request, 422, UNSTORABLE_INPUT)
     if _in_chain(exc, _caller_deleted):
         return handle_domain(request, Unauthenticated(INVALID_CREDENTIALS))
+    if (starved := _in_chain(exc, _database_out_of_resources)) is not None:
+        return handle_unavailable(
+            request, Unavailable(f"database out of resources ({_sqlstate(starved)}: {starved})")
+        )
     # msgspec gives up on JSON nested deeper than the interpreter's recursion limit: a request
     # body that cannot be read, not a fault of ours.
     if isinstance(exc, RecursionError) and "while deserializing" in str(exc):
@@ -268,8 +274,8 @@ def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Respon
     )
 
 
-def _in_chain(exc: BaseException, found: Callable[[BaseException], bool]) -> bool:
-    """Whether ``found`` holds for an exception anywhere in ``exc``'s chain: database errors are
+def _in_chain(exc: BaseException, found: Callable[[BaseException], bool]) -> BaseException | None:
+    """The first exception in ``exc``'s chain for which ``found`` holds: database errors are
     told by their SQLSTATE there, so no driver class is named here."""
     pending: list[BaseException] = [exc]
     seen: set[int] = set()
@@ -279,16 +285,27 @@ def _in_chain(exc: BaseException, found: Callable[[BaseException], bool]) -> boo
             continue
         seen.add(id(current))
         if found(current):
-            return True
+            return current
         linked = (current.__cause__, current.__context__, getattr(current, "orig", None))
         pending.extend(link for link in linked if isinstance(link, BaseException))
-    return False
+    return None
 
 
 def _unstorable_input(error: BaseException) -> bool:
     """PostgreSQL refused a character of the client's input (a NUL in text or JSON); the other
     data errors (a number out of range, say) are kept out by the request schemas."""
     return getattr(error, "sqlstate", None) in _UNSTORABLE_SQLSTATES
+
+
+def _database_out_of_resources(error: BaseException) -> bool:
+    """PostgreSQL could not do the work for want of resources (class 53: its disk full, out
+    of memory, a configured limit): the server's to recover, so the client may try again, as
+    after an outage."""
+    return _sqlstate(error).startswith(INSUFFICIENT_RESOURCES)
+
+
+def _sqlstate(error: BaseException) -> str:
+    return str(getattr(error, "sqlstate", None) or "")
 
 
 def _caller_deleted(error: BaseException) -> bool:
