@@ -8,10 +8,11 @@ import hashlib
 import os
 import struct
 import threading
+import time
 import uuid
 import zlib
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,15 +20,17 @@ import asyncpg
 import httpx
 import msgspec
 import pytest
+import uvicorn
 from litestar.testing import AsyncTestClient
 
 from tenantry import bootstrap
 from tenantry.application.files import SweepFiles
 from tenantry.config import Settings
 from tenantry.domain.files import StorageFull
+from tenantry.infrastructure.embedded import free_port
 from tenantry.infrastructure.storage import local
 
-from ..conftest import Client, captured_logs, plain_url
+from ..conftest import Client, LogLines, captured_logs, plain_url, uvicorn_serving
 from .identity import add_user, bearer, login, owner_session
 from .test_audit import trail
 from .test_faults import s3_client
@@ -391,6 +394,61 @@ def test_a_short_write_goes_on_where_it_stopped(
     local._write(target, opened, block)
     os.close(opened.pop())
     assert target.read_bytes() == b"".join(block)
+
+
+async def test_a_client_gone_mid_upload_leaves_nothing_and_is_no_server_error(
+    settings: Settings, clean_state: None, database_owner: asyncpg.Connection
+) -> None:
+    """A client whose connection drops mid-body (a phone losing its network) is the client's
+    doing, not a fault of the server's: its upload leaves no object, hold or row, and it is
+    logged and counted as a client error, never as an unhandled 500."""
+    port = free_port()
+    config = uvicorn.Config(
+        bootstrap.create_app(settings), host="127.0.0.1", port=port, log_config=None
+    )
+    with captured_logs() as lines:
+        async with (
+            uvicorn_serving(config),
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=15) as client,
+        ):
+            owner = await owner_session(client, "acme")
+            part = (
+                b'--cut\r\nContent-Disposition: form-data; name="file"; filename="a.txt"\r\n'
+                b"Content-Type: text/plain\r\n\r\n"
+            )
+            # Declared larger than an upload that holds nothing ahead: its hold is taken first.
+            head = (
+                "POST /api/v1/files HTTP/1.1\r\nHost: tenantry\r\n"
+                f"Authorization: {owner['Authorization']}\r\n"
+                "Content-Type: multipart/form-data; boundary=cut\r\n"
+                f"Content-Length: {4 * 1024 * 1024}\r\n\r\n"
+            ).encode()
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(head + part + b"x" * 600_000)
+            await writer.drain()
+            writer.transport.abort()
+            for _ in until_found(lines, path="/api/v1/files", message="request"):
+                await asyncio.sleep(0.02)
+            usage = (await client.get("/api/v1/files/usage", headers=owner)).json()
+    [access] = [
+        line
+        for line in lines.all()
+        if line.get("path") == "/api/v1/files" and line["message"] == "request"
+    ]
+    assert access["status"] == 400
+    assert [line for line in lines.all() if line["level"] in ("error", "critical")] == []
+    assert any(line.get("message") == "client disconnected" for line in lines.all())
+    assert usage == {"bytes": 0, "files": 0, "quota_bytes": settings.tenant_quota_bytes}
+    assert stored_objects(settings) == []
+    assert await database_owner.fetchval("select count(*) from file_reservations") == 0
+
+
+def until_found(lines: LogLines, **fields: object) -> Iterator[None]:
+    """Yield until a log line with these fields is written (20 s at most)."""
+    deadline = time.monotonic() + 20
+    while not any(fields.items() <= line.items() for line in lines.all()):
+        assert time.monotonic() < deadline, f"no log line with {fields}"
+        yield
 
 
 @pytest.mark.parametrize("settings", ["local"], indirect=True)

@@ -3,16 +3,21 @@ metrics content type."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
+import uvicorn
 
+from tenantry import bootstrap
 from tenantry.config import Settings
+from tenantry.infrastructure.embedded import free_port
 
-from ..conftest import Client
+from ..conftest import Client, captured_logs, uvicorn_serving
 from .identity import PASSWORD, owner_session
-from .test_files import png, upload
+from .test_files import png, until_found, upload
 from .test_health import assert_problem
 
 # Valid JSON framing around bytes that are not UTF-8 (a lone 0xFF, a cut two-byte sequence).
@@ -152,3 +157,36 @@ async def test_a_created_resource_is_where_location_says(client: Client) -> None
         assert found.status_code == 200, response.headers["Location"]
         assert found.json()["id"] == response.json()["id"]
     assert project.headers["ETag"] == '"1"'
+
+
+@pytest.mark.parametrize("path", ["/api/v1/projects", "/api/v1/auth/login"])
+async def test_a_json_body_cut_off_by_its_client_is_a_client_error(
+    settings: Settings, clean_state: None, path: str
+) -> None:
+    """The connection dropped mid-body, signed in or not: logged and counted as the client's
+    doing (400, `client disconnected`), never as an unhandled 500, and nothing is written."""
+    port = free_port()
+    config = uvicorn.Config(
+        bootstrap.create_app(settings), host="127.0.0.1", port=port, log_config=None
+    )
+    with captured_logs() as lines:
+        async with (
+            uvicorn_serving(config),
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=15) as client,
+        ):
+            owner = await owner_session(client, "acme")
+            head = (
+                f"POST {path} HTTP/1.1\r\nHost: tenantry\r\n"
+                f"Authorization: {owner['Authorization']}\r\n"
+                "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+            ).encode()
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(head + b'{"name": "cut')
+            await writer.drain()
+            writer.transport.abort()
+            for _ in until_found(lines, path=path, message="request", status=400):
+                await asyncio.sleep(0.02)
+            listed = (await client.get("/api/v1/projects", headers=owner)).json()
+    assert [line for line in lines.all() if line["level"] in ("error", "critical")] == []
+    assert any(line.get("message") == "client disconnected" for line in lines.all())
+    assert listed["items"] == []

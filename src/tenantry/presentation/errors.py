@@ -11,7 +11,7 @@ import msgspec
 import structlog
 from advanced_alchemy.exceptions import AdvancedAlchemyError
 from litestar import Request, Response
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import HTTPException, InternalServerException, ValidationException
 from litestar.openapi import ResponseSpec
 from litestar.types import ExceptionHandlersMap
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -32,7 +32,7 @@ from tenantry.domain.errors import (
 from tenantry.domain.files import StorageFull, TooLarge, UnsupportedType
 from tenantry.domain.secrets import SecretNotFound, SecretsUnavailable
 from tenantry.domain.tasks import TaskFinished
-from tenantry.presentation.middleware import request_id_of
+from tenantry.presentation.middleware import client_gone, request_id_of
 
 PROBLEM_JSON = "application/problem+json"
 _NAMED_FIELD = re.compile(r"(?:missing required|unknown) field `([^`]+)`")
@@ -50,6 +50,7 @@ INSUFFICIENT_RESOURCES = "53"
 _KEY_TO_THE_CALLER = re.compile(r"\bfk_\w+_(?:users|tenants)(?:_\d+)?\b")
 UNSTORABLE_INPUT = "The request contains a character that is not accepted (such as NUL)."
 TOO_DEEP = "The request body is nested too deeply."
+CUT_OFF = "The client went away before the request's body was complete."
 
 log = structlog.stdlib.get_logger("tenantry.errors")
 
@@ -187,6 +188,11 @@ def handle_validation(
 
 def handle_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
     status = exc.status_code
+    if isinstance(exc, InternalServerException) and client_gone(request.scope):
+        # No one is left to read the answer: what matters is that the log and the metrics
+        # count it as the client's doing (its upload, if any, has left nothing behind).
+        log.info("client disconnected", path=request.url.path, method=request.method)
+        return problem_response(request, 400, CUT_OFF)
     if status >= 500:
         return handle_unexpected(request, exc)
     return problem_response(request, status, _safe_detail(exc.detail, status), headers=exc.headers)

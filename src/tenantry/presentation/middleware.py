@@ -1,6 +1,6 @@
 """The outermost ASGI layer, one for everything each request gets: request id, logging
-context, access line, request metrics, security headers, and every method of a path in the
-Allow of its OPTIONS answer.
+context, access line, request metrics, security headers, every method of a path in the Allow
+of its OPTIONS answer, and a note of a client that went away mid-body.
 
 It wraps Litestar's whole handler (router and exception handling included) because Litestar's
 own middleware runs per route and so never sees a 404 or 405 from routing. One layer rather than
@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import structlog
 from litestar.enums import ScopeType
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
 
 from tenantry.application.audit import ORIGIN, Origin
 from tenantry.domain.auth import Actor
@@ -31,6 +31,8 @@ from tenantry.presentation.metrics import (
 
 REQUEST_ID_HEADER = "x-request-id"
 REQUEST_ID_STATE_KEY = "request_id"
+# Set in the request's state once the server says its client went away.
+CLIENT_GONE_STATE_KEY = "client_gone"
 _WELL_FORMED_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
@@ -86,6 +88,11 @@ def request_id_of(scope: Scope) -> str:
     return str(scope.get("state", {}).get(REQUEST_ID_STATE_KEY, ""))
 
 
+def client_gone(scope: Scope) -> bool:
+    """Whether the client of the request in ``scope`` went away before its body was whole."""
+    return bool(scope.get("state", {}).get(CLIENT_GONE_STATE_KEY))
+
+
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope["headers"]:
         if key == name:
@@ -136,7 +143,8 @@ class RequestContextMiddleware:
 
         started = time.perf_counter()
         request_id = accepted_request_id(_header(scope, b"x-request-id"))
-        scope.setdefault("state", {})[REQUEST_ID_STATE_KEY] = request_id
+        state = scope.setdefault("state", {})
+        state[REQUEST_ID_STATE_KEY] = request_id
         path: str = scope["path"]
         method: str = scope["method"]
         status = 500  # what the server answers when the app raises before responding
@@ -168,6 +176,14 @@ class RequestContextMiddleware:
                 message["headers"] = headers
             await send(message)
 
+        async def receive_noting_disconnect() -> ReceiveMessage:
+            # Litestar reports a body cut off by its client as a server error (a 500); the
+            # error handlers tell it apart by this.
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                state[CLIENT_GONE_STATE_KEY] = True
+            return message
+
         # Scrapes are not counted: a scrape would count itself.
         metrics = self.metrics if path != METRICS_PATH else None
         metric_method = method if method in KNOWN_METHODS else OTHER_METHOD
@@ -183,7 +199,7 @@ class RequestContextMiddleware:
         # What the audit trail records of where a change came from.
         ORIGIN.set(Origin(request_id=request_id, client=client_host))
         try:
-            await self.app(scope, receive, send_with_headers)
+            await self.app(scope, receive_noting_disconnect, send_with_headers)
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("path_template")
