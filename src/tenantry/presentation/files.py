@@ -128,7 +128,10 @@ class FilePart:
             try:
                 self._events.extend(self.parser.parse(chunk))
             except MultipartError as error:
-                raise ClientException(f"The multipart body is malformed: {error}") from None
+                # Its first argument is the reason; some add the exception behind it, whose repr
+                # is no answer for a client.
+                reason = error.args[0] if error.args else error
+                raise ClientException(f"The multipart body is malformed: {reason}.") from None
             if not chunk and not self._events:
                 raise ClientException(f"The multipart body has no '{FILE_FIELD}' field.")
         return self._events.pop(0)
