@@ -492,6 +492,47 @@ async def serves_without_redis(client: Client, owner: dict[str, str], lines: Log
 # S3.
 
 
+async def test_s3_refusing_is_a_503_with_its_reason_logged(
+    settings: Settings, clean_state: None, s3_url: str
+) -> None:
+    """The store answers but refuses (its bucket deleted under the API, as a misconfigured
+    policy or credentials would): an upload is a 503 to retry, the store's reason in the log
+    alone, nothing kept; once the bucket is back, uploads succeed, no restart."""
+    config = msgspec.structs.replace(
+        settings,
+        storage_backend="s3",
+        s3_endpoint_url=s3_url,
+        s3_bucket=f"faults-{uuid.uuid4().hex[:12]}",
+        s3_access_key_id="test",
+        s3_secret_access_key="test",
+        s3_part_size_mib=5,
+    )
+    s3 = s3_client(config)
+    async with AsyncTestClient(app=bootstrap.create_app(config)) as client:
+        owner = await owner_session(client, "acme")
+        usage = (await client.get("/api/v1/files/usage", headers=owner)).json()
+        s3.delete_bucket(Bucket=config.s3_bucket)
+        with captured_logs() as lines:
+            # A small file (one PUT) and one past the part size (a multipart upload).
+            refused = [
+                await client.post("/api/v1/files", headers=owner, files=text_file(size))
+                for size in (1000, 6 * 1024 * 1024)
+            ]
+        for response in refused:
+            assert_problem(response, 503)
+            assert response.headers["retry-after"] == "5"
+            assert "NoSuchBucket" not in response.text
+        causes = [
+            line["error"] for line in lines.all() if line.get("message") == "dependency unavailable"
+        ]
+        assert causes == ["object store refused (NoSuchBucket)"] * len(refused)
+        assert (await client.get("/api/v1/files/usage", headers=owner)).json() == usage
+
+        s3.create_bucket(Bucket=config.s3_bucket)
+        again = await client.post("/api/v1/files", headers=owner, files=text_file(1000))
+        assert again.status_code == 201, again.text
+
+
 def s3_client(config: Settings) -> Any:
     return boto3.client(
         "s3",

@@ -97,6 +97,11 @@ class S3Storage:
         except (EndpointUnreachable, HTTPClientError) as error:
             # Refused, timed out or cut off after botocore's own retries: "try again shortly".
             raise Unavailable(f"object store unreachable ({type(error).__name__})") from error
+        except ClientError as error:
+            # The store answered no (its bucket gone, access denied, busy past the retries):
+            # the operator's to fix, not the upload's fault, and the upload may be sent again.
+            code = error.response.get("Error", {}).get("Code", "unknown")
+            raise Unavailable(f"object store refused ({code})") from error
 
     async def _put(self, key: str, chunks: AsyncIterator[bytes]) -> None:
         s3, buffer = self._client, bytearray()
