@@ -531,6 +531,16 @@ async def test_s3_refusing_is_a_503_with_its_reason_logged(
         s3.create_bucket(Bucket=config.s3_bucket)
         again = await client.post("/api/v1/files", headers=owner, files=text_file(1000))
         assert again.status_code == 201, again.text
+        content = await client.get(f"/api/v1/files/{again.json()['id']}/content", headers=owner)
+        assert content.status_code == 200
+        s3.delete_object(Bucket=config.s3_bucket, Key=s3_keys(s3, config)[0])
+        s3.delete_bucket(Bucket=config.s3_bucket)
+        gone = await client.get(f"/api/v1/files/{again.json()['id']}/content", headers=owner)
+        assert_problem(gone, 503)
+
+
+def s3_keys(s3: Any, config: Settings) -> list[str]:
+    return [o["Key"] for o in s3.list_objects_v2(Bucket=config.s3_bucket).get("Contents", [])]
 
 
 def s3_client(config: Settings) -> Any:
@@ -579,6 +589,9 @@ async def test_s3_down(settings: Settings, clean_state: None) -> None:
             assert (await client.get("/api/v1/files/usage", headers=owner)).json() == usage
             ready = (await client.get("/ready")).json()
             assert ready["checks"]["storage"]["status"] == "error"
+            # A download fails before its answer starts, not as a 200 cut short.
+            content = f"/api/v1/files/{first.json()['id']}/content"
+            assert_problem(await client.get(content, headers=owner), 503)
 
             server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
             server.start()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, ClassVar
@@ -185,6 +185,18 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, end
 
 
+async def _after(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """``first``, then the rest of ``rest``, closed however the answer ends (its client gone
+    mid-file included), so that its file or connection is given back at once."""
+    try:
+        yield first
+        async for chunk in rest:
+            yield chunk
+    finally:
+        if isinstance(rest, AsyncGenerator):
+            await rest.aclose()
+
+
 def disposition(filename: str) -> str:
     fallback = filename.encode("ascii", "replace").decode().replace('"', "'")
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename)}"
@@ -335,7 +347,10 @@ class FileController(Controller):
         if wanted is not None:
             headers["Content-Range"] = f"bytes {start}-{end}/{found.size}"
         body = read_file_content(found, start=start, end=end)
-        return Stream(body, status_code=206 if wanted else 200, headers=headers)
+        # Its first bytes before the answer starts: a store that fails then is a 503 (or a 500),
+        # not a 200 cut short.
+        first = await anext(body, b"")
+        return Stream(_after(first, body), status_code=206 if wanted else 200, headers=headers)
 
     @head(
         "/{file_id:uuid}/content",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -92,16 +92,8 @@ class S3Storage:
         await self._stack.aclose()
 
     async def put(self, key: str, chunks: AsyncIterator[bytes]) -> None:
-        try:
+        with _unavailable_when_failing():
             await self._put(key, chunks)
-        except (EndpointUnreachable, HTTPClientError) as error:
-            # Refused, timed out or cut off after botocore's own retries: "try again shortly".
-            raise Unavailable(f"object store unreachable ({type(error).__name__})") from error
-        except ClientError as error:
-            # The store answered no (its bucket gone, access denied, busy past the retries):
-            # the operator's to fix, not the upload's fault, and the upload may be sent again.
-            code = error.response.get("Error", {}).get("Code", "unknown")
-            raise Unavailable(f"object store refused ({code})") from error
 
     async def _put(self, key: str, chunks: AsyncIterator[bytes]) -> None:
         s3, buffer = self._client, bytearray()
@@ -144,7 +136,8 @@ class S3Storage:
         self, key: str, *, start: int = 0, end: int | None = None
     ) -> AsyncIterator[bytes]:
         byte_range = f"bytes={start}-{'' if end is None else end}"
-        response = await self._client.get_object(Bucket=self.bucket, Key=key, Range=byte_range)
+        with _unavailable_when_failing():
+            response = await self._client.get_object(Bucket=self.bucket, Key=key, Range=byte_range)
         body = response["Body"]
         try:
             while chunk := await body.read(CHUNK):
@@ -193,3 +186,23 @@ class S3Storage:
             ExpiresIn=self.presign_seconds,
         )
         return url
+
+
+# An object a row speaks for, missing: not the store's outage but a fault to look into.
+MISSING = frozenset({"NoSuchKey", "404"})
+
+
+@contextlib.contextmanager
+def _unavailable_when_failing() -> Iterator[None]:
+    """The store's failures as Unavailable (a 503, "try again shortly"): unreachable, timed out
+    or cut off after botocore's own retries, or answering no (its bucket gone, access denied,
+    busy past the retries), which is the operator's to fix, not the request's fault."""
+    try:
+        yield
+    except (EndpointUnreachable, HTTPClientError) as error:
+        raise Unavailable(f"object store unreachable ({type(error).__name__})") from error
+    except ClientError as error:
+        code = error.response.get("Error", {}).get("Code", "unknown")
+        if code in MISSING:
+            raise
+        raise Unavailable(f"object store refused ({code})") from error
