@@ -519,13 +519,9 @@ async def test_s3_refusing_is_a_503_with_its_reason_logged(
                 for size in (1000, 6 * 1024 * 1024)
             ]
         for response in refused:
-            assert_problem(response, 503)
-            assert response.headers["retry-after"] == "5"
+            assert_retry_later(response)
             assert "NoSuchBucket" not in response.text
-        causes = [
-            line["error"] for line in lines.all() if line.get("message") == "dependency unavailable"
-        ]
-        assert causes == ["object store refused (NoSuchBucket)"] * len(refused)
+        assert unavailable_causes(lines) == ["object store refused (NoSuchBucket)"] * len(refused)
         assert (await client.get("/api/v1/files/usage", headers=owner)).json() == usage
 
         s3.create_bucket(Bucket=config.s3_bucket)
@@ -537,6 +533,19 @@ async def test_s3_refusing_is_a_503_with_its_reason_logged(
         s3.delete_bucket(Bucket=config.s3_bucket)
         gone = await client.get(f"/api/v1/files/{again.json()['id']}/content", headers=owner)
         assert_problem(gone, 503)
+
+
+def assert_retry_later(response: httpx.Response) -> None:
+    """A 503 problem that tells the client when to try again."""
+    assert_problem(response, 503)
+    assert response.headers["retry-after"] == "5"
+
+
+def unavailable_causes(lines: LogLines) -> list[str]:
+    """The causes logged with each 503 (which the client does not see)."""
+    return [
+        line["error"] for line in lines.all() if line.get("message") == "dependency unavailable"
+    ]
 
 
 def s3_keys(s3: Any, config: Settings) -> list[str]:

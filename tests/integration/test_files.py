@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import hashlib
 import os
@@ -411,6 +412,32 @@ async def test_a_client_gone_mid_upload_leaves_nothing_and_is_no_server_error(
     """A client whose connection drops mid-body (a phone losing its network) is the client's
     doing, not a fault of the server's: its upload leaves no object, hold or row, and it is
     logged and counted as a client error, never as an unhandled 500."""
+    async with live_server(settings) as (client, lines, port):
+        owner = await owner_session(client, "acme")
+        part = (
+            b'--cut\r\nContent-Disposition: form-data; name="file"; filename="a.txt"\r\n'
+            b"Content-Type: text/plain\r\n\r\n"
+        )
+        # Declared larger than an upload that holds nothing ahead: its hold is taken first.
+        head = (
+            "POST /api/v1/files HTTP/1.1\r\nHost: tenantry\r\n"
+            f"Authorization: {owner['Authorization']}\r\n"
+            "Content-Type: multipart/form-data; boundary=cut\r\n"
+            f"Content-Length: {4 * 1024 * 1024}\r\n"
+        )
+        await cut_off(port, head, part + b"x" * 600_000)
+        for _ in until_found(lines, request_id=CUT_OFF, message="request"):
+            await asyncio.sleep(0.02)
+        usage = (await client.get("/api/v1/files/usage", headers=owner)).json()
+    assert_a_client_error(lines)
+    assert usage == {"bytes": 0, "files": 0, "quota_bytes": settings.tenant_quota_bytes}
+    assert stored_objects(settings) == []
+    assert await database_owner.fetchval("select count(*) from file_reservations") == 0
+
+
+@contextlib.asynccontextmanager
+async def live_server(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, LogLines, int]]:
+    """The app served by a real uvicorn on a port of its own, a client of it, its log lines."""
     port = free_port()
     config = uvicorn.Config(
         bootstrap.create_app(settings), host="127.0.0.1", port=port, log_config=None
@@ -420,36 +447,33 @@ async def test_a_client_gone_mid_upload_leaves_nothing_and_is_no_server_error(
             uvicorn_serving(config),
             httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=15) as client,
         ):
-            owner = await owner_session(client, "acme")
-            part = (
-                b'--cut\r\nContent-Disposition: form-data; name="file"; filename="a.txt"\r\n'
-                b"Content-Type: text/plain\r\n\r\n"
-            )
-            # Declared larger than an upload that holds nothing ahead: its hold is taken first.
-            head = (
-                "POST /api/v1/files HTTP/1.1\r\nHost: tenantry\r\n"
-                f"Authorization: {owner['Authorization']}\r\n"
-                "Content-Type: multipart/form-data; boundary=cut\r\n"
-                f"Content-Length: {4 * 1024 * 1024}\r\n\r\n"
-            ).encode()
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(head + part + b"x" * 600_000)
-            await writer.drain()
-            writer.transport.abort()
-            for _ in until_found(lines, path="/api/v1/files", message="request"):
-                await asyncio.sleep(0.02)
-            usage = (await client.get("/api/v1/files/usage", headers=owner)).json()
+            yield client, lines, port
+
+
+async def cut_off(port: int, head: str, body: bytes) -> None:
+    """Send a request's ``head`` (its request line and headers) and the first ``body`` bytes of
+    its body, then drop the connection."""
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"{head}X-Request-Id: {CUT_OFF}\r\n\r\n".encode() + body)
+    await writer.drain()
+    writer.transport.abort()
+
+
+# The request id of each request cut_off sends.
+CUT_OFF = "cut-off"
+
+
+def assert_a_client_error(lines: LogLines) -> None:
+    """The request cut_off sent was logged as a client's 400 that went away, nothing as an
+    error."""
     [access] = [
         line
         for line in lines.all()
-        if line.get("path") == "/api/v1/files" and line["message"] == "request"
+        if line.get("request_id") == CUT_OFF and line["message"] == "request"
     ]
     assert access["status"] == 400
     assert [line for line in lines.all() if line["level"] in ("error", "critical")] == []
     assert any(line.get("message") == "client disconnected" for line in lines.all())
-    assert usage == {"bytes": 0, "files": 0, "quota_bytes": settings.tenant_quota_bytes}
-    assert stored_objects(settings) == []
-    assert await database_owner.fetchval("select count(*) from file_reservations") == 0
 
 
 def until_found(lines: LogLines, **fields: object) -> Iterator[None]:

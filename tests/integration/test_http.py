@@ -7,17 +7,21 @@ import asyncio
 import uuid
 from pathlib import Path
 
-import httpx
 import pytest
-import uvicorn
 
-from tenantry import bootstrap
 from tenantry.config import Settings
-from tenantry.infrastructure.embedded import free_port
 
-from ..conftest import Client, captured_logs, uvicorn_serving
+from ..conftest import Client
 from .identity import PASSWORD, owner_session
-from .test_files import png, until_found, upload
+from .test_files import (
+    CUT_OFF,
+    assert_a_client_error,
+    cut_off,
+    live_server,
+    png,
+    until_found,
+    upload,
+)
 from .test_health import assert_problem
 
 # Valid JSON framing around bytes that are not UTF-8 (a lone 0xFF, a cut two-byte sequence).
@@ -165,28 +169,16 @@ async def test_a_json_body_cut_off_by_its_client_is_a_client_error(
 ) -> None:
     """The connection dropped mid-body, signed in or not: logged and counted as the client's
     doing (400, `client disconnected`), never as an unhandled 500, and nothing is written."""
-    port = free_port()
-    config = uvicorn.Config(
-        bootstrap.create_app(settings), host="127.0.0.1", port=port, log_config=None
-    )
-    with captured_logs() as lines:
-        async with (
-            uvicorn_serving(config),
-            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=15) as client,
-        ):
-            owner = await owner_session(client, "acme")
-            head = (
-                f"POST {path} HTTP/1.1\r\nHost: tenantry\r\n"
-                f"Authorization: {owner['Authorization']}\r\n"
-                "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
-            ).encode()
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(head + b'{"name": "cut')
-            await writer.drain()
-            writer.transport.abort()
-            for _ in until_found(lines, path=path, message="request", status=400):
-                await asyncio.sleep(0.02)
-            listed = (await client.get("/api/v1/projects", headers=owner)).json()
-    assert [line for line in lines.all() if line["level"] in ("error", "critical")] == []
-    assert any(line.get("message") == "client disconnected" for line in lines.all())
+    async with live_server(settings) as (client, lines, port):
+        owner = await owner_session(client, "acme")
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: tenantry\r\n"
+            f"Authorization: {owner['Authorization']}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 1000\r\n"
+        )
+        await cut_off(port, head, b'{"name": "cut')
+        for _ in until_found(lines, request_id=CUT_OFF, message="request"):
+            await asyncio.sleep(0.02)
+        listed = (await client.get("/api/v1/projects", headers=owner)).json()
+    assert_a_client_error(lines)
     assert listed["items"] == []

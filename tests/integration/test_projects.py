@@ -20,6 +20,7 @@ from tenantry.infrastructure.db.uow import SqlUnitOfWork
 
 from ..conftest import Client, captured_logs, plain_url
 from .identity import add_user, create_tenant, owner_session
+from .test_faults import assert_retry_later, unavailable_causes
 from .test_health import assert_problem
 from .test_tenancy import engine_for
 
@@ -335,12 +336,9 @@ async def test_a_database_out_of_room_is_a_503_to_retry_not_a_500(
                 await client.patch(base, headers=current, json={"name": "no room"}),
             ]
         for response in refused:
-            assert_problem(response, 503)
-            assert response.headers["retry-after"] == "5"
+            assert_retry_later(response)
             assert "No space" not in response.text
-        causes = [
-            line["error"] for line in lines.all() if line.get("message") == "dependency unavailable"
-        ]
+        causes = unavailable_causes(lines)
         assert len(causes) == len(refused)
         for cause in causes:
             assert cause.startswith("database out of resources (53100: ")
