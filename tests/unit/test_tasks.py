@@ -28,11 +28,11 @@ from tenantry.application.tasks.handlers.file_inspect import FileInspect
 from tenantry.application.tasks.handlers.noop import Noop
 from tenantry.application.tasks.handlers.project_export import ProjectExport
 from tenantry.application.tasks.maintenance import ReapTasks
-from tenantry.application.tasks.runner import RunTask
+from tenantry.application.tasks.runner import SERVICE_UNAVAILABLE, RunTask
 from tenantry.domain.audit import AuditEvent
 from tenantry.domain.auth import Actor
 from tenantry.domain.documents import Document
-from tenantry.domain.errors import Invalid
+from tenantry.domain.errors import Invalid, Unavailable
 from tenantry.domain.files import PNG, FilePolicy, StoredFile
 from tenantry.domain.projects import ProjectRepository
 from tenantry.domain.tasks import (
@@ -67,6 +67,8 @@ class Scripted:
             raise RetryableError("try later")
         if config.fail == "permanent":
             raise ValueError("broken")
+        if config.fail == "unavailable":
+            raise Unavailable("object store unreachable (EndpointConnectionError at 10.0.0.7)")
         if config.fail == "cancel":
             await context.check_cancelled()
         return {"done": True}
@@ -166,6 +168,21 @@ async def test_transient_failures_back_off_then_fail() -> None:
         2,
     )
     assert failed.progress == 50
+
+
+async def test_a_service_out_of_reach_is_retried_without_naming_it() -> None:
+    """The database lost or the object store down under a handler: the attempt is retried as
+    a RetryableError's is, and its users read no server's name."""
+    world, queue = World(), FakeJobQueue()
+    task = await submitted(world, queue, fail="unavailable")
+    run = runner(world, attempts=2)
+    assert await run(ACTOR.tenant_id, task.id) == timedelta(seconds=2)
+    assert world.uow.committed.tasks[task.id].status == TaskStatus.PENDING
+    assert await run(ACTOR.tenant_id, task.id) is None
+    failed = world.uow.committed.tasks[task.id]
+    assert (failed.status, failed.error_message) == (TaskStatus.FAILED, SERVICE_UNAVAILABLE)
+    logged = [log.error for log in world.uow.committed.task_logs]
+    assert logged == [SERVICE_UNAVAILABLE] * 2
 
 
 async def test_permanent_failures_fail_at_once() -> None:

@@ -26,6 +26,7 @@ from tenantry.application.tasks import (
     UnitOfWorkFactory,
 )
 from tenantry.application.usage import NoUsage
+from tenantry.domain.errors import Unavailable
 from tenantry.domain.files import FilePolicy, ObjectStorage
 from tenantry.domain.ports import Clock, UnitOfWork
 from tenantry.domain.tasks import (
@@ -41,6 +42,9 @@ from tenantry.domain.usage import UsageMeter
 
 # Progress reaches the row at most this often (and with the attempt's end).
 PROGRESS_INTERVAL_S = 0.25
+# What a task's users read of an attempt that failed for want of a service (the database
+# lost, the object store down): the cause names servers, which they are not told.
+SERVICE_UNAVAILABLE = "A service the task needs was unavailable."
 
 # The trail's action for a task its worker finished: by its handler's outcome, or by a start
 # that ended it instead of running it (its tenant suspended, its cancellation asked for, or
@@ -146,8 +150,12 @@ class RunTask:
                 result = await handler.run(context, self.registry.config(task.type, task.config))
         except TaskCancelled as cancelled:
             status, error = TaskStatus.CANCELLED, str(cancelled) or None
-        except RetryableError as failure:
-            error = str(failure) or type(failure).__name__
+        except (RetryableError, Unavailable) as failure:
+            # A service out of reach is as passing as the handler's own RetryableError.
+            if isinstance(failure, Unavailable):
+                error = SERVICE_UNAVAILABLE
+            else:
+                error = str(failure) or type(failure).__name__
             status = TaskStatus.FAILED
             if attempt < (policy.max_attempts or self.max_attempts):
                 backoff = (
