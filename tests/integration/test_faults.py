@@ -38,6 +38,7 @@ from sqlalchemy.exc import DBAPIError
 
 from tenantry import bootstrap
 from tenantry.application.tasks.maintenance import ReconcileTasks
+from tenantry.application.tasks.runner import SERVICE_UNAVAILABLE
 from tenantry.config import Settings
 from tenantry.infrastructure.db import database, migrations
 from tenantry.infrastructure.db.rls import APP_ROLE
@@ -490,6 +491,60 @@ async def serves_without_redis(client: Client, owner: dict[str, str], lines: Log
 
 
 # S3.
+
+
+async def test_a_task_whose_store_is_down_is_retried_until_it_is_back(
+    settings: Settings, clean_state: None
+) -> None:
+    """A project export's output meets S3 down: the attempt fails as a service out of reach
+    (no server named to the task's users) and is tried again, and the task completes once
+    the store is back, with its file."""
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    config = msgspec.structs.replace(
+        task_settings(settings),
+        storage_backend="s3",
+        s3_endpoint_url=f"http://127.0.0.1:{port}",
+        s3_bucket=f"faults-{uuid.uuid4().hex[:12]}",
+        s3_access_key_id="test",
+        s3_secret_access_key="test",
+        task_retry_backoff_seconds=1,
+        task_max_attempts=5,
+    )
+    try:
+        async with AsyncTestClient(app=app_with(config, with_worker=True)) as client:
+            owner = await owner_session(client, "acme")
+            project = await client.post("/api/v1/projects", headers=owner, json={"name": "A"})
+            server.stop()
+            task = await submit(
+                client, owner, "project.export", config={"project_id": project.json()["id"]}
+            )
+            retried = await wait_for_retry(client, owner, task["id"])
+            assert retried["error_message"] == SERVICE_UNAVAILABLE
+            server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+            server.start()
+            done = await wait_for(client, owner, task["id"], "completed", "failed")
+            assert done["status"] == "completed", done
+            [output] = done["output_files"]
+            content = await client.get(f"/api/v1/files/{output}/content", headers=owner)
+            assert content.status_code == 200
+            assert content.content.startswith(b"PK")
+    finally:
+        server.stop()
+
+
+async def wait_for_retry(client: Client, headers: dict[str, str], task_id: str) -> dict[str, Any]:
+    """The task once an attempt of it has failed and another is due."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        task: dict[str, Any] = (
+            await client.get(f"/api/v1/tasks/{task_id}", headers=headers)
+        ).json()
+        if task["retry_count"] >= 1:
+            return task
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"task {task_id} was never retried: {task}")
 
 
 async def test_s3_refusing_is_a_503_with_its_reason_logged(
