@@ -83,6 +83,9 @@ def test_a_range_defaults_to_the_last_30_days_and_refuses_reversed_or_wide_ones(
     assert usage_range(None, None, today) == (date(2026, 3, 2), today)
     assert usage_range(date(2026, 1, 1), None, today) == (date(2026, 1, 1), today)
     assert usage_range(None, date(2026, 1, 30), today) == (date(2026, 1, 1), date(2026, 1, 30))
+    # Up to a day the calendar has fewer than 30 before: from its first day.
+    assert usage_range(None, date(1, 1, 10), today) == (date.min, date(1, 1, 10))
+    assert usage_range(None, date.min, today) == (date.min, date.min)
     with pytest.raises(Invalid, match="from must not be after to"):
         usage_range(date(2026, 2, 1), date(2026, 1, 31), today)
     assert usage_range(date(2025, 2, 25), today, today)[0] == date(2025, 2, 25)  # 400 days

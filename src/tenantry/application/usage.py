@@ -221,9 +221,10 @@ def valid(value: object) -> UsageLimits:
 
 
 def usage_range(first: date | None, last: date | None, today: date) -> tuple[date, date]:
-    """The days asked for, the last 30 by default; refused when reversed or too wide."""
+    """The days asked for, the last 30 by default (fewer when the calendar starts sooner);
+    refused when reversed or too wide."""
     last = last or today
-    first = first or last - timedelta(days=29)
+    first = first or last - timedelta(days=min(29, (last - date.min).days))
     if first > last:
         raise Invalid("from must not be after to.")
     if (last - first).days >= USAGE_DAYS_MAX:

@@ -70,17 +70,23 @@ _RFC3339 = Annotated[datetime, msgspec.Meta(tz=True)]
 
 
 def instant(value: str | None, name: str) -> datetime | None:
-    """A query parameter's RFC 3339 time (with its offset); a 422 naming it otherwise."""
+    """A query parameter's RFC 3339 time (with its offset) in UTC; a 422 naming it otherwise."""
     if value is None:
         return None
     try:
-        # In UTC, as the database compares it: an offset can push a time out of range.
-        return msgspec.convert(value, _RFC3339).astimezone(UTC)
-    except (msgspec.ValidationError, OverflowError):
+        moment = msgspec.convert(value, _RFC3339)
+    except msgspec.ValidationError:
         raise ValidationException(
             f"Invalid query parameter {name}.",
             extra=[{"key": name, "message": "must be an RFC 3339 date-time", "source": "query"}],
         ) from None
+    try:
+        # In UTC, as the database compares it.
+        return moment.astimezone(UTC)
+    except OverflowError:
+        # Its offset takes it past the first or the last day Python counts (0001-01-01T00:30+01:00,
+        # say): before or after every row, as the calendar's first or last instant is.
+        return (datetime.min if moment.year == 1 else datetime.max).replace(tzinfo=UTC)
 
 
 OrderField = Annotated[
