@@ -503,12 +503,7 @@ async def test_a_task_whose_store_is_down_is_retried_until_it_is_back(
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     config = msgspec.structs.replace(
-        task_settings(settings),
-        storage_backend="s3",
-        s3_endpoint_url=f"http://127.0.0.1:{port}",
-        s3_bucket=f"faults-{uuid.uuid4().hex[:12]}",
-        s3_access_key_id="test",
-        s3_secret_access_key="test",
+        on_s3(task_settings(settings), f"http://127.0.0.1:{port}"),
         task_retry_backoff_seconds=1,
         task_max_attempts=5,
     )
@@ -553,15 +548,7 @@ async def test_s3_refusing_is_a_503_with_its_reason_logged(
     """The store answers but refuses (its bucket deleted under the API, as a misconfigured
     policy or credentials would): an upload is a 503 to retry, the store's reason in the log
     alone, nothing kept; once the bucket is back, uploads succeed, no restart."""
-    config = msgspec.structs.replace(
-        settings,
-        storage_backend="s3",
-        s3_endpoint_url=s3_url,
-        s3_bucket=f"faults-{uuid.uuid4().hex[:12]}",
-        s3_access_key_id="test",
-        s3_secret_access_key="test",
-        s3_part_size_mib=5,
-    )
+    config = on_s3(settings, s3_url)
     s3 = s3_client(config)
     async with AsyncTestClient(app=bootstrap.create_app(config)) as client:
         owner = await owner_session(client, "acme")
@@ -588,6 +575,20 @@ async def test_s3_refusing_is_a_503_with_its_reason_logged(
         s3.delete_bucket(Bucket=config.s3_bucket)
         gone = await client.get(f"/api/v1/files/{again.json()['id']}/content", headers=owner)
         assert_problem(gone, 503)
+
+
+def on_s3(settings: Settings, endpoint: str) -> Settings:
+    """``settings`` storing files on the moto server at ``endpoint``, in a bucket of their own,
+    with parts as small as S3 allows."""
+    return msgspec.structs.replace(
+        settings,
+        storage_backend="s3",
+        s3_endpoint_url=endpoint,
+        s3_bucket=f"faults-{uuid.uuid4().hex[:12]}",
+        s3_access_key_id="test",
+        s3_secret_access_key="test",
+        s3_part_size_mib=5,
+    )
 
 
 def assert_retry_later(response: httpx.Response) -> None:
@@ -625,15 +626,7 @@ async def test_s3_down(settings: Settings, clean_state: None) -> None:
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
-    config = msgspec.structs.replace(
-        settings,
-        storage_backend="s3",
-        s3_endpoint_url=f"http://127.0.0.1:{port}",
-        s3_bucket=f"faults-{uuid.uuid4().hex[:12]}",
-        s3_access_key_id="test",
-        s3_secret_access_key="test",
-        s3_part_size_mib=5,
-    )
+    config = on_s3(settings, f"http://127.0.0.1:{port}")
     try:
         async with AsyncTestClient(app=bootstrap.create_app(config)) as client:
             owner = await owner_session(client, "acme")
