@@ -152,10 +152,8 @@ class RunTask:
             status, error = TaskStatus.CANCELLED, str(cancelled) or None
         except (RetryableError, Unavailable) as failure:
             # A service out of reach is as passing as the handler's own RetryableError.
-            if isinstance(failure, Unavailable):
-                error = SERVICE_UNAVAILABLE
-            else:
-                error = str(failure) or type(failure).__name__
+            unavailable = isinstance(failure, Unavailable)
+            error = SERVICE_UNAVAILABLE if unavailable else str(failure) or type(failure).__name__
             status = TaskStatus.FAILED
             if attempt < (policy.max_attempts or self.max_attempts):
                 backoff = (
