@@ -129,6 +129,7 @@ class SqlErasureLog(PlatformRows):
         return await self._one(select(_LOG).where(_LOG.c.id == erasure_id))
 
     async def unfinished(self, tenant_id: UUID) -> TenantErasure | None:
+        # The platform's log names the tenant it erases; it is no tenant's row to scope.
         return await self._one(
             select(_LOG).where(_LOG.c.erased_tenant_id == tenant_id, text(UNFINISHED))
         )
