@@ -6,11 +6,13 @@ get-by-id asks for it, see AUTHENTICATE_HEADER), no ORM, no dependency injection
 Besides the two project reads it has the rest of the suite's endpoints: /health, a login that
 verifies the stored argon2 hash, a project insert, a project update conditional on its version
 (If-Match), a project soft delete with its documents, and an upload that streams the raw
-request body to a file (a plain file copy). Started as
+request body to a file (a plain file copy). With --cpu-claims, each process pins itself to a
+CPU as the product's TENANTRY_CPU_PINNING does, by the product's own helper (start-up only).
+Started as
 
     python bench/baseline_app.py --port PORT --dsn DSN --tenant-id UUID
         [--owner-id UUID] [--upload-dir DIR] [--hash-concurrency N] [--workers N]
-        [--keyring FILE]
+        [--keyring FILE] [--cpu-claims DIR]
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ from litestar import Litestar, MediaType, Request, Response, delete, get, patch,
 from litestar.exceptions import NotFoundException
 from uuid_utils.compat import uuid7
 from uvicorn.supervisors import Multiprocess
+
+from tenantry.infrastructure import cpus
 
 HOST = "127.0.0.1"
 # The product's SQLAlchemy pool keeps up to 20 connections open (TENANTRY_DB_POOL_SIZE).
@@ -201,6 +205,12 @@ def parse_args() -> argparse.Namespace:
         help=f"the product's keyring file: get-by-id requests with {AUTHENTICATE_HEADER} verify "
         "their bearer token and check the user's roles",
     )
+    parser.add_argument(
+        "--cpu-claims",
+        type=Path,
+        help="pin each process to a CPU of its own claimed under this directory, as the "
+        "product's TENANTRY_CPU_PINNING (its argon2 threads keep every CPU)",
+    )
     return parser.parse_args()
 
 
@@ -231,7 +241,13 @@ def create_app(args: argparse.Namespace) -> Litestar:
     tenant_id: UUID = args.tenant_id
     bind_tenant = set_tenant(str(tenant_id))
     # As the product's hasher: argon2-cffi releases the GIL, a small pool bounds its memory.
-    hashes = ThreadPoolExecutor(max_workers=args.hash_concurrency, thread_name_prefix="argon2")
+    if args.cpu_claims:
+        cpus.pin_process(args.cpu_claims)
+    hashes = ThreadPoolExecutor(
+        max_workers=args.hash_concurrency,
+        thread_name_prefix="argon2",
+        initializer=cpus.unpin_thread,
+    )
     hasher = PasswordHasher()  # verify reads the parameters from the stored hash
 
     def connections() -> asyncpg.Pool:

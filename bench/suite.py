@@ -827,6 +827,7 @@ def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
         env = product_env(engines, tmp, port) | {
             "TENANTRY_STORAGE_BACKEND": "local",
             "TENANTRY_TENANT_QUOTA_BYTES": str(TENANT_QUOTA_BYTES),
+            "TENANTRY_CPU_PINNING": str(args.cpu_pinning).lower(),
         }
         settings = load_settings(environ=env, env_file=None)
         print(f"== database {engines.database}: keyring, migrations (log: {log('setup')})")
@@ -871,6 +872,7 @@ def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
                 f"--hash-concurrency={settings.password_hash_concurrency}",
                 f"--workers={args.workers}",
                 f"--keyring={keyring_file(settings)}",
+                *([f"--cpu-claims={tmp / 'baseline-cpus'}"] if args.cpu_pinning else []),
             ]
             # Without TENANTRY_* variables, though it reads none.
             baseline_env = {k: v for k, v in env.items() if not k.startswith("TENANTRY_")}
@@ -1058,8 +1060,9 @@ def context(report: dict[str, Any]) -> str:
                 if options.get("rounds", 1) > 1
                 else ""
             ),
-            f"- Servers: {report['server_stack']}, {options['workers']} API process(es) each, "
-            f"as many task workers",
+            f"- Servers: {report['server_stack']}, {options['workers']} API process(es) each"
+            + (", each on a CPU of its own" if options.get("cpu_pinning") else "")
+            + ", as many task workers",
             f"- Commit {report['commit']}, measured {measured:%Y-%m-%d %H:%M} UTC",
             f"- Command: `{report['command']}`",
         ]
@@ -1124,6 +1127,12 @@ def parse_args() -> argparse.Namespace:
         type=int,
         default=1,
         help="API processes of the product and of the baseline, and task workers (default 1)",
+    )
+    parser.add_argument(
+        "--cpu-pinning",
+        action="store_true",
+        help="each API process of both servers on one CPU of its own (the product's "
+        "TENANTRY_CPU_PINNING; the baseline's --cpu-claims), their password hashes on every CPU",
     )
     parser.add_argument(
         "--database-url",

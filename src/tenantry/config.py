@@ -74,6 +74,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # Each readiness check gets this long; /ready answers well within 2 s even on a hang.
     ready_check_timeout: Seconds = 1.5
     max_request_body_bytes: PositiveInt = 1_048_576
+    # `tenantry serve` pins each API process to one CPU (claimed through files under
+    # <data_dir>/cpus: N processes on N CPUs get one each), the password hashes excepted. For
+    # hosts, or containers with CPUs of their own, whose CPUs the API processes own: never for
+    # replicas sharing a machine's CPUs, which would all take its first (docs/scaling.md).
+    cpu_pinning: bool = False
 
     # Identity. Access tokens are short-lived JWTs; refresh tokens rotate on every use.
     access_token_ttl_seconds: Annotated[int, msgspec.Meta(ge=60, le=86_400)] = 900

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -18,6 +19,7 @@ import jwt
 import pytest
 
 from tenantry.config import Settings
+from tenantry.infrastructure import cpus
 from tenantry.infrastructure.embedded import free_port
 
 from ..integration.identity import PASSWORD, bearer, create_tenant
@@ -79,9 +81,9 @@ class Processes:
         output, _ = await process.communicate()
         assert process.returncode == 0, output.decode()
 
-    async def api(self, name: str) -> httpx.AsyncClient:
+    async def api(self, name: str, **env: str) -> httpx.AsyncClient:
         port = free_port()
-        log = await self.start(name, "serve", "--port", str(port))
+        log = await self.start(name, "serve", "--port", str(port), **env)
         client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -118,6 +120,14 @@ async def processes(
     await running.stop()
 
 
+def cpu_list(pid: int) -> str:
+    """The CPUs a process's main thread may run on, as the kernel lists them ("0-3", "1")."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    found = re.search(r"^Cpus_allowed_list:\s*(\S+)$", status, re.MULTILINE)
+    assert found, status
+    return found.group(1)
+
+
 async def login(
     client: httpx.AsyncClient, password: str = PASSWORD, *, tenant: str = "acme"
 ) -> httpx.Response:
@@ -128,10 +138,16 @@ async def login(
 
 async def test_two_apis_and_two_workers_act_as_one(processes: Processes) -> None:
     async with AsyncExitStack() as stack:
-        a = await processes.api("api-a")
+        # Pinned, as where the API processes own the machine's CPUs: nothing below may change.
+        a = await processes.api("api-a", TENANTRY_CPU_PINNING="true")
         stack.push_async_callback(a.aclose)
-        b = await processes.api("api-b")
+        b = await processes.api("api-b", TENANTRY_CPU_PINNING="true")
         stack.push_async_callback(b.aclose)
+        if cpus.supported():
+            # The two share one data directory, so they share out its CPUs: one each.
+            placed = [cpu_list(process.pid) for process in processes.started]
+            assert all(cpu.isdigit() for cpu in placed), placed
+            assert len(set(placed)) == min(2, len(os.sched_getaffinity(0))), placed
         worker_logs = [
             await processes.start(f"worker-{n}", "worker", TENANTRY_WORKER_METRICS_PORT="0")
             for n in (1, 2)

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import gc
 import json
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -46,6 +47,7 @@ from tenantry.domain.ports import UnitOfWork
 from tenantry.domain.secrets import DATABASE, SecretNotFound
 from tenantry.domain.tasks import TaskLimits
 from tenantry.domain.webhooks import WebhookPolicy
+from tenantry.infrastructure import cpus
 from tenantry.infrastructure.cache import redis as redis_cache
 from tenantry.infrastructure.cache.rate_limit import RedisRateLimiter
 from tenantry.infrastructure.cache.usage import RedisUsageBuffer, RedisUsageMeter
@@ -401,12 +403,16 @@ def create_app(
     with_worker: bool = False,
     container: Container | None = None,
     freeze_heap: bool = False,
+    pin_cpu: bool = False,
 ) -> Litestar:
     """The API, wired to PostgreSQL and Redis from ``settings`` (the environment by default);
     ``with_worker`` runs a task worker in the same process; ``freeze_heap`` is for a process
-    that serves until it stops (see :func:`freeze_startup_heap`)."""
+    that serves until it stops (see :func:`freeze_startup_heap`); ``pin_cpu`` pins it to a CPU
+    of its own (see :func:`pin_to_a_cpu`)."""
     settings = settings or load_settings()
     configure_logging(settings)
+    if pin_cpu:
+        pin_to_a_cpu(settings)
     container = container or Container(settings)
     worker = InProcessWorker(container) if with_worker else None
     engine = container.alchemy
@@ -486,7 +492,18 @@ def create_dev_app() -> Litestar:
 
 def create_served_app() -> Litestar:
     """The app a `tenantry serve` process runs, from the environment (uvicorn's factory)."""
-    return create_app(freeze_heap=True)
+    settings = load_settings()
+    return create_app(settings, freeze_heap=True, pin_cpu=settings.cpu_pinning)
+
+
+def pin_to_a_cpu(settings: Settings) -> None:
+    """The process on one CPU, claimed among the API processes sharing its data directory,
+    before the app starts any thread (see infrastructure/cpus.py)."""
+    if not cpus.supported():
+        log.warning("cpu pinning unsupported", platform=sys.platform)
+        return
+    cpu = cpus.pin_process(Path(settings.data_dir) / "cpus")
+    log.info("api process pinned", cpu=cpu)
 
 
 def freeze_startup_heap() -> None:

@@ -141,7 +141,8 @@ def serve(host: str | None, port: int | None, workers: int) -> None:
                 **_uvicorn_options(settings),
             )
     else:
-        uvicorn.run(bootstrap.create_app(settings, freeze_heap=True), **_uvicorn_options(settings))
+        app = bootstrap.create_app(settings, freeze_heap=True, pin_cpu=settings.cpu_pinning)
+        uvicorn.run(app, **_uvicorn_options(settings))
 
 
 @click.command()

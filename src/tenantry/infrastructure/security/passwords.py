@@ -12,6 +12,8 @@ from functools import cache
 from argon2 import PasswordHasher as Argon2
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from tenantry.infrastructure import cpus
+
 # The niceness of the hash threads (0 is the process's default, 19 the lowest priority). A
 # hash is tens of milliseconds of CPU and a pool as large as the CPU count keeps every core
 # busy under a burst of logins; at equal priority the event loop then waits its turn behind
@@ -20,6 +22,13 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 # logins/s stay as they were on an otherwise idle machine, they slow down, not the API, when
 # the CPUs are busy with other work.
 HASH_NICENESS = 19
+
+
+def start_hash_thread(niceness: int) -> None:
+    """A hash thread runs on every CPU the process was given, even when the process is pinned
+    to one (TENANTRY_CPU_PINNING), at the lowest priority."""
+    cpus.unpin_thread()
+    lower_priority(niceness)
 
 
 def lower_priority(niceness: int = HASH_NICENESS) -> None:
@@ -63,7 +72,7 @@ class Argon2PasswordHasher:
         self.pool = ThreadPoolExecutor(
             max_workers=max_concurrency,
             thread_name_prefix="argon2",
-            initializer=lower_priority,
+            initializer=start_hash_thread,
             initargs=(niceness,),
         )
         self.dummy_hash = decoy_hash(time_cost, memory_cost_kib, parallelism)

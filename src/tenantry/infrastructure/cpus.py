@@ -1,0 +1,67 @@
+"""One CPU per API process (TENANTRY_CPU_PINNING): its event loop and the threads it hands
+file I/O to share that CPU, while the password hashes keep every CPU the process was given.
+
+An upload's bytes go to a storage thread; with the loop on one CPU and the thread on another,
+each hand-over of the GIL between them waits for the other CPU (bench/README.md, "Twenty-second
+round"). API processes sharing a data directory claim their CPUs through lock files in it: the
+first CPU no live process holds, so N processes on N CPUs get one each, and one that restarts
+takes back the CPU its predecessor left. The kernel drops a claim with its process."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Collection
+from pathlib import Path
+from typing import IO
+
+# The claim this process holds: kept open, as closing the file would let it go.
+_claimed: list[IO[bytes]] = []
+# The CPUs the process could run on before it was pinned: the hash threads' CPUs.
+_unpinned: list[frozenset[int]] = []
+
+
+def supported() -> bool:
+    return hasattr(os, "sched_setaffinity")
+
+
+def pin_process(claims: Path) -> int:
+    """Pin the calling thread, and so every thread it starts from now on, to the first CPU of
+    its allowed set that no other process holds a claim on under ``claims``; with more
+    processes than CPUs, the CPUs are shared out in turn. Call it before other threads start:
+    those already running keep every CPU. Returns the CPU."""
+    if _claimed:
+        return next(iter(os.sched_getaffinity(0)))
+    allowed = sorted(os.sched_getaffinity(0))
+    try:
+        claims.mkdir(parents=True, exist_ok=True)
+        turn = 0
+        while True:
+            for cpu in allowed:
+                claim = (claims / f"cpu-{cpu}.{turn}").open("ab")
+                try:
+                    fcntl.flock(claim, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    claim.close()
+                    continue
+                _claimed.append(claim)
+                _unpinned.append(frozenset(allowed))
+                os.sched_setaffinity(0, {cpu})
+                return cpu
+            turn += 1
+    except OSError as error:
+        raise RuntimeError(
+            f"TENANTRY_CPU_PINNING: cannot claim a CPU under {claims}: {error}"
+        ) from error
+
+
+def unpinned() -> Collection[int] | None:
+    """The CPUs this process had before :func:`pin_process`, or None if it is not pinned."""
+    return _unpinned[0] if _unpinned else None
+
+
+def unpin_thread() -> None:
+    """Give the calling thread back every CPU the process had before it was pinned: for
+    threads that do CPU-bound work outside the GIL (password hashes)."""
+    if (cpus := unpinned()) is not None:
+        os.sched_setaffinity(0, cpus)
