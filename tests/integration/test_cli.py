@@ -73,6 +73,27 @@ async def test_serve_stops_on_a_bad_setting_with_one_line(
     assert err.strip() == message
 
 
+async def test_serve_stops_with_one_line_when_it_cannot_claim_a_cpu(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    code, _, err = await tenantry("keys", "rotate", TENANTRY_DATA_DIR=str(keys))
+    assert code == 0, err
+    blocked = tmp_path / "a file"
+    blocked.write_text("")
+    code, out, err = await tenantry(
+        "serve",
+        TENANTRY_DATA_DIR=str(blocked),
+        TENANTRY_KEYRING_PATH=str(keys / "keyring.json"),
+        TENANTRY_DATABASE_URL="postgresql://x/y",
+        TENANTRY_REDIS_URL="redis://x",
+        TENANTRY_CPU_PINNING="true",
+    )
+    assert (code, out) == (2, "")
+    [line] = err.strip().splitlines()
+    assert line.startswith(
+        f"error: TENANTRY_CPU_PINNING: cannot claim a CPU under {blocked / 'cpus'}: "
+    )
+
+
 async def test_the_installed_command_exits_2_with_the_same_line() -> None:
     code, out, err = await tenantry("serve", TENANTRY_PORT="abc")
     assert (code, out) == (2, "")

@@ -15,6 +15,8 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import IO
 
+from tenantry.config import SettingsError
+
 # The claim this process holds: kept open, as closing the file would let it go.
 _claimed: list[IO[bytes]] = []
 # The CPUs the process could run on before it was pinned: the hash threads' CPUs.
@@ -50,7 +52,8 @@ def pin_process(claims: Path) -> int:
                 return cpu
             turn += 1
     except OSError as error:
-        raise RuntimeError(
+        # A setting that cannot be honoured: start-up ends with this one line.
+        raise SettingsError(
             f"TENANTRY_CPU_PINNING: cannot claim a CPU under {claims}: {error}"
         ) from error
 
