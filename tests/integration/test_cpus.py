@@ -21,6 +21,8 @@ PINNED = """
 import os, pathlib, sys
 from tenantry.infrastructure import cpus
 cpu = cpus.pin_process(pathlib.Path(sys.argv[1]))
+if "again" in sys.argv:
+    assert cpus.pin_process(pathlib.Path(sys.argv[1])) == cpu
 print(cpu, *sorted(os.sched_getaffinity(0)), flush=True)
 sys.stdin.read()
 """
@@ -47,9 +49,9 @@ ALLOWED = sorted(os.sched_getaffinity(0)) if cpus.supported() else []
 class Pinned:
     """A process that pinned itself under ``claims`` and waits for its stdin to close."""
 
-    def __init__(self, claims: Path) -> None:
+    def __init__(self, claims: Path, *flags: str) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-c", PINNED, str(claims)],
+            [sys.executable, "-c", PINNED, str(claims), *flags],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -90,6 +92,14 @@ def test_a_dead_process_leaves_its_cpu_to_the_next(tmp_path: Path, processes: li
     assert processes[-1].cpu == gone.cpu
     # Not a second turn's CPU: the claim died with its process.
     assert sorted(p.cpu for p in processes) == ALLOWED
+
+
+def test_a_second_pin_keeps_the_first_claim(tmp_path: Path, processes: list[Pinned]) -> None:
+    claims = tmp_path / "cpus"
+    processes.append(Pinned(claims, "again"))
+    processes.append(Pinned(claims))
+    # The first process holds one claim: the next CPU is still free for the second.
+    assert [p.cpu for p in processes] == [ALLOWED[0], ALLOWED[1 % len(ALLOWED)]]
 
 
 def test_an_unusable_directory_stops_start_up(tmp_path: Path) -> None:
