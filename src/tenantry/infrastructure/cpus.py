@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Collection
 from pathlib import Path
 from typing import IO
 
 from tenantry.config import SettingsError
 
-# The claim this process holds: kept open, as closing the file would let it go.
-_claimed: list[IO[bytes]] = []
-# The CPUs the process could run on before it was pinned: the hash threads' CPUs.
-_unpinned: list[frozenset[int]] = []
+# The claim this process holds (kept open: closing the file would let it go) and the CPUs it
+# could run on before it was pinned, which the hash threads take back.
+_pinned: list[tuple[IO[bytes], frozenset[int]]] = []
 
 
 def supported() -> bool:
@@ -32,7 +30,7 @@ def pin_process(claims: Path) -> int:
     its allowed set that no other process holds a claim on under ``claims``; with more
     processes than CPUs, the CPUs are shared out in turn. Call it before other threads start:
     those already running keep every CPU. Returns the CPU."""
-    if _claimed:
+    if _pinned:
         return next(iter(os.sched_getaffinity(0)))
     allowed = sorted(os.sched_getaffinity(0))
     try:
@@ -46,8 +44,7 @@ def pin_process(claims: Path) -> int:
                 except BlockingIOError:
                     claim.close()
                     continue
-                _claimed.append(claim)
-                _unpinned.append(frozenset(allowed))
+                _pinned.append((claim, frozenset(allowed)))
                 os.sched_setaffinity(0, {cpu})
                 return cpu
             turn += 1
@@ -58,13 +55,8 @@ def pin_process(claims: Path) -> int:
         ) from error
 
 
-def unpinned() -> Collection[int] | None:
-    """The CPUs this process had before :func:`pin_process`, or None if it is not pinned."""
-    return _unpinned[0] if _unpinned else None
-
-
 def unpin_thread() -> None:
     """Give the calling thread back every CPU the process had before it was pinned: for
     threads that do CPU-bound work outside the GIL (password hashes)."""
-    if (cpus := unpinned()) is not None:
-        os.sched_setaffinity(0, cpus)
+    if _pinned:
+        os.sched_setaffinity(0, _pinned[0][1])
