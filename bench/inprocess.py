@@ -11,7 +11,9 @@ a tenant and its owner made through the API; then the app called as an ASGI app 
 and a `receive` of our own (an upload: a 256 KiB text file in a multipart body, in 64 KiB
 messages; a document: a POST of one into a project; an update: a PATCH carrying the ETag of the
 previous answer as If-Match; a delete: a project of its own each, made with two documents
-before the rounds). Each round's requests are timed with `time.process_time()`: the process's
+before the rounds; health: GET /health, and before each round the same requests to the suite's
+bare baseline app, bench/baseline_app.py, in this process too: what the product's request path
+costs over a bare Litestar app, without the server or the network). Each round's requests are timed with `time.process_time()`: the process's
 CPU, its storage and hash threads included; with `time.thread_time()`: the event loop's thread
 alone (what bounds one process's rate); and, when PostgreSQL runs on this machine, its
 processes' CPU over the same rounds (from /proc: every postgres process, so other databases'
@@ -41,6 +43,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import baseline_app
 import httpx
 import uvloop
 from common import BenchError, Engines, admin_execute, bench_main, free_port, tenantry
@@ -54,10 +57,10 @@ from tenantry.config import load_settings
 from tenantry.infrastructure.observability.logging import configure_logging
 from tenantry.infrastructure.storage import local
 
-SCENARIOS = ("upload", "get", "create", "document", "update", "delete", "login")
+SCENARIOS = ("upload", "get", "create", "document", "update", "delete", "login", "health")
 # µs of CPU per request by round: this process's, its event loop's (the thread that calls the
-# app), and PostgreSQL's (none: not on this machine).
-Measured = tuple[list[float], list[float], list[float]]
+# app), PostgreSQL's (none: not on this machine), and the bare app's (health only).
+Measured = tuple[list[float], list[float], list[float], list[float]]
 STORES = ("thread", "loop", "none")
 UPLOAD_BYTES = 256 * 1024
 MESSAGE_BYTES = 64 * 1024
@@ -181,6 +184,8 @@ async def prepared(app: Litestar, scenario: str, calls: int) -> Request:
             raise BenchError(f"POST /api/v1/tenants: {created.status_code}: {created.text}")
         login = (await client.post("/api/v1/auth/login", json=LOGIN)).json()
         bearer = {"authorization": f"Bearer {login['access_token']}"}
+        if scenario == "health":
+            return Request("GET", "/health", {}, b"", 200)
         if scenario == "login":
             body = json.dumps(LOGIN).encode()
             return Request(
@@ -253,6 +258,22 @@ def postgres_cpu_s() -> float | None:
     return ticks / os.sysconf("SC_CLK_TCK") if seen else None
 
 
+def bare_app() -> Litestar:
+    """The suite's bare baseline (bench/baseline_app.py), for its /health: no database is
+    reached, so its lifespan is not entered."""
+    return baseline_app.create_app(
+        argparse.Namespace(
+            dsn="",
+            tenant_id=uuid.uuid4(),
+            owner_id=None,
+            upload_dir=None,
+            hash_concurrency=1,
+            keyring=None,
+            cpu_claims=None,
+        )
+    )
+
+
 async def measure(app: Litestar, args: argparse.Namespace) -> Measured:
     """µs of the process's CPU per request, and of PostgreSQL's, one figure per round."""
     async with app.lifespan():
@@ -260,8 +281,14 @@ async def measure(app: Litestar, args: argparse.Namespace) -> Measured:
         request = await prepared(app, args.scenario, calls)
         for _ in range(WARM_UP):
             await request(app)
-        rounds: Measured = ([], [], [])
+        rounds: Measured = ([], [], [], [])
+        bare = bare_app() if args.scenario == "health" else None
         for _ in range(args.rounds):
+            if bare is not None:
+                started = time.process_time()
+                for _ in range(args.requests):
+                    await request(bare)
+                rounds[3].append((time.process_time() - started) / args.requests * 1e6)
             started, postgres = time.process_time(), postgres_cpu_s()
             loop_started = time.thread_time()
             for _ in range(args.requests):
@@ -286,7 +313,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         with engines_for(args, tmp, uuid.uuid4().hex[:8]) as engines:
             asyncio.run(admin_execute(engines, f'create database "{engines.database}"'))
             try:
-                rounds, loop, postgres = measured(args, engines, tmp)
+                rounds, loop, postgres, bare = measured(args, engines, tmp)
             finally:
                 drop = f'drop database if exists "{engines.database}" with (force)'
                 asyncio.run(admin_execute(engines, drop))
@@ -302,6 +329,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "median_loop_cpu_us": statistics.median(loop),
         "postgres_cpu_us_per_request": postgres,
         "median_postgres_cpu_us": statistics.median(postgres) if postgres else None,
+        "bare_cpu_us_per_request": bare,
+        "median_bare_cpu_us": statistics.median(bare) if bare else None,
         "profile": str(args.profile) if args.profile else None,
     }
 
@@ -344,6 +373,12 @@ def report(result: dict[str, Any], _stamp: str) -> bool:
         print(
             f"PostgreSQL (every postgres process of this machine): "
             f"{result['median_postgres_cpu_us']:.0f} µs of CPU per request ({figures})"
+        )
+    if bare := result["bare_cpu_us_per_request"]:
+        figures = ", ".join(f"{value:.0f}" for value in bare)
+        print(
+            f"the bare app (bench/baseline_app.py), each round just before: "
+            f"{result['median_bare_cpu_us']:.0f} µs of CPU per request ({figures})"
         )
     if result["profile"]:
         stats = pstats.Stats(result["profile"], stream=sys.stdout)
