@@ -21,7 +21,7 @@ work on the server counts too). Access lines go to a file of the run. `--store` 
 local store's write for the run, to tell the file's share from the rest: `loop` writes it on
 the event loop (its thread hop a plain call), `none` reads the chunks and stores nothing.
 `--profile` runs one more round under cProfile, saves its stats and prints the functions with
-the most time of their own. See bench/README.md (methods 17, 18 and 21).
+the most time of their own. See bench/README.md (methods 17, 18, 21 and 53).
 """
 
 from __future__ import annotations
