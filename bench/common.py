@@ -72,26 +72,33 @@ def until(deadline: float, limit: int = MAX_ITERATIONS) -> Iterator[int]:
         yield iteration
 
 
-def _cpu_jiffies() -> tuple[int, int]:
-    """Busy and total CPU time of the whole machine so far, from the first line of /proc/stat."""
+def _cpu_jiffies() -> tuple[int, int, int]:
+    """Busy, total and stolen CPU time of the whole machine so far, from the first line of
+    /proc/stat. Stolen: what a virtual machine's host gave to others while this one had work."""
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
     idle = fields[3] + fields[4]  # idle + iowait
-    return sum(fields) - idle, sum(fields)
+    return sum(fields) - idle, sum(fields), fields[7]
 
 
 class CpuMeter:
-    """How busy all CPUs were during the block: evidence that the load saturated the machine."""
+    """How busy all CPUs were during the block: evidence that the load saturated the machine;
+    and how much of their time the host took (a shared machine's noise, which no ratio of two
+    runs can cancel when it falls on one of them)."""
 
-    start: tuple[int, int]
+    start: tuple[int, int, int]
     busy_pct: float | None = None
+    steal_pct: float | None = None
 
     def __enter__(self) -> CpuMeter:
         self.start = _cpu_jiffies()
         return self
 
     def __exit__(self, *_: object) -> None:
-        busy, total = (end - start for end, start in zip(_cpu_jiffies(), self.start, strict=True))
+        busy, total, stolen = (
+            end - start for end, start in zip(_cpu_jiffies(), self.start, strict=True)
+        )
         self.busy_pct = 100 * busy / total if total else None
+        self.steal_pct = 100 * stolen / total if total else None
 
 
 # ---------------------------------------------------------------------------------------------

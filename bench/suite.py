@@ -486,6 +486,7 @@ def measure_http(
             last_rate[server] = measured["per_second"]
             run = measured | {
                 "cpu_busy_pct": cpu.busy_pct,
+                "steal_pct": cpu.steal_pct,
                 "server_cpu_s": server_cpu.used_s,
                 "server_system_cpu_s": server_cpu.system_s,
                 **memory.summary(),
@@ -499,7 +500,7 @@ def measure_http(
                 f"   {cell(measured['per_second'])} req/s, p99 {cell(measured['p99_ms'], 2)} ms, "
                 f"{cell(figures['cpu_us_per_request'], 0)} us CPU per request "
                 f"({cell(figures['system_cpu_us_per_request'], 0)} in the kernel), "
-                f"{errors_of(measured)} errors"
+                f"{errors_of(measured)} errors{stolen(cpu.steal_pct)}"
             )
             if profiled:
                 summary = summarise(collapsed)
@@ -566,6 +567,16 @@ def health_figures(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def stolen(steal_pct: float | None) -> str:
+    """A run's host steal, where there was some worth a mention."""
+    return f", host steal {steal_pct:.0f}%" if steal_pct is not None and steal_pct >= 1 else ""
+
+
+def max_or_none(values: list[float | None]) -> float | None:
+    known = [value for value in values if value is not None]
+    return max(known) if known else None
+
+
 def median_or_none(values: list[float | None]) -> float | None:
     known = [value for value in values if value is not None]
     return statistics.median(known) if known else None
@@ -597,6 +608,7 @@ def combined(runs: list[dict[str, Any]]) -> dict[str, Any]:
             for p in ("p50", "p90", "p95", "p99", "max")
         },
         "cpu_busy_pct": max(run["cpu_busy_pct"] for run in runs),
+        "steal_pct": max_or_none([run.get("steal_pct") for run in runs]),
         "rss_before_load_mib": max(run["rss_before_load_mib"] for run in runs),
         "peak_rss_under_load_mib": max(run["peak_rss_under_load_mib"] for run in runs),
         "server_cpu_s": round(cpu_s, 3),
@@ -991,6 +1003,16 @@ def cpu_per_request(result: dict[str, Any]) -> str:
     return cell(result.get("cpu_us_per_request"), 0)
 
 
+def ratio_cell(scenario: dict[str, Any]) -> str:
+    """The scenario's ratio and, over several rounds, the range of the rounds' ratios: how far
+    the machine moved while it ran."""
+    shown = cell(scenario["product_per_baseline"], 2)
+    rounds = [value for value in scenario.get("round_ratios", []) if value is not None]
+    if len(rounds) > 1:
+        shown += f" ({cell(min(rounds), 2)}-{cell(max(rounds), 2)})"
+    return shown
+
+
 def markdown_table(report: dict[str, Any]) -> str:
     other = "governance off" if report.get("against") == "governance-off" else "baseline"
     lines = [
@@ -1004,7 +1026,7 @@ def markdown_table(report: dict[str, Any]) -> str:
         p, b = scenario["product"], scenario["baseline"]
         lines.append(
             f"| {scenario['label']} | {cell(p['per_second'])} | {cell(b['per_second'])} "
-            f"| {cell(scenario['product_per_baseline'], 2)} | {latencies(p)} | {latencies(b)} "
+            f"| {ratio_cell(scenario)} | {latencies(p)} | {latencies(b)} "
             f"| {cell(p['peak_rss_under_load_mib'])} | {cell(b['peak_rss_under_load_mib'])} "
             f"| {cpu_per_request(p)} / {cpu_per_request(b)} "
             f"| {p['errors']} / {b['errors']} |"
@@ -1048,6 +1070,7 @@ def context(report: dict[str, Any]) -> str:
             f"- Machine: {machine['nproc']} CPUs, {machine['cpu_model']}, {machine['python']}, "
             f"{machine['platform']}",
             f"- Other load before starting: {cell(machine['background_cpu_busy_pct'], 0)}% CPU busy",
+            *steal_line(report),
             *filesystem_line(machine.get("upload_filesystem")),
             f"- Engines: PostgreSQL {engines['postgresql']} "
             f"({where[engines['embedded_postgresql']]}), Redis {engines['redis']} "
@@ -1067,6 +1090,26 @@ def context(report: dict[str, Any]) -> str:
             f"- Command: `{report['command']}`",
         ]
     )
+
+
+def steal_line(report: dict[str, Any]) -> list[str]:
+    """The host's steal over the measured HTTP runs, the most any one saw (none for older
+    reports, or where the kernel counts none)."""
+    steals = [
+        run["steal_pct"]
+        for scenario in report["scenarios"].values()
+        for server in SERVERS
+        if server in scenario
+        # One round's run is its server's result itself.
+        for run in scenario[server].get("runs") or [scenario[server]]
+        if run.get("steal_pct") is not None
+    ]
+    if not steals:
+        return []
+    return [
+        f"- Host steal during the measured runs: at most {max(steals):.1f}% of the CPUs' time "
+        f"(median {statistics.median(steals):.1f}%)"
+    ]
 
 
 def filesystem_line(filesystem: dict[str, Any] | None) -> list[str]:
