@@ -13,15 +13,16 @@ messages; a document: a POST of one into a project; an update: a PATCH carrying 
 previous answer as If-Match; a delete: a project of its own each, made with two documents
 before the rounds; health: GET /health, and before each round the same requests to the suite's
 bare baseline app, bench/baseline_app.py, in this process too: what the product's request path
-costs over a bare Litestar app, without the server or the network). Each round's requests are timed with `time.process_time()`: the process's
-CPU, its storage and hash threads included; with `time.thread_time()`: the event loop's thread
-alone (what bounds one process's rate); and, when PostgreSQL runs on this machine, its
-processes' CPU over the same rounds (from /proc: every postgres process, so other databases'
-work on the server counts too). Access lines go to a file of the run. `--store` changes the
-local store's write for the run, to tell the file's share from the rest: `loop` writes it on
-the event loop (its thread hop a plain call), `none` reads the chunks and stores nothing.
-`--profile` runs one more round under cProfile, saves its stats and prints the functions with
-the most time of their own. See bench/README.md (methods 17, 18, 21 and 53).
+costs over a bare Litestar app, without the server or the network). Each round's requests are
+timed with `time.process_time()`: the process's CPU, its storage and hash threads included;
+with `time.thread_time()`: the event loop's thread alone (what bounds one process's rate);
+and, when PostgreSQL runs on this machine, its processes' CPU over the same rounds (from /proc:
+every postgres process, so other databases' work on the server counts too). Access lines go to
+a file of the run. `--store` changes the local store's write for the run, to tell the file's
+share from the rest: `loop` writes it on the event loop (its thread hop a plain call), `none`
+reads the chunks and stores nothing. `--profile` runs one more round under cProfile, saves its
+stats and prints the functions with the most time of their own. See bench/README.md (methods
+17, 18, 21 and 53).
 """
 
 from __future__ import annotations
