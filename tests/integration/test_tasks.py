@@ -600,21 +600,22 @@ async def test_an_idle_worker_is_woken_by_an_enqueue(settings: Settings, clean_s
         container = bootstrap.Container(quiet)
         container.registry = Registry(TEST_HANDLERS)
         await container.start()
-        worker = container.worker(handle_signals=False)
+        # Stopped as `tenantry dev` stops it: a task seen completed through the API may still
+        # have its job finishing in arq, which closing the worker then cancels.
+        in_process = bootstrap.InProcessWorker(container)
+        await in_process.start()
         # Its own polls an hour apart: only the wake-up that follows the enqueue (or the one
-        # its subscription starts with) can start the task.
-        worker.poll_wait = 3600  # type: ignore[attr-defined]
-        running = asyncio.create_task(worker.async_run())
+        # its subscription starts with) can start the task. Set before the worker's task has
+        # run a step: start() returns without yielding to it.
+        assert in_process.worker is not None
+        in_process.worker.poll_wait = 3600  # type: ignore[attr-defined]
         try:
             task = await submit(client, owner, "test.noop")
             assert (await wait_for(client, owner, task["id"], "completed"))["progress"] == 100
             second = await submit(client, owner, "test.noop")
             await wait_for(client, owner, second["id"], "completed")
         finally:
-            await worker.close()
-            running.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await running
+            await in_process.stop()
             await container.close()
             await container.alchemy.get_engine().dispose()
 
