@@ -6,7 +6,7 @@ get-by-id asks for it, see AUTHENTICATE_HEADER), no ORM, no dependency injection
 Besides the two project reads it has the rest of the suite's endpoints: /health, a login that
 verifies the stored argon2 hash, a project insert, a project update conditional on its version
 (If-Match), a project soft delete with its documents, and an upload that streams the raw
-request body to a file (a plain file copy). With --cpu-claims, each process pins itself to a
+request body to a file (a plain file copy), or with STORE_HEADER stores the file with its row. With --cpu-claims, each process pins itself to a
 CPU as the product's TENANTRY_CPU_PINNING does, by the product's own helper (start-up only).
 Started as
 
@@ -22,6 +22,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import os
 import re
 import socket
 import uuid
@@ -42,6 +43,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import VerificationError
 from litestar import Litestar, MediaType, Request, Response, delete, get, patch, post
 from litestar.exceptions import NotFoundException
+from multipart import MultipartSegment, PushMultipartParser, parse_options_header
 from uuid_utils.compat import uuid7
 from uvicorn.supervisors import Multiprocess
 
@@ -64,6 +66,30 @@ COLUMNS = "id, name, description, owner_id, version, created_at, updated_at"
 # then does the product's authentication work, bare: verify the JWT, check the user's roles.
 AUTHENTICATE_HEADER = "x-baseline-authenticate"
 UNAUTHORIZED = b'{"detail":"Invalid or expired credentials."}'
+# Sent by the suite's upload_row scenario (the product ignores it): the baseline then does what
+# any server storing the upload as a file of its tenant does at the least (store_file).
+STORE_HEADER = "x-baseline-store"
+# The tenant's quota, as the suite sets the product's: far above what any run uploads.
+TENANT_QUOTA_BYTES = 2**50
+# The tenant's usage row, made at start-up where the product makes it at the first upload.
+START_USAGE = (
+    "insert into file_usage (tenant_id, id, used_bytes, file_count, reserved_bytes, created_at, "
+    "updated_at) values ($1, $1, 0, 0, 0, now(), now()) on conflict (tenant_id, id) do nothing"
+)
+# The upload's one transaction, in one message of literals, as the product sends its own: the
+# tenant's usage charged within its quota, then the file's row, written only if charged. (The
+# suite's quota is never reached; a refusal here would store no row and still answer 201.)
+STORE_FILE = (
+    "BEGIN; {bind_tenant}; "
+    "with charged as (update file_usage set used_bytes = used_bytes + {size}, "
+    "file_count = file_count + 1, updated_at = now() "
+    "where tenant_id = '{tenant}' and id = '{tenant}' "
+    "and used_bytes + reserved_bytes + {size} <= {quota} returning tenant_id) "
+    "insert into files (tenant_id, id, original_filename, size, content_type, sha256, metadata, "
+    "storage_key, created_by, created_at, updated_at) "
+    "select tenant_id, '{file_id}', E'{filename}', {size}, E'{content_type}', '{sha256}', '{{}}', "
+    "'{key}', {owner}, '{now}', '{now}' from charged; COMMIT"
+)
 # The product's per-request role check, same SQL.
 ACTIVE_ROLES = (
     "select users.roles from users join tenants on tenants.id = users.tenant_id "
@@ -181,6 +207,23 @@ def like_pattern(text: str) -> str:
     return f"%{escaped}%"
 
 
+def text_literal(text: str) -> str:
+    """``text`` for an escape string (E'...'): backslashes and quotes doubled, NUL left out."""
+    return text.replace("\\", "\\\\").replace("'", "''").replace("\x00", "")
+
+
+def write_file(path: Path, chunks: list[bytes]) -> None:
+    """As the product's local store writes an object: a hidden file, one writev, renamed into
+    place (run in a thread)."""
+    temporary = path.with_name(f".{path.name}.part")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    try:
+        os.writev(descriptor, chunks)
+    finally:
+        os.close(descriptor)
+    os.replace(temporary, path)
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--port", type=int, required=True)
@@ -258,6 +301,10 @@ def create_app(args: argparse.Namespace) -> Litestar:
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         nonlocal pool
         pool = await asyncpg.create_pool(args.dsn, min_size=POOL_MIN_SIZE, max_size=POOL_MAX_SIZE)
+        if args.upload_dir:
+            async with pool.acquire() as connection, connection.transaction():
+                await connection.execute(bind_tenant)
+                await connection.execute(START_USAGE, tenant_id)
         try:
             yield
         finally:
@@ -378,6 +425,8 @@ def create_app(args: argparse.Namespace) -> Litestar:
 
     @post("/api/v1/files")
     async def upload(request: Request[Any, Any, Any]) -> Response[bytes]:
+        if STORE_HEADER in request.headers:
+            return await store_file(request)
         # The whole body as it arrives, multipart envelope and all: no parsing, no thread hops,
         # only the copy to disk and its hash. Kept, as the product keeps what it stores (the
         # suite removes both servers' files after each run): a file removed at once would never
@@ -391,6 +440,47 @@ def create_app(args: argparse.Namespace) -> Litestar:
                 digest.update(chunk)
                 size += len(chunk)
         return json(Stored(size=size, sha256=digest.hexdigest()), status_code=201)
+
+    async def store_file(request: Request[Any, Any, Any]) -> Response[bytes]:
+        # The multipart body parsed by the product's parser, the file field hashed on the loop
+        # and written by one thread hop, then its one transaction: no authentication, sniffing,
+        # audit trail, webhook outbox, logging or metrics.
+        _, options = parse_options_header(request.headers.get("content-type", ""))
+        parser = PushMultipartParser(options["boundary"], max_segment_count=16)
+        digest = hashlib.sha256()
+        chunks: list[bytes] = []
+        field: MultipartSegment | None = None
+        async for received in request.stream():
+            for event in parser.parse(received):
+                if isinstance(event, MultipartSegment):
+                    field = event if event.name == "file" else None
+                elif isinstance(event, bytes) and field is not None:
+                    digest.update(event)
+                    chunks.append(event)
+        parser.close()
+        if field is None:
+            return Response(b'{"detail":"No file field."}', status_code=400)
+        file_id = uuid7()
+        await asyncio.get_running_loop().run_in_executor(
+            None, write_file, args.upload_dir / file_id.hex, chunks
+        )
+        size, sha256 = sum(map(len, chunks)), digest.hexdigest()
+        message = STORE_FILE.format(
+            bind_tenant=bind_tenant,
+            tenant=tenant_id,
+            file_id=file_id,
+            filename=text_literal(field.filename or "upload"),
+            content_type=text_literal(field.content_type or "application/octet-stream"),
+            size=size,
+            quota=TENANT_QUOTA_BYTES,
+            sha256=sha256,
+            key=f"bare/{file_id.hex}",
+            owner=f"'{args.owner_id}'" if args.owner_id else "null",
+            now=datetime.now(UTC).isoformat(),
+        )
+        async with connections().acquire() as connection:
+            await connection.execute(message)
+        return json(Stored(size=size, sha256=sha256), status_code=201)
 
     handlers = [
         ready,

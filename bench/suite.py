@@ -36,7 +36,7 @@ from urllib.parse import urlencode
 import asyncpg
 import httpx
 import psutil
-from baseline_app import AUTHENTICATE_HEADER
+from baseline_app import AUTHENTICATE_HEADER, STORE_HEADER, TENANT_QUOTA_BYTES
 from common import (
     HOST,
     REQUEST_TIMEOUT_S,
@@ -119,6 +119,7 @@ SCENARIOS = (
     "update",
     "delete",
     "upload",
+    "upload_row",
     "tasks",
 )
 # --against governance-off: the product measured against itself with what governance adds on
@@ -127,8 +128,6 @@ GOVERNANCE_OFF = {"TENANTRY_AUDIT_TRAIL": "false", "TENANTRY_USAGE_METERING": "f
 GOVERNED_SCENARIOS = ("get_by_id", "get_by_id_auth", "list", "create", "update", "delete")
 CREATE = {"name": "Bench project", "description": "created by the benchmark"}
 UPLOAD_BYTES = 256 * 1024
-# Far above what any run uploads: the quota's check is measured, not its refusal.
-TENANT_QUOTA_BYTES = 2**50
 # The login scenario's idle /health probe, after each measured run.
 HEALTH_IDLE_S = 4.0
 # As bench/tasks.py's defaults: a few concurrent submitters and a warm-up batch.
@@ -163,6 +162,11 @@ NOTES = [
     "product's rows stay): until then both have written the same bytes to the same disk. "
     "Truncated, not deleted: on ext4 without a journal, files created within minutes of many "
     "deletions pay for each freed inode they skip, a cost of the cleanup, not of serving.",
+    "upload_row: the same requests; the baseline does the least any server storing the file "
+    "for its tenant does: it parses the multipart body with the product's parser, hashes the "
+    "file, writes it by one thread hop as the product's store does, then charges the tenant's "
+    "usage within its quota and inserts the file's row in one transaction sent as one message "
+    "(no authentication, sniffing, audit trail, webhook outbox, logs or metrics).",
     "tasks: tasks/s end to end (first submission to last completion) and latency per task; "
     "the product's are POST /api/v1/tasks to `tenantry worker`, the baseline's arq enqueue_job "
     "to a bare arq worker, with as many worker processes as API processes. Its memory is the "
@@ -248,6 +252,23 @@ def check_upload(
     """The product stored the file (size, hash, type, object on disk); the baseline wrote the
     whole request body (its size and hash)."""
     expected = {"size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+
+    def check(responses: dict[str, httpx.Response]) -> str | None:
+        if problems := stored_problems(responses["product"], source, files_dir):
+            return "product: " + "; ".join(problems)
+        if problem := status_problem(responses, 201):
+            return problem
+        stored = responses["baseline"].json()
+        return None if stored == expected else f"baseline: stored {stored}, sent {expected}"
+
+    return check
+
+
+def check_stored(
+    source: Generated, files_dir: Path
+) -> Callable[[dict[str, httpx.Response]], str | None]:
+    """Both servers stored the file itself (its size and hash), not the body around it."""
+    expected = {"size": source.size, "sha256": source.sha256}
 
     def check(responses: dict[str, httpx.Response]) -> str | None:
         if problems := stored_problems(responses["product"], source, files_dir):
@@ -373,6 +394,22 @@ def http_scenarios(
                 upload,
             ),
             check_upload(source, upload, files_dir),
+            purge_uploads(files_dir, baseline_dir),
+        ),
+        Scenario(
+            "upload_row",
+            "upload_row: the same, the baseline storing the file with its row",
+            Requests(
+                ["/api/v1/files"],
+                "POST",
+                bearer
+                | {
+                    "Content-Type": f"multipart/form-data; boundary={boundary}",
+                    STORE_HEADER: "1",
+                },
+                upload,
+            ),
+            check_stored(source, files_dir),
             purge_uploads(files_dir, baseline_dir),
         ),
     ]
@@ -898,7 +935,8 @@ def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
 
         files_dir = tmp / "data" / "files"  # the local storage's default root
         machine["upload_filesystem"] = describe_filesystem(tmp)
-        if "upload" in chosen and machine["upload_filesystem"]["journal"] is False:
+        uploads = {"upload", "upload_row"} & set(chosen)
+        if uploads and machine["upload_filesystem"]["journal"] is False:
             print(
                 f"   warning: {tmp} is on ext4 without a journal: upload figures depend on the "
                 "files deleted there in the last minutes (TMPDIR on a journaled filesystem "
