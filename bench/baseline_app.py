@@ -77,18 +77,19 @@ START_USAGE = (
     "updated_at) values ($1, $1, 0, 0, 0, now(), now()) on conflict (tenant_id, id) do nothing"
 )
 # The upload's one transaction, in one message of literals, as the product sends its own: the
-# tenant's usage charged within its quota, then the file's row, written only if charged. (The
-# suite's quota is never reached; a refusal here would store no row and still answer 201.)
+# tenant's usage charged within its quota, then the file's row. The suite's quota is never
+# reached, and this server does not tell a refusal apart (it would still write the row). A
+# Citus coordinator refuses a distributed statement in the message that set the tenant: there,
+# as the product does, BEGIN and the tenant go first, alone.
+CITUS_INSTALLED = "select exists (select from pg_extension where extname = 'citus')"
 STORE_FILE = (
-    "BEGIN; {bind_tenant}; "
-    "with charged as (update file_usage set used_bytes = used_bytes + {size}, "
-    "file_count = file_count + 1, updated_at = now() "
-    "where tenant_id = '{tenant}' and id = '{tenant}' "
-    "and used_bytes + reserved_bytes + {size} <= {quota} returning tenant_id) "
+    "update file_usage set used_bytes = used_bytes + {size}, file_count = file_count + 1, "
+    "updated_at = now() where tenant_id = '{tenant}' and id = '{tenant}' "
+    "and used_bytes + reserved_bytes + {size} <= {quota}; "
     "insert into files (tenant_id, id, original_filename, size, content_type, sha256, metadata, "
     "storage_key, created_by, created_at, updated_at) "
-    "select tenant_id, '{file_id}', E'{filename}', {size}, E'{content_type}', '{sha256}', '{{}}', "
-    "'{key}', {owner}, '{now}', '{now}' from charged; COMMIT"
+    "values ('{tenant}', '{file_id}', E'{filename}', {size}, E'{content_type}', '{sha256}', "
+    "'{{}}', '{key}', {owner}, '{now}', '{now}')"
 )
 # The product's per-request role check, same SQL.
 ACTIVE_ROLES = (
@@ -280,6 +281,7 @@ def bearer_claims(authorization: str | None, keys: dict[str, bytes]) -> tuple[UU
 
 def create_app(args: argparse.Namespace) -> Litestar:
     pool: asyncpg.Pool | None = None
+    citus = False
     signing_keys = read_signing_keys(args.keyring)
     tenant_id: UUID = args.tenant_id
     bind_tenant = set_tenant(str(tenant_id))
@@ -299,8 +301,9 @@ def create_app(args: argparse.Namespace) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
-        nonlocal pool
+        nonlocal pool, citus
         pool = await asyncpg.create_pool(args.dsn, min_size=POOL_MIN_SIZE, max_size=POOL_MAX_SIZE)
+        citus = await pool.fetchval(CITUS_INSTALLED)
         if args.upload_dir:
             async with pool.acquire() as connection, connection.transaction():
                 await connection.execute(bind_tenant)
@@ -465,8 +468,7 @@ def create_app(args: argparse.Namespace) -> Litestar:
             None, write_file, args.upload_dir / file_id.hex, chunks
         )
         size, sha256 = sum(map(len, chunks)), digest.hexdigest()
-        message = STORE_FILE.format(
-            bind_tenant=bind_tenant,
+        store = STORE_FILE.format(
             tenant=tenant_id,
             file_id=file_id,
             filename=text_literal(field.filename or "upload"),
@@ -479,7 +481,16 @@ def create_app(args: argparse.Namespace) -> Litestar:
             now=datetime.now(UTC).isoformat(),
         )
         async with connections().acquire() as connection:
-            await connection.execute(message)
+            try:
+                if citus:
+                    await connection.execute(f"BEGIN; {bind_tenant}")
+                    await connection.execute(f"{store}; COMMIT")
+                else:
+                    await connection.execute(f"BEGIN; {bind_tenant}; {store}; COMMIT")
+            except BaseException:
+                if connection.is_in_transaction():
+                    await connection.execute("ROLLBACK")
+                raise
         return json(Stored(size=size, sha256=sha256), status_code=201)
 
     handlers = [
