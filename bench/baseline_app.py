@@ -6,8 +6,9 @@ get-by-id asks for it, see AUTHENTICATE_HEADER), no ORM, no dependency injection
 Besides the two project reads it has the rest of the suite's endpoints: /health, a login that
 verifies the stored argon2 hash, a project insert, a project update conditional on its version
 (If-Match), a project soft delete with its documents, and an upload that streams the raw
-request body to a file (a plain file copy), or with STORE_HEADER stores the file with its row. With --cpu-claims, each process pins itself to a
-CPU as the product's TENANTRY_CPU_PINNING does, by the product's own helper (start-up only).
+request body to a file (a plain file copy), or with STORE_HEADER stores the file with its row.
+With --cpu-claims, each process pins itself to a CPU as the product's TENANTRY_CPU_PINNING
+does, by the product's own helper (start-up only).
 Started as
 
     python bench/baseline_app.py --port PORT --dsn DSN --tenant-id UUID
@@ -462,7 +463,9 @@ def create_app(args: argparse.Namespace) -> Litestar:
                     chunks.append(event)
         parser.close()
         if field is None:
-            return Response(b'{"detail":"No file field."}', status_code=400)
+            return Response(
+                b'{"detail":"No file field."}', status_code=400, media_type=MediaType.JSON
+            )
         file_id = uuid7()
         await asyncio.get_running_loop().run_in_executor(
             None, write_file, args.upload_dir / file_id.hex, chunks

@@ -922,8 +922,8 @@ def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
 
         files_dir = tmp / "data" / "files"  # the local storage's default root
         machine["upload_filesystem"] = describe_filesystem(tmp)
-        uploads = {"upload", "upload_row"} & set(chosen)
-        if uploads and machine["upload_filesystem"]["journal"] is False:
+        uploading = not {"upload", "upload_row"}.isdisjoint(chosen)
+        if uploading and machine["upload_filesystem"]["journal"] is False:
             print(
                 f"   warning: {tmp} is on ext4 without a journal: upload figures depend on the "
                 "files deleted there in the last minutes (TMPDIR on a journaled filesystem "
