@@ -67,6 +67,8 @@ COLUMNS = "id, name, description, owner_id, version, created_at, updated_at"
 # then does the product's authentication work, bare: verify the JWT, check the user's roles.
 AUTHENTICATE_HEADER = "x-baseline-authenticate"
 UNAUTHORIZED = b'{"detail":"Invalid or expired credentials."}'
+# What tenantry_confirm_roles raises when the caller's roles do not hold.
+ROLES_NOT_CONFIRMED = "TR001"
 # Sent by the suite's upload_row scenario (the product ignores it): the baseline then does what
 # any server storing the upload as a file of its tenant does at the least (store_file).
 STORE_HEADER = "x-baseline-store"
@@ -269,15 +271,42 @@ def read_signing_keys(path: Path | None) -> dict[str, bytes]:
 
 def bearer_claims(authorization: str | None, keys: dict[str, bytes]) -> tuple[UUID, UUID] | None:
     """(tenant, user) of a valid product access token, checked as bare PyJWT checks it."""
+    claims = verified_claims(authorization, keys)
+    try:
+        return None if claims is None else (UUID(claims["tid"]), UUID(claims["sub"]))
+    except (KeyError, ValueError, TypeError):
+        return None
+
+
+def verified_claims(authorization: str | None, keys: dict[str, bytes]) -> dict[str, Any] | None:
+    """The claims of a valid product access token, checked as bare PyJWT checks it."""
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer":
         return None
     try:
         key = keys[jwt.get_unverified_header(token)["kid"]]
-        claims = jwt.decode(token, key, algorithms=["HS256"], options={"require": ["exp"]})
-        return UUID(claims["tid"]), UUID(claims["sub"])
-    except (jwt.PyJWTError, KeyError, ValueError):
+        claims: dict[str, Any] = jwt.decode(
+            token, key, algorithms=["HS256"], options={"require": ["exp"]}
+        )
+    except (jwt.PyJWTError, KeyError):
         return None
+    return claims
+
+
+def confirm_roles(claims: dict[str, Any]) -> str | None:
+    """The product's check of a streamed request's caller, for its write's message (the session
+    live, the user active with the roles claimed, the tenant active; else TR001); None for
+    claims that name no caller."""
+    try:
+        tenant, user = UUID(claims["tid"]), UUID(claims["sub"])
+        session = f"'{UUID(claims['sid'])}'" if "sid" in claims else "null"
+        roles = ", ".join(f"E'{text_literal(str(role))}'" for role in claims.get("roles", []))
+    except (KeyError, ValueError, TypeError):
+        return None
+    return (
+        f"select tenantry_confirm_roles('{tenant}', '{user}', {session}, "
+        f"array[{roles}]::character varying[])"
+    )
 
 
 def create_app(args: argparse.Namespace) -> Litestar:
@@ -447,8 +476,16 @@ def create_app(args: argparse.Namespace) -> Litestar:
 
     async def store_file(request: Request[Any, Any, Any]) -> Response[bytes]:
         # The multipart body parsed by the product's parser, the file field hashed on the loop
-        # and written by one thread hop, then its one transaction: no authentication, sniffing,
-        # audit trail, webhook outbox, logging or metrics.
+        # and written by one thread hop, then its one transaction: no sniffing, audit trail,
+        # webhook outbox, logging or metrics. With AUTHENTICATE_HEADER, as the product: the
+        # token verified before the body, the caller's roles confirmed in the write's message.
+        check = ""
+        if AUTHENTICATE_HEADER in request.headers:
+            claims = verified_claims(request.headers.get("authorization"), signing_keys)
+            confirm = None if claims is None else confirm_roles(claims)
+            if confirm is None:
+                return Response(UNAUTHORIZED, status_code=401, media_type=MediaType.JSON)
+            check = f"{confirm}; "
         _, options = parse_options_header(request.headers.get("content-type", ""))
         parser = PushMultipartParser(options["boundary"], max_segment_count=16)
         digest = hashlib.sha256()
@@ -487,12 +524,14 @@ def create_app(args: argparse.Namespace) -> Litestar:
             try:
                 if citus:
                     await connection.execute(f"BEGIN; {bind_tenant}")
-                    await connection.execute(f"{store}; COMMIT")
+                    await connection.execute(f"{check}{store}; COMMIT")
                 else:
-                    await connection.execute(f"BEGIN; {bind_tenant}; {store}; COMMIT")
-            except BaseException:
+                    await connection.execute(f"BEGIN; {bind_tenant}; {check}{store}; COMMIT")
+            except BaseException as error:
                 if connection.is_in_transaction():
                     await connection.execute("ROLLBACK")
+                if getattr(error, "sqlstate", None) == ROLES_NOT_CONFIRMED:
+                    return Response(UNAUTHORIZED, status_code=401, media_type=MediaType.JSON)
                 raise
         return json(Stored(size=size, sha256=sha256), status_code=201)
 

@@ -163,10 +163,11 @@ NOTES = [
     "Truncated, not deleted: on ext4 without a journal, files created within minutes of many "
     "deletions pay for each freed inode they skip, a cost of the cleanup, not of serving.",
     "upload_row: the same requests; the baseline does the least any server storing the file "
-    "for its tenant does: it parses the multipart body with the product's parser, hashes the "
-    "file, writes it by one thread hop as the product's store does, then charges the tenant's "
-    "usage within its quota and inserts the file's row in one transaction sent as one message "
-    "(no authentication, sniffing, audit trail, webhook outbox, logs or metrics).",
+    "for its tenant does: it verifies the JWT, parses the multipart body with the product's "
+    "parser, hashes the file, writes it by one thread hop as the product's store does, then "
+    "confirms the caller's roles (the product's function), charges the tenant's usage within "
+    "its quota and inserts the file's row in one transaction sent as one message (no "
+    "sniffing, audit trail, webhook outbox, logs or metrics).",
     "tasks: tasks/s end to end (first submission to last completion) and latency per task; "
     "the product's are POST /api/v1/tasks to `tenantry worker`, the baseline's arq enqueue_job "
     "to a bare arq worker, with as many worker processes as API processes. Its memory is the "
@@ -385,7 +386,7 @@ def http_scenarios(
         ),
         Scenario(
             "upload_row",
-            "upload_row: the same, the baseline storing the file with its row",
+            "upload_row: the same, the baseline verifying the JWT and storing the file with its row",
             Requests(
                 ["/api/v1/files"],
                 "POST",
@@ -393,6 +394,7 @@ def http_scenarios(
                 | {
                     "Content-Type": f"multipart/form-data; boundary={boundary}",
                     STORE_HEADER: "1",
+                    AUTHENTICATE_HEADER: "1",
                 },
                 upload,
             ),
