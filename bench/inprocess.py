@@ -11,9 +11,11 @@ a tenant and its owner made through the API; then the app called as an ASGI app 
 and a `receive` of our own (an upload: a 256 KiB text file in a multipart body, in 64 KiB
 messages; a document: a POST of one into a project; an update: a PATCH carrying the ETag of the
 previous answer as If-Match; a delete: a project of its own each, made with two documents
-before the rounds; health: GET /health, and before each round the same requests to the suite's
-bare baseline app, bench/baseline_app.py, in this process too: what the product's request path
-costs over a bare Litestar app, without the server or the network). Each round's requests are
+before the rounds; health: GET /health). For health and upload, before each round, the same
+requests go to the suite's bare baseline app, bench/baseline_app.py, in this process too (for
+upload, as the suite's upload_row asks it: the token verified, the file stored with its row):
+what the product costs over a bare Litestar app doing the same work, without the server or the
+network. Each round's requests are
 timed with `time.process_time()`: the process's CPU, its storage and hash threads included;
 with `time.thread_time()`: the event loop's thread alone (what bounds one process's rate);
 and, when PostgreSQL runs on this machine, its processes' CPU over the same rounds (from /proc:
@@ -41,8 +43,10 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import baseline_app
 import httpx
@@ -54,13 +58,15 @@ from tasks import product_env, run_setup_command
 from upload import LOGIN, TENANT
 
 from tenantry import bootstrap
-from tenantry.config import load_settings
+from tenantry.config import Settings, load_settings
+from tenantry.infrastructure.db.rls import APP_ROLE
 from tenantry.infrastructure.observability.logging import configure_logging
+from tenantry.infrastructure.secrets.environment import keyring_file
 from tenantry.infrastructure.storage import local
 
 SCENARIOS = ("upload", "get", "create", "document", "update", "delete", "login", "health")
 # µs of CPU per request by round: this process's, its event loop's (the thread that calls the
-# app), PostgreSQL's (none: not on this machine), and the bare app's (health only).
+# app), PostgreSQL's (none: not on this machine), and the bare app's (health and upload).
 Measured = tuple[list[float], list[float], list[float], list[float]]
 STORES = ("thread", "loop", "none")
 UPLOAD_BYTES = 256 * 1024
@@ -176,7 +182,15 @@ class Versioned(Request):
         ]
 
 
-async def prepared(app: Litestar, scenario: str, calls: int) -> Request:
+@dataclass
+class Prepared:
+    request: Request
+    # The tenant made and its owner, signed in.
+    tenant_id: UUID
+    owner_id: UUID
+
+
+async def prepared(app: Litestar, scenario: str, calls: int) -> Prepared:
     """The tenant, its owner and what the scenario needs for ``calls`` requests, made through
     the API."""
     transport = httpx.ASGITransport(app=app)
@@ -185,38 +199,52 @@ async def prepared(app: Litestar, scenario: str, calls: int) -> Request:
             raise BenchError(f"POST /api/v1/tenants: {created.status_code}: {created.text}")
         login = (await client.post("/api/v1/auth/login", json=LOGIN)).json()
         bearer = {"authorization": f"Bearer {login['access_token']}"}
-        if scenario == "health":
-            return Request("GET", "/health", {}, b"", 200)
-        if scenario == "login":
-            body = json.dumps(LOGIN).encode()
-            return Request(
-                "POST", "/api/v1/auth/login", {"content-type": "application/json"}, body, 200
-            )
-        if scenario == "upload":
-            headers = bearer | {"content-type": f"multipart/form-data; boundary={BOUNDARY}"}
-            return Request("POST", "/api/v1/files", headers, multipart(), 201)
-        json_body = bearer | {"content-type": "application/json"}
-        if scenario == "create":
-            return Request("POST", "/api/v1/projects", json_body, b'{"name": "Bench"}', 201)
-        if scenario == "delete":
-            # As the suite's: a live project with two documents each.
-            paths = []
-            for _ in range(calls):
-                made = await client.post("/api/v1/projects", json={"name": "Gone"}, headers=bearer)
-                paths.append(f"/api/v1/projects/{made.json()['id']}")
-                for title in ("one", "two"):
-                    document = {"title": title, "content": "c"}
-                    await client.post(f"{paths[-1]}/documents", json=document, headers=bearer)
-            return Deletes(paths, bearer)
-        project = await client.post("/api/v1/projects", json={"name": "Bench"}, headers=bearer)
-        path = f"/api/v1/projects/{project.json()['id']}"
-        if scenario == "document":
-            body = b'{"title": "Bench", "content": "c"}'
-            return Request("POST", f"{path}/documents", json_body, body, 201)
-        if scenario == "update":
-            versioned = json_body | {"if-match": project.headers["etag"]}
-            return Versioned("PATCH", path, versioned, b'{"name": "Benched"}', 200)
-        return Request("GET", path, bearer, b"", 200)
+        me = (await client.get("/api/v1/auth/me", headers=bearer)).json()
+        request = await scenario_request(client, scenario, calls, bearer)
+        return Prepared(request, UUID(me["tenant_id"]), UUID(me["id"]))
+
+
+async def scenario_request(
+    client: httpx.AsyncClient, scenario: str, calls: int, bearer: dict[str, str]
+) -> Request:
+    """The request the scenario calls again and again, and what it needs made first."""
+    if scenario == "health":
+        return Request("GET", "/health", {}, b"", 200)
+    if scenario == "login":
+        body = json.dumps(LOGIN).encode()
+        return Request(
+            "POST", "/api/v1/auth/login", {"content-type": "application/json"}, body, 200
+        )
+    if scenario == "upload":
+        headers = bearer | {
+            "content-type": f"multipart/form-data; boundary={BOUNDARY}",
+            # For the bare app, as the suite's upload_row sends them; the product ignores them.
+            baseline_app.STORE_HEADER: "1",
+            baseline_app.AUTHENTICATE_HEADER: "1",
+        }
+        return Request("POST", "/api/v1/files", headers, multipart(), 201)
+    json_body = bearer | {"content-type": "application/json"}
+    if scenario == "create":
+        return Request("POST", "/api/v1/projects", json_body, b'{"name": "Bench"}', 201)
+    if scenario == "delete":
+        # As the suite's: a live project with two documents each.
+        paths = []
+        for _ in range(calls):
+            made = await client.post("/api/v1/projects", json={"name": "Gone"}, headers=bearer)
+            paths.append(f"/api/v1/projects/{made.json()['id']}")
+            for title in ("one", "two"):
+                document = {"title": title, "content": "c"}
+                await client.post(f"{paths[-1]}/documents", json=document, headers=bearer)
+        return Deletes(paths, bearer)
+    project = await client.post("/api/v1/projects", json={"name": "Bench"}, headers=bearer)
+    path = f"/api/v1/projects/{project.json()['id']}"
+    if scenario == "document":
+        body = b'{"title": "Bench", "content": "c"}'
+        return Request("POST", f"{path}/documents", json_body, body, 201)
+    if scenario == "update":
+        versioned = json_body | {"if-match": project.headers["etag"]}
+        return Versioned("PATCH", path, versioned, b'{"name": "Benched"}', 200)
+    return Request("GET", path, bearer, b"", 200)
 
 
 @contextlib.contextmanager
@@ -259,53 +287,100 @@ def postgres_cpu_s() -> float | None:
     return ticks / os.sysconf("SC_CLK_TCK") if seen else None
 
 
-def bare_app() -> Litestar:
-    """The suite's bare baseline (bench/baseline_app.py), for its /health: no database is
-    reached, so its lifespan is not entered."""
+def bare_app(
+    dsn: str = "",
+    tenant_id: UUID | None = None,
+    owner_id: UUID | None = None,
+    upload_dir: Path | None = None,
+    keyring: Path | None = None,
+) -> Litestar:
+    """The suite's bare baseline (bench/baseline_app.py), built in this process."""
     return baseline_app.create_app(
         argparse.Namespace(
-            dsn="",
-            tenant_id=uuid.uuid4(),
-            owner_id=None,
-            upload_dir=None,
+            dsn=dsn,
+            tenant_id=tenant_id or uuid.uuid4(),
+            owner_id=owner_id,
+            upload_dir=upload_dir,
             hash_concurrency=1,
-            keyring=None,
+            keyring=keyring,
             cpu_claims=None,
         )
     )
 
 
-async def measure(app: Litestar, args: argparse.Namespace) -> Measured:
+# The bare app beside the product, once the product has made its tenant, or none.
+BareServer = Callable[[Prepared], contextlib.AbstractAsyncContextManager[Litestar | None]]
+
+
+def bare_server(engines: Engines, tmp: Path, settings: Settings, scenario: str) -> BareServer:
+    """For health the bare app's /health (no database: its lifespan is not entered); for upload
+    upload_row's bare server on the product's database, as the product's tenant and owner, its
+    pool made by its lifespan."""
+
+    @contextlib.asynccontextmanager
+    async def beside(made: Prepared) -> AsyncIterator[Litestar | None]:
+        if scenario == "health":
+            yield bare_app()
+        elif scenario == "upload":
+            uploads = tmp / "bare-uploads"
+            uploads.mkdir(exist_ok=True)
+            app = bare_app(
+                engines.url(APP_ROLE),
+                made.tenant_id,
+                made.owner_id,
+                uploads,
+                keyring_file(settings),
+            )
+            async with app.lifespan():
+                yield app
+        else:
+            yield None
+
+    return beside
+
+
+async def measure(app: Litestar, args: argparse.Namespace, beside: BareServer) -> Measured:
     """µs of the process's CPU per request, and of PostgreSQL's, one figure per round."""
     async with app.lifespan():
         calls = WARM_UP + args.requests * (args.rounds + (1 if args.profile else 0))
-        request = await prepared(app, args.scenario, calls)
+        made = await prepared(app, args.scenario, calls)
+        request = made.request
         for _ in range(WARM_UP):
             await request(app)
-        rounds: Measured = ([], [], [], [])
-        bare = bare_app() if args.scenario == "health" else None
-        for _ in range(args.rounds):
+        async with beside(made) as bare:
             if bare is not None:
-                started = time.process_time()
-                for _ in range(args.requests):
+                for _ in range(WARM_UP):
                     await request(bare)
-                rounds[3].append((time.process_time() - started) / args.requests * 1e6)
-            started, postgres = time.process_time(), postgres_cpu_s()
-            loop_started = time.thread_time()
+            return await timed(app, request, bare, args)
+
+
+async def timed(
+    app: Litestar, request: Request, bare: Litestar | None, args: argparse.Namespace
+) -> Measured:
+    """Each round: the bare app's requests first (when there is one), then the product's."""
+    rounds: Measured = ([], [], [], [])
+    for _ in range(args.rounds):
+        if bare is not None:
+            started = time.process_time()
             for _ in range(args.requests):
-                await request(app)
-            rounds[0].append((time.process_time() - started) / args.requests * 1e6)
-            rounds[1].append((time.thread_time() - loop_started) / args.requests * 1e6)
-            if postgres is not None and (after := postgres_cpu_s()) is not None:
-                rounds[2].append((after - postgres) / args.requests * 1e6)
-        if args.profile:
-            profiler = cProfile.Profile()
-            profiler.enable()
-            for _ in range(args.requests):
-                await request(app)
-            profiler.disable()
-            profiler.dump_stats(args.profile)
-        return rounds
+                await request(bare)
+            rounds[3].append((time.process_time() - started) / args.requests * 1e6)
+        started, postgres = time.process_time(), postgres_cpu_s()
+        loop_started = time.thread_time()
+        for _ in range(args.requests):
+            await request(app)
+        rounds[0].append((time.process_time() - started) / args.requests * 1e6)
+        rounds[1].append((time.thread_time() - loop_started) / args.requests * 1e6)
+        if postgres is not None and (after := postgres_cpu_s()) is not None:
+            rounds[2].append((after - postgres) / args.requests * 1e6)
+    if args.profile:
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for _ in range(args.requests):
+            await request(app)
+        profiler.disable()
+        profiler.dump_stats(args.profile)
+    return rounds
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -352,7 +427,8 @@ def measured(args: argparse.Namespace, engines: Engines, tmp: Path) -> Measured:
     with (tmp / "access.log").open("wb") as lines:
         configure_logging(settings, stream=lines)
         with storage_as(args.store):
-            return uvloop.run(measure(app, args))
+            beside = bare_server(engines, tmp, settings, args.scenario)
+            return uvloop.run(measure(app, args, beside))
 
 
 def report(result: dict[str, Any], _stamp: str) -> bool:
@@ -378,7 +454,8 @@ def report(result: dict[str, Any], _stamp: str) -> bool:
     if bare := result["bare_cpu_us_per_request"]:
         figures = ", ".join(f"{value:.0f}" for value in bare)
         print(
-            f"the bare app (bench/baseline_app.py), each round just before: "
+            f"the bare app (bench/baseline_app.py; for upload as upload_row asks it), each "
+            f"round just before: "
             f"{result['median_bare_cpu_us']:.0f} µs of CPU per request ({figures})"
         )
     if result["profile"]:
