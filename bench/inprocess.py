@@ -24,7 +24,7 @@ a file of the run. `--store` changes the local store's write for the run, to tel
 share from the rest: `loop` writes it on the event loop (its thread hop a plain call), `none`
 reads the chunks and stores nothing. `--profile` runs one more round under cProfile, saves its
 stats and prints the functions with the most time of their own. See bench/README.md (methods
-17, 18, 21 and 53).
+17, 18, 21, 53 and 64).
 """
 
 from __future__ import annotations
