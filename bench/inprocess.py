@@ -15,16 +15,16 @@ before the rounds; health: GET /health). For health and upload, before each roun
 requests go to the suite's bare baseline app, bench/baseline_app.py, in this process too (for
 upload, as the suite's upload_row asks it: the token verified, the file stored with its row):
 what the product costs over a bare Litestar app doing the same work, without the server or the
-network. Each round's requests are
-timed with `time.process_time()`: the process's CPU, its storage and hash threads included;
-with `time.thread_time()`: the event loop's thread alone (what bounds one process's rate);
-and, when PostgreSQL runs on this machine, its processes' CPU over the same rounds (from /proc:
-every postgres process, so other databases' work on the server counts too). Access lines go to
-a file of the run. `--store` changes the local store's write for the run, to tell the file's
-share from the rest: `loop` writes it on the event loop (its thread hop a plain call), `none`
-reads the chunks and stores nothing. `--profile` runs one more round under cProfile, saves its
-stats and prints the functions with the most time of their own. See bench/README.md (methods
-17, 18, 21, 53 and 64).
+network. Each round's requests are timed with `time.process_time()`: the process's CPU, its
+storage and hash threads included; with `time.thread_time()`: the event loop's thread alone
+(what bounds one process's rate); and, when PostgreSQL runs on this machine, its processes' CPU
+over the same rounds (from /proc: every postgres process, so other databases' work on the
+server counts too). Access lines go to a file of the run. `--store` changes the product's local
+store's write for the run (not the bare app's), to tell the file's share from the rest: `loop`
+writes it on the event loop (its thread hop a plain call), `none` reads the chunks and stores
+nothing. `--profile` runs one more round under cProfile, saves its stats and prints the
+functions with the most time of their own. See bench/README.md (methods 17, 18, 21, 53 and
+64).
 """
 
 from __future__ import annotations
