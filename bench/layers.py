@@ -38,7 +38,10 @@ def bare_lines(*texts: str) -> tuple[str, ...]:
 
 
 BUCKETS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("governance: audit event, outbox call, usage", ("application/audit.py", "application/usage.py")),
+    (
+        "governance: audit event, outbox call, usage",
+        ("application/audit.py", "application/usage.py"),
+    ),
     ("credentials", ("authenticate_request", "verified_claims")),
     (
         "hash and inspection",
