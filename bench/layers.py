@@ -21,8 +21,6 @@ import re
 from collections import Counter
 from pathlib import Path
 
-import inprocess
-
 BARE_APP = Path(__file__).with_name("baseline_app.py")
 
 
@@ -83,18 +81,19 @@ _LAYERS = ("litestar/", "tenantry/", BARE_APP.name)
 _TIMED = re.compile(r"^timed \(.*inprocess\.py:(\d+)\)$")
 
 
+INPROCESS = Path(__file__).with_name("inprocess.py")
+# timed's calls of each server, as bench/inprocess.py writes them.
+CALLS = {"await request(bare)": "bare", "await request(app)": "product"}
+
+
 def servers() -> dict[int, str]:
-    """The lines of inprocess.timed that call the bare server and the product, by server."""
-    lines = inprocess.timed.__code__.co_lines()
-    source = Path(inprocess.__file__).read_text().splitlines()
-    found = {}
-    for _, _, number in lines:
-        if number is not None and (text := source[number - 1].strip()) in (
-            "await request(bare)",
-            "await request(app)",
-        ):
-            found[number] = "bare" if "bare" in text else "product"
-    return found
+    """The lines of bench/inprocess.py that call the bare server and the product."""
+    source = INPROCESS.read_text().splitlines()
+    return {
+        number: CALLS[line.strip()]
+        for number, line in enumerate(source, 1)
+        if line.strip() in CALLS
+    }
 
 
 def bucket(frames: list[str]) -> str:
